@@ -1,0 +1,1 @@
+//! Cluster lock file and cluster creation.

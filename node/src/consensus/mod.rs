@@ -1,0 +1,1 @@
+//! QBFT consensus engine.

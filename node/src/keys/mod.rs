@@ -1,0 +1,1 @@
+//! Threshold BLS, EIP-2335 keystores and interop keys.

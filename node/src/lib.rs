@@ -1,0 +1,18 @@
+//! dvnode — an Ethereum distributed validator node.
+//!
+//! One validator key is split t-of-n with threshold BLS; n nodes agree on what to sign by QBFT
+//! consensus, sign with their key shares, exchange partial signatures and combine them.
+//!
+//! Modules follow the workflow stages of the design (see `README.md`):
+//! - [`keys`]: threshold BLS (blst), EIP-2335 keystores, interop keys.
+//! - [`cluster`]: cluster lock file and `create-cluster`.
+//! - [`slashing`]: EIP-3076 slashing protection database and interchange.
+//! - [`consensus`]: QBFT engine (pure logic, no I/O).
+//! - [`p2p`]: libp2p cluster networking.
+
+pub mod cluster;
+pub mod consensus;
+pub mod keys;
+pub mod p2p;
+pub mod slashing;
+pub mod util;

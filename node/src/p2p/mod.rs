@@ -1,0 +1,3 @@
+//! libp2p cluster networking.
+
+pub mod key;

@@ -1,0 +1,1 @@
+//! EIP-3076 slashing protection.
