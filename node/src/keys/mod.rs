@@ -1,1 +1,10 @@
-//! Threshold BLS, EIP-2335 keystores and interop keys.
+//! Validator key material.
+//!
+//! - [`tbls`]: threshold BLS on BLS12-381 (blst): Shamir splitting of a validator key, partial
+//!   signing and verification, Lagrange combination of partial signatures.
+//! - [`keystore`]: EIP-2335 encrypted keystores for (share) secret keys.
+//! - [`interop`]: the deterministic insecure "interop" validator keys used by devnets.
+
+pub mod interop;
+pub mod keystore;
+pub mod tbls;
