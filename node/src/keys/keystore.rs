@@ -256,9 +256,10 @@ impl Keystore {
             },
         };
         let key = kdf.derive(&process_password(password))?;
-        let mut ciphertext = Zeroizing::new(secret.to_bytes().to_vec());
-        Aes128Ctr::new(key[..16].into(), iv[..].into()).apply_keystream(&mut ciphertext);
-        let checksum = checksum(&key, &ciphertext);
+        // Encrypted in place; the buffer holds the plaintext until then, hence Zeroizing.
+        let mut ciphertext = Zeroizing::new(secret.to_bytes());
+        Aes128Ctr::new(key[..16].into(), iv[..].into()).apply_keystream(ciphertext.as_mut());
+        let checksum = checksum(&key, ciphertext.as_ref());
         Ok(Keystore {
             kdf,
             checksum,
