@@ -1,1 +1,3 @@
-fn main() { println!("dvlab"); }
+fn main() {
+    println!("dvlab");
+}

@@ -1,1 +1,6 @@
 //! Cluster lock file and cluster creation.
+
+pub mod create;
+pub mod lock;
+
+pub use lock::{Cluster, ClusterLock};
