@@ -1460,7 +1460,7 @@ mod tests {
         for n in 1..=MAX_NODES {
             let (q, f) = (quorum(n), max_faulty(n));
             assert!(
-                2 * q >= n + f + 1,
+                2 * q > n + f,
                 "n = {n}: two quorums must share an honest node"
             );
             assert!(q <= n - f, "n = {n}: honest nodes alone must form a quorum");

@@ -649,7 +649,7 @@ impl Sim<'_> {
                 self.transmit(to, bytes);
             }
             Behaviour::Equivocator => {
-                for bytes in self.equivocate(node, to, msg) {
+                for bytes in self.equivocate(node, msg) {
                     self.transmit(to, bytes);
                 }
             }
@@ -698,15 +698,16 @@ impl Sim<'_> {
         m
     }
 
-    /// A valid alternative value for byzantine equivocation.
-    fn alt_value(&mut self, node: usize, to: usize) -> SimValue {
-        let v = SimValue(1_000_000 + (node as u64) * 1000 + to as u64);
+    /// One of two valid alternative values for byzantine equivocation (two groups of peers
+    /// seeing the same alternative make a conflicting quorum possible).
+    fn alt_value(&mut self, node: usize) -> SimValue {
+        let v = SimValue(1_000_000 + (node as u64) * 1000 + self.rng.gen_range(0..2));
         self.out.byzantine_values.insert(v);
         v
     }
 
     /// Equivocating byzantine node: what it sends to `to` instead of `msg`.
-    fn equivocate(&mut self, node: usize, to: usize, msg: QbftMsg) -> Vec<Vec<u8>> {
+    fn equivocate(&mut self, node: usize, msg: QbftMsg) -> Vec<Vec<u8>> {
         let n = self.n();
         let q = quorum(n as u64) as usize;
         let choice = self.rng.gen_range(0..100);
@@ -714,7 +715,7 @@ impl Sim<'_> {
         match msg.kind() {
             Some(MsgKind::PrePrepare) if choice < 70 => {
                 // Different proposal per peer.
-                let v = self.alt_value(node, to);
+                let v = self.alt_value(node);
                 let mut m = msg.clone();
                 m.msg.body.value_hash = v.value_hash();
                 m.msg = self.resign(node, m.msg);
@@ -723,8 +724,7 @@ impl Sim<'_> {
             }
             Some(MsgKind::Prepare | MsgKind::Commit) if choice < 50 => {
                 // Conflicting vote.
-                let other = self.rng.gen_range(0..n);
-                let v = self.alt_value(node, other);
+                let v = self.alt_value(node);
                 let mut m = msg.clone();
                 m.msg.body.value_hash = v.value_hash();
                 m.msg = self.resign(node, m.msg);
@@ -732,7 +732,7 @@ impl Sim<'_> {
             }
             Some(MsgKind::RoundChange) if choice < 30 && msg.round() > 1 => {
                 // Claims a prepared value with a bogus certificate (its own PREPARE repeated).
-                let v = self.alt_value(node, to);
+                let v = self.alt_value(node);
                 let mut m = msg.clone();
                 m.msg.body.prepared_round = msg.round() - 1;
                 m.msg.body.prepared_value_hash = v.value_hash();
@@ -760,7 +760,7 @@ impl Sim<'_> {
                     }
                     out.push(m.encode());
                 } else {
-                    let v = self.alt_value(node, to);
+                    let v = self.alt_value(node);
                     let mut commit = self.resign(
                         node,
                         SignedMsg {
