@@ -26,8 +26,12 @@ pub fn load(path: &Path) -> Result<Keypair> {
             bytes.len()
         );
     }
-    let sk = secp256k1::SecretKey::try_from_bytes(&mut bytes)
-        .with_context(|| format!("p2p key file {}: invalid secp256k1 secret key", path.display()))?;
+    let sk = secp256k1::SecretKey::try_from_bytes(&mut bytes).with_context(|| {
+        format!(
+            "p2p key file {}: invalid secp256k1 secret key",
+            path.display()
+        )
+    })?;
     Ok(secp256k1::Keypair::from(sk).into())
 }
 
