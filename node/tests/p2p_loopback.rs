@@ -437,7 +437,7 @@ fn raw_swarm(key: &Keypair) -> Swarm<RawBehaviour> {
                 StreamProtocol::new(p.stream_protocol()),
                 ProtocolSupport::Outbound,
             )],
-            request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
+            request_response::Config::default().with_request_timeout(Duration::from_secs(1)),
         )
     };
     libp2p::SwarmBuilder::with_existing_identity(key.clone())

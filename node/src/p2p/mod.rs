@@ -59,7 +59,7 @@ pub mod key;
 mod metrics;
 mod network;
 
-pub use codec::{Ack, Frame, FrameError};
+pub use codec::{Ack, FrameError};
 pub use envelope::{
     public_key, sign_bytes, verify_bytes, Envelope, EnvelopeError, Protocol, ENVELOPE_DOMAIN,
     ENVELOPE_VERSION,

@@ -79,7 +79,7 @@ impl Default for Limits {
             pending_per_peer: 256,
             pending_ttl: Duration::from_secs(12),
             request_timeout: Duration::from_secs(10),
-            max_concurrent_streams: 128,
+            max_concurrent_streams: 256,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             ping_interval: Duration::from_secs(5),
@@ -928,4 +928,117 @@ fn build_swarm(key: &Keypair, peers: &[PeerId], limits: &Limits) -> Result<Swarm
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
         .build();
     Ok(swarm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let limits = Limits {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        for _ in 0..50 {
+            let d0 = limits.backoff(0);
+            assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
+            let d3 = limits.backoff(3);
+            assert!(d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800));
+            for attempt in [5, 31, 32, u32::MAX] {
+                let d = limits.backoff(attempt);
+                assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2));
+            }
+        }
+        let spread: HashSet<Duration> = (0..20).map(|_| limits.backoff(4)).collect();
+        assert!(spread.len() > 1, "backoff is not jittered");
+    }
+
+    fn config(key: &Keypair, peers: Vec<PeerId>) -> Config {
+        Config {
+            key: key.clone(),
+            peers,
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            dial_addrs: Vec::new(),
+            metrics: Metrics::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    async fn start_err(cfg: Config) -> String {
+        match Network::start(cfg).await {
+            Ok(_) => panic!("config accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_configs_are_refused() {
+        let key = Keypair::generate_secp256k1();
+        let me = key.public().to_peer_id();
+        let other = Keypair::generate_secp256k1().public().to_peer_id();
+
+        let err = start_err(config(&key, vec![other])).await;
+        assert!(err.contains("own peer id"), "{err}");
+        let err = start_err(config(&key, vec![me, other, me])).await;
+        assert!(err.contains("listed twice"), "{err}");
+
+        let mut cfg = config(&key, vec![me, other]);
+        let stranger = Keypair::generate_secp256k1().public().to_peer_id();
+        cfg.dial_addrs = vec![(stranger, "/ip4/127.0.0.1/tcp/1".parse().unwrap())];
+        let err = start_err(cfg).await;
+        assert!(err.contains("unknown peer"), "{err}");
+
+        let mut cfg = config(&key, vec![me, other]);
+        cfg.dial_addrs = vec![(me, "/ip4/127.0.0.1/tcp/1".parse().unwrap())];
+        let err = start_err(cfg).await;
+        assert!(err.contains("this node itself"), "{err}");
+
+        let mut cfg = config(&key, vec![me, other]);
+        cfg.limits.max_qbft_frame = 10;
+        let err = start_err(cfg).await;
+        assert!(err.contains("qbft frame limit"), "{err}");
+
+        let mut cfg = config(&key, vec![me, other]);
+        cfg.listen_addrs = vec!["/ip4/127.0.0.1/udp/1".parse().unwrap()];
+        let err = start_err(cfg).await;
+        assert!(err.contains("cannot listen"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn loopback_and_shutdown() {
+        let key = Keypair::generate_secp256k1();
+        let other = Keypair::generate_secp256k1().public().to_peer_id();
+        let (handle, mut rx) = Network::start(config(&key, vec![other, key.public().to_peer_id()]))
+            .await
+            .unwrap();
+        assert_eq!(handle.index(), 1);
+        assert_eq!(handle.nodes(), 2);
+        assert!(handle.local_addrs()[0]
+            .to_string()
+            .starts_with("/ip4/127.0.0.1/tcp/"));
+        assert!(!handle.local_addrs()[0].to_string().ends_with("/tcp/0"));
+        handle.send(1, Protocol::Parsig, b"me".to_vec()).unwrap();
+        let m = rx.recv().await.unwrap();
+        assert_eq!(
+            m,
+            Inbound {
+                from: 1,
+                protocol: Protocol::Parsig,
+                payload: b"me".to_vec()
+            }
+        );
+        handle.shutdown().await;
+        handle.shutdown().await;
+        assert!(handle.local_addrs().is_empty());
+        assert_eq!(
+            handle.send(1, Protocol::Qbft, vec![]),
+            Err(SendError::Closed)
+        );
+        assert!(
+            rx.recv().await.is_none(),
+            "inbound channel closes on shutdown"
+        );
+    }
 }
