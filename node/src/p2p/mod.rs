@@ -1,3 +1,68 @@
 //! libp2p cluster networking.
+//!
+//! [`Network::start`] spawns a tokio task owning a libp2p swarm (TCP + noise + yamux, ping for
+//! liveness) and returns a [`NetworkHandle`] plus the receiver of verified [`Inbound`]
+//! messages.
+//!
+//! # Peers
+//! The cluster is the ordered list of peer ids from the cluster lock; a node's index is its
+//! position. Connections from any other peer are closed as soon as the noise handshake reveals
+//! its id (before any protocol stream is opened) and counted in `p2p_rejected_peers_total`.
+//! Configured addresses are dialed at start; when the last connection to a peer drops or a
+//! dial fails, the peer is redialed after `backoff_initial · 2^attempt` (capped at
+//! `backoff_max`, jittered into `[d/2, d]`), counted in `p2p_reconnect_attempts_total{peer}`.
+//! `p2p_peer_connected{peer}` and `p2p_ping_rtt_seconds{peer}` report liveness.
+//!
+//! # Protocols and wire format
+//! Two request-response protocols, `/dvlab/qbft/1.0.0` (consensus, frame limit 1 MiB by
+//! default) and `/dvlab/parsig/1.0.0` (partial signatures, 4 MiB). Each message is one request
+//! on its own stream:
+//!
+//! - request: `u32` big-endian length `L`, then `L` bytes of SSZ envelope. If `L` exceeds the
+//!   protocol's limit the body is never read: the receiver answers `rejected` and drops the
+//!   stream (reason `oversized`); a stream that ends early is `truncated`.
+//! - response: one byte, `0` = accepted (verified and delivered), `1` = rejected.
+//!
+//! The envelope is the SSZ container [`Envelope`]
+//! `{ version: uint8, protocol: uint8, sender: uint64, payload: List[uint8], signature:
+//! List[uint8] }`, i.e. little-endian fixed part `version (1) | protocol (1) | sender (8) |
+//! payload offset (4) | signature offset (4)` followed by the payload bytes and the signature
+//! bytes. `version` is 1; `protocol` is 1 for qbft and 2 for parsig; `sender` is the sender's
+//! node index. `signature` is the sender's p2p key signature ([`libp2p::identity::Keypair::sign`],
+//! DER-encoded ECDSA for secp256k1) over the 32-byte digest
+//! `sha256("dvlab-p2p-v1" || protocol || payload)`.
+//!
+//! The receiver checks, in order: SSZ well-formedness (`malformed`), version (`bad_version`),
+//! protocol byte against the stream's protocol (`protocol_mismatch`), sender index against the
+//! authenticated peer of the connection (`sender_mismatch`) and the signature under the public
+//! key inlined in that peer's id (`bad_signature`). Rejected input is dropped, counted in
+//! `p2p_dropped_messages_total{protocol,reason}` and logged at debug level; nothing panics.
+//!
+//! # Sending
+//! [`NetworkHandle::send`] and [`NetworkHandle::broadcast`] sign on the caller's task and queue
+//! the frame on a bounded queue; delivery is fire-and-forget (failures go to
+//! `p2p_send_failures_total{protocol,reason}`). Messages for a disconnected peer are held, up
+//! to `pending_per_peer` and `pending_ttl`, and sent when it connects. A message sent to the
+//! node's own index is looped back into the local [`Inbound`] channel (`from` = own index)
+//! without signing or touching the network, so higher layers can treat every node alike;
+//! `broadcast` goes to the *other* nodes only.
+//!
+//! Consensus drivers multiplex duty instances inside the payload: the handle is cheap to clone
+//! and can be shared by every instance, with one task demultiplexing the [`Inbound`] stream.
+//!
+//! [`sign_bytes`] / [`verify_bytes`] expose the same key for application-level signatures
+//! (e.g. relayable QBFT justifications).
 
+mod codec;
+mod envelope;
 pub mod key;
+mod metrics;
+mod network;
+
+pub use codec::{Ack, FrameError};
+pub use envelope::{
+    public_key, sign_bytes, verify_bytes, Envelope, EnvelopeError, Protocol, ENVELOPE_DOMAIN,
+    ENVELOPE_VERSION,
+};
+pub use metrics::{Metrics, PeerLabel, ProtocolLabel, ReasonLabel};
+pub use network::{Config, Inbound, Limits, Network, NetworkHandle, SendError, ENVELOPE_OVERHEAD};

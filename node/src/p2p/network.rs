@@ -1,0 +1,1044 @@
+//! The swarm task and its handle. See the [module documentation](super) for the behaviour.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use futures::StreamExt;
+use libp2p::{
+    allow_block_list::{self, AllowedPeers, NotAllowed},
+    connection_limits::{self, ConnectionLimits},
+    identity::{Keypair, PeerId, PublicKey},
+    noise, ping,
+    request_response::{self, OutboundFailure, ProtocolSupport},
+    swarm::{
+        dial_opts::{DialOpts, PeerCondition},
+        DialError, ListenError, NetworkBehaviour, SwarmEvent,
+    },
+    tcp, yamux, Multiaddr, StreamProtocol, Swarm,
+};
+use rand::Rng;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+    time::Instant,
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    codec::{Ack, Frame, FrameCodec},
+    envelope::{public_key, Envelope, Protocol},
+    metrics::{Metrics, PeerLabel},
+};
+
+/// Upper bound of the SSZ envelope around a payload: 18 fixed bytes plus a signature of at most
+/// 72 bytes (DER secp256k1; ed25519 signatures are 64 bytes).
+pub const ENVELOPE_OVERHEAD: usize = 18 + 72;
+
+/// Resource limits and timings of the network.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest accepted `/dvlab/qbft/1.0.0` request frame (SSZ envelope), in bytes.
+    pub max_qbft_frame: usize,
+    /// Largest accepted `/dvlab/parsig/1.0.0` request frame (SSZ envelope), in bytes.
+    pub max_parsig_frame: usize,
+    /// Capacity of the command queue from [`NetworkHandle`] to the swarm task.
+    pub outbound_queue: usize,
+    /// Capacity of the [`Inbound`] channel; messages arriving while it is full are dropped.
+    pub inbound_queue: usize,
+    /// Messages held per disconnected peer until it connects (oldest dropped first).
+    pub pending_per_peer: usize,
+    /// Held messages older than this are dropped instead of sent on reconnection.
+    pub pending_ttl: Duration,
+    /// Timeout of one request (send + ack).
+    pub request_timeout: Duration,
+    /// Concurrent request streams per protocol and connection.
+    pub max_concurrent_streams: usize,
+    /// First reconnection delay after a connection drops or a dial fails.
+    pub backoff_initial: Duration,
+    /// Cap of the exponentially growing reconnection delay.
+    pub backoff_max: Duration,
+    /// Interval of liveness pings.
+    pub ping_interval: Duration,
+    /// Incoming connections that may be in the handshake at once.
+    pub max_pending_incoming: u32,
+    /// Established connections allowed per peer (both sides may dial, so at least 2).
+    pub max_connections_per_peer: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_qbft_frame: 1 << 20,
+            max_parsig_frame: 4 << 20,
+            outbound_queue: 1024,
+            inbound_queue: 4096,
+            pending_per_peer: 256,
+            pending_ttl: Duration::from_secs(12),
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 256,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(5),
+            max_pending_incoming: 32,
+            max_connections_per_peer: 3,
+        }
+    }
+}
+
+impl Limits {
+    /// Largest request frame of `protocol`.
+    pub fn max_frame(&self, protocol: Protocol) -> usize {
+        match protocol {
+            Protocol::Qbft => self.max_qbft_frame,
+            Protocol::Parsig => self.max_parsig_frame,
+        }
+    }
+
+    /// Largest payload that fits a `protocol` frame whatever the signature length.
+    pub fn max_payload(&self, protocol: Protocol) -> usize {
+        self.max_frame(protocol).saturating_sub(ENVELOPE_OVERHEAD)
+    }
+
+    /// Reconnection delay before attempt `attempt` (0-based): `backoff_initial · 2^attempt`
+    /// capped at `backoff_max`, then jittered uniformly into `[d/2, d]`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.backoff_initial.saturating_mul(1u32 << attempt.min(31));
+        let d = exp.min(self.backoff_max);
+        let half = d / 2;
+        half + rand::thread_rng().gen_range(Duration::ZERO..=half)
+    }
+
+    fn validate(&self) -> Result<()> {
+        for p in Protocol::ALL {
+            let max = self.max_frame(p);
+            ensure!(
+                max > ENVELOPE_OVERHEAD && max <= u32::MAX as usize,
+                "p2p limits: {p} frame limit {max} must be in {}..={}",
+                ENVELOPE_OVERHEAD + 1,
+                u32::MAX
+            );
+        }
+        ensure!(
+            self.outbound_queue > 0 && self.inbound_queue > 0 && self.pending_per_peer > 0,
+            "p2p limits: queue capacities must be positive"
+        );
+        ensure!(
+            self.max_connections_per_peer >= 2,
+            "p2p limits: max_connections_per_peer must be at least 2 (both sides dial)"
+        );
+        ensure!(
+            !self.backoff_initial.is_zero() && self.backoff_initial <= self.backoff_max,
+            "p2p limits: need 0 < backoff_initial <= backoff_max"
+        );
+        Ok(())
+    }
+}
+
+/// Configuration of a [`Network`].
+#[derive(Clone)]
+pub struct Config {
+    /// The node's p2p identity (from the `p2p-key` file).
+    pub key: Keypair,
+    /// The cluster's peers in lock order; a node's index is its position. Must contain `key`'s
+    /// peer id. Only these peers may connect.
+    pub peers: Vec<PeerId>,
+    /// Addresses to listen on (`/ip4/127.0.0.1/tcp/0` picks a free port; see
+    /// [`NetworkHandle::local_addrs`]).
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Addresses of cluster peers to dial (a peer may appear several times). Peers without an
+    /// address are not dialed; they are expected to dial this node.
+    pub dial_addrs: Vec<(PeerId, Multiaddr)>,
+    /// Metric families, from [`Metrics::new`].
+    pub metrics: Metrics,
+    /// Limits and timings.
+    pub limits: Limits,
+}
+
+/// A verified message from a cluster node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    /// Sender's node index (this node's own index for loopback messages).
+    pub from: usize,
+    /// Protocol the message arrived on.
+    pub protocol: Protocol,
+    /// The application payload.
+    pub payload: Vec<u8>,
+}
+
+/// Why a message could not be queued for sending.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// The destination index is outside the cluster.
+    #[error("node index {index} is not in the cluster of {nodes} nodes")]
+    UnknownPeer {
+        /// Requested index.
+        index: usize,
+        /// Cluster size.
+        nodes: usize,
+    },
+    /// The payload does not fit the protocol's frame limit.
+    #[error("{protocol} payload of {size} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Protocol.
+        protocol: Protocol,
+        /// Payload size.
+        size: usize,
+        /// [`Limits::max_payload`].
+        max: usize,
+    },
+    /// The outbound queue is full (the swarm task is falling behind).
+    #[error("p2p outbound queue is full")]
+    QueueFull,
+    /// The network was shut down.
+    #[error("p2p network is shut down")]
+    Closed,
+}
+
+enum Command {
+    Send {
+        to: usize,
+        protocol: Protocol,
+        frame: Vec<u8>,
+    },
+    Broadcast {
+        protocol: Protocol,
+        frame: Vec<u8>,
+    },
+    Loopback {
+        protocol: Protocol,
+        payload: Vec<u8>,
+    },
+}
+
+#[derive(Default)]
+struct Shared {
+    connected: BTreeSet<usize>,
+    listen_addrs: Vec<Multiaddr>,
+}
+
+struct Inner {
+    key: Keypair,
+    index: usize,
+    peers: Vec<PeerId>,
+    limits: Limits,
+    metrics: Metrics,
+    cmd_tx: mpsc::Sender<Command>,
+    shared: Arc<Mutex<Shared>>,
+    shutdown_tx: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Cheaply cloneable handle to a running [`Network`]. The network stops when
+/// [`shutdown`](Self::shutdown) is called or the last handle is dropped.
+#[derive(Clone)]
+pub struct NetworkHandle {
+    inner: Arc<Inner>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // The state is plain data updated in single assignments; a poisoned lock is still usable.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl NetworkHandle {
+    /// This node's index in the cluster.
+    pub fn index(&self) -> usize {
+        self.inner.index
+    }
+
+    /// Number of cluster nodes (including this one).
+    pub fn nodes(&self) -> usize {
+        self.inner.peers.len()
+    }
+
+    /// The cluster peer ids in index order.
+    pub fn peers(&self) -> &[PeerId] {
+        &self.inner.peers
+    }
+
+    /// Largest payload accepted by [`send`](Self::send) / [`broadcast`](Self::broadcast).
+    pub fn max_payload(&self, protocol: Protocol) -> usize {
+        self.inner.limits.max_payload(protocol)
+    }
+
+    /// Queues `payload` for node `to`. Sending to this node's own index delivers the payload to
+    /// the local [`Inbound`] channel (loopback) without touching the network.
+    ///
+    /// Delivery is fire-and-forget: an error here means the message was not queued; failures
+    /// after queuing are counted in `p2p_send_failures_total{protocol,reason}` and logged. A
+    /// message for a disconnected peer is held (bounded, [`Limits::pending_ttl`]) until it
+    /// connects.
+    pub fn send(&self, to: usize, protocol: Protocol, payload: Vec<u8>) -> Result<(), SendError> {
+        let nodes = self.nodes();
+        if to >= nodes {
+            return Err(SendError::UnknownPeer { index: to, nodes });
+        }
+        self.check_size(protocol, &payload)?;
+        let cmd = if to == self.inner.index {
+            Command::Loopback { protocol, payload }
+        } else {
+            Command::Send {
+                to,
+                protocol,
+                frame: self.seal(protocol, payload),
+            }
+        };
+        self.enqueue(protocol, cmd)
+    }
+
+    /// Queues `payload` for every other cluster node (not this one; use
+    /// [`send`](Self::send) to the own index for a local copy). Signs once. Same delivery
+    /// semantics as [`send`](Self::send).
+    pub fn broadcast(&self, protocol: Protocol, payload: Vec<u8>) -> Result<(), SendError> {
+        self.check_size(protocol, &payload)?;
+        let frame = self.seal(protocol, payload);
+        self.enqueue(protocol, Command::Broadcast { protocol, frame })
+    }
+
+    /// Indices of the cluster nodes with an open connection, ascending.
+    pub fn connected_peers(&self) -> Vec<usize> {
+        lock(&self.inner.shared).connected.iter().copied().collect()
+    }
+
+    /// The addresses the node actually listens on (with the real port when listening on 0).
+    pub fn local_addrs(&self) -> Vec<Multiaddr> {
+        lock(&self.inner.shared).listen_addrs.clone()
+    }
+
+    /// Stops the swarm task and waits until it has closed its listeners and connections.
+    /// Idempotent; later sends fail with [`SendError::Closed`].
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown_tx.send(true);
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            if let Err(e) = task.await {
+                warn!(error = %e, "p2p task ended abnormally");
+            }
+        }
+    }
+
+    fn check_size(&self, protocol: Protocol, payload: &[u8]) -> Result<(), SendError> {
+        let max = self.max_payload(protocol);
+        if payload.len() > max {
+            self.inner
+                .metrics
+                .send_failed(protocol.label(), "too_large");
+            return Err(SendError::TooLarge {
+                protocol,
+                size: payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn seal(&self, protocol: Protocol, payload: Vec<u8>) -> Vec<u8> {
+        Envelope::signed(&self.inner.key, protocol, self.inner.index as u64, payload).encode()
+    }
+
+    fn enqueue(&self, protocol: Protocol, cmd: Command) -> Result<(), SendError> {
+        if *self.inner.shutdown_tx.borrow() {
+            return Err(SendError::Closed);
+        }
+        self.inner.cmd_tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.inner
+                    .metrics
+                    .send_failed(protocol.label(), "outbound_queue_full");
+                warn!(%protocol, "p2p outbound queue full, message dropped");
+                SendError::QueueFull
+            }
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    allow: allow_block_list::Behaviour<AllowedPeers>,
+    conn_limits: connection_limits::Behaviour,
+    ping: ping::Behaviour,
+    qbft: request_response::Behaviour<FrameCodec>,
+    parsig: request_response::Behaviour<FrameCodec>,
+}
+
+impl Behaviour {
+    fn rr(&mut self, protocol: Protocol) -> &mut request_response::Behaviour<FrameCodec> {
+        match protocol {
+            Protocol::Qbft => &mut self.qbft,
+            Protocol::Parsig => &mut self.parsig,
+        }
+    }
+}
+
+struct Pending {
+    queued: Instant,
+    protocol: Protocol,
+    frame: Vec<u8>,
+}
+
+struct PeerSlot {
+    id: PeerId,
+    key: PublicKey,
+    label: PeerLabel,
+    addrs: Vec<Multiaddr>,
+    connected: bool,
+    attempt: u32,
+    next_dial: Option<Instant>,
+    pending: VecDeque<Pending>,
+}
+
+/// The libp2p cluster network: a tokio task owning the swarm. See the module docs.
+pub struct Network {
+    swarm: Swarm<Behaviour>,
+    index: usize,
+    slots: Vec<PeerSlot>,
+    by_id: HashMap<PeerId, usize>,
+    inbound_tx: mpsc::Sender<Inbound>,
+    metrics: Metrics,
+    limits: Limits,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Network {
+    /// Validates `config`, binds the listeners, dials the configured peers and spawns the
+    /// swarm task. Returns once every listener has a bound address.
+    pub async fn start(config: Config) -> Result<(NetworkHandle, mpsc::Receiver<Inbound>)> {
+        let Config {
+            key,
+            peers,
+            listen_addrs,
+            dial_addrs,
+            metrics,
+            limits,
+        } = config;
+        limits.validate()?;
+        ensure!(
+            !peers.is_empty(),
+            "p2p config: the cluster peer list is empty"
+        );
+        let mut seen = HashSet::new();
+        for p in &peers {
+            ensure!(seen.insert(*p), "p2p config: peer {p} is listed twice");
+        }
+        let local = key.public().to_peer_id();
+        let index = peers
+            .iter()
+            .position(|p| *p == local)
+            .ok_or_else(|| anyhow!("p2p config: own peer id {local} is not in the cluster"))?;
+        let by_id: HashMap<PeerId, usize> =
+            peers.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        let mut slots = peers
+            .iter()
+            .map(|p| {
+                let key = public_key(p).ok_or_else(|| {
+                    anyhow!("p2p config: peer id {p} does not inline its public key")
+                })?;
+                Ok(PeerSlot {
+                    id: *p,
+                    key,
+                    label: PeerLabel {
+                        peer: p.to_string(),
+                    },
+                    addrs: Vec::new(),
+                    connected: false,
+                    attempt: 0,
+                    next_dial: None,
+                    pending: VecDeque::new(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (p, addr) in dial_addrs {
+            let i = *by_id
+                .get(&p)
+                .ok_or_else(|| anyhow!("p2p config: dial address {addr} for unknown peer {p}"))?;
+            ensure!(
+                i != index,
+                "p2p config: dial address {addr} is for this node itself"
+            );
+            if !slots[i].addrs.contains(&addr) {
+                slots[i].addrs.push(addr);
+            }
+        }
+        for (i, s) in slots.iter().enumerate() {
+            if i != index {
+                metrics.peer_connected.get_or_create(&s.label).set(0);
+            }
+        }
+
+        let swarm = build_swarm(&key, &peers, &limits)?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(limits.inbound_queue);
+        let (cmd_tx, cmd_rx) = mpsc::channel(limits.outbound_queue);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut net = Network {
+            swarm,
+            index,
+            slots,
+            by_id,
+            inbound_tx,
+            metrics: metrics.clone(),
+            limits: limits.clone(),
+            shared: shared.clone(),
+        };
+        net.listen(&listen_addrs).await?;
+        for i in 0..net.slots.len() {
+            if !net.slots[i].addrs.is_empty() {
+                net.dial(i, false);
+            }
+        }
+        info!(index, peer = %local, nodes = peers.len(), addrs = ?lock(&shared).listen_addrs, "p2p network started");
+        let task = tokio::spawn(net.run(cmd_rx, shutdown_rx));
+        let handle = NetworkHandle {
+            inner: Arc::new(Inner {
+                key,
+                index,
+                peers,
+                limits,
+                metrics,
+                cmd_tx,
+                shared,
+                shutdown_tx,
+                task: Mutex::new(Some(task)),
+            }),
+        };
+        Ok((handle, inbound_rx))
+    }
+
+    async fn listen(&mut self, addrs: &[Multiaddr]) -> Result<()> {
+        let mut waiting = HashSet::new();
+        for addr in addrs {
+            let id = self
+                .swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("p2p: cannot listen on {addr}"))?;
+            waiting.insert(id);
+        }
+        let wait = async {
+            while !waiting.is_empty() {
+                let ev = self.swarm.select_next_some().await;
+                match &ev {
+                    SwarmEvent::NewListenAddr { listener_id, .. } => {
+                        waiting.remove(listener_id);
+                    }
+                    SwarmEvent::ListenerClosed {
+                        listener_id,
+                        reason,
+                        ..
+                    } if waiting.contains(listener_id) => {
+                        bail!("p2p: listener closed during startup: {reason:?}");
+                    }
+                    _ => {}
+                }
+                self.on_swarm_event(ev);
+            }
+            Ok(())
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .map_err(|_| anyhow!("p2p: timed out waiting for listen addresses {addrs:?}"))?
+    }
+
+    async fn run(mut self, mut cmd_rx: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let next_dial = self.slots.iter().filter_map(|s| s.next_dial).min();
+            let redial = async {
+                match next_dial {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.changed() => break,
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                () = redial => self.dial_due(),
+            }
+        }
+        info!(index = self.index, "p2p network stopped");
+        for (i, s) in self.slots.iter().enumerate() {
+            if i != self.index {
+                self.metrics.peer_connected.get_or_create(&s.label).set(0);
+            }
+        }
+        let mut shared = lock(&self.shared);
+        shared.connected.clear();
+        shared.listen_addrs.clear();
+        // Dropping `self` drops the swarm: listeners close now, connections right after.
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send {
+                to,
+                protocol,
+                frame,
+            } => self.send_frame(to, protocol, frame),
+            Command::Broadcast { protocol, frame } => {
+                for i in 0..self.slots.len() {
+                    if i != self.index {
+                        self.send_frame(i, protocol, frame.clone());
+                    }
+                }
+            }
+            Command::Loopback { protocol, payload } => {
+                self.deliver(self.index, protocol, payload);
+            }
+        }
+    }
+
+    fn send_frame(&mut self, to: usize, protocol: Protocol, frame: Vec<u8>) {
+        let slot = &mut self.slots[to];
+        if slot.connected {
+            self.swarm
+                .behaviour_mut()
+                .rr(protocol)
+                .send_request(&slot.id, Frame::Body(frame));
+            self.metrics.sent(protocol.label());
+            return;
+        }
+        let now = Instant::now();
+        while slot
+            .pending
+            .front()
+            .is_some_and(|p| now.duration_since(p.queued) > self.limits.pending_ttl)
+        {
+            if let Some(p) = slot.pending.pop_front() {
+                self.metrics.send_failed(p.protocol.label(), "expired");
+            }
+        }
+        if slot.pending.len() >= self.limits.pending_per_peer {
+            if let Some(p) = slot.pending.pop_front() {
+                self.metrics.send_failed(p.protocol.label(), "pending_full");
+                debug!(peer = to, protocol = %p.protocol, "pending queue full, oldest message dropped");
+            }
+        }
+        slot.pending.push_back(Pending {
+            queued: now,
+            protocol,
+            frame,
+        });
+    }
+
+    fn flush_pending(&mut self, i: usize) {
+        let now = Instant::now();
+        let pending = std::mem::take(&mut self.slots[i].pending);
+        for p in pending {
+            if now.duration_since(p.queued) > self.limits.pending_ttl {
+                self.metrics.send_failed(p.protocol.label(), "expired");
+            } else {
+                self.send_frame(i, p.protocol, p.frame);
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: usize, protocol: Protocol, payload: Vec<u8>) -> bool {
+        let msg = Inbound {
+            from,
+            protocol,
+            payload,
+        };
+        match self.inbound_tx.try_send(msg) {
+            Ok(()) => {
+                self.metrics.received(protocol.label());
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.dropped(protocol.label(), "inbound_queue_full");
+                warn!(from, %protocol, "p2p inbound queue full, message dropped");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.metrics.dropped(protocol.label(), "receiver_closed");
+                debug!(from, %protocol, "p2p inbound receiver closed, message dropped");
+                false
+            }
+        }
+    }
+
+    fn on_request(&mut self, protocol: Protocol, peer: PeerId, frame: Frame) -> Ack {
+        let frame = match frame {
+            Frame::Body(b) => b,
+            Frame::Invalid(e) => {
+                self.metrics.dropped(protocol.label(), e.reason());
+                debug!(%peer, %protocol, error = %e, "invalid frame dropped");
+                return Ack::Rejected;
+            }
+        };
+        let Some(&i) = self.by_id.get(&peer) else {
+            self.metrics.dropped(protocol.label(), "unknown_peer");
+            debug!(%peer, %protocol, "message from a peer outside the cluster dropped");
+            return Ack::Rejected;
+        };
+        match Envelope::decode_verified(&frame, protocol, i, &self.slots[i].key) {
+            Ok(env) => {
+                if self.deliver(i, protocol, env.payload) {
+                    Ack::Accepted
+                } else {
+                    Ack::Rejected
+                }
+            }
+            Err(e) => {
+                self.metrics.dropped(protocol.label(), e.reason());
+                debug!(from = i, %protocol, error = %e, "invalid message dropped");
+                Ack::Rejected
+            }
+        }
+    }
+
+    fn on_rr_event(&mut self, protocol: Protocol, ev: request_response::Event<Frame, Ack>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let ack = self.on_request(protocol, peer, request);
+                // Fails only if the stream is already gone; the message was handled either way.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr(protocol)
+                    .send_response(channel, ack);
+            }
+            Event::Message {
+                peer,
+                message: Message::Response { response, .. },
+                ..
+            } => {
+                if response == Ack::Rejected {
+                    self.metrics.send_failed(protocol.label(), "rejected");
+                    debug!(%peer, %protocol, "peer rejected our message");
+                }
+            }
+            Event::OutboundFailure { peer, error, .. } => {
+                let reason = match &error {
+                    OutboundFailure::DialFailure => "dial_failure",
+                    OutboundFailure::Timeout => "timeout",
+                    OutboundFailure::ConnectionClosed => "connection_closed",
+                    OutboundFailure::UnsupportedProtocols => "unsupported_protocol",
+                    OutboundFailure::Io(_) => "io",
+                };
+                self.metrics.send_failed(protocol.label(), reason);
+                debug!(%peer, %protocol, %error, "p2p send failed");
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %protocol, %error, "inbound request stream failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Qbft(ev)) => self.on_rr_event(Protocol::Qbft, ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Parsig(ev)) => {
+                self.on_rr_event(Protocol::Parsig, ev)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
+                if let (Some(&i), Ok(rtt)) = (self.by_id.get(&peer), &result) {
+                    self.metrics
+                        .ping_rtt_seconds
+                        .get_or_create(&self.slots[i].label)
+                        .set(rtt.as_secs_f64());
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Allow(never))
+            | SwarmEvent::Behaviour(BehaviourEvent::ConnLimits(never)) => match never {},
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                let Some(&i) = self.by_id.get(&peer_id) else {
+                    // The allow list denies these before establishment; close defensively.
+                    self.metrics.rejected_peers.inc();
+                    warn!(peer = %peer_id, "connection from a peer outside the cluster closed");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                };
+                if num_established.get() == 1 {
+                    let slot = &mut self.slots[i];
+                    slot.connected = true;
+                    slot.attempt = 0;
+                    slot.next_dial = None;
+                    self.metrics
+                        .peer_connected
+                        .get_or_create(&slot.label)
+                        .set(1);
+                    lock(&self.shared).connected.insert(i);
+                    info!(peer = i, id = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                    self.flush_pending(i);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                if let Some(&i) = self.by_id.get(&peer_id) {
+                    let slot = &mut self.slots[i];
+                    slot.connected = false;
+                    self.metrics
+                        .peer_connected
+                        .get_or_create(&slot.label)
+                        .set(0);
+                    lock(&self.shared).connected.remove(&i);
+                    info!(peer = i, id = %peer_id, cause = ?cause, "peer disconnected");
+                    self.schedule_redial(i);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer_id),
+                error,
+                ..
+            } => {
+                if let Some(&i) = self.by_id.get(&peer_id) {
+                    debug!(peer = i, %error, "dial failed");
+                    self.schedule_redial(i);
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: ListenError::Denied { cause },
+                peer_id,
+                send_back_addr,
+                ..
+            } => {
+                if cause.downcast_ref::<NotAllowed>().is_some() {
+                    self.metrics.rejected_peers.inc();
+                    debug!(peer = ?peer_id, addr = %send_back_addr, "peer outside the cluster disconnected");
+                } else {
+                    debug!(peer = ?peer_id, addr = %send_back_addr, %cause, "incoming connection denied");
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "p2p listening");
+                lock(&self.shared).listen_addrs.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                lock(&self.shared).listen_addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!(%error, "p2p listener error"),
+            _ => {}
+        }
+    }
+
+    fn dial(&mut self, i: usize, retry: bool) {
+        let slot = &self.slots[i];
+        if retry {
+            self.metrics
+                .reconnect_attempts
+                .get_or_create(&slot.label)
+                .inc();
+        }
+        let opts = DialOpts::peer_id(slot.id)
+            .addresses(slot.addrs.clone())
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+            Err(error) => {
+                debug!(peer = i, %error, "dial failed");
+                self.schedule_redial(i);
+            }
+        }
+    }
+
+    fn schedule_redial(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        if slot.connected || slot.addrs.is_empty() || slot.next_dial.is_some() {
+            return;
+        }
+        let delay = self.limits.backoff(slot.attempt);
+        slot.attempt = slot.attempt.saturating_add(1);
+        slot.next_dial = Some(Instant::now() + delay);
+        debug!(peer = i, attempt = slot.attempt, ?delay, "redial scheduled");
+    }
+
+    fn dial_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            if self.slots[i].next_dial.is_some_and(|t| t <= now) {
+                self.slots[i].next_dial = None;
+                self.dial(i, true);
+            }
+        }
+    }
+}
+
+fn build_swarm(key: &Keypair, peers: &[PeerId], limits: &Limits) -> Result<Swarm<Behaviour>> {
+    let mut allow = allow_block_list::Behaviour::<AllowedPeers>::default();
+    for p in peers {
+        allow.allow_peer(*p);
+    }
+    let conn_limits = connection_limits::Behaviour::new(
+        ConnectionLimits::default()
+            .with_max_pending_incoming(Some(limits.max_pending_incoming))
+            .with_max_established_per_peer(Some(limits.max_connections_per_peer)),
+    );
+    let rr_config = request_response::Config::default()
+        .with_request_timeout(limits.request_timeout)
+        .with_max_concurrent_streams(limits.max_concurrent_streams);
+    let rr = |protocol: Protocol| {
+        request_response::Behaviour::with_codec(
+            FrameCodec::new(limits.max_frame(protocol)),
+            [(
+                StreamProtocol::new(protocol.stream_protocol()),
+                ProtocolSupport::Full,
+            )],
+            rr_config.clone(),
+        )
+    };
+    let behaviour = Behaviour {
+        allow,
+        conn_limits,
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(limits.ping_interval)),
+        qbft: rr(Protocol::Qbft),
+        parsig: rr(Protocol::Parsig),
+    };
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .context("p2p: building the TCP/noise/yamux transport")?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| anyhow!("p2p: building the behaviour: {e}"))?
+        // Cluster connections are permanent; liveness is checked by ping.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
+        .build();
+    Ok(swarm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let limits = Limits {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        for _ in 0..50 {
+            let d0 = limits.backoff(0);
+            assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
+            let d3 = limits.backoff(3);
+            assert!(d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800));
+            for attempt in [5, 31, 32, u32::MAX] {
+                let d = limits.backoff(attempt);
+                assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2));
+            }
+        }
+        let spread: HashSet<Duration> = (0..20).map(|_| limits.backoff(4)).collect();
+        assert!(spread.len() > 1, "backoff is not jittered");
+    }
+
+    fn config(key: &Keypair, peers: Vec<PeerId>) -> Config {
+        Config {
+            key: key.clone(),
+            peers,
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            dial_addrs: Vec::new(),
+            metrics: Metrics::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    async fn start_err(cfg: Config) -> String {
+        match Network::start(cfg).await {
+            Ok(_) => panic!("config accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_configs_are_refused() {
+        let key = Keypair::generate_secp256k1();
+        let me = key.public().to_peer_id();
+        let other = Keypair::generate_secp256k1().public().to_peer_id();
+
+        let err = start_err(config(&key, vec![other])).await;
+        assert!(err.contains("own peer id"), "{err}");
+        let err = start_err(config(&key, vec![me, other, me])).await;
+        assert!(err.contains("listed twice"), "{err}");
+
+        let mut cfg = config(&key, vec![me, other]);
+        let stranger = Keypair::generate_secp256k1().public().to_peer_id();
+        cfg.dial_addrs = vec![(stranger, "/ip4/127.0.0.1/tcp/1".parse().unwrap())];
+        let err = start_err(cfg).await;
+        assert!(err.contains("unknown peer"), "{err}");
+
+        let mut cfg = config(&key, vec![me, other]);
+        cfg.dial_addrs = vec![(me, "/ip4/127.0.0.1/tcp/1".parse().unwrap())];
+        let err = start_err(cfg).await;
+        assert!(err.contains("this node itself"), "{err}");
+
+        let mut cfg = config(&key, vec![me, other]);
+        cfg.limits.max_qbft_frame = 10;
+        let err = start_err(cfg).await;
+        assert!(err.contains("qbft frame limit"), "{err}");
+
+        let mut cfg = config(&key, vec![me, other]);
+        cfg.listen_addrs = vec!["/ip4/127.0.0.1/udp/1".parse().unwrap()];
+        let err = start_err(cfg).await;
+        assert!(err.contains("cannot listen"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn loopback_and_shutdown() {
+        let key = Keypair::generate_secp256k1();
+        let other = Keypair::generate_secp256k1().public().to_peer_id();
+        let (handle, mut rx) = Network::start(config(&key, vec![other, key.public().to_peer_id()]))
+            .await
+            .unwrap();
+        assert_eq!(handle.index(), 1);
+        assert_eq!(handle.nodes(), 2);
+        assert!(handle.local_addrs()[0]
+            .to_string()
+            .starts_with("/ip4/127.0.0.1/tcp/"));
+        assert!(!handle.local_addrs()[0].to_string().ends_with("/tcp/0"));
+        handle.send(1, Protocol::Parsig, b"me".to_vec()).unwrap();
+        let m = rx.recv().await.unwrap();
+        assert_eq!(
+            m,
+            Inbound {
+                from: 1,
+                protocol: Protocol::Parsig,
+                payload: b"me".to_vec()
+            }
+        );
+        handle.shutdown().await;
+        handle.shutdown().await;
+        assert!(handle.local_addrs().is_empty());
+        assert_eq!(
+            handle.send(1, Protocol::Qbft, vec![]),
+            Err(SendError::Closed)
+        );
+        assert!(
+            rx.recv().await.is_none(),
+            "inbound channel closes on shutdown"
+        );
+    }
+}

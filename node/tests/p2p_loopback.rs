@@ -1,0 +1,613 @@
+//! Cluster networking over real loopback sockets.
+
+use std::{
+    collections::BTreeSet,
+    future::Future,
+    io,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use dvnode::p2p::{
+    Config, Envelope, Inbound, Limits, Metrics, Network, NetworkHandle, Protocol, SendError,
+};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::{
+    identity::Keypair,
+    noise,
+    request_response::{self, ProtocolSupport},
+    swarm::{NetworkBehaviour, SwarmEvent},
+    tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
+use prometheus_client::{encoding::text::encode, registry::Registry};
+use tokio::sync::mpsc;
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+fn limits() -> Limits {
+    Limits {
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        ping_interval: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    }
+}
+
+fn localhost() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().unwrap()
+}
+
+struct Node {
+    key: Keypair,
+    handle: NetworkHandle,
+    rx: mpsc::Receiver<Inbound>,
+    registry: Registry,
+}
+
+impl Node {
+    async fn start(
+        key: &Keypair,
+        peers: &[PeerId],
+        listen: Multiaddr,
+        dial: Vec<(PeerId, Multiaddr)>,
+    ) -> Node {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let (handle, rx) = Network::start(Config {
+            key: key.clone(),
+            peers: peers.to_vec(),
+            listen_addrs: vec![listen],
+            dial_addrs: dial,
+            metrics,
+            limits: limits(),
+        })
+        .await
+        .expect("network starts");
+        Node {
+            key: key.clone(),
+            handle,
+            rx,
+            registry,
+        }
+    }
+
+    fn addr(&self) -> Multiaddr {
+        self.handle.local_addrs()[0].clone()
+    }
+
+    fn peer_id(&self) -> PeerId {
+        self.key.public().to_peer_id()
+    }
+
+    /// The p2p metrics in text form, for failure messages.
+    fn dump(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("p2p_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Value of the series `series` (e.g. `p2p_rejected_peers_total`), 0 when absent.
+    fn metric(&self, series: &str) -> f64 {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).unwrap();
+        text.lines()
+            .filter_map(|l| l.rsplit_once(' '))
+            .find(|(name, _)| *name == series)
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    /// Receives exactly `n` messages, failing after [`TIMEOUT`].
+    async fn recv_n(&mut self, n: usize) -> Vec<Inbound> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match tokio::time::timeout(TIMEOUT, self.rx.recv()).await {
+                Ok(Some(m)) => out.push(m),
+                other => panic!(
+                    "node {} got {} of {n} messages ({other:?})",
+                    self.handle.index(),
+                    out.len()
+                ),
+            }
+        }
+        out
+    }
+
+    /// Asserts that nothing arrives within `d`.
+    async fn assert_quiet(&mut self, d: Duration) {
+        if let Ok(m) = tokio::time::timeout(d, self.rx.recv()).await {
+            panic!("node {} got unexpected {m:?}", self.handle.index());
+        }
+    }
+}
+
+async fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    try_wait_for(what, cond).await.unwrap()
+}
+
+async fn try_wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn keys(n: usize) -> (Vec<Keypair>, Vec<PeerId>) {
+    let keys: Vec<_> = (0..n).map(|_| Keypair::generate_secp256k1()).collect();
+    let ids = keys.iter().map(|k| k.public().to_peer_id()).collect();
+    (keys, ids)
+}
+
+/// Starts `n` nodes; node k dials nodes 0..k, so the mesh is complete once all are up.
+async fn start_cluster(keys: &[Keypair], ids: &[PeerId]) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for key in keys {
+        let dial = nodes.iter().map(|n| (n.peer_id(), n.addr())).collect();
+        nodes.push(Node::start(key, ids, localhost(), dial).await);
+    }
+    for node in &nodes {
+        let others: Vec<usize> = (0..ids.len())
+            .filter(|i| *i != node.handle.index())
+            .collect();
+        wait_for("full mesh", || node.handle.connected_peers() == others).await;
+    }
+    nodes
+}
+
+fn as_set(msgs: Vec<Inbound>) -> BTreeSet<(usize, u8, Vec<u8>)> {
+    msgs.into_iter()
+        .map(|m| (m.from, m.protocol.id(), m.payload))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_nodes_exchange_on_both_protocols() {
+    let (keys, ids) = keys(4);
+    let mut nodes = start_cluster(&keys, &ids).await;
+
+    for (i, node) in nodes.iter().enumerate() {
+        node.handle
+            .broadcast(Protocol::Qbft, format!("qbft {i}").into_bytes())
+            .unwrap();
+        node.handle
+            .broadcast(Protocol::Parsig, format!("parsig {i}").into_bytes())
+            .unwrap();
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let got = as_set(node.recv_n(6).await);
+        let want: BTreeSet<_> = (0..4)
+            .filter(|j| *j != i)
+            .flat_map(|j| {
+                [
+                    (j, Protocol::Qbft.id(), format!("qbft {j}").into_bytes()),
+                    (j, Protocol::Parsig.id(), format!("parsig {j}").into_bytes()),
+                ]
+            })
+            .collect();
+        assert_eq!(got, want, "node {i}");
+    }
+    for node in &mut nodes {
+        node.assert_quiet(Duration::from_millis(200)).await;
+    }
+
+    // Point-to-point and loopback.
+    nodes[2]
+        .handle
+        .send(3, Protocol::Parsig, b"to three".to_vec())
+        .unwrap();
+    nodes[2]
+        .handle
+        .send(2, Protocol::Qbft, b"to self".to_vec())
+        .unwrap();
+    let m = nodes[3].recv_n(1).await.remove(0);
+    assert_eq!(
+        (m.from, m.protocol, m.payload),
+        (2, Protocol::Parsig, b"to three".to_vec())
+    );
+    let m = nodes[2].recv_n(1).await.remove(0);
+    assert_eq!(
+        (m.from, m.protocol, m.payload),
+        (2, Protocol::Qbft, b"to self".to_vec())
+    );
+
+    // Local validation errors.
+    let h = &nodes[0].handle;
+    assert_eq!(
+        h.send(4, Protocol::Qbft, vec![1]),
+        Err(SendError::UnknownPeer { index: 4, nodes: 4 })
+    );
+    let max = h.max_payload(Protocol::Qbft);
+    assert!(matches!(
+        h.broadcast(Protocol::Qbft, vec![0; max + 1]),
+        Err(SendError::TooLarge { .. })
+    ));
+    // The largest allowed payload goes through.
+    h.send(1, Protocol::Qbft, vec![7; max]).unwrap();
+    let m = nodes[1].recv_n(1).await.remove(0);
+    assert_eq!((m.from, m.payload.len()), (0, max));
+
+    let n0 = &nodes[0];
+    for id in &ids[1..] {
+        assert_eq!(
+            n0.metric(&format!("p2p_peer_connected{{peer=\"{id}\"}}")),
+            1.0
+        );
+    }
+    assert_eq!(
+        n0.metric("p2p_messages_received_total{protocol=\"qbft\"}"),
+        3.0
+    );
+    assert_eq!(n0.metric("p2p_rejected_peers_total"), 0.0);
+
+    for node in &nodes {
+        node.handle.shutdown().await;
+    }
+    assert_eq!(
+        nodes[0].handle.send(1, Protocol::Qbft, vec![1]),
+        Err(SendError::Closed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsider_is_disconnected_and_never_delivered() {
+    let (keys, ids) = keys(2);
+    let mut nodes = start_cluster(&keys, &ids).await;
+
+    // The outsider believes it is in a cluster with node 0.
+    let outsider_key = Keypair::generate_secp256k1();
+    let outsider_ids = vec![outsider_key.public().to_peer_id(), ids[0]];
+    let outsider = Node::start(
+        &outsider_key,
+        &outsider_ids,
+        localhost(),
+        vec![(ids[0], nodes[0].addr())],
+    )
+    .await;
+    outsider
+        .handle
+        .send(1, Protocol::Qbft, b"let me in".to_vec())
+        .unwrap();
+    outsider
+        .handle
+        .broadcast(Protocol::Parsig, b"let me in".to_vec())
+        .unwrap();
+
+    wait_for(
+        "outsider rejected twice (initial dial and a redial)",
+        || nodes[0].metric("p2p_rejected_peers_total") >= 2.0,
+    )
+    .await;
+    assert_eq!(nodes[0].handle.connected_peers(), vec![1]);
+    assert!(
+        outsider.metric(&format!(
+            "p2p_reconnect_attempts_total{{peer=\"{}\"}}",
+            ids[0]
+        )) >= 1.0
+    );
+
+    // Cluster traffic still flows and is the only thing node 0 receives.
+    nodes[1]
+        .handle
+        .send(0, Protocol::Qbft, b"member".to_vec())
+        .unwrap();
+    let m = nodes[0].recv_n(1).await.remove(0);
+    assert_eq!((m.from, m.payload), (1, b"member".to_vec()));
+    nodes[0].assert_quiet(Duration::from_millis(300)).await;
+    assert_eq!(
+        nodes[0].metric("p2p_messages_received_total{protocol=\"qbft\"}"),
+        1.0
+    );
+
+    outsider.handle.shutdown().await;
+    for node in &nodes {
+        node.handle.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_is_reconnected_with_backoff() {
+    let (keys, ids) = keys(3);
+    let mut nodes = start_cluster(&keys, &ids).await;
+    let addr0 = nodes[0].addr();
+
+    nodes[0].handle.shutdown().await;
+    for node in &nodes[1..] {
+        wait_for("node 0 seen down", || {
+            !node.handle.connected_peers().contains(&0)
+        })
+        .await;
+    }
+    // Redials fail while node 0 is down (connection refused) and back off.
+    let series = format!("p2p_reconnect_attempts_total{{peer=\"{}\"}}", ids[0]);
+    wait_for("failed redials", || {
+        nodes[1..].iter().all(|n| n.metric(&series) >= 2.0)
+    })
+    .await;
+    // Messages queued meanwhile are delivered after the reconnection.
+    nodes[1]
+        .handle
+        .send(0, Protocol::Qbft, b"while down".to_vec())
+        .unwrap();
+
+    // Restart on the same port without any dial address: only the others' redials reconnect.
+    let restarted = Node::start(&keys[0], &ids, addr0.clone(), Vec::new()).await;
+    assert_eq!(restarted.addr(), addr0);
+    nodes[0] = restarted;
+    wait_for("others redial node 0", || {
+        nodes[0].handle.connected_peers() == vec![1, 2]
+    })
+    .await;
+    for node in &nodes[1..] {
+        wait_for("node 0 seen up", || {
+            node.handle.connected_peers().contains(&0)
+        })
+        .await;
+    }
+
+    let m = nodes[0].recv_n(1).await.remove(0);
+    assert_eq!((m.from, m.payload), (1, b"while down".to_vec()));
+    nodes[0]
+        .handle
+        .broadcast(Protocol::Parsig, b"back".to_vec())
+        .unwrap();
+    nodes[2]
+        .handle
+        .send(0, Protocol::Qbft, b"welcome".to_vec())
+        .unwrap();
+    for node in &mut nodes[1..] {
+        let m = node.recv_n(1).await.remove(0);
+        assert_eq!(
+            (m.from, m.protocol, m.payload),
+            (0, Protocol::Parsig, b"back".to_vec())
+        );
+    }
+    let m = nodes[0].recv_n(1).await.remove(0);
+    assert_eq!((m.from, m.payload), (2, b"welcome".to_vec()));
+
+    for node in &nodes {
+        node.handle.shutdown().await;
+    }
+}
+
+/// Writes requests verbatim and reads the one-byte ack: a client that can send anything.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+#[async_trait]
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = u8;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, _: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        Err(io::Error::other("the raw client serves no requests"))
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<u8>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut b = [0u8; 1];
+        io.read_exact(&mut b).await?;
+        Ok(b[0])
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&req).await?;
+        io.flush().await
+    }
+
+    async fn write_response<T>(&mut self, _: &StreamProtocol, _: &mut T, _: u8) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        Ok(())
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct RawBehaviour {
+    qbft: request_response::Behaviour<RawCodec>,
+    parsig: request_response::Behaviour<RawCodec>,
+}
+
+fn raw_swarm(key: &Keypair) -> Swarm<RawBehaviour> {
+    let rr = |p: Protocol| {
+        request_response::Behaviour::new(
+            [(
+                StreamProtocol::new(p.stream_protocol()),
+                ProtocolSupport::Outbound,
+            )],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(1)),
+        )
+    };
+    libp2p::SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| RawBehaviour {
+            qbft: rr(Protocol::Qbft),
+            parsig: rr(Protocol::Parsig),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Sends `bytes` verbatim and returns the ack byte, or the failure.
+async fn raw_request(
+    swarm: &mut Swarm<RawBehaviour>,
+    to: PeerId,
+    protocol: Protocol,
+    bytes: Vec<u8>,
+) -> Result<u8, String> {
+    let id = match protocol {
+        Protocol::Qbft => swarm.behaviour_mut().qbft.send_request(&to, bytes),
+        Protocol::Parsig => swarm.behaviour_mut().parsig.send_request(&to, bytes),
+    };
+    within(async {
+        loop {
+            let ev = match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(RawBehaviourEvent::Qbft(ev))
+                | SwarmEvent::Behaviour(RawBehaviourEvent::Parsig(ev)) => ev,
+                _ => continue,
+            };
+            match ev {
+                request_response::Event::Message {
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                } if request_id == id => return Ok(response),
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                } if request_id == id => return Err(error.to_string()),
+                _ => {}
+            }
+        }
+    })
+    .await
+}
+
+async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TIMEOUT, f).await.expect("timed out")
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_frames_are_counted_and_never_delivered() {
+    let (keys, ids) = keys(2);
+    let mut node = Node::start(&keys[0], &ids, localhost(), Vec::new()).await;
+    // The rogue holds a genuine cluster key (index 1) but speaks raw bytes.
+    let rogue_key = &keys[1];
+    let mut rogue = raw_swarm(rogue_key);
+    rogue.dial(node.addr()).unwrap();
+    let target = ids[0];
+    within(async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                rogue.select_next_some().await
+            {
+                if peer_id == target {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    wait_for("rogue connected", || {
+        node.handle.connected_peers() == vec![1]
+    })
+    .await;
+
+    // Oversized: 1 MiB + 1 byte on qbft. The body is never read and the stream is dropped
+    // (the sender typically fails while still writing; it never gets an "accepted").
+    let mut oversized = ((1u32 << 20) + 1).to_be_bytes().to_vec();
+    oversized.resize(4 + (1 << 20) + 1, 0xab);
+    let ack = raw_request(&mut rogue, target, Protocol::Qbft, oversized).await;
+    assert_ne!(ack, Ok(0));
+
+    // Garbage body in a valid frame.
+    let ack = raw_request(&mut rogue, target, Protocol::Qbft, frame(&[0xff; 37])).await;
+    assert_eq!(ack, Ok(1));
+
+    // Truncated: the prefix announces more than is sent.
+    let mut truncated = 100u32.to_be_bytes().to_vec();
+    truncated.extend([0u8; 10]);
+    let ack = raw_request(&mut rogue, target, Protocol::Parsig, truncated).await;
+    assert_eq!(ack, Ok(1));
+
+    // Bad signature: a well-formed envelope signed by a key that is not the sender's.
+    let mut env = Envelope::signed(rogue_key, Protocol::Qbft, 1, b"forged".to_vec());
+    env.signature = Envelope::signed(
+        &Keypair::generate_secp256k1(),
+        Protocol::Qbft,
+        1,
+        b"forged".to_vec(),
+    )
+    .signature;
+    let ack = raw_request(&mut rogue, target, Protocol::Qbft, frame(&env.encode())).await;
+    assert_eq!(ack, Ok(1));
+
+    // Correctly signed, but claiming to be node 0.
+    let env = Envelope::signed(rogue_key, Protocol::Qbft, 0, b"impostor".to_vec());
+    let ack = raw_request(&mut rogue, target, Protocol::Qbft, frame(&env.encode())).await;
+    assert_eq!(ack, Ok(1));
+
+    // A qbft envelope replayed on the parsig protocol.
+    let env = Envelope::signed(rogue_key, Protocol::Qbft, 1, b"wrong stream".to_vec());
+    let ack = raw_request(&mut rogue, target, Protocol::Parsig, frame(&env.encode())).await;
+    assert_eq!(ack, Ok(1));
+
+    // Oversized on parsig: its 4 MiB limit applies, announced length alone suffices.
+    let mut big = ((4u32 << 20) + 1).to_be_bytes().to_vec();
+    big.extend([0u8; 64]);
+    let ack = raw_request(&mut rogue, target, Protocol::Parsig, big).await;
+    assert_ne!(ack, Ok(0));
+
+    let expected = [
+        ("qbft", "oversized"),
+        ("qbft", "malformed"),
+        ("parsig", "truncated"),
+        ("qbft", "bad_signature"),
+        ("qbft", "sender_mismatch"),
+        ("parsig", "protocol_mismatch"),
+        ("parsig", "oversized"),
+    ];
+    let series = |(p, r): (&str, &str)| {
+        format!("p2p_dropped_messages_total{{protocol=\"{p}\",reason=\"{r}\"}}")
+    };
+    try_wait_for("drops counted", || {
+        expected.iter().all(|e| node.metric(&series(*e)) == 1.0)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", node.dump()));
+    node.assert_quiet(Duration::from_millis(200)).await;
+
+    // A valid message over the same connection is delivered, and is the first thing delivered.
+    let env = Envelope::signed(rogue_key, Protocol::Parsig, 1, b"honest".to_vec());
+    let ack = raw_request(&mut rogue, target, Protocol::Parsig, frame(&env.encode())).await;
+    assert_eq!(ack, Ok(0));
+    let m = node.recv_n(1).await.remove(0);
+    assert_eq!(
+        (m.from, m.protocol, m.payload),
+        (1, Protocol::Parsig, b"honest".to_vec())
+    );
+    node.assert_quiet(Duration::from_millis(200)).await;
+    for e in expected {
+        assert_eq!(node.metric(&series(e)), 1.0, "{e:?}");
+    }
+    // The node stays connected to the misbehaving peer: drops are per message.
+    assert_eq!(node.handle.connected_peers(), vec![1]);
+    node.handle.shutdown().await;
+}
