@@ -142,6 +142,53 @@ mod tests {
         )
     }
 
+    #[derive(clap::Parser)]
+    struct TestCli {
+        #[command(subcommand)]
+        cmd: SlashingCmd,
+    }
+
+    #[test]
+    fn parses_command_line() {
+        use clap::{CommandFactory, Parser};
+        TestCli::command().debug_assert();
+        let cli = TestCli::try_parse_from([
+            "dvnode",
+            "import",
+            "--data-dir",
+            "/data",
+            "in.json",
+            "--genesis-validators-root",
+            "0x01",
+        ])
+        .unwrap();
+        match cli.cmd {
+            SlashingCmd::Import {
+                data_dir,
+                file,
+                genesis_validators_root,
+            } => {
+                assert_eq!(data_dir, PathBuf::from("/data"));
+                assert_eq!(file, PathBuf::from("in.json"));
+                assert_eq!(genesis_validators_root.as_deref(), Some("0x01"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli =
+            TestCli::try_parse_from(["dvnode", "export", "--data-dir", "/d", "out.json"]).unwrap();
+        assert!(matches!(
+            cli.cmd,
+            SlashingCmd::Export {
+                genesis_validators_root: None,
+                ..
+            }
+        ));
+        assert!(
+            TestCli::try_parse_from(["dvnode", "export", "out.json"]).is_err(),
+            "data dir required"
+        );
+    }
+
     #[test]
     fn import_then_export_roundtrip() {
         let dir = tempfile::tempdir().unwrap();
