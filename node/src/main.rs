@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Split validator keys into threshold shares and write one directory per node.
     CreateCluster(CreateClusterArgs),
+    /// Import or export EIP-3076 slashing protection data.
+    #[command(subcommand)]
+    Slashing(dvnode::slashing::cli::SlashingCmd),
 }
 
 #[derive(Args, Debug)]
@@ -136,6 +139,7 @@ fn main() {
     }
     let result = match cli.command {
         Command::CreateCluster(a) => create_cluster(a),
+        Command::Slashing(cmd) => cmd.run(),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
