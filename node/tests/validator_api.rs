@@ -212,8 +212,10 @@ async fn fake_duties(state: State<FakeBn>, req: Request) -> Response {
             })
             .collect()
     };
-    Json(json!({"dependent_root": format!("0x{}", "ab".repeat(32)), "execution_optimistic": false,
-                "data": data}))
+    Json(
+        json!({"dependent_root": format!("0x{}", "ab".repeat(32)), "execution_optimistic": false,
+                "data": data}),
+    )
     .into_response()
 }
 
@@ -254,11 +256,15 @@ async fn fake_attestation_data(state: State<FakeBn>, req: Request) -> Response {
         Err(r) => return r,
     };
     let q: std::collections::HashMap<String, String> =
-        form_urlencoded::parse(seen.query.as_bytes()).into_owned().collect();
-    Json(json!({"data": {"slot": q["slot"], "index": q["committee_index"],
+        form_urlencoded::parse(seen.query.as_bytes())
+            .into_owned()
+            .collect();
+    Json(
+        json!({"data": {"slot": q["slot"], "index": q["committee_index"],
         "beacon_block_root": format!("0x{}", "11".repeat(32)),
         "source": {"epoch": "0", "root": format!("0x{}", "00".repeat(32))},
-        "target": {"epoch": "1", "root": format!("0x{}", "22".repeat(32))}}}))
+        "target": {"epoch": "1", "root": format!("0x{}", "22".repeat(32))}}}),
+    )
     .into_response()
 }
 
@@ -283,8 +289,10 @@ async fn fake_echo(state: State<FakeBn>, req: Request) -> Response {
     (
         StatusCode::ACCEPTED,
         [("x-upstream", "fake-bn")],
-        Json(json!({"method": seen.method, "path": seen.path, "query": seen.query,
-                    "body": String::from_utf8_lossy(&seen.body)})),
+        Json(
+            json!({"method": seen.method, "path": seen.path, "query": seen.query,
+                    "body": String::from_utf8_lossy(&seen.body)}),
+        ),
     )
         .into_response()
 }
@@ -299,7 +307,13 @@ async fn fake_ok(state: State<FakeBn>, req: Request) -> Response {
 
 async fn start_fake_bn(cluster: &Cluster) -> (FakeBn, String) {
     let bn = FakeBn {
-        dvs: Arc::new(cluster.validators.iter().map(|v| hex_pk(&v.pubkey)).collect()),
+        dvs: Arc::new(
+            cluster
+                .validators
+                .iter()
+                .map(|v| hex_pk(&v.pubkey))
+                .collect(),
+        ),
         ..FakeBn::default()
     };
     let app = Router::new()
@@ -311,8 +325,14 @@ async fn start_fake_bn(cluster: &Cluster) -> (FakeBn, String) {
             "/eth/v1/beacon/states/{state}/validators/{id}",
             get(fake_validator),
         )
-        .route("/eth/v1/validator/duties/attester/{epoch}", post(fake_duties))
-        .route("/eth/v1/validator/duties/proposer/{epoch}", get(fake_duties))
+        .route(
+            "/eth/v1/validator/duties/attester/{epoch}",
+            post(fake_duties),
+        )
+        .route(
+            "/eth/v1/validator/duties/proposer/{epoch}",
+            get(fake_duties),
+        )
         .route("/eth/v1/validator/duties/sync/{epoch}", post(fake_duties))
         .route("/eth/v1/events", get(fake_events))
         .route(
@@ -374,7 +394,9 @@ impl DutyBackend for Recording {
         graffiti: Option<String>,
     ) -> Result<ProducedBlock, BackendError> {
         self.note("produce_block", Some(share));
-        self.inner.produce_block(share, slot, randao, graffiti).await
+        self.inner
+            .produce_block(share, slot, randao, graffiti)
+            .await
     }
 
     async fn submit_attestations(&self, share: u64, a: Vec<Value>) -> Result<(), BackendError> {
@@ -412,10 +434,14 @@ impl DutyBackend for Undecided {
         _: String,
         _: Option<String>,
     ) -> Result<ProducedBlock, BackendError> {
-        Err(BackendError::NotFound(format!("no proposer duty at slot {slot}")))
+        Err(BackendError::NotFound(format!(
+            "no proposer duty at slot {slot}"
+        )))
     }
     async fn submit_attestations(&self, _: u64, _: Vec<Value>) -> Result<(), BackendError> {
-        Err(BackendError::Unavailable("no consensus yet for slot 5".into()))
+        Err(BackendError::Unavailable(
+            "no consensus yet for slot 5".into(),
+        ))
     }
     async fn submit_block(&self, _: u64, _: Value) -> Result<(), BackendError> {
         Ok(())
@@ -540,7 +566,13 @@ async fn validator_lookup_maps_share_to_dv_and_back() {
     assert_eq!(seen.len(), 1);
     assert_eq!(
         query_ids(&seen[0].query),
-        vec![dv0.clone(), dv3.clone(), "15".into(), FOREIGN.into(), share_of_node2.clone()],
+        vec![
+            dv0.clone(),
+            dv3.clone(),
+            "15".into(),
+            FOREIGN.into(),
+            share_of_node2.clone()
+        ],
         "share pubkeys rewritten to DV pubkeys, everything else unchanged"
     );
     assert_eq!(
@@ -627,7 +659,11 @@ async fn duties_map_dv_to_share_for_cluster_pubkeys_only() {
         assert_eq!(v["data"][1]["validator_index"], "14");
         assert!(v["dependent_root"].is_string(), "other fields kept: {v}");
         let seen = bn.seen_path(&format!("/eth/v1/validator/duties/{kind}/1"));
-        assert_eq!(seen[0].body.as_ref(), br#"["12","14"]"#, "body forwarded unchanged");
+        assert_eq!(
+            seen[0].body.as_ref(),
+            br#"["12","14"]"#,
+            "body forwarded unchanged"
+        );
     }
 
     let (status, v) = json_of(
@@ -673,7 +709,10 @@ async fn everything_else_is_proxied_transparently() {
     );
     let seen = bn.seen_path("/echo/eth/v1/some/thing").pop().unwrap();
     assert_eq!(seen.headers["x-custom"], "kept");
-    assert!(!seen.headers.contains_key("x-hop"), "hop-by-hop header dropped");
+    assert!(
+        !seen.headers.contains_key("x-hop"),
+        "hop-by-hop header dropped"
+    );
     assert_eq!(seen.headers["content-type"], "text/plain");
 
     // A GET on an intercepted POST route is proxied too (the pool of attestations).
@@ -685,13 +724,18 @@ async fn everything_else_is_proxied_transparently() {
     assert_eq!(resp.status(), 200);
     let seen = bn.seen().pop().unwrap();
     assert_eq!(
-        (seen.method.as_str(), seen.path.as_str(), seen.query.as_str()),
+        (
+            seen.method.as_str(),
+            seen.path.as_str(),
+            seen.query.as_str()
+        ),
         ("GET", "/eth/v1/beacon/pool/attestations", "slot=3")
     );
 
     // Large streamed upload, chunked.
-    let chunks: Vec<Result<Bytes, std::io::Error>> =
-        (0..64).map(|i| Ok(Bytes::from(vec![b'a' + (i % 26) as u8; 4096]))).collect();
+    let chunks: Vec<Result<Bytes, std::io::Error>> = (0..64)
+        .map(|i| Ok(Bytes::from(vec![b'a' + (i % 26) as u8; 4096])))
+        .collect();
     let resp = api
         .post("/echo/upload")
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
@@ -775,7 +819,10 @@ async fn unreachable_bn_gives_502_naming_it() {
         assert_eq!(status, 502, "{path}: {v}");
         assert_eq!(v["code"], 502);
         let msg = v["message"].as_str().unwrap();
-        assert!(msg.contains(&bn_url), "{path}: message does not name the BN: {msg}");
+        assert!(
+            msg.contains(&bn_url),
+            "{path}: message does not name the BN: {msg}"
+        );
     }
     let text = api.metrics_text();
     assert!(
@@ -797,9 +844,10 @@ async fn malformed_requests_get_400_naming_the_field_and_are_not_forwarded() {
 
     let cases: Vec<(reqwest::RequestBuilder, &str)> = vec![
         (
-            api.post("/eth/v1/beacon/pool/attestations")
-                .json(&json!([{"aggregation_bits": "0x01", "data": {}, "signature": "0x00"},
-                              {"aggregation_bits": "0x01", "data": {}}])),
+            api.post("/eth/v1/beacon/pool/attestations").json(
+                &json!([{"aggregation_bits": "0x01", "data": {}, "signature": "0x00"},
+                              {"aggregation_bits": "0x01", "data": {}}]),
+            ),
             "body[1]: missing field `signature`",
         ),
         (
@@ -896,10 +944,9 @@ async fn aggregation_endpoints_are_refused_and_nothing_is_forwarded() {
         assert_eq!(status, 501, "{v}");
         assert_eq!(v["code"], 501);
         assert!(
-            v["message"]
-                .as_str()
-                .unwrap()
-                .starts_with("distributed validators need the DV selections endpoints (not in this VC)"),
+            v["message"].as_str().unwrap().starts_with(
+                "distributed validators need the DV selections endpoints (not in this VC)"
+            ),
             "{v}"
         );
     }
@@ -912,7 +959,9 @@ async fn aggregation_endpoints_are_refused_and_nothing_is_forwarded() {
         "submit_contribution_and_proofs",
     ] {
         assert!(
-            text.contains(&format!(r#"vapi_unsupported_requests_total{{endpoint="{ep}"}} 1"#)),
+            text.contains(&format!(
+                r#"vapi_unsupported_requests_total{{endpoint="{ep}"}} 1"#
+            )),
             "{ep}: {text}"
         );
     }
@@ -952,7 +1001,10 @@ async fn duty_endpoints_reach_the_backend_with_the_share_index() {
     assert_eq!(v["version"], "altair");
     assert_eq!(v["data"]["slot"], "9");
     let seen = bn.seen_path("/eth/v2/validator/blocks/9").pop().unwrap();
-    assert_eq!(seen.query, format!("randao_reveal={randao}&graffiti={graffiti}"));
+    assert_eq!(
+        seen.query,
+        format!("randao_reveal={randao}&graffiti={graffiti}")
+    );
 
     let att = json!([{"aggregation_bits": "0x03", "data": {"slot": "7"}, "signature": "0x01"}]);
     let resp = api
@@ -962,11 +1014,20 @@ async fn duty_endpoints_reach_the_backend_with_the_share_index() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let seen = bn.seen_path("/eth/v1/beacon/pool/attestations").pop().unwrap();
+    let seen = bn
+        .seen_path("/eth/v1/beacon/pool/attestations")
+        .pop()
+        .unwrap();
     assert_eq!(serde_json::from_slice::<Value>(&seen.body).unwrap(), att);
 
-    let block = json!({"message": {"slot": "9", "proposer_index": "13", "body": {}}, "signature": "0x02"});
-    let resp = api.post("/eth/v1/beacon/blocks").json(&block).send().await.unwrap();
+    let block =
+        json!({"message": {"slot": "9", "proposer_index": "13", "body": {}}, "signature": "0x02"});
+    let resp = api
+        .post("/eth/v1/beacon/blocks")
+        .json(&block)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let msgs = json!([{"slot": "9", "beacon_block_root": "0x00", "validator_index": "13", "signature": "0x03"}]);
     let resp = api
@@ -1030,7 +1091,13 @@ async fn backend_errors_and_timeouts_map_to_statuses() {
         .unwrap(),
     )
     .await;
-    assert_eq!((status.as_u16(), v), (404, json!({"code": 404, "message": "no proposer duty at slot 4"})));
+    assert_eq!(
+        (status.as_u16(), v),
+        (
+            404,
+            json!({"code": 404, "message": "no proposer duty at slot 4"})
+        )
+    );
 
     let (status, v) = json_of(
         api.post("/eth/v1/beacon/pool/attestations")
@@ -1040,7 +1107,10 @@ async fn backend_errors_and_timeouts_map_to_statuses() {
             .unwrap(),
     )
     .await;
-    assert_eq!((status.as_u16(), v["message"].as_str().unwrap()), (503, "no consensus yet for slot 5"));
+    assert_eq!(
+        (status.as_u16(), v["message"].as_str().unwrap()),
+        (503, "no consensus yet for slot 5")
+    );
     assert!(bn.seen().is_empty());
     api.stop().await;
 }
@@ -1058,6 +1128,14 @@ struct ProcessGroup {
 impl ProcessGroup {
     fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> ProcessGroup {
         use std::os::unix::process::CommandExt;
+        // Lodestar's CLI reads every `LODESTAR_*` variable as a flag (`LODESTAR_BIN` would
+        // become the unknown `--bin`); only the preset is meant for it.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("LODESTAR_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env("LODESTAR_PRESET", "minimal");
         let out = std::fs::File::create(&log).unwrap();
         let child = cmd
             .process_group(0)
@@ -1077,7 +1155,11 @@ impl ProcessGroup {
             "--- last {lines} lines of {} ({}) ---\n{}",
             self.name,
             self.log.display(),
-            all.iter().skip(skip).copied().collect::<Vec<_>>().join("\n")
+            all.iter()
+                .skip(skip)
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     }
 
@@ -1094,6 +1176,7 @@ impl Drop for ProcessGroup {
         // Kill the whole group: Lodestar may start helpers.
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
     }
@@ -1111,7 +1194,9 @@ fn lodestar_bin() -> Option<PathBuf> {
     match std::env::var_os("LODESTAR_BIN") {
         Some(p) => Some(PathBuf::from(p)),
         None if std::env::var_os("CI").is_some() => {
-            panic!("LODESTAR_BIN is not set but CI is: the Lodestar integration test must run in CI")
+            panic!(
+                "LODESTAR_BIN is not set but CI is: the Lodestar integration test must run in CI"
+            )
         }
         None => {
             eprintln!(
@@ -1150,10 +1235,13 @@ fn reencrypt_node0_keys(cluster_dir: &Path, dest: &Path, password: &str) -> usiz
 
 /// Records every request the VC makes (method, path, query, body) in front of the API router.
 #[derive(Clone, Default)]
-struct VcLog(Arc<Mutex<Vec<(String, String, String, String)>>>);
+struct VcLog(Arc<Mutex<Vec<VcRequest>>>);
+
+/// Method, path, query, body and answered status of one VC request.
+type VcRequest = (String, String, String, String, u16);
 
 impl VcLog {
-    fn entries(&self) -> Vec<(String, String, String, String)> {
+    fn entries(&self) -> Vec<VcRequest> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -1164,14 +1252,21 @@ async fn log_vc_request(
     next: axum::middleware::Next,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
-    log.0.lock().unwrap().push((
-        parts.method.to_string(),
-        parts.uri.path().to_owned(),
-        parts.uri.query().unwrap_or("").to_owned(),
-        String::from_utf8_lossy(&bytes).into_owned(),
-    ));
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    let bytes = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
+    let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let status = resp.status().as_u16();
+    log.0
+        .lock()
+        .unwrap()
+        .push((method, path, query, text, status));
+    resp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1198,12 +1293,30 @@ async fn lodestar_vc_through_validator_api() {
 
     let mut bn_cmd = Command::new(&lodestar);
     bn_cmd
-        .env("LODESTAR_PRESET", "minimal")
-        .args(["dev", "--genesisValidators", "16", "--startValidators", "0..11"])
+        .args([
+            "dev",
+            "--genesisValidators",
+            "16",
+            "--startValidators",
+            "0..11",
+        ])
         .args(params)
         .args(["--genesisTime", &genesis_time.to_string()])
-        .args(["--rest", "--rest.address", "127.0.0.1", "--rest.port", &rest_port.to_string()])
-        .args(["--port", &p2p_port.to_string(), "--listenAddress", "127.0.0.1", "--discv5", "false"])
+        .args([
+            "--rest",
+            "--rest.address",
+            "127.0.0.1",
+            "--rest.port",
+            &rest_port.to_string(),
+        ])
+        .args([
+            "--port",
+            &p2p_port.to_string(),
+            "--listenAddress",
+            "127.0.0.1",
+            "--discv5",
+            "false",
+        ])
         // The dev command's own validators must use this BN, not the default port.
         .args(["--beaconNodes", &bn_url])
         .arg("--dataDir")
@@ -1225,13 +1338,13 @@ async fn lodestar_vc_through_validator_api() {
     let api_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    // Wait for the BN's REST API, through dvnode.
+    // Wait for the BN's REST API.
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         bn.assert_running();
         let ok = http
-            .get(format!("{api_url}/eth/v1/node/version"))
+            .get(format!("{bn_url}/eth/v1/node/version"))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success());
@@ -1243,12 +1356,15 @@ async fn lodestar_vc_through_validator_api() {
     }
     eprintln!("BN up after {:?}", started.elapsed());
 
-    // The BN knows the DV pubkeys at interop indices 12..15.
-    let dv_ids: Vec<String> = (0..4).map(|j| dv_and_share(&f.cluster, j).0).collect();
+    // The BN knows the DV pubkeys at interop indices 12..15. (Lodestar 1.5.1 wants repeated
+    // `id=` parameters: it answers an empty list for comma-separated ids.)
+    let dv_ids: Vec<String> = (0..4)
+        .map(|j| format!("id={}", dv_and_share(&f.cluster, j).0))
+        .collect();
     let v: Value = http
         .get(format!(
-            "{bn_url}/eth/v1/beacon/states/head/validators?id={}",
-            dv_ids.join(",")
+            "{bn_url}/eth/v1/beacon/states/head/validators?{}",
+            dv_ids.join("&")
         ))
         .send()
         .await
@@ -1273,7 +1389,6 @@ async fn lodestar_vc_through_validator_api() {
     std::fs::write(&pw_file, password).unwrap();
     let mut vc_cmd = Command::new(&lodestar);
     vc_cmd
-        .env("LODESTAR_PRESET", "minimal")
         .args(["validator", "--network", "dev"])
         .args(params)
         .args(["--beaconNodes", &api_url])
@@ -1287,19 +1402,21 @@ async fn lodestar_vc_through_validator_api() {
 
     let shares: Vec<String> = (0..4).map(|j| dv_and_share(&f.cluster, j).1).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut looked_up, mut duties, mut data, mut submitted) = (false, false, false, false);
-    while !(looked_up && duties && data && submitted) {
+    let (mut looked_up, mut duties, mut data, mut submitted, mut refused) =
+        (false, false, false, false, false);
+    while !(looked_up && duties && data && submitted && refused) {
         bn.assert_running();
         vc.assert_running();
         let log = vc_log.entries();
-        looked_up = log.iter().any(|(m, p, q, _)| {
+        looked_up = log.iter().any(|(m, p, q, _, status)| {
             m == "GET"
                 && p == "/eth/v1/beacon/states/head/validators"
+                && *status == 200
                 && shares.iter().all(|s| q.contains(s.as_str()))
         });
         // Attester duties asked for exactly the DV indices: the VC found its 4 validators
         // through the mapped status lookup.
-        duties = log.iter().any(|(m, p, _, body)| {
+        duties = log.iter().any(|(m, p, _, body, _)| {
             m == "POST"
                 && p.starts_with("/eth/v1/validator/duties/attester/")
                 && serde_json::from_str::<Vec<String>>(body).is_ok_and(|mut ids| {
@@ -1311,11 +1428,20 @@ async fn lodestar_vc_through_validator_api() {
         // The VC signs an attestation only for a duty whose pubkey it holds: the duties'
         // pubkeys were mapped back to its shares.
         submitted = backend.called("submit_attestations");
+        // In the minimal preset every attester aggregates: the VC asks for the aggregate,
+        // which a DV cannot serve with this VC; the API refuses it.
+        refused = log.iter().any(|(_, p, _, _, status)| {
+            p == "/eth/v1/validator/aggregate_attestation" && *status == 501
+        });
         if Instant::now() > deadline {
-            let paths: Vec<String> = log.iter().map(|(m, p, _, _)| format!("{m} {p}")).collect();
+            let paths: Vec<String> = log
+                .iter()
+                .map(|(m, p, _, _, status)| format!("{m} {p} -> {status}"))
+                .collect();
             panic!(
                 "after {:?}: looked_up={looked_up} duties={duties} attestation_data={data} \
-                 submitted={submitted}\nVC requests: {paths:#?}\nbackend: {:?}\n{}\n{}",
+                 submitted={submitted} aggregate_refused={refused}\nVC requests: {paths:#?}\n\
+                 backend: {:?}\n{}\n{}",
                 started.elapsed(),
                 backend.calls(),
                 vc.tail(60),
@@ -1329,10 +1455,16 @@ async fn lodestar_vc_through_validator_api() {
         .iter()
         .filter(|(n, _)| n == "submit_attestations")
         .all(|(_, share)| *share == Some(1)));
-    let mut kinds: Vec<String> = vc_log
-        .entries()
+    let entries = vc_log.entries();
+    let lookup_query = entries
         .iter()
-        .map(|(m, p, _, _)| format!("{m} {p}"))
+        .find(|(_, p, _, _, _)| p == "/eth/v1/beacon/states/head/validators")
+        .map(|(_, _, q, _, _)| q.clone())
+        .unwrap_or_default();
+    eprintln!("VC validator lookup query: {lookup_query}");
+    let mut kinds: Vec<String> = entries
+        .iter()
+        .map(|(m, p, _, _, status)| format!("{m} {p} -> {status}"))
         .collect();
     kinds.sort();
     kinds.dedup();

@@ -48,8 +48,11 @@ pub struct ProducedBlock {
 #[async_trait]
 pub trait DutyBackend: Send + Sync + 'static {
     /// `GET /eth/v1/validator/attestation_data`: the `AttestationData` to sign.
-    async fn attestation_data(&self, slot: u64, committee_index: u64)
-        -> Result<Value, BackendError>;
+    async fn attestation_data(
+        &self,
+        slot: u64,
+        committee_index: u64,
+    ) -> Result<Value, BackendError>;
 
     /// `GET /eth/v2/validator/blocks/{slot}`: the block to sign. `randao_reveal` is this node's
     /// partial randao reveal (`0x…` hex signature).
@@ -155,9 +158,8 @@ impl PassthroughBackend {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                Value::String(String::from_utf8_lossy(&bytes).into_owned())
-            })
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         if !status.is_success() {
             return Err(BackendError::BeaconNode {
@@ -223,10 +225,11 @@ impl DutyBackend for PassthroughBackend {
             pairs.push(("graffiti", g));
         }
         let path = format!("/eth/v2/validator/blocks/{slot}?{}", query(&pairs));
-        let mut body = self
-            .round_trip(self.bn.request(Method::GET, &path))
-            .await?;
-        let version = body.get("version").and_then(Value::as_str).map(str::to_owned);
+        let mut body = self.round_trip(self.bn.request(Method::GET, &path)).await?;
+        let version = body
+            .get("version")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         match (version, body.get_mut("data")) {
             (Some(version), Some(data)) => Ok(ProducedBlock {
                 version,

@@ -127,13 +127,12 @@ pub(super) async fn proxy(State(s): State<AppState>, req: Request) -> Response {
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large(&s, "request body").into_response();
     }
-    let has_body = declared.is_some_and(|n| n > 0)
-        || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let has_body =
+        declared.is_some_and(|n| n > 0) || parts.headers.contains_key(header::TRANSFER_ENCODING);
     let pq = path_and_query(&parts.uri);
-    let mut req = s
-        .bn
-        .request(parts.method, &pq)
-        .headers(end_to_end_headers(&parts.headers, &["host"]));
+    let mut req =
+        s.bn.request(parts.method, &pq)
+            .headers(end_to_end_headers(&parts.headers, &["host"]));
     if has_body {
         let mut seen = 0usize;
         let stream = body.into_data_stream().map(move |chunk| {
@@ -175,11 +174,10 @@ async fn forward_mapped(
         headers,
         &["host", "content-length", "accept-encoding", "accept"],
     );
-    let mut req = s
-        .bn
-        .request(method, path_and_query)
-        .headers(headers)
-        .header(header::ACCEPT, "application/json");
+    let mut req =
+        s.bn.request(method, path_and_query)
+            .headers(headers)
+            .header(header::ACCEPT, "application/json");
     if let Some(body) = body {
         req = req.body(body);
     }
@@ -195,7 +193,10 @@ async fn forward_mapped(
     let bad_answer = |what: String| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
-            format!("beacon node {} answered {path_and_query}: {what}", s.bn.base()),
+            format!(
+                "beacon node {} answered {path_and_query}: {what}",
+                s.bn.base()
+            ),
         )
     };
     let mut buf = Vec::new();
@@ -214,8 +215,8 @@ async fn forward_mapped(
         }
         buf.extend_from_slice(&chunk);
     }
-    let mut value: Value = serde_json::from_slice(&buf)
-        .map_err(|e| bad_answer(format!("invalid JSON: {e}")))?;
+    let mut value: Value =
+        serde_json::from_slice(&buf).map_err(|e| bad_answer(format!("invalid JSON: {e}")))?;
     map(&mut value);
     headers.insert(
         header::CONTENT_TYPE,
@@ -567,8 +568,7 @@ pub(super) async fn submit_attestations(State(s): State<AppState>, body: Body) -
             &s,
             "submit_attestations",
             move || format!("submitting {n} attestations"),
-            s.backend
-                .submit_attestations(s.config.share_index, items),
+            s.backend.submit_attestations(s.config.share_index, items),
         )
         .await
     }
@@ -581,7 +581,11 @@ pub(super) async fn submit_block(State(s): State<AppState>, body: Body) -> Respo
     let result = async {
         let block = parse_json(&read_body(&s, body).await?)?;
         require_fields(&block, "body", &["message", "signature"])?;
-        require_fields(&block["message"], "body.message", &["slot", "proposer_index", "body"])?;
+        require_fields(
+            &block["message"],
+            "body.message",
+            &["slot", "proposer_index", "body"],
+        )?;
         call(
             &s,
             "submit_block",
@@ -662,10 +666,7 @@ pub(super) async fn sync_committee_contribution(State(s): State<AppState>, uri: 
 }
 
 /// `POST /eth/v1/validator/aggregate_and_proofs`.
-pub(super) async fn submit_aggregate_and_proofs(
-    State(s): State<AppState>,
-    body: Body,
-) -> Response {
+pub(super) async fn submit_aggregate_and_proofs(State(s): State<AppState>, body: Body) -> Response {
     let result = async {
         let items = parse_array(&read_body(&s, body).await?, &["message", "signature"])?;
         let n = items.len();

@@ -121,8 +121,7 @@ pub(crate) fn normalise_path(path: &str) -> String {
     }
     path.split('/')
         .map(|seg| {
-            if (!seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()))
-                || seg.starts_with("0x")
+            if (!seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit())) || seg.starts_with("0x")
             {
                 "{}"
             } else {
@@ -147,7 +146,10 @@ mod tests {
             normalise_path("/eth/v1/beacon/states/0xabc/finality_checkpoints"),
             "/eth/v1/beacon/states/{}/finality_checkpoints"
         );
-        assert_eq!(normalise_path("/eth/v1/node/version"), "/eth/v1/node/version");
+        assert_eq!(
+            normalise_path("/eth/v1/node/version"),
+            "/eth/v1/node/version"
+        );
         assert_eq!(normalise_path("/favicon.ico"), "other");
     }
 }

@@ -41,7 +41,9 @@ use axum::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
-pub use backend::{unsupported, DutyBackend, PassthroughBackend, ProducedBlock, NEEDS_DV_SELECTIONS};
+pub use backend::{
+    unsupported, DutyBackend, PassthroughBackend, ProducedBlock, NEEDS_DV_SELECTIONS,
+};
 pub use error::{ApiError, BackendError};
 pub use metrics::Metrics;
 pub use pubkeys::PubkeyMap;
@@ -111,7 +113,10 @@ type AppState = Arc<Inner>;
 
 /// The validator API server.
 pub struct ValidatorApi {
-    inner: Arc<Inner>,
+    config: ValidatorApiConfig,
+    bn: Upstream,
+    backend: Arc<dyn DutyBackend>,
+    metrics: Metrics,
     shutdown_tx: watch::Sender<bool>,
 }
 
@@ -122,37 +127,42 @@ impl ValidatorApi {
             config.share_index >= 1,
             "share index must be at least 1 (share indices are 1-based)"
         );
-        ensure!(config.max_request_body > 0, "max_request_body must be positive");
+        ensure!(
+            config.max_request_body > 0,
+            "max_request_body must be positive"
+        );
         let bn = Upstream::new(&config.bn_url, config.connect_timeout, config.bn_timeout)?;
-        let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(ValidatorApi {
-            inner: Arc::new(Inner {
-                config,
-                bn,
-                backend,
-                metrics: Metrics::default(),
-                shutdown,
-            }),
-            shutdown_tx,
+            config,
+            bn,
+            backend,
+            metrics: Metrics::default(),
+            shutdown_tx: watch::channel(false).0,
         })
     }
 
     /// Uses `metrics` (e.g. from [`Metrics::new`] on the node's registry).
     pub fn with_metrics(mut self, metrics: Metrics) -> ValidatorApi {
-        let inner = Arc::get_mut(&mut self.inner).expect("no router was built yet");
-        inner.metrics = metrics;
+        self.metrics = metrics;
         self
     }
 
     /// The metrics this API updates.
     pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
+        &self.metrics
     }
 
-    /// The axum router: intercepted routes, everything else proxied.
+    /// The axum router: intercepted routes, everything else proxied. Proxied streams end when
+    /// the server of [`ValidatorApi::bind`] shuts down.
     pub fn router(&self) -> Router {
         use handlers as h;
-        let state = self.inner.clone();
+        let state = Arc::new(Inner {
+            config: self.config.clone(),
+            bn: self.bn.clone(),
+            backend: self.backend.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown_tx.subscribe(),
+        });
         // Every route falls back to the proxy for other methods (e.g. GET of a pool).
         Router::new()
             .route(
@@ -223,7 +233,7 @@ impl ValidatorApi {
 
     /// Binds the listen address.
     pub async fn bind(self) -> Result<BoundValidatorApi> {
-        let addr = self.inner.config.listen;
+        let addr = self.config.listen;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the validator API to {addr}"))?;

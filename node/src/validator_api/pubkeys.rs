@@ -39,7 +39,9 @@ impl PubkeyMap {
                     .public_shares
                     .get(share_index as usize - 1)
                     .with_context(|| {
-                        format!("validator {j} of the cluster lock has no public share {share_index}")
+                        format!(
+                            "validator {j} of the cluster lock has no public share {share_index}"
+                        )
                     })?;
                 Ok((*share, v.pubkey))
             })
@@ -147,7 +149,10 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m.share_to_dv(&hexpk(1)), Some(hexpk(2)));
         assert_eq!(m.dv_to_share(&hexpk(4)), Some(hexpk(3)));
-        assert_eq!(m.share_to_dv(&hexpk(1).to_uppercase().replacen("0X", "0x", 1)), Some(hexpk(2)));
+        assert_eq!(
+            m.share_to_dv(&hexpk(1).to_uppercase().replacen("0X", "0x", 1)),
+            Some(hexpk(2))
+        );
         assert_eq!(m.share_to_dv(&hexpk(2)), None, "a DV pubkey is not a share");
         assert_eq!(m.share_to_dv("0x12"), None);
         assert_eq!(m.share_to_dv("12"), None);

@@ -162,7 +162,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_dropped() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
@@ -178,7 +181,9 @@ mod tests {
         let t = Duration::from_secs(1);
         assert!(Upstream::new("http://127.0.0.1:5052/", t, t).is_ok());
         assert_eq!(
-            Upstream::new("http://127.0.0.1:5052/", t, t).unwrap().base(),
+            Upstream::new("http://127.0.0.1:5052/", t, t)
+                .unwrap()
+                .base(),
             "http://127.0.0.1:5052"
         );
         assert!(Upstream::new("https://bn:5052", t, t).is_err());
