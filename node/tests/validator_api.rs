@@ -1136,6 +1136,8 @@ impl ProcessGroup {
             }
         }
         cmd.env("LODESTAR_PRESET", "minimal");
+        // `lodestar dev` writes genesis.ssz into its working directory: keep it in the temp dir.
+        cmd.current_dir(log.parent().expect("log files live in the test's temp dir"));
         let out = std::fs::File::create(&log).unwrap();
         let child = cmd
             .process_group(0)
