@@ -68,7 +68,7 @@
 //! simulation), unless the caller persists the instance's outputs.
 //!
 //! [`driver::Consensus`] runs the instances of a node over the p2p network (routing, buffering,
-//! timers, retention, metrics); [`bench`] measures it on a loopback cluster
+//! timers, retention, metrics); [`mod@bench`] measures it on a loopback cluster
 //! (`dvnode bench consensus`).
 //!
 //! [`sim`] is a seeded deterministic discrete-event simulator of a cluster running the engine
