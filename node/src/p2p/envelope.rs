@@ -54,6 +54,15 @@ impl Protocol {
         }
     }
 
+    /// Whether envelopes on this protocol carry the sender's signature. QBFT payloads sign each
+    /// message body themselves (see the module docs), so their envelopes are not signed again.
+    pub const fn signs_envelope(self) -> bool {
+        match self {
+            Protocol::Qbft => false,
+            Protocol::Parsig => true,
+        }
+    }
+
     /// Short name used as metric label and in logs (`qbft`, `parsig`).
     pub const fn label(self) -> &'static str {
         match self {
@@ -128,9 +137,14 @@ impl EnvelopeError {
 }
 
 impl Envelope {
-    /// Builds and signs an envelope for `payload` sent by node `sender` on `protocol`.
+    /// Builds an envelope for `payload` sent by node `sender` on `protocol`, signed when the
+    /// protocol [signs envelopes](Protocol::signs_envelope).
     pub fn signed(key: &Keypair, protocol: Protocol, sender: u64, payload: Vec<u8>) -> Envelope {
-        let signature = sign_digest(key, &envelope_digest(protocol.id(), &payload));
+        let signature = if protocol.signs_envelope() {
+            sign_digest(key, &envelope_digest(protocol.id(), &payload))
+        } else {
+            Vec::new()
+        };
         Envelope {
             version: ENVELOPE_VERSION,
             protocol: protocol.id(),
@@ -171,11 +185,16 @@ impl Envelope {
                 actual: peer_index,
             });
         }
-        if !verify_digest(
-            peer_key,
-            &envelope_digest(env.protocol, &env.payload),
-            &env.signature,
-        ) {
+        let signature_ok = if protocol.signs_envelope() {
+            verify_digest(
+                peer_key,
+                &envelope_digest(env.protocol, &env.payload),
+                &env.signature,
+            )
+        } else {
+            env.signature.is_empty()
+        };
+        if !signature_ok {
             return Err(EnvelopeError::BadSignature);
         }
         Ok(env)
@@ -273,33 +292,33 @@ mod tests {
     fn envelope_roundtrip_and_checks() {
         let key = Keypair::generate_secp256k1();
         let pk = key.public();
-        let env = Envelope::signed(&key, Protocol::Qbft, 2, b"hello".to_vec());
+        let env = Envelope::signed(&key, Protocol::Parsig, 2, b"hello".to_vec());
         let bytes = env.encode();
         // Fixed part: version, protocol, sender (8), two 4-byte offsets.
         assert_eq!(bytes[0], ENVELOPE_VERSION);
-        assert_eq!(bytes[1], Protocol::Qbft.id());
+        assert_eq!(bytes[1], Protocol::Parsig.id());
         assert_eq!(&bytes[2..10], &2u64.to_le_bytes());
         assert_eq!(&bytes[10..14], &18u32.to_le_bytes());
         assert_eq!(&bytes[18..23], b"hello");
 
-        let got = Envelope::decode_verified(&bytes, Protocol::Qbft, 2, &pk).unwrap();
+        let got = Envelope::decode_verified(&bytes, Protocol::Parsig, 2, &pk).unwrap();
         assert_eq!(got, env);
 
         assert_eq!(
-            Envelope::decode_verified(&bytes, Protocol::Parsig, 2, &pk)
+            Envelope::decode_verified(&bytes, Protocol::Qbft, 2, &pk)
                 .unwrap_err()
                 .reason(),
             "protocol_mismatch"
         );
         assert_eq!(
-            Envelope::decode_verified(&bytes, Protocol::Qbft, 1, &pk)
+            Envelope::decode_verified(&bytes, Protocol::Parsig, 1, &pk)
                 .unwrap_err()
                 .reason(),
             "sender_mismatch"
         );
         let other = Keypair::generate_secp256k1().public();
         assert_eq!(
-            Envelope::decode_verified(&bytes, Protocol::Qbft, 2, &other)
+            Envelope::decode_verified(&bytes, Protocol::Parsig, 2, &other)
                 .unwrap_err()
                 .reason(),
             "bad_signature"
@@ -307,7 +326,7 @@ mod tests {
         let mut tampered = env.clone();
         tampered.payload = b"hellO".to_vec();
         assert_eq!(
-            Envelope::decode_verified(&tampered.encode(), Protocol::Qbft, 2, &pk)
+            Envelope::decode_verified(&tampered.encode(), Protocol::Parsig, 2, &pk)
                 .unwrap_err()
                 .reason(),
             "bad_signature"
@@ -315,22 +334,38 @@ mod tests {
         let mut v2 = env;
         v2.version = 2;
         assert_eq!(
-            Envelope::decode_verified(&v2.encode(), Protocol::Qbft, 2, &pk)
+            Envelope::decode_verified(&v2.encode(), Protocol::Parsig, 2, &pk)
                 .unwrap_err()
                 .reason(),
             "bad_version"
         );
         // A cut signature is still well-formed SSZ: it fails as a signature.
         assert_eq!(
-            Envelope::decode_verified(&bytes[..bytes.len() - 3], Protocol::Qbft, 2, &pk)
+            Envelope::decode_verified(&bytes[..bytes.len() - 3], Protocol::Parsig, 2, &pk)
                 .unwrap_err()
                 .reason(),
             "bad_signature"
         );
         for garbage in [&b""[..], &[0xff; 7], &bytes[..15], &[0xff; 37]] {
-            let err = Envelope::decode_verified(garbage, Protocol::Qbft, 2, &pk).unwrap_err();
+            let err = Envelope::decode_verified(garbage, Protocol::Parsig, 2, &pk).unwrap_err();
             assert_eq!(err.reason(), "malformed", "{garbage:?}");
         }
+
+        // QBFT envelopes are unsigned (their bodies are signed) and must stay so.
+        let q = Envelope::signed(&key, Protocol::Qbft, 2, b"vote".to_vec());
+        assert!(q.signature.is_empty());
+        assert_eq!(
+            Envelope::decode_verified(&q.encode(), Protocol::Qbft, 2, &other).unwrap(),
+            q
+        );
+        let mut q_signed = q;
+        q_signed.signature = vec![1, 2, 3];
+        assert_eq!(
+            Envelope::decode_verified(&q_signed.encode(), Protocol::Qbft, 2, &pk)
+                .unwrap_err()
+                .reason(),
+            "bad_signature"
+        );
     }
 
     #[test]
