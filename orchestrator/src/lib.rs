@@ -1,1 +1,10 @@
-//! dvlab orchestrator.
+//! dvlab: turns a devnet YAML into a running Docker devnet of real Ethereum clients,
+//! watches it, and turns what happened into a report and an exit code.
+//!
+//! Phases, one module each: [`spec`] → [`plan`] → [`images`] / [`runtime`] → [`collect`]
+//! → [`analyse`] → [`report`]. Raw data lives in [`data`].
+
+pub mod analyse;
+pub mod data;
+pub mod plan;
+pub mod spec;
