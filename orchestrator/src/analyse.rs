@@ -395,20 +395,37 @@ pub fn audit(meta: &RunMeta, raw: &RawData) -> PolarsResult<SlashingAudit> {
                 });
             }
         }
-        let flat: Vec<(u64, u64)> = by_target
+        // Surround votes: sorted by source, a vote is surrounded when an earlier-source
+        // vote has a later target. O(n log n) per validator.
+        let mut flat: Vec<(u64, u64)> = by_target
             .iter()
             .flat_map(|(t, l)| l.iter().map(move |(s, _)| (*s, *t)))
             .collect();
-        for (i, &(s1, t1)) in flat.iter().enumerate() {
-            for &(s2, t2) in &flat[i + 1..] {
-                if (s1 < s2 && t2 < t1) || (s2 < s1 && t1 < t2) {
+        flat.sort_unstable();
+        let mut best: Option<(u64, u64)> = None; // (source, target) with max target so far
+        let mut pending: Option<(u64, u64)> = None; // max over the current source group
+        let mut cur_source = None;
+        for &(s, t) in &flat {
+            if cur_source != Some(s) {
+                if let Some(p) = pending.take() {
+                    if best.is_none_or(|b| p.1 > b.1) {
+                        best = Some(p);
+                    }
+                }
+                cur_source = Some(s);
+            }
+            if let Some((s1, t1)) = best {
+                if t1 > t {
                     violations.push(Violation {
                         kind: "surround_vote".into(),
                         validator: val,
                         group: group_of(val),
-                        detail: format!("({s1}→{t1}) and ({s2}→{t2})"),
+                        detail: format!("({s1}→{t1}) surrounds ({s}→{t})"),
                     });
                 }
+            }
+            if pending.is_none_or(|p| t > p.1) {
+                pending = Some((s, t));
             }
         }
     }
@@ -490,7 +507,7 @@ mod tests {
                 }
                 let dist = if v == 0 { 3 } else { 1 };
                 d.inclusion(v, slot, slot + dist, v != 1 || slot % 4 != 0, true);
-                d.vote(v, slot / 8, slot / 8 + 1, &format!("r{slot}"));
+                d.vote(v, slot / 8, slot / 8 + 1, &format!("r{}", slot / 8));
             }
             d.proposer(slot, slot % 6);
             if slot != 10 {

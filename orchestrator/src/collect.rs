@@ -217,7 +217,7 @@ impl Collector {
     pub fn start_events(&mut self) {
         for bn in &self.bns {
             let url = format!(
-                "{}/eth/v1/events?topics=attestation,block",
+                "{}/eth/v1/events?topics=attestation&topics=block",
                 bn.api_url
             );
             let shared = self.shared.clone();
@@ -364,10 +364,10 @@ impl Collector {
                     None => break,
                 },
             };
+            chain.insert(info.slot, root.clone());
             if info.slot == 0 {
                 break;
             }
-            chain.insert(info.slot, root.clone());
             root = info.parent.clone();
         }
         Ok(chain)
@@ -383,7 +383,7 @@ impl Collector {
         to: u64,
     ) -> (u64, u64) {
         let mut included = std::collections::HashSet::new();
-        for root in chain.values() {
+        for root in chain.range(1..).map(|(_, r)| r) {
             for (v, slot) in self.expand(&self.blocks[root].attestations) {
                 if range.contains(&v) && slot >= from && slot <= to {
                     included.insert((v, slot));
@@ -440,7 +440,7 @@ impl Collector {
         }
         // Canonical root at or before each slot, for head/target correctness.
         let root_at = |slot: u64| chain.range(..=slot).next_back().map(|(_, r)| r.as_str());
-        for (slot, root) in &chain {
+        for (slot, root) in chain.range(1..) {
             let blk = &self.blocks[root];
             b.block(*slot, blk.proposer, root);
             for a in &blk.attestations {

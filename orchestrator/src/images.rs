@@ -144,7 +144,7 @@ async fn build_base(docker: &Docker, inputs: &ImageInputs) -> Result<String> {
         .tag("bookworm")
         .changes(vec![format!("LABEL {HASH_LABEL}={hash}")])
         .build();
-    let mut s = docker.create_image(Some(opts), Some(file_body(&tar_path).await?), None);
+    let mut s = docker.create_image(Some(opts), Some(body_stream(file_stream(&tar_path).await?)), None);
     while let Some(item) = s.next().await {
         let info = item.context("docker import of the base image")?;
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
@@ -157,15 +157,15 @@ async fn build_base(docker: &Docker, inputs: &ImageInputs) -> Result<String> {
     Ok(hash)
 }
 
-async fn file_body(path: &Path) -> Result<bollard::BodyType> {
-    let f = tokio::fs::File::open(path).await?;
-    let stream = tokio_util_stream(f);
-    Ok(body_stream(stream))
+/// Streams a file in 1 MiB chunks (build contexts are hundreds of MB).
+async fn file_stream(path: &Path) -> Result<impl futures::Stream<Item = bytes::Bytes> + Send + 'static> {
+    let f = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(chunks(f))
 }
 
-fn tokio_util_stream(
-    f: tokio::fs::File,
-) -> impl futures::Stream<Item = bytes::Bytes> + Send + 'static {
+fn chunks(f: tokio::fs::File) -> impl futures::Stream<Item = bytes::Bytes> + Send + 'static {
     futures::stream::unfold(f, |mut f| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 1 << 20];
@@ -318,11 +318,11 @@ async fn build_from_context(docker: &Docker, tag: &str, hash: &str, ctx: &Path) 
         .rm(true)
         .labels(&labels)
         .build();
-    let mut s = docker.build_image(opts, None, Some(file_body(ctx).await?));
+    let mut s = docker.build_image(opts, None, Some(body_stream(file_stream(ctx).await?)));
     let mut steps = 0u64;
     while let Some(item) = s.next().await {
         let info = item.with_context(|| format!("building {tag}"))?;
-        if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
+        if let Some(e) = info.error_detail.and_then(|d| d.message) {
             pb.finish_and_clear();
             bail!("building {tag} failed: {e}");
         }

@@ -8,3 +8,8 @@ pub mod analyse;
 pub mod data;
 pub mod plan;
 pub mod spec;
+pub mod collect;
+pub mod images;
+pub mod report;
+pub mod run;
+pub mod runtime;
