@@ -34,9 +34,24 @@ fn dataset() -> (RunMeta, dvlab::data::RawData) {
         first_slot: SPE,
         last_slot: SLOTS - 1,
         groups: vec![
-            GroupMeta { name: "keepers".into(), first: 0, count: 700, distributed: false },
-            GroupMeta { name: "baseline".into(), first: 700, count: 150, distributed: false },
-            GroupMeta { name: "dv0".into(), first: 850, count: 150, distributed: true },
+            GroupMeta {
+                name: "keepers".into(),
+                first: 0,
+                count: 700,
+                distributed: false,
+            },
+            GroupMeta {
+                name: "baseline".into(),
+                first: 700,
+                count: 150,
+                distributed: false,
+            },
+            GroupMeta {
+                name: "dv0".into(),
+                first: 850,
+                count: 150,
+                distributed: true,
+            },
         ],
         beacon_nodes: vec![],
         assertions: BTreeMap::from([("dv_inclusion_rate".to_string(), ">= 0.95".to_string())]),

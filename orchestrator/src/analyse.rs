@@ -190,8 +190,14 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         .group_by([col("group")])
         .agg([
             len().alias("duties"),
-            col("included").cast(DataType::UInt64).sum().alias("included"),
-            col("distance").cast(DataType::Float64).mean().alias("d_mean"),
+            col("included")
+                .cast(DataType::UInt64)
+                .sum()
+                .alias("included"),
+            col("distance")
+                .cast(DataType::Float64)
+                .mean()
+                .alias("d_mean"),
             col("distance")
                 .cast(DataType::Float64)
                 .quantile(lit(0.5), QuantileMethod::Linear)
@@ -201,8 +207,14 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
                 .quantile(lit(0.99), QuantileMethod::Linear)
                 .alias("d_p99"),
             col("head_ok").cast(DataType::Float64).mean().alias("head"),
-            col("target_ok").cast(DataType::Float64).mean().alias("target"),
-            col("source_ok").cast(DataType::Float64).mean().alias("source"),
+            col("target_ok")
+                .cast(DataType::Float64)
+                .mean()
+                .alias("target"),
+            col("source_ok")
+                .cast(DataType::Float64)
+                .mean()
+                .alias("source"),
         ])
         .collect()?;
 
@@ -219,7 +231,10 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         .group_by([col("group"), col("epoch")])
         .agg([
             len().alias("duties"),
-            col("included").cast(DataType::UInt64).sum().alias("included"),
+            col("included")
+                .cast(DataType::UInt64)
+                .sum()
+                .alias("included"),
         ])
         .sort(["group", "epoch"], SortMultipleOptions::default())
         .collect()?;
@@ -232,10 +247,11 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         .filter(in_window.clone())
         .unique(Some(cols(["slot"])), UniqueKeepStrategy::Last)
         .join(
-            raw.blocks
-                .clone()
-                .lazy()
-                .select([col("slot"), col("proposer"), lit(true).alias("made")]),
+            raw.blocks.clone().lazy().select([
+                col("slot"),
+                col("proposer"),
+                lit(true).alias("made"),
+            ]),
             [col("slot"), col("validator")],
             [col("slot"), col("proposer")],
             JoinArgs::new(JoinType::Left),
@@ -249,7 +265,11 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         .group_by([col("group")])
         .agg([
             len().alias("expected"),
-            col("made").is_not_null().cast(DataType::UInt64).sum().alias("made"),
+            col("made")
+                .is_not_null()
+                .cast(DataType::UInt64)
+                .sum()
+                .alias("made"),
         ])
         .collect()?;
 
@@ -267,7 +287,10 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         .group_by([col("group")])
         .agg([
             len().alias("duties"),
-            col("participated").cast(DataType::Float64).mean().alias("rate"),
+            col("participated")
+                .cast(DataType::Float64)
+                .mean()
+                .alias("rate"),
         ])
         .collect()?;
 
@@ -358,12 +381,22 @@ pub fn audit(meta: &RunMeta, raw: &RawData) -> PolarsResult<SlashingAudit> {
     let mut votes: HashMap<u64, BTreeMap<u64, Vec<(u64, String)>>> = HashMap::new();
     let a = &raw.votes;
     let (v, s, t) = (
-        a.column("validator")?.as_materialized_series().cast(&DataType::UInt64)?,
-        a.column("source_epoch")?.as_materialized_series().cast(&DataType::UInt64)?,
-        a.column("target_epoch")?.as_materialized_series().cast(&DataType::UInt64)?,
+        a.column("validator")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?,
+        a.column("source_epoch")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?,
+        a.column("target_epoch")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?,
     );
     let (v, s, t) = (v.u64()?, s.u64()?, t.u64()?);
-    let root = a.column("data_root")?.as_materialized_series().str()?.clone();
+    let root = a
+        .column("data_root")?
+        .as_materialized_series()
+        .str()?
+        .clone();
     let mut checked = 0u64;
     for i in 0..a.height() {
         let (Some(v), Some(s), Some(t), Some(r)) = (v.get(i), s.get(i), t.get(i), root.get(i))
@@ -390,7 +423,10 @@ pub fn audit(meta: &RunMeta, raw: &RawData) -> PolarsResult<SlashingAudit> {
                     detail: format!(
                         "target epoch {t}: {} different attestations ({})",
                         list.len(),
-                        list.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join(", ")
+                        list.iter()
+                            .map(|(_, r)| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 });
             }
@@ -431,8 +467,12 @@ pub fn audit(meta: &RunMeta, raw: &RawData) -> PolarsResult<SlashingAudit> {
     }
     let b = &raw.blocks_seen;
     let (slot, prop) = (
-        b.column("slot")?.as_materialized_series().cast(&DataType::UInt64)?,
-        b.column("proposer")?.as_materialized_series().cast(&DataType::UInt64)?,
+        b.column("slot")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?,
+        b.column("proposer")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?,
     );
     let roots = b.column("root")?.as_materialized_series().str()?.clone();
     let mut proposals: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();

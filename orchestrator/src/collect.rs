@@ -193,7 +193,11 @@ impl Collector {
         if !resp.status().is_success() {
             bail!("GET {url}: HTTP {}", resp.status());
         }
-        Ok(Some(resp.json().await.with_context(|| format!("GET {url}: bad JSON"))?))
+        Ok(Some(
+            resp.json()
+                .await
+                .with_context(|| format!("GET {url}: bad JSON"))?,
+        ))
     }
 
     /// Waits until every beacon node answers `/eth/v1/beacon/genesis`.
@@ -204,7 +208,10 @@ impl Collector {
                 match self.get(i, "/eth/v1/beacon/genesis").await {
                     Ok(Some(_)) => break,
                     _ if tokio::time::Instant::now() > deadline => {
-                        bail!("beacon node {} did not serve its REST API within {timeout:?}", bn.name)
+                        bail!(
+                            "beacon node {} did not serve its REST API within {timeout:?}",
+                            bn.name
+                        )
                     }
                     _ => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
@@ -240,7 +247,10 @@ impl Collector {
                 continue;
             }
             let Some(body) = self
-                .get(0, &format!("/eth/v1/beacon/states/head/committees?epoch={e}"))
+                .get(
+                    0,
+                    &format!("/eth/v1/beacon/states/head/committees?epoch={e}"),
+                )
                 .await?
             else {
                 continue;
@@ -318,7 +328,10 @@ impl Collector {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let Some(block) = self.get(0, &format!("/eth/v2/beacon/blocks/{root}")).await? else {
+        let Some(block) = self
+            .get(0, &format!("/eth/v2/beacon/blocks/{root}"))
+            .await?
+        else {
             return Ok(None);
         };
         let msg = field(&block, &["data", "message"])?;
@@ -444,13 +457,15 @@ impl Collector {
             let blk = &self.blocks[root];
             b.block(*slot, blk.proposer, root);
             for a in &blk.attestations {
-                let (Ok(s), Ok(te)) = (num_at(a, &["data", "slot"]), num_at(a, &["data", "target", "epoch"]))
-                else {
+                let (Ok(s), Ok(te)) = (
+                    num_at(a, &["data", "slot"]),
+                    num_at(a, &["data", "target", "epoch"]),
+                ) else {
                     continue;
                 };
                 let head_ok = a["data"]["beacon_block_root"].as_str() == root_at(s);
-                let target_ok = a["data"]["target"]["root"].as_str()
-                    == root_at(te * self.slots_per_epoch);
+                let target_ok =
+                    a["data"]["target"]["root"].as_str() == root_at(te * self.slots_per_epoch);
                 for (v, s) in self.expand(std::slice::from_ref(a)) {
                     b.inclusion(v, s, *slot, head_ok, target_ok);
                 }
@@ -476,7 +491,12 @@ impl Collector {
         for (bn, slot, root) in &shared.blocks {
             let proposer = match self.blocks.get(root) {
                 Some(info) => Some(info.proposer),
-                None => self.fetch_block(root).await.ok().flatten().map(|(_, i)| i.proposer),
+                None => self
+                    .fetch_block(root)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|(_, i)| i.proposer),
             };
             if let Some(p) = proposer {
                 b.block_seen_by(bn, *slot, p, root);
@@ -523,9 +543,10 @@ async fn sse_once(url: &str, bn: &str, shared: &Arc<Mutex<Shared>>) -> Result<()
                 let mut s = shared.lock().expect("poisoned");
                 match event.as_str() {
                     "attestation" => {
-                        if let (Some(data), Some(bits)) =
-                            (v.get("data"), v.get("aggregation_bits").and_then(|b| b.as_str()))
-                        {
+                        if let (Some(data), Some(bits)) = (
+                            v.get("data"),
+                            v.get("aggregation_bits").and_then(|b| b.as_str()),
+                        ) {
                             s.attestations.push(SeenAttestation {
                                 data: data.clone(),
                                 bits: bits.to_string(),
@@ -533,9 +554,10 @@ async fn sse_once(url: &str, bn: &str, shared: &Arc<Mutex<Shared>>) -> Result<()
                         }
                     }
                     "block" => {
-                        if let (Ok(slot), Some(root)) =
-                            (num_at(&v, &["slot"]), v.get("block").and_then(|b| b.as_str()))
-                        {
+                        if let (Ok(slot), Some(root)) = (
+                            num_at(&v, &["slot"]),
+                            v.get("block").and_then(|b| b.as_str()),
+                        ) {
                             s.blocks.push((bn.to_string(), slot, root.to_string()));
                         }
                     }

@@ -144,7 +144,11 @@ async fn build_base(docker: &Docker, inputs: &ImageInputs) -> Result<String> {
         .tag("bookworm")
         .changes(vec![format!("LABEL {HASH_LABEL}={hash}")])
         .build();
-    let mut s = docker.create_image(Some(opts), Some(body_stream(file_stream(&tar_path).await?)), None);
+    let mut s = docker.create_image(
+        Some(opts),
+        Some(body_stream(file_stream(&tar_path).await?)),
+        None,
+    );
     while let Some(item) = s.next().await {
         let info = item.context("docker import of the base image")?;
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
@@ -158,7 +162,9 @@ async fn build_base(docker: &Docker, inputs: &ImageInputs) -> Result<String> {
 }
 
 /// Streams a file in 1 MiB chunks (build contexts are hundreds of MB).
-async fn file_stream(path: &Path) -> Result<impl futures::Stream<Item = bytes::Bytes> + Send + 'static> {
+async fn file_stream(
+    path: &Path,
+) -> Result<impl futures::Stream<Item = bytes::Bytes> + Send + 'static> {
     let f = tokio::fs::File::open(path)
         .await
         .with_context(|| format!("opening {}", path.display()))?;
@@ -326,7 +332,11 @@ async fn build_from_context(docker: &Docker, tag: &str, hash: &str, ctx: &Path) 
             pb.finish_and_clear();
             bail!("building {tag} failed: {e}");
         }
-        if info.stream.as_deref().is_some_and(|s| s.starts_with("Step ")) {
+        if info
+            .stream
+            .as_deref()
+            .is_some_and(|s| s.starts_with("Step "))
+        {
             steps += 1;
             pb.set_position((steps * 25).min(100));
         }

@@ -5,11 +5,11 @@
 //! → [`analyse`] → [`report`]. Raw data lives in [`data`].
 
 pub mod analyse;
-pub mod data;
-pub mod plan;
-pub mod spec;
 pub mod collect;
+pub mod data;
 pub mod images;
+pub mod plan;
 pub mod report;
 pub mod run;
 pub mod runtime;
+pub mod spec;

@@ -80,7 +80,11 @@ enum ImagesCmd {
         #[arg(long, default_value = "../shared")]
         shared: PathBuf,
         /// Lodestar install directory (installed there when missing).
-        #[arg(long, default_value = "/work/cache/lodestar", env = "DVLAB_LODESTAR_DIR")]
+        #[arg(
+            long,
+            default_value = "/work/cache/lodestar",
+            env = "DVLAB_LODESTAR_DIR"
+        )]
         lodestar_dir: PathBuf,
         /// Release dvnode binary.
         #[arg(long, default_value = "target/release/dvnode")]
@@ -101,8 +105,12 @@ fn print_report(r: &Report, out: &std::path::Path) {
             g.attestations_included,
             g.attestation_duties,
             g.inclusion_rate.map_or("–".into(), |v| format!("{:.3}", v)),
-            g.inclusion_distance.p50.map_or("–".into(), |v| format!("{v}")),
-            g.inclusion_distance.p99.map_or("–".into(), |v| format!("{v:.1}")),
+            g.inclusion_distance
+                .p50
+                .map_or("–".into(), |v| format!("{v}")),
+            g.inclusion_distance
+                .p99
+                .map_or("–".into(), |v| format!("{v:.1}")),
             g.proposals_included,
             g.proposals_expected
         );
@@ -121,7 +129,16 @@ fn print_report(r: &Report, out: &std::path::Path) {
 
 async fn main_inner(cli: Cli) -> Result<i32> {
     match cli.command {
-        Cmd::Images { cmd: ImagesCmd::Build { shared, lodestar_dir, dvnode, mirror, cache } } => {
+        Cmd::Images {
+            cmd:
+                ImagesCmd::Build {
+                    shared,
+                    lodestar_dir,
+                    dvnode,
+                    mirror,
+                    cache,
+                },
+        } => {
             let docker = runtime::connect().await?;
             images::build_all(
                 &docker,

@@ -143,7 +143,7 @@ impl Plan {
         let genesis_time = now + spec.network.genesis_delay;
         let genesis_validators = spec.genesis_validators();
         let preset = spec.network.preset.as_str().to_string();
-        let params = vec![
+        let params = [
             "--params.SECONDS_PER_SLOT".to_string(),
             spec.network.seconds_per_slot.to_string(),
             "--params.ALTAIR_FORK_EPOCH".to_string(),
@@ -258,7 +258,10 @@ impl Plan {
         }
         let mut clusters = Vec::new();
         for c in &spec.clusters {
-            let g = groups.iter().find(|g| g.name == c.name).expect("group added above");
+            let g = groups
+                .iter()
+                .find(|g| g.name == c.name)
+                .expect("group added above");
             let key_dir = format!("keys/{}", c.name);
             clusters.push(ClusterPlan {
                 name: c.name.clone(),
@@ -329,10 +332,7 @@ impl Plan {
                     cmd,
                     env: env.clone(),
                     publish: vec![],
-                    mounts: vec![(
-                        format!("{key_dir}/node{n}/validator_keys"),
-                        "/keys".into(),
-                    )],
+                    mounts: vec![(format!("{key_dir}/node{n}/validator_keys"), "/keys".into())],
                 });
             }
         }
@@ -409,7 +409,10 @@ mod tests {
         for bn in &bns {
             let s = bn.cmd.join(" ");
             assert!(s.starts_with("dev "), "{s}");
-            assert!(s.contains("--genesisValidators 64 --genesisTime 1020"), "{s}");
+            assert!(
+                s.contains("--genesisValidators 64 --genesisTime 1020"),
+                "{s}"
+            );
             assert!(s.contains("--rest.address 0.0.0.0"), "{s}");
             assert!(s.contains("--mdns"), "{s}");
             assert!(s.contains("--params.SECONDS_PER_SLOT 4"), "{s}");
@@ -434,7 +437,10 @@ mod tests {
             .unwrap();
         let s = vc.cmd.join(" ");
         assert!(s.contains("--interopIndexes 48..55"), "{s}");
-        assert!(s.contains("--beaconNodes http://dvlab-basic-bn1:9596"), "{s}");
+        assert!(
+            s.contains("--beaconNodes http://dvlab-basic-bn1:9596"),
+            "{s}"
+        );
         assert!(vc.publish.is_empty());
     }
 
@@ -453,7 +459,10 @@ mod tests {
             .filter(|c| matches!(c.role, Role::DvNode { .. }))
             .collect();
         assert_eq!(nodes.len(), 4);
-        assert!(nodes[2].cmd.join(" ").contains("http://dvlab-basic-bn1:9596"));
+        assert!(nodes[2]
+            .cmd
+            .join(" ")
+            .contains("http://dvlab-basic-bn1:9596"));
         assert_eq!(nodes[3].mounts[0].0, "keys/dv0/node3");
         let vcs = plan
             .containers
@@ -461,6 +470,9 @@ mod tests {
             .filter(|c| matches!(c.role, Role::DvVc { .. }))
             .count();
         assert_eq!(vcs, 4);
-        assert!(plan.containers.iter().all(|c| c.labels[RUN_LABEL] == "basic"));
+        assert!(plan
+            .containers
+            .iter()
+            .all(|c| c.labels[RUN_LABEL] == "basic"));
     }
 }

@@ -88,9 +88,10 @@ pub fn metric(name: &str, meta: &RunMeta, a: &Analysis) -> Option<f64> {
         }
         "slashable_messages" => Some(a.slashing_audit.violations.len() as f64),
         "finalized_epoch" => a.finalized_epoch.map(|e| e as f64),
-        "baseline_inclusion_distance_p99" => {
-            a.groups.get("baseline").and_then(|s| s.inclusion_distance.p99)
-        }
+        "baseline_inclusion_distance_p99" => a
+            .groups
+            .get("baseline")
+            .and_then(|s| s.inclusion_distance.p99),
         _ => None,
     }
 }
@@ -168,6 +169,7 @@ fn line_chart<DB: DrawingBackend>(
     x_desc: &str,
     y_desc: &str,
     series: &Series,
+    y_range: Option<(f64, f64)>,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -189,6 +191,9 @@ where
     }
     if y1 - y0 < 1e-9 {
         y1 = y0 + 1.0;
+    }
+    if let Some((a, b)) = y_range {
+        (y0, y1) = (a, b);
     }
     let pad = (y1 - y0) * 0.05;
     let mut chart = ChartBuilder::on(&root)
@@ -238,7 +243,7 @@ where
         .copied()
         .max()
         .unwrap_or(1)
-        .max(1);
+        .max(4);
     // Shares so groups of different size compare.
     let shares: Vec<(&String, Vec<(u64, f64)>)> = groups
         .iter()
@@ -315,8 +320,14 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
     let mut fins: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let h = &raw.heads;
     if h.height() > 0 {
-        let t = h.column("time")?.as_materialized_series().cast(&DataType::Float64)?;
-        let s = h.column("head_slot")?.as_materialized_series().cast(&DataType::Float64)?;
+        let t = h
+            .column("time")?
+            .as_materialized_series()
+            .cast(&DataType::Float64)?;
+        let s = h
+            .column("head_slot")?
+            .as_materialized_series()
+            .cast(&DataType::Float64)?;
         let f = h
             .column("finalized_epoch")?
             .as_materialized_series()
@@ -324,9 +335,13 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
         let bn = h.column("bn")?.as_materialized_series().str()?.clone();
         let (t, s, f) = (t.f64()?, s.f64()?, f.f64()?);
         for i in 0..h.height() {
-            if let (Some(t), Some(s), Some(f), Some(b)) = (t.get(i), s.get(i), f.get(i), bn.get(i)) {
+            if let (Some(t), Some(s), Some(f), Some(b)) = (t.get(i), s.get(i), f.get(i), bn.get(i))
+            {
                 let x = t - meta.genesis_time as f64;
-                heads.entry(format!("{b} head slot")).or_default().push((x, s));
+                heads
+                    .entry(format!("{b} head slot"))
+                    .or_default()
+                    .push((x, s));
                 fins.entry(format!("{b} finalized slot"))
                     .or_default()
                     .push((x, f * meta.slots_per_epoch as f64));
@@ -337,7 +352,10 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
     progress.extend(fins);
 
     let charts: [(&'static str, String); 3] = [
-        ("inclusion_rate", "Attestation inclusion rate per epoch".into()),
+        (
+            "inclusion_rate",
+            "Attestation inclusion rate per epoch".into(),
+        ),
         ("inclusion_distance", "Inclusion distance".into()),
         ("chain_progress", "Head and finality per beacon node".into()),
     ];
@@ -370,14 +388,23 @@ where
     DB::ErrorType: 'static,
 {
     match name {
-        "inclusion_rate" => line_chart(root, title, "epoch", "included / duties", rate),
+        "inclusion_rate" => line_chart(
+            root,
+            title,
+            "epoch",
+            "included / duties",
+            rate,
+            Some((0.0, 1.0)),
+        ),
         "inclusion_distance" => histogram(root, title, groups),
-        _ => line_chart(root, title, "seconds since genesis", "slot", progress),
+        _ => line_chart(root, title, "seconds since genesis", "slot", progress, None),
     }
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -394,7 +421,11 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
 .fail{{color:#c62828;font-weight:bold}}figure{{margin:1em 0}}</style></head><body>",
         esc(&report.run)
     ));
-    let verdict = if report.passed() { "<span class=pass>PASS</span>" } else { "<span class=fail>FAIL</span>" };
+    let verdict = if report.passed() {
+        "<span class=pass>PASS</span>"
+    } else {
+        "<span class=fail>FAIL</span>"
+    };
     h.push_str(&format!(
         "<h1>dvlab report: {} — {verdict}</h1><p>Window: slots {}–{}; highest finalized epoch: {}.</p>",
         esc(&report.run),
@@ -460,7 +491,11 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
         h.push_str(&format!("<p>{}</p>", esc(note)));
     }
     for p in plots {
-        h.push_str(&format!("<figure><figcaption>{}</figcaption>{}</figure>", esc(&p.title), p.svg));
+        h.push_str(&format!(
+            "<figure><figcaption>{}</figcaption>{}</figure>",
+            esc(&p.title),
+            p.svg
+        ));
     }
     h.push_str("<h2>Beacon nodes</h2><ul>");
     for bn in &report.beacon_nodes {
@@ -474,11 +509,8 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
 pub fn write(dir: &Path, meta: &RunMeta, raw: &RawData, analysis: &Analysis) -> Result<Report> {
     std::fs::create_dir_all(dir)?;
     let report = build(meta, analysis);
-    std::fs::write(
-        dir.join("report.json"),
-        serde_json::to_vec_pretty(&report)?,
-    )
-    .context("writing report.json")?;
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)
+        .context("writing report.json")?;
     let (plots, note) = if font_ready() {
         (render_plots(dir, &report, raw, meta)?, String::new())
     } else {
@@ -507,12 +539,30 @@ mod tests {
             first_slot: 8,
             last_slot: 31,
             groups: vec![
-                GroupMeta { name: "baseline".into(), first: 0, count: 8, distributed: false },
-                GroupMeta { name: "dv0".into(), first: 8, count: 8, distributed: true },
-                GroupMeta { name: "dv1".into(), first: 16, count: 8, distributed: true },
+                GroupMeta {
+                    name: "baseline".into(),
+                    first: 0,
+                    count: 8,
+                    distributed: false,
+                },
+                GroupMeta {
+                    name: "dv0".into(),
+                    first: 8,
+                    count: 8,
+                    distributed: true,
+                },
+                GroupMeta {
+                    name: "dv1".into(),
+                    first: 16,
+                    count: 8,
+                    distributed: true,
+                },
             ],
             beacon_nodes: vec![],
-            assertions: assertions.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            assertions: assertions
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
         }
     }
 
@@ -525,7 +575,11 @@ mod tests {
                         n.to_string(),
                         GroupStats {
                             inclusion_rate: Some(*r),
-                            inclusion_distance: Distance { mean: Some(1.0), p50: Some(1.0), p99: Some(2.0) },
+                            inclusion_distance: Distance {
+                                mean: Some(1.0),
+                                p50: Some(1.0),
+                                p99: Some(2.0),
+                            },
                             distance_histogram: BTreeMap::from([(1, 10), (2, 1)]),
                             ..Default::default()
                         },
@@ -536,7 +590,12 @@ mod tests {
             slashing_audit: SlashingAudit {
                 messages_checked: 10,
                 violations: (0..violations)
-                    .map(|i| Violation { kind: "double_vote".into(), validator: i as u64, group: "dv0".into(), detail: String::new() })
+                    .map(|i| Violation {
+                        kind: "double_vote".into(),
+                        validator: i as u64,
+                        group: "dv0".into(),
+                        detail: String::new(),
+                    })
                     .collect(),
             },
             finalized_epoch: Some(2),
@@ -558,15 +617,32 @@ mod tests {
 
     #[test]
     fn verdict_follows_assertions() {
-        let m = meta(&[("dv_inclusion_rate", ">= 0.95"), ("slashable_messages", "== 0")]);
-        let ok = build(&m, &analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.96)], 0));
+        let m = meta(&[
+            ("dv_inclusion_rate", ">= 0.95"),
+            ("slashable_messages", "== 0"),
+        ]);
+        let ok = build(
+            &m,
+            &analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.96)], 0),
+        );
         assert!(ok.passed(), "{:?}", ok.assertions);
-        let bad = build(&m, &analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.96)], 1));
+        let bad = build(
+            &m,
+            &analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.96)], 1),
+        );
         assert!(!bad.passed());
-        let slash = bad.assertions.iter().find(|a| a.name == "slashable_messages").unwrap();
+        let slash = bad
+            .assertions
+            .iter()
+            .find(|a| a.name == "slashable_messages")
+            .unwrap();
         assert_eq!((slash.value, slash.passed), (Some(1.0), false));
         let missing = build(&m, &analysis(&[("baseline", 0.9)], 0));
-        let dv = missing.assertions.iter().find(|a| a.name == "dv_inclusion_rate").unwrap();
+        let dv = missing
+            .assertions
+            .iter()
+            .find(|a| a.name == "dv_inclusion_rate")
+            .unwrap();
         assert_eq!((dv.value, dv.passed), (None, false));
     }
 
@@ -575,8 +651,18 @@ mod tests {
         let m = meta(&[("dv_inclusion_rate", ">= 0.95")]);
         let mut a = analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.96)], 0);
         a.epochs = vec![
-            crate::analyse::EpochRate { group: "dv0".into(), epoch: 1, duties: 8, included: 8 },
-            crate::analyse::EpochRate { group: "dv0".into(), epoch: 2, duties: 8, included: 7 },
+            crate::analyse::EpochRate {
+                group: "dv0".into(),
+                epoch: 1,
+                duties: 8,
+                included: 8,
+            },
+            crate::analyse::EpochRate {
+                group: "dv0".into(),
+                epoch: 2,
+                duties: 8,
+                included: 7,
+            },
         ];
         let mut b = crate::data::synthetic::Builder::default();
         b.head(4, "bn0", 1, 0, 1);
@@ -586,10 +672,17 @@ mod tests {
         let r = write(dir.path(), &m, &raw, &a).unwrap();
         assert!(r.passed());
         let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap())
+                .unwrap();
         assert_eq!(json["groups"]["dv0"]["inclusion_rate"], 0.99);
         assert_eq!(json["window"]["first_slot"], 8);
-        assert_eq!(json["slashing_audit"]["violations"].as_array().unwrap().len(), 0);
+        assert_eq!(
+            json["slashing_audit"]["violations"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
         assert_eq!(json["assertions"][0]["passed"], true);
         let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
         assert!(html.contains("PASS"));

@@ -48,7 +48,11 @@ pub fn run_meta(plan: &Plan, bns: Vec<BeaconNodeMeta>) -> RunMeta {
 }
 
 /// Starts the devnet of `spec` and returns its plan and beacon nodes.
-pub async fn up(docker: &Docker, spec: &DevnetSpec, run_dir: &Path) -> Result<(Plan, Vec<BeaconNodeMeta>)> {
+pub async fn up(
+    docker: &Docker,
+    spec: &DevnetSpec,
+    run_dir: &Path,
+) -> Result<(Plan, Vec<BeaconNodeMeta>)> {
     let plan = Plan::new(spec, unix_now());
     let started = runtime::up(docker, &plan, run_dir).await?;
     let bns = started
@@ -76,9 +80,11 @@ async fn sleep_until(t: u64) {
 /// Runs the timeline: duties each epoch, heads, a live line, container health.
 async fn timeline(docker: &Docker, plan: &Plan, meta: &RunMeta, out: &Path) -> Result<RawData> {
     let mut c = Collector::new(meta.beacon_nodes.clone(), plan.slots_per_epoch)?;
-    c.wait_ready(Duration::from_secs(plan.genesis_time.saturating_sub(unix_now()) + 60))
-        .await
-        .map_err(|e| anyhow!("{e} (check `dvlab logs bn0`)"))?;
+    c.wait_ready(Duration::from_secs(
+        plan.genesis_time.saturating_sub(unix_now()) + 60,
+    ))
+    .await
+    .map_err(|e| anyhow!("{e} (check `dvlab logs bn0`)"))?;
     c.start_events();
     c.record_duties(0).await?;
     let spe = plan.slots_per_epoch;
@@ -86,8 +92,10 @@ async fn timeline(docker: &Docker, plan: &Plan, meta: &RunMeta, out: &Path) -> R
     let end_slot = plan.last_slot() + spe + 1;
     let pb = ProgressBar::new(end_slot);
     pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] slot {pos}/{len} {wide_bar} {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] slot {pos}/{len} {wide_bar} {msg}",
+        )
+        .expect("valid template"),
     );
     let first_block_wait = unix_now();
     let mut time_to_first_block: Option<u64> = None;
@@ -116,13 +124,23 @@ async fn timeline(docker: &Docker, plan: &Plan, meta: &RunMeta, out: &Path) -> R
                 }
                 let heads: Vec<String> = samples
                     .iter()
-                    .map(|s| format!("{} head {} fin {} peers {}", s.bn, s.head_slot, s.finalized_epoch, s.peers))
+                    .map(|s| {
+                        format!(
+                            "{} head {} fin {} peers {}",
+                            s.bn, s.head_slot, s.finalized_epoch, s.peers
+                        )
+                    })
                     .collect();
-                pb.println(format!(
+                let line = format!(
                     "epoch {epoch:>3} | {} | included so far: {}",
                     heads.join(" | "),
                     parts.join(", ")
-                ));
+                );
+                if pb.is_hidden() {
+                    println!("{line}");
+                } else {
+                    pb.println(line);
+                }
             }
         }
     }

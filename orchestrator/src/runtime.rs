@@ -105,7 +105,12 @@ async fn up_inner(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<St
     Ok(started)
 }
 
-async fn create_and_start(docker: &Docker, plan: &Plan, c: &ContainerPlan, run_dir: &Path) -> Result<()> {
+async fn create_and_start(
+    docker: &Docker,
+    plan: &Plan,
+    c: &ContainerPlan,
+    run_dir: &Path,
+) -> Result<()> {
     let exposed: Vec<String> = c.publish.iter().map(|p| format!("{p}/tcp")).collect();
     let bindings: HashMap<String, Option<Vec<PortBinding>>> = c
         .publish
@@ -141,7 +146,11 @@ async fn create_and_start(docker: &Docker, plan: &Plan, c: &ContainerPlan, run_d
     };
     docker
         .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&c.name).build()),
+            Some(
+                CreateContainerOptionsBuilder::default()
+                    .name(&c.name)
+                    .build(),
+            ),
             body,
         )
         .await
@@ -220,12 +229,7 @@ pub async fn list(docker: &Docker, run: Option<&str>) -> Result<Vec<Listed>> {
                     .unwrap_or_default()
                     .into_iter()
                     .filter_map(|p| {
-                        Some(format!(
-                            "{}:{}->{}",
-                            p.ip?,
-                            p.public_port?,
-                            p.private_port
-                        ))
+                        Some(format!("{}:{}->{}", p.ip?, p.public_port?, p.private_port))
                     })
                     .collect(),
             }
@@ -313,7 +317,10 @@ pub async fn resolve(docker: &Docker, name: &str) -> Result<String> {
         [one] => Ok(one.name.clone()),
         [] => bail!(
             "no dvlab container named `{name}`; running: {}",
-            all.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+            all.iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         _ => bail!("`{name}` is ambiguous across runs; use the full container name"),
     }

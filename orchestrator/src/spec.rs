@@ -390,7 +390,10 @@ impl DevnetSpec {
         }
         let mut bn_names = BTreeSet::new();
         if self.beacon_nodes.is_empty() {
-            err("beacon_nodes".into(), "at least one beacon node is needed".into());
+            err(
+                "beacon_nodes".into(),
+                "at least one beacon node is needed".into(),
+            );
         }
         for (i, bn) in self.beacon_nodes.iter().enumerate() {
             if !valid_name(&bn.name) {
@@ -408,7 +411,10 @@ impl DevnetSpec {
         }
         let known = |name: &str| bn_names.contains(name);
         if self.keepers.count == 0 {
-            err("keepers.count".into(), "at least one keeper is needed".into());
+            err(
+                "keepers.count".into(),
+                "at least one keeper is needed".into(),
+            );
         }
         if !known(&self.keepers.beacon_node) {
             err(
@@ -450,12 +456,18 @@ impl DevnetSpec {
                 err(f("name"), format!("duplicate name `{}`", c.name));
             }
             if c.nodes < 3 {
-                err(f("nodes"), format!("{} nodes; a cluster needs at least 3", c.nodes));
+                err(
+                    f("nodes"),
+                    format!("{} nodes; a cluster needs at least 3", c.nodes),
+                );
             }
             if c.threshold * 2 <= c.nodes && c.threshold <= c.nodes {
                 err(
                     f("threshold"),
-                    format!("threshold {} must be more than half of {} nodes", c.threshold, c.nodes),
+                    format!(
+                        "threshold {} must be more than half of {} nodes",
+                        c.threshold, c.nodes
+                    ),
                 );
             }
             if c.threshold == 0 || c.threshold > c.nodes {
@@ -516,7 +528,10 @@ impl DevnetSpec {
         }
         for (i, fault) in self.faults.iter().enumerate() {
             if fault.kind == FaultKind::Crash && fault.target.is_none() {
-                err(format!("faults[{i}].target"), "a crash needs a target".into());
+                err(
+                    format!("faults[{i}].target"),
+                    "a crash needs a target".into(),
+                );
             }
             if fault.kind == FaultKind::Partition && fault.groups.len() < 2 {
                 err(
@@ -541,7 +556,10 @@ impl DevnetSpec {
                 err(field.clone(), m);
             }
             if name.starts_with("dv_") && self.clusters.is_empty() {
-                err(field.clone(), format!("`{name}` needs at least one cluster"));
+                err(
+                    field.clone(),
+                    format!("`{name}` needs at least one cluster"),
+                );
             }
             if (name.starts_with("baseline") || name == "dv_vs_baseline_ratio")
                 && self.baseline.is_none()
@@ -568,9 +586,7 @@ fn split_serde_message(msg: &str) -> (String, String) {
         None => msg,
     };
     match msg.split_once(": ") {
-        Some((path, rest))
-            if !path.contains(' ') && !path.is_empty() && path != "invalid type" =>
-        {
+        Some((path, rest)) if !path.contains(' ') && !path.is_empty() && path != "invalid type" => {
             (path.to_string(), rest.to_string())
         }
         _ => (String::new(), msg.to_string()),
@@ -607,7 +623,11 @@ fn parse_path(path: &str) -> Option<Vec<Seg<'_>>> {
 #[derive(Debug, Clone, Copy)]
 enum Region {
     /// Block node: byte range and the column its keys / `-` items start at.
-    Block { start: usize, end: usize, col: usize },
+    Block {
+        start: usize,
+        end: usize,
+        col: usize,
+    },
     /// Inside of a flow collection (between its brackets).
     Flow { start: usize, end: usize },
 }
@@ -892,7 +912,10 @@ mod tests {
         let text = BASIC.replace("seed: 42", "seed: 42\nsede: 1");
         let e = &errors(&text)[0];
         assert!(e.message.contains("unknown field `sede`"), "{e}");
-        assert_eq!(e.line, Some(text.lines().position(|l| l == "sede: 1").unwrap() + 1));
+        assert_eq!(
+            e.line,
+            Some(text.lines().position(|l| l == "sede: 1").unwrap() + 1)
+        );
     }
 
     #[test]
@@ -903,7 +926,12 @@ mod tests {
         assert_eq!(e.field, "keepers");
         assert_eq!(
             e.line,
-            Some(text.lines().position(|l| l.starts_with("keepers:")).unwrap() + 1)
+            Some(
+                text.lines()
+                    .position(|l| l.starts_with("keepers:"))
+                    .unwrap()
+                    + 1
+            )
         );
     }
 
@@ -911,16 +939,29 @@ mod tests {
     fn threshold_above_nodes_is_located() {
         let text = BASIC.replace("threshold: 3", "threshold: 5");
         let errs = errors(&text);
-        let e = errs.iter().find(|e| e.field == "clusters[0].threshold").unwrap();
-        assert!(e.message.contains("threshold 5 is impossible with 4 nodes"), "{e}");
-        let want = text.lines().position(|l| l.contains("threshold: 5")).unwrap() + 1;
+        let e = errs
+            .iter()
+            .find(|e| e.field == "clusters[0].threshold")
+            .unwrap();
+        assert!(
+            e.message.contains("threshold 5 is impossible with 4 nodes"),
+            "{e}"
+        );
+        let want = text
+            .lines()
+            .position(|l| l.contains("threshold: 5"))
+            .unwrap()
+            + 1;
         assert_eq!(e.line, Some(want));
-        assert!(e.to_string().contains(&format!("t.yaml:{want}: field `clusters[0].threshold`")));
+        assert!(e
+            .to_string()
+            .contains(&format!("t.yaml:{want}: field `clusters[0].threshold`")));
     }
 
     #[test]
     fn unknown_beacon_node_in_block_style() {
-        let text = "name: x\nnetwork:\n  preset: minimal\n  seconds_per_slot: 4\n  genesis_delay: 20\n\
+        let text =
+            "name: x\nnetwork:\n  preset: minimal\n  seconds_per_slot: 4\n  genesis_delay: 20\n\
 beacon_nodes:\n  - name: bn0\n    client: lodestar\nkeepers:\n  count: 48\n  beacon_node: bn0\n\
 baseline:\n  count: 8\n  client: lodestar\n  beacon_node: bn9\nduration:\n  epochs: 3\n";
         let errs = errors(text);
@@ -942,36 +983,76 @@ keepers: {count: 48, beacon_node: bn0}\nduration: {epochs: 2}\n";
 
     #[test]
     fn more_validators_than_genesis() {
-        let text = BASIC.replace("genesis_delay: 20}", "genesis_delay: 20, genesis_validators: 60}");
+        let text = BASIC.replace(
+            "genesis_delay: 20}",
+            "genesis_delay: 20, genesis_validators: 60}",
+        );
         let errs = errors(&text);
-        let e = errs.iter().find(|e| e.field == "network.genesis_validators").unwrap();
-        assert!(e.message.contains("60 genesis validators but keepers, baseline and clusters need 64"));
-        assert_eq!(e.line, Some(text.lines().position(|l| l.starts_with("network:")).unwrap() + 1));
+        let e = errs
+            .iter()
+            .find(|e| e.field == "network.genesis_validators")
+            .unwrap();
+        assert!(e
+            .message
+            .contains("60 genesis validators but keepers, baseline and clusters need 64"));
+        assert_eq!(
+            e.line,
+            Some(
+                text.lines()
+                    .position(|l| l.starts_with("network:"))
+                    .unwrap()
+                    + 1
+            )
+        );
     }
 
     #[test]
     fn keepers_must_hold_two_thirds() {
         let text = BASIC.replace("count: 48", "count: 16");
         let errs = errors(&text);
-        assert!(errs.iter().any(|e| e.field == "keepers.count" && e.message.contains("2/3")));
+        assert!(errs
+            .iter()
+            .any(|e| e.field == "keepers.count" && e.message.contains("2/3")));
     }
 
     #[test]
     fn bad_assertions() {
-        let text = BASIC.replace("slashable_messages: \"== 0\"", "slashable_messages: \"about 0\", foo: \">= 1\"");
+        let text = BASIC.replace(
+            "slashable_messages: \"== 0\"",
+            "slashable_messages: \"about 0\", foo: \">= 1\"",
+        );
         let errs = errors(&text);
-        assert!(errs.iter().any(|e| e.field == "assertions.foo" && e.message.contains("unknown assertion")));
-        assert!(errs.iter().any(|e| e.field == "assertions.slashable_messages"));
-        let dv = BASELINE_ONLY.replace("assertions: {", "assertions: {dv_inclusion_rate: \">= 0.9\", ");
+        assert!(errs
+            .iter()
+            .any(|e| e.field == "assertions.foo" && e.message.contains("unknown assertion")));
+        assert!(errs
+            .iter()
+            .any(|e| e.field == "assertions.slashable_messages"));
+        let dv = BASELINE_ONLY.replace(
+            "assertions: {",
+            "assertions: {dv_inclusion_rate: \">= 0.9\", ",
+        );
         let errs = errors(&dv);
-        assert!(errs.iter().any(|e| e.message.contains("needs at least one cluster")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.message.contains("needs at least one cluster")),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn wrong_type_is_located() {
         let text = BASIC.replace("duration: {epochs: 10}", "duration: {epochs: ten}");
         let e = &errors(&text)[0];
-        assert_eq!(e.line, Some(text.lines().position(|l| l.starts_with("duration")).unwrap() + 1));
+        assert_eq!(
+            e.line,
+            Some(
+                text.lines()
+                    .position(|l| l.starts_with("duration"))
+                    .unwrap()
+                    + 1
+            )
+        );
         assert!(e.to_string().contains("duration"), "{e}");
     }
 

@@ -21,20 +21,51 @@ fn baseline_only_devnet_end_to_end() {
         .status()
         .expect("dvlab runs");
     // 0: assertions hold, 1: one failed; 2 would be a failed run.
-    assert!(matches!(status.code(), Some(0) | Some(1)), "dvlab run failed: {status}");
+    assert!(
+        matches!(status.code(), Some(0) | Some(1)),
+        "dvlab run failed: {status}"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     let baseline = &report["groups"]["baseline"];
     assert_eq!(baseline["validators"], 8);
-    assert!(baseline["attestation_duties"].as_u64().unwrap() >= 8 * 8, "{baseline}");
+    assert!(
+        baseline["attestation_duties"].as_u64().unwrap() >= 8 * 8,
+        "{baseline}"
+    );
     let rate = baseline["inclusion_rate"].as_f64().unwrap();
     assert!(rate > 0.8, "baseline inclusion rate {rate}");
-    assert!(report["groups"]["keepers"]["inclusion_rate"].as_f64().unwrap() > 0.8);
+    assert!(
+        report["groups"]["keepers"]["inclusion_rate"]
+            .as_f64()
+            .unwrap()
+            > 0.8
+    );
     assert_eq!(report["beacon_nodes"].as_array().unwrap().len(), 2);
-    assert!(report["beacon_nodes"][0]["api_url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
-    assert_eq!(report["slashing_audit"]["violations"].as_array().unwrap().len(), 0);
-    assert!(report["slashing_audit"]["messages_checked"].as_u64().unwrap() > 0);
-    for f in ["report.html", "meta.json", "raw/duties.csv", "raw/inclusions.csv", "raw/blocks.csv"] {
+    assert!(report["beacon_nodes"][0]["api_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+    assert_eq!(
+        report["slashing_audit"]["violations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(
+        report["slashing_audit"]["messages_checked"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    for f in [
+        "report.html",
+        "meta.json",
+        "raw/duties.csv",
+        "raw/inclusions.csv",
+        "raw/blocks.csv",
+    ] {
         assert!(out.path().join(f).exists(), "{f} missing");
     }
     // Nothing of the run is left behind.
@@ -42,5 +73,9 @@ fn baseline_only_devnet_end_to_end() {
         .args(["ps", "-aq", "--filter", "label=dvlab.run=baseline-only"])
         .output()
         .unwrap();
-    assert!(ps.stdout.is_empty(), "containers left: {}", String::from_utf8_lossy(&ps.stdout));
+    assert!(
+        ps.stdout.is_empty(),
+        "containers left: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
 }
