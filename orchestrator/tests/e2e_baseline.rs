@@ -29,10 +29,8 @@ fn baseline_only_devnet_end_to_end() {
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     let baseline = &report["groups"]["baseline"];
     assert_eq!(baseline["validators"], 8);
-    assert!(
-        baseline["attestation_duties"].as_u64().unwrap() >= 8 * 8,
-        "{baseline}"
-    );
+    // One attestation duty per validator and epoch over the analysed epochs 1..=3.
+    assert_eq!(baseline["attestation_duties"], 8 * 3, "{baseline}");
     let rate = baseline["inclusion_rate"].as_f64().unwrap();
     assert!(rate > 0.8, "baseline inclusion rate {rate}");
     assert!(
