@@ -1,3 +1,247 @@
+//! `dvlab` command line.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use dvlab::images::ImageInputs;
+use dvlab::report::Report;
+use dvlab::run::Outcome;
+use dvlab::spec::DevnetSpec;
+use dvlab::{images, plan, runtime};
+use std::path::PathBuf;
+
+/// dvlab — YAML devnets of real Ethereum clients in Docker, watched, analysed and reported.
+#[derive(Parser, Debug)]
+#[command(name = "dvlab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Build the images (Debian base, Lodestar, dvnode); cached by content hash.
+    Images {
+        #[command(subcommand)]
+        cmd: ImagesCmd,
+    },
+    /// Validate a devnet file and print its plan as JSON.
+    Plan {
+        /// Devnet YAML.
+        file: PathBuf,
+    },
+    /// Start a devnet and print each beacon node's REST URL.
+    Up {
+        /// Devnet YAML.
+        file: PathBuf,
+        /// Directory for key material.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+    /// List dvlab containers.
+    Status,
+    /// Print a container's logs (`bn0`, `baseline` or a full container name).
+    Logs {
+        /// Container.
+        name: String,
+        /// Keep streaming.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Remove the containers and networks dvlab labelled (of one run, or all).
+    Down {
+        /// Run name.
+        name: Option<String>,
+    },
+    /// Up → timeline → collect → analyse → report → down. Exit 0: assertions hold; 1: an
+    /// assertion failed; 2: the run failed.
+    Run {
+        /// Devnet YAML.
+        #[arg(default_value = "devnets/basic.yaml")]
+        file: PathBuf,
+        /// Output directory (default `reports/<name>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Leave the devnet running afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Re-render report.json, plots and report.html from a run directory's raw data.
+    Report {
+        /// Run directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImagesCmd {
+    /// Build missing or outdated images.
+    Build {
+        /// The project's shared directory holding `clients/lodestar-1.5.1/install.sh`.
+        #[arg(long, default_value = "../shared")]
+        shared: PathBuf,
+        /// Lodestar install directory (installed there when missing).
+        #[arg(
+            long,
+            default_value = "/work/cache/lodestar",
+            env = "DVLAB_LODESTAR_DIR"
+        )]
+        lodestar_dir: PathBuf,
+        /// Release dvnode binary.
+        #[arg(long, default_value = "target/release/dvnode")]
+        dvnode: PathBuf,
+        /// Debian mirror.
+        #[arg(long, default_value = "http://deb.debian.org/debian")]
+        mirror: String,
+        /// Cache directory (debootstrap root fs, build contexts).
+        #[arg(long, default_value = "/var/cache/dvlab")]
+        cache: PathBuf,
+    },
+}
+
+fn print_report(r: &Report, out: &std::path::Path) {
+    for (name, g) in &r.groups {
+        println!(
+            "{name:>10}: {}/{} included ({}), distance p50 {} p99 {}, proposals {}/{}",
+            g.attestations_included,
+            g.attestation_duties,
+            g.inclusion_rate.map_or("–".into(), |v| format!("{:.3}", v)),
+            g.inclusion_distance
+                .p50
+                .map_or("–".into(), |v| format!("{v}")),
+            g.inclusion_distance
+                .p99
+                .map_or("–".into(), |v| format!("{v:.1}")),
+            g.proposals_included,
+            g.proposals_expected
+        );
+    }
+    for a in &r.assertions {
+        println!(
+            "{} {} {} (value {})",
+            if a.passed { "PASS" } else { "FAIL" },
+            a.name,
+            a.expr,
+            a.value.map_or("none".into(), |v| format!("{v}"))
+        );
+    }
+    println!("report: {}", out.join("report.html").display());
+}
+
+async fn main_inner(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Cmd::Images {
+            cmd:
+                ImagesCmd::Build {
+                    shared,
+                    lodestar_dir,
+                    dvnode,
+                    mirror,
+                    cache,
+                },
+        } => {
+            let docker = runtime::connect().await?;
+            images::build_all(
+                &docker,
+                &ImageInputs {
+                    mirror,
+                    shared_dir: shared,
+                    lodestar_dir,
+                    dvnode_binary: dvnode,
+                    cache_dir: cache,
+                },
+            )
+            .await?;
+            Ok(0)
+        }
+        Cmd::Plan { file } => {
+            let spec = DevnetSpec::load(&file)?;
+            let plan = plan::Plan::new(&spec, dvlab::run::unix_now());
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+            Ok(0)
+        }
+        Cmd::Up { file, out } => {
+            let spec = DevnetSpec::load(&file)?;
+            let docker = runtime::connect().await?;
+            let (plan, bns) = dvlab::run::up(&docker, &spec, &out.join(&spec.name)).await?;
+            println!("run `{}` up; genesis at {}", plan.run, plan.genesis_time);
+            for bn in bns {
+                println!("{}: {}", bn.name, bn.api_url);
+            }
+            Ok(0)
+        }
+        Cmd::Status => {
+            let docker = runtime::connect().await?;
+            let list = runtime::list(&docker, None).await?;
+            if list.is_empty() {
+                println!("no dvlab containers");
+            }
+            for c in list {
+                println!(
+                    "{:<28} {:<12} {:<12} {:<10} {} {}",
+                    c.name,
+                    c.run,
+                    c.role,
+                    c.state,
+                    c.status,
+                    c.ports.join(",")
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Logs { name, follow } => {
+            let docker = runtime::connect().await?;
+            let full = runtime::resolve(&docker, &name).await?;
+            runtime::print_logs(&docker, &full, follow).await?;
+            Ok(0)
+        }
+        Cmd::Down { name } => {
+            let docker = runtime::connect().await?;
+            let n = runtime::down(&docker, name.as_deref()).await?;
+            println!("removed {n} container(s)");
+            Ok(0)
+        }
+        Cmd::Run { file, out, keep } => {
+            let spec = DevnetSpec::load(&file)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&spec.name));
+            let docker = runtime::connect().await?;
+            match dvlab::run::run(&docker, &spec, &out, keep).await? {
+                Outcome::Interrupted => {
+                    eprintln!("interrupted");
+                    Ok(2)
+                }
+                Outcome::Done(r) => {
+                    print_report(&r, &out);
+                    Ok(if r.passed() { 0 } else { 1 })
+                }
+            }
+        }
+        Cmd::Report { dir } => {
+            let r = dvlab::run::rerender(&dir)?;
+            print_report(&r, &dir);
+            Ok(if r.passed() { 0 } else { 1 })
+        }
+    }
+}
+
 fn main() {
-    println!("dvlab");
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = match rt.block_on(main_inner(cli)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
 }

@@ -1,0 +1,626 @@
+//! Analysis of collected raw data with polars: per validator group and per epoch window.
+
+use crate::data::{RawData, RunMeta};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Inclusion-distance summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Distance {
+    /// Mean distance in slots.
+    pub mean: Option<f64>,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+}
+
+/// Results of one validator group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupStats {
+    /// Validators in the group.
+    pub validators: u64,
+    /// Attestation duties in the window.
+    pub attestation_duties: u64,
+    /// Duties whose attestation was included on chain.
+    pub attestations_included: u64,
+    /// `attestations_included / attestation_duties`.
+    pub inclusion_rate: Option<f64>,
+    /// Inclusion distance (inclusion slot − attestation slot).
+    pub inclusion_distance: Distance,
+    /// Histogram of inclusion distance: distance → count.
+    pub distance_histogram: BTreeMap<u64, u64>,
+    /// Share of included attestations with the canonical head vote.
+    pub correct_head_rate: Option<f64>,
+    /// Share of included attestations with the canonical target vote.
+    pub correct_target_rate: Option<f64>,
+    /// Share of included attestations with a correct source (always 1 on chain).
+    pub correct_source_rate: Option<f64>,
+    /// Proposer duties in the window.
+    pub proposals_expected: u64,
+    /// Proposals that made it into the canonical chain.
+    pub proposals_included: u64,
+    /// Sync-committee duties (validator × slot) in the window.
+    pub sync_duties: u64,
+    /// Share of sync-committee duties that signed.
+    pub sync_participation: Option<f64>,
+}
+
+/// Inclusion rate of one group in one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRate {
+    /// Group name.
+    pub group: String,
+    /// Epoch.
+    pub epoch: u64,
+    /// Duties.
+    pub duties: u64,
+    /// Included.
+    pub included: u64,
+}
+
+/// One slashable pair found by the audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    /// `double_vote`, `surround_vote` or `double_proposal`.
+    pub kind: String,
+    /// Validator index.
+    pub validator: u64,
+    /// Group of the validator.
+    pub group: String,
+    /// Human-readable description of the two messages.
+    pub detail: String,
+}
+
+/// Slashing-freedom audit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlashingAudit {
+    /// Distinct signed messages examined.
+    pub messages_checked: u64,
+    /// Slashable pairs.
+    pub violations: Vec<Violation>,
+}
+
+/// Everything the report shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Per group.
+    pub groups: BTreeMap<String, GroupStats>,
+    /// Per group and epoch.
+    pub epochs: Vec<EpochRate>,
+    /// Audit.
+    pub slashing_audit: SlashingAudit,
+    /// Highest finalized epoch any beacon node reported.
+    pub finalized_epoch: Option<u64>,
+}
+
+fn u64_col(df: &DataFrame, name: &str, i: usize) -> PolarsResult<Option<u64>> {
+    Ok(df
+        .column(name)?
+        .as_materialized_series()
+        .cast(&DataType::UInt64)?
+        .u64()?
+        .get(i))
+}
+
+fn f64_col(df: &DataFrame, name: &str, i: usize) -> PolarsResult<Option<f64>> {
+    Ok(df
+        .column(name)?
+        .as_materialized_series()
+        .cast(&DataType::Float64)?
+        .f64()?
+        .get(i)
+        .filter(|v| v.is_finite()))
+}
+
+fn str_at(df: &DataFrame, name: &str, i: usize) -> PolarsResult<String> {
+    Ok(df
+        .column(name)?
+        .as_materialized_series()
+        .str()?
+        .get(i)
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Validator index → group name frame.
+fn group_frame(meta: &RunMeta) -> PolarsResult<DataFrame> {
+    let mut v = Vec::new();
+    let mut g = Vec::new();
+    for grp in &meta.groups {
+        for i in grp.first..grp.first + grp.count {
+            v.push(i);
+            g.push(grp.name.clone());
+        }
+    }
+    df!("validator" => v, "group" => g)
+}
+
+/// Runs the analysis.
+pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
+    let groups = group_frame(meta)?.lazy();
+    let (first, last) = (meta.first_slot, meta.last_slot);
+    let in_window = col("slot")
+        .gt_eq(lit(first))
+        .and(col("slot").lt_eq(lit(last)));
+
+    // First inclusion of each (validator, slot) vote.
+    let incl = raw
+        .inclusions
+        .clone()
+        .lazy()
+        .group_by([col("validator"), col("slot")])
+        .agg([
+            col("inclusion_slot").min(),
+            col("head_ok").max().alias("head_ok"),
+            col("target_ok").max().alias("target_ok"),
+            col("source_ok").max().alias("source_ok"),
+        ]);
+    let duties = raw
+        .duties
+        .clone()
+        .lazy()
+        .filter(in_window.clone())
+        .select([col("validator"), col("slot")])
+        .unique(None, UniqueKeepStrategy::First)
+        .join(
+            incl,
+            [col("validator"), col("slot")],
+            [col("validator"), col("slot")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .join(
+            groups.clone(),
+            [col("validator")],
+            [col("validator")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .with_columns([
+            col("inclusion_slot").is_not_null().alias("included"),
+            (col("inclusion_slot").cast(DataType::Int64) - col("slot").cast(DataType::Int64))
+                .alias("distance"),
+            (col("slot") / lit(meta.slots_per_epoch)).alias("epoch"),
+        ])
+        .collect()?;
+
+    let per_group = duties
+        .clone()
+        .lazy()
+        .group_by([col("group")])
+        .agg([
+            len().alias("duties"),
+            col("included")
+                .cast(DataType::UInt64)
+                .sum()
+                .alias("included"),
+            col("distance")
+                .cast(DataType::Float64)
+                .mean()
+                .alias("d_mean"),
+            col("distance")
+                .cast(DataType::Float64)
+                .quantile(lit(0.5), QuantileMethod::Linear)
+                .alias("d_p50"),
+            col("distance")
+                .cast(DataType::Float64)
+                .quantile(lit(0.99), QuantileMethod::Linear)
+                .alias("d_p99"),
+            col("head_ok").cast(DataType::Float64).mean().alias("head"),
+            col("target_ok")
+                .cast(DataType::Float64)
+                .mean()
+                .alias("target"),
+            col("source_ok")
+                .cast(DataType::Float64)
+                .mean()
+                .alias("source"),
+        ])
+        .collect()?;
+
+    let hist = duties
+        .clone()
+        .lazy()
+        .filter(col("distance").is_not_null())
+        .group_by([col("group"), col("distance")])
+        .agg([len().alias("n")])
+        .collect()?;
+
+    let per_epoch = duties
+        .lazy()
+        .group_by([col("group"), col("epoch")])
+        .agg([
+            len().alias("duties"),
+            col("included")
+                .cast(DataType::UInt64)
+                .sum()
+                .alias("included"),
+        ])
+        .sort(["group", "epoch"], SortMultipleOptions::default())
+        .collect()?;
+
+    // Proposals: expected proposer of each slot vs canonical blocks.
+    let proposals = raw
+        .proposer_duties
+        .clone()
+        .lazy()
+        .filter(in_window.clone())
+        .unique(Some(cols(["slot"])), UniqueKeepStrategy::Last)
+        .join(
+            raw.blocks.clone().lazy().select([
+                col("slot"),
+                col("proposer"),
+                lit(true).alias("made"),
+            ]),
+            [col("slot"), col("validator")],
+            [col("slot"), col("proposer")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .join(
+            groups.clone(),
+            [col("validator")],
+            [col("validator")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .group_by([col("group")])
+        .agg([
+            len().alias("expected"),
+            col("made")
+                .is_not_null()
+                .cast(DataType::UInt64)
+                .sum()
+                .alias("made"),
+        ])
+        .collect()?;
+
+    let sync = raw
+        .sync
+        .clone()
+        .lazy()
+        .filter(in_window)
+        .join(
+            groups,
+            [col("validator")],
+            [col("validator")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .group_by([col("group")])
+        .agg([
+            len().alias("duties"),
+            col("participated")
+                .cast(DataType::Float64)
+                .mean()
+                .alias("rate"),
+        ])
+        .collect()?;
+
+    let mut out: BTreeMap<String, GroupStats> = meta
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.name.clone(),
+                GroupStats {
+                    validators: g.count,
+                    ..GroupStats::default()
+                },
+            )
+        })
+        .collect();
+    for i in 0..per_group.height() {
+        let Some(s) = out.get_mut(&str_at(&per_group, "group", i)?) else {
+            continue;
+        };
+        s.attestation_duties = u64_col(&per_group, "duties", i)?.unwrap_or(0);
+        s.attestations_included = u64_col(&per_group, "included", i)?.unwrap_or(0);
+        s.inclusion_rate = (s.attestation_duties > 0)
+            .then(|| s.attestations_included as f64 / s.attestation_duties as f64);
+        s.inclusion_distance = Distance {
+            mean: f64_col(&per_group, "d_mean", i)?,
+            p50: f64_col(&per_group, "d_p50", i)?,
+            p99: f64_col(&per_group, "d_p99", i)?,
+        };
+        s.correct_head_rate = f64_col(&per_group, "head", i)?;
+        s.correct_target_rate = f64_col(&per_group, "target", i)?;
+        s.correct_source_rate = f64_col(&per_group, "source", i)?;
+    }
+    for i in 0..hist.height() {
+        if let Some(s) = out.get_mut(&str_at(&hist, "group", i)?) {
+            let d = u64_col(&hist, "distance", i)?.unwrap_or(0);
+            *s.distance_histogram.entry(d).or_default() += u64_col(&hist, "n", i)?.unwrap_or(0);
+        }
+    }
+    for i in 0..proposals.height() {
+        if let Some(s) = out.get_mut(&str_at(&proposals, "group", i)?) {
+            s.proposals_expected = u64_col(&proposals, "expected", i)?.unwrap_or(0);
+            s.proposals_included = u64_col(&proposals, "made", i)?.unwrap_or(0);
+        }
+    }
+    for i in 0..sync.height() {
+        if let Some(s) = out.get_mut(&str_at(&sync, "group", i)?) {
+            s.sync_duties = u64_col(&sync, "duties", i)?.unwrap_or(0);
+            s.sync_participation = f64_col(&sync, "rate", i)?;
+        }
+    }
+    let mut epochs = Vec::with_capacity(per_epoch.height());
+    for i in 0..per_epoch.height() {
+        epochs.push(EpochRate {
+            group: str_at(&per_epoch, "group", i)?,
+            epoch: u64_col(&per_epoch, "epoch", i)?.unwrap_or(0),
+            duties: u64_col(&per_epoch, "duties", i)?.unwrap_or(0),
+            included: u64_col(&per_epoch, "included", i)?.unwrap_or(0),
+        });
+    }
+    let finalized_epoch = if raw.heads.height() == 0 {
+        None
+    } else {
+        raw.heads
+            .column("finalized_epoch")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?
+            .u64()?
+            .max()
+    };
+    Ok(Analysis {
+        groups: out,
+        epochs,
+        slashing_audit: audit(meta, raw)?,
+        finalized_epoch,
+    })
+}
+
+/// Slashing audit over every attestation and block any beacon node saw.
+pub fn audit(meta: &RunMeta, raw: &RawData) -> PolarsResult<SlashingAudit> {
+    let group_of = |v: u64| {
+        meta.groups
+            .iter()
+            .find(|g| v >= g.first && v < g.first + g.count)
+            .map_or_else(|| "other".to_string(), |g| g.name.clone())
+    };
+    // validator → target epoch → (source epoch, data root), deduplicated.
+    let mut votes: HashMap<u64, BTreeMap<u64, Vec<(u64, String)>>> = HashMap::new();
+    let a = &raw.votes;
+    let (v, s, t) = (
+        a.column("validator")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?,
+        a.column("source_epoch")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?,
+        a.column("target_epoch")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?,
+    );
+    let (v, s, t) = (v.u64()?, s.u64()?, t.u64()?);
+    let root = a
+        .column("data_root")?
+        .as_materialized_series()
+        .str()?
+        .clone();
+    let mut checked = 0u64;
+    for i in 0..a.height() {
+        let (Some(v), Some(s), Some(t), Some(r)) = (v.get(i), s.get(i), t.get(i), root.get(i))
+        else {
+            continue;
+        };
+        let e = votes.entry(v).or_default().entry(t).or_default();
+        if !e.iter().any(|(ss, rr)| *ss == s && rr == r) {
+            e.push((s, r.to_string()));
+            checked += 1;
+        }
+    }
+    let mut violations = Vec::new();
+    let mut validators: Vec<_> = votes.keys().copied().collect();
+    validators.sort_unstable();
+    for val in validators {
+        let by_target = &votes[&val];
+        for (t, list) in by_target {
+            if list.len() > 1 {
+                violations.push(Violation {
+                    kind: "double_vote".into(),
+                    validator: val,
+                    group: group_of(val),
+                    detail: format!(
+                        "target epoch {t}: {} different attestations ({})",
+                        list.len(),
+                        list.iter()
+                            .map(|(_, r)| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+        // Surround votes: sorted by source, a vote is surrounded when an earlier-source
+        // vote has a later target. O(n log n) per validator.
+        let mut flat: Vec<(u64, u64)> = by_target
+            .iter()
+            .flat_map(|(t, l)| l.iter().map(move |(s, _)| (*s, *t)))
+            .collect();
+        flat.sort_unstable();
+        let mut best: Option<(u64, u64)> = None; // (source, target) with max target so far
+        let mut pending: Option<(u64, u64)> = None; // max over the current source group
+        let mut cur_source = None;
+        for &(s, t) in &flat {
+            if cur_source != Some(s) {
+                if let Some(p) = pending.take() {
+                    if best.is_none_or(|b| p.1 > b.1) {
+                        best = Some(p);
+                    }
+                }
+                cur_source = Some(s);
+            }
+            if let Some((s1, t1)) = best {
+                if t1 > t {
+                    violations.push(Violation {
+                        kind: "surround_vote".into(),
+                        validator: val,
+                        group: group_of(val),
+                        detail: format!("({s1}→{t1}) surrounds ({s}→{t})"),
+                    });
+                }
+            }
+            if pending.is_none_or(|p| t > p.1) {
+                pending = Some((s, t));
+            }
+        }
+    }
+    let b = &raw.blocks_seen;
+    let (slot, prop) = (
+        b.column("slot")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?,
+        b.column("proposer")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?,
+    );
+    let roots = b.column("root")?.as_materialized_series().str()?.clone();
+    let mut proposals: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
+    for i in 0..b.height() {
+        let (Some(s), Some(p), Some(r)) = (slot.u64()?.get(i), prop.u64()?.get(i), roots.get(i))
+        else {
+            continue;
+        };
+        let e = proposals.entry((p, s)).or_default();
+        if !e.iter().any(|x| x == r) {
+            e.push(r.to_string());
+            checked += 1;
+        }
+    }
+    for ((p, s), list) in proposals {
+        if list.len() > 1 {
+            violations.push(Violation {
+                kind: "double_proposal".into(),
+                validator: p,
+                group: group_of(p),
+                detail: format!("slot {s}: blocks {}", list.join(", ")),
+            });
+        }
+    }
+    Ok(SlashingAudit {
+        messages_checked: checked,
+        violations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{synthetic, GroupMeta};
+
+    fn meta() -> RunMeta {
+        RunMeta {
+            run: "t".into(),
+            genesis_time: 0,
+            seconds_per_slot: 4,
+            slots_per_epoch: 8,
+            first_slot: 8,
+            last_slot: 23,
+            groups: vec![
+                GroupMeta {
+                    name: "keepers".into(),
+                    first: 0,
+                    count: 4,
+                    distributed: false,
+                },
+                GroupMeta {
+                    name: "baseline".into(),
+                    first: 4,
+                    count: 2,
+                    distributed: false,
+                },
+            ],
+            beacon_nodes: vec![],
+            assertions: BTreeMap::new(),
+        }
+    }
+
+    /// Each validator attests every slot; baseline validator 5 misses every other slot,
+    /// everything else is included at distance 1 except keeper 0 at distance 3.
+    fn raw() -> RawData {
+        let mut d = synthetic::Builder::default();
+        for slot in 0..32u64 {
+            for v in 0..6u64 {
+                d.duty(slot, v);
+                if v == 5 && slot % 2 == 1 {
+                    continue;
+                }
+                let dist = if v == 0 { 3 } else { 1 };
+                d.inclusion(v, slot, slot + dist, v != 1 || slot % 4 != 0, true);
+                d.vote(v, slot / 8, slot / 8 + 1, &format!("r{}", slot / 8));
+            }
+            d.proposer(slot, slot % 6);
+            if slot != 10 {
+                d.block(slot, slot % 6, &format!("b{slot}"));
+            }
+            d.sync(slot, 4, slot % 3 != 0);
+        }
+        d.head(1, "bn0", 20, 2, 1);
+        d.head(2, "bn0", 30, 3, 1);
+        d.build().unwrap()
+    }
+
+    #[test]
+    fn group_rates_distances_and_proposals() {
+        let a = analyse(&meta(), &raw()).unwrap();
+        let k = &a.groups["keepers"];
+        assert_eq!(k.validators, 4);
+        assert_eq!(k.attestation_duties, 4 * 16);
+        assert_eq!(k.attestations_included, 64);
+        assert_eq!(k.inclusion_rate, Some(1.0));
+        // 16 at distance 3, 48 at distance 1.
+        assert_eq!(k.distance_histogram, BTreeMap::from([(1, 48), (3, 16)]));
+        assert_eq!(k.inclusion_distance.mean, Some(1.5));
+        assert_eq!(k.inclusion_distance.p50, Some(1.0));
+        assert!((k.inclusion_distance.p99.unwrap() - 3.0).abs() < 1e-9);
+        // Validator 1 votes a wrong head every 4th slot: 4 of 64.
+        assert_eq!(k.correct_head_rate, Some(60.0 / 64.0));
+        assert_eq!(k.correct_source_rate, Some(1.0));
+        let b = &a.groups["baseline"];
+        assert_eq!(b.attestation_duties, 32);
+        assert_eq!(b.attestations_included, 24);
+        assert_eq!(b.inclusion_rate, Some(0.75));
+        // Slots 8..=23: proposers slot%6; slot 10 (validator 4) missed.
+        // Window slots 8..=23 proposed by slot % 6: baseline (4, 5) has 10, 11, 16, 17, 22, 23;
+        // slot 10 has no block.
+        assert_eq!((b.proposals_expected, b.proposals_included), (6, 5));
+        assert_eq!(a.finalized_epoch, Some(3));
+        assert_eq!(b.sync_duties, 16);
+        assert!(a.slashing_audit.violations.is_empty());
+        let per_epoch: Vec<_> = a
+            .epochs
+            .iter()
+            .filter(|e| e.group == "baseline")
+            .map(|e| (e.epoch, e.duties, e.included))
+            .collect();
+        assert_eq!(per_epoch, [(1, 16, 12), (2, 16, 12)]);
+    }
+
+    #[test]
+    fn audit_finds_double_and_surround_votes_and_double_proposals() {
+        let mut d = synthetic::Builder::default();
+        d.vote(4, 1, 2, "a");
+        d.vote(4, 1, 2, "a"); // same message seen twice: fine
+        d.vote(4, 1, 2, "b"); // double vote
+        d.vote(5, 1, 4, "c");
+        d.vote(5, 2, 3, "d"); // surrounded by (1→4)
+        d.block_seen(7, 0, "x");
+        d.block_seen(7, 0, "y");
+        let raw = d.build().unwrap();
+        let a = audit(&meta(), &raw).unwrap();
+        let kinds: Vec<_> = a
+            .violations
+            .iter()
+            .map(|v| (v.kind.as_str(), v.validator, v.group.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("double_vote", 4, "baseline"),
+                ("surround_vote", 5, "baseline"),
+                ("double_proposal", 0, "keepers")
+            ]
+        );
+        assert_eq!(a.messages_checked, 6);
+    }
+}

@@ -1,0 +1,614 @@
+//! Collection from the beacon nodes' REST APIs while the devnet runs: committees and
+//! duties each epoch (Lodestar's head state only serves epochs head−1..head+1), head and
+//! finality samples, canonical blocks, and SSE events (gossip attestations, blocks).
+
+use crate::data::{synthetic::Builder, BeaconNodeMeta, RawData};
+use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Committees of one epoch: (slot, committee index) → validator indices.
+pub type Committees = BTreeMap<(u64, u64), Vec<u64>>;
+
+fn num(v: &Value) -> Option<u64> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+fn field<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value> {
+    let mut cur = v;
+    for p in path {
+        cur = cur
+            .get(p)
+            .ok_or_else(|| anyhow!("beacon API answer lacks `{}`", path.join(".")))?;
+    }
+    Ok(cur)
+}
+
+fn num_at(v: &Value, path: &[&str]) -> Result<u64> {
+    num(field(v, path)?).ok_or_else(|| anyhow!("`{}` is not a number", path.join(".")))
+}
+
+/// Parses a committees answer for `epoch`. Lodestar 1.5.1 reports `"slot": "0"` on every
+/// committee and an epoch-wide index, slot-major; in that case slot and index are rebuilt
+/// from the order.
+pub fn parse_committees(body: &Value, epoch: u64, slots_per_epoch: u64) -> Result<Committees> {
+    let list = field(body, &["data"])?
+        .as_array()
+        .ok_or_else(|| anyhow!("committees `data` is not a list"))?;
+    let first = epoch * slots_per_epoch;
+    let mut raw = Vec::with_capacity(list.len());
+    for c in list {
+        let validators = field(c, &["validators"])?
+            .as_array()
+            .ok_or_else(|| anyhow!("committee validators is not a list"))?
+            .iter()
+            .map(|v| num(v).ok_or_else(|| anyhow!("bad validator index {v}")))
+            .collect::<Result<Vec<u64>>>()?;
+        raw.push((num_at(c, &["slot"])?, num_at(c, &["index"])?, validators));
+    }
+    let slots_ok = raw
+        .iter()
+        .all(|(s, _, _)| *s >= first && *s < first + slots_per_epoch);
+    let mut out = Committees::new();
+    if slots_ok {
+        for (s, i, v) in raw {
+            out.insert((s, i), v);
+        }
+    } else {
+        let n = raw.len() as u64;
+        if n % slots_per_epoch != 0 {
+            bail!("{n} committees in epoch {epoch} is not a multiple of {slots_per_epoch} slots");
+        }
+        let per_slot = n / slots_per_epoch;
+        for (k, (_, _, v)) in raw.into_iter().enumerate() {
+            let k = k as u64;
+            out.insert((first + k / per_slot, k % per_slot), v);
+        }
+    }
+    Ok(out)
+}
+
+/// Indices of set bits of an SSZ bitlist given as hex (the highest set bit is the length
+/// delimiter and is dropped).
+pub fn bitlist_indices(hex_bits: &str) -> Result<Vec<usize>> {
+    let bytes = hex::decode(hex_bits.trim_start_matches("0x"))
+        .map_err(|e| anyhow!("bad bitlist {hex_bits}: {e}"))?;
+    let mut bits: Vec<usize> = (0..bytes.len() * 8)
+        .filter(|i| bytes[i / 8] >> (i % 8) & 1 == 1)
+        .collect();
+    if bits.pop().is_none() {
+        bail!("bitlist {hex_bits} has no delimiter bit");
+    }
+    Ok(bits)
+}
+
+/// Indices of set bits of an SSZ bitvector given as hex.
+pub fn bitvector_indices(hex_bits: &str) -> Result<Vec<usize>> {
+    let bytes = hex::decode(hex_bits.trim_start_matches("0x"))
+        .map_err(|e| anyhow!("bad bitvector {hex_bits}: {e}"))?;
+    Ok((0..bytes.len() * 8)
+        .filter(|i| bytes[i / 8] >> (i % 8) & 1 == 1)
+        .collect())
+}
+
+/// Short identity of attestation data, for the slashing audit.
+fn data_root(data: &Value) -> String {
+    let mut h = Sha256::new();
+    h.update(data.to_string().as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+/// A canonical or seen block.
+#[derive(Debug, Clone)]
+pub struct BlockInfo {
+    slot: u64,
+    proposer: u64,
+    parent: String,
+    attestations: Vec<Value>,
+    sync_bits: Option<String>,
+}
+
+/// An attestation seen on an SSE stream.
+#[derive(Debug, Clone)]
+struct SeenAttestation {
+    data: Value,
+    bits: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    attestations: Vec<SeenAttestation>,
+    blocks: Vec<(String, u64, String)>,
+}
+
+/// Talks to the beacon nodes and accumulates everything for [`Collector::finish`].
+pub struct Collector {
+    http: reqwest::Client,
+    bns: Vec<BeaconNodeMeta>,
+    slots_per_epoch: u64,
+    committees: Committees,
+    proposers: BTreeMap<u64, u64>,
+    sync_committees: BTreeMap<u64, Vec<u64>>,
+    blocks: HashMap<String, BlockInfo>,
+    heads: Builder,
+    shared: Arc<Mutex<Shared>>,
+    sse_tasks: Vec<tokio::task::JoinHandle<()>>,
+    epochs_done: BTreeMap<u64, ()>,
+}
+
+/// Head and finality of one beacon node.
+#[derive(Debug, Clone)]
+pub struct HeadSample {
+    /// Beacon node.
+    pub bn: String,
+    /// Head slot.
+    pub head_slot: u64,
+    /// Finalized epoch.
+    pub finalized_epoch: u64,
+    /// Connected peers.
+    pub peers: u64,
+}
+
+impl Collector {
+    /// A collector for these beacon nodes (the first one is used for duties).
+    pub fn new(bns: Vec<BeaconNodeMeta>, slots_per_epoch: u64) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()?;
+        Ok(Collector {
+            http,
+            bns,
+            slots_per_epoch,
+            committees: Committees::new(),
+            proposers: BTreeMap::new(),
+            sync_committees: BTreeMap::new(),
+            blocks: HashMap::new(),
+            heads: Builder::default(),
+            shared: Arc::new(Mutex::new(Shared::default())),
+            sse_tasks: Vec::new(),
+            epochs_done: BTreeMap::new(),
+        })
+    }
+
+    async fn get(&self, bn: usize, path: &str) -> Result<Option<Value>> {
+        let url = format!("{}{path}", self.bns[bn].api_url);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            bail!("GET {url}: HTTP {}", resp.status());
+        }
+        Ok(Some(
+            resp.json()
+                .await
+                .with_context(|| format!("GET {url}: bad JSON"))?,
+        ))
+    }
+
+    /// Waits until every beacon node answers `/eth/v1/beacon/genesis`.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (i, bn) in self.bns.iter().enumerate() {
+            loop {
+                match self.get(i, "/eth/v1/beacon/genesis").await {
+                    Ok(Some(_)) => break,
+                    _ if tokio::time::Instant::now() > deadline => {
+                        bail!(
+                            "beacon node {} did not serve its REST API within {timeout:?}",
+                            bn.name
+                        )
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes to the SSE streams of every beacon node.
+    pub fn start_events(&mut self) {
+        for bn in &self.bns {
+            let url = format!(
+                "{}/eth/v1/events?topics=attestation&topics=block",
+                bn.api_url
+            );
+            let shared = self.shared.clone();
+            let name = bn.name.clone();
+            self.sse_tasks.push(tokio::spawn(async move {
+                // Reconnect until aborted: a BN restart must not end collection.
+                loop {
+                    let _ = sse_once(&url, &name, &shared).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }));
+        }
+    }
+
+    /// Records committees, proposer duties and sync committees available now (the head
+    /// state serves epochs head−1..head+1).
+    pub async fn record_duties(&mut self, epoch: u64) -> Result<()> {
+        for e in [epoch, epoch + 1] {
+            if self.epochs_done.contains_key(&e) {
+                continue;
+            }
+            let Some(body) = self
+                .get(
+                    0,
+                    &format!("/eth/v1/beacon/states/head/committees?epoch={e}"),
+                )
+                .await?
+            else {
+                continue;
+            };
+            self.committees
+                .extend(parse_committees(&body, e, self.slots_per_epoch)?);
+            self.epochs_done.insert(e, ());
+        }
+        if let Ok(Some(body)) = self
+            .get(0, &format!("/eth/v1/validator/duties/proposer/{epoch}"))
+            .await
+        {
+            for d in field(&body, &["data"])?.as_array().into_iter().flatten() {
+                self.proposers
+                    .insert(num_at(d, &["slot"])?, num_at(d, &["validator_index"])?);
+            }
+        }
+        if let Ok(Some(body)) = self
+            .get(
+                0,
+                &format!("/eth/v1/beacon/states/head/sync_committees?epoch={epoch}"),
+            )
+            .await
+        {
+            let v = field(&body, &["data", "validators"])?
+                .as_array()
+                .ok_or_else(|| anyhow!("sync committee validators is not a list"))?
+                .iter()
+                .filter_map(num)
+                .collect();
+            self.sync_committees.insert(epoch, v);
+        }
+        Ok(())
+    }
+
+    /// Samples head, finality and peers of every beacon node.
+    pub async fn sample_heads(&mut self, now: u64) -> Vec<HeadSample> {
+        let mut out = Vec::new();
+        for i in 0..self.bns.len() {
+            let head = self.get(i, "/eth/v1/beacon/headers/head").await;
+            let fin = self
+                .get(i, "/eth/v1/beacon/states/head/finality_checkpoints")
+                .await;
+            let peers = self.get(i, "/eth/v1/node/peer_count").await;
+            let (Ok(Some(head)), Ok(Some(fin))) = (head, fin) else {
+                continue;
+            };
+            let (Ok(h), Ok(f)) = (
+                num_at(&head, &["data", "header", "message", "slot"]),
+                num_at(&fin, &["data", "finalized", "epoch"]),
+            ) else {
+                continue;
+            };
+            let p = peers
+                .ok()
+                .flatten()
+                .and_then(|p| num_at(&p, &["data", "connected"]).ok())
+                .unwrap_or(0);
+            self.heads.head(now, &self.bns[i].name, h, f, p);
+            out.push(HeadSample {
+                bn: self.bns[i].name.clone(),
+                head_slot: h,
+                finalized_epoch: f,
+                peers: p,
+            });
+        }
+        out
+    }
+
+    async fn fetch_block(&self, id: &str) -> Result<Option<(String, BlockInfo)>> {
+        let Some(header) = self.get(0, &format!("/eth/v1/beacon/headers/{id}")).await? else {
+            return Ok(None);
+        };
+        let root = field(&header, &["data", "root"])?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let Some(block) = self
+            .get(0, &format!("/eth/v2/beacon/blocks/{root}"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let msg = field(&block, &["data", "message"])?;
+        Ok(Some((
+            root,
+            BlockInfo {
+                slot: num_at(msg, &["slot"])?,
+                proposer: num_at(msg, &["proposer_index"])?,
+                parent: field(msg, &["parent_root"])?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                attestations: field(msg, &["body", "attestations"])?
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                sync_bits: msg
+                    .get("body")
+                    .and_then(|b| b.get("sync_aggregate"))
+                    .and_then(|s| s.get("sync_committee_bits"))
+                    .and_then(|s| s.as_str())
+                    .map(str::to_string),
+            },
+        )))
+    }
+
+    /// Walks the canonical chain back from the head, fetching blocks not yet known.
+    /// Returns canonical roots by slot.
+    pub async fn sync_chain(&mut self) -> Result<BTreeMap<u64, String>> {
+        let mut chain = BTreeMap::new();
+        let Some((mut root, head)) = self.fetch_block("head").await? else {
+            return Ok(chain);
+        };
+        self.blocks.entry(root.clone()).or_insert(head);
+        loop {
+            let info = match self.blocks.get(&root) {
+                Some(b) => b.clone(),
+                None => match self.fetch_block(&root).await? {
+                    Some((r, b)) => {
+                        self.blocks.insert(r, b.clone());
+                        b
+                    }
+                    None => break,
+                },
+            };
+            chain.insert(info.slot, root.clone());
+            if info.slot == 0 {
+                break;
+            }
+            root = info.parent.clone();
+        }
+        Ok(chain)
+    }
+
+    /// Inclusion counts so far per validator range: (included, duties) for the duties in
+    /// slots `from..=to`, using the blocks known.
+    pub fn live_inclusion(
+        &self,
+        chain: &BTreeMap<u64, String>,
+        range: std::ops::Range<u64>,
+        from: u64,
+        to: u64,
+    ) -> (u64, u64) {
+        let mut included = std::collections::HashSet::new();
+        for root in chain.range(1..).map(|(_, r)| r) {
+            for (v, slot) in self.expand(&self.blocks[root].attestations) {
+                if range.contains(&v) && slot >= from && slot <= to {
+                    included.insert((v, slot));
+                }
+            }
+        }
+        let duties = self
+            .committees
+            .range((from, 0)..=(to, u64::MAX))
+            .flat_map(|(_, vs)| vs.iter())
+            .filter(|v| range.contains(v))
+            .count() as u64;
+        (included.len() as u64, duties)
+    }
+
+    /// (validator, attestation slot) of every attester of `attestations`.
+    fn expand(&self, attestations: &[Value]) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for a in attestations {
+            let (Ok(slot), Ok(index), Some(bits)) = (
+                num_at(a, &["data", "slot"]),
+                num_at(a, &["data", "index"]),
+                a.get("aggregation_bits").and_then(|b| b.as_str()),
+            ) else {
+                continue;
+            };
+            let (Some(committee), Ok(set)) =
+                (self.committees.get(&(slot, index)), bitlist_indices(bits))
+            else {
+                continue;
+            };
+            out.extend(
+                set.into_iter()
+                    .filter_map(|i| committee.get(i).map(|v| (*v, slot))),
+            );
+        }
+        out
+    }
+
+    /// Stops the SSE streams, fetches the final chain and builds the raw frames.
+    pub async fn finish(mut self) -> Result<RawData> {
+        for t in &self.sse_tasks {
+            t.abort();
+        }
+        let chain = self.sync_chain().await?;
+        let mut b = std::mem::take(&mut self.heads);
+        for ((slot, index), vs) in &self.committees {
+            for v in vs {
+                b.duty_in(*slot, *index, *v);
+            }
+        }
+        for (slot, v) in &self.proposers {
+            b.proposer(*slot, *v);
+        }
+        // Canonical root at or before each slot, for head/target correctness.
+        let root_at = |slot: u64| chain.range(..=slot).next_back().map(|(_, r)| r.as_str());
+        for (slot, root) in chain.range(1..) {
+            let blk = &self.blocks[root];
+            b.block(*slot, blk.proposer, root);
+            for a in &blk.attestations {
+                let (Ok(s), Ok(te)) = (
+                    num_at(a, &["data", "slot"]),
+                    num_at(a, &["data", "target", "epoch"]),
+                ) else {
+                    continue;
+                };
+                let head_ok = a["data"]["beacon_block_root"].as_str() == root_at(s);
+                let target_ok =
+                    a["data"]["target"]["root"].as_str() == root_at(te * self.slots_per_epoch);
+                for (v, s) in self.expand(std::slice::from_ref(a)) {
+                    b.inclusion(v, s, *slot, head_ok, target_ok);
+                }
+                self.add_votes(&mut b, a);
+            }
+            if let Some(bits) = &blk.sync_bits {
+                let signed_slot = slot - 1;
+                let epoch = signed_slot / self.slots_per_epoch;
+                if let Some(members) = self.sync_committees.get(&epoch) {
+                    let set: std::collections::HashSet<usize> =
+                        bitvector_indices(bits)?.into_iter().collect();
+                    for (i, v) in members.iter().enumerate() {
+                        b.sync(signed_slot, *v, set.contains(&i));
+                    }
+                }
+            }
+        }
+        let shared = std::mem::take(&mut *self.shared.lock().expect("poisoned"));
+        for a in &shared.attestations {
+            let v = serde_json::json!({"aggregation_bits": a.bits, "data": a.data});
+            self.add_votes(&mut b, &v);
+        }
+        for (bn, slot, root) in &shared.blocks {
+            let proposer = match self.blocks.get(root) {
+                Some(info) => Some(info.proposer),
+                None => self
+                    .fetch_block(root)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|(_, i)| i.proposer),
+            };
+            if let Some(p) = proposer {
+                b.block_seen_by(bn, *slot, p, root);
+            }
+        }
+        Ok(b.build()?)
+    }
+
+    fn add_votes(&self, b: &mut Builder, a: &Value) {
+        let (Ok(s), Ok(t)) = (
+            num_at(a, &["data", "source", "epoch"]),
+            num_at(a, &["data", "target", "epoch"]),
+        ) else {
+            return;
+        };
+        let root = data_root(&a["data"]);
+        for (v, _) in self.expand(std::slice::from_ref(a)) {
+            b.vote(v, s, t, &root);
+        }
+    }
+}
+
+async fn sse_once(url: &str, bn: &str, shared: &Arc<Mutex<Shared>>) -> Result<()> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let resp = client
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await?;
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut event = String::new();
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(nl) = buf.find('\n') {
+            let line = buf[..nl].trim_end_matches('\r').to_string();
+            buf.drain(..=nl);
+            if let Some(e) = line.strip_prefix("event:") {
+                event = e.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let Ok(v) = serde_json::from_str::<Value>(d.trim()) else {
+                    continue;
+                };
+                let mut s = shared.lock().expect("poisoned");
+                match event.as_str() {
+                    "attestation" => {
+                        if let (Some(data), Some(bits)) = (
+                            v.get("data"),
+                            v.get("aggregation_bits").and_then(|b| b.as_str()),
+                        ) {
+                            s.attestations.push(SeenAttestation {
+                                data: data.clone(),
+                                bits: bits.to_string(),
+                            });
+                        }
+                    }
+                    "block" => {
+                        if let (Ok(slot), Some(root)) = (
+                            num_at(&v, &["slot"]),
+                            v.get("block").and_then(|b| b.as_str()),
+                        ) {
+                            s.blocks.push((bn.to_string(), slot, root.to_string()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lodestar_committee_quirk_is_rebuilt_from_order() {
+        // 8 slots × 2 committees, all reported with slot "0" and index 0..15.
+        let data: Vec<Value> = (0..16)
+            .map(|k| json!({"slot": "0", "index": k.to_string(), "validators": [k.to_string()]}))
+            .collect();
+        let c = parse_committees(&json!({ "data": data }), 3, 8).unwrap();
+        assert_eq!(c.len(), 16);
+        assert_eq!(c[&(24, 0)], [0]);
+        assert_eq!(c[&(24, 1)], [1]);
+        assert_eq!(c[&(25, 0)], [2]);
+        assert_eq!(c[&(31, 1)], [15]);
+    }
+
+    #[test]
+    fn well_formed_committees_are_kept() {
+        let data = json!({"data": [
+            {"slot": "8", "index": "0", "validators": ["5", "6"]},
+            {"slot": "9", "index": "0", "validators": ["7"]},
+        ]});
+        let c = parse_committees(&data, 1, 8).unwrap();
+        assert_eq!(c[&(8, 0)], [5, 6]);
+        assert_eq!(c[&(9, 0)], [7]);
+        let bad = json!({"data": [{"slot": "0", "index": "0", "validators": []}]});
+        assert!(parse_committees(&bad, 1, 8).is_err());
+    }
+
+    #[test]
+    fn bitlists_and_bitvectors() {
+        // 0b0000_1101: bits 0, 2, delimiter at 3 → length 3, set {0, 2}.
+        assert_eq!(bitlist_indices("0x0d").unwrap(), [0, 2]);
+        // 9 bits: bit 8 set, delimiter at bit 9.
+        assert_eq!(bitlist_indices("0x0003").unwrap(), [8]);
+        assert!(bitlist_indices("0x00").is_err());
+        assert!(bitlist_indices("zz").is_err());
+        assert_eq!(bitvector_indices("0x0180").unwrap(), [0, 15]);
+    }
+}

@@ -1,0 +1,349 @@
+//! Raw run data: the frames `collect` fills, saved as CSV beside `meta.json` so
+//! `dvlab report DIR` can re-render without the devnet.
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A validator group as the analysis sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMeta {
+    /// Name.
+    pub name: String,
+    /// First validator index.
+    pub first: u64,
+    /// Number of validators.
+    pub count: u64,
+    /// Whether it is a DV cluster.
+    pub distributed: bool,
+}
+
+/// A beacon node of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeaconNodeMeta {
+    /// Spec name.
+    pub name: String,
+    /// REST API URL on the host.
+    pub api_url: String,
+}
+
+/// What the analysis and report need to know about the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// Run name.
+    pub run: String,
+    /// Genesis UNIX time.
+    pub genesis_time: u64,
+    /// Seconds per slot.
+    pub seconds_per_slot: u64,
+    /// Slots per epoch.
+    pub slots_per_epoch: u64,
+    /// First analysed slot.
+    pub first_slot: u64,
+    /// Last analysed slot (duties), inclusive.
+    pub last_slot: u64,
+    /// Validator groups.
+    pub groups: Vec<GroupMeta>,
+    /// Beacon nodes.
+    pub beacon_nodes: Vec<BeaconNodeMeta>,
+    /// Assertions (metric → expression).
+    pub assertions: BTreeMap<String, String>,
+}
+
+/// The raw frames of a run.
+///
+/// Columns: `duties` (slot, committee_index, validator); `inclusions` (validator, slot,
+/// inclusion_slot, head_ok, target_ok, source_ok); `proposer_duties` (slot, validator);
+/// `blocks` — canonical chain (slot, proposer, root); `blocks_seen` — every block any BN
+/// saw (bn, slot, proposer, root); `sync` (slot, validator, participated); `heads` (time,
+/// bn, head_slot, finalized_epoch, peers); `votes` — attestations any BN saw, per
+/// validator (validator, source_epoch, target_epoch, data_root).
+#[derive(Debug, Clone)]
+pub struct RawData {
+    /// Attestation duties.
+    pub duties: DataFrame,
+    /// On-chain inclusions, one row per validator and including block.
+    pub inclusions: DataFrame,
+    /// Expected proposers.
+    pub proposer_duties: DataFrame,
+    /// Canonical blocks.
+    pub blocks: DataFrame,
+    /// All blocks seen.
+    pub blocks_seen: DataFrame,
+    /// Sync-committee duties.
+    pub sync: DataFrame,
+    /// Beacon-node head/finality samples.
+    pub heads: DataFrame,
+    /// Signed attestation data per validator.
+    pub votes: DataFrame,
+}
+
+const FRAMES: [&str; 8] = [
+    "duties",
+    "inclusions",
+    "proposer_duties",
+    "blocks",
+    "blocks_seen",
+    "sync",
+    "heads",
+    "votes",
+];
+
+impl RawData {
+    fn frames_mut(&mut self) -> [&mut DataFrame; 8] {
+        [
+            &mut self.duties,
+            &mut self.inclusions,
+            &mut self.proposer_duties,
+            &mut self.blocks,
+            &mut self.blocks_seen,
+            &mut self.sync,
+            &mut self.heads,
+            &mut self.votes,
+        ]
+    }
+
+    /// Writes `DIR/raw/<frame>.csv` and `DIR/meta.json`.
+    pub fn save(&mut self, meta: &RunMeta, dir: &Path) -> anyhow::Result<()> {
+        let raw = dir.join("raw");
+        std::fs::create_dir_all(&raw)?;
+        for (name, df) in FRAMES.iter().zip(self.frames_mut()) {
+            let path = raw.join(format!("{name}.csv"));
+            let mut f = std::fs::File::create(&path)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            CsvWriter::new(&mut f).finish(df)?;
+        }
+        std::fs::write(dir.join("meta.json"), serde_json::to_vec_pretty(meta)?)?;
+        Ok(())
+    }
+
+    /// Reads what [`RawData::save`] wrote.
+    pub fn load(dir: &Path) -> anyhow::Result<(RunMeta, RawData)> {
+        let meta_path = dir.join("meta.json");
+        let meta: RunMeta = serde_json::from_slice(
+            &std::fs::read(&meta_path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", meta_path.display()))?,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?;
+        let mut data = empty()?;
+        let schemas = empty()?;
+        for ((name, df), schema_df) in FRAMES
+            .iter()
+            .zip(data.frames_mut())
+            .zip(schemas.clone().frames_mut())
+        {
+            let path = dir.join("raw").join(format!("{name}.csv"));
+            let schema = Arc::new(schema_df.schema().as_ref().clone());
+            let read = CsvReadOptions::default()
+                .with_has_header(true)
+                .with_schema(Some(schema))
+                .try_into_reader_with_file_path(Some(path.clone()))
+                .and_then(|r| r.finish())
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            *df = read;
+        }
+        Ok((meta, data))
+    }
+}
+
+/// Empty frames with the right schemas.
+pub fn empty() -> PolarsResult<RawData> {
+    synthetic::Builder::default().build()
+}
+
+/// Row-wise construction of [`RawData`], used by `collect` and by tests.
+pub mod synthetic {
+    use super::*;
+
+    /// Accumulates rows, then [`Builder::build`]s the frames.
+    #[derive(Debug, Default, Clone)]
+    pub struct Builder {
+        duty_slot: Vec<u64>,
+        duty_committee: Vec<u64>,
+        duty_validator: Vec<u64>,
+        inc_validator: Vec<u64>,
+        inc_slot: Vec<u64>,
+        inc_at: Vec<u64>,
+        inc_head: Vec<bool>,
+        inc_target: Vec<bool>,
+        prop_slot: Vec<u64>,
+        prop_validator: Vec<u64>,
+        block_slot: Vec<u64>,
+        block_proposer: Vec<u64>,
+        block_root: Vec<String>,
+        seen_bn: Vec<String>,
+        seen_slot: Vec<u64>,
+        seen_proposer: Vec<u64>,
+        seen_root: Vec<String>,
+        sync_slot: Vec<u64>,
+        sync_validator: Vec<u64>,
+        sync_ok: Vec<bool>,
+        head_time: Vec<u64>,
+        head_bn: Vec<String>,
+        head_slot: Vec<u64>,
+        head_fin: Vec<u64>,
+        head_peers: Vec<u64>,
+        vote_validator: Vec<u64>,
+        vote_source: Vec<u64>,
+        vote_target: Vec<u64>,
+        vote_root: Vec<String>,
+    }
+
+    impl Builder {
+        /// Validator `v` must attest at `slot` in committee `committee`.
+        pub fn duty_in(&mut self, slot: u64, committee: u64, v: u64) {
+            self.duty_slot.push(slot);
+            self.duty_committee.push(committee);
+            self.duty_validator.push(v);
+        }
+        /// Validator `v` must attest at `slot` (committee 0).
+        pub fn duty(&mut self, slot: u64, v: u64) {
+            self.duty_in(slot, 0, v);
+        }
+        /// `v`'s vote for `slot` was included in the block at `at`.
+        pub fn inclusion(&mut self, v: u64, slot: u64, at: u64, head_ok: bool, target_ok: bool) {
+            self.inc_validator.push(v);
+            self.inc_slot.push(slot);
+            self.inc_at.push(at);
+            self.inc_head.push(head_ok);
+            self.inc_target.push(target_ok);
+        }
+        /// `v` should propose at `slot`.
+        pub fn proposer(&mut self, slot: u64, v: u64) {
+            self.prop_slot.push(slot);
+            self.prop_validator.push(v);
+        }
+        /// Canonical block at `slot` by `proposer`.
+        pub fn block(&mut self, slot: u64, proposer: u64, root: &str) {
+            self.block_slot.push(slot);
+            self.block_proposer.push(proposer);
+            self.block_root.push(root.to_string());
+            self.block_seen(slot, proposer, root);
+        }
+        /// A block some BN saw (not necessarily canonical).
+        pub fn block_seen(&mut self, slot: u64, proposer: u64, root: &str) {
+            self.block_seen_by("", slot, proposer, root);
+        }
+        /// A block beacon node `bn` saw.
+        pub fn block_seen_by(&mut self, bn: &str, slot: u64, proposer: u64, root: &str) {
+            self.seen_bn.push(bn.to_string());
+            self.seen_slot.push(slot);
+            self.seen_proposer.push(proposer);
+            self.seen_root.push(root.to_string());
+        }
+        /// Sync-committee member `v` at `slot` signed or not.
+        pub fn sync(&mut self, slot: u64, v: u64, participated: bool) {
+            self.sync_slot.push(slot);
+            self.sync_validator.push(v);
+            self.sync_ok.push(participated);
+        }
+        /// A head/finality sample of beacon node `bn` at UNIX `time`.
+        pub fn head(&mut self, time: u64, bn: &str, slot: u64, finalized: u64, peers: u64) {
+            self.head_time.push(time);
+            self.head_bn.push(bn.to_string());
+            self.head_slot.push(slot);
+            self.head_fin.push(finalized);
+            self.head_peers.push(peers);
+        }
+        /// Validator `v` signed attestation data `root` with `source → target`.
+        pub fn vote(&mut self, v: u64, source: u64, target: u64, root: &str) {
+            self.vote_validator.push(v);
+            self.vote_source.push(source);
+            self.vote_target.push(target);
+            self.vote_root.push(root.to_string());
+        }
+
+        /// Number of vote rows so far.
+        pub fn votes_len(&self) -> usize {
+            self.vote_validator.len()
+        }
+
+        /// Builds the frames.
+        pub fn build(self) -> PolarsResult<RawData> {
+            let n = self.inc_validator.len();
+            Ok(RawData {
+                duties: df!(
+                    "slot" => self.duty_slot,
+                    "committee_index" => self.duty_committee,
+                    "validator" => self.duty_validator
+                )?,
+                inclusions: df!(
+                    "validator" => self.inc_validator,
+                    "slot" => self.inc_slot,
+                    "inclusion_slot" => self.inc_at,
+                    "head_ok" => self.inc_head,
+                    "target_ok" => self.inc_target,
+                    "source_ok" => vec![true; n]
+                )?,
+                proposer_duties: df!("slot" => self.prop_slot, "validator" => self.prop_validator)?,
+                blocks: df!(
+                    "slot" => self.block_slot,
+                    "proposer" => self.block_proposer,
+                    "root" => self.block_root
+                )?,
+                blocks_seen: df!(
+                    "bn" => self.seen_bn,
+                    "slot" => self.seen_slot,
+                    "proposer" => self.seen_proposer,
+                    "root" => self.seen_root
+                )?,
+                sync: df!(
+                    "slot" => self.sync_slot,
+                    "validator" => self.sync_validator,
+                    "participated" => self.sync_ok
+                )?,
+                heads: df!(
+                    "time" => self.head_time,
+                    "bn" => self.head_bn,
+                    "head_slot" => self.head_slot,
+                    "finalized_epoch" => self.head_fin,
+                    "peers" => self.head_peers
+                )?,
+                votes: df!(
+                    "validator" => self.vote_validator,
+                    "source_epoch" => self.vote_source,
+                    "target_epoch" => self.vote_target,
+                    "data_root" => self.vote_root
+                )?,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let mut b = synthetic::Builder::default();
+        b.duty(3, 7);
+        b.inclusion(7, 3, 4, true, false);
+        b.head(10, "bn0", 4, 0, 1);
+        b.vote(7, 0, 1, "0xab");
+        let mut raw = b.build().unwrap();
+        let meta = RunMeta {
+            run: "x".into(),
+            genesis_time: 5,
+            seconds_per_slot: 4,
+            slots_per_epoch: 8,
+            first_slot: 0,
+            last_slot: 7,
+            groups: vec![],
+            beacon_nodes: vec![BeaconNodeMeta {
+                name: "bn0".into(),
+                api_url: "http://127.0.0.1:1".into(),
+            }],
+            assertions: BTreeMap::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        raw.save(&meta, dir.path()).unwrap();
+        let (m2, r2) = RawData::load(dir.path()).unwrap();
+        assert_eq!(m2, meta);
+        assert!(r2.inclusions.equals(&raw.inclusions));
+        assert!(r2.votes.equals(&raw.votes));
+        assert!(r2.blocks.equals(&raw.blocks));
+        assert_eq!(r2.duties.height(), 1);
+    }
+}

@@ -1,0 +1,698 @@
+//! Report: assertions → verdict, `report.json`, PNG + SVG plots (plotters) and a
+//! self-contained `report.html` with the SVG plots inline.
+
+use crate::analyse::{Analysis, GroupStats, SlashingAudit};
+use crate::data::{BeaconNodeMeta, RawData, RunMeta};
+use crate::spec::Comparison;
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use polars::prelude::DataType;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// Observed window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// First slot.
+    pub first_slot: u64,
+    /// Last slot (inclusive).
+    pub last_slot: u64,
+}
+
+/// One evaluated assertion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssertionResult {
+    /// Metric name.
+    pub name: String,
+    /// Expression, e.g. `>= 0.95`.
+    pub expr: String,
+    /// Measured value (null when there was no data).
+    pub value: Option<f64>,
+    /// Whether it holds (false without data).
+    pub passed: bool,
+}
+
+/// `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Run name.
+    pub run: String,
+    /// Beacon nodes and their REST URLs.
+    pub beacon_nodes: Vec<BeaconNodeMeta>,
+    /// Analysed window.
+    pub window: Window,
+    /// Per group results.
+    pub groups: BTreeMap<String, GroupStats>,
+    /// Per-epoch inclusion per group.
+    pub epochs: Vec<crate::analyse::EpochRate>,
+    /// Highest finalized epoch seen.
+    pub finalized_epoch: Option<u64>,
+    /// Slashing audit.
+    pub slashing_audit: SlashingAudit,
+    /// Assertions.
+    pub assertions: Vec<AssertionResult>,
+}
+
+impl Report {
+    /// Whether every assertion holds.
+    pub fn passed(&self) -> bool {
+        self.assertions.iter().all(|a| a.passed)
+    }
+}
+
+/// Value of an assertion metric.
+pub fn metric(name: &str, meta: &RunMeta, a: &Analysis) -> Option<f64> {
+    let rate = |g: &str| a.groups.get(g).and_then(|s| s.inclusion_rate);
+    let dv: Vec<&str> = meta
+        .groups
+        .iter()
+        .filter(|g| g.distributed)
+        .map(|g| g.name.as_str())
+        .collect();
+    let min = |it: Vec<Option<f64>>| -> Option<f64> {
+        if it.is_empty() {
+            return None;
+        }
+        it.into_iter()
+            .try_fold(f64::INFINITY, |m, v| v.map(|v| m.min(v)))
+    };
+    match name {
+        "baseline_inclusion_rate" => rate("baseline"),
+        "keepers_inclusion_rate" => rate("keepers"),
+        "dv_inclusion_rate" => min(dv.iter().map(|g| rate(g)).collect()),
+        "dv_vs_baseline_ratio" => {
+            let b = rate("baseline").filter(|b| *b > 0.0)?;
+            min(dv.iter().map(|g| rate(g).map(|r| r / b)).collect())
+        }
+        "slashable_messages" => Some(a.slashing_audit.violations.len() as f64),
+        "finalized_epoch" => a.finalized_epoch.map(|e| e as f64),
+        "baseline_inclusion_distance_p99" => a
+            .groups
+            .get("baseline")
+            .and_then(|s| s.inclusion_distance.p99),
+        _ => None,
+    }
+}
+
+/// Builds the report (evaluating assertions).
+pub fn build(meta: &RunMeta, a: &Analysis) -> Report {
+    let assertions = meta
+        .assertions
+        .iter()
+        .map(|(name, expr)| {
+            let value = metric(name, meta, a);
+            let passed = match (Comparison::parse(expr), value) {
+                (Ok(c), Some(v)) => c.holds(v),
+                _ => false,
+            };
+            AssertionResult {
+                name: name.clone(),
+                expr: expr.clone(),
+                value,
+                passed,
+            }
+        })
+        .collect();
+    Report {
+        run: meta.run.clone(),
+        beacon_nodes: meta.beacon_nodes.clone(),
+        window: Window {
+            first_slot: meta.first_slot,
+            last_slot: meta.last_slot,
+        },
+        groups: a.groups.clone(),
+        epochs: a.epochs.clone(),
+        finalized_epoch: a.finalized_epoch,
+        slashing_audit: a.slashing_audit.clone(),
+        assertions,
+    }
+}
+
+/// Registers a system TTF font for plot text; false when none is found.
+fn font_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        let candidates = [
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/TTF/DejaVuSans.ttf",
+            "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+        ];
+        for path in candidates {
+            if let Ok(bytes) = std::fs::read(path) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+type Series = Vec<(String, Vec<(f64, f64)>)>;
+
+fn line_chart<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &Series,
+    y_range: Option<(f64, f64)>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pts = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in pts {
+        x0 = x0.min(*x);
+        x1 = x1.max(*x);
+        y0 = y0.min(*y);
+        y1 = y1.max(*y);
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 - x0 < 1e-9 {
+        x1 = x0 + 1.0;
+    }
+    if y1 - y0 < 1e-9 {
+        y1 = y0 + 1.0;
+    }
+    if let Some((a, b)) = y_range {
+        (y0, y1) = (a, b);
+    }
+    let pad = (y1 - y0) * 0.05;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn histogram<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    groups: &BTreeMap<String, GroupStats>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let max_d = groups
+        .values()
+        .flat_map(|g| g.distance_histogram.keys())
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(4);
+    // Shares so groups of different size compare.
+    let shares: Vec<(&String, Vec<(u64, f64)>)> = groups
+        .iter()
+        .map(|(n, g)| {
+            let total: u64 = g.distance_histogram.values().sum();
+            (
+                n,
+                g.distance_histogram
+                    .iter()
+                    .map(|(d, c)| (*d, *c as f64 / total.max(1) as f64))
+                    .collect(),
+            )
+        })
+        .collect();
+    let k = shares.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.5f64..(max_d as f64 + 0.5), 0f64..1.05f64)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("inclusion distance (slots)")
+        .y_desc("share of included attestations")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (i, (name, bars)) in shares.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let w = 0.8 / k;
+        let off = -0.4 + w * i as f64;
+        chart
+            .draw_series(bars.iter().map(|(d, s)| {
+                let x = *d as f64 + off;
+                Rectangle::new([(x, 0.0), (x + w, *s)], c.filled())
+            }))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label((*name).clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// One plot: PNG and SVG files plus the SVG text for inlining.
+struct Plot {
+    title: String,
+    svg: String,
+}
+
+fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> Result<Vec<Plot>> {
+    let mut plots = Vec::new();
+    let size = (900u32, 420u32);
+    // Inclusion rate per epoch.
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for e in &report.epochs {
+        if e.duties > 0 {
+            series
+                .entry(e.group.clone())
+                .or_default()
+                .push((e.epoch as f64, e.included as f64 / e.duties as f64));
+        }
+    }
+    let rate: Series = series.into_iter().collect();
+    // Head slot and finalized epoch per BN over time since genesis.
+    let mut heads: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut fins: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let h = &raw.heads;
+    if h.height() > 0 {
+        let t = h
+            .column("time")?
+            .as_materialized_series()
+            .cast(&DataType::Float64)?;
+        let s = h
+            .column("head_slot")?
+            .as_materialized_series()
+            .cast(&DataType::Float64)?;
+        let f = h
+            .column("finalized_epoch")?
+            .as_materialized_series()
+            .cast(&DataType::Float64)?;
+        let bn = h.column("bn")?.as_materialized_series().str()?.clone();
+        let (t, s, f) = (t.f64()?, s.f64()?, f.f64()?);
+        for i in 0..h.height() {
+            if let (Some(t), Some(s), Some(f), Some(b)) = (t.get(i), s.get(i), f.get(i), bn.get(i))
+            {
+                let x = t - meta.genesis_time as f64;
+                heads
+                    .entry(format!("{b} head slot"))
+                    .or_default()
+                    .push((x, s));
+                fins.entry(format!("{b} finalized slot"))
+                    .or_default()
+                    .push((x, f * meta.slots_per_epoch as f64));
+            }
+        }
+    }
+    let mut progress: Series = heads.into_iter().collect();
+    progress.extend(fins);
+
+    let charts: [(&'static str, String); 3] = [
+        (
+            "inclusion_rate",
+            "Attestation inclusion rate per epoch".into(),
+        ),
+        ("inclusion_distance", "Inclusion distance".into()),
+        ("chain_progress", "Head and finality per beacon node".into()),
+    ];
+    for (name, title) in charts {
+        let png = dir.join(format!("{name}.png"));
+        {
+            let root = BitMapBackend::new(&png, size).into_drawing_area();
+            draw_one(root, name, &title, &rate, &progress, &report.groups)?;
+        }
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+            draw_one(root, name, &title, &rate, &progress, &report.groups)?;
+        }
+        std::fs::write(dir.join(format!("{name}.svg")), &svg)?;
+        plots.push(Plot { title, svg });
+    }
+    Ok(plots)
+}
+
+fn draw_one<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    name: &str,
+    title: &str,
+    rate: &Series,
+    progress: &Series,
+    groups: &BTreeMap<String, GroupStats>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    match name {
+        "inclusion_rate" => line_chart(
+            root,
+            title,
+            "epoch",
+            "included / duties",
+            rate,
+            Some((0.0, 1.0)),
+        ),
+        "inclusion_distance" => histogram(root, title, groups),
+        _ => line_chart(root, title, "seconds since genesis", "slot", progress, None),
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn html(report: &Report, plots: &[Plot], note: &str) -> String {
+    let mut h = String::new();
+    h.push_str(&format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>dvlab report: {}</title>\
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}\
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
+th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{color:#1a7f37;font-weight:bold}}\
+.fail{{color:#c62828;font-weight:bold}}figure{{margin:1em 0}}</style></head><body>",
+        esc(&report.run)
+    ));
+    let verdict = if report.passed() {
+        "<span class=pass>PASS</span>"
+    } else {
+        "<span class=fail>FAIL</span>"
+    };
+    h.push_str(&format!(
+        "<h1>dvlab report: {} — {verdict}</h1><p>Window: slots {}–{}; highest finalized epoch: {}.</p>",
+        esc(&report.run),
+        report.window.first_slot,
+        report.window.last_slot,
+        report.finalized_epoch.map_or("none".into(), |e| e.to_string())
+    ));
+    h.push_str("<h2>Assertions</h2><table><tr><th>assertion</th><th>expression</th><th>value</th><th>result</th></tr>");
+    for a in &report.assertions {
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class={}>{}</td></tr>",
+            esc(&a.name),
+            esc(&a.expr),
+            fmt_opt(a.value, 4),
+            if a.passed { "pass" } else { "fail" },
+            if a.passed { "pass" } else { "FAIL" }
+        ));
+    }
+    h.push_str("</table><h2>Groups</h2><table><tr><th>group</th><th>validators</th><th>duties</th>\
+<th>included</th><th>rate</th><th>dist. mean</th><th>p50</th><th>p99</th><th>head ok</th><th>target ok</th>\
+<th>source ok</th><th>proposals</th><th>sync participation</th></tr>");
+    for (n, g) in &report.groups {
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+<td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
+            esc(n),
+            g.validators,
+            g.attestation_duties,
+            g.attestations_included,
+            fmt_opt(g.inclusion_rate, 4),
+            fmt_opt(g.inclusion_distance.mean, 2),
+            fmt_opt(g.inclusion_distance.p50, 1),
+            fmt_opt(g.inclusion_distance.p99, 1),
+            fmt_opt(g.correct_head_rate, 3),
+            fmt_opt(g.correct_target_rate, 3),
+            fmt_opt(g.correct_source_rate, 3),
+            g.proposals_included,
+            g.proposals_expected,
+            fmt_opt(g.sync_participation, 3),
+        ));
+    }
+    h.push_str("</table><h2>Slashing audit</h2>");
+    h.push_str(&format!(
+        "<p>{} signed messages checked; {} slashable.</p>",
+        report.slashing_audit.messages_checked,
+        report.slashing_audit.violations.len()
+    ));
+    if !report.slashing_audit.violations.is_empty() {
+        h.push_str("<table><tr><th>kind</th><th>validator</th><th>group</th><th>detail</th></tr>");
+        for v in &report.slashing_audit.violations {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&v.kind),
+                v.validator,
+                esc(&v.group),
+                esc(&v.detail)
+            ));
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Plots</h2>");
+    if !note.is_empty() {
+        h.push_str(&format!("<p>{}</p>", esc(note)));
+    }
+    for p in plots {
+        h.push_str(&format!(
+            "<figure><figcaption>{}</figcaption>{}</figure>",
+            esc(&p.title),
+            p.svg
+        ));
+    }
+    h.push_str("<h2>Beacon nodes</h2><ul>");
+    for bn in &report.beacon_nodes {
+        h.push_str(&format!("<li>{}: {}</li>", esc(&bn.name), esc(&bn.api_url)));
+    }
+    h.push_str("</ul></body></html>\n");
+    h
+}
+
+/// Writes `report.json`, plots and `report.html` into `dir`; returns the report.
+pub fn write(dir: &Path, meta: &RunMeta, raw: &RawData, analysis: &Analysis) -> Result<Report> {
+    std::fs::create_dir_all(dir)?;
+    let report = build(meta, analysis);
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)
+        .context("writing report.json")?;
+    let (plots, note) = if font_ready() {
+        (render_plots(dir, &report, raw, meta)?, String::new())
+    } else {
+        (
+            Vec::new(),
+            "No TrueType font (DejaVu Sans) found on this machine: plots were not rendered.".into(),
+        )
+    };
+    std::fs::write(dir.join("report.html"), html(&report, &plots, &note))
+        .context("writing report.html")?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyse::{Distance, Violation};
+    use crate::data::GroupMeta;
+
+    fn meta(assertions: &[(&str, &str)]) -> RunMeta {
+        RunMeta {
+            run: "t".into(),
+            genesis_time: 0,
+            seconds_per_slot: 4,
+            slots_per_epoch: 8,
+            first_slot: 8,
+            last_slot: 31,
+            groups: vec![
+                GroupMeta {
+                    name: "baseline".into(),
+                    first: 0,
+                    count: 8,
+                    distributed: false,
+                },
+                GroupMeta {
+                    name: "dv0".into(),
+                    first: 8,
+                    count: 8,
+                    distributed: true,
+                },
+                GroupMeta {
+                    name: "dv1".into(),
+                    first: 16,
+                    count: 8,
+                    distributed: true,
+                },
+            ],
+            beacon_nodes: vec![],
+            assertions: assertions
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        }
+    }
+
+    fn analysis(rates: &[(&str, f64)], violations: usize) -> Analysis {
+        Analysis {
+            groups: rates
+                .iter()
+                .map(|(n, r)| {
+                    (
+                        n.to_string(),
+                        GroupStats {
+                            inclusion_rate: Some(*r),
+                            inclusion_distance: Distance {
+                                mean: Some(1.0),
+                                p50: Some(1.0),
+                                p99: Some(2.0),
+                            },
+                            distance_histogram: BTreeMap::from([(1, 10), (2, 1)]),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect(),
+            epochs: vec![],
+            slashing_audit: SlashingAudit {
+                messages_checked: 10,
+                violations: (0..violations)
+                    .map(|i| Violation {
+                        kind: "double_vote".into(),
+                        validator: i as u64,
+                        group: "dv0".into(),
+                        detail: String::new(),
+                    })
+                    .collect(),
+            },
+            finalized_epoch: Some(2),
+        }
+    }
+
+    #[test]
+    fn dv_metrics_take_the_worst_cluster() {
+        let m = meta(&[]);
+        let a = analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.45)], 0);
+        assert_eq!(metric("dv_inclusion_rate", &m, &a), Some(0.45));
+        assert_eq!(metric("dv_vs_baseline_ratio", &m, &a), Some(0.5));
+        assert_eq!(metric("slashable_messages", &m, &a), Some(0.0));
+        assert_eq!(metric("finalized_epoch", &m, &a), Some(2.0));
+        // A cluster without data makes the DV metric unknown.
+        let a = analysis(&[("baseline", 0.9), ("dv0", 0.99)], 0);
+        assert_eq!(metric("dv_inclusion_rate", &m, &a), None);
+    }
+
+    #[test]
+    fn verdict_follows_assertions() {
+        let m = meta(&[
+            ("dv_inclusion_rate", ">= 0.95"),
+            ("slashable_messages", "== 0"),
+        ]);
+        let ok = build(
+            &m,
+            &analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.96)], 0),
+        );
+        assert!(ok.passed(), "{:?}", ok.assertions);
+        let bad = build(
+            &m,
+            &analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.96)], 1),
+        );
+        assert!(!bad.passed());
+        let slash = bad
+            .assertions
+            .iter()
+            .find(|a| a.name == "slashable_messages")
+            .unwrap();
+        assert_eq!((slash.value, slash.passed), (Some(1.0), false));
+        let missing = build(&m, &analysis(&[("baseline", 0.9)], 0));
+        let dv = missing
+            .assertions
+            .iter()
+            .find(|a| a.name == "dv_inclusion_rate")
+            .unwrap();
+        assert_eq!((dv.value, dv.passed), (None, false));
+    }
+
+    #[test]
+    fn writes_json_html_and_plots() {
+        let m = meta(&[("dv_inclusion_rate", ">= 0.95")]);
+        let mut a = analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.96)], 0);
+        a.epochs = vec![
+            crate::analyse::EpochRate {
+                group: "dv0".into(),
+                epoch: 1,
+                duties: 8,
+                included: 8,
+            },
+            crate::analyse::EpochRate {
+                group: "dv0".into(),
+                epoch: 2,
+                duties: 8,
+                included: 7,
+            },
+        ];
+        let mut b = crate::data::synthetic::Builder::default();
+        b.head(4, "bn0", 1, 0, 1);
+        b.head(40, "bn0", 10, 0, 1);
+        let raw = b.build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let r = write(dir.path(), &m, &raw, &a).unwrap();
+        assert!(r.passed());
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["groups"]["dv0"]["inclusion_rate"], 0.99);
+        assert_eq!(json["window"]["first_slot"], 8);
+        assert_eq!(
+            json["slashing_audit"]["violations"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(json["assertions"][0]["passed"], true);
+        let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+        assert!(html.contains("PASS"));
+        if font_ready() {
+            assert!(html.contains("<svg"));
+            for f in ["inclusion_rate", "inclusion_distance", "chain_progress"] {
+                let png = std::fs::read(dir.path().join(format!("{f}.png"))).unwrap();
+                assert_eq!(&png[1..4], b"PNG");
+                assert!(dir.path().join(format!("{f}.svg")).exists());
+            }
+        }
+    }
+}
