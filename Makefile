@@ -52,10 +52,13 @@ bench:
 	$(CARGO) bench --locked -p dvnode
 	$(CARGO) run --release --locked -p dvnode -- --log warn bench consensus
 
-## devnet: until the orchestrator lands, create a 4-node cluster over interop keys and
-## run it over loopback libp2p.
-DEVNET_DIR ?= target/devnet
-devnet: build
-	rm -rf $(DEVNET_DIR)
-	./target/release/dvnode create-cluster --nodes 4 --threshold 3 --interop-indices 0..8 \
-	  --insecure-keys --out $(DEVNET_DIR)/cluster
+## devnet: Docker engine + Lodestar + images (cached), then a devnet run with its report.
+## DV clusters run in Docker once `dvnode run` has landed; until then the default devnet is
+## keepers + a baseline VC on two Lodestar beacon nodes.
+DEVNET ?= devnets/baseline-only.yaml
+export DVLAB_LODESTAR_DIR := $(LODESTAR_DIR)
+devnet: lodestar
+	./scripts/setup-docker.sh
+	$(CARGO) build --release --locked -p dvnode -p dvlab
+	./target/release/dvlab images build --shared "$(SHARED_DIR)"
+	./target/release/dvlab run $(DEVNET)

@@ -82,7 +82,7 @@ enum ImagesCmd {
         /// Lodestar install directory (installed there when missing).
         #[arg(
             long,
-            default_value = "/work/cache/lodestar",
+            default_value = "/var/cache/dvlab/lodestar-1.5.1",
             env = "DVLAB_LODESTAR_DIR"
         )]
         lodestar_dir: PathBuf,

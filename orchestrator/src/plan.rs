@@ -376,7 +376,7 @@ mod tests {
     use super::*;
 
     fn basic() -> DevnetSpec {
-        DevnetSpec::parse(include_str!("../devnets/basic.yaml"), "basic.yaml").unwrap()
+        DevnetSpec::parse(include_str!("../../devnets/basic.yaml"), "basic.yaml").unwrap()
     }
 
     #[test]

@@ -890,8 +890,8 @@ fn find_item(text: &str, region: Region, index: usize) -> Option<(usize, Region)
 mod tests {
     use super::*;
 
-    pub(crate) const BASIC: &str = include_str!("../devnets/basic.yaml");
-    const BASELINE_ONLY: &str = include_str!("../devnets/baseline-only.yaml");
+    pub(crate) const BASIC: &str = include_str!("../../devnets/basic.yaml");
+    const BASELINE_ONLY: &str = include_str!("../../devnets/baseline-only.yaml");
 
     fn errors(text: &str) -> Vec<SpecError> {
         DevnetSpec::parse(text, "t.yaml").unwrap_err().0

@@ -11,7 +11,7 @@ fn baseline_only_devnet_end_to_end() {
         return;
     }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let spec = manifest.join("devnets/baseline-only.yaml");
+    let spec = manifest.join("../devnets/baseline-only.yaml");
     let out = tempfile::tempdir().unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_dvlab"))
         .arg("run")
