@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod consensus;
+pub mod eth;
 pub mod keys;
 pub mod p2p;
 pub mod slashing;
