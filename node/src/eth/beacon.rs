@@ -266,9 +266,9 @@ impl SpecConfig {
             Some(serde_json::Value::String(s)) => s
                 .parse()
                 .map_err(|e| format!("expected a decimal u64, got {s:?}: {e}")),
-            Some(serde_json::Value::Number(n)) => n
-                .as_u64()
-                .ok_or_else(|| format!("expected a u64, got {n}")),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().ok_or_else(|| format!("expected a u64, got {n}"))
+            }
             Some(other) => Err(format!("expected a decimal u64, got {other}")),
             None => Err("missing".to_string()),
         }
@@ -743,13 +743,13 @@ impl BeaconClient {
     }
 
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url> {
-        let mut url = self
-            .base
-            .join(path.trim_start_matches('/'))
-            .map_err(|e| BeaconError::InvalidUrl {
-                url: format!("{}{path}", self.base),
-                reason: e.to_string(),
-            })?;
+        let mut url =
+            self.base
+                .join(path.trim_start_matches('/'))
+                .map_err(|e| BeaconError::InvalidUrl {
+                    url: format!("{}{path}", self.base),
+                    reason: e.to_string(),
+                })?;
         if !query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in query {
@@ -975,7 +975,9 @@ impl BeaconClient {
         graffiti: Option<&Graffiti>,
     ) -> Result<BeaconBlockAltair<P>> {
         let endpoint = format!("/eth/v2/validator/blocks/{slot}");
-        let raw = self.produce_block_raw(slot, randao_reveal, graffiti).await?;
+        let raw = self
+            .produce_block_raw(slot, randao_reveal, graffiti)
+            .await?;
         Self::altair_data(raw, &endpoint)
     }
 
@@ -1185,11 +1187,8 @@ mod tests {
     async fn lodestar_sse_sample_decodes() {
         let raw = include_str!("testdata/sse.txt");
         // Split the body at awkward places, as TCP may.
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = raw
-            .as_bytes()
-            .chunks(97)
-            .map(|c| Ok(c.to_vec()))
-            .collect();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            raw.as_bytes().chunks(97).map(|c| Ok(c.to_vec())).collect();
         let events: Vec<BeaconEvent<Minimal>> = futures::stream::iter(chunks)
             .eventsource()
             .map(|e| {
@@ -1199,11 +1198,17 @@ mod tests {
             .collect()
             .await;
         assert_eq!(events.len(), 6);
-        let BeaconEvent::Block(block) = &events[0] else { panic!("{:?}", events[0]) };
+        let BeaconEvent::Block(block) = &events[0] else {
+            panic!("{:?}", events[0])
+        };
         assert_eq!(block.slot, 29);
-        let BeaconEvent::Attestation(att) = &events[1] else { panic!("{:?}", events[1]) };
+        let BeaconEvent::Attestation(att) = &events[1] else {
+            panic!("{:?}", events[1])
+        };
         assert_eq!(att.data.slot, 28);
-        let BeaconEvent::Head(head) = &events[2] else { panic!("{:?}", events[2]) };
+        let BeaconEvent::Head(head) = &events[2] else {
+            panic!("{:?}", events[2])
+        };
         assert_eq!(head.block, block.block);
         assert!(!head.epoch_transition);
     }
@@ -1211,11 +1216,17 @@ mod tests {
     #[test]
     fn bad_events_are_errors_naming_event_and_field() {
         let err = BeaconEvent::<Minimal>::decode("head", r#"{"slot":"x"}"#).unwrap_err();
-        assert!(err.contains("`head` event") && err.contains("slot"), "{err}");
+        assert!(
+            err.contains("`head` event") && err.contains("slot"),
+            "{err}"
+        );
         let other = BeaconEvent::<Minimal>::decode("contribution_and_proof", r#"{"a":1}"#).unwrap();
         assert_eq!(
             other,
-            BeaconEvent::Other { event: "contribution_and_proof".into(), data: json!({"a": 1}) }
+            BeaconEvent::Other {
+                event: "contribution_and_proof".into(),
+                data: json!({"a": 1})
+            }
         );
     }
 
@@ -1260,11 +1271,17 @@ mod tests {
         assert_eq!(url.query_pairs().filter(|(k, _)| k == "id").count(), 2);
         assert_eq!(
             endpoint_of(&url),
-            format!("/proxy/eth/v1/beacon/states/head/validators?id=1&id={}", BlsPubkey::ZERO)
+            format!(
+                "/proxy/eth/v1/beacon/states/head/validators?id=1&id={}",
+                BlsPubkey::ZERO
+            )
         );
         assert!(BeaconClient::new("not a url").is_err());
         assert!(BeaconClient::new("ftp://127.0.0.1/").is_err());
-        assert_eq!(BlockId::Root(Root::ZERO).to_string(), Root::ZERO.to_string());
+        assert_eq!(
+            BlockId::Root(Root::ZERO).to_string(),
+            Root::ZERO.to_string()
+        );
         assert_eq!(StateId::Slot(7).to_string(), "7");
     }
 
@@ -1279,7 +1296,8 @@ mod tests {
         let err = c.attestation_data(5, 1).await.unwrap_err();
         assert!(matches!(err, BeaconError::Transport { .. }), "{err}");
         assert!(
-            err.to_string().contains("GET /eth/v1/validator/attestation_data?slot=5&committee_index=1"),
+            err.to_string()
+                .contains("GET /eth/v1/validator/attestation_data?slot=5&committee_index=1"),
             "{err}"
         );
     }
