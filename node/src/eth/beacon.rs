@@ -520,6 +520,40 @@ pub fn normalize_committees(
     Ok(committees)
 }
 
+/// Brings proposer duties for `epoch` into spec shape.
+///
+/// Duties whose slots all lie in `epoch` are returned as they are. Lodestar v1.5.1 answers a
+/// request for the *next* epoch with the right proposers but the slots of the current epoch
+/// (`startSlot` of the head state's epoch); a full epoch of consecutive slots starting at an
+/// epoch boundary is moved into `epoch`. Anything else is an error.
+pub fn normalize_proposer_duties(
+    mut duties: Vec<ProposerDuty>,
+    epoch: Epoch,
+    slots_per_epoch: u64,
+) -> Result<Vec<ProposerDuty>, String> {
+    let start = epoch.saturating_mul(slots_per_epoch);
+    let end = start.saturating_add(slots_per_epoch);
+    if duties.iter().all(|d| (start..end).contains(&d.slot)) {
+        return Ok(duties);
+    }
+    let first = duties.first().map_or(0, |d| d.slot);
+    let shifted_epoch = duties.len() as u64 == slots_per_epoch
+        && first % slots_per_epoch == 0
+        && duties
+            .iter()
+            .enumerate()
+            .all(|(i, d)| d.slot == first + i as u64);
+    if !shifted_epoch {
+        return Err(format!(
+            "proposer duties of epoch {epoch} have slots outside {start}..{end}"
+        ));
+    }
+    for (i, d) in duties.iter_mut().enumerate() {
+        d.slot = start + i as u64;
+    }
+    Ok(duties)
+}
+
 /// `head` event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeadEvent {
@@ -919,10 +953,20 @@ impl BeaconClient {
             .await
     }
 
-    /// `GET /eth/v1/validator/duties/proposer/{epoch}` (all proposers of the epoch).
-    pub async fn proposer_duties(&self, epoch: Epoch) -> Result<Duties<ProposerDuty>> {
-        self.get(&format!("/eth/v1/validator/duties/proposer/{epoch}"), &[])
-            .await
+    /// `GET /eth/v1/validator/duties/proposer/{epoch}` (all proposers of the epoch), with slots
+    /// inside `epoch` whatever the node answers (see [`normalize_proposer_duties`]).
+    pub async fn proposer_duties<P: Preset>(&self, epoch: Epoch) -> Result<Duties<ProposerDuty>> {
+        let url = self.url(&format!("/eth/v1/validator/duties/proposer/{epoch}"), &[])?;
+        let (endpoint, body) = self.call(Method::GET, url, None).await?;
+        let mut duties: Duties<ProposerDuty> = Self::decode(Method::GET, &endpoint, &body)?;
+        duties.data = normalize_proposer_duties(duties.data, epoch, P::SLOTS_PER_EPOCH).map_err(
+            |message| BeaconError::Unexpected {
+                method: Method::GET,
+                endpoint,
+                message,
+            },
+        )?;
+        Ok(duties)
     }
 
     /// `POST /eth/v1/validator/duties/sync/{epoch}` for `indices`.
@@ -1181,6 +1225,28 @@ mod tests {
         let shuffled: Vec<Committee> = (0..8).map(|i| committee(7 - i, 0, &[i])).collect();
         assert!(normalize_committees(shuffled, 1, 8).is_err());
         assert!(normalize_committees(vec![], 1, 8).unwrap().is_empty());
+    }
+
+    #[test]
+    fn lodestar_next_epoch_proposer_duties_get_their_slots_back() {
+        let duty = |slot, validator_index| ProposerDuty {
+            pubkey: BlsPubkey::ZERO,
+            validator_index,
+            slot,
+        };
+        // Lodestar v1.5.1 during epoch 0, asked for epoch 1.
+        let raw: Vec<ProposerDuty> = (0..8).map(|i| duty(i, 10 + i)).collect();
+        let fixed = normalize_proposer_duties(raw, 1, 8).unwrap();
+        assert_eq!(fixed[0], duty(8, 10));
+        assert_eq!(fixed[7], duty(15, 17));
+        let current: Vec<ProposerDuty> = (16..24).map(|i| duty(i, i)).collect();
+        assert_eq!(
+            normalize_proposer_duties(current.clone(), 2, 8).unwrap(),
+            current
+        );
+        assert!(normalize_proposer_duties(current[1..].to_vec(), 1, 8).is_err());
+        let gappy: Vec<ProposerDuty> = (0..8).map(|i| duty(2 * i, i)).collect();
+        assert!(normalize_proposer_duties(gappy, 3, 8).is_err());
     }
 
     #[tokio::test]

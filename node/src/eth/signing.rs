@@ -830,6 +830,21 @@ mod tests {
     }
 
     #[test]
+    fn interop_keys_are_lodestars() {
+        use crate::eth::test_interop::interop_sign;
+        // Public keys of validators 1 and 7 as Lodestar's `states/head/validators` listed them.
+        for (index, pk) in [
+            (1, "0xb89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0b"),
+            (7, "0xa8d4c7c27795a725961317ef5953a7032ed6d83739db8b0e8a72353d1b8b4439427f7efa2c89caa03cc9f28f8cbab8ac"),
+        ] {
+            assert_eq!(format!("0x{}", hex::encode(interop_public_key(index).compress())), pk);
+        }
+        let msg = randao_signing_root(3, &lodestar_schedule().fork_at_epoch(3), root(DEV16_GVR));
+        let sig = crate::eth::types::BlsSignature(interop_sign(7, &msg.0).compress());
+        assert_eq!(verify(7, msg, &sig), BLST_ERROR::BLST_SUCCESS);
+    }
+
+    #[test]
     fn fork_names_parse() {
         assert_eq!("altair".parse::<ForkName>(), Ok(ForkName::Altair));
         assert!("electra-x".parse::<ForkName>().is_err());
