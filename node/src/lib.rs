@@ -26,3 +26,4 @@ pub mod sigagg;
 pub mod slashing;
 pub mod tracker;
 pub mod util;
+pub mod validator_api;
