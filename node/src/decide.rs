@@ -590,3 +590,304 @@ impl<P: Preset> DutyRunner<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duty::fixtures::{self, attester};
+    use crate::eth::types::Minimal;
+    use prometheus_client::registry::Registry;
+    use tokio::sync::{mpsc, oneshot};
+
+    type V = DutyValue<Minimal>;
+
+    /// Stands in for the cluster's consensus: reports each call, optionally waits for a
+    /// release, and decides either the input or a value a peer's leader would have proposed.
+    #[derive(Default)]
+    struct Scripted {
+        calls: Mutex<Option<mpsc::UnboundedSender<Duty>>>,
+        gates: Mutex<HashMap<Duty, oneshot::Receiver<()>>>,
+        decide_instead: Mutex<HashMap<Duty, V>>,
+    }
+
+    #[async_trait]
+    impl Decide<Minimal> for Scripted {
+        async fn decide(
+            &self,
+            duty: Duty,
+            input: V,
+            _policy: DutyPolicy,
+            _deadline: Instant,
+        ) -> Result<Decision<Minimal>, String> {
+            if let Some(tx) = self.calls.lock().unwrap().as_ref() {
+                tx.send(duty).unwrap();
+            }
+            let gate = self.gates.lock().unwrap().remove(&duty);
+            if let Some(gate) = gate {
+                gate.await.map_err(|_| "gate dropped".to_string())?;
+            }
+            let value = self
+                .decide_instead
+                .lock()
+                .unwrap()
+                .remove(&duty)
+                .unwrap_or(input);
+            Ok(Decision {
+                value,
+                round: 1,
+                elapsed: Duration::from_millis(1),
+            })
+        }
+    }
+
+    struct Setup {
+        runner: Arc<DutyRunner<Minimal>>,
+        scripted: Arc<Scripted>,
+        slashing: Arc<SlashingDb>,
+        dutydb: Arc<DutyDb<Minimal>>,
+        calls: mpsc::UnboundedReceiver<Duty>,
+        pks: Vec<BlsPubkey>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let slashing = Arc::new(SlashingDb::open(&dir.path().join("slashing.redb")).unwrap());
+        let pks: Vec<BlsPubkey> = fixtures::dvs(2).iter().map(|d| d.pubkey).collect();
+        let scripted = Arc::new(Scripted::default());
+        let (tx, calls) = mpsc::unbounded_channel();
+        *scripted.calls.lock().unwrap() = Some(tx);
+        let dutydb = Arc::new(DutyDb::new());
+        let tracker = Tracker::new(&mut Registry::default(), None).unwrap();
+        let runner = Arc::new(DutyRunner::new(
+            scripted.clone(),
+            fixtures::schedule(),
+            slashing.clone(),
+            Arc::new(pks.iter().copied().collect()),
+            dutydb.clone(),
+            tracker,
+        ));
+        Setup {
+            runner,
+            scripted,
+            slashing,
+            dutydb,
+            calls,
+            pks,
+            _dir: dir,
+        }
+    }
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    async fn within<T>(f: impl std::future::Future<Output = T>, what: &str) -> T {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .unwrap_or_else(|_| panic!("{what} timed out"))
+    }
+
+    fn root(e: &AttesterEntry) -> [u8; 32] {
+        fixtures::schedule().attestation_signing_root(&e.data).0
+    }
+
+    #[test]
+    fn value_encoding_round_trips_and_rejects_garbage() {
+        let pk = BlsPubkey([3; 48]);
+        let v = V::Attester(vec![attester(pk, 9, 1, 5)]);
+        let bytes = v.to_bytes();
+        assert_eq!(V::from_bytes(&bytes).unwrap(), v);
+        assert_eq!(v.value_hash(), V::from_bytes(&bytes).unwrap().value_hash());
+        assert_ne!(v.value_hash(), V::SyncMessage(Root([5; 32])).value_hash());
+        assert!(V::from_bytes(&[]).is_err());
+        assert!(V::from_bytes(&[9, 1, 2]).is_err());
+        assert!(V::from_bytes(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn policy_refuses_malformed_and_slashable_values() {
+        let s = setup();
+        let duty = Duty::new(9, DutyKind::Attester);
+        let policy = s.runner.policy(duty);
+        let good = attester(s.pks[0], 9, 1, 5);
+        assert_eq!(policy.check(&V::Attester(vec![good])), Ok(()));
+        let mut wrong_slot = good;
+        wrong_slot.data.slot = 10;
+        assert!(policy.check(&V::Attester(vec![wrong_slot])).is_err());
+        let stranger = attester(BlsPubkey([7; 48]), 9, 1, 5);
+        assert!(matches!(
+            policy.check(&V::Attester(vec![stranger])),
+            Err(InvalidValue::UnknownValidator(_))
+        ));
+        let unsorted = vec![attester(s.pks[1], 9, 2, 5), attester(s.pks[0], 9, 1, 5)];
+        assert!(policy.check(&V::Attester(unsorted)).is_err());
+        let split_view = vec![attester(s.pks[0], 9, 1, 5), attester(s.pks[1], 9, 2, 6)];
+        assert!(policy.check(&V::Attester(split_view)).is_err(), "two data for one committee");
+        assert!(matches!(
+            policy.check(&V::SyncMessage(Root([1; 32]))),
+            Err(InvalidValue::WrongKind { .. })
+        ));
+        // Slashing DB: a signed different vote for the same target makes it a double vote.
+        let mut other = good;
+        other.data.beacon_block_root = Root([6; 32]);
+        s.slashing
+            .check_and_insert_attestation(
+                s.pks[0].as_bytes(),
+                other.data.source.epoch,
+                other.data.target.epoch,
+                Some(root(&other)),
+            )
+            .unwrap();
+        assert!(matches!(
+            policy.check(&V::Attester(vec![good])),
+            Err(InvalidValue::Slashable { .. })
+        ));
+        assert!(!ValuePolicy::<V>::is_valid(&policy, &V::Attester(vec![good])));
+        assert!(ValuePolicy::<V>::is_valid(&policy, &V::Attester(vec![other])));
+    }
+
+    #[tokio::test]
+    async fn rule1_input_refused_by_the_db_does_not_start_consensus() {
+        let mut s = setup();
+        let signed = attester(s.pks[0], 9, 1, 6);
+        s.slashing
+            .check_and_insert_attestation(
+                s.pks[0].as_bytes(),
+                signed.data.source.epoch,
+                signed.data.target.epoch,
+                Some(root(&signed)),
+            )
+            .unwrap();
+        let duty = Duty::new(9, DutyKind::Attester);
+        // Only DV 0, whose vote would be a double vote: nothing to agree on.
+        let res = s
+            .runner
+            .run(duty, V::Attester(vec![attester(s.pks[0], 9, 1, 5)]), deadline())
+            .await;
+        assert_eq!(res, Err(Reason::SlashingRefused));
+        assert!(s.calls.try_recv().is_err(), "consensus never started");
+        // DV 0 and DV 1: DV 0's entry is dropped from the input, DV 1 goes ahead.
+        let duty = Duty::new(10, DutyKind::Attester);
+        let input = V::Attester(vec![attester(s.pks[0], 10, 1, 5), attester(s.pks[1], 10, 2, 5)]);
+        let stored = s.runner.run(duty, input, deadline()).await.unwrap();
+        assert_eq!(stored.pubkeys(), vec![s.pks[1]]);
+        assert_eq!(s.calls.try_recv().unwrap(), duty);
+    }
+
+    #[tokio::test]
+    async fn rule2_decided_value_the_db_refuses_is_never_released() {
+        let s = setup();
+        let duty = Duty::new(9, DutyKind::Attester);
+        let ours = attester(s.pks[0], 9, 1, 5);
+        // The cluster decides another head for DV 0 and DV 1, but DV 0 already signed a
+        // different vote for that target (its record must win).
+        let mut theirs0 = ours;
+        theirs0.data.beacon_block_root = Root([8; 32]);
+        let theirs1 = attester(s.pks[1], 9, 2, 8);
+        s.slashing
+            .check_and_insert_attestation(
+                s.pks[0].as_bytes(),
+                ours.data.source.epoch,
+                ours.data.target.epoch,
+                Some(root(&ours)),
+            )
+            .unwrap();
+        s.scripted
+            .decide_instead
+            .lock()
+            .unwrap()
+            .insert(duty, V::Attester(vec![theirs0, theirs1]));
+        let stored = s
+            .runner
+            .run(duty, V::Attester(vec![ours, theirs1]), deadline())
+            .await
+            .unwrap();
+        assert_eq!(stored, V::Attester(vec![theirs1]), "DV 0's entry is withheld");
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(s.dutydb.await_attester(9, s.pks[0], soon).await.is_err());
+        assert_eq!(s.dutydb.await_attester(9, s.pks[1], soon).await.unwrap(), theirs1);
+        // DV 1's decided vote is now recorded: a different vote for its target is refused.
+        let mut conflicting = theirs1;
+        conflicting.data.beacon_block_root = Root([3; 32]);
+        assert!(s
+            .slashing
+            .check_attestation(
+                s.pks[1].as_bytes(),
+                conflicting.data.source.epoch,
+                conflicting.data.target.epoch,
+                Some(root(&conflicting)),
+            )
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn rules3_and_4_one_consensus_per_dv_and_no_db_write_while_it_runs() {
+        let mut s = setup();
+        let first = Duty::new(9, DutyKind::Attester);
+        // The next epoch: one attestation per DV and epoch.
+        let second = Duty::new(17, DutyKind::Attester);
+        let (release, gate) = oneshot::channel();
+        s.scripted.gates.lock().unwrap().insert(first, gate);
+        let a = attester(s.pks[0], 9, 1, 5);
+        let b = attester(s.pks[0], 17, 1, 5);
+        let r1 = {
+            let runner = s.runner.clone();
+            tokio::spawn(async move { runner.run(first, V::Attester(vec![a]), deadline()).await })
+        };
+        assert_eq!(within(s.calls.recv(), "first call").await.unwrap(), first);
+        let r2 = {
+            let runner = s.runner.clone();
+            tokio::spawn(async move { runner.run(second, V::Attester(vec![b]), deadline()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Rule 3: the second duty of the same DV has not started consensus.
+        assert!(s.calls.try_recv().is_err());
+        // Rule 4: nothing was written while the first consensus runs — a conflicting vote for
+        // the first target is still allowed by the DB.
+        let mut conflicting = a;
+        conflicting.data.beacon_block_root = Root([4; 32]);
+        let check = |e: &AttesterEntry| {
+            s.slashing.check_attestation(
+                s.pks[0].as_bytes(),
+                e.data.source.epoch,
+                e.data.target.epoch,
+                Some(root(e)),
+            )
+        };
+        assert!(check(&conflicting).is_ok());
+        release.send(()).unwrap();
+        assert!(within(r1, "first duty").await.unwrap().is_ok());
+        assert_eq!(within(s.calls.recv(), "second call").await.unwrap(), second);
+        assert!(within(r2, "second duty").await.unwrap().is_ok());
+        assert!(check(&conflicting).is_err(), "the decided vote was recorded afterwards");
+    }
+
+    #[tokio::test]
+    async fn rule5_attester_consensus_starts_in_increasing_slot_order() {
+        let mut s = setup();
+        let later = Duty::new(12, DutyKind::Attester);
+        let earlier = Duty::new(11, DutyKind::Attester);
+        s.runner
+            .run(later, V::Attester(vec![attester(s.pks[0], 12, 1, 5)]), deadline())
+            .await
+            .unwrap();
+        assert_eq!(s.calls.try_recv().unwrap(), later);
+        let res = s
+            .runner
+            .run(earlier, V::Attester(vec![attester(s.pks[1], 11, 1, 5)]), deadline())
+            .await;
+        assert_eq!(res, Err(Reason::NoConsensus));
+        assert!(s.calls.try_recv().is_err(), "slot 11 after slot 12 never starts");
+        // The same slot twice is refused as well; other duty kinds are not ordered.
+        assert!(s.runner.gate.begin_attester(12).is_err());
+        s.runner
+            .run(
+                Duty::new(11, DutyKind::SyncMessage),
+                V::SyncMessage(Root([1; 32])),
+                deadline(),
+            )
+            .await
+            .unwrap();
+    }
+}

@@ -231,3 +231,106 @@ mod tests {
         assert_eq!(serde_json::from_str::<Duty>(&json).unwrap(), d);
     }
 }
+
+/// Shared fixtures of the workflow unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use rand::SeedableRng;
+
+    use crate::decide::AttesterEntry;
+    use crate::duty::AttesterDef;
+    use crate::eth::signing::{ForkName, ForkSchedule, ScheduledFork};
+    use crate::eth::types::{AttestationData, BlsPubkey, Checkpoint, Root, Version};
+    use crate::keys::tbls;
+    use crate::parsig::DvShares;
+
+    /// Nodes and threshold of the test cluster.
+    pub const N: usize = 4;
+    /// Threshold.
+    pub const T: usize = 3;
+
+    /// A 1-second-slot Altair chain.
+    pub fn schedule() -> Arc<ForkSchedule> {
+        Arc::new(
+            ForkSchedule::new(
+                1_000,
+                Root([9; 32]),
+                1,
+                8,
+                vec![ScheduledFork {
+                    name: ForkName::Altair,
+                    version: Version([1, 0, 0, 1]),
+                    epoch: 0,
+                }],
+            )
+            .unwrap(),
+        )
+    }
+
+    /// A DV: its secret, pubkey and secret shares (index i → share i + 1).
+    pub struct Dv {
+        pub secret: tbls::SecretKey,
+        pub pubkey: BlsPubkey,
+        pub shares: Vec<tbls::SecretKey>,
+    }
+
+    /// `count` DVs split 3-of-4.
+    pub fn dvs(count: usize) -> Vec<Dv> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        let mut out: Vec<Dv> = (0..count)
+            .map(|_| {
+                let secret = tbls::random_secret(&mut rng);
+                let shares = tbls::split(&secret, N, T, &mut rng).unwrap();
+                Dv {
+                    pubkey: BlsPubkey(secret.sk_to_pk().to_bytes()),
+                    secret,
+                    shares,
+                }
+            })
+            .collect();
+        out.sort_by_key(|d| d.pubkey);
+        out
+    }
+
+    /// The public shares of `dvs`.
+    pub fn dv_shares(dvs: &[Dv]) -> DvShares {
+        DvShares {
+            shares: dvs
+                .iter()
+                .map(|d| (d.pubkey, d.shares.iter().map(|s| s.sk_to_pk()).collect()))
+                .collect::<HashMap<_, _>>(),
+        }
+    }
+
+    /// An attester entry of `pubkey` at `slot` (8 slots per epoch), committee 0, bit `bit`,
+    /// voting for head `head`.
+    pub fn attester(pubkey: BlsPubkey, slot: u64, bit: u64, head: u8) -> AttesterEntry {
+        let epoch = slot / 8;
+        AttesterEntry {
+            def: AttesterDef {
+                pubkey,
+                validator_index: 10 + bit,
+                committee_index: 0,
+                committee_length: 16,
+                committees_at_slot: 1,
+                validator_committee_index: bit,
+            },
+            data: AttestationData {
+                slot,
+                index: 0,
+                beacon_block_root: Root([head; 32]),
+                source: Checkpoint {
+                    epoch: epoch.saturating_sub(1),
+                    root: Root([1; 32]),
+                },
+                target: Checkpoint {
+                    epoch,
+                    root: Root([2; 32]),
+                },
+            },
+        }
+    }
+}

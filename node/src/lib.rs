@@ -27,3 +27,5 @@ pub mod slashing;
 pub mod tracker;
 pub mod util;
 pub mod validator_api;
+pub mod metrics_server;
+pub mod vc_backend;

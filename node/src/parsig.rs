@@ -538,3 +538,179 @@ impl<P: Preset> ParSig<P> {
             .retain(|(d, _), _| d.slot >= slot);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::DutyValue;
+    use crate::duty::fixtures::{self, attester, Dv};
+    use crate::eth::types::Minimal;
+    use crate::sigagg;
+    use prometheus_client::registry::Registry;
+
+    struct Outbox(mpsc::UnboundedSender<Vec<u8>>);
+
+    impl ParSigTransport for Outbox {
+        fn broadcast(&self, payload: Vec<u8>) -> Result<(), SendError> {
+            self.0.send(payload).map_err(|_| SendError::Closed)
+        }
+    }
+
+    struct Node {
+        parsig: Arc<ParSig<Minimal>>,
+        outbox: mpsc::UnboundedReceiver<Vec<u8>>,
+        ready: mpsc::Receiver<Threshold>,
+        registry: Registry,
+    }
+
+    fn node(index: usize, dvs: &[Dv], dutydb: Arc<DutyDb<Minimal>>) -> Node {
+        let mut registry = Registry::default();
+        let (tx, outbox) = mpsc::unbounded_channel();
+        let (out, ready) = mpsc::channel(16);
+        let parsig = Arc::new(ParSig::new(
+            index as u64 + 1,
+            fixtures::T,
+            fixtures::dv_shares(dvs),
+            fixtures::schedule(),
+            dutydb,
+            Arc::new(Outbox(tx)),
+            out,
+            ParSigMetrics::new(&mut registry),
+            Tracker::new(&mut registry, None).unwrap(),
+        ));
+        Node {
+            parsig,
+            outbox,
+            ready,
+            registry,
+        }
+    }
+
+    fn partial(dv: &Dv, node: usize, duty: Duty, data: AttestationData) -> ParSigMsg {
+        let root = fixtures::schedule().attestation_signing_root(&data);
+        ParSigMsg {
+            duty,
+            pubkey: dv.pubkey,
+            share_index: node as u64 + 1,
+            object: SignedObject::Attestation { data },
+            signature: BlsSignature(tbls::sign(&dv.shares[node], &root.0).to_bytes()),
+        }
+    }
+
+    fn metrics(r: &Registry) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, r).unwrap();
+        s
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(100)
+    }
+
+    #[tokio::test]
+    async fn threshold_partials_exchange_and_combine_to_the_dv_signature() {
+        let dvs = fixtures::dvs(1);
+        let duty = Duty::new(9, DutyKind::Attester);
+        let entry = attester(dvs[0].pubkey, 9, 3, 5);
+        let mut nodes: Vec<Node> = (0..fixtures::N)
+            .map(|i| {
+                let db = Arc::new(DutyDb::new());
+                db.store(duty, &DutyValue::Attester(vec![entry])).unwrap();
+                node(i, &dvs, db)
+            })
+            .collect();
+        // Nodes 0, 1 and 3 have their VC's partial; node 2's VC is down.
+        for i in [0, 1, 3] {
+            let msg = partial(&dvs[0], i, duty, entry.data);
+            nodes[i].parsig.submit_local(msg, soon()).await.unwrap();
+        }
+        // Deliver every broadcast to every other node.
+        for from in 0..fixtures::N {
+            while let Ok(payload) = nodes[from].outbox.try_recv() {
+                for to in (0..fixtures::N).filter(|&to| to != from) {
+                    nodes[to].parsig.handle_peer(from, &payload).await.unwrap();
+                }
+            }
+        }
+        let root = fixtures::schedule().attestation_signing_root(&entry.data);
+        for n in &mut nodes {
+            let th = n.ready.try_recv().expect("threshold reached");
+            assert_eq!(th.partials.len(), fixtures::T);
+            assert_eq!(th.signing_root, root);
+            let sig = sigagg::aggregate(&th.partials, fixtures::T, &dvs[0].pubkey, &root).unwrap();
+            assert_eq!(sig.0, tbls::sign(&dvs[0].secret, &root.0).to_bytes());
+            assert!(n.ready.try_recv().is_err(), "one threshold per duty and DV");
+        }
+        // Node 2 saw three valid peer partials and no local one.
+        assert!(metrics(&nodes[2].registry).contains("parsig_accepted_total{source=\"peer\"} 3"));
+    }
+
+    #[tokio::test]
+    async fn bad_partials_are_refused_and_counted() {
+        let dvs = fixtures::dvs(2);
+        let duty = Duty::new(9, DutyKind::Attester);
+        let entry = attester(dvs[0].pubkey, 9, 3, 5);
+        let db = Arc::new(DutyDb::new());
+        db.store(duty, &DutyValue::Attester(vec![entry])).unwrap();
+        let n = node(0, &dvs, db);
+        let p = &n.parsig;
+        let encode = |m: &ParSigMsg| serde_json::to_vec(m).unwrap();
+
+        // A peer speaking for another share.
+        let m = partial(&dvs[0], 2, duty, entry.data);
+        let err = p.handle_peer(1, &encode(&m)).await.unwrap_err();
+        assert_eq!(err.reason(), "wrong_share_index");
+        // The right share index with another share's signature.
+        let mut forged = partial(&dvs[0], 2, duty, entry.data);
+        forged.share_index = 2;
+        let err = p.handle_peer(1, &encode(&forged)).await.unwrap_err();
+        assert_eq!(err.reason(), "invalid_signature");
+        // Signed over other data than decided (the root a peer would claim is never used).
+        let mut other = entry.data;
+        other.beacon_block_root = Root([7; 32]);
+        let m = partial(&dvs[0], 1, duty, other);
+        let err = p.handle_peer(1, &encode(&m)).await.unwrap_err();
+        assert_eq!(err.reason(), "mismatching_data");
+        // A DV outside the cluster.
+        let mut stranger = partial(&dvs[0], 1, duty, entry.data);
+        stranger.pubkey = BlsPubkey([1; 48]);
+        let err = p.handle_peer(1, &encode(&stranger)).await.unwrap_err();
+        assert_eq!(err.reason(), "unknown_pubkey");
+        // A duty nothing was decided for (DV 1 has no attestation at slot 9).
+        let m = partial(&dvs[1], 1, duty, entry.data);
+        let err = p.handle_peer(1, &encode(&m)).await.unwrap_err();
+        assert_eq!(err.reason(), "unknown_duty");
+        // Garbage.
+        let err = p.handle_peer(1, b"{\"duty\":").await.unwrap_err();
+        assert_eq!(err.reason(), "malformed");
+        // A local VC partial over data that was not decided.
+        let m = partial(&dvs[0], 0, duty, other);
+        let err = p.submit_local(m, soon()).await.unwrap_err();
+        assert_eq!(err.reason(), "mismatching_data");
+        // A valid partial is stored once; a replay is harmless; a second signature of the
+        // same share over other data fails verification.
+        let good = partial(&dvs[0], 1, duty, entry.data);
+        p.handle_peer(1, &encode(&good)).await.unwrap();
+        p.handle_peer(1, &encode(&good)).await.unwrap();
+        let mut twin = good;
+        twin.signature = partial(&dvs[0], 1, duty, other).signature;
+        let err = p.handle_peer(1, &encode(&twin)).await.unwrap_err();
+        assert_eq!(err.reason(), "invalid_signature");
+
+        let text = metrics(&n.registry);
+        assert!(text.contains("parsig_rejected_total{source=\"peer\",reason=\"invalid_signature\"} 2"));
+        for reason in [
+            "wrong_share_index",
+            "unknown_pubkey",
+            "unknown_duty",
+            "malformed",
+        ] {
+            assert!(
+                text.contains(&format!("parsig_rejected_total{{source=\"peer\",reason=\"{reason}\"}} 1")),
+                "{reason} not counted:\n{text}"
+            );
+        }
+        assert!(text.contains("parsig_rejected_total{source=\"local\",reason=\"mismatching_data\"} 1"));
+        assert!(n.ready.is_empty(), "no threshold from one valid partial");
+    }
+}

@@ -232,7 +232,7 @@ impl<P: Preset> Scheduler<P> {
         let slots: Vec<Slot> = att.iter().map(|d| d.slot).collect();
         let proposers: Vec<(Slot, ProposerDef)> = self
             .bn
-            .proposer_duties(epoch)
+            .proposer_duties::<P>(epoch)
             .await?
             .data
             .iter()
