@@ -33,6 +33,41 @@ enum Command {
     /// Import or export EIP-3076 slashing protection data.
     #[command(subcommand)]
     Slashing(dvnode::slashing::cli::SlashingCmd),
+    /// Run performance benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// QBFT consensus of an in-process cluster over loopback libp2p: decisions per second and
+    /// decide latency, with all nodes up and with one node down.
+    Consensus(ConsensusBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConsensusBenchArgs {
+    /// Cluster size.
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    /// Size of each proposed value in bytes (at least 16).
+    #[arg(long, default_value_t = 128)]
+    value_bytes: usize,
+    /// Sequential instances (latency) with all nodes up.
+    #[arg(long, default_value_t = 1000)]
+    sequential: usize,
+    /// Pipelined instances (throughput) with all nodes up.
+    #[arg(long, default_value_t = 2000)]
+    pipelined: usize,
+    /// Sequential instances with one node down.
+    #[arg(long, default_value_t = 200)]
+    sequential_degraded: usize,
+    /// Pipelined instances with one node down.
+    #[arg(long, default_value_t = 1000)]
+    pipelined_degraded: usize,
+    /// Instances in flight in the pipelined runs.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
 }
 
 #[derive(Args, Debug)]
@@ -209,6 +244,31 @@ fn create_cluster(a: CreateClusterArgs) -> Result<()> {
     Ok(())
 }
 
+fn bench(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Consensus(a) => {
+            let params = dvnode::consensus::bench::Params {
+                nodes: a.nodes,
+                value_bytes: a.value_bytes,
+                sequential: a.sequential,
+                pipelined: a.pipelined,
+                sequential_degraded: a.sequential_degraded,
+                pipelined_degraded: a.pipelined_degraded,
+                window: a.window,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            println!(
+                "consensus benchmark: {} nodes over loopback libp2p, {}-byte values, window {}",
+                params.nodes, params.value_bytes, params.window
+            );
+            rt.block_on(dvnode::consensus::bench::run(&params, |f| println!("{f}")))?;
+            Ok(())
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = init_logging(&cli.log, cli.log_json) {
@@ -219,6 +279,7 @@ fn main() {
         Command::CreateCluster(a) => create_cluster(a),
         Command::Run(a) => run_node(*a),
         Command::Slashing(cmd) => cmd.run(),
+        Command::Bench(cmd) => bench(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
