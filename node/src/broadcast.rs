@@ -94,6 +94,13 @@ impl<P: Preset> Broadcaster<P> {
                     self.tracker.broadcast(duty, delay);
                     return true;
                 }
+                // Another node of the cluster was first: the object is on the beacon node.
+                Err(e) if e.to_string().contains("ALREADY_KNOWN") => {
+                    let delay = self.delay(duty);
+                    debug!(%duty, delay_ms = delay.as_millis() as u64, "beacon node already has the signed object");
+                    self.tracker.broadcast(duty, delay);
+                    return true;
+                }
                 // A 4xx is the beacon node judging the object: retrying will not help.
                 Err(e) if e.status().is_some_and(|s| s.is_client_error()) => {
                     warn!(%duty, error = %e, "beacon node refused the signed object");

@@ -343,6 +343,27 @@ pub trait Decide<P: Preset>: Send + Sync + 'static {
     ) -> Result<Decision<P>, String>;
 }
 
+#[async_trait]
+impl<P: Preset> Decide<P> for crate::consensus::driver::Consensus {
+    async fn decide(
+        &self,
+        duty: Duty,
+        input: DutyValue<P>,
+        policy: DutyPolicy,
+        deadline: Instant,
+    ) -> Result<Decision<P>, String> {
+        let d = self
+            .propose(duty.instance_id(), input, policy, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Decision {
+            value: d.value,
+            round: d.round,
+            elapsed: d.elapsed,
+        })
+    }
+}
+
 /// Rule 3 (one consensus per DV at a time) and rule 5 (attester consensus in increasing slot
 /// order).
 #[derive(Debug, Default)]
@@ -723,7 +744,10 @@ mod tests {
         let unsorted = vec![attester(s.pks[1], 9, 2, 5), attester(s.pks[0], 9, 1, 5)];
         assert!(policy.check(&V::Attester(unsorted)).is_err());
         let split_view = vec![attester(s.pks[0], 9, 1, 5), attester(s.pks[1], 9, 2, 6)];
-        assert!(policy.check(&V::Attester(split_view)).is_err(), "two data for one committee");
+        assert!(
+            policy.check(&V::Attester(split_view)).is_err(),
+            "two data for one committee"
+        );
         assert!(matches!(
             policy.check(&V::SyncMessage(Root([1; 32]))),
             Err(InvalidValue::WrongKind { .. })
@@ -743,8 +767,14 @@ mod tests {
             policy.check(&V::Attester(vec![good])),
             Err(InvalidValue::Slashable { .. })
         ));
-        assert!(!ValuePolicy::<V>::is_valid(&policy, &V::Attester(vec![good])));
-        assert!(ValuePolicy::<V>::is_valid(&policy, &V::Attester(vec![other])));
+        assert!(!ValuePolicy::<V>::is_valid(
+            &policy,
+            &V::Attester(vec![good])
+        ));
+        assert!(ValuePolicy::<V>::is_valid(
+            &policy,
+            &V::Attester(vec![other])
+        ));
     }
 
     #[tokio::test]
@@ -763,13 +793,20 @@ mod tests {
         // Only DV 0, whose vote would be a double vote: nothing to agree on.
         let res = s
             .runner
-            .run(duty, V::Attester(vec![attester(s.pks[0], 9, 1, 5)]), deadline())
+            .run(
+                duty,
+                V::Attester(vec![attester(s.pks[0], 9, 1, 5)]),
+                deadline(),
+            )
             .await;
         assert_eq!(res, Err(Reason::SlashingRefused));
         assert!(s.calls.try_recv().is_err(), "consensus never started");
         // DV 0 and DV 1: DV 0's entry is dropped from the input, DV 1 goes ahead.
         let duty = Duty::new(10, DutyKind::Attester);
-        let input = V::Attester(vec![attester(s.pks[0], 10, 1, 5), attester(s.pks[1], 10, 2, 5)]);
+        let input = V::Attester(vec![
+            attester(s.pks[0], 10, 1, 5),
+            attester(s.pks[1], 10, 2, 5),
+        ]);
         let stored = s.runner.run(duty, input, deadline()).await.unwrap();
         assert_eq!(stored.pubkeys(), vec![s.pks[1]]);
         assert_eq!(s.calls.try_recv().unwrap(), duty);
@@ -803,10 +840,17 @@ mod tests {
             .run(duty, V::Attester(vec![ours, theirs1]), deadline())
             .await
             .unwrap();
-        assert_eq!(stored, V::Attester(vec![theirs1]), "DV 0's entry is withheld");
+        assert_eq!(
+            stored,
+            V::Attester(vec![theirs1]),
+            "DV 0's entry is withheld"
+        );
         let soon = Instant::now() + Duration::from_millis(50);
         assert!(s.dutydb.await_attester(9, s.pks[0], soon).await.is_err());
-        assert_eq!(s.dutydb.await_attester(9, s.pks[1], soon).await.unwrap(), theirs1);
+        assert_eq!(
+            s.dutydb.await_attester(9, s.pks[1], soon).await.unwrap(),
+            theirs1
+        );
         // DV 1's decided vote is now recorded: a different vote for its target is refused.
         let mut conflicting = theirs1;
         conflicting.data.beacon_block_root = Root([3; 32]);
@@ -860,7 +904,10 @@ mod tests {
         assert!(within(r1, "first duty").await.unwrap().is_ok());
         assert_eq!(within(s.calls.recv(), "second call").await.unwrap(), second);
         assert!(within(r2, "second duty").await.unwrap().is_ok());
-        assert!(check(&conflicting).is_err(), "the decided vote was recorded afterwards");
+        assert!(
+            check(&conflicting).is_err(),
+            "the decided vote was recorded afterwards"
+        );
     }
 
     #[tokio::test]
@@ -869,16 +916,27 @@ mod tests {
         let later = Duty::new(12, DutyKind::Attester);
         let earlier = Duty::new(11, DutyKind::Attester);
         s.runner
-            .run(later, V::Attester(vec![attester(s.pks[0], 12, 1, 5)]), deadline())
+            .run(
+                later,
+                V::Attester(vec![attester(s.pks[0], 12, 1, 5)]),
+                deadline(),
+            )
             .await
             .unwrap();
         assert_eq!(s.calls.try_recv().unwrap(), later);
         let res = s
             .runner
-            .run(earlier, V::Attester(vec![attester(s.pks[1], 11, 1, 5)]), deadline())
+            .run(
+                earlier,
+                V::Attester(vec![attester(s.pks[1], 11, 1, 5)]),
+                deadline(),
+            )
             .await;
         assert_eq!(res, Err(Reason::NoConsensus));
-        assert!(s.calls.try_recv().is_err(), "slot 11 after slot 12 never starts");
+        assert!(
+            s.calls.try_recv().is_err(),
+            "slot 11 after slot 12 never starts"
+        );
         // The same slot twice is refused as well; other duty kinds are not ordered.
         assert!(s.runner.gate.begin_attester(12).is_err());
         s.runner

@@ -125,16 +125,33 @@ struct RunArgs {
     #[arg(long, env = "DVNODE_LOCK_FILE", value_name = "FILE")]
     lock_file: Option<PathBuf>,
     /// Beacon node REST API URL.
-    #[arg(long, env = "DVNODE_BEACON_NODE_URL", default_value = "http://127.0.0.1:5052")]
+    #[arg(
+        long,
+        env = "DVNODE_BEACON_NODE_URL",
+        default_value = "http://127.0.0.1:5052"
+    )]
     beacon_node_url: String,
     /// Address of the beacon API served to the validator client.
-    #[arg(long, env = "DVNODE_VALIDATOR_API_ADDR", default_value = "127.0.0.1:3600")]
+    #[arg(
+        long,
+        env = "DVNODE_VALIDATOR_API_ADDR",
+        default_value = "127.0.0.1:3600"
+    )]
     validator_api_addr: std::net::SocketAddr,
     /// libp2p listen multiaddress.
-    #[arg(long, env = "DVNODE_P2P_LISTEN", default_value = "/ip4/127.0.0.1/tcp/3610")]
+    #[arg(
+        long,
+        env = "DVNODE_P2P_LISTEN",
+        default_value = "/ip4/127.0.0.1/tcp/3610"
+    )]
     p2p_listen: libp2p::Multiaddr,
     /// Peer multiaddresses in node order, comma-separated (default: those in the lock).
-    #[arg(long, env = "DVNODE_P2P_PEERS", value_delimiter = ',', value_name = "MULTIADDR,...")]
+    #[arg(
+        long,
+        env = "DVNODE_P2P_PEERS",
+        value_delimiter = ',',
+        value_name = "MULTIADDR,..."
+    )]
     p2p_peers: Vec<libp2p::Multiaddr>,
     /// Data directory (slashing protection DB; default: `NODE_DIR/data`).
     #[arg(long, env = "DVNODE_DATA_DIR", value_name = "DIR")]

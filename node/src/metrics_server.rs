@@ -48,7 +48,11 @@ async fn health(State(s): State<Arc<Inner>>) -> impl IntoResponse {
 }
 
 /// Binds the server on `addr`, serving `registry` and the p2p state of `network`.
-pub async fn bind(addr: SocketAddr, registry: Registry, network: NetworkHandle) -> Result<MetricsServer> {
+pub async fn bind(
+    addr: SocketAddr,
+    registry: Registry,
+    network: NetworkHandle,
+) -> Result<MetricsServer> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for metrics"))?;

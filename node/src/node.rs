@@ -83,7 +83,9 @@ async fn wait_for_bn(
         let res = async {
             let spec = bn.spec().await?;
             let schedule = bn.fork_schedule().await?;
-            let preset = spec.string("PRESET_BASE").unwrap_or_else(|_| "mainnet".into());
+            let preset = spec
+                .string("PRESET_BASE")
+                .unwrap_or_else(|_| "mainnet".into());
             Ok::<_, crate::eth::beacon::BeaconError>((schedule, preset))
         }
         .await;
@@ -100,7 +102,11 @@ async fn wait_for_bn(
     }
 }
 
-fn dial_addrs(cluster: &Cluster, own: usize, flags: &[Multiaddr]) -> Result<Vec<(libp2p::PeerId, Multiaddr)>> {
+fn dial_addrs(
+    cluster: &Cluster,
+    own: usize,
+    flags: &[Multiaddr],
+) -> Result<Vec<(libp2p::PeerId, Multiaddr)>> {
     let n = cluster.peers.len();
     let addrs: Vec<Option<Multiaddr>> = if flags.is_empty() {
         cluster
@@ -147,16 +153,25 @@ fn check_keystores(cluster: &Cluster, own: usize, node_dir: &std::path::Path) {
         let pubkey = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v.get("pubkey").and_then(|p| p.as_str()).map(|s| s.trim_start_matches("0x").to_lowercase()));
+            .and_then(|v| {
+                v.get("pubkey")
+                    .and_then(|p| p.as_str())
+                    .map(|s| s.trim_start_matches("0x").to_lowercase())
+            });
         match pubkey {
             Some(pk) if ours.contains(&pk) => {}
-            _ => warn!(keystore = %path.display(), "keystore is not one of this node's key shares in the lock"),
+            _ => {
+                warn!(keystore = %path.display(), "keystore is not one of this node's key shares in the lock")
+            }
         }
     }
 }
 
 /// Runs the node until `shutdown` resolves.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -168,11 +183,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let key = p2p::key::load(&config.node_dir.join("p2p-key"))
         .with_context(|| format!("loading the p2p key of {}", config.node_dir.display()))?;
     let me = key.public().to_peer_id();
-    let own = cluster
-        .peers
-        .iter()
-        .position(|p| *p == me)
-        .ok_or_else(|| anyhow!("this node's peer id {me} is not an operator of the cluster lock"))?;
+    let own = cluster.peers.iter().position(|p| *p == me).ok_or_else(|| {
+        anyhow!("this node's peer id {me} is not an operator of the cluster lock")
+    })?;
     check_keystores(&cluster, own, &config.node_dir);
     info!(node = own, peer = %me, nodes = cluster.peers.len(), threshold = cluster.threshold,
         validators = cluster.validators.len(), "cluster lock loaded");
@@ -265,7 +278,12 @@ async fn run_preset<P: Preset>(
         dutydb.clone(),
         tracker.clone(),
     ));
-    tokio::spawn(aggregate_loop(ready_rx, sigagg, broadcaster, tracker.clone()));
+    tokio::spawn(aggregate_loop(
+        ready_rx,
+        sigagg,
+        broadcaster,
+        tracker.clone(),
+    ));
 
     let runner = Arc::new(DutyRunner::new(
         Arc::new(consensus.clone()),
@@ -302,7 +320,8 @@ async fn run_preset<P: Preset>(
         stop_rx.clone(),
     ));
 
-    let mut api_config = ValidatorApiConfig::new(&config.beacon_node_url, &cluster, own as u64 + 1)?;
+    let mut api_config =
+        ValidatorApiConfig::new(&config.beacon_node_url, &cluster, own as u64 + 1)?;
     api_config.listen = config.validator_api_addr;
     let api = ValidatorApi::new(
         api_config,
@@ -311,7 +330,8 @@ async fn run_preset<P: Preset>(
     .with_metrics(crate::validator_api::Metrics::new(&mut registry));
     let api = api.bind().await?;
     info!(addr = %api.local_addr(), "validator API listening");
-    let metrics = crate::metrics_server::bind(config.metrics_addr, registry, network.clone()).await?;
+    let metrics =
+        crate::metrics_server::bind(config.metrics_addr, registry, network.clone()).await?;
     info!(addr = %config.metrics_addr, "metrics listening on /metrics and /health");
 
     let stop = |mut rx: watch::Receiver<bool>| async move {
@@ -420,20 +440,19 @@ impl<P: Preset> Executor<P> {
                 .sync_root::<P>(deadline)
                 .await
                 .map_err(|e| e.to_string()),
-            DutyDefs::Proposer(p) => {
-                match self.dutydb.await_randao(duty.slot, deadline).await {
-                    Ok(reveal) => self
-                        .fetcher
-                        .proposer::<P>(duty.slot, p, &reveal, deadline)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => {
-                        warn!(%duty, error = %e, "no combined RANDAO reveal; cannot propose");
-                        self.tracker.fail(duty, Reason::InsufficientPeerSignatures, &e.to_string());
-                        return;
-                    }
+            DutyDefs::Proposer(p) => match self.dutydb.await_randao(duty.slot, deadline).await {
+                Ok(reveal) => self
+                    .fetcher
+                    .proposer::<P>(duty.slot, p, &reveal, deadline)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => {
+                    warn!(%duty, error = %e, "no combined RANDAO reveal; cannot propose");
+                    self.tracker
+                        .fail(duty, Reason::InsufficientPeerSignatures, &e.to_string());
+                    return;
                 }
-            }
+            },
         };
         let input = match input {
             Ok(v) => v,
@@ -446,7 +465,9 @@ impl<P: Preset> Executor<P> {
         self.tracker.stage(duty, Stage::Fetched);
         let kind = duty.kind;
         match self.runner.run(duty, input, deadline).await {
-            Ok(v) => info!(%duty, dvs = v.pubkeys().len().max(usize::from(kind == DutyKind::SyncMessage)), "duty decided"),
+            Ok(v) => {
+                info!(%duty, dvs = v.pubkeys().len().max(usize::from(kind == DutyKind::SyncMessage)), "duty decided")
+            }
             Err(reason) => warn!(%duty, reason = reason.as_str(), "duty not decided"),
         }
     }

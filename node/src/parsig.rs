@@ -698,7 +698,9 @@ mod tests {
         assert_eq!(err.reason(), "invalid_signature");
 
         let text = metrics(&n.registry);
-        assert!(text.contains("parsig_rejected_total{source=\"peer\",reason=\"invalid_signature\"} 2"));
+        assert!(
+            text.contains("parsig_rejected_total{source=\"peer\",reason=\"invalid_signature\"} 2")
+        );
         for reason in [
             "wrong_share_index",
             "unknown_pubkey",
@@ -706,11 +708,15 @@ mod tests {
             "malformed",
         ] {
             assert!(
-                text.contains(&format!("parsig_rejected_total{{source=\"peer\",reason=\"{reason}\"}} 1")),
+                text.contains(&format!(
+                    "parsig_rejected_total{{source=\"peer\",reason=\"{reason}\"}} 1"
+                )),
                 "{reason} not counted:\n{text}"
             );
         }
-        assert!(text.contains("parsig_rejected_total{source=\"local\",reason=\"mismatching_data\"} 1"));
+        assert!(
+            text.contains("parsig_rejected_total{source=\"local\",reason=\"mismatching_data\"} 1")
+        );
         assert!(n.ready.is_empty(), "no threshold from one valid partial");
     }
 }

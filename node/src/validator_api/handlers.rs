@@ -533,10 +533,9 @@ pub(super) async fn produce_block(
         let q = query_params(&uri);
         let randao = required(&q, "randao_reveal")?;
         check_hex(randao, 96, "query parameter `randao_reveal`")?;
+        // Lodestar 1.5.1 sends its graffiti as text ("Lodestar-v1.5.1/…"), not as 32-byte hex;
+        // it is passed on as given.
         let graffiti = q.get("graffiti").cloned();
-        if let Some(g) = &graffiti {
-            check_hex(g, 32, "query parameter `graffiti`")?;
-        }
         call(
             &s,
             "produce_block",
