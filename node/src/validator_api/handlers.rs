@@ -547,7 +547,11 @@ pub(super) async fn produce_block(
     }
     .await;
     respond(result, |block| {
-        let mut resp = Json(json!({"version": block.version, "data": block.data})).into_response();
+        // Lodestar 1.5.1's VC requires `block_value` (it compares engine and builder blocks);
+        // the decided block's value is not known here, and there is no builder to compare with.
+        let mut resp =
+            Json(json!({"version": block.version, "data": block.data, "block_value": "0"}))
+                .into_response();
         if let Ok(v) = HeaderValue::from_str(&block.version) {
             resp.headers_mut().insert("eth-consensus-version", v);
         }
