@@ -35,6 +35,15 @@ pub struct Broadcaster<P: Preset> {
     tracker: Tracker,
 }
 
+/// Whether a beacon node error says it has the object already (Lodestar 1.5.1 answers 500 with
+/// `ATTESTATION_ERROR_ATTESTATION_ALREADY_KNOWN`, `…PRIOR_SYNC_COMMITTEE_MESSAGE_KNOWN` or
+/// `PublishError.Duplicate` when another node of the cluster submitted first).
+fn already_known(error: &str) -> bool {
+    ["ALREADY_KNOWN", "MESSAGE_KNOWN", "PublishError.Duplicate"]
+        .iter()
+        .any(|m| error.contains(m))
+}
+
 fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -95,7 +104,7 @@ impl<P: Preset> Broadcaster<P> {
                     return true;
                 }
                 // Another node of the cluster was first: the object is on the beacon node.
-                Err(e) if e.to_string().contains("ALREADY_KNOWN") => {
+                Err(e) if already_known(&e.to_string()) => {
                     let delay = self.delay(duty);
                     debug!(%duty, delay_ms = delay.as_millis() as u64, "beacon node already has the signed object");
                     self.tracker.broadcast(duty, delay);
@@ -140,5 +149,24 @@ impl<P: Preset> Broadcaster<P> {
         unix_now().saturating_sub(Duration::from_secs(
             self.schedule.slot_start_time(duty.slot),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::already_known;
+
+    #[test]
+    fn duplicate_answers_of_lodestar_count_as_broadcast() {
+        for e in [
+            r#"HTTP 500: {"message":"ATTESTATION_ERROR_ATTESTATION_ALREADY_KNOWN"}"#,
+            r#"HTTP 500: {"message":"PublishError.Duplicate"}"#,
+            r#"HTTP 500: {"message":"SYNC_COMMITTEE_ERROR_PRIOR_SYNC_COMMITTEE_MESSAGE_KNOWN"}"#,
+        ] {
+            assert!(already_known(e), "{e}");
+        }
+        assert!(!already_known(
+            r#"HTTP 400: {"message":"INVALID_SIGNATURE"}"#
+        ));
     }
 }
