@@ -50,6 +50,7 @@ soak:
 ## bench: criterion benchmarks (crypto, slashing DB, consensus).
 bench:
 	$(CARGO) bench --locked -p dvnode
+	$(CARGO) run --release --locked -p dvnode -- --log warn bench consensus
 
 ## devnet: until the orchestrator lands, create a 4-node cluster over interop keys and
 ## run it over loopback libp2p.

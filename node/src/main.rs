@@ -63,10 +63,10 @@ struct ConsensusBenchArgs {
     #[arg(long, default_value_t = 200)]
     sequential_degraded: usize,
     /// Pipelined instances with one node down.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 500)]
     pipelined_degraded: usize,
     /// Instances in flight in the pipelined runs.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 16)]
     window: usize,
 }
 

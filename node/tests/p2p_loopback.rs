@@ -548,15 +548,15 @@ async fn invalid_frames_are_counted_and_never_delivered() {
     assert_eq!(ack, Ok(1));
 
     // Bad signature: a well-formed envelope signed by a key that is not the sender's.
-    let mut env = Envelope::signed(rogue_key, Protocol::Qbft, 1, b"forged".to_vec());
+    let mut env = Envelope::signed(rogue_key, Protocol::Parsig, 1, b"forged".to_vec());
     env.signature = Envelope::signed(
         &Keypair::generate_secp256k1(),
-        Protocol::Qbft,
+        Protocol::Parsig,
         1,
         b"forged".to_vec(),
     )
     .signature;
-    let ack = raw_request(&mut rogue, target, Protocol::Qbft, frame(&env.encode())).await;
+    let ack = raw_request(&mut rogue, target, Protocol::Parsig, frame(&env.encode())).await;
     assert_eq!(ack, Ok(1));
 
     // Correctly signed, but claiming to be node 0.
@@ -579,7 +579,7 @@ async fn invalid_frames_are_counted_and_never_delivered() {
         ("qbft", "oversized"),
         ("qbft", "malformed"),
         ("parsig", "truncated"),
-        ("qbft", "bad_signature"),
+        ("parsig", "bad_signature"),
         ("qbft", "sender_mismatch"),
         ("parsig", "protocol_mismatch"),
         ("parsig", "oversized"),

@@ -56,8 +56,8 @@ impl Default for Params {
             sequential: 1000,
             pipelined: 2000,
             sequential_degraded: 200,
-            pipelined_degraded: 1000,
-            window: 64,
+            pipelined_degraded: 500,
+            window: 16,
         }
     }
 }

@@ -990,3 +990,148 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::msg::{MsgBody, ZERO_HASH};
+
+    /// Transport of a driver that is only fed messages for instances it has not started: it
+    /// must never send anything.
+    struct Silent;
+
+    impl Transport for Silent {
+        fn broadcast(&self, _: Vec<u8>) -> Result<(), SendError> {
+            panic!("nothing to broadcast before an instance starts")
+        }
+        fn send(&self, _: usize, _: Vec<u8>) -> Result<(), SendError> {
+            panic!("nothing to send before an instance starts")
+        }
+    }
+
+    fn driver(cfg: DriverConfig) -> Driver {
+        Driver {
+            own: 0,
+            transport: Arc::new(Silent),
+            metrics: ConsensusMetrics::default(),
+            cfg,
+            instances: HashMap::new(),
+            pending: HashMap::new(),
+            pending_total: 0,
+            finished: HashMap::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+
+    fn inbound(from: usize, slot: u64) -> Inbound {
+        let msg = QbftMsg {
+            msg: SignedMsg {
+                body: MsgBody {
+                    kind: MsgKind::Prepare.code(),
+                    instance: InstanceId { slot, duty: 1 },
+                    source: from as u64,
+                    round: 1,
+                    value_hash: [7; 32],
+                    prepared_round: 0,
+                    prepared_value_hash: ZERO_HASH,
+                },
+                signature: vec![1; 64],
+            },
+            justification: vec![],
+            values: vec![],
+        };
+        Inbound {
+            from,
+            protocol: Protocol::Qbft,
+            payload: msg.encode(),
+        }
+    }
+
+    fn dropped(d: &Driver, reason: &str) -> u64 {
+        d.metrics
+            .dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .get()
+    }
+
+    #[tokio::test]
+    async fn buffers_are_bounded_and_expire() {
+        let mut d = driver(DriverConfig {
+            max_buffered_per_instance: 2,
+            max_buffered_total: 3,
+            ..DriverConfig::default()
+        });
+        for from in 1..=3 {
+            d.on_inbound(inbound(from, 10));
+        }
+        assert_eq!(d.pending_total, 2, "per-instance bound");
+        assert_eq!(dropped(&d, "buffer_full"), 1);
+        d.on_inbound(inbound(1, 11));
+        d.on_inbound(inbound(2, 11));
+        assert_eq!(d.pending_total, 3, "total bound");
+        assert_eq!(dropped(&d, "buffer_full"), 2);
+
+        // Bad input is dropped before buffering.
+        d.on_inbound(Inbound {
+            from: 1,
+            protocol: Protocol::Qbft,
+            payload: vec![0xff; 9],
+        });
+        assert_eq!(dropped(&d, "malformed"), 1);
+        let mut forged = inbound(2, 12);
+        forged.from = 3;
+        d.on_inbound(forged);
+        assert_eq!(dropped(&d, "source_mismatch"), 1);
+        assert_eq!(d.pending_total, 3);
+
+        // Messages for recently finished instances are not buffered.
+        d.finished
+            .insert(InstanceId { slot: 13, duty: 1 }, Instant::now());
+        d.on_inbound(inbound(1, 13));
+        assert_eq!(dropped(&d, "finished"), 1);
+
+        // Expired buffers are released by the garbage collection.
+        d.cfg.buffer_ttl = Duration::ZERO;
+        d.gc();
+        assert_eq!(d.pending_total, 0);
+        assert!(d.pending.is_empty());
+        assert_eq!(dropped(&d, "buffer_expired"), 3);
+        // The finished marker outlives the (default) retention window only.
+        assert!(!d.finished.is_empty());
+        d.cfg.retention = Duration::ZERO;
+        d.gc();
+        assert!(d.finished.is_empty());
+    }
+
+    #[test]
+    fn p2p_signatures_verify_per_node_and_domain() {
+        let keys: Vec<Keypair> = (0..2).map(|_| p2p::key::generate()).collect();
+        let peers: Vec<PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+        let verifier = P2pVerifier::new(&peers).unwrap();
+        let sig = P2pSigner::new(keys[1].clone()).sign(b"body");
+        assert!(verifier.verify(1, b"body", &sig));
+        assert!(
+            !verifier.verify(0, b"body", &sig),
+            "signed by node 1, not 0"
+        );
+        assert!(!verifier.verify(2, b"body", &sig), "unknown node");
+        assert!(!verifier.verify(1, b"bodY", &sig));
+        // Bound to the QBFT domain: a signature under another domain does not verify.
+        let other = p2p::sign_bytes(&keys[1], p2p::ENVELOPE_DOMAIN, b"body");
+        assert!(!verifier.verify(1, b"body", &other));
+    }
+
+    #[test]
+    fn bytes_value_roundtrip_and_hash() {
+        let v = BytesValue(b"attestation".to_vec());
+        assert_eq!(BytesValue::from_bytes(&v.to_bytes()).unwrap(), v);
+        assert_eq!(
+            v.value_hash(),
+            <[u8; 32]>::from(Sha256::digest(b"attestation"))
+        );
+        assert_ne!(v.value_hash(), BytesValue(vec![]).value_hash());
+    }
+}

@@ -67,6 +67,10 @@
 //! votes, so until it decides it must be counted among the `f` faulty nodes (as in the
 //! simulation), unless the caller persists the instance's outputs.
 //!
+//! [`driver::Consensus`] runs the instances of a node over the p2p network (routing, buffering,
+//! timers, retention, metrics); [`mod@bench`] measures it on a loopback cluster
+//! (`dvnode bench consensus`).
+//!
 //! [`sim`] is a seeded deterministic discrete-event simulator of a cluster running the engine
 //! under message loss, delay, reordering, duplication, crashes, restarts and byzantine nodes.
 

@@ -477,9 +477,12 @@ pub struct Committee {
 /// Brings a committees response for `epoch` into spec shape.
 ///
 /// Spec-shaped responses (every slot inside the epoch, every index below the committees per
-/// slot) are returned as they are. Lodestar v1.5.1 answers `slot` 0 and epoch-wide indices
-/// `0..n` in slot-major order; for that shape slot and index are rebuilt from the position.
-/// Anything else is an error.
+/// slot) are returned as they are. Lodestar v1.5.1 swaps the two fields in slot-major order:
+/// `index` holds the slot's position within the epoch and `slot` the committee's position within
+/// its slot (so with one committee per slot it looks like `slot` 0 and epoch-wide indices; with
+/// 64 validators on the minimal preset, two per slot, it is `index` 0,0,1,1,… and `slot`
+/// 0,1,0,1,…, measured against the BN's attester duties). For that shape slot and index are
+/// rebuilt from the position. Anything else is an error.
 pub fn normalize_committees(
     mut committees: Vec<Committee>,
     epoch: Epoch,
@@ -503,13 +506,13 @@ pub fn normalize_committees(
     if spec_shaped {
         return Ok(committees);
     }
-    let epoch_wide = committees
-        .iter()
-        .enumerate()
-        .all(|(i, c)| c.index == i as u64);
-    if !epoch_wide {
+    let lodestar_shaped = committees.iter().enumerate().all(|(i, c)| {
+        let i = i as u64;
+        c.index == i / per_slot && c.slot == i % per_slot
+    });
+    if !lodestar_shaped {
         return Err(format!(
-            "committees of epoch {epoch} are neither per-slot nor numbered across the epoch"
+            "committees of epoch {epoch} have neither the spec nor the Lodestar v1.5.1 shape"
         ));
     }
     for (i, c) in committees.iter_mut().enumerate() {
@@ -1209,8 +1212,8 @@ mod tests {
         assert_eq!(fixed[0], committee(0, 8, &[8, 0]));
         assert_eq!(fixed[7], committee(0, 15, &[7, 14]));
 
-        // Two committees per slot, epoch-wide numbering.
-        let raw: Vec<Committee> = (0..16).map(|i| committee(i, 0, &[i])).collect();
+        // Two committees per slot (64 validators): `index` = slot in epoch, `slot` = position.
+        let raw: Vec<Committee> = (0..16).map(|i| committee(i / 2, i % 2, &[i])).collect();
         let fixed = normalize_committees(raw, 2, 8).unwrap();
         assert_eq!(fixed[3], committee(1, 17, &[3]));
         assert_eq!(fixed[15], committee(1, 23, &[15]));

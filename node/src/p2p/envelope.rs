@@ -54,6 +54,15 @@ impl Protocol {
         }
     }
 
+    /// Whether envelopes on this protocol carry the sender's signature. QBFT payloads sign each
+    /// message body themselves (see the module docs), so their envelopes are not signed again.
+    pub const fn signs_envelope(self) -> bool {
+        match self {
+            Protocol::Qbft => false,
+            Protocol::Parsig => true,
+        }
+    }
+
     /// Short name used as metric label and in logs (`qbft`, `parsig`).
     pub const fn label(self) -> &'static str {
         match self {
@@ -128,9 +137,14 @@ impl EnvelopeError {
 }
 
 impl Envelope {
-    /// Builds and signs an envelope for `payload` sent by node `sender` on `protocol`.
+    /// Builds an envelope for `payload` sent by node `sender` on `protocol`, signed when the
+    /// protocol [signs envelopes](Protocol::signs_envelope).
     pub fn signed(key: &Keypair, protocol: Protocol, sender: u64, payload: Vec<u8>) -> Envelope {
-        let signature = sign_digest(key, &envelope_digest(protocol.id(), &payload));
+        let signature = if protocol.signs_envelope() {
+            sign_digest(key, &envelope_digest(protocol.id(), &payload))
+        } else {
+            Vec::new()
+        };
         Envelope {
             version: ENVELOPE_VERSION,
             protocol: protocol.id(),
@@ -171,7 +185,16 @@ impl Envelope {
                 actual: peer_index,
             });
         }
-        if !peer_key.verify(&envelope_digest(env.protocol, &env.payload), &env.signature) {
+        let signature_ok = if protocol.signs_envelope() {
+            verify_digest(
+                peer_key,
+                &envelope_digest(env.protocol, &env.payload),
+                &env.signature,
+            )
+        } else {
+            env.signature.is_empty()
+        };
+        if !signature_ok {
             return Err(EnvelopeError::BadSignature);
         }
         Ok(env)
@@ -193,10 +216,40 @@ fn domain_digest(domain: &[u8], msg: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Signs like `Keypair::sign` (DER ECDSA over `sha256(digest)` for secp256k1) but with
+/// libsecp256k1, which is several times faster than libp2p's pure-Rust implementation; the
+/// signatures are byte-for-byte the same (RFC 6979 nonces, low-S).
 fn sign_digest(key: &Keypair, digest: &[u8; 32]) -> Vec<u8> {
+    if let Ok(kp) = key.clone().try_into_secp256k1() {
+        if let Ok(sk) = secp256k1::SecretKey::from_slice(&kp.secret().to_bytes()) {
+            let msg = secp256k1::Message::from_digest(Sha256::digest(digest).into());
+            return secp256k1::SECP256K1
+                .sign_ecdsa(&msg, &sk)
+                .serialize_der()
+                .to_vec();
+        }
+    }
     // Signing only fails for RSA keys, which this build does not support; an empty signature
     // would simply fail verification.
     key.sign(digest).unwrap_or_default()
+}
+
+/// Verifies like `PublicKey::verify` (DER ECDSA over `sha256(digest)`, low-S only), with
+/// libsecp256k1 for secp256k1 keys.
+fn verify_digest(key: &PublicKey, digest: &[u8; 32], sig: &[u8]) -> bool {
+    match key.clone().try_into_secp256k1() {
+        Ok(pk) => {
+            let (Ok(pk), Ok(sig)) = (
+                secp256k1::PublicKey::from_slice(&pk.to_bytes()),
+                secp256k1::ecdsa::Signature::from_der(sig),
+            ) else {
+                return false;
+            };
+            let msg = secp256k1::Message::from_digest(Sha256::digest(digest).into());
+            secp256k1::SECP256K1.verify_ecdsa(&msg, &sig, &pk).is_ok()
+        }
+        Err(_) => key.verify(digest, sig),
+    }
 }
 
 /// Signs `sha256(domain || msg)` with the node's p2p key (for secp256k1: DER-encoded ECDSA,
@@ -217,7 +270,7 @@ pub fn verify_bytes(peer: &PeerId, domain: &[u8], msg: &[u8], sig: &[u8]) -> boo
 /// Verifies a [`sign_bytes`] signature against `key` (e.g. a key taken once from a peer id
 /// with [`public_key`], which saves decoding it on every call).
 pub fn verify_bytes_with_key(key: &PublicKey, domain: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    key.verify(&domain_digest(domain, msg), sig)
+    verify_digest(key, &domain_digest(domain, msg), sig)
 }
 
 /// The public key inlined in a peer id (identity multihash), if it is inlined.
@@ -239,33 +292,33 @@ mod tests {
     fn envelope_roundtrip_and_checks() {
         let key = Keypair::generate_secp256k1();
         let pk = key.public();
-        let env = Envelope::signed(&key, Protocol::Qbft, 2, b"hello".to_vec());
+        let env = Envelope::signed(&key, Protocol::Parsig, 2, b"hello".to_vec());
         let bytes = env.encode();
         // Fixed part: version, protocol, sender (8), two 4-byte offsets.
         assert_eq!(bytes[0], ENVELOPE_VERSION);
-        assert_eq!(bytes[1], Protocol::Qbft.id());
+        assert_eq!(bytes[1], Protocol::Parsig.id());
         assert_eq!(&bytes[2..10], &2u64.to_le_bytes());
         assert_eq!(&bytes[10..14], &18u32.to_le_bytes());
         assert_eq!(&bytes[18..23], b"hello");
 
-        let got = Envelope::decode_verified(&bytes, Protocol::Qbft, 2, &pk).unwrap();
+        let got = Envelope::decode_verified(&bytes, Protocol::Parsig, 2, &pk).unwrap();
         assert_eq!(got, env);
 
         assert_eq!(
-            Envelope::decode_verified(&bytes, Protocol::Parsig, 2, &pk)
+            Envelope::decode_verified(&bytes, Protocol::Qbft, 2, &pk)
                 .unwrap_err()
                 .reason(),
             "protocol_mismatch"
         );
         assert_eq!(
-            Envelope::decode_verified(&bytes, Protocol::Qbft, 1, &pk)
+            Envelope::decode_verified(&bytes, Protocol::Parsig, 1, &pk)
                 .unwrap_err()
                 .reason(),
             "sender_mismatch"
         );
         let other = Keypair::generate_secp256k1().public();
         assert_eq!(
-            Envelope::decode_verified(&bytes, Protocol::Qbft, 2, &other)
+            Envelope::decode_verified(&bytes, Protocol::Parsig, 2, &other)
                 .unwrap_err()
                 .reason(),
             "bad_signature"
@@ -273,7 +326,7 @@ mod tests {
         let mut tampered = env.clone();
         tampered.payload = b"hellO".to_vec();
         assert_eq!(
-            Envelope::decode_verified(&tampered.encode(), Protocol::Qbft, 2, &pk)
+            Envelope::decode_verified(&tampered.encode(), Protocol::Parsig, 2, &pk)
                 .unwrap_err()
                 .reason(),
             "bad_signature"
@@ -281,22 +334,55 @@ mod tests {
         let mut v2 = env;
         v2.version = 2;
         assert_eq!(
-            Envelope::decode_verified(&v2.encode(), Protocol::Qbft, 2, &pk)
+            Envelope::decode_verified(&v2.encode(), Protocol::Parsig, 2, &pk)
                 .unwrap_err()
                 .reason(),
             "bad_version"
         );
         // A cut signature is still well-formed SSZ: it fails as a signature.
         assert_eq!(
-            Envelope::decode_verified(&bytes[..bytes.len() - 3], Protocol::Qbft, 2, &pk)
+            Envelope::decode_verified(&bytes[..bytes.len() - 3], Protocol::Parsig, 2, &pk)
                 .unwrap_err()
                 .reason(),
             "bad_signature"
         );
         for garbage in [&b""[..], &[0xff; 7], &bytes[..15], &[0xff; 37]] {
-            let err = Envelope::decode_verified(garbage, Protocol::Qbft, 2, &pk).unwrap_err();
+            let err = Envelope::decode_verified(garbage, Protocol::Parsig, 2, &pk).unwrap_err();
             assert_eq!(err.reason(), "malformed", "{garbage:?}");
         }
+
+        // QBFT envelopes are unsigned (their bodies are signed) and must stay so.
+        let q = Envelope::signed(&key, Protocol::Qbft, 2, b"vote".to_vec());
+        assert!(q.signature.is_empty());
+        assert_eq!(
+            Envelope::decode_verified(&q.encode(), Protocol::Qbft, 2, &other).unwrap(),
+            q
+        );
+        let mut q_signed = q;
+        q_signed.signature = vec![1, 2, 3];
+        assert_eq!(
+            Envelope::decode_verified(&q_signed.encode(), Protocol::Qbft, 2, &pk)
+                .unwrap_err()
+                .reason(),
+            "bad_signature"
+        );
+    }
+
+    #[test]
+    fn libsecp256k1_signatures_match_libp2p() {
+        let key = Keypair::generate_secp256k1();
+        let digest = [7u8; 32];
+        let fast = sign_digest(&key, &digest);
+        assert_eq!(fast, key.sign(&digest).unwrap(), "same RFC 6979 signature");
+        assert!(key.public().verify(&digest, &fast));
+        assert!(verify_digest(&key.public(), &digest, &fast));
+        assert!(!verify_digest(&key.public(), &[8u8; 32], &fast));
+        let ed = Keypair::generate_ed25519();
+        assert!(verify_digest(
+            &ed.public(),
+            &digest,
+            &sign_digest(&ed, &digest)
+        ));
     }
 
     #[test]

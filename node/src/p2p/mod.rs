@@ -30,7 +30,12 @@
 //! bytes. `version` is 1; `protocol` is 1 for qbft and 2 for parsig; `sender` is the sender's
 //! node index. `signature` is the sender's p2p key signature ([`libp2p::identity::Keypair::sign`],
 //! DER-encoded ECDSA for secp256k1) over the 32-byte digest
-//! `sha256("dvlab-p2p-v1" || protocol || payload)`.
+//! `sha256("dvlab-p2p-v1" || protocol || payload)`, on the parsig protocol. On the qbft
+//! protocol the envelope signature is empty: every QBFT message body is already signed by the
+//! sender's p2p key (it must be, so that justifications can be relayed and checked by third
+//! parties), so a second signature would double the ECDSA work on the consensus critical path
+//! without adding authenticity; the connection's noise session still authenticates the peer and
+//! the sender index is checked against it. A qbft envelope that carries a signature is refused.
 //!
 //! The receiver checks, in order: SSZ well-formedness (`malformed`), version (`bad_version`),
 //! protocol byte against the stream's protocol (`protocol_mismatch`), sender index against the
