@@ -533,10 +533,9 @@ pub(super) async fn produce_block(
         let q = query_params(&uri);
         let randao = required(&q, "randao_reveal")?;
         check_hex(randao, 96, "query parameter `randao_reveal`")?;
+        // Lodestar 1.5.1 sends its graffiti as text ("Lodestar-v1.5.1/…"), not as 32-byte hex;
+        // it is passed on as given.
         let graffiti = q.get("graffiti").cloned();
-        if let Some(g) = &graffiti {
-            check_hex(g, 32, "query parameter `graffiti`")?;
-        }
         call(
             &s,
             "produce_block",
@@ -548,7 +547,11 @@ pub(super) async fn produce_block(
     }
     .await;
     respond(result, |block| {
-        let mut resp = Json(json!({"version": block.version, "data": block.data})).into_response();
+        // Lodestar 1.5.1's VC requires `block_value` (it compares engine and builder blocks);
+        // the decided block's value is not known here, and there is no builder to compare with.
+        let mut resp =
+            Json(json!({"version": block.version, "data": block.data, "block_value": "0"}))
+                .into_response();
         if let Ok(v) = HeaderValue::from_str(&block.version) {
             resp.headers_mut().insert("eth-consensus-version", v);
         }
