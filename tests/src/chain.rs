@@ -192,38 +192,39 @@ impl Recorder {
     }
 
     /// Cross-checks committees against the attester duties the node serves for `epoch`
-    /// (current or next epoch only) for `indices`.
+    /// (current or next epoch only) for `indices`. `Err` when the duties could not be read;
+    /// otherwise the list of mismatches (empty when everything agrees).
     pub async fn check_committees_against_duties(
         &self,
         epoch: Epoch,
         committees: &[Committee],
         indices: &[ValidatorIndex],
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let duties = self.bn.attester_duties(epoch, indices).await?;
+        let mut mismatches = Vec::new();
         for d in duties.data {
-            let c = committees
+            let Some(c) = committees
                 .iter()
                 .find(|c| c.slot == d.slot && c.index == d.committee_index)
-                .ok_or_else(|| {
-                    anyhow!(
-                        "duty of validator {} at slot {} committee {} has no recorded committee",
-                        d.validator_index,
-                        d.slot,
-                        d.committee_index
-                    )
-                })?;
+            else {
+                mismatches.push(format!(
+                    "validator {} has a duty at slot {} committee {} that has no recorded committee",
+                    d.validator_index, d.slot, d.committee_index
+                ));
+                continue;
+            };
             let pos = d.validator_committee_index as usize;
             if c.validators.get(pos) != Some(&d.validator_index) {
-                bail!(
+                mismatches.push(format!(
                     "validator {} duty says slot {} committee {} position {pos}, committee has {:?}",
                     d.validator_index,
                     d.slot,
                     d.committee_index,
                     c.validators.get(pos)
-                );
+                ));
             }
         }
-        Ok(())
+        Ok(mismatches)
     }
 
     /// Proposers of `epoch` (served for the current epoch).
@@ -244,6 +245,28 @@ impl Recorder {
             ))
             .await?;
         Ok(d.data.validators)
+    }
+
+    /// Head slot and finalized epoch of the head state.
+    pub async fn progress(&self) -> Result<(Slot, Epoch)> {
+        #[derive(Deserialize)]
+        struct Cp {
+            #[serde(deserialize_with = "quoted")]
+            epoch: u64,
+        }
+        #[derive(Deserialize)]
+        struct Finality {
+            finalized: Cp,
+        }
+        fn quoted<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        }
+        let head = self.bn.header(BlockId::Head).await?.header.message.slot;
+        let f: Data<Finality> = self
+            .get_json("/eth/v1/beacon/states/head/finality_checkpoints")
+            .await?;
+        Ok((head, f.data.finalized.epoch))
     }
 
     /// Public keys of the whole registry, by index.

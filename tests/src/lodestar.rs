@@ -37,8 +37,17 @@ impl ChainParams {
 
     /// A `lodestar` command with the preset in its environment and the params appended later
     /// by the callers.
+    ///
+    /// Lodestar's yargs reads every `LODESTAR_*` environment variable as an option
+    /// (`LODESTAR_BIN` becomes `--bin`, an "Unknown argument"), so all of them except the
+    /// preset are removed from the child's environment.
     fn command(&self, bin: &Path, sub: &str) -> Command {
         let mut cmd = Command::new(bin);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("LODESTAR_") {
+                cmd.env_remove(&key);
+            }
+        }
         cmd.env("LODESTAR_PRESET", &self.preset).arg(sub);
         cmd
     }
