@@ -6,10 +6,16 @@ CARGO ?= cargo
 SHARED_DIR ?= $(abspath $(CURDIR)/../shared)
 export SHARED_DIR
 export EIP3076_VECTORS_DIR ?= $(SHARED_DIR)/vectors/slashing-protection-interchange/tests/generated
+# Lodestar v1.5.1 (BN + VC) from the shared npm recipe, cached outside the clone and keyed by the
+# recipe's lock file so a changed pin reinstalls.
+LODESTAR_RECIPE := $(SHARED_DIR)/clients/lodestar-1.5.1
+LODESTAR_KEY := $(shell cat $(LODESTAR_RECIPE)/pnpm-lock.yaml $(LODESTAR_RECIPE)/package.json 2>/dev/null | sha256sum | cut -c1-12)
+LODESTAR_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/dvlab/lodestar-1.5.1-$(LODESTAR_KEY)
+export LODESTAR_BIN ?= $(LODESTAR_DIR)/bin/lodestar
 # Seeds for the QBFT simulation: `make test` runs 1,000, `make soak` many more.
 SOAK_SEEDS ?= 20000
 
-.PHONY: all build test lint fmt unit soak bench devnet check-shared clean-devnet
+.PHONY: all build test lint fmt unit soak bench devnet check-shared lodestar
 
 all: build
 
@@ -19,8 +25,13 @@ build:
 check-shared:
 	@test -d "$(EIP3076_VECTORS_DIR)" || { echo "error: EIP-3076 vectors not found at $(EIP3076_VECTORS_DIR) (set SHARED_DIR or EIP3076_VECTORS_DIR)" >&2; exit 1; }
 
+## lodestar: install Lodestar v1.5.1 into the cache (npm registry only) unless it already runs.
+lodestar: check-shared
+	@if "$(LODESTAR_BIN)" --version >/dev/null 2>&1; then echo "lodestar: cached at $(LODESTAR_DIR)"; \
+	else rm -rf "$(LODESTAR_DIR)" && bash "$(LODESTAR_RECIPE)/install.sh" "$(LODESTAR_DIR)"; fi
+
 ## test: formatting, lints, unit + property + simulation + loopback + EIP-3076 tests.
-test: check-shared lint unit
+test: check-shared lodestar lint unit
 
 lint:
 	$(CARGO) fmt --all --check

@@ -266,9 +266,9 @@ impl SpecConfig {
             Some(serde_json::Value::String(s)) => s
                 .parse()
                 .map_err(|e| format!("expected a decimal u64, got {s:?}: {e}")),
-            Some(serde_json::Value::Number(n)) => n
-                .as_u64()
-                .ok_or_else(|| format!("expected a u64, got {n}")),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().ok_or_else(|| format!("expected a u64, got {n}"))
+            }
             Some(other) => Err(format!("expected a decimal u64, got {other}")),
             None => Err("missing".to_string()),
         }
@@ -520,6 +520,40 @@ pub fn normalize_committees(
     Ok(committees)
 }
 
+/// Brings proposer duties for `epoch` into spec shape.
+///
+/// Duties whose slots all lie in `epoch` are returned as they are. Lodestar v1.5.1 answers a
+/// request for the *next* epoch with the right proposers but the slots of the current epoch
+/// (`startSlot` of the head state's epoch); a full epoch of consecutive slots starting at an
+/// epoch boundary is moved into `epoch`. Anything else is an error.
+pub fn normalize_proposer_duties(
+    mut duties: Vec<ProposerDuty>,
+    epoch: Epoch,
+    slots_per_epoch: u64,
+) -> Result<Vec<ProposerDuty>, String> {
+    let start = epoch.saturating_mul(slots_per_epoch);
+    let end = start.saturating_add(slots_per_epoch);
+    if duties.iter().all(|d| (start..end).contains(&d.slot)) {
+        return Ok(duties);
+    }
+    let first = duties.first().map_or(0, |d| d.slot);
+    let shifted_epoch = duties.len() as u64 == slots_per_epoch
+        && first % slots_per_epoch == 0
+        && duties
+            .iter()
+            .enumerate()
+            .all(|(i, d)| d.slot == first + i as u64);
+    if !shifted_epoch {
+        return Err(format!(
+            "proposer duties of epoch {epoch} have slots outside {start}..{end}"
+        ));
+    }
+    for (i, d) in duties.iter_mut().enumerate() {
+        d.slot = start + i as u64;
+    }
+    Ok(duties)
+}
+
 /// `head` event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeadEvent {
@@ -743,13 +777,13 @@ impl BeaconClient {
     }
 
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url> {
-        let mut url = self
-            .base
-            .join(path.trim_start_matches('/'))
-            .map_err(|e| BeaconError::InvalidUrl {
-                url: format!("{}{path}", self.base),
-                reason: e.to_string(),
-            })?;
+        let mut url =
+            self.base
+                .join(path.trim_start_matches('/'))
+                .map_err(|e| BeaconError::InvalidUrl {
+                    url: format!("{}{path}", self.base),
+                    reason: e.to_string(),
+                })?;
         if !query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in query {
@@ -919,10 +953,20 @@ impl BeaconClient {
             .await
     }
 
-    /// `GET /eth/v1/validator/duties/proposer/{epoch}` (all proposers of the epoch).
-    pub async fn proposer_duties(&self, epoch: Epoch) -> Result<Duties<ProposerDuty>> {
-        self.get(&format!("/eth/v1/validator/duties/proposer/{epoch}"), &[])
-            .await
+    /// `GET /eth/v1/validator/duties/proposer/{epoch}` (all proposers of the epoch), with slots
+    /// inside `epoch` whatever the node answers (see [`normalize_proposer_duties`]).
+    pub async fn proposer_duties<P: Preset>(&self, epoch: Epoch) -> Result<Duties<ProposerDuty>> {
+        let url = self.url(&format!("/eth/v1/validator/duties/proposer/{epoch}"), &[])?;
+        let (endpoint, body) = self.call(Method::GET, url, None).await?;
+        let mut duties: Duties<ProposerDuty> = Self::decode(Method::GET, &endpoint, &body)?;
+        duties.data = normalize_proposer_duties(duties.data, epoch, P::SLOTS_PER_EPOCH).map_err(
+            |message| BeaconError::Unexpected {
+                method: Method::GET,
+                endpoint,
+                message,
+            },
+        )?;
+        Ok(duties)
     }
 
     /// `POST /eth/v1/validator/duties/sync/{epoch}` for `indices`.
@@ -975,7 +1019,9 @@ impl BeaconClient {
         graffiti: Option<&Graffiti>,
     ) -> Result<BeaconBlockAltair<P>> {
         let endpoint = format!("/eth/v2/validator/blocks/{slot}");
-        let raw = self.produce_block_raw(slot, randao_reveal, graffiti).await?;
+        let raw = self
+            .produce_block_raw(slot, randao_reveal, graffiti)
+            .await?;
         Self::altair_data(raw, &endpoint)
     }
 
@@ -1181,15 +1227,34 @@ mod tests {
         assert!(normalize_committees(vec![], 1, 8).unwrap().is_empty());
     }
 
+    #[test]
+    fn lodestar_next_epoch_proposer_duties_get_their_slots_back() {
+        let duty = |slot, validator_index| ProposerDuty {
+            pubkey: BlsPubkey::ZERO,
+            validator_index,
+            slot,
+        };
+        // Lodestar v1.5.1 during epoch 0, asked for epoch 1.
+        let raw: Vec<ProposerDuty> = (0..8).map(|i| duty(i, 10 + i)).collect();
+        let fixed = normalize_proposer_duties(raw, 1, 8).unwrap();
+        assert_eq!(fixed[0], duty(8, 10));
+        assert_eq!(fixed[7], duty(15, 17));
+        let current: Vec<ProposerDuty> = (16..24).map(|i| duty(i, i)).collect();
+        assert_eq!(
+            normalize_proposer_duties(current.clone(), 2, 8).unwrap(),
+            current
+        );
+        assert!(normalize_proposer_duties(current[1..].to_vec(), 1, 8).is_err());
+        let gappy: Vec<ProposerDuty> = (0..8).map(|i| duty(2 * i, i)).collect();
+        assert!(normalize_proposer_duties(gappy, 3, 8).is_err());
+    }
+
     #[tokio::test]
     async fn lodestar_sse_sample_decodes() {
         let raw = include_str!("testdata/sse.txt");
         // Split the body at awkward places, as TCP may.
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = raw
-            .as_bytes()
-            .chunks(97)
-            .map(|c| Ok(c.to_vec()))
-            .collect();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            raw.as_bytes().chunks(97).map(|c| Ok(c.to_vec())).collect();
         let events: Vec<BeaconEvent<Minimal>> = futures::stream::iter(chunks)
             .eventsource()
             .map(|e| {
@@ -1199,11 +1264,17 @@ mod tests {
             .collect()
             .await;
         assert_eq!(events.len(), 6);
-        let BeaconEvent::Block(block) = &events[0] else { panic!("{:?}", events[0]) };
+        let BeaconEvent::Block(block) = &events[0] else {
+            panic!("{:?}", events[0])
+        };
         assert_eq!(block.slot, 29);
-        let BeaconEvent::Attestation(att) = &events[1] else { panic!("{:?}", events[1]) };
+        let BeaconEvent::Attestation(att) = &events[1] else {
+            panic!("{:?}", events[1])
+        };
         assert_eq!(att.data.slot, 28);
-        let BeaconEvent::Head(head) = &events[2] else { panic!("{:?}", events[2]) };
+        let BeaconEvent::Head(head) = &events[2] else {
+            panic!("{:?}", events[2])
+        };
         assert_eq!(head.block, block.block);
         assert!(!head.epoch_transition);
     }
@@ -1211,11 +1282,17 @@ mod tests {
     #[test]
     fn bad_events_are_errors_naming_event_and_field() {
         let err = BeaconEvent::<Minimal>::decode("head", r#"{"slot":"x"}"#).unwrap_err();
-        assert!(err.contains("`head` event") && err.contains("slot"), "{err}");
+        assert!(
+            err.contains("`head` event") && err.contains("slot"),
+            "{err}"
+        );
         let other = BeaconEvent::<Minimal>::decode("contribution_and_proof", r#"{"a":1}"#).unwrap();
         assert_eq!(
             other,
-            BeaconEvent::Other { event: "contribution_and_proof".into(), data: json!({"a": 1}) }
+            BeaconEvent::Other {
+                event: "contribution_and_proof".into(),
+                data: json!({"a": 1})
+            }
         );
     }
 
@@ -1260,11 +1337,17 @@ mod tests {
         assert_eq!(url.query_pairs().filter(|(k, _)| k == "id").count(), 2);
         assert_eq!(
             endpoint_of(&url),
-            format!("/proxy/eth/v1/beacon/states/head/validators?id=1&id={}", BlsPubkey::ZERO)
+            format!(
+                "/proxy/eth/v1/beacon/states/head/validators?id=1&id={}",
+                BlsPubkey::ZERO
+            )
         );
         assert!(BeaconClient::new("not a url").is_err());
         assert!(BeaconClient::new("ftp://127.0.0.1/").is_err());
-        assert_eq!(BlockId::Root(Root::ZERO).to_string(), Root::ZERO.to_string());
+        assert_eq!(
+            BlockId::Root(Root::ZERO).to_string(),
+            Root::ZERO.to_string()
+        );
         assert_eq!(StateId::Slot(7).to_string(), "7");
     }
 
@@ -1279,7 +1362,8 @@ mod tests {
         let err = c.attestation_data(5, 1).await.unwrap_err();
         assert!(matches!(err, BeaconError::Transport { .. }), "{err}");
         assert!(
-            err.to_string().contains("GET /eth/v1/validator/attestation_data?slot=5&committee_index=1"),
+            err.to_string()
+                .contains("GET /eth/v1/validator/attestation_data?slot=5&committee_index=1"),
             "{err}"
         );
     }

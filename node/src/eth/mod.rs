@@ -13,6 +13,15 @@
 //! - `GET /eth/v1/beacon/states/{id}/committees` answers `"slot": "0"` on every committee and
 //!   numbers `index` across the whole epoch (slot-major). Filtering that endpoint by `slot`
 //!   returns nothing. [`beacon::BeaconClient::committees`] rebuilds slot and index from the order.
+//! - `GET /eth/v1/validator/duties/proposer/{next epoch}` gives the next epoch's proposers with
+//!   the slots of the current epoch; [`beacon::BeaconClient::proposer_duties`] moves them into
+//!   the requested epoch.
+//! - `GET /eth/v2/validator/blocks/{slot}?graffiti=0x…` takes the graffiti as UTF-8 text, not
+//!   as the API's hex `Bytes32`: the block carries the first 32 characters of the `0x…` string.
+//!   The client sends the spec (hex) form; whoever needs readable graffiti from Lodestar 1.5.1
+//!   must know this.
+//! - Lodestar's CLI reads every `LODESTAR_*` environment variable as a flag: a variable such as
+//!   `LODESTAR_BIN` makes it exit with "Unknown argument: bin", so it must not reach the child.
 //! - `GET /eth/v1/events?topics=a,b` (comma-separated, as the API allows) makes Lodestar throw an
 //!   uncaught "Unknown topic a,b" and the stream stays silent; the client sends one `topics=`
 //!   per topic, which it accepts.

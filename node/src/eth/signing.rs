@@ -590,7 +590,11 @@ mod tests {
             ("0x02000000", "4a26c58b"),
             ("0x03000000", "bba4da96"),
         ] {
-            assert_eq!(hex::encode(compute_fork_digest(version(v), gvr)), digest, "{v}");
+            assert_eq!(
+                hex::encode(compute_fork_digest(version(v), gvr)),
+                digest,
+                "{v}"
+            );
         }
     }
 
@@ -629,9 +633,20 @@ mod tests {
         );
     }
 
-    fn verify(pk_index: u64, signing_root: Root, sig: &crate::eth::types::BlsSignature) -> BLST_ERROR {
+    fn verify(
+        pk_index: u64,
+        signing_root: Root,
+        sig: &crate::eth::types::BlsSignature,
+    ) -> BLST_ERROR {
         let sig = Signature::from_bytes(&sig.0).unwrap();
-        sig.verify(true, &signing_root.0, BLS_DST, &[], &interop_public_key(pk_index), true)
+        sig.verify(
+            true,
+            &signing_root.0,
+            BLS_DST,
+            &[],
+            &interop_public_key(pk_index),
+            true,
+        )
     }
 
     fn lodestar_schedule() -> ForkSchedule {
@@ -658,26 +673,43 @@ mod tests {
         let gvr = root(DEV16_GVR);
         let proposer = block.message.proposer_index;
         let signing_root = block_signing_root(&block.message, &fork, gvr);
-        assert_eq!(verify(proposer, signing_root, &block.signature), BLST_ERROR::BLST_SUCCESS);
+        assert_eq!(
+            verify(proposer, signing_root, &block.signature),
+            BLST_ERROR::BLST_SUCCESS
+        );
         assert_eq!(
             block_header_signing_root::<Minimal>(&block.message.header(), &fork, gvr),
             signing_root
         );
         let epoch = block.message.slot / 8;
         assert_eq!(
-            verify(proposer, randao_signing_root(epoch, &fork, gvr), &block.message.body.randao_reveal),
+            verify(
+                proposer,
+                randao_signing_root(epoch, &fork, gvr),
+                &block.message.body.randao_reveal
+            ),
             BLST_ERROR::BLST_SUCCESS
         );
         // Another validator's key or another domain does not verify.
-        assert_ne!(verify(proposer + 1, signing_root, &block.signature), BLST_ERROR::BLST_SUCCESS);
         assert_ne!(
-            verify(proposer, randao_signing_root(epoch + 1, &fork, gvr), &block.message.body.randao_reveal),
+            verify(proposer + 1, signing_root, &block.signature),
+            BLST_ERROR::BLST_SUCCESS
+        );
+        assert_ne!(
+            verify(
+                proposer,
+                randao_signing_root(epoch + 1, &fork, gvr),
+                &block.message.body.randao_reveal
+            ),
             BLST_ERROR::BLST_SUCCESS
         );
         // The schedule built from Lodestar's config/spec gives the same roots.
         let schedule = lodestar_schedule();
         assert_eq!(schedule.block_signing_root(&block.message), signing_root);
-        assert_eq!(schedule.randao_signing_root(epoch), randao_signing_root(epoch, &fork, gvr));
+        assert_eq!(
+            schedule.randao_signing_root(epoch),
+            randao_signing_root(epoch, &fork, gvr)
+        );
     }
 
     #[test]
@@ -685,7 +717,11 @@ mod tests {
         let s = lodestar_schedule();
         assert_eq!(s.seconds_per_slot(), 2);
         assert_eq!(s.slots_per_epoch(), 8);
-        assert_eq!(s.forks().len(), 1, "bellatrix and later are at FAR_FUTURE_EPOCH");
+        assert_eq!(
+            s.forks().len(),
+            1,
+            "bellatrix and later are at FAR_FUTURE_EPOCH"
+        );
         let altair = Fork {
             previous_version: version("0x01000001"),
             current_version: version("0x01000001"),
@@ -728,11 +764,20 @@ mod tests {
         assert_eq!(s.fork_name_at_epoch(4), ForkName::Bellatrix);
         assert_eq!(
             s.sync_committee_signing_root(Root::ZERO, 17),
-            sync_committee_signing_root::<Minimal>(Root::ZERO, 17, &s.fork_at_epoch(2), root(DEV16_GVR))
+            sync_committee_signing_root::<Minimal>(
+                Root::ZERO,
+                17,
+                &s.fork_at_epoch(2),
+                root(DEV16_GVR)
+            )
         );
         assert_eq!(
             s.domain(DomainType::BEACON_PROPOSER, 1),
-            compute_domain(DomainType::BEACON_PROPOSER, version("0x00000001"), root(DEV16_GVR))
+            compute_domain(
+                DomainType::BEACON_PROPOSER,
+                version("0x00000001"),
+                root(DEV16_GVR)
+            )
         );
     }
 
@@ -747,24 +792,56 @@ mod tests {
             genesis_fork_version: Version::ZERO,
         };
         let err = ForkSchedule::from_spec(&spec, &genesis).unwrap_err();
-        assert!(matches!(&err, ForkScheduleError::Config { key, .. } if key == "ALTAIR_FORK_VERSION"), "{err}");
+        assert!(
+            matches!(&err, ForkScheduleError::Config { key, .. } if key == "ALTAIR_FORK_VERSION"),
+            "{err}"
+        );
 
         let mut empty = SpecConfig::default();
         let err = ForkSchedule::from_spec(&empty, &genesis).unwrap_err();
         assert!(err.to_string().contains("GENESIS_FORK_VERSION"), "{err}");
-        empty.0.insert("GENESIS_FORK_VERSION".into(), "0x00000001".into());
+        empty
+            .0
+            .insert("GENESIS_FORK_VERSION".into(), "0x00000001".into());
         empty.0.insert("SLOTS_PER_EPOCH".into(), "8".into());
         empty.0.insert("SECONDS_PER_SLOT".into(), "zero".into());
         let err = ForkSchedule::from_spec(&empty, &genesis).unwrap_err();
         assert!(err.to_string().contains("SECONDS_PER_SLOT"), "{err}");
 
         let forks = vec![
-            ScheduledFork { name: ForkName::Phase0, version: Version::ZERO, epoch: 0 },
-            ScheduledFork { name: ForkName::Bellatrix, version: Version::ZERO, epoch: 9 },
-            ScheduledFork { name: ForkName::Altair, version: Version::ZERO, epoch: 10 },
+            ScheduledFork {
+                name: ForkName::Phase0,
+                version: Version::ZERO,
+                epoch: 0,
+            },
+            ScheduledFork {
+                name: ForkName::Bellatrix,
+                version: Version::ZERO,
+                epoch: 9,
+            },
+            ScheduledFork {
+                name: ForkName::Altair,
+                version: Version::ZERO,
+                epoch: 10,
+            },
         ];
         assert!(ForkSchedule::new(0, Root::ZERO, 2, 8, forks).is_err());
         assert!(ForkSchedule::new(0, Root::ZERO, 2, 8, vec![]).is_err());
+    }
+
+    #[test]
+    fn interop_keys_are_lodestars() {
+        use crate::eth::test_interop::interop_sign;
+        // Public keys of validators 1 and 7 as Lodestar's `states/head/validators` listed them.
+        for (index, pk) in [
+            (1, "0xb89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0b"),
+            (7, "0xa8d4c7c27795a725961317ef5953a7032ed6d83739db8b0e8a72353d1b8b4439427f7efa2c89caa03cc9f28f8cbab8ac"),
+        ] {
+            assert_eq!(format!("0x{}", hex::encode(interop_public_key(index).compress())), pk);
+        }
+        let msg = randao_signing_root(3, &lodestar_schedule().fork_at_epoch(3), root(DEV16_GVR));
+        let sig = crate::eth::types::BlsSignature(interop_sign(7, &msg.0).compress());
+        assert_eq!(verify(7, msg, &sig), BLST_ERROR::BLST_SUCCESS);
     }
 
     #[test]

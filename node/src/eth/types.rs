@@ -343,7 +343,20 @@ pub fn epoch_start_slot<P: Preset>(epoch: Epoch) -> Slot {
 }
 
 /// A checkpoint (epoch boundary block root).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct Checkpoint {
     /// Epoch.
     #[serde(with = "serde_utils::quoted_u64")]
@@ -353,7 +366,20 @@ pub struct Checkpoint {
 }
 
 /// The data an attester votes on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct AttestationData {
     /// Slot of the attestation.
     #[serde(with = "serde_utils::quoted_u64")]
@@ -395,7 +421,20 @@ pub struct IndexedAttestation<P: Preset> {
 }
 
 /// The fork a beacon state is on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct Fork {
     /// Version before `epoch`.
     pub previous_version: Version,
@@ -407,7 +446,20 @@ pub struct Fork {
 }
 
 /// Input of `compute_fork_data_root`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct ForkData {
     /// Fork version.
     pub current_version: Version,
@@ -416,7 +468,20 @@ pub struct ForkData {
 }
 
 /// Input of `compute_signing_root`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct SigningData {
     /// `hash_tree_root` of the signed object.
     pub object_root: Root,
@@ -425,7 +490,20 @@ pub struct SigningData {
 }
 
 /// A block header (the block with its body replaced by the body root).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct BeaconBlockHeader {
     /// Slot.
     #[serde(with = "serde_utils::quoted_u64")]
@@ -443,7 +521,20 @@ pub struct BeaconBlockHeader {
 
 /// A signed block header. Its signature is the block's signature: a block and its header
 /// have the same `hash_tree_root`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct SignedBeaconBlockHeader {
     /// Header.
     pub message: BeaconBlockHeader,
@@ -452,7 +543,20 @@ pub struct SignedBeaconBlockHeader {
 }
 
 /// The eth1 chain vote of a block.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct Eth1Data {
     /// Deposit tree root.
     pub deposit_root: Root,
@@ -464,7 +568,20 @@ pub struct Eth1Data {
 }
 
 /// Two conflicting signed headers of one proposer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct ProposerSlashing {
     /// First header.
     pub signed_header_1: SignedBeaconBlockHeader,
@@ -483,7 +600,20 @@ pub struct AttesterSlashing<P: Preset> {
 }
 
 /// The data of a deposit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct DepositData {
     /// Validator public key.
     pub pubkey: BlsPubkey,
@@ -506,7 +636,20 @@ pub struct Deposit {
 }
 
 /// A voluntary exit request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct VoluntaryExit {
     /// Earliest epoch the exit is processed.
     #[serde(with = "serde_utils::quoted_u64")]
@@ -517,7 +660,20 @@ pub struct VoluntaryExit {
 }
 
 /// A signed voluntary exit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct SignedVoluntaryExit {
     /// The exit.
     pub message: VoluntaryExit,
@@ -536,7 +692,20 @@ pub struct SyncAggregate<P: Preset> {
 }
 
 /// One sync committee member's vote on the head block root (Altair).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, TreeHash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    TreeHash,
+)]
 pub struct SyncCommitteeMessage {
     /// Slot.
     #[serde(with = "serde_utils::quoted_u64")]
@@ -740,7 +909,9 @@ mod tests {
         assert_eq!(decoded, block);
         assert_eq!(decoded.block_root(), header20_root());
         // Truncated input is an error, not a panic.
-        assert!(SignedBeaconBlockAltair::<Minimal>::from_ssz_bytes(&bytes[..bytes.len() - 1]).is_err());
+        assert!(
+            SignedBeaconBlockAltair::<Minimal>::from_ssz_bytes(&bytes[..bytes.len() - 1]).is_err()
+        );
     }
 
     #[test]
@@ -761,12 +932,14 @@ mod tests {
     fn malformed_json_names_the_field() {
         let mut value = block20_value();
         value["message"]["body"]["attestations"][0]["data"]["slot"] = json!("nineteen");
-        let err = from_json_str::<SignedBeaconBlockAltair<Minimal>>(&value.to_string()).unwrap_err();
+        let err =
+            from_json_str::<SignedBeaconBlockAltair<Minimal>>(&value.to_string()).unwrap_err();
         assert_eq!(err.path, "message.body.attestations[0].data.slot");
 
         let mut value = block20_value();
         value["message"]["parent_root"] = json!("0x1234");
-        let err = from_json_str::<SignedBeaconBlockAltair<Minimal>>(&value.to_string()).unwrap_err();
+        let err =
+            from_json_str::<SignedBeaconBlockAltair<Minimal>>(&value.to_string()).unwrap_err();
         assert_eq!(err.path, "message.parent_root");
         assert!(err.message.contains("expected 32 bytes"), "{err}");
 
@@ -775,7 +948,8 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("sync_committee_signature");
-        let err = from_json_str::<SignedBeaconBlockAltair<Minimal>>(&value.to_string()).unwrap_err();
+        let err =
+            from_json_str::<SignedBeaconBlockAltair<Minimal>>(&value.to_string()).unwrap_err();
         assert_eq!(err.path, "message.body.sync_aggregate");
         assert!(err.message.contains("sync_committee_signature"), "{err}");
 
@@ -833,15 +1007,24 @@ mod tests {
         assert_eq!("00".parse::<Version>(), Err(HexError::MissingPrefix));
         assert_eq!(
             "0x0000".parse::<Version>(),
-            Err(HexError::WrongLength { expected: 4, actual: 2 })
+            Err(HexError::WrongLength {
+                expected: 4,
+                actual: 2
+            })
         );
-        assert!(matches!("0xzz000000".parse::<Version>(), Err(HexError::InvalidHex(_))));
+        assert!(matches!(
+            "0xzz000000".parse::<Version>(),
+            Err(HexError::InvalidHex(_))
+        ));
         assert!(from_json_str::<Root>("12").is_err());
     }
 
     #[test]
     fn quoted_integers_in_json() {
-        let cp = Checkpoint { epoch: 18446744073709551615, root: Root::ZERO };
+        let cp = Checkpoint {
+            epoch: 18446744073709551615,
+            root: Root::ZERO,
+        };
         let v = serde_json::to_value(cp).unwrap();
         assert_eq!(v["epoch"], json!("18446744073709551615"));
         assert_eq!(from_json_value::<Checkpoint>(v).unwrap(), cp);
