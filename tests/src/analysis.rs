@@ -415,8 +415,10 @@ pub fn slashing_stats<P: Preset>(rec: &ChainRecord<P>) -> SlashingStats {
     for (slot, block) in &rec.blocks {
         let body = &block.message.body;
         for ps in body.proposer_slashings.iter() {
-            s.proposer_slashings
-                .push(format!("{slot}: {}", ps.signed_header_1.message.proposer_index));
+            s.proposer_slashings.push(format!(
+                "{slot}: {}",
+                ps.signed_header_1.message.proposer_index
+            ));
         }
         for a in body.attester_slashings.iter() {
             let one: BTreeSet<u64> = a.attestation_1.attesting_indices.iter().copied().collect();
@@ -453,9 +455,8 @@ mod tests {
             beacon::Committee,
             signing::{ForkName, ScheduledFork},
             types::{
-                Attestation, AttestationData, BeaconBlockAltair, BeaconBlockBodyAltair,
-                Checkpoint, Eth1Data, Graffiti, Minimal, SignedBeaconBlockAltair, SyncAggregate,
-                Version,
+                Attestation, AttestationData, BeaconBlockAltair, BeaconBlockBodyAltair, Checkpoint,
+                Eth1Data, Graffiti, Minimal, SignedBeaconBlockAltair, SyncAggregate, Version,
             },
         },
         keys::interop::interop_secret,
@@ -590,9 +591,7 @@ mod tests {
             },
             extra: Default::default(),
         };
-        let signature = BlsSignature(
-            sign(proposer, &sch.block_signing_root(&message)).to_bytes(),
-        );
+        let signature = BlsSignature(sign(proposer, &sch.block_signing_root(&message)).to_bytes());
         SignedBeaconBlockAltair {
             message,
             signature,

@@ -228,8 +228,8 @@ impl Recorder {
     }
 
     /// Proposers of `epoch` (served for the current epoch).
-    pub async fn proposers(&self, epoch: Epoch) -> Result<Vec<(Slot, ValidatorIndex)>> {
-        let duties = self.bn.proposer_duties(epoch).await?;
+    pub async fn proposers<P: Preset>(&self, epoch: Epoch) -> Result<Vec<(Slot, ValidatorIndex)>> {
+        let duties = self.bn.proposer_duties::<P>(epoch).await?;
         Ok(duties
             .data
             .into_iter()
@@ -322,12 +322,7 @@ mod tests {
     fn lodestar_shape_with_two_committees_per_slot_is_rebuilt() {
         // Epoch 2, 2 slots per epoch for brevity, 2 committees per slot:
         // Lodestar labels (index = slot in epoch, slot = committee index).
-        let raw = vec![
-            c(0, 0, &[1]),
-            c(0, 1, &[2]),
-            c(1, 0, &[3]),
-            c(1, 1, &[4]),
-        ];
+        let raw = vec![c(0, 0, &[1]), c(0, 1, &[2]), c(1, 0, &[3]), c(1, 1, &[4])];
         let out = normalize_lodestar_committees(raw, 2, 2).unwrap();
         assert_eq!(
             out,

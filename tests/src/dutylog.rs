@@ -122,9 +122,7 @@ pub fn latency(logs: &[DutyLog], from: &[&str], to: &str) -> Latency {
         let Some(&end) = r.stages.get(to) else {
             continue;
         };
-        let Some((name, &start)) = from
-            .iter()
-            .find_map(|f| r.stages.get(*f).map(|t| (*f, t)))
+        let Some((name, &start)) = from.iter().find_map(|f| r.stages.get(*f).map(|t| (*f, t)))
         else {
             continue;
         };
@@ -133,7 +131,10 @@ pub fn latency(logs: &[DutyLog], from: &[&str], to: &str) -> Latency {
     }
     samples.sort_unstable();
     Latency {
-        span: format!("{}→{to}", used.unwrap_or(from.first().copied().unwrap_or("?"))),
+        span: format!(
+            "{}→{to}",
+            used.unwrap_or(from.first().copied().unwrap_or("?"))
+        ),
         samples: samples.len(),
         p50_ms: percentile(&samples, 50.0),
         p99_ms: percentile(&samples, 99.0),

@@ -159,8 +159,11 @@ impl ValidatorClient {
             .arg(&self.beacon_url);
         match &self.keys {
             VcKeys::Interop(r) => {
-                cmd.arg("--interopIndexes")
-                    .arg(format!("{}..{}", r.start, r.end.saturating_sub(1)));
+                cmd.arg("--interopIndexes").arg(format!(
+                    "{}..{}",
+                    r.start,
+                    r.end.saturating_sub(1)
+                ));
             }
             VcKeys::Keystores { dir, password_file } => {
                 cmd.arg("--importKeystores")

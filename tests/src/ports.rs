@@ -23,7 +23,7 @@ impl PortAllocator {
 
     /// A port free for both TCP and UDP on 127.0.0.1 (Lodestar uses the same number for
     /// libp2p TCP and discv5 UDP).
-    pub fn next(&mut self) -> Result<u16> {
+    pub fn allocate(&mut self) -> Result<u16> {
         for _ in 0..64 {
             let tcp = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
                 .context("binding a TCP port on 127.0.0.1")?;
@@ -48,7 +48,7 @@ mod tests {
     #[test]
     fn ports_are_distinct_and_bindable() {
         let mut a = PortAllocator::new();
-        let ports: Vec<u16> = (0..20).map(|_| a.next().unwrap()).collect();
+        let ports: Vec<u16> = (0..20).map(|_| a.allocate().unwrap()).collect();
         let set: HashSet<u16> = ports.iter().copied().collect();
         assert_eq!(set.len(), ports.len());
         for p in ports {

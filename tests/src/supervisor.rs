@@ -308,7 +308,10 @@ mod tests {
         assert!(gone(child_pid), "background child survived the group kill");
         sup.check_alive().unwrap();
         drop(sup);
-        assert!(gone(other_pid as i32), "drop did not stop the other process");
+        assert!(
+            gone(other_pid as i32),
+            "drop did not stop the other process"
+        );
     }
 
     #[test]

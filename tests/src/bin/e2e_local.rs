@@ -153,7 +153,7 @@ impl DvNode {
             .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--duty-log")
             .arg(self.duty_log())
-            .env("DVNODE_LOG", "info,dvnode=debug");
+            .env("DVNODE_LOG", "info");
         cmd
     }
 }
@@ -241,8 +241,8 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
         genesis_validators: GENESIS_VALIDATORS,
         start_validators: KEEPERS,
         genesis_time: now_secs() + args.genesis_delay,
-        rest_port: ports.next()?,
-        p2p_port: ports.next()?,
+        rest_port: ports.allocate()?,
+        p2p_port: ports.allocate()?,
     };
     fs::create_dir_all(&bn.data_dir)?;
     sup.spawn("beacon", bn.command(&lodestar, &params))?;
@@ -277,9 +277,9 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
             .map(|i| -> Result<DvNode> {
                 Ok(DvNode {
                     dir: cluster_dir.join(format!("node{i}")),
-                    api_port: ports.next()?,
-                    p2p_port: ports.next()?,
-                    metrics_port: ports.next()?,
+                    api_port: ports.allocate()?,
+                    p2p_port: ports.allocate()?,
+                    metrics_port: ports.allocate()?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -296,6 +296,14 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
             sup.spawn(&format!("dvnode{i}"), node.command(&dvnode_bin, &bn_url))?;
         }
         for (i, node) in nodes.iter().enumerate() {
+            // The VC needs a live beacon API at start: wait for the dvnode's.
+            let api = format!("http://127.0.0.1:{}", node.api_port);
+            lodestar::wait_for_genesis(
+                &dvnode::eth::beacon::BeaconClient::new(&api)?,
+                Duration::from_secs(60),
+            )
+            .await
+            .with_context(|| format!("dvnode{i} validator API"))?;
             let vc_dir = out.join(format!("vc{i}"));
             let (n, pw_file) = lodestar::reencrypt_keystores(
                 &node.dir.join("validator_keys"),
@@ -388,7 +396,8 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
                 if let Some(pid) = sup.pid(&victim) {
                     let n = instances.entry(args.kill_node).or_insert(0);
                     if let Ok(kib) = supervisor::peak_rss_kib(pid) {
-                        info.dvnode_peak_rss_kib.insert(format!("{victim}#{n}"), kib);
+                        info.dvnode_peak_rss_kib
+                            .insert(format!("{victim}#{n}"), kib);
                     }
                     *n += 1;
                 }
@@ -406,10 +415,10 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
         }
 
         for e in [epoch, epoch + 1] {
-            if !chain.committees.contains_key(&e) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = chain.committees.entry(e) {
                 match rec.committees(e, slots_per_epoch).await {
                     Ok(c) => {
-                        chain.committees.insert(e, c);
+                        slot.insert(c);
                     }
                     Err(err) if e == epoch => {
                         info.record_errors
@@ -419,9 +428,11 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
                 }
             }
             let period = chain.period_of(e);
-            if !chain.sync_committees.contains_key(&period) {
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                chain.sync_committees.entry(period)
+            {
                 if let Ok(sc) = rec.sync_committee(e).await {
-                    chain.sync_committees.insert(period, sc);
+                    slot.insert(sc);
                 }
             }
         }
@@ -431,7 +442,9 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
                 match rec.check_committees_against_duties(epoch, c, &all).await {
                     Ok(mismatches) => {
                         info.committee_check_errors.extend(
-                            mismatches.into_iter().map(|m| format!("epoch {epoch}: {m}")),
+                            mismatches
+                                .into_iter()
+                                .map(|m| format!("epoch {epoch}: {m}")),
                         );
                         checked_epochs.insert(epoch);
                     }
@@ -442,7 +455,7 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
             }
         }
         // Proposer duties of the current epoch; the last answer in the epoch wins.
-        match rec.proposers(epoch).await {
+        match rec.proposers::<P>(epoch).await {
             Ok(ps) => {
                 for (slot, v) in ps {
                     chain.proposers.insert(slot, v);
@@ -471,6 +484,24 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
         let n = instances.get(&i).copied().unwrap_or(0);
         if let Ok(kib) = supervisor::peak_rss_kib(pid) {
             info.dvnode_peak_rss_kib.insert(format!("{name}#{n}"), kib);
+        }
+    }
+    // Final metrics and health of each dvnode, saved with the logs.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    for (i, node) in dvnodes.iter().enumerate() {
+        for path in ["metrics", "health"] {
+            let url = format!("http://127.0.0.1:{}/{path}", node.metrics_port);
+            let text = match http.get(&url).send().await {
+                Ok(r) => format!(
+                    "HTTP {}\n{}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
+                Err(e) => format!("error: {e}"),
+            };
+            fs::write(out.join("logs").join(format!("dvnode{i}-{path}.txt")), text)?;
         }
     }
     let (head, fin) = rec.progress().await?;
@@ -532,10 +563,15 @@ fn group_report(
     GroupReport {
         validators: validators.to_vec(),
         attestations: analysis::attestation_stats(chain, validators, att_epochs.clone(), distances),
-        attestations_by_epoch: analysis::inclusion_by_epoch(chain, validators, 0..=epochs, distances)
-            .into_iter()
-            .map(|(e, s)| (e, (s.included, s.duties)))
-            .collect(),
+        attestations_by_epoch: analysis::inclusion_by_epoch(
+            chain,
+            validators,
+            0..=epochs,
+            distances,
+        )
+        .into_iter()
+        .map(|(e, s)| (e, (s.included, s.duties)))
+        .collect(),
         proposals: analysis::proposal_stats(chain, validators, 2..=epochs),
         sync: analysis::sync_stats(chain, validators, 2..=epochs),
     }
@@ -552,7 +588,11 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
     let baseline = group_report(chain, &info.baseline, info.epochs, &distances);
     let keepers = group_report(chain, &info.keepers, info.epochs, &distances);
     let dv = group_report(chain, &info.dv, info.epochs, &distances);
-    let focus = if info.dv_enabled { &info.dv } else { &info.baseline };
+    let focus = if info.dv_enabled {
+        &info.dv
+    } else {
+        &info.baseline
+    };
     let sigs: SignatureStats = analysis::verify_signatures(chain, &schedule, focus);
     let slashings: SlashingStats = analysis::slashing_stats(chain);
 
@@ -735,7 +775,12 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
             c.expected
         );
     }
-    for f in sigs.group_failures.iter().chain(&sigs.other_failures).take(10) {
+    for f in sigs
+        .group_failures
+        .iter()
+        .chain(&sigs.other_failures)
+        .take(10)
+    {
         println!("  signature failure: {f}");
     }
     for e in info.committee_check_errors.iter().take(5) {
