@@ -53,8 +53,8 @@ struct Args {
     /// Seconds per slot.
     #[arg(long, default_value_t = 4)]
     seconds_per_slot: u64,
-    /// Seconds from start to genesis.
-    #[arg(long, default_value_t = 20)]
+    /// Seconds from start to genesis (the BN takes ~10-20 s to come up on a busy machine).
+    #[arg(long, default_value_t = 30)]
     genesis_delay: u64,
     /// Run only the beacon node, keepers and baseline (no dvnode cluster).
     #[arg(long)]
