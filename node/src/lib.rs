@@ -17,3 +17,4 @@ pub mod keys;
 pub mod p2p;
 pub mod slashing;
 pub mod util;
+pub mod validator_api;

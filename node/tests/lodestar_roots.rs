@@ -15,9 +15,6 @@
 //! Needs `LODESTAR_BIN` (path of the `lodestar` executable). Without it the test is skipped
 //! with a loud message, unless `CI` is set, where it fails.
 
-#[path = "common/interop.rs"]
-mod interop;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -43,7 +40,15 @@ use dvnode::eth::types::{
     Attestation, AttestationData, BlsPubkey, BlsSignature, Fork, Graffiti, Minimal, Preset, Root,
     SignedBeaconBlockAltair, Slot, SyncCommitteeMessage, ValidatorIndex,
 };
-use interop::{interop_public_key, interop_sign, BLS_DST};
+use dvnode::keys::{interop::interop_secret, tbls, tbls::DST as BLS_DST};
+
+fn interop_public_key(index: u64) -> tbls::PublicKey {
+    interop_secret(index).sk_to_pk()
+}
+
+fn interop_sign(index: u64, root: &[u8; 32]) -> tbls::Signature {
+    tbls::sign(&interop_secret(index), root)
+}
 
 const VALIDATORS: u64 = 16;
 /// Validators this test runs itself (Lodestar's validator client runs the others).

@@ -43,7 +43,3 @@
 pub mod beacon;
 pub mod signing;
 pub mod types;
-
-#[cfg(test)]
-#[path = "../../tests/common/interop.rs"]
-pub(crate) mod test_interop;

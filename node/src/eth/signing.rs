@@ -562,7 +562,11 @@ impl ForkSchedule {
 mod tests {
     use super::*;
     use crate::eth::beacon::{Genesis, SpecConfig};
-    use crate::eth::test_interop::{interop_public_key, BLS_DST};
+    use crate::keys::tbls::DST as BLS_DST;
+
+    fn interop_public_key(index: u64) -> blst::min_pk::PublicKey {
+        crate::keys::interop::interop_secret(index).sk_to_pk()
+    }
     use crate::eth::types::{from_json_str, Mainnet, Minimal, SignedBeaconBlockAltair};
     use blst::min_pk::Signature;
     use blst::BLST_ERROR;
@@ -831,7 +835,9 @@ mod tests {
 
     #[test]
     fn interop_keys_are_lodestars() {
-        use crate::eth::test_interop::interop_sign;
+        let interop_sign = |index: u64, root: &[u8; 32]| {
+            crate::keys::tbls::sign(&crate::keys::interop::interop_secret(index), root)
+        };
         // Public keys of validators 1 and 7 as Lodestar's `states/head/validators` listed them.
         for (index, pk) in [
             (1, "0xb89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0b"),
