@@ -10,11 +10,22 @@
 //! - [`consensus`]: QBFT engine (pure logic, no I/O).
 //! - [`p2p`]: libp2p cluster networking.
 
+pub mod broadcast;
 pub mod cluster;
 pub mod consensus;
+pub mod decide;
+pub mod duty;
+pub mod dutydb;
 pub mod eth;
+pub mod fetcher;
 pub mod keys;
 pub mod p2p;
+pub mod parsig;
+pub mod scheduler;
+pub mod sigagg;
 pub mod slashing;
+pub mod tracker;
 pub mod util;
 pub mod validator_api;
+pub mod metrics_server;
+pub mod vc_backend;

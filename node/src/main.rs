@@ -28,9 +28,46 @@ struct Cli {
 enum Command {
     /// Split validator keys into threshold shares and write one directory per node.
     CreateCluster(CreateClusterArgs),
+    /// Run the distributed validator node.
+    Run(Box<RunArgs>),
     /// Import or export EIP-3076 slashing protection data.
     #[command(subcommand)]
     Slashing(dvnode::slashing::cli::SlashingCmd),
+    /// Run performance benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// QBFT consensus of an in-process cluster over loopback libp2p: decisions per second and
+    /// decide latency, with all nodes up and with one node down.
+    Consensus(ConsensusBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConsensusBenchArgs {
+    /// Cluster size.
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    /// Size of each proposed value in bytes (at least 16).
+    #[arg(long, default_value_t = 128)]
+    value_bytes: usize,
+    /// Sequential instances (latency) with all nodes up.
+    #[arg(long, default_value_t = 1000)]
+    sequential: usize,
+    /// Pipelined instances (throughput) with all nodes up.
+    #[arg(long, default_value_t = 2000)]
+    pipelined: usize,
+    /// Sequential instances with one node down.
+    #[arg(long, default_value_t = 200)]
+    sequential_degraded: usize,
+    /// Pipelined instances with one node down.
+    #[arg(long, default_value_t = 1000)]
+    pipelined_degraded: usize,
+    /// Instances in flight in the pipelined runs.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +112,82 @@ struct CreateClusterArgs {
     /// Encrypt share keystores with a cheap KDF (devnets and tests only).
     #[arg(long)]
     insecure_keys: bool,
+}
+
+/// `dvnode run` flags (each also settable by its environment variable).
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Node directory created by `create-cluster` (holds `p2p-key`, `cluster-lock.json` and
+    /// `validator_keys/`, of which only the share pubkeys are read).
+    #[arg(long, env = "DVNODE_NODE_DIR", value_name = "DIR")]
+    node_dir: PathBuf,
+    /// Cluster lock file (default: `NODE_DIR/cluster-lock.json`).
+    #[arg(long, env = "DVNODE_LOCK_FILE", value_name = "FILE")]
+    lock_file: Option<PathBuf>,
+    /// Beacon node REST API URL.
+    #[arg(long, env = "DVNODE_BEACON_NODE_URL", default_value = "http://127.0.0.1:5052")]
+    beacon_node_url: String,
+    /// Address of the beacon API served to the validator client.
+    #[arg(long, env = "DVNODE_VALIDATOR_API_ADDR", default_value = "127.0.0.1:3600")]
+    validator_api_addr: std::net::SocketAddr,
+    /// libp2p listen multiaddress.
+    #[arg(long, env = "DVNODE_P2P_LISTEN", default_value = "/ip4/127.0.0.1/tcp/3610")]
+    p2p_listen: libp2p::Multiaddr,
+    /// Peer multiaddresses in node order, comma-separated (default: those in the lock).
+    #[arg(long, env = "DVNODE_P2P_PEERS", value_delimiter = ',', value_name = "MULTIADDR,...")]
+    p2p_peers: Vec<libp2p::Multiaddr>,
+    /// Data directory (slashing protection DB; default: `NODE_DIR/data`).
+    #[arg(long, env = "DVNODE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the `/metrics` and `/health` endpoints.
+    #[arg(long, env = "DVNODE_METRICS_ADDR", default_value = "127.0.0.1:3620")]
+    metrics_addr: std::net::SocketAddr,
+    /// Append one JSON line per closed duty (stages, timestamps, outcome) to this file.
+    #[arg(long, env = "DVNODE_DUTY_LOG", value_name = "FILE")]
+    duty_log: Option<PathBuf>,
+}
+
+fn run_node(a: RunArgs) -> Result<()> {
+    let config = dvnode::node::NodeConfig {
+        lock_file: a
+            .lock_file
+            .unwrap_or_else(|| a.node_dir.join("cluster-lock.json")),
+        data_dir: a.data_dir.unwrap_or_else(|| a.node_dir.join("data")),
+        node_dir: a.node_dir,
+        beacon_node_url: a.beacon_node_url,
+        validator_api_addr: a.validator_api_addr,
+        p2p_listen: a.p2p_listen,
+        p2p_peers: a.p2p_peers,
+        metrics_addr: a.metrics_addr,
+        duty_log: a.duty_log,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(dvnode::node::run(config, shutdown_signal()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn init_logging(filter: &str, json: bool) -> Result<()> {
@@ -131,6 +244,31 @@ fn create_cluster(a: CreateClusterArgs) -> Result<()> {
     Ok(())
 }
 
+fn bench(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Consensus(a) => {
+            let params = dvnode::consensus::bench::Params {
+                nodes: a.nodes,
+                value_bytes: a.value_bytes,
+                sequential: a.sequential,
+                pipelined: a.pipelined,
+                sequential_degraded: a.sequential_degraded,
+                pipelined_degraded: a.pipelined_degraded,
+                window: a.window,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            println!(
+                "consensus benchmark: {} nodes over loopback libp2p, {}-byte values, window {}",
+                params.nodes, params.value_bytes, params.window
+            );
+            rt.block_on(dvnode::consensus::bench::run(&params, |f| println!("{f}")))?;
+            Ok(())
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = init_logging(&cli.log, cli.log_json) {
@@ -139,7 +277,9 @@ fn main() {
     }
     let result = match cli.command {
         Command::CreateCluster(a) => create_cluster(a),
+        Command::Run(a) => run_node(*a),
         Command::Slashing(cmd) => cmd.run(),
+        Command::Bench(cmd) => bench(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

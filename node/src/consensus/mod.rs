@@ -70,6 +70,8 @@
 //! [`sim`] is a seeded deterministic discrete-event simulator of a cluster running the engine
 //! under message loss, delay, reordering, duplication, crashes, restarts and byzantine nodes.
 
+pub mod bench;
+pub mod driver;
 pub mod msg;
 pub mod qbft;
 pub mod sim;

@@ -211,7 +211,13 @@ pub fn sign_bytes(key: &Keypair, domain: &[u8], msg: &[u8]) -> Vec<u8> {
 /// Verifies a [`sign_bytes`] signature against the key inlined in `peer`. Returns false for
 /// peer ids that do not inline their public key (only hashed RSA ids do not).
 pub fn verify_bytes(peer: &PeerId, domain: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    public_key(peer).is_some_and(|pk| pk.verify(&domain_digest(domain, msg), sig))
+    public_key(peer).is_some_and(|pk| verify_bytes_with_key(&pk, domain, msg, sig))
+}
+
+/// Verifies a [`sign_bytes`] signature against `key` (e.g. a key taken once from a peer id
+/// with [`public_key`], which saves decoding it on every call).
+pub fn verify_bytes_with_key(key: &PublicKey, domain: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    key.verify(&domain_digest(domain, msg), sig)
 }
 
 /// The public key inlined in a peer id (identity multihash), if it is inlined.
@@ -304,6 +310,9 @@ mod tests {
         assert!(!verify_bytes(&peer, b"dvlab-qbft-v1", b"msg", &sig[1..]));
         let other = Keypair::generate_secp256k1().public().to_peer_id();
         assert!(!verify_bytes(&other, b"dvlab-qbft-v1", b"msg", &sig));
+        let pk = public_key(&peer).unwrap();
+        assert!(verify_bytes_with_key(&pk, b"dvlab-qbft-v1", b"msg", &sig));
+        assert!(!verify_bytes_with_key(&pk, b"dvlab-qbft-v1", b"msG", &sig));
         // ed25519 ids inline their key as well.
         let ed = Keypair::generate_ed25519();
         let sig = sign_bytes(&ed, b"d", b"m");

@@ -58,11 +58,13 @@ mod envelope;
 pub mod key;
 mod metrics;
 mod network;
+pub mod router;
 
 pub use codec::{Ack, FrameError};
 pub use envelope::{
-    public_key, sign_bytes, verify_bytes, Envelope, EnvelopeError, Protocol, ENVELOPE_DOMAIN,
-    ENVELOPE_VERSION,
+    public_key, sign_bytes, verify_bytes, verify_bytes_with_key, Envelope, EnvelopeError, Protocol,
+    ENVELOPE_DOMAIN, ENVELOPE_VERSION,
 };
 pub use metrics::{Metrics, PeerLabel, ProtocolLabel, ReasonLabel};
 pub use network::{Config, Inbound, Limits, Network, NetworkHandle, SendError, ENVELOPE_OVERHEAD};
+pub use router::Router;

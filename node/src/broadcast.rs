@@ -1,0 +1,137 @@
+//! Broadcast: hands signed objects to the beacon node, retrying within the duty's deadline.
+//!
+//! A combined RANDAO reveal does not go to the beacon node: it is stored in the [`DutyDb`],
+//! where the proposer duty waits for it to produce the block.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+
+use crate::duty::Duty;
+use crate::dutydb::DutyDb;
+use crate::eth::beacon::BeaconClient;
+use crate::eth::signing::ForkSchedule;
+use crate::eth::types::{
+    Attestation, BlsSignature, Preset, SignedBeaconBlockAltair, SyncCommitteeMessage,
+};
+use crate::sigagg::Signed;
+use crate::tracker::{Reason, Tracker};
+
+/// Pause between submission attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+enum Submit<P: Preset> {
+    Attestation(Box<Attestation<P>>),
+    Block(Box<SignedBeaconBlockAltair<P>>),
+    SyncMessage(SyncCommitteeMessage),
+}
+
+/// Submits signed objects. See the [module docs](self).
+pub struct Broadcaster<P: Preset> {
+    bn: BeaconClient,
+    schedule: Arc<ForkSchedule>,
+    dutydb: Arc<DutyDb<P>>,
+    tracker: Tracker,
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+impl<P: Preset> Broadcaster<P> {
+    /// A broadcaster to `bn`.
+    pub fn new(
+        bn: BeaconClient,
+        schedule: Arc<ForkSchedule>,
+        dutydb: Arc<DutyDb<P>>,
+        tracker: Tracker,
+    ) -> Broadcaster<P> {
+        Broadcaster {
+            bn,
+            schedule,
+            dutydb,
+            tracker,
+        }
+    }
+
+    /// Unix time after which submitting `duty` is pointless: two slots after its slot starts.
+    fn deadline(&self, duty: Duty) -> Duration {
+        Duration::from_secs(self.schedule.slot_start_time(duty.slot.saturating_add(2)))
+    }
+
+    /// Submits `signed` for `duty`; returns whether the beacon node took it.
+    pub async fn broadcast(&self, duty: Duty, signed: Signed<P>) -> bool {
+        let signed = match signed {
+            Signed::Randao(reveal) => return self.store_randao(duty, reveal),
+            Signed::Attestation(a) => Submit::Attestation(a),
+            Signed::Block(b) => Submit::Block(b),
+            Signed::SyncMessage(m) => Submit::SyncMessage(m),
+        };
+        let deadline = self.deadline(duty);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = match &signed {
+                Submit::Attestation(a) => {
+                    self.bn
+                        .submit_attestations(std::slice::from_ref(a.as_ref()))
+                        .await
+                }
+                Submit::Block(b) => self.bn.submit_block(b).await,
+                Submit::SyncMessage(m) => {
+                    self.bn
+                        .submit_sync_committee_messages(std::slice::from_ref(m))
+                        .await
+                }
+            };
+            match result {
+                Ok(()) => {
+                    let delay = self.delay(duty);
+                    info!(%duty, attempt, delay_ms = delay.as_millis() as u64, "broadcast to the beacon node");
+                    self.tracker.broadcast(duty, delay);
+                    return true;
+                }
+                // A 4xx is the beacon node judging the object: retrying will not help.
+                Err(e) if e.status().is_some_and(|s| s.is_client_error()) => {
+                    warn!(%duty, error = %e, "beacon node refused the signed object");
+                    self.tracker
+                        .fail(duty, Reason::BroadcastBnError, &e.to_string());
+                    return false;
+                }
+                Err(e) if unix_now() + RETRY_PAUSE >= deadline => {
+                    warn!(%duty, attempt, error = %e, "broadcast failed; duty deadline passed");
+                    self.tracker
+                        .fail(duty, Reason::BroadcastBnError, &e.to_string());
+                    return false;
+                }
+                Err(e) => {
+                    debug!(%duty, attempt, error = %e, "broadcast failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    fn store_randao(&self, duty: Duty, reveal: BlsSignature) -> bool {
+        match self.dutydb.store_randao(duty.slot, reveal) {
+            Ok(()) => {
+                self.tracker.broadcast(duty, self.delay(duty));
+                true
+            }
+            Err(e) => {
+                self.tracker
+                    .fail(duty, Reason::BroadcastBnError, &e.to_string());
+                false
+            }
+        }
+    }
+
+    fn delay(&self, duty: Duty) -> Duration {
+        unix_now().saturating_sub(Duration::from_secs(
+            self.schedule.slot_start_time(duty.slot),
+        ))
+    }
+}

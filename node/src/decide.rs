@@ -1,0 +1,893 @@
+//! Consensus on duty values, under the five rules of the DV spec.
+//!
+//! - [`DutyValue`]: the unsigned data a duty signs, for every DV in the duty, with a
+//!   deterministic encoding (a kind byte and SSZ) and its SHA-256 as the consensus hash.
+//! - [`DutyPolicy`]: the validity predicate every node applies to every proposal: well-formed,
+//!   for this duty's slot and DVs, and **allowed by the slashing DB for every DV** (rules 1, 2).
+//! - [`Gate`]: one consensus at a time per DV (rule 3), attester consensus started in increasing
+//!   slot order (rule 5).
+//! - [`DutyRunner`]: runs one duty: takes the gate, checks its own input against the slashing DB
+//!   when consensus starts (rule 1), runs consensus through a [`Decide`] implementation, then —
+//!   still holding the DVs' locks, consensus finished — checks every decided entry against the
+//!   slashing DB and records it (`check_and_insert`, rules 2 and 4), and only then stores the
+//!   accepted entries in the [`DutyDb`]. An entry the DB refuses is never released.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use ssz::{Decode, Encode};
+use ssz_derive::{Decode, Encode};
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::consensus::msg::Hash;
+use crate::consensus::qbft::{Value, ValuePolicy};
+use crate::duty::{AttesterDef, Duty, DutyKind};
+use crate::dutydb::DutyDb;
+use crate::eth::signing::ForkSchedule;
+use crate::eth::types::{AttestationData, BeaconBlockAltair, BlsPubkey, Preset, Root, Slot};
+use crate::slashing::{SlashingDb, SlashingError};
+use crate::tracker::{Reason, Stage, Tracker};
+
+/// Largest committee the beacon chain allows (`MAX_VALIDATORS_PER_COMMITTEE`).
+const MAX_COMMITTEE: u64 = 2048;
+
+/// One DV's attestation data, with its attester duty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct AttesterEntry {
+    /// The DV's duty.
+    pub def: AttesterDef,
+    /// The data to sign.
+    pub data: AttestationData,
+}
+
+/// The block a DV proposes.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct ProposerEntry<P: Preset> {
+    /// The proposing DV.
+    pub pubkey: BlsPubkey,
+    /// The unsigned block.
+    pub block: BeaconBlockAltair<P>,
+}
+
+/// The value one duty's consensus decides.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DutyValue<P: Preset> {
+    /// Attestation data of every attesting DV, sorted by pubkey, one entry per DV.
+    Attester(Vec<AttesterEntry>),
+    /// The proposed block.
+    Proposer(Box<ProposerEntry<P>>),
+    /// The head block root the sync committee members sign.
+    SyncMessage(Root),
+}
+
+// Blocks decoded from SSZ have no unknown JSON fields; equality is total on what remains.
+impl<P: Preset> Eq for DutyValue<P> {}
+
+impl<P: Preset> DutyValue<P> {
+    /// The duty kind this value is for.
+    pub fn kind(&self) -> DutyKind {
+        match self {
+            DutyValue::Attester(_) => DutyKind::Attester,
+            DutyValue::Proposer(_) => DutyKind::Proposer,
+            DutyValue::SyncMessage(_) => DutyKind::SyncMessage,
+        }
+    }
+
+    /// The DVs whose signatures this value asks for (empty for sync messages: the root is
+    /// shared, members come from the duty definitions).
+    pub fn pubkeys(&self) -> Vec<BlsPubkey> {
+        match self {
+            DutyValue::Attester(e) => e.iter().map(|e| e.def.pubkey).collect(),
+            DutyValue::Proposer(p) => vec![p.pubkey],
+            DutyValue::SyncMessage(_) => Vec::new(),
+        }
+    }
+}
+
+impl<P: Preset> Value for DutyValue<P> {
+    fn value_hash(&self) -> Hash {
+        Sha256::digest(self.to_bytes()).into()
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![self.kind().code() as u8];
+        match self {
+            DutyValue::Attester(e) => out.extend(e.as_ssz_bytes()),
+            DutyValue::Proposer(p) => out.extend(p.as_ssz_bytes()),
+            DutyValue::SyncMessage(r) => out.extend(r.as_ssz_bytes()),
+        }
+        out
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let (&tag, body) = bytes.split_first().ok_or("empty duty value")?;
+        let err = |what: &str, e: ssz::DecodeError| format!("invalid {what} value: {e:?}");
+        match DutyKind::from_code(u64::from(tag)) {
+            Some(DutyKind::Attester) => Vec::<AttesterEntry>::from_ssz_bytes(body)
+                .map(DutyValue::Attester)
+                .map_err(|e| err("attester", e)),
+            Some(DutyKind::Proposer) => ProposerEntry::<P>::from_ssz_bytes(body)
+                .map(|p| DutyValue::Proposer(Box::new(p)))
+                .map_err(|e| err("proposer", e)),
+            Some(DutyKind::SyncMessage) => Root::from_ssz_bytes(body)
+                .map(DutyValue::SyncMessage)
+                .map_err(|e| err("sync message", e)),
+            _ => Err(format!("unknown duty value tag {tag}")),
+        }
+    }
+}
+
+/// Why a value is not valid for a duty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidValue {
+    /// The value is for another kind of duty.
+    #[error("value for a {got} duty, expected {expected}")]
+    WrongKind {
+        /// Expected kind.
+        expected: DutyKind,
+        /// Kind of the value.
+        got: DutyKind,
+    },
+    /// Structurally wrong (empty, unsorted, inconsistent, wrong slot...).
+    #[error("malformed value: {0}")]
+    Malformed(String),
+    /// A DV in the value is not one of this cluster's.
+    #[error("validator {0} is not a DV of this cluster")]
+    UnknownValidator(BlsPubkey),
+    /// The slashing DB refuses the value for a DV.
+    #[error("slashing protection refuses {pubkey}: {reason}")]
+    Slashable {
+        /// The DV.
+        pubkey: BlsPubkey,
+        /// The DB's reason.
+        reason: String,
+    },
+    /// The slashing DB could not be read.
+    #[error("slashing DB error: {0}")]
+    Db(String),
+}
+
+/// The validity predicate of one duty (see the [module docs](self)).
+#[derive(Clone)]
+pub struct DutyPolicy {
+    duty: Duty,
+    schedule: Arc<ForkSchedule>,
+    slashing: Arc<SlashingDb>,
+    dvs: Arc<HashSet<BlsPubkey>>,
+}
+
+impl DutyPolicy {
+    /// The predicate for `duty` of the cluster whose DVs are `dvs`.
+    pub fn new(
+        duty: Duty,
+        schedule: Arc<ForkSchedule>,
+        slashing: Arc<SlashingDb>,
+        dvs: Arc<HashSet<BlsPubkey>>,
+    ) -> DutyPolicy {
+        DutyPolicy {
+            duty,
+            schedule,
+            slashing,
+            dvs,
+        }
+    }
+
+    fn slashing_verdict(
+        &self,
+        pubkey: BlsPubkey,
+        result: Result<crate::slashing::Safety, SlashingError>,
+    ) -> Result<(), InvalidValue> {
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_refusal() => Err(InvalidValue::Slashable {
+                pubkey,
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(InvalidValue::Db(e.to_string())),
+        }
+    }
+
+    /// Checks one attester entry: well-formed for this slot and allowed by the slashing DB.
+    pub fn check_attester_entry(&self, e: &AttesterEntry) -> Result<(), InvalidValue> {
+        let slot = self.duty.slot;
+        let d = &e.data;
+        if !self.dvs.contains(&e.def.pubkey) {
+            return Err(InvalidValue::UnknownValidator(e.def.pubkey));
+        }
+        if d.slot != slot {
+            return Err(InvalidValue::Malformed(format!(
+                "attestation data for slot {} in the duty of slot {slot}",
+                d.slot
+            )));
+        }
+        if d.index != e.def.committee_index {
+            return Err(InvalidValue::Malformed(format!(
+                "attestation data for committee {} but the duty is in committee {}",
+                d.index, e.def.committee_index
+            )));
+        }
+        if e.def.committee_length == 0
+            || e.def.committee_length > MAX_COMMITTEE
+            || e.def.validator_committee_index >= e.def.committee_length
+        {
+            return Err(InvalidValue::Malformed(format!(
+                "committee position {} of {} is impossible",
+                e.def.validator_committee_index, e.def.committee_length
+            )));
+        }
+        let epoch = self.schedule.epoch_at_slot(slot);
+        if d.target.epoch != epoch || d.source.epoch > d.target.epoch {
+            return Err(InvalidValue::Malformed(format!(
+                "source {} / target {} do not fit epoch {epoch}",
+                d.source.epoch, d.target.epoch
+            )));
+        }
+        let root = self.schedule.attestation_signing_root(d);
+        self.slashing_verdict(
+            e.def.pubkey,
+            self.slashing.check_attestation(
+                e.def.pubkey.as_bytes(),
+                d.source.epoch,
+                d.target.epoch,
+                Some(root.0),
+            ),
+        )
+    }
+
+    /// Checks a proposal: well-formed for this slot and allowed by the slashing DB.
+    pub fn check_proposer(&self, p: &ProposerEntry<impl Preset>) -> Result<(), InvalidValue> {
+        if !self.dvs.contains(&p.pubkey) {
+            return Err(InvalidValue::UnknownValidator(p.pubkey));
+        }
+        if p.block.slot != self.duty.slot {
+            return Err(InvalidValue::Malformed(format!(
+                "block for slot {} in the duty of slot {}",
+                p.block.slot, self.duty.slot
+            )));
+        }
+        let root = self.schedule.block_signing_root(&p.block);
+        self.slashing_verdict(
+            p.pubkey,
+            self.slashing
+                .check_block(p.pubkey.as_bytes(), p.block.slot, Some(root.0)),
+        )
+    }
+
+    /// The full predicate.
+    pub fn check<P: Preset>(&self, value: &DutyValue<P>) -> Result<(), InvalidValue> {
+        if value.kind() != self.duty.kind {
+            return Err(InvalidValue::WrongKind {
+                expected: self.duty.kind,
+                got: value.kind(),
+            });
+        }
+        match value {
+            DutyValue::Attester(entries) => {
+                if entries.is_empty() {
+                    return Err(InvalidValue::Malformed("no attester entries".into()));
+                }
+                if !entries
+                    .windows(2)
+                    .all(|w| w[0].def.pubkey < w[1].def.pubkey)
+                {
+                    return Err(InvalidValue::Malformed(
+                        "attester entries not sorted by distinct pubkeys".into(),
+                    ));
+                }
+                // One data per committee: the VC asks for data by committee index.
+                let mut per_committee: HashMap<u64, &AttestationData> = HashMap::new();
+                for e in entries {
+                    if let Some(other) = per_committee.insert(e.def.committee_index, &e.data) {
+                        if *other != e.data {
+                            return Err(InvalidValue::Malformed(format!(
+                                "two different data for committee {}",
+                                e.def.committee_index
+                            )));
+                        }
+                    }
+                    self.check_attester_entry(e)?;
+                }
+                Ok(())
+            }
+            DutyValue::Proposer(p) => self.check_proposer(p),
+            DutyValue::SyncMessage(root) => {
+                if *root == Root::ZERO {
+                    Err(InvalidValue::Malformed("zero sync committee root".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+impl<P: Preset> ValuePolicy<DutyValue<P>> for DutyPolicy {
+    fn is_valid(&self, value: &DutyValue<P>) -> bool {
+        match self.check(value) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(duty = %self.duty, error = %e, "consensus proposal refused");
+                false
+            }
+        }
+    }
+}
+
+/// A decision of consensus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision<P: Preset> {
+    /// The decided value.
+    pub value: DutyValue<P>,
+    /// The round it was decided in.
+    pub round: u64,
+    /// Time from start to decision.
+    pub elapsed: Duration,
+}
+
+/// Runs consensus on a duty value (implemented by the consensus driver).
+#[async_trait]
+pub trait Decide<P: Preset>: Send + Sync + 'static {
+    /// Runs the instance of `duty` with `input`, checking proposals with `policy`; returns the
+    /// decision or why there is none by `deadline`.
+    async fn decide(
+        &self,
+        duty: Duty,
+        input: DutyValue<P>,
+        policy: DutyPolicy,
+        deadline: Instant,
+    ) -> Result<Decision<P>, String>;
+}
+
+/// Rule 3 (one consensus per DV at a time) and rule 5 (attester consensus in increasing slot
+/// order).
+#[derive(Debug, Default)]
+pub struct Gate {
+    locks: Mutex<HashMap<BlsPubkey, Arc<tokio::sync::Mutex<()>>>>,
+    last_attester_slot: Mutex<Option<Slot>>,
+}
+
+/// Held while a duty's consensus and its slashing DB update run.
+#[derive(Debug)]
+pub struct GateGuard {
+    _locks: Vec<OwnedMutexGuard<()>>,
+}
+
+impl Gate {
+    /// Rule 5: records that attester consensus for `slot` starts; refuses if one for this or a
+    /// later slot started already.
+    pub fn begin_attester(&self, slot: Slot) -> Result<(), Slot> {
+        let mut last = self
+            .last_attester_slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some(l) if l >= slot => Err(l),
+            _ => {
+                *last = Some(slot);
+                Ok(())
+            }
+        }
+    }
+
+    /// Rule 3: waits until no other consensus runs for any of `pubkeys`, and holds them. Locks
+    /// are taken in pubkey order, so two duties never wait on each other.
+    pub async fn lock(&self, pubkeys: &[BlsPubkey]) -> GateGuard {
+        let sorted: BTreeSet<BlsPubkey> = pubkeys.iter().copied().collect();
+        let mutexes: Vec<_> = {
+            let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            sorted
+                .iter()
+                .map(|pk| map.entry(*pk).or_default().clone())
+                .collect()
+        };
+        let mut locks = Vec::with_capacity(mutexes.len());
+        for m in mutexes {
+            locks.push(m.lock_owned().await);
+        }
+        GateGuard { _locks: locks }
+    }
+}
+
+/// Runs duties through consensus into the duty DB (see the [module docs](self)).
+pub struct DutyRunner<P: Preset> {
+    decider: Arc<dyn Decide<P>>,
+    schedule: Arc<ForkSchedule>,
+    slashing: Arc<SlashingDb>,
+    dvs: Arc<HashSet<BlsPubkey>>,
+    gate: Gate,
+    dutydb: Arc<DutyDb<P>>,
+    tracker: Tracker,
+}
+
+impl<P: Preset> DutyRunner<P> {
+    /// A runner for the cluster whose DVs are `dvs`.
+    pub fn new(
+        decider: Arc<dyn Decide<P>>,
+        schedule: Arc<ForkSchedule>,
+        slashing: Arc<SlashingDb>,
+        dvs: Arc<HashSet<BlsPubkey>>,
+        dutydb: Arc<DutyDb<P>>,
+        tracker: Tracker,
+    ) -> DutyRunner<P> {
+        DutyRunner {
+            decider,
+            schedule,
+            slashing,
+            dvs,
+            gate: Gate::default(),
+            dutydb,
+            tracker,
+        }
+    }
+
+    /// The validity predicate of `duty`.
+    pub fn policy(&self, duty: Duty) -> DutyPolicy {
+        DutyPolicy::new(
+            duty,
+            self.schedule.clone(),
+            self.slashing.clone(),
+            self.dvs.clone(),
+        )
+    }
+
+    /// Runs `duty` with this node's `input`: gate, rule-1 check, consensus, rule-2/4 record,
+    /// duty DB. Returns what was stored (the decided value minus any entry the slashing DB
+    /// refused).
+    pub async fn run(
+        &self,
+        duty: Duty,
+        input: DutyValue<P>,
+        deadline: Instant,
+    ) -> Result<DutyValue<P>, Reason> {
+        if duty.kind == DutyKind::Attester {
+            if let Err(last) = self.gate.begin_attester(duty.slot) {
+                warn!(%duty, last_started = last, "attester consensus out of slot order refused (rule 5)");
+                self.tracker
+                    .fail(duty, Reason::NoConsensus, "started out of slot order");
+                return Err(Reason::NoConsensus);
+            }
+        }
+        let policy = self.policy(duty);
+        // Lock every DV the duty may touch: ours and any a peer might propose.
+        let pubkeys: Vec<BlsPubkey> = match &input {
+            DutyValue::SyncMessage(_) => Vec::new(),
+            v => v.pubkeys(),
+        };
+        let guard = self.gate.lock(&pubkeys).await;
+        // Rule 1: the slashing DB must allow our input when consensus starts.
+        let input = match self.restrict_to_allowed(&policy, input) {
+            Some(v) => v,
+            None => {
+                self.tracker.fail(
+                    duty,
+                    Reason::SlashingRefused,
+                    "slashing DB refuses the input for every DV",
+                );
+                return Err(Reason::SlashingRefused);
+            }
+        };
+        let decision = match self
+            .decider
+            .decide(duty, input, policy.clone(), deadline)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(%duty, error = %e, "no consensus");
+                self.tracker.fail(duty, Reason::NoConsensus, &e);
+                return Err(Reason::NoConsensus);
+            }
+        };
+        self.tracker
+            .consensus(duty, decision.round, decision.elapsed);
+        // Rules 2 and 4: consensus for these DVs has finished and we still hold their locks;
+        // record each decided entry, and release only what the DB accepts.
+        let stored = self.record(duty, &policy, decision.value)?;
+        drop(guard);
+        if let Err(e) = self.dutydb.store(duty, &stored) {
+            warn!(%duty, error = %e, "duty DB refused the decided value");
+            self.tracker.fail(duty, Reason::NoConsensus, &e.to_string());
+            return Err(Reason::NoConsensus);
+        }
+        self.tracker.stage(duty, Stage::Decided);
+        Ok(stored)
+    }
+
+    /// Drops attester entries the slashing DB refuses now; `None` if nothing valid is left.
+    fn restrict_to_allowed(
+        &self,
+        policy: &DutyPolicy,
+        input: DutyValue<P>,
+    ) -> Option<DutyValue<P>> {
+        match input {
+            DutyValue::Attester(entries) => {
+                let allowed: Vec<AttesterEntry> = entries
+                    .into_iter()
+                    .filter(|e| match policy.check_attester_entry(e) {
+                        Ok(()) => true,
+                        Err(err) => {
+                            warn!(pubkey = %e.def.pubkey, slot = e.data.slot, error = %err,
+                                "own attestation data refused when consensus starts (rule 1)");
+                            false
+                        }
+                    })
+                    .collect();
+                (!allowed.is_empty()).then_some(DutyValue::Attester(allowed))
+            }
+            other => match policy.check(&other) {
+                Ok(()) => Some(other),
+                Err(err) => {
+                    warn!(error = %err, "own input refused when consensus starts (rule 1)");
+                    None
+                }
+            },
+        }
+    }
+
+    fn record(
+        &self,
+        duty: Duty,
+        policy: &DutyPolicy,
+        value: DutyValue<P>,
+    ) -> Result<DutyValue<P>, Reason> {
+        let refused = |pubkey: BlsPubkey, e: String| {
+            warn!(%duty, %pubkey, error = %e, "slashing DB refuses the decided value; not signing (rule 2)");
+            self.tracker
+                .fail(duty, Reason::SlashingRefused, &format!("{pubkey}: {e}"));
+        };
+        match value {
+            DutyValue::Attester(entries) => {
+                let mut kept = Vec::with_capacity(entries.len());
+                for e in entries {
+                    let res = policy.check_attester_entry(&e).and_then(|()| {
+                        let root = self.schedule.attestation_signing_root(&e.data);
+                        self.slashing
+                            .check_and_insert_attestation(
+                                e.def.pubkey.as_bytes(),
+                                e.data.source.epoch,
+                                e.data.target.epoch,
+                                Some(root.0),
+                            )
+                            .map(drop)
+                            .map_err(|err| InvalidValue::Db(err.to_string()))
+                    });
+                    match res {
+                        Ok(()) => kept.push(e),
+                        Err(err) => refused(e.def.pubkey, err.to_string()),
+                    }
+                }
+                if kept.is_empty() {
+                    return Err(Reason::SlashingRefused);
+                }
+                debug!(%duty, dvs = kept.len(), "attestation data recorded in the slashing DB");
+                Ok(DutyValue::Attester(kept))
+            }
+            DutyValue::Proposer(p) => {
+                let res = policy.check_proposer(&p).and_then(|()| {
+                    let root = self.schedule.block_signing_root(&p.block);
+                    self.slashing
+                        .check_and_insert_block(p.pubkey.as_bytes(), p.block.slot, Some(root.0))
+                        .map(drop)
+                        .map_err(|err| InvalidValue::Db(err.to_string()))
+                });
+                match res {
+                    Ok(()) => Ok(DutyValue::Proposer(p)),
+                    Err(err) => {
+                        refused(p.pubkey, err.to_string());
+                        Err(Reason::SlashingRefused)
+                    }
+                }
+            }
+            v @ DutyValue::SyncMessage(_) => policy
+                .check(&v)
+                .map(|()| v)
+                .map_err(|_| Reason::NoConsensus),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duty::fixtures::{self, attester};
+    use crate::eth::types::Minimal;
+    use prometheus_client::registry::Registry;
+    use tokio::sync::{mpsc, oneshot};
+
+    type V = DutyValue<Minimal>;
+
+    /// Stands in for the cluster's consensus: reports each call, optionally waits for a
+    /// release, and decides either the input or a value a peer's leader would have proposed.
+    #[derive(Default)]
+    struct Scripted {
+        calls: Mutex<Option<mpsc::UnboundedSender<Duty>>>,
+        gates: Mutex<HashMap<Duty, oneshot::Receiver<()>>>,
+        decide_instead: Mutex<HashMap<Duty, V>>,
+    }
+
+    #[async_trait]
+    impl Decide<Minimal> for Scripted {
+        async fn decide(
+            &self,
+            duty: Duty,
+            input: V,
+            _policy: DutyPolicy,
+            _deadline: Instant,
+        ) -> Result<Decision<Minimal>, String> {
+            if let Some(tx) = self.calls.lock().unwrap().as_ref() {
+                tx.send(duty).unwrap();
+            }
+            let gate = self.gates.lock().unwrap().remove(&duty);
+            if let Some(gate) = gate {
+                gate.await.map_err(|_| "gate dropped".to_string())?;
+            }
+            let value = self
+                .decide_instead
+                .lock()
+                .unwrap()
+                .remove(&duty)
+                .unwrap_or(input);
+            Ok(Decision {
+                value,
+                round: 1,
+                elapsed: Duration::from_millis(1),
+            })
+        }
+    }
+
+    struct Setup {
+        runner: Arc<DutyRunner<Minimal>>,
+        scripted: Arc<Scripted>,
+        slashing: Arc<SlashingDb>,
+        dutydb: Arc<DutyDb<Minimal>>,
+        calls: mpsc::UnboundedReceiver<Duty>,
+        pks: Vec<BlsPubkey>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let slashing = Arc::new(SlashingDb::open(&dir.path().join("slashing.redb")).unwrap());
+        let pks: Vec<BlsPubkey> = fixtures::dvs(2).iter().map(|d| d.pubkey).collect();
+        let scripted = Arc::new(Scripted::default());
+        let (tx, calls) = mpsc::unbounded_channel();
+        *scripted.calls.lock().unwrap() = Some(tx);
+        let dutydb = Arc::new(DutyDb::new());
+        let tracker = Tracker::new(&mut Registry::default(), None).unwrap();
+        let runner = Arc::new(DutyRunner::new(
+            scripted.clone(),
+            fixtures::schedule(),
+            slashing.clone(),
+            Arc::new(pks.iter().copied().collect()),
+            dutydb.clone(),
+            tracker,
+        ));
+        Setup {
+            runner,
+            scripted,
+            slashing,
+            dutydb,
+            calls,
+            pks,
+            _dir: dir,
+        }
+    }
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    async fn within<T>(f: impl std::future::Future<Output = T>, what: &str) -> T {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .unwrap_or_else(|_| panic!("{what} timed out"))
+    }
+
+    fn root(e: &AttesterEntry) -> [u8; 32] {
+        fixtures::schedule().attestation_signing_root(&e.data).0
+    }
+
+    #[test]
+    fn value_encoding_round_trips_and_rejects_garbage() {
+        let pk = BlsPubkey([3; 48]);
+        let v = V::Attester(vec![attester(pk, 9, 1, 5)]);
+        let bytes = v.to_bytes();
+        assert_eq!(V::from_bytes(&bytes).unwrap(), v);
+        assert_eq!(v.value_hash(), V::from_bytes(&bytes).unwrap().value_hash());
+        assert_ne!(v.value_hash(), V::SyncMessage(Root([5; 32])).value_hash());
+        assert!(V::from_bytes(&[]).is_err());
+        assert!(V::from_bytes(&[9, 1, 2]).is_err());
+        assert!(V::from_bytes(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn policy_refuses_malformed_and_slashable_values() {
+        let s = setup();
+        let duty = Duty::new(9, DutyKind::Attester);
+        let policy = s.runner.policy(duty);
+        let good = attester(s.pks[0], 9, 1, 5);
+        assert_eq!(policy.check(&V::Attester(vec![good])), Ok(()));
+        let mut wrong_slot = good;
+        wrong_slot.data.slot = 10;
+        assert!(policy.check(&V::Attester(vec![wrong_slot])).is_err());
+        let stranger = attester(BlsPubkey([7; 48]), 9, 1, 5);
+        assert!(matches!(
+            policy.check(&V::Attester(vec![stranger])),
+            Err(InvalidValue::UnknownValidator(_))
+        ));
+        let unsorted = vec![attester(s.pks[1], 9, 2, 5), attester(s.pks[0], 9, 1, 5)];
+        assert!(policy.check(&V::Attester(unsorted)).is_err());
+        let split_view = vec![attester(s.pks[0], 9, 1, 5), attester(s.pks[1], 9, 2, 6)];
+        assert!(policy.check(&V::Attester(split_view)).is_err(), "two data for one committee");
+        assert!(matches!(
+            policy.check(&V::SyncMessage(Root([1; 32]))),
+            Err(InvalidValue::WrongKind { .. })
+        ));
+        // Slashing DB: a signed different vote for the same target makes it a double vote.
+        let mut other = good;
+        other.data.beacon_block_root = Root([6; 32]);
+        s.slashing
+            .check_and_insert_attestation(
+                s.pks[0].as_bytes(),
+                other.data.source.epoch,
+                other.data.target.epoch,
+                Some(root(&other)),
+            )
+            .unwrap();
+        assert!(matches!(
+            policy.check(&V::Attester(vec![good])),
+            Err(InvalidValue::Slashable { .. })
+        ));
+        assert!(!ValuePolicy::<V>::is_valid(&policy, &V::Attester(vec![good])));
+        assert!(ValuePolicy::<V>::is_valid(&policy, &V::Attester(vec![other])));
+    }
+
+    #[tokio::test]
+    async fn rule1_input_refused_by_the_db_does_not_start_consensus() {
+        let mut s = setup();
+        let signed = attester(s.pks[0], 9, 1, 6);
+        s.slashing
+            .check_and_insert_attestation(
+                s.pks[0].as_bytes(),
+                signed.data.source.epoch,
+                signed.data.target.epoch,
+                Some(root(&signed)),
+            )
+            .unwrap();
+        let duty = Duty::new(9, DutyKind::Attester);
+        // Only DV 0, whose vote would be a double vote: nothing to agree on.
+        let res = s
+            .runner
+            .run(duty, V::Attester(vec![attester(s.pks[0], 9, 1, 5)]), deadline())
+            .await;
+        assert_eq!(res, Err(Reason::SlashingRefused));
+        assert!(s.calls.try_recv().is_err(), "consensus never started");
+        // DV 0 and DV 1: DV 0's entry is dropped from the input, DV 1 goes ahead.
+        let duty = Duty::new(10, DutyKind::Attester);
+        let input = V::Attester(vec![attester(s.pks[0], 10, 1, 5), attester(s.pks[1], 10, 2, 5)]);
+        let stored = s.runner.run(duty, input, deadline()).await.unwrap();
+        assert_eq!(stored.pubkeys(), vec![s.pks[1]]);
+        assert_eq!(s.calls.try_recv().unwrap(), duty);
+    }
+
+    #[tokio::test]
+    async fn rule2_decided_value_the_db_refuses_is_never_released() {
+        let s = setup();
+        let duty = Duty::new(9, DutyKind::Attester);
+        let ours = attester(s.pks[0], 9, 1, 5);
+        // The cluster decides another head for DV 0 and DV 1, but DV 0 already signed a
+        // different vote for that target (its record must win).
+        let mut theirs0 = ours;
+        theirs0.data.beacon_block_root = Root([8; 32]);
+        let theirs1 = attester(s.pks[1], 9, 2, 8);
+        s.slashing
+            .check_and_insert_attestation(
+                s.pks[0].as_bytes(),
+                ours.data.source.epoch,
+                ours.data.target.epoch,
+                Some(root(&ours)),
+            )
+            .unwrap();
+        s.scripted
+            .decide_instead
+            .lock()
+            .unwrap()
+            .insert(duty, V::Attester(vec![theirs0, theirs1]));
+        let stored = s
+            .runner
+            .run(duty, V::Attester(vec![ours, theirs1]), deadline())
+            .await
+            .unwrap();
+        assert_eq!(stored, V::Attester(vec![theirs1]), "DV 0's entry is withheld");
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(s.dutydb.await_attester(9, s.pks[0], soon).await.is_err());
+        assert_eq!(s.dutydb.await_attester(9, s.pks[1], soon).await.unwrap(), theirs1);
+        // DV 1's decided vote is now recorded: a different vote for its target is refused.
+        let mut conflicting = theirs1;
+        conflicting.data.beacon_block_root = Root([3; 32]);
+        assert!(s
+            .slashing
+            .check_attestation(
+                s.pks[1].as_bytes(),
+                conflicting.data.source.epoch,
+                conflicting.data.target.epoch,
+                Some(root(&conflicting)),
+            )
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn rules3_and_4_one_consensus_per_dv_and_no_db_write_while_it_runs() {
+        let mut s = setup();
+        let first = Duty::new(9, DutyKind::Attester);
+        // The next epoch: one attestation per DV and epoch.
+        let second = Duty::new(17, DutyKind::Attester);
+        let (release, gate) = oneshot::channel();
+        s.scripted.gates.lock().unwrap().insert(first, gate);
+        let a = attester(s.pks[0], 9, 1, 5);
+        let b = attester(s.pks[0], 17, 1, 5);
+        let r1 = {
+            let runner = s.runner.clone();
+            tokio::spawn(async move { runner.run(first, V::Attester(vec![a]), deadline()).await })
+        };
+        assert_eq!(within(s.calls.recv(), "first call").await.unwrap(), first);
+        let r2 = {
+            let runner = s.runner.clone();
+            tokio::spawn(async move { runner.run(second, V::Attester(vec![b]), deadline()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Rule 3: the second duty of the same DV has not started consensus.
+        assert!(s.calls.try_recv().is_err());
+        // Rule 4: nothing was written while the first consensus runs — a conflicting vote for
+        // the first target is still allowed by the DB.
+        let mut conflicting = a;
+        conflicting.data.beacon_block_root = Root([4; 32]);
+        let check = |e: &AttesterEntry| {
+            s.slashing.check_attestation(
+                s.pks[0].as_bytes(),
+                e.data.source.epoch,
+                e.data.target.epoch,
+                Some(root(e)),
+            )
+        };
+        assert!(check(&conflicting).is_ok());
+        release.send(()).unwrap();
+        assert!(within(r1, "first duty").await.unwrap().is_ok());
+        assert_eq!(within(s.calls.recv(), "second call").await.unwrap(), second);
+        assert!(within(r2, "second duty").await.unwrap().is_ok());
+        assert!(check(&conflicting).is_err(), "the decided vote was recorded afterwards");
+    }
+
+    #[tokio::test]
+    async fn rule5_attester_consensus_starts_in_increasing_slot_order() {
+        let mut s = setup();
+        let later = Duty::new(12, DutyKind::Attester);
+        let earlier = Duty::new(11, DutyKind::Attester);
+        s.runner
+            .run(later, V::Attester(vec![attester(s.pks[0], 12, 1, 5)]), deadline())
+            .await
+            .unwrap();
+        assert_eq!(s.calls.try_recv().unwrap(), later);
+        let res = s
+            .runner
+            .run(earlier, V::Attester(vec![attester(s.pks[1], 11, 1, 5)]), deadline())
+            .await;
+        assert_eq!(res, Err(Reason::NoConsensus));
+        assert!(s.calls.try_recv().is_err(), "slot 11 after slot 12 never starts");
+        // The same slot twice is refused as well; other duty kinds are not ordered.
+        assert!(s.runner.gate.begin_attester(12).is_err());
+        s.runner
+            .run(
+                Duty::new(11, DutyKind::SyncMessage),
+                V::SyncMessage(Root([1; 32])),
+                deadline(),
+            )
+            .await
+            .unwrap();
+    }
+}

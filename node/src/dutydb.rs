@@ -1,0 +1,419 @@
+//! The duty DB: decided values, and the duty definitions the scheduler resolved.
+//!
+//! The validator API blocks on it until the decided value of a duty exists (with a deadline),
+//! and the partial-signature stage reads from it what a partial signature must be over. It never
+//! holds two different values for the same duty: a conflicting store is refused. Values are
+//! kept for [`DutyDb::prune`]'s retention only.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::decide::{AttesterEntry, DutyValue, ProposerEntry};
+use crate::duty::{Duty, DutyDefs, DutyKind, ProposerDef, SyncDef};
+use crate::eth::types::{
+    AttestationData, BlsPubkey, BlsSignature, CommitteeIndex, Preset, Root, Slot, ValidatorIndex,
+};
+
+/// Duty DB errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DutyDbError {
+    /// A different value is already stored for the duty.
+    #[error("duty {duty}: conflicting {what} already stored")]
+    Conflict {
+        /// The duty.
+        duty: Duty,
+        /// What conflicts.
+        what: String,
+    },
+    /// Nothing was stored before the deadline.
+    #[error("no decided {what} before the deadline")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+    },
+}
+
+struct State<P: Preset> {
+    att_data: HashMap<(Slot, CommitteeIndex), AttestationData>,
+    attesters: HashMap<(Slot, BlsPubkey), AttesterEntry>,
+    by_bit: HashMap<(Slot, CommitteeIndex, u64), BlsPubkey>,
+    blocks: HashMap<Slot, ProposerEntry<P>>,
+    sync_roots: HashMap<Slot, Root>,
+    randao: HashMap<Slot, BlsSignature>,
+    defs: HashMap<Duty, DutyDefs>,
+}
+
+impl<P: Preset> Default for State<P> {
+    fn default() -> Self {
+        State {
+            att_data: HashMap::new(),
+            attesters: HashMap::new(),
+            by_bit: HashMap::new(),
+            blocks: HashMap::new(),
+            sync_roots: HashMap::new(),
+            randao: HashMap::new(),
+            defs: HashMap::new(),
+        }
+    }
+}
+
+/// See the [module docs](self).
+pub struct DutyDb<P: Preset> {
+    state: Mutex<State<P>>,
+    changed: Notify,
+}
+
+impl<P: Preset> Default for DutyDb<P> {
+    fn default() -> Self {
+        DutyDb {
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        }
+    }
+}
+
+impl<P: Preset> DutyDb<P> {
+    /// An empty DB.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<P>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the decided `value` of `duty`. Storing the same value again is a no-op; a
+    /// different one is refused (nothing of it is stored).
+    pub fn store(&self, duty: Duty, value: &DutyValue<P>) -> Result<(), DutyDbError> {
+        let conflict = |what: String| DutyDbError::Conflict { duty, what };
+        if value.kind() != duty.kind {
+            return Err(conflict(format!("{} value for this duty", value.kind())));
+        }
+        let mut s = self.lock();
+        match value {
+            DutyValue::Attester(entries) => {
+                for e in entries {
+                    let key = (duty.slot, e.def.committee_index);
+                    if matches!(s.att_data.get(&key), Some(d) if *d != e.data) {
+                        return Err(conflict(format!(
+                            "attestation data for committee {}",
+                            e.def.committee_index
+                        )));
+                    }
+                    if matches!(s.attesters.get(&(duty.slot, e.def.pubkey)), Some(x) if x != e) {
+                        return Err(conflict(format!("attestation of {}", e.def.pubkey)));
+                    }
+                    let bit = (
+                        duty.slot,
+                        e.def.committee_index,
+                        e.def.validator_committee_index,
+                    );
+                    if matches!(s.by_bit.get(&bit), Some(pk) if *pk != e.def.pubkey) {
+                        return Err(conflict(format!(
+                            "committee position {} of committee {}",
+                            e.def.validator_committee_index, e.def.committee_index
+                        )));
+                    }
+                }
+                for e in entries {
+                    s.att_data
+                        .insert((duty.slot, e.def.committee_index), e.data);
+                    s.attesters.insert((duty.slot, e.def.pubkey), *e);
+                    s.by_bit.insert(
+                        (
+                            duty.slot,
+                            e.def.committee_index,
+                            e.def.validator_committee_index,
+                        ),
+                        e.def.pubkey,
+                    );
+                }
+            }
+            DutyValue::Proposer(p) => match s.blocks.get(&duty.slot) {
+                Some(existing) if existing != p.as_ref() => return Err(conflict("block".into())),
+                Some(_) => {}
+                None => {
+                    s.blocks.insert(duty.slot, p.as_ref().clone());
+                }
+            },
+            DutyValue::SyncMessage(root) => match s.sync_roots.get(&duty.slot) {
+                Some(existing) if existing != root => {
+                    return Err(conflict("sync committee root".into()))
+                }
+                _ => {
+                    s.sync_roots.insert(duty.slot, *root);
+                }
+            },
+        }
+        drop(s);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Stores the aggregated RANDAO reveal of the proposer of `slot`.
+    pub fn store_randao(&self, slot: Slot, reveal: BlsSignature) -> Result<(), DutyDbError> {
+        let mut s = self.lock();
+        match s.randao.get(&slot) {
+            Some(existing) if *existing != reveal => {
+                return Err(DutyDbError::Conflict {
+                    duty: Duty::new(slot, DutyKind::Randao),
+                    what: "randao reveal".into(),
+                })
+            }
+            _ => {
+                s.randao.insert(slot, reveal);
+            }
+        }
+        drop(s);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Records the definitions of a scheduled duty (replacing earlier ones, e.g. after a
+    /// reorg changed the duties).
+    pub fn store_defs(&self, duty: Duty, defs: DutyDefs) {
+        self.lock().defs.insert(duty, defs);
+        self.changed.notify_waiters();
+    }
+
+    /// The definitions of a scheduled duty.
+    pub fn defs(&self, duty: Duty) -> Option<DutyDefs> {
+        self.lock().defs.get(&duty).cloned()
+    }
+
+    /// The proposer scheduled for `slot`, if it is one of the cluster's DVs.
+    pub fn proposer(&self, slot: Slot) -> Option<ProposerDef> {
+        match self.lock().defs.get(&Duty::new(slot, DutyKind::Proposer)) {
+            Some(DutyDefs::Proposer(p)) => Some(*p),
+            _ => None,
+        }
+    }
+
+    /// The DV sync committee member with `validator_index` at `slot`, if scheduled.
+    pub fn sync_member(&self, slot: Slot, validator_index: ValidatorIndex) -> Option<SyncDef> {
+        match self
+            .lock()
+            .defs
+            .get(&Duty::new(slot, DutyKind::SyncMessage))
+        {
+            Some(DutyDefs::SyncMessage(m)) => m
+                .iter()
+                .find(|d| d.validator_index == validator_index)
+                .copied(),
+            _ => None,
+        }
+    }
+
+    /// Waits until `f` finds something in the state, or `deadline`.
+    async fn await_with<T>(
+        &self,
+        deadline: Instant,
+        what: impl Fn() -> String,
+        f: impl Fn(&State<P>) -> Option<T>,
+    ) -> Result<T, DutyDbError> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(v) = f(&self.lock()) {
+                return Ok(v);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(DutyDbError::Timeout { what: what() });
+            }
+        }
+    }
+
+    /// The decided attestation data of committee `committee_index` at `slot`, waiting for it
+    /// until `deadline`.
+    pub async fn await_attestation(
+        &self,
+        slot: Slot,
+        committee_index: CommitteeIndex,
+        deadline: Instant,
+    ) -> Result<AttestationData, DutyDbError> {
+        self.await_with(
+            deadline,
+            || format!("attestation data for slot {slot} committee {committee_index}"),
+            |s| s.att_data.get(&(slot, committee_index)).copied(),
+        )
+        .await
+    }
+
+    /// The decided attester entry of DV `pubkey` at `slot`, waiting until `deadline`.
+    pub async fn await_attester(
+        &self,
+        slot: Slot,
+        pubkey: BlsPubkey,
+        deadline: Instant,
+    ) -> Result<AttesterEntry, DutyDbError> {
+        self.await_with(
+            deadline,
+            || format!("attestation of {pubkey} at slot {slot}"),
+            |s| s.attesters.get(&(slot, pubkey)).copied(),
+        )
+        .await
+    }
+
+    /// The DV whose decided attestation at `slot` sits at `validator_committee_index` of
+    /// committee `committee_index` (the single aggregation bit a VC sets), with its entry.
+    pub fn attester_by_bit(
+        &self,
+        slot: Slot,
+        committee_index: CommitteeIndex,
+        validator_committee_index: u64,
+    ) -> Option<AttesterEntry> {
+        let s = self.lock();
+        let pk = s
+            .by_bit
+            .get(&(slot, committee_index, validator_committee_index))?;
+        s.attesters.get(&(slot, *pk)).copied()
+    }
+
+    /// The decided block of `slot`, waiting until `deadline`.
+    pub async fn await_block(
+        &self,
+        slot: Slot,
+        deadline: Instant,
+    ) -> Result<ProposerEntry<P>, DutyDbError> {
+        self.await_with(
+            deadline,
+            || format!("block for slot {slot}"),
+            |s| s.blocks.get(&slot).cloned(),
+        )
+        .await
+    }
+
+    /// The decided sync committee root of `slot`, waiting until `deadline`.
+    pub async fn await_sync_root(
+        &self,
+        slot: Slot,
+        deadline: Instant,
+    ) -> Result<Root, DutyDbError> {
+        self.await_with(
+            deadline,
+            || format!("sync committee root for slot {slot}"),
+            |s| s.sync_roots.get(&slot).copied(),
+        )
+        .await
+    }
+
+    /// The aggregated RANDAO reveal for `slot`, waiting until `deadline`.
+    pub async fn await_randao(
+        &self,
+        slot: Slot,
+        deadline: Instant,
+    ) -> Result<BlsSignature, DutyDbError> {
+        self.await_with(
+            deadline,
+            || format!("randao reveal for slot {slot}"),
+            |s| s.randao.get(&slot).copied(),
+        )
+        .await
+    }
+
+    /// Forgets everything of slots before `slot`.
+    pub fn prune(&self, slot: Slot) {
+        let mut s = self.lock();
+        s.att_data.retain(|(sl, _), _| *sl >= slot);
+        s.attesters.retain(|(sl, _), _| *sl >= slot);
+        s.by_bit.retain(|(sl, _, _), _| *sl >= slot);
+        s.blocks.retain(|sl, _| *sl >= slot);
+        s.sync_roots.retain(|sl, _| *sl >= slot);
+        s.randao.retain(|sl, _| *sl >= slot);
+        s.defs.retain(|d, _| d.slot >= slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duty::AttesterDef;
+    use crate::eth::types::{Checkpoint, Minimal};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn entry(pk: u8, committee: u64, bit: u64, root: u8) -> AttesterEntry {
+        AttesterEntry {
+            def: AttesterDef {
+                pubkey: BlsPubkey([pk; 48]),
+                validator_index: u64::from(pk),
+                committee_index: committee,
+                committee_length: 8,
+                committees_at_slot: 2,
+                validator_committee_index: bit,
+            },
+            data: AttestationData {
+                slot: 5,
+                index: committee,
+                beacon_block_root: Root([root; 32]),
+                source: Checkpoint::default(),
+                target: Checkpoint {
+                    epoch: 0,
+                    root: Root([root; 32]),
+                },
+            },
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(200)
+    }
+
+    #[tokio::test]
+    async fn await_returns_when_stored_and_times_out_otherwise() {
+        let db = Arc::new(DutyDb::<Minimal>::new());
+        let duty = Duty::new(5, DutyKind::Attester);
+        let waiter = {
+            let db = db.clone();
+            tokio::spawn(async move { db.await_attestation(5, 1, soon()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let e = entry(1, 1, 3, 9);
+        db.store(duty, &DutyValue::Attester(vec![e])).unwrap();
+        assert_eq!(waiter.await.unwrap().unwrap(), e.data);
+        assert_eq!(db.attester_by_bit(5, 1, 3), Some(e));
+        assert_eq!(db.attester_by_bit(5, 1, 4), None);
+        let err = db.await_attestation(5, 0, soon()).await.unwrap_err();
+        assert!(matches!(err, DutyDbError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("slot 5 committee 0"));
+    }
+
+    #[tokio::test]
+    async fn conflicting_stores_are_refused_and_same_value_is_idempotent() {
+        let db = DutyDb::<Minimal>::new();
+        let duty = Duty::new(5, DutyKind::Attester);
+        let a = entry(1, 1, 3, 9);
+        db.store(duty, &DutyValue::Attester(vec![a])).unwrap();
+        db.store(duty, &DutyValue::Attester(vec![a])).unwrap();
+        // Same committee, different data.
+        let b = entry(2, 1, 4, 7);
+        let err = db.store(duty, &DutyValue::Attester(vec![b])).unwrap_err();
+        assert!(err.to_string().contains("committee 1"), "{err}");
+        assert_eq!(
+            db.attester_by_bit(5, 1, 4),
+            None,
+            "nothing of a refused value is stored"
+        );
+        // Another DV at the same committee position.
+        let c = entry(3, 1, 3, 9);
+        assert!(db.store(duty, &DutyValue::Attester(vec![c])).is_err());
+        // Sync roots and randao.
+        let sduty = Duty::new(5, DutyKind::SyncMessage);
+        db.store(sduty, &DutyValue::SyncMessage(Root([1; 32])))
+            .unwrap();
+        assert!(db
+            .store(sduty, &DutyValue::SyncMessage(Root([2; 32])))
+            .is_err());
+        assert_eq!(db.await_sync_root(5, soon()).await.unwrap(), Root([1; 32]));
+        db.store_randao(5, BlsSignature([1; 96])).unwrap();
+        assert!(db.store_randao(5, BlsSignature([2; 96])).is_err());
+        // Wrong kind for the duty.
+        assert!(db.store(sduty, &DutyValue::Attester(vec![a])).is_err());
+        db.prune(6);
+        assert_eq!(db.attester_by_bit(5, 1, 3), None);
+    }
+}

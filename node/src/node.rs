@@ -1,0 +1,453 @@
+//! `dvnode run`: wires the duty workflow together (the one place that does).
+//!
+//! ```text
+//! scheduler ─► fetcher ─► consensus (DutyRunner) ─► dutydb ─► validator API ◄─► VC
+//!                                                       │ partial signatures
+//! broadcast ◄─ sigagg ◄─ parsig (local + peers) ◄───────┘ ◄─► p2p Protocol::Parsig
+//! ```
+//!
+//! Startup: load and verify the cluster lock, find this node's index from its p2p key, wait
+//! for the beacon node (retrying with a clear log line), check the chain's preset and genesis
+//! validators root, open the slashing DB, start p2p, consensus, the workflow stages, the
+//! validator API and the metrics server. SIGINT/SIGTERM stop everything gracefully.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use libp2p::Multiaddr;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::cluster::lock::ClusterLock;
+use crate::cluster::Cluster;
+use crate::consensus::driver::{Consensus, ConsensusMetrics, DriverConfig};
+use crate::decide::{DutyRunner, DutyValue};
+use crate::duty::{DutyDefs, DutyKind, ScheduledDuty};
+use crate::dutydb::DutyDb;
+use crate::eth::beacon::BeaconClient;
+use crate::eth::signing::ForkSchedule;
+use crate::eth::types::{BlsPubkey, Mainnet, Minimal, Preset, Root};
+use crate::fetcher::Fetcher;
+use crate::parsig::{DvShares, ParSig, ParSigMetrics, Threshold};
+use crate::scheduler::{Clock, Scheduler, SlotClock, SystemClock};
+use crate::sigagg::SigAgg;
+use crate::slashing::SlashingDb;
+use crate::tracker::{Reason, Stage, Tracker};
+use crate::validator_api::{ValidatorApi, ValidatorApiConfig};
+use crate::vc_backend::WorkflowBackend;
+use crate::{broadcast::Broadcaster, p2p};
+
+/// Slots after which a duty's record is closed and logged.
+const TRACK_SLOTS: u64 = 4;
+/// Slots of decided values and partials kept.
+const KEEP_SLOTS: u64 = 64;
+
+/// Configuration of `dvnode run`.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Cluster lock file.
+    pub lock_file: PathBuf,
+    /// Node directory (`p2p-key`, `validator_keys/`).
+    pub node_dir: PathBuf,
+    /// Beacon node URL.
+    pub beacon_node_url: String,
+    /// Validator API listen address.
+    pub validator_api_addr: SocketAddr,
+    /// p2p listen address.
+    pub p2p_listen: Multiaddr,
+    /// Peer addresses in node order (this node's own entry is ignored); empty: the lock's.
+    pub p2p_peers: Vec<Multiaddr>,
+    /// Directory of the slashing DB.
+    pub data_dir: PathBuf,
+    /// Metrics/health listen address.
+    pub metrics_addr: SocketAddr,
+    /// JSON-lines duty log.
+    pub duty_log: Option<PathBuf>,
+}
+
+/// Waits for the beacon node and returns its fork schedule and preset name.
+async fn wait_for_bn(
+    bn: &BeaconClient,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(ForkSchedule, String)> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let res = async {
+            let spec = bn.spec().await?;
+            let schedule = bn.fork_schedule().await?;
+            let preset = spec.string("PRESET_BASE").unwrap_or_else(|_| "mainnet".into());
+            Ok::<_, crate::eth::beacon::BeaconError>((schedule, preset))
+        }
+        .await;
+        match res {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                warn!(url = %bn.base_url(), attempt, error = %e, "beacon node not reachable; retrying in 2s");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => bail!("shut down while waiting for the beacon node"),
+        }
+    }
+}
+
+fn dial_addrs(cluster: &Cluster, own: usize, flags: &[Multiaddr]) -> Result<Vec<(libp2p::PeerId, Multiaddr)>> {
+    let n = cluster.peers.len();
+    let addrs: Vec<Option<Multiaddr>> = if flags.is_empty() {
+        cluster
+            .lock
+            .content
+            .operators
+            .iter()
+            .map(|o| o.address.as_deref().map(str::parse).transpose())
+            .collect::<Result<_, _>>()
+            .context("invalid operator address in the cluster lock")?
+    } else {
+        ensure!(
+            flags.len() == n,
+            "--p2p-peers needs one address per node in lock order ({n}), got {}",
+            flags.len()
+        );
+        flags.iter().cloned().map(Some).collect()
+    };
+    Ok(addrs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != own)
+        .filter_map(|(i, a)| a.map(|a| (cluster.peers[i], a)))
+        .collect())
+}
+
+/// Warns about keystores whose pubkey is not this node's public share of any DV.
+fn check_keystores(cluster: &Cluster, own: usize, node_dir: &std::path::Path) {
+    let dir = node_dir.join("validator_keys");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let ours: HashSet<String> = cluster
+        .validators
+        .iter()
+        .filter_map(|v| v.public_shares.get(own))
+        .map(|pk| hex::encode(pk.to_bytes()))
+        .collect();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let pubkey = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("pubkey").and_then(|p| p.as_str()).map(|s| s.trim_start_matches("0x").to_lowercase()));
+        match pubkey {
+            Some(pk) if ours.contains(&pk) => {}
+            _ => warn!(keystore = %path.display(), "keystore is not one of this node's key shares in the lock"),
+        }
+    }
+}
+
+/// Runs the node until `shutdown` resolves.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    let cluster = ClusterLock::load(&config.lock_file)?;
+    let key = p2p::key::load(&config.node_dir.join("p2p-key"))
+        .with_context(|| format!("loading the p2p key of {}", config.node_dir.display()))?;
+    let me = key.public().to_peer_id();
+    let own = cluster
+        .peers
+        .iter()
+        .position(|p| *p == me)
+        .ok_or_else(|| anyhow!("this node's peer id {me} is not an operator of the cluster lock"))?;
+    check_keystores(&cluster, own, &config.node_dir);
+    info!(node = own, peer = %me, nodes = cluster.peers.len(), threshold = cluster.threshold,
+        validators = cluster.validators.len(), "cluster lock loaded");
+
+    let bn = BeaconClient::new(&config.beacon_node_url)?;
+    let (schedule, preset) = wait_for_bn(&bn, &mut stop_rx).await?;
+    match preset.as_str() {
+        "minimal" => run_preset::<Minimal>(config, cluster, own, key, bn, schedule, stop_rx).await,
+        "mainnet" => run_preset::<Mainnet>(config, cluster, own, key, bn, schedule, stop_rx).await,
+        other => bail!("beacon node runs the unsupported preset {other:?}"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_preset<P: Preset>(
+    config: NodeConfig,
+    cluster: Cluster,
+    own: usize,
+    key: libp2p::identity::Keypair,
+    bn: BeaconClient,
+    schedule: ForkSchedule,
+    mut stop_rx: watch::Receiver<bool>,
+) -> Result<()> {
+    schedule.ensure_preset::<P>()?;
+    let gvr = schedule.genesis_validators_root();
+    if cluster.genesis_validators_root == [0; 32] {
+        warn!(%gvr, "the cluster lock has no genesis validators root; using the beacon node's");
+    } else if Root(cluster.genesis_validators_root) != gvr {
+        bail!(
+            "the beacon node's genesis validators root {gvr} differs from the cluster lock's {}",
+            Root(cluster.genesis_validators_root)
+        );
+    }
+    let schedule = Arc::new(schedule);
+    let slashing = Arc::new(SlashingDb::open(&config.data_dir.join("slashing.redb"))?);
+    slashing.set_genesis_validators_root(gvr.0)?;
+
+    let mut registry = Registry::default();
+    let p2p_metrics = p2p::Metrics::new(&mut registry);
+    let (network, inbound) = p2p::Network::start(p2p::Config {
+        key: key.clone(),
+        peers: cluster.peers.clone(),
+        listen_addrs: vec![config.p2p_listen.clone()],
+        dial_addrs: dial_addrs(&cluster, own, &config.p2p_peers)?,
+        metrics: p2p_metrics.clone(),
+        limits: p2p::Limits::default(),
+    })
+    .await?;
+    info!(addrs = ?network.local_addrs(), "p2p listening");
+    let router = p2p::router::Router::spawn(inbound, 1024, p2p_metrics);
+    let consensus = Consensus::new(
+        network.clone(),
+        router.qbft,
+        key,
+        DriverConfig::default(),
+        ConsensusMetrics::new(&mut registry),
+    )?;
+
+    let tracker = Tracker::new(&mut registry, config.duty_log.as_deref())?;
+    let dutydb = Arc::new(DutyDb::<P>::new());
+    let dv_pubkeys: Vec<BlsPubkey> = cluster
+        .validators
+        .iter()
+        .map(|v| BlsPubkey(v.pubkey.to_bytes()))
+        .collect();
+    let shares = DvShares {
+        shares: cluster
+            .validators
+            .iter()
+            .map(|v| (BlsPubkey(v.pubkey.to_bytes()), v.public_shares.clone()))
+            .collect(),
+    };
+    let (ready_tx, ready_rx) = mpsc::channel::<Threshold>(1024);
+    let parsig = Arc::new(ParSig::new(
+        own as u64 + 1,
+        cluster.threshold,
+        shares,
+        schedule.clone(),
+        dutydb.clone(),
+        Arc::new(network.clone()),
+        ready_tx,
+        ParSigMetrics::new(&mut registry),
+        tracker.clone(),
+    ));
+    tokio::spawn(parsig.clone().run_inbound(router.parsig));
+    let sigagg = Arc::new(SigAgg::new(cluster.threshold, dutydb.clone()));
+    let broadcaster = Arc::new(Broadcaster::new(
+        bn.clone(),
+        schedule.clone(),
+        dutydb.clone(),
+        tracker.clone(),
+    ));
+    tokio::spawn(aggregate_loop(ready_rx, sigagg, broadcaster, tracker.clone()));
+
+    let runner = Arc::new(DutyRunner::new(
+        Arc::new(consensus.clone()),
+        schedule.clone(),
+        slashing.clone(),
+        Arc::new(dv_pubkeys.iter().copied().collect()),
+        dutydb.clone(),
+        tracker.clone(),
+    ));
+    let (due_tx, due_rx) = mpsc::channel::<ScheduledDuty>(256);
+    let scheduler = Scheduler::<P>::new(
+        bn.clone(),
+        &schedule,
+        Arc::new(SystemClock),
+        dv_pubkeys,
+        dutydb.clone(),
+        tracker.clone(),
+        due_tx,
+    );
+    tokio::spawn(scheduler.run(stop_rx.clone()));
+    let executor = Executor {
+        clock: SlotClock::of(&schedule),
+        fetcher: Fetcher::new(bn.clone()),
+        runner,
+        dutydb: dutydb.clone(),
+        tracker: tracker.clone(),
+    };
+    tokio::spawn(Arc::new(executor).run(due_rx));
+    tokio::spawn(housekeeping(
+        SlotClock::of(&schedule),
+        tracker.clone(),
+        dutydb.clone(),
+        parsig.clone(),
+        stop_rx.clone(),
+    ));
+
+    let mut api_config = ValidatorApiConfig::new(&config.beacon_node_url, &cluster, own as u64 + 1)?;
+    api_config.listen = config.validator_api_addr;
+    let api = ValidatorApi::new(
+        api_config,
+        Arc::new(WorkflowBackend::new(dutydb, parsig, schedule.clone())),
+    )?
+    .with_metrics(crate::validator_api::Metrics::new(&mut registry));
+    let api = api.bind().await?;
+    info!(addr = %api.local_addr(), "validator API listening");
+    let metrics = crate::metrics_server::bind(config.metrics_addr, registry, network.clone()).await?;
+    info!(addr = %config.metrics_addr, "metrics listening on /metrics and /health");
+
+    let stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api_task = tokio::spawn(api.serve(stop(stop_rx.clone())));
+    let metrics_task = tokio::spawn(metrics.serve(stop(stop_rx.clone())));
+    let _ = stop_rx.wait_for(|s| *s).await;
+    consensus.shutdown().await;
+    network.shutdown().await;
+    for (name, task) in [("validator API", api_task), ("metrics", metrics_task)] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(error = %e, "{name} server failed"),
+            Err(e) => error!(error = %e, "{name} task failed"),
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn aggregate_loop<P: Preset>(
+    mut ready: mpsc::Receiver<Threshold>,
+    sigagg: Arc<SigAgg<P>>,
+    broadcaster: Arc<Broadcaster<P>>,
+    tracker: Tracker,
+) {
+    while let Some(th) = ready.recv().await {
+        let sigagg = sigagg.clone();
+        let broadcaster = broadcaster.clone();
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            match sigagg.aggregate(&th).await {
+                Ok(signed) => {
+                    tracker.stage(th.duty, Stage::Aggregated);
+                    broadcaster.broadcast(th.duty, signed).await;
+                }
+                Err(e) => {
+                    warn!(duty = %th.duty, pubkey = %th.pubkey, error = %e, "aggregation failed");
+                    tracker.fail(th.duty, Reason::InsufficientPeerSignatures, &e.to_string());
+                }
+            }
+        });
+    }
+}
+
+async fn housekeeping<P: Preset>(
+    clock: SlotClock,
+    tracker: Tracker,
+    dutydb: Arc<DutyDb<P>>,
+    parsig: Arc<ParSig<P>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let now = SystemClock.now_ms();
+        let slot = clock.slot_at_ms(now);
+        tracker.finish_before(slot.saturating_sub(TRACK_SLOTS));
+        dutydb.prune(slot.saturating_sub(KEEP_SLOTS));
+        parsig.prune(slot.saturating_sub(KEEP_SLOTS));
+        let next = clock.slot_start_ms(slot + 1).saturating_sub(now);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(next.max(1))) => {}
+            _ = stop.changed() => {
+                tracker.finish_before(u64::MAX);
+                return;
+            }
+        }
+    }
+}
+
+/// Runs each due duty: fetch, consensus, duty DB.
+struct Executor<P: Preset> {
+    clock: SlotClock,
+    fetcher: Fetcher,
+    runner: Arc<DutyRunner<P>>,
+    dutydb: Arc<DutyDb<P>>,
+    tracker: Tracker,
+}
+
+impl<P: Preset> Executor<P> {
+    async fn run(self: Arc<Self>, mut due: mpsc::Receiver<ScheduledDuty>) {
+        while let Some(d) = due.recv().await {
+            let this = self.clone();
+            tokio::spawn(async move { this.execute(d).await });
+        }
+    }
+
+    /// `Instant` at which `slots` slots after the start of `slot` begin.
+    fn deadline(&self, slot: u64, slots: u64) -> Instant {
+        let end = self.clock.slot_start_ms(slot.saturating_add(slots));
+        Instant::now() + Duration::from_millis(end.saturating_sub(SystemClock.now_ms()))
+    }
+
+    async fn execute(&self, d: ScheduledDuty) {
+        let duty = d.duty;
+        let deadline = self.deadline(duty.slot, 1);
+        let input: Result<DutyValue<P>, String> = match &d.defs {
+            DutyDefs::Attester(defs) => self
+                .fetcher
+                .attester(duty.slot, defs, deadline)
+                .await
+                .map(DutyValue::Attester)
+                .map_err(|e| e.to_string()),
+            DutyDefs::SyncMessage(_) => self
+                .fetcher
+                .sync_root::<P>(deadline)
+                .await
+                .map_err(|e| e.to_string()),
+            DutyDefs::Proposer(p) => {
+                match self.dutydb.await_randao(duty.slot, deadline).await {
+                    Ok(reveal) => self
+                        .fetcher
+                        .proposer::<P>(duty.slot, p, &reveal, deadline)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => {
+                        warn!(%duty, error = %e, "no combined RANDAO reveal; cannot propose");
+                        self.tracker.fail(duty, Reason::InsufficientPeerSignatures, &e.to_string());
+                        return;
+                    }
+                }
+            }
+        };
+        let input = match input {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(%duty, error = %e, "cannot fetch the duty's data from the beacon node");
+                self.tracker.fail(duty, Reason::FetchBnError, &e);
+                return;
+            }
+        };
+        self.tracker.stage(duty, Stage::Fetched);
+        let kind = duty.kind;
+        match self.runner.run(duty, input, deadline).await {
+            Ok(v) => info!(%duty, dvs = v.pubkeys().len().max(usize::from(kind == DutyKind::SyncMessage)), "duty decided"),
+            Err(reason) => warn!(%duty, reason = reason.as_str(), "duty not decided"),
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The scheduler: the slot clock, the DVs' duties per epoch, and firing each duty on time.
+//!
+//! Each epoch the scheduler resolves the DVs' validator indices (active ones) and asks the
+//! beacon node for their attester, proposer and sync committee duties of the current and the
+//! next epoch. It records the definitions in the [`DutyDb`] (peers may be ahead; their partial
+//! signatures are checked against them) and fires each duty at its offset into the slot:
+//! proposer at the slot start, attester and sync committee message at 1/3 of the slot.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::duty::{AttesterDef, Duty, DutyDefs, DutyKind, ProposerDef, ScheduledDuty, SyncDef};
+use crate::dutydb::DutyDb;
+use crate::eth::beacon::{BeaconClient, BeaconError, StateId, ValidatorId};
+use crate::eth::signing::ForkSchedule;
+use crate::eth::types::{BlsPubkey, Epoch, Preset, Slot, ValidatorIndex};
+use crate::tracker::{Stage, Tracker};
+
+/// Milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default()
+    }
+}
+
+/// Slot arithmetic in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotClock {
+    genesis_ms: u64,
+    slot_ms: u64,
+    slots_per_epoch: u64,
+}
+
+impl SlotClock {
+    /// A clock for a chain starting at `genesis_time` (Unix seconds).
+    pub fn new(genesis_time: u64, seconds_per_slot: u64, slots_per_epoch: u64) -> SlotClock {
+        SlotClock {
+            genesis_ms: genesis_time.saturating_mul(1000),
+            slot_ms: seconds_per_slot.max(1).saturating_mul(1000),
+            slots_per_epoch: slots_per_epoch.max(1),
+        }
+    }
+
+    /// The clock of a chain.
+    pub fn of(schedule: &ForkSchedule) -> SlotClock {
+        SlotClock::new(
+            schedule.genesis_time(),
+            schedule.seconds_per_slot(),
+            schedule.slots_per_epoch(),
+        )
+    }
+
+    /// Slot duration.
+    pub fn slot_duration(&self) -> Duration {
+        Duration::from_millis(self.slot_ms)
+    }
+
+    /// Start of `slot` (Unix ms).
+    pub fn slot_start_ms(&self, slot: Slot) -> u64 {
+        self.genesis_ms
+            .saturating_add(slot.saturating_mul(self.slot_ms))
+    }
+
+    /// The slot at `ms` (slot 0 before genesis).
+    pub fn slot_at_ms(&self, ms: u64) -> Slot {
+        ms.saturating_sub(self.genesis_ms) / self.slot_ms
+    }
+
+    /// The epoch of `slot`.
+    pub fn epoch_of(&self, slot: Slot) -> Epoch {
+        slot / self.slots_per_epoch
+    }
+
+    /// The slots of `epoch`.
+    pub fn slots_of(&self, epoch: Epoch) -> std::ops::Range<Slot> {
+        let start = epoch.saturating_mul(self.slots_per_epoch);
+        start..start.saturating_add(self.slots_per_epoch)
+    }
+
+    /// When `duty` fires (Unix ms): proposer and RANDAO at the slot start, attester and sync
+    /// committee message at 1/3 of the slot.
+    pub fn fire_at_ms(&self, duty: Duty) -> u64 {
+        let start = self.slot_start_ms(duty.slot);
+        match duty.kind {
+            DutyKind::Proposer | DutyKind::Randao => start,
+            DutyKind::Attester | DutyKind::SyncMessage => start + self.slot_ms / 3,
+        }
+    }
+}
+
+/// Groups raw duties of one epoch into [`ScheduledDuty`]s, sorted by fire time.
+pub fn plan_epoch(
+    clock: &SlotClock,
+    epoch: Epoch,
+    attesters: &[AttesterDef],
+    attester_slots: &[Slot],
+    proposers: &[(Slot, ProposerDef)],
+    sync: &[SyncDef],
+) -> Vec<(u64, ScheduledDuty)> {
+    let mut by_slot: BTreeMap<Slot, Vec<AttesterDef>> = BTreeMap::new();
+    for (d, slot) in attesters.iter().zip(attester_slots) {
+        by_slot.entry(*slot).or_default().push(*d);
+    }
+    let mut out = Vec::new();
+    for (slot, mut defs) in by_slot {
+        defs.sort_by_key(|d| d.pubkey);
+        defs.dedup_by_key(|d| d.pubkey);
+        out.push(ScheduledDuty {
+            duty: Duty::new(slot, DutyKind::Attester),
+            defs: DutyDefs::Attester(defs),
+        });
+    }
+    for (slot, p) in proposers {
+        out.push(ScheduledDuty {
+            duty: Duty::new(*slot, DutyKind::Proposer),
+            defs: DutyDefs::Proposer(*p),
+        });
+    }
+    if !sync.is_empty() {
+        let mut members = sync.to_vec();
+        members.sort_by_key(|d| d.pubkey);
+        for slot in clock.slots_of(epoch) {
+            out.push(ScheduledDuty {
+                duty: Duty::new(slot, DutyKind::SyncMessage),
+                defs: DutyDefs::SyncMessage(members.clone()),
+            });
+        }
+    }
+    let mut timed: Vec<(u64, ScheduledDuty)> = out
+        .into_iter()
+        .map(|d| (clock.fire_at_ms(d.duty), d))
+        .collect();
+    timed.sort_by_key(|(t, d)| (*t, d.duty));
+    timed
+}
+
+/// See the [module docs](self).
+pub struct Scheduler<P: Preset> {
+    bn: BeaconClient,
+    clock: SlotClock,
+    time: Arc<dyn Clock>,
+    dvs: Vec<BlsPubkey>,
+    indices: HashMap<BlsPubkey, ValidatorIndex>,
+    dutydb: Arc<DutyDb<P>>,
+    tracker: Tracker,
+    out: mpsc::Sender<ScheduledDuty>,
+    resolved: BTreeSet<Epoch>,
+    queue: Vec<(u64, ScheduledDuty)>,
+}
+
+impl<P: Preset> Scheduler<P> {
+    /// A scheduler for the DVs `dvs`, sending due duties to `out`.
+    pub fn new(
+        bn: BeaconClient,
+        schedule: &ForkSchedule,
+        time: Arc<dyn Clock>,
+        dvs: Vec<BlsPubkey>,
+        dutydb: Arc<DutyDb<P>>,
+        tracker: Tracker,
+        out: mpsc::Sender<ScheduledDuty>,
+    ) -> Scheduler<P> {
+        Scheduler {
+            bn,
+            clock: SlotClock::of(schedule),
+            time,
+            dvs,
+            indices: HashMap::new(),
+            dutydb,
+            tracker,
+            out,
+            resolved: BTreeSet::new(),
+            queue: Vec::new(),
+        }
+    }
+
+    async fn resolve_indices(&mut self) -> Result<(), BeaconError> {
+        let missing: Vec<ValidatorId> = self
+            .dvs
+            .iter()
+            .filter(|pk| !self.indices.contains_key(*pk))
+            .map(|pk| ValidatorId::Pubkey(*pk))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for v in self.bn.state_validators(StateId::Head, &missing).await? {
+            if v.status.is_active() {
+                self.indices.insert(v.validator.pubkey, v.index);
+            }
+        }
+        info!(
+            active = self.indices.len(),
+            total = self.dvs.len(),
+            "resolved DV validator indices"
+        );
+        Ok(())
+    }
+
+    /// Fetches the duties of `epoch` and queues them.
+    async fn resolve_epoch(&mut self, epoch: Epoch) -> Result<(), BeaconError> {
+        self.resolve_indices().await?;
+        let mut indices: Vec<ValidatorIndex> = self.indices.values().copied().collect();
+        indices.sort_unstable();
+        if indices.is_empty() {
+            self.resolved.insert(epoch);
+            return Ok(());
+        }
+        let ours: HashMap<ValidatorIndex, BlsPubkey> =
+            self.indices.iter().map(|(pk, i)| (*i, *pk)).collect();
+        let att = self.bn.attester_duties(epoch, &indices).await?.data;
+        let att: Vec<_> = att
+            .iter()
+            .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
+            .collect();
+        let attesters: Vec<AttesterDef> = att.iter().map(|d| AttesterDef::from(*d)).collect();
+        let slots: Vec<Slot> = att.iter().map(|d| d.slot).collect();
+        let proposers: Vec<(Slot, ProposerDef)> = self
+            .bn
+            .proposer_duties::<P>(epoch)
+            .await?
+            .data
+            .iter()
+            .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
+            .map(|d| (d.slot, ProposerDef::from(d)))
+            .collect();
+        let sync: Vec<SyncDef> = match self.bn.sync_duties(epoch, &indices).await {
+            Ok(s) => s
+                .data
+                .iter()
+                .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
+                .map(SyncDef::from)
+                .collect(),
+            Err(e) => {
+                warn!(epoch, error = %e, "cannot get sync committee duties; none scheduled");
+                Vec::new()
+            }
+        };
+        let planned = plan_epoch(&self.clock, epoch, &attesters, &slots, &proposers, &sync);
+        info!(
+            epoch,
+            attester_slots = planned
+                .iter()
+                .filter(|(_, d)| d.duty.kind == DutyKind::Attester)
+                .count(),
+            proposals = proposers.len(),
+            sync_members = sync.len(),
+            "scheduled epoch duties"
+        );
+        for (_, d) in &planned {
+            self.dutydb.store_defs(d.duty, d.defs.clone());
+        }
+        self.queue
+            .retain(|(_, d)| self.clock.epoch_of(d.duty.slot) != epoch);
+        self.queue.extend(planned);
+        self.queue.sort_by_key(|(t, d)| (*t, d.duty));
+        self.resolved.insert(epoch);
+        Ok(())
+    }
+
+    /// Runs until `shutdown` turns true or the receiver of due duties is gone.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let slot_ms = self.clock.slot_duration().as_millis() as u64;
+        loop {
+            let now = self.time.now_ms();
+            let slot = self.clock.slot_at_ms(now);
+            let epoch = self.clock.epoch_of(slot);
+            for e in [epoch, epoch + 1] {
+                if !self.resolved.contains(&e) {
+                    if let Err(err) = self.resolve_epoch(e).await {
+                        warn!(epoch = e, error = %err, "cannot resolve duties from the beacon node; retrying");
+                    }
+                }
+            }
+            self.resolved.retain(|e| *e + 1 >= epoch);
+            // Fire what is due; drop what is more than a slot late.
+            let now = self.time.now_ms();
+            let due: Vec<ScheduledDuty> = {
+                let split = self.queue.partition_point(|(t, _)| *t <= now);
+                self.queue
+                    .drain(..split)
+                    .filter_map(|(t, d)| {
+                        if now.saturating_sub(t) > slot_ms {
+                            debug!(duty = %d.duty, "duty missed while starting up; skipped");
+                            None
+                        } else {
+                            Some(d)
+                        }
+                    })
+                    .collect()
+            };
+            for d in due {
+                self.tracker.stage(d.duty, Stage::Scheduled);
+                if self.out.send(d).await.is_err() {
+                    return;
+                }
+            }
+            let next_slot_ms = self.clock.slot_start_ms(slot + 1);
+            let next = self
+                .queue
+                .first()
+                .map(|(t, _)| (*t).min(next_slot_ms))
+                .unwrap_or(next_slot_ms);
+            let wait = Duration::from_millis(next.saturating_sub(self.time.now_ms()).max(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eth::types::BlsPubkey;
+
+    struct FakeClock(std::sync::atomic::AtomicU64);
+    impl Clock for FakeClock {
+        fn now_ms(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn fire_offsets_follow_the_slot_time() {
+        let clock = SlotClock::new(1_000, 4, 8);
+        assert_eq!(clock.slot_start_ms(0), 1_000_000);
+        assert_eq!(
+            clock.fire_at_ms(Duty::new(3, DutyKind::Proposer)),
+            1_012_000
+        );
+        assert_eq!(
+            clock.fire_at_ms(Duty::new(3, DutyKind::Attester)),
+            1_013_333
+        );
+        assert_eq!(
+            clock.fire_at_ms(Duty::new(3, DutyKind::SyncMessage)),
+            1_013_333
+        );
+        let fake = FakeClock(std::sync::atomic::AtomicU64::new(1_013_999));
+        assert_eq!(clock.slot_at_ms(fake.now_ms()), 3);
+        assert_eq!(clock.slot_at_ms(999_000), 0, "before genesis");
+        assert_eq!(clock.epoch_of(17), 2);
+        assert_eq!(clock.slots_of(2), 16..24);
+    }
+
+    #[test]
+    fn plan_groups_attesters_per_slot_and_orders_by_fire_time() {
+        let clock = SlotClock::new(0, 6, 8);
+        let def = |pk: u8, committee| AttesterDef {
+            pubkey: BlsPubkey([pk; 48]),
+            validator_index: u64::from(pk),
+            committee_index: committee,
+            committee_length: 4,
+            committees_at_slot: 1,
+            validator_committee_index: 0,
+        };
+        let atts = [def(2, 0), def(1, 0), def(3, 0)];
+        let slots = [9, 9, 8];
+        let prop = ProposerDef {
+            pubkey: BlsPubkey([1; 48]),
+            validator_index: 1,
+        };
+        let sync = [SyncDef {
+            pubkey: BlsPubkey([4; 48]),
+            validator_index: 4,
+        }];
+        let plan = plan_epoch(&clock, 1, &atts, &slots, &[(9, prop)], &sync);
+        // 2 attester slots + 1 proposer + 8 sync.
+        assert_eq!(plan.len(), 11);
+        assert!(plan.windows(2).all(|w| w[0].0 <= w[1].0));
+        let slot9: Vec<_> = plan
+            .iter()
+            .filter(|(_, d)| d.duty == Duty::new(9, DutyKind::Attester))
+            .collect();
+        match &slot9[0].1.defs {
+            DutyDefs::Attester(d) => {
+                assert_eq!(
+                    d.iter().map(|d| d.pubkey.0[0]).collect::<Vec<_>>(),
+                    vec![1, 2]
+                )
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let p = plan
+            .iter()
+            .position(|(_, d)| d.duty.kind == DutyKind::Proposer)
+            .unwrap();
+        let a = plan
+            .iter()
+            .position(|(_, d)| d.duty == Duty::new(9, DutyKind::Attester))
+            .unwrap();
+        assert!(p < a, "proposer fires before the attester of its slot");
+        assert_eq!(plan[p].0, 54_000);
+        assert_eq!(plan[a].0, 56_000);
+    }
+}
