@@ -15,7 +15,7 @@ export LODESTAR_BIN ?= $(LODESTAR_DIR)/bin/lodestar
 # Seeds for the QBFT simulation: `make test` runs 1,000, `make soak` many more.
 SOAK_SEEDS ?= 20000
 
-.PHONY: all build test lint fmt unit soak bench devnet check-shared lodestar
+.PHONY: all build test lint fmt unit soak bench devnet check-shared lodestar e2e-local e2e-local
 
 all: build
 
@@ -62,3 +62,12 @@ devnet: lodestar
 	$(CARGO) build --release --locked -p dvnode -p dvlab
 	./target/release/dvlab images build --shared "$(SHARED_DIR)"
 	./target/release/dvlab run $(DEVNET)
+
+## e2e-local: dvnode with real, unmodified Lodestar clients as local processes (no Docker):
+## a `lodestar dev` BN with keepers, a baseline VC, a 4-node dvnode cluster with one Lodestar VC
+## each; one dvnode is SIGKILLed for 2 epochs. Writes target/e2e-local/summary.json and logs.
+## E2E_ARGS passes extra flags, e.g. `make e2e-local E2E_ARGS="--epochs 10"` or "--no-dv".
+E2E_ARGS ?=
+e2e-local: lodestar
+	$(CARGO) build --release --locked -p dvnode -p dvlab-tests
+	./target/release/e2e-local --out target/e2e-local $(E2E_ARGS)

@@ -1,0 +1,935 @@
+//! `e2e-local`: dvnode with real, unmodified Lodestar clients, as local processes.
+//!
+//! Starts a `lodestar dev` beacon node (64 interop genesis validators; 0..48 run inside it as
+//! keepers), a baseline `lodestar validator` with interop keys 48..56 straight at the BN, and a
+//! 4-node dvnode cluster (threshold 3) over interop keys 56..64 with one `lodestar validator`
+//! per node talking to its dvnode. Runs `--epochs` epochs, SIGKILLs one dvnode for
+//! `--kill-epochs` epochs and restarts it, records what the BN serves only near head, then
+//! checks the chain and writes `<out>/summary.json`. Exit code: 0 all checks pass, 1 a check
+//! failed, 2 the run itself failed.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Parser;
+use dvlab_tests::{
+    analysis::{self, AttestationStats, ProposalStats, SignatureStats, SlashingStats, SyncStats},
+    chain::{ChainRecord, Recorder},
+    dutylog::{self, DutyLog, Latency},
+    lodestar::{self, ChainParams, DevBeaconNode, ValidatorClient, VcKeys},
+    ports::PortAllocator,
+    supervisor::{self, Supervisor},
+};
+use dvnode::eth::{
+    beacon::{Genesis, SpecConfig},
+    signing::ForkSchedule,
+    types::{BlsPubkey, Epoch, Minimal, Slot, ValidatorIndex},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+type P = Minimal;
+
+const GENESIS_VALIDATORS: u64 = 64;
+const KEEPERS: std::ops::Range<u64> = 0..48;
+const BASELINE: std::ops::Range<u64> = 48..56;
+const DV: std::ops::Range<u64> = 56..64;
+const NODES: usize = 4;
+const THRESHOLD: usize = 3;
+
+/// dvnode end-to-end test with local Lodestar processes.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "e2e-local")]
+struct Args {
+    /// Epochs to run after genesis (the run ends with the last slot of this epoch).
+    #[arg(long, default_value_t = 8)]
+    epochs: u64,
+    /// Seconds per slot.
+    #[arg(long, default_value_t = 4)]
+    seconds_per_slot: u64,
+    /// Seconds from start to genesis (the BN takes ~10-20 s to come up on a busy machine).
+    #[arg(long, default_value_t = 30)]
+    genesis_delay: u64,
+    /// Run only the beacon node, keepers and baseline (no dvnode cluster).
+    #[arg(long)]
+    no_dv: bool,
+    /// Which dvnode (0-based) to SIGKILL.
+    #[arg(long, default_value_t = 1)]
+    kill_node: usize,
+    /// Epoch at whose start the dvnode is killed.
+    #[arg(long, default_value_t = 4)]
+    kill_at_epoch: u64,
+    /// Epochs the dvnode stays down (0: no kill).
+    #[arg(long, default_value_t = 2)]
+    kill_epochs: u64,
+    /// Output directory (wiped first): logs, chain record, summary.
+    #[arg(long, default_value = "target/e2e-local")]
+    out: PathBuf,
+    /// dvnode binary (default: `dvnode` next to this executable).
+    #[arg(long)]
+    dvnode_bin: Option<PathBuf>,
+    /// Lodestar launcher (default: $LODESTAR_BIN, then `lodestar` on PATH).
+    #[arg(long)]
+    lodestar_bin: Option<PathBuf>,
+    /// Only re-run the analysis on `<out>/chain.json` and `<out>/run.json` of a previous run.
+    #[arg(long)]
+    reanalyze: bool,
+}
+
+/// Facts about a run that the analysis needs, saved next to the chain record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RunInfo {
+    epochs: u64,
+    seconds_per_slot: u64,
+    dv_enabled: bool,
+    genesis: Genesis,
+    spec: SpecConfig,
+    keepers: Vec<ValidatorIndex>,
+    baseline: Vec<ValidatorIndex>,
+    dv: Vec<ValidatorIndex>,
+    dv_pubkeys: Vec<BlsPubkey>,
+    /// Killed dvnode and the epochs it was down (`[from, to)`), if a kill happened.
+    kill: Option<(usize, Epoch, Epoch)>,
+    /// Epochs whose committees were cross-checked against attester duties.
+    #[serde(default)]
+    committee_checked_epochs: Vec<Epoch>,
+    /// Committee cross-check failures (committees endpoint vs attester duties).
+    committee_check_errors: Vec<String>,
+    /// Epochs whose committees could not be recorded, with the error.
+    record_errors: Vec<String>,
+    /// Peak RSS (KiB) per dvnode process instance, `dvnode{i}#{n}`.
+    dvnode_peak_rss_kib: BTreeMap<String, u64>,
+    /// Head slot and finalized epoch at the end.
+    final_head_slot: Slot,
+    final_finalized_epoch: Epoch,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+struct DvNode {
+    dir: PathBuf,
+    api_port: u16,
+    p2p_port: u16,
+    metrics_port: u16,
+}
+
+impl DvNode {
+    fn duty_log(&self) -> PathBuf {
+        self.dir.join("duty-log.jsonl")
+    }
+
+    fn command(&self, bin: &Path, bn_url: &str) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--node-dir")
+            .arg(&self.dir)
+            .arg("--beacon-node-url")
+            .arg(bn_url)
+            .arg("--validator-api-addr")
+            .arg(format!("127.0.0.1:{}", self.api_port))
+            .arg("--p2p-listen")
+            .arg(format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port))
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .arg("--duty-log")
+            .arg(self.duty_log())
+            .env("DVNODE_LOG", "info");
+        cmd
+    }
+}
+
+fn default_dvnode_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    Ok(exe.with_file_name("dvnode"))
+}
+
+/// Runs `dvnode create-cluster` and returns the DV pubkeys from the lock.
+fn create_cluster(
+    bin: &Path,
+    out: &Path,
+    log: &Path,
+    spec: &SpecConfig,
+    genesis: &Genesis,
+    p2p_ports: &[u16],
+) -> Result<Vec<BlsPubkey>> {
+    let fork_version = spec
+        .string("GENESIS_FORK_VERSION")
+        .map_err(|e| anyhow::anyhow!("GENESIS_FORK_VERSION: {e}"))?;
+    let addrs: Vec<String> = p2p_ports
+        .iter()
+        .map(|p| format!("/ip4/127.0.0.1/tcp/{p}"))
+        .collect();
+    let output = Command::new(bin)
+        .arg("create-cluster")
+        .args(["--nodes", &NODES.to_string()])
+        .args(["--threshold", &THRESHOLD.to_string()])
+        .arg("--interop-indices")
+        .arg(format!("{}..{}", DV.start, DV.end))
+        .arg("--insecure-keys")
+        .arg("--fork-version")
+        .arg(&fork_version)
+        .arg("--genesis-validators-root")
+        .arg(genesis.genesis_validators_root.to_string())
+        .arg("--p2p-addresses")
+        .arg(addrs.join(","))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .with_context(|| format!("running {} create-cluster", bin.display()))?;
+    fs::write(log, [&output.stdout[..], &output.stderr[..]].concat())?;
+    if !output.status.success() {
+        bail!(
+            "dvnode create-cluster failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let cluster = dvnode::cluster::lock::ClusterLock::load(&out.join("cluster-lock.json"))?;
+    Ok(cluster
+        .validators
+        .iter()
+        .map(|v| BlsPubkey(v.pubkey.to_bytes()))
+        .collect())
+}
+
+/// Starts everything, runs the chain, records it. Returns the record and run facts.
+async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)> {
+    let out = &args.out;
+    let lodestar = lodestar::lodestar_bin(args.lodestar_bin.clone())?;
+    let dvnode_bin = match &args.dvnode_bin {
+        Some(b) => b.clone(),
+        None => default_dvnode_bin()?,
+    };
+    if !args.no_dv {
+        ensure!(
+            dvnode_bin.exists(),
+            "dvnode binary {} not found (build it or pass --dvnode-bin)",
+            dvnode_bin.display()
+        );
+        ensure!(args.kill_node < NODES, "--kill-node must be below {NODES}");
+    }
+    let params = ChainParams {
+        preset: "minimal".into(),
+        seconds_per_slot: args.seconds_per_slot,
+        altair_fork_epoch: 0,
+    };
+    let mut ports = PortAllocator::new();
+
+    // Beacon node with keepers.
+    let bn = DevBeaconNode {
+        data_dir: out.join("bn"),
+        genesis_validators: GENESIS_VALIDATORS,
+        start_validators: KEEPERS,
+        genesis_time: now_secs() + args.genesis_delay,
+        rest_port: ports.allocate()?,
+        p2p_port: ports.allocate()?,
+    };
+    fs::create_dir_all(&bn.data_dir)?;
+    sup.spawn("beacon", bn.command(&lodestar, &params))?;
+    let bn_url = bn.url();
+    let rec = Recorder::new(&bn_url)?;
+    let genesis = lodestar::wait_for_genesis(rec.client(), Duration::from_secs(90)).await?;
+    ensure!(
+        genesis.genesis_time == bn.genesis_time,
+        "beacon node reports genesis time {} but was started with {}",
+        genesis.genesis_time,
+        bn.genesis_time
+    );
+    let spec = rec.client().spec().await?;
+    let schedule = ForkSchedule::from_spec(&spec, &genesis)?;
+    schedule.ensure_preset::<P>()?;
+    let sync_period = spec
+        .u64("EPOCHS_PER_SYNC_COMMITTEE_PERIOD")
+        .map_err(|e| anyhow::anyhow!("EPOCHS_PER_SYNC_COMMITTEE_PERIOD: {e}"))?;
+    println!(
+        "beacon node up at {bn_url}: genesis {} (in {} s), genesis validators root {}",
+        genesis.genesis_time,
+        genesis.genesis_time.saturating_sub(now_secs()),
+        genesis.genesis_validators_root
+    );
+
+    // DV cluster: created now that the genesis validators root is known.
+    let mut dvnodes = Vec::new();
+    let mut dv_pubkeys = Vec::new();
+    if !args.no_dv {
+        let cluster_dir = out.join("cluster");
+        let nodes: Vec<DvNode> = (0..NODES)
+            .map(|i| -> Result<DvNode> {
+                Ok(DvNode {
+                    dir: cluster_dir.join(format!("node{i}")),
+                    api_port: ports.allocate()?,
+                    p2p_port: ports.allocate()?,
+                    metrics_port: ports.allocate()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let p2p: Vec<u16> = nodes.iter().map(|n| n.p2p_port).collect();
+        dv_pubkeys = create_cluster(
+            &dvnode_bin,
+            &cluster_dir,
+            &sup.log_path("create-cluster"),
+            &spec,
+            &genesis,
+            &p2p,
+        )?;
+        for (i, node) in nodes.iter().enumerate() {
+            sup.spawn(&format!("dvnode{i}"), node.command(&dvnode_bin, &bn_url))?;
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            // The VC needs a live beacon API at start: wait for the dvnode's.
+            let api = format!("http://127.0.0.1:{}", node.api_port);
+            lodestar::wait_for_genesis(
+                &dvnode::eth::beacon::BeaconClient::new(&api)?,
+                Duration::from_secs(60),
+            )
+            .await
+            .with_context(|| format!("dvnode{i} validator API"))?;
+            let vc_dir = out.join(format!("vc{i}"));
+            let (n, pw_file) = lodestar::reencrypt_keystores(
+                &node.dir.join("validator_keys"),
+                &vc_dir.join("keystores"),
+                "dvlab-e2e-local",
+            )?;
+            ensure!(n == dv_pubkeys.len(), "node {i} has {n} share keystores");
+            let vc = ValidatorClient {
+                data_dir: vc_dir.join("data"),
+                beacon_url: format!("http://127.0.0.1:{}", node.api_port),
+                keys: VcKeys::Keystores {
+                    dir: vc_dir.join("keystores"),
+                    password_file: pw_file,
+                },
+            };
+            sup.spawn(&format!("vc{i}"), vc.command(&lodestar, &params))?;
+        }
+        dvnodes = nodes;
+    }
+
+    // Baseline: a plain Lodestar VC straight at the beacon node.
+    let baseline_vc = ValidatorClient {
+        data_dir: out.join("vc-baseline"),
+        beacon_url: bn_url.clone(),
+        keys: VcKeys::Interop(BASELINE),
+    };
+    sup.spawn("vc-baseline", baseline_vc.command(&lodestar, &params))?;
+
+    // Registry and groups.
+    let pubkeys = rec.pubkeys().await?;
+    ensure!(
+        pubkeys.len() as u64 == GENESIS_VALIDATORS,
+        "registry has {} validators, expected {GENESIS_VALIDATORS}",
+        pubkeys.len()
+    );
+    let dv: Vec<ValidatorIndex> = if args.no_dv {
+        DV.collect()
+    } else {
+        rec.indices_of(&dv_pubkeys).await?
+    };
+    let all: Vec<ValidatorIndex> = (0..GENESIS_VALIDATORS).collect();
+    let mut chain = ChainRecord::<P>::new(sync_period, pubkeys);
+    let mut info = RunInfo {
+        committee_checked_epochs: Vec::new(),
+        epochs: args.epochs,
+        seconds_per_slot: args.seconds_per_slot,
+        dv_enabled: !args.no_dv,
+        genesis,
+        spec: spec.clone(),
+        keepers: KEEPERS.collect(),
+        baseline: BASELINE.collect(),
+        dv,
+        dv_pubkeys,
+        kill: None,
+        committee_check_errors: Vec::new(),
+        record_errors: Vec::new(),
+        dvnode_peak_rss_kib: BTreeMap::new(),
+        final_head_slot: 0,
+        final_finalized_epoch: 0,
+    };
+
+    // Run: record near-head data every half slot; crash and restart one dvnode.
+    let slots_per_epoch = schedule.slots_per_epoch();
+    let sps = args.seconds_per_slot as f64;
+    let epoch_start = |e: Epoch| genesis.genesis_time as f64 + (e * slots_per_epoch) as f64 * sps;
+    let end_time = epoch_start(args.epochs + 1) + 1.0;
+    let kill_window = (!args.no_dv && args.kill_epochs > 0)
+        .then(|| (args.kill_at_epoch, args.kill_at_epoch + args.kill_epochs));
+    let mut killed = false;
+    let mut restarted = false;
+    let mut instances: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut last_epoch_printed = None;
+    let mut checked_epochs = std::collections::BTreeSet::new();
+    loop {
+        let now = now_f64();
+        if now >= end_time {
+            break;
+        }
+        sup.check_alive()?;
+        let wall_slot = if now < genesis.genesis_time as f64 {
+            0
+        } else {
+            ((now - genesis.genesis_time as f64) / sps) as u64
+        };
+        let epoch = wall_slot / slots_per_epoch;
+
+        if let Some((from, to)) = kill_window {
+            let victim = format!("dvnode{}", args.kill_node);
+            if !killed && now >= epoch_start(from) {
+                if let Some(pid) = sup.pid(&victim) {
+                    let n = instances.entry(args.kill_node).or_insert(0);
+                    if let Ok(kib) = supervisor::peak_rss_kib(pid) {
+                        info.dvnode_peak_rss_kib
+                            .insert(format!("{victim}#{n}"), kib);
+                    }
+                    *n += 1;
+                }
+                sup.kill(&victim)?;
+                killed = true;
+                println!("epoch {epoch}: SIGKILLed {victim}");
+            }
+            if killed && !restarted && now >= epoch_start(to) {
+                let node = &dvnodes[args.kill_node];
+                sup.spawn(&victim, node.command(&dvnode_bin, &bn_url))?;
+                restarted = true;
+                info.kill = Some((args.kill_node, from, to));
+                println!("epoch {epoch}: restarted {victim} with the same data dir");
+            }
+        }
+
+        for e in [epoch, epoch + 1] {
+            if let std::collections::btree_map::Entry::Vacant(slot) = chain.committees.entry(e) {
+                match rec.committees(e, slots_per_epoch).await {
+                    Ok(c) => {
+                        slot.insert(c);
+                    }
+                    Err(err) if e == epoch => {
+                        info.record_errors
+                            .push(format!("committees of epoch {e}: {err:#}"));
+                    }
+                    Err(_) => {}
+                }
+            }
+            let period = chain.period_of(e);
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                chain.sync_committees.entry(period)
+            {
+                if let Ok(sc) = rec.sync_committee(e).await {
+                    slot.insert(sc);
+                }
+            }
+        }
+        // Cross-check the current epoch's committees against attester duties, once.
+        if !checked_epochs.contains(&epoch) {
+            if let Some(c) = chain.committees.get(&epoch) {
+                match rec.check_committees_against_duties(epoch, c, &all).await {
+                    Ok(mismatches) => {
+                        info.committee_check_errors.extend(
+                            mismatches
+                                .into_iter()
+                                .map(|m| format!("epoch {epoch}: {m}")),
+                        );
+                        checked_epochs.insert(epoch);
+                    }
+                    Err(err) => info
+                        .record_errors
+                        .push(format!("attester duties of epoch {epoch}: {err:#}")),
+                }
+            }
+        }
+        // Proposer duties of the current epoch; the last answer in the epoch wins.
+        match rec.proposers::<P>(epoch).await {
+            Ok(ps) => {
+                for (slot, v) in ps {
+                    chain.proposers.insert(slot, v);
+                }
+            }
+            Err(err) => info
+                .record_errors
+                .push(format!("proposers of epoch {epoch}: {err:#}")),
+        }
+        if last_epoch_printed != Some(epoch) && now >= genesis.genesis_time as f64 {
+            if let Ok((head, fin)) = rec.progress().await {
+                println!("epoch {epoch}: head slot {head}, finalized epoch {fin}");
+            }
+            last_epoch_printed = Some(epoch);
+        }
+        tokio::time::sleep(Duration::from_secs_f64(sps / 2.0)).await;
+    }
+    info.committee_checked_epochs = checked_epochs.into_iter().collect();
+    if killed && !restarted {
+        info.kill = Some((args.kill_node, args.kill_at_epoch, args.epochs + 1));
+    }
+
+    // Peak RSS of the dvnodes still running.
+    for (name, pid) in sup.running("dvnode") {
+        let i: usize = name.trim_start_matches("dvnode").parse().unwrap_or(0);
+        let n = instances.get(&i).copied().unwrap_or(0);
+        if let Ok(kib) = supervisor::peak_rss_kib(pid) {
+            info.dvnode_peak_rss_kib.insert(format!("{name}#{n}"), kib);
+        }
+    }
+    // Final metrics and health of each dvnode, saved with the logs.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    for (i, node) in dvnodes.iter().enumerate() {
+        for path in ["metrics", "health"] {
+            let url = format!("http://127.0.0.1:{}/{path}", node.metrics_port);
+            let text = match http.get(&url).send().await {
+                Ok(r) => format!(
+                    "HTTP {}\n{}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
+                Err(e) => format!("error: {e}"),
+            };
+            fs::write(out.join("logs").join(format!("dvnode{i}-{path}.txt")), text)?;
+        }
+    }
+    let (head, fin) = rec.progress().await?;
+    info.final_head_slot = head;
+    info.final_finalized_epoch = fin;
+
+    // Every canonical block of the run.
+    let last_slot = (args.epochs + 1) * slots_per_epoch - 1;
+    for slot in 1..=last_slot {
+        if let Some(b) = rec.block::<P>(slot).await? {
+            chain.blocks.insert(slot, b);
+        }
+    }
+    println!(
+        "recorded {} blocks over {} slots, committees of {} epochs, {} proposer slots",
+        chain.blocks.len(),
+        last_slot,
+        chain.committees.len(),
+        chain.proposers.len()
+    );
+    Ok((chain, info))
+}
+
+/// One check of the verdict.
+#[derive(Clone, Debug, Serialize)]
+struct Check {
+    name: String,
+    value: String,
+    expected: String,
+    pass: bool,
+}
+
+fn check(name: &str, value: String, expected: &str, pass: bool) -> Check {
+    Check {
+        name: name.into(),
+        value,
+        expected: expected.into(),
+        pass,
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct GroupReport {
+    validators: Vec<ValidatorIndex>,
+    attestations: AttestationStats,
+    attestations_by_epoch: BTreeMap<Epoch, (u64, u64)>,
+    proposals: ProposalStats,
+    sync: SyncStats,
+}
+
+fn group_report(
+    chain: &ChainRecord<P>,
+    validators: &[ValidatorIndex],
+    epochs: u64,
+    distances: &std::collections::HashMap<(Slot, ValidatorIndex), u64>,
+) -> GroupReport {
+    // Attestations of epochs 2..=epochs-1: their inclusion window is fully on the record.
+    let att_epochs = 2..=epochs.saturating_sub(1).max(2);
+    GroupReport {
+        validators: validators.to_vec(),
+        attestations: analysis::attestation_stats(chain, validators, att_epochs.clone(), distances),
+        attestations_by_epoch: analysis::inclusion_by_epoch(
+            chain,
+            validators,
+            0..=epochs,
+            distances,
+        )
+        .into_iter()
+        .map(|(e, s)| (e, (s.included, s.duties)))
+        .collect(),
+        proposals: analysis::proposal_stats(chain, validators, 2..=epochs),
+        sync: analysis::sync_stats(chain, validators, 2..=epochs),
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// Analyses a run and writes the summary; returns whether every check passed.
+fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
+    let schedule = ForkSchedule::from_spec(&info.spec, &info.genesis)?;
+    let distances = analysis::inclusion_distances(chain);
+    let baseline = group_report(chain, &info.baseline, info.epochs, &distances);
+    let keepers = group_report(chain, &info.keepers, info.epochs, &distances);
+    let dv = group_report(chain, &info.dv, info.epochs, &distances);
+    let focus = if info.dv_enabled {
+        &info.dv
+    } else {
+        &info.baseline
+    };
+    let sigs: SignatureStats = analysis::verify_signatures(chain, &schedule, focus);
+    let slashings: SlashingStats = analysis::slashing_stats(chain);
+
+    // Duty logs of the dvnodes (copied next to the process logs by the caller).
+    let duty_logs: Vec<DutyLog> = if info.dv_enabled {
+        (0..NODES)
+            .map(|i| DutyLog::read(&out.join("logs").join(format!("dvnode{i}-duty.jsonl"))))
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+
+    let mut checks = Vec::new();
+    checks.push(check(
+        "committees endpoint agrees with attester duties",
+        format!(
+            "{} mismatches over {} epochs",
+            info.committee_check_errors.len(),
+            info.committee_checked_epochs.len()
+        ),
+        "0, every epoch checked",
+        info.committee_check_errors.is_empty()
+            && info.committee_checked_epochs.len() as u64 > info.epochs,
+    ));
+    let b = &baseline.attestations;
+    checks.push(check(
+        "baseline attestation inclusion (sanity)",
+        format!("{} ({}/{})", pct(b.inclusion_rate), b.included, b.duties),
+        ">= 95%",
+        b.duties > 0 && b.inclusion_rate >= 0.95,
+    ));
+    let all_sig_failures = sigs.group_failures.len() + sigs.other_failures.len();
+    checks.push(check(
+        "every on-chain signature verifies",
+        format!(
+            "{} failures over {} blocks, {} attestations, {} sync aggregates",
+            all_sig_failures,
+            sigs.group_blocks + sigs.other_blocks,
+            sigs.group_attestations + sigs.other_attestations,
+            sigs.group_sync_aggregates + sigs.other_sync_aggregates
+        ),
+        "0 failures",
+        all_sig_failures == 0 && sigs.group_attestations > 0,
+    ));
+    checks.push(check(
+        "slashings in blocks",
+        slashings.total().to_string(),
+        "0",
+        slashings.total() == 0,
+    ));
+
+    let mut proposal_misses = Vec::new();
+    if info.dv_enabled {
+        let d = &dv.attestations;
+        checks.push(check(
+            "DV attestation inclusion (epochs 2..)",
+            format!("{} ({}/{})", pct(d.inclusion_rate), d.included, d.duties),
+            ">= 95%",
+            d.duties > 0 && d.inclusion_rate >= 0.95,
+        ));
+        checks.push(check(
+            "DV mean inclusion distance",
+            format!("{:.3} (baseline {:.3})", d.mean_distance, b.mean_distance),
+            "<= baseline + 0.1",
+            d.included > 0 && d.mean_distance <= b.mean_distance + 0.1,
+        ));
+        // Proposals: a miss fails unless it lies in the kill window and the duty logs name
+        // its reason.
+        let mut unexplained = 0;
+        for &(slot, v) in &dv.proposals.missed {
+            let reason = dutylog::miss_reason(&duty_logs, slot, "proposer");
+            let epoch = slot / chain.slots_per_epoch;
+            let in_window = info
+                .kill
+                .is_some_and(|(_, from, to)| (from..to).contains(&epoch));
+            let explained = reason.split("; ").any(|r| !r.ends_with("no record"));
+            if !(in_window && explained) {
+                unexplained += 1;
+            }
+            proposal_misses.push(json!({"slot": slot, "validator": v, "in_kill_window": in_window, "reason": reason}));
+        }
+        checks.push(check(
+            "DV proposer slots with a block",
+            format!(
+                "{}/{} ({} missed)",
+                dv.proposals.proposed,
+                dv.proposals.duties.len(),
+                dv.proposals.missed.len()
+            ),
+            "all (kill-window misses with a logged reason allowed)",
+            unexplained == 0,
+        ));
+        let sync_ref = baseline.sync.rate.or(keepers.sync.rate);
+        let (value, pass) = match (dv.sync.rate, sync_ref) {
+            (Some(r), Some(base)) => (
+                format!("{} vs baseline {}", pct(r), pct(base)),
+                r >= 0.9 * base,
+            ),
+            (None, _) => ("DV not in the sync committee".into(), true),
+            (Some(r), None) => (format!("{} (no reference)", pct(r)), r >= 0.9),
+        };
+        checks.push(check(
+            "DV sync committee participation",
+            value,
+            ">= 90% of baseline",
+            pass,
+        ));
+        checks.push(check(
+            "DV signatures on chain verify against DV pubkeys",
+            format!(
+                "{} failures; {} blocks, {} attestations, {} sync aggregates by DV keys",
+                sigs.group_failures.len(),
+                sigs.group_blocks,
+                sigs.group_attestations,
+                sigs.group_sync_aggregates
+            ),
+            "0 failures, > 0 attestations",
+            sigs.group_failures.is_empty() && sigs.group_attestations > 0,
+        ));
+        if let Some((node, from, to)) = info.kill {
+            let w = analysis::attestation_stats(
+                chain,
+                &info.dv,
+                from..=to.saturating_sub(1).min(info.epochs.saturating_sub(1)),
+                &distances,
+            );
+            checks.push(check(
+                &format!("DV attests while dvnode{node} is down (epochs {from}..{to})"),
+                format!("{} ({}/{})", pct(w.inclusion_rate), w.included, w.duties),
+                ">= 90%",
+                w.duties > 0 && w.inclusion_rate >= 0.9,
+            ));
+        }
+    }
+
+    let latency_vc: Latency = dutylog::latency(&duty_logs, &["vc_request", "fetched"], "decided");
+    let latency_bcast: Latency =
+        dutylog::latency(&duty_logs, &["last_partial", "aggregated"], "broadcast");
+    let all_pass = checks.iter().all(|c| c.pass);
+
+    // Table.
+    println!();
+    println!(
+        "{:<10} {:>9} {:>9} {:>8} {:>9} {:>5} {:>10} {:>10}",
+        "group", "att.duty", "included", "rate", "mean.dist", "p99", "proposals", "sync.rate"
+    );
+    for (name, g) in [("keepers", &keepers), ("baseline", &baseline), ("dv", &dv)] {
+        if name == "dv" && !info.dv_enabled {
+            continue;
+        }
+        let a = &g.attestations;
+        println!(
+            "{:<10} {:>9} {:>9} {:>8} {:>9.3} {:>5} {:>10} {:>10}",
+            name,
+            a.duties,
+            a.included,
+            pct(a.inclusion_rate),
+            a.mean_distance,
+            a.p99_distance,
+            format!("{}/{}", g.proposals.proposed, g.proposals.duties.len()),
+            g.sync.rate.map(pct).unwrap_or_else(|| "-".into()),
+        );
+    }
+    if info.dv_enabled {
+        println!(
+            "node-added latency: {} p50 {:?} ms p99 {:?} ms ({} samples); {} p50 {:?} ms p99 {:?} ms ({} samples)",
+            latency_vc.span, latency_vc.p50_ms, latency_vc.p99_ms, latency_vc.samples,
+            latency_bcast.span, latency_bcast.p50_ms, latency_bcast.p99_ms, latency_bcast.samples
+        );
+        println!("dvnode peak RSS (KiB): {:?}", info.dvnode_peak_rss_kib);
+    }
+    println!();
+    println!("{:<58} {:<6} {:<45} expected", "check", "result", "value");
+    for c in &checks {
+        println!(
+            "{:<58} {:<6} {:<45} {}",
+            c.name,
+            if c.pass { "PASS" } else { "FAIL" },
+            c.value,
+            c.expected
+        );
+    }
+    for f in sigs
+        .group_failures
+        .iter()
+        .chain(&sigs.other_failures)
+        .take(10)
+    {
+        println!("  signature failure: {f}");
+    }
+    for e in info.committee_check_errors.iter().take(5) {
+        println!("  committee mismatch: {e}");
+    }
+    for m in &proposal_misses {
+        println!("  missed DV proposal: {m}");
+    }
+
+    let summary = json!({
+        "pass": all_pass,
+        "checks": checks,
+        "run": {
+            "epochs": info.epochs,
+            "seconds_per_slot": info.seconds_per_slot,
+            "dv_enabled": info.dv_enabled,
+            "genesis_time": info.genesis.genesis_time,
+            "genesis_validators_root": info.genesis.genesis_validators_root,
+            "kill": info.kill.map(|(n, f, t)| json!({"node": n, "from_epoch": f, "to_epoch": t})),
+            "final_head_slot": info.final_head_slot,
+            "final_finalized_epoch": info.final_finalized_epoch,
+            "record_errors": info.record_errors,
+        },
+        "groups": {"keepers": keepers, "baseline": baseline, "dv": if info.dv_enabled { json!(dv) } else { json!(null) }},
+        "signatures": sigs,
+        "slashings": slashings,
+        "dv_proposal_misses": proposal_misses,
+        "duty_outcomes": dutylog::outcomes(&duty_logs),
+        "node_added_latency": {"vc_request_to_decided": latency_vc, "last_partial_to_broadcast": latency_bcast},
+        "dvnode_peak_rss_kib": info.dvnode_peak_rss_kib,
+    });
+    let path = out.join("summary.json");
+    fs::write(&path, serde_json::to_vec_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "\n{}: summary in {}",
+        if all_pass { "PASS" } else { "FAIL" },
+        path.display()
+    );
+    Ok(all_pass)
+}
+
+fn save(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<()> {
+    fs::write(out.join("chain.json"), serde_json::to_vec(chain)?)?;
+    fs::write(out.join("run.json"), serde_json::to_vec_pretty(info)?)?;
+    Ok(())
+}
+
+fn load(out: &Path) -> Result<(ChainRecord<P>, RunInfo)> {
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let p = out.join(name);
+        fs::read(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    Ok((
+        serde_json::from_slice(&read("chain.json")?).context("chain.json")?,
+        serde_json::from_slice(&read("run.json")?).context("run.json")?,
+    ))
+}
+
+/// Copies the dvnode duty logs next to the process logs.
+fn copy_duty_logs(out: &Path) {
+    for i in 0..NODES {
+        let src = out
+            .join("cluster")
+            .join(format!("node{i}"))
+            .join("duty-log.jsonl");
+        if src.exists() {
+            let dst = out.join("logs").join(format!("dvnode{i}-duty.jsonl"));
+            if let Err(e) = fs::copy(&src, &dst) {
+                eprintln!("warning: copying {}: {e}", src.display());
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("E2E_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+
+    if args.reanalyze {
+        return match load(&args.out).and_then(|(c, i)| analyse(&args.out, &c, &i)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+
+    if args.out.exists() {
+        if let Err(e) = fs::remove_dir_all(&args.out) {
+            eprintln!("error: cannot clear {}: {e}", args.out.display());
+            return ExitCode::from(2);
+        }
+    }
+    let sup = match Supervisor::new(args.out.join("logs")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = tokio::select! {
+        r = run(&args, &sup) => r,
+        sig = shutdown_signal() => Err(anyhow::anyhow!("interrupted by {sig}")),
+    };
+    // Stop everything before reading the duty logs, so they are complete.
+    sup.shutdown();
+    drop(sup);
+    copy_duty_logs(&args.out);
+    let (chain, info) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            eprintln!("logs: {}", args.out.join("logs").display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = save(&args.out, &chain, &info) {
+        eprintln!("error: saving the chain record: {e:#}");
+    }
+    match analyse(&args.out, &chain, &info) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! End-to-end test harnesses for dvnode against real, unmodified Ethereum clients.
+//!
+//! The `e2e-local` binary runs a Lodestar devnet as local processes (a `lodestar dev` beacon
+//! node with keeper validators, a baseline `lodestar validator`, and a 4-node dvnode cluster
+//! with one Lodestar validator client per node), records the chain, and checks that the
+//! distributed validators perform like the baseline and that everything they signed verifies.
+//!
+//! Reusable parts:
+//! - [`supervisor`]: process groups killed on drop/error/signal, logs per process, peak RSS.
+//! - [`ports`]: free loopback ports.
+//! - [`lodestar`]: Lodestar launch helpers and keystore re-encryption for its VC.
+//! - [`chain`]: what is recorded from the beacon node (with the Lodestar v1.5.1 committee
+//!   quirk handled).
+//! - [`analysis`]: inclusion, proposals, sync participation, signature verification,
+//!   slashings.
+//! - [`dutylog`]: dvnode duty logs: outcomes, miss reasons, node-added latency.
+
+pub mod analysis;
+pub mod chain;
+pub mod dutylog;
+pub mod lodestar;
+pub mod ports;
+pub mod supervisor;
