@@ -15,7 +15,7 @@ export LODESTAR_BIN ?= $(LODESTAR_DIR)/bin/lodestar
 # Seeds for the QBFT simulation: `make test` runs 1,000, `make soak` many more.
 SOAK_SEEDS ?= 20000
 
-.PHONY: all build test lint fmt unit soak bench devnet check-shared lodestar e2e-local e2e-local
+.PHONY: all build test lint fmt unit soak bench devnet check-shared lodestar e2e-local
 
 all: build
 
