@@ -30,8 +30,8 @@ lodestar: check-shared
 	@if "$(LODESTAR_BIN)" --version >/dev/null 2>&1; then echo "lodestar: cached at $(LODESTAR_DIR)"; \
 	else rm -rf "$(LODESTAR_DIR)" && bash "$(LODESTAR_RECIPE)/install.sh" "$(LODESTAR_DIR)"; fi
 
-## test: formatting, lints, unit + property + simulation + loopback + EIP-3076 tests.
-test: check-shared lodestar lint unit
+## test: formatting, lints, unit + property + simulation + loopback + EIP-3076 tests, real-Lodestar tests, e2e-local.
+test: check-shared lodestar lint unit e2e-local
 
 lint:
 	$(CARGO) fmt --all --check

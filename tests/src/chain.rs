@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context, Result};
 use dvnode::eth::{
-    beacon::{BeaconClient, BlockId, Committee, StateId, ValidatorId},
+    beacon::{normalize_committees, BeaconClient, BlockId, Committee, StateId, ValidatorId},
     types::{BlsPubkey, Epoch, Preset, SignedBeaconBlockAltair, Slot, ValidatorIndex},
 };
 use serde::{Deserialize, Serialize};
@@ -62,56 +62,6 @@ impl<P: Preset> ChainRecord<P> {
             .iter()
             .find(|c| c.slot == slot && c.index == index)
     }
-}
-
-/// Brings a Lodestar v1.5.1 committees response into spec shape.
-///
-/// Lodestar v1.5.1 builds the list from its shuffling `committees[slot_in_epoch][index]` but
-/// labels the outer position `index` and the inner one `slot`: every entry has
-/// `index` = slot within the epoch and `slot` = committee index within the slot. (With one
-/// committee per slot this looks like "`slot` 0, epoch-wide `index`"; with 64 validators on
-/// the minimal preset there are two per slot.) Spec-shaped answers are returned unchanged;
-/// anything else is an error.
-pub fn normalize_lodestar_committees(
-    committees: Vec<Committee>,
-    epoch: Epoch,
-    slots_per_epoch: u64,
-) -> Result<Vec<Committee>> {
-    let n = committees.len() as u64;
-    if n == 0 {
-        return Ok(committees);
-    }
-    if n % slots_per_epoch != 0 {
-        bail!("{n} committees for epoch {epoch} is not a multiple of {slots_per_epoch} slots");
-    }
-    let per_slot = n / slots_per_epoch;
-    let start = epoch * slots_per_epoch;
-    let spec_shaped = committees.iter().enumerate().all(|(i, c)| {
-        let i = i as u64;
-        c.slot == start + i / per_slot && c.index == i % per_slot
-    });
-    if spec_shaped {
-        return Ok(committees);
-    }
-    let swapped = committees.iter().enumerate().all(|(i, c)| {
-        let i = i as u64;
-        c.index == i / per_slot && c.slot == i % per_slot
-    });
-    if !swapped {
-        bail!("committees of epoch {epoch} have neither the spec nor the Lodestar v1.5.1 shape");
-    }
-    Ok(committees
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let i = i as u64;
-            Committee {
-                slot: start + i / per_slot,
-                index: i % per_slot,
-                validators: c.validators,
-            }
-        })
-        .collect())
 }
 
 #[derive(Deserialize)]
@@ -188,7 +138,7 @@ impl Recorder {
                 "/eth/v1/beacon/states/head/committees?epoch={epoch}"
             ))
             .await?;
-        normalize_lodestar_committees(raw.data, epoch, slots_per_epoch)
+        normalize_committees(raw.data, epoch, slots_per_epoch).map_err(|e| anyhow!(e))
     }
 
     /// Cross-checks committees against the attester duties the node serves for `epoch`
@@ -303,48 +253,5 @@ impl Recorder {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e).with_context(|| format!("fetching the block of slot {slot}")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn c(index: u64, slot: u64, v: &[u64]) -> Committee {
-        Committee {
-            index,
-            slot,
-            validators: v.to_vec(),
-        }
-    }
-
-    #[test]
-    fn lodestar_shape_with_two_committees_per_slot_is_rebuilt() {
-        // Epoch 2, 2 slots per epoch for brevity, 2 committees per slot:
-        // Lodestar labels (index = slot in epoch, slot = committee index).
-        let raw = vec![c(0, 0, &[1]), c(0, 1, &[2]), c(1, 0, &[3]), c(1, 1, &[4])];
-        let out = normalize_lodestar_committees(raw, 2, 2).unwrap();
-        assert_eq!(
-            out,
-            vec![c(0, 4, &[1]), c(1, 4, &[2]), c(0, 5, &[3]), c(1, 5, &[4])]
-        );
-    }
-
-    #[test]
-    fn lodestar_shape_with_one_committee_per_slot_is_rebuilt() {
-        let raw = vec![c(0, 0, &[1]), c(1, 0, &[2])];
-        let out = normalize_lodestar_committees(raw, 3, 2).unwrap();
-        assert_eq!(out, vec![c(0, 6, &[1]), c(0, 7, &[2])]);
-    }
-
-    #[test]
-    fn spec_shape_is_kept_and_garbage_rejected() {
-        let spec = vec![c(0, 6, &[1]), c(0, 7, &[2])];
-        assert_eq!(
-            normalize_lodestar_committees(spec.clone(), 3, 2).unwrap(),
-            spec
-        );
-        assert!(normalize_lodestar_committees(vec![c(5, 9, &[1]), c(0, 0, &[2])], 3, 2).is_err());
-        assert!(normalize_lodestar_committees(vec![c(0, 0, &[1])], 3, 2).is_err());
     }
 }
