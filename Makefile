@@ -15,7 +15,7 @@ export LODESTAR_BIN ?= $(LODESTAR_DIR)/bin/lodestar
 # Seeds for the QBFT simulation: `make test` runs 1,000, `make soak` many more.
 SOAK_SEEDS ?= 20000
 
-.PHONY: all build test lint fmt unit soak bench devnet check-shared lodestar e2e-local
+.PHONY: all build test lint fmt unit soak bench devnet check-shared lodestar e2e-local e2e-docker
 
 all: build
 
@@ -30,8 +30,9 @@ lodestar: check-shared
 	@if "$(LODESTAR_BIN)" --version >/dev/null 2>&1; then echo "lodestar: cached at $(LODESTAR_DIR)"; \
 	else rm -rf "$(LODESTAR_DIR)" && bash "$(LODESTAR_RECIPE)/install.sh" "$(LODESTAR_DIR)"; fi
 
-## test: formatting, lints, unit + property + simulation + loopback + EIP-3076 tests, real-Lodestar tests, e2e-local.
-test: check-shared lodestar lint unit e2e-local
+## test: formatting, lints, unit + property + simulation + loopback + EIP-3076 tests, real-Lodestar tests,
+## e2e-local, e2e-docker.
+test: check-shared lodestar lint unit e2e-local e2e-docker
 
 lint:
 	$(CARGO) fmt --all --check
@@ -52,10 +53,10 @@ bench:
 	$(CARGO) bench --locked -p dvnode
 	$(CARGO) run --release --locked -p dvnode -- --log warn bench consensus
 
-## devnet: Docker engine + Lodestar + images (cached), then a devnet run with its report.
-## DV clusters run in Docker once `dvnode run` has landed; until then the default devnet is
-## keepers + a baseline VC on two Lodestar beacon nodes.
-DEVNET ?= devnets/baseline-only.yaml
+## devnet: Docker engine + Lodestar + images (cached), then a devnet run with its report:
+## two Lodestar beacon nodes with keepers, a baseline VC and a 4-node dvnode cluster (threshold
+## 3) with one Lodestar VC per node. DEVNET picks another devnet file.
+DEVNET ?= devnets/basic.yaml
 export DVLAB_LODESTAR_DIR := $(LODESTAR_DIR)
 devnet: lodestar
 	./scripts/setup-docker.sh
@@ -71,3 +72,11 @@ E2E_ARGS ?=
 e2e-local: lodestar
 	$(CARGO) build --release --locked -p dvnode -p dvlab-tests
 	./target/release/e2e-local --out target/e2e-local $(E2E_ARGS)
+
+## e2e-docker: the Docker end-to-end test (tests/tests/docker_devnet.rs): builds the images
+## (cached), runs a short devnet with a 4-node dvnode cluster through the dvlab library and
+## checks its report and that nothing of the run is left in Docker.
+e2e-docker: lodestar
+	./scripts/setup-docker.sh
+	$(CARGO) build --release --locked -p dvnode
+	DVLAB_E2E=1 $(CARGO) test -p dvlab-tests --test docker_devnet --locked -- --nocapture

@@ -82,6 +82,30 @@ pub struct SlashingAudit {
     pub violations: Vec<Violation>,
 }
 
+/// Consensus and signing figures of one dvnode, from its duty log (duties in the window).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Cluster.
+    pub cluster: String,
+    /// Closed duties the node logged.
+    pub duties_logged: u64,
+    /// Outcome (`success` or the tracker's reason) → count.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Duties with a consensus decision.
+    pub consensus_decided: u64,
+    /// Mean deciding round.
+    pub consensus_round_mean: Option<f64>,
+    /// Highest deciding round.
+    pub consensus_round_max: Option<u64>,
+    /// Median consensus duration (seconds).
+    pub consensus_seconds_p50: Option<f64>,
+    /// 99th percentile of the consensus duration (seconds).
+    pub consensus_seconds_p99: Option<f64>,
+    /// Share of the cluster's successful duty records (on every node) that hold this node's
+    /// partial signature.
+    pub partial_participation: Option<f64>,
+}
+
 /// Everything the report shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
@@ -93,6 +117,15 @@ pub struct Analysis {
     pub slashing_audit: SlashingAudit,
     /// Highest finalized epoch any beacon node reported.
     pub finalized_epoch: Option<u64>,
+    /// Missed duties of the DV clusters with the tracker's reason: group → duty kind
+    /// (`attester`, `proposer`, `sync_message`) → reason → count. The reason of a miss is
+    /// `not_included_onchain` when some dvnode broadcast the duty, else the outcome most of
+    /// the nodes logged, else `no_duty_record`.
+    #[serde(default)]
+    pub missed_duties: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Per dvnode (container name).
+    #[serde(default)]
+    pub dvnodes: BTreeMap<String, NodeStats>,
 }
 
 fn u64_col(df: &DataFrame, name: &str, i: usize) -> PolarsResult<Option<u64>> {
@@ -226,6 +259,12 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         .agg([len().alias("n")])
         .collect()?;
 
+    let missed_attestations = duties
+        .clone()
+        .lazy()
+        .filter(col("included").not())
+        .select([col("group"), col("slot")])
+        .collect()?;
     let per_epoch = duties
         .lazy()
         .group_by([col("group"), col("epoch")])
@@ -240,7 +279,7 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         .collect()?;
 
     // Proposals: expected proposer of each slot vs canonical blocks.
-    let proposals = raw
+    let proposals_made = raw
         .proposer_duties
         .clone()
         .lazy()
@@ -262,6 +301,15 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
             [col("validator")],
             JoinArgs::new(JoinType::Inner),
         )
+        .collect()?;
+    let missed_proposals = proposals_made
+        .clone()
+        .lazy()
+        .filter(col("made").is_null())
+        .select([col("group"), col("slot")])
+        .collect()?;
+    let proposals = proposals_made
+        .lazy()
         .group_by([col("group")])
         .agg([
             len().alias("expected"),
@@ -273,7 +321,7 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         ])
         .collect()?;
 
-    let sync = raw
+    let sync_duties = raw
         .sync
         .clone()
         .lazy()
@@ -284,6 +332,15 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
             [col("validator")],
             JoinArgs::new(JoinType::Inner),
         )
+        .collect()?;
+    let missed_sync = sync_duties
+        .clone()
+        .lazy()
+        .filter(col("participated").not())
+        .select([col("group"), col("slot")])
+        .collect()?;
+    let sync = sync_duties
+        .lazy()
         .group_by([col("group")])
         .agg([
             len().alias("duties"),
@@ -361,12 +418,176 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
             .u64()?
             .max()
     };
+    let duty_log = DutyLogIndex::new(meta, raw)?;
+    let mut missed_duties: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>> =
+        BTreeMap::new();
+    for (kind, frame) in [
+        ("attester", &missed_attestations),
+        ("proposer", &missed_proposals),
+        ("sync_message", &missed_sync),
+    ] {
+        for i in 0..frame.height() {
+            let group = str_at(frame, "group", i)?;
+            if !meta.groups.iter().any(|g| g.name == group && g.distributed) {
+                continue;
+            }
+            let Some(slot) = u64_col(frame, "slot", i)? else {
+                continue;
+            };
+            let reason = duty_log.reason(&group, slot, kind);
+            *missed_duties
+                .entry(group)
+                .or_default()
+                .entry(kind.to_string())
+                .or_default()
+                .entry(reason)
+                .or_default() += 1;
+        }
+    }
     Ok(Analysis {
         groups: out,
         epochs,
         slashing_audit: audit(meta, raw)?,
         finalized_epoch,
+        missed_duties,
+        dvnodes: node_stats(meta, raw)?,
     })
+}
+
+/// The dvnodes' duty logs by (cluster, slot, kind): each node's outcome.
+struct DutyLogIndex {
+    outcomes: HashMap<(String, u64, String), Vec<String>>,
+}
+
+impl DutyLogIndex {
+    fn new(meta: &RunMeta, raw: &RawData) -> PolarsResult<Self> {
+        let cluster_of: HashMap<&str, &str> = meta
+            .dvnodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.cluster.as_str()))
+            .collect();
+        let d = &raw.duty_log;
+        let mut outcomes: HashMap<(String, u64, String), Vec<String>> = HashMap::new();
+        for i in 0..d.height() {
+            let node = str_at(d, "node", i)?;
+            let (Some(cluster), Some(slot)) =
+                (cluster_of.get(node.as_str()), u64_col(d, "slot", i)?)
+            else {
+                continue;
+            };
+            outcomes
+                .entry((cluster.to_string(), slot, str_at(d, "kind", i)?))
+                .or_default()
+                .push(str_at(d, "outcome", i)?);
+        }
+        Ok(DutyLogIndex { outcomes })
+    }
+
+    /// Why `cluster` missed its `kind` duty at `slot`.
+    fn reason(&self, cluster: &str, slot: u64, kind: &str) -> String {
+        let Some(list) = self
+            .outcomes
+            .get(&(cluster.to_string(), slot, kind.to_string()))
+        else {
+            return "no_duty_record".into();
+        };
+        if list.iter().any(|o| o == "success") {
+            return "not_included_onchain".into();
+        }
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for o in list {
+            *counts.entry(o.as_str()).or_default() += 1;
+        }
+        // Most frequent; ties go to the alphabetically first, for determinism.
+        counts
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+            .map_or_else(|| "no_duty_record".into(), |(o, _)| o.to_string())
+    }
+}
+
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
+}
+
+/// Per-dvnode figures from the duty logs, over the duties in the analysed window.
+fn node_stats(meta: &RunMeta, raw: &RawData) -> PolarsResult<BTreeMap<String, NodeStats>> {
+    let d = raw
+        .duty_log
+        .clone()
+        .lazy()
+        .filter(
+            col("slot")
+                .gt_eq(lit(meta.first_slot))
+                .and(col("slot").lt_eq(lit(meta.last_slot))),
+        )
+        .collect()?;
+    let mut out: BTreeMap<String, NodeStats> = BTreeMap::new();
+    let mut rounds: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut seconds: HashMap<String, Vec<f64>> = HashMap::new();
+    // cluster → (successful records, per share index: records holding it)
+    let mut shares: HashMap<String, (u64, HashMap<u64, u64>)> = HashMap::new();
+    for n in &meta.dvnodes {
+        out.insert(
+            n.name.clone(),
+            NodeStats {
+                cluster: n.cluster.clone(),
+                ..NodeStats::default()
+            },
+        );
+    }
+    for i in 0..d.height() {
+        let node = str_at(&d, "node", i)?;
+        let Some(s) = out.get_mut(&node) else {
+            continue;
+        };
+        let outcome = str_at(&d, "outcome", i)?;
+        s.duties_logged += 1;
+        if let Some(r) = u64_col(&d, "consensus_round", i)? {
+            s.consensus_decided += 1;
+            rounds.entry(node.clone()).or_default().push(r);
+        }
+        if let Some(t) = f64_col(&d, "consensus_seconds", i)? {
+            seconds.entry(node.clone()).or_default().push(t);
+        }
+        if outcome == "success" {
+            let e = shares.entry(s.cluster.clone()).or_default();
+            e.0 += 1;
+            for idx in str_at(&d, "shares", i)?
+                .split(',')
+                .filter_map(|x| x.trim().parse::<u64>().ok())
+            {
+                *e.1.entry(idx).or_default() += 1;
+            }
+        }
+        *s.outcomes.entry(outcome).or_default() += 1;
+    }
+    for n in &meta.dvnodes {
+        let Some(s) = out.get_mut(&n.name) else {
+            continue;
+        };
+        if let Some(r) = rounds.get(&n.name) {
+            s.consensus_round_mean = Some(r.iter().sum::<u64>() as f64 / r.len() as f64);
+            s.consensus_round_max = r.iter().copied().max();
+        }
+        if let Some(t) = seconds.get_mut(&n.name) {
+            t.sort_by(f64::total_cmp);
+            s.consensus_seconds_p50 = quantile(t, 0.5);
+            s.consensus_seconds_p99 = quantile(t, 0.99);
+        }
+        if let Some((total, by_share)) = shares.get(&n.cluster) {
+            if *total > 0 {
+                let have = by_share.get(&(n.index + 1)).copied().unwrap_or(0);
+                s.partial_participation = Some(have as f64 / *total as f64);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Slashing audit over every attestation and block any beacon node saw.
@@ -532,6 +753,7 @@ mod tests {
             ],
             beacon_nodes: vec![],
             assertions: BTreeMap::new(),
+            dvnodes: vec![],
         }
     }
 

@@ -2,7 +2,7 @@
 //! duties each epoch (Lodestar's head state only serves epochs head−1..head+1), head and
 //! finality samples, canonical blocks, and SSE events (gossip attestations, blocks).
 
-use crate::data::{synthetic::Builder, BeaconNodeMeta, RawData};
+use crate::data::{synthetic::Builder, BeaconNodeMeta, DutyRow, RawData};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use serde_json::Value;
@@ -104,6 +104,51 @@ fn data_root(data: &Value) -> String {
     let mut h = Sha256::new();
     h.update(data.to_string().as_bytes());
     hex::encode(&h.finalize()[..8])
+}
+
+/// Parses a dvnode duty log (JSON lines, one closed duty each:
+/// `{"duty":{"slot":"12","kind":"attester"},"outcome":"success","consensus_round":1,
+/// "consensus_seconds":0.2,"shares":[1,2,3],…}`) of container `node`. Unknown fields are
+/// ignored; lines that do not parse are counted in the second value, not fatal (the node
+/// may have been killed mid-line).
+pub fn parse_duty_log(node: &str, text: &str) -> (Vec<DutyRow>, usize) {
+    let mut rows = Vec::new();
+    let mut bad = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            bad += 1;
+            continue;
+        };
+        let (Some(slot), Some(kind), Some(outcome)) = (
+            v.get("duty").and_then(|d| d.get("slot")).and_then(num),
+            v.get("duty")
+                .and_then(|d| d.get("kind"))
+                .and_then(Value::as_str),
+            v.get("outcome").and_then(Value::as_str),
+        ) else {
+            bad += 1;
+            continue;
+        };
+        let shares: Vec<String> = v
+            .get("shares")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(num)
+            .map(|s| s.to_string())
+            .collect();
+        rows.push(DutyRow {
+            node: node.to_string(),
+            slot,
+            kind: kind.to_string(),
+            outcome: outcome.to_string(),
+            detail: v.get("detail").and_then(Value::as_str).map(str::to_string),
+            consensus_round: v.get("consensus_round").and_then(num),
+            consensus_seconds: v.get("consensus_seconds").and_then(Value::as_f64),
+            shares: shares.join(","),
+        });
+    }
+    (rows, bad)
 }
 
 /// A canonical or seen block.
@@ -436,6 +481,13 @@ impl Collector {
         out
     }
 
+    /// Adds the closed duties of the dvnodes' duty logs to the raw data.
+    pub fn add_duty_log(&mut self, rows: Vec<DutyRow>) {
+        for r in rows {
+            self.heads.duty_record(r);
+        }
+    }
+
     /// Stops the SSE streams, fetches the final chain and builds the raw frames.
     pub async fn finish(mut self) -> Result<RawData> {
         for t in &self.sse_tasks {
@@ -599,6 +651,34 @@ mod tests {
         assert_eq!(c[&(9, 0)], [7]);
         let bad = json!({"data": [{"slot": "0", "index": "0", "validators": []}]});
         assert!(parse_committees(&bad, 1, 8).is_err());
+    }
+
+    #[test]
+    fn duty_logs_parse_leniently() {
+        let text = r#"{"ts_ms":5,"duty":{"slot":"12","kind":"attester"},"outcome":"success","stages":{"scheduled":1},"consensus_round":2,"consensus_seconds":0.5,"shares":[1,2,4],"new_field":true}
+{"duty":{"slot":13,"kind":"proposer"},"outcome":"no_consensus","detail":"round timeout","shares":[]}
+{"duty":{"slot":"14","kind":"attes
+{"outcome":"success"}
+"#;
+        let (rows, bad) = parse_duty_log("n0", text);
+        assert_eq!(bad, 2);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[0],
+            DutyRow {
+                node: "n0".into(),
+                slot: 12,
+                kind: "attester".into(),
+                outcome: "success".into(),
+                detail: None,
+                consensus_round: Some(2),
+                consensus_seconds: Some(0.5),
+                shares: "1,2,4".into(),
+            }
+        );
+        assert_eq!(rows[1].slot, 13);
+        assert_eq!(rows[1].detail.as_deref(), Some("round timeout"));
+        assert_eq!(rows[1].shares, "");
     }
 
     #[test]

@@ -28,6 +28,20 @@ pub struct BeaconNodeMeta {
     pub api_url: String,
 }
 
+/// A dvnode of a DV cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DvNodeMeta {
+    /// Container name.
+    pub name: String,
+    /// Cluster (group) name.
+    pub cluster: String,
+    /// Node index in the cluster (0-based; its share index is `index + 1`).
+    pub index: u64,
+    /// Host URL of its `/metrics` endpoint, if published.
+    #[serde(default)]
+    pub metrics_url: Option<String>,
+}
+
 /// What the analysis and report need to know about the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
@@ -49,6 +63,30 @@ pub struct RunMeta {
     pub beacon_nodes: Vec<BeaconNodeMeta>,
     /// Assertions (metric → expression).
     pub assertions: BTreeMap<String, String>,
+    /// dvnodes of the DV clusters.
+    #[serde(default)]
+    pub dvnodes: Vec<DvNodeMeta>,
+}
+
+/// One closed duty of a dvnode's duty log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DutyRow {
+    /// dvnode container name.
+    pub node: String,
+    /// Slot of the duty.
+    pub slot: u64,
+    /// `attester`, `proposer`, `randao`, `sync_message`.
+    pub kind: String,
+    /// `success` or the tracker's failure reason.
+    pub outcome: String,
+    /// Failure detail.
+    pub detail: Option<String>,
+    /// Deciding consensus round.
+    pub consensus_round: Option<u64>,
+    /// Consensus duration in seconds.
+    pub consensus_seconds: Option<f64>,
+    /// Share indices whose partial signatures the node received, comma-separated.
+    pub shares: String,
 }
 
 /// The raw frames of a run.
@@ -58,7 +96,9 @@ pub struct RunMeta {
 /// `blocks` — canonical chain (slot, proposer, root); `blocks_seen` — every block any BN
 /// saw (bn, slot, proposer, root); `sync` (slot, validator, participated); `heads` (time,
 /// bn, head_slot, finalized_epoch, peers); `votes` — attestations any BN saw, per
-/// validator (validator, source_epoch, target_epoch, data_root).
+/// validator (validator, source_epoch, target_epoch, data_root); `duty_log` — every
+/// dvnode's closed duties (node, slot, kind, outcome, detail, consensus_round,
+/// consensus_seconds, shares).
 #[derive(Debug, Clone)]
 pub struct RawData {
     /// Attestation duties.
@@ -77,9 +117,11 @@ pub struct RawData {
     pub heads: DataFrame,
     /// Signed attestation data per validator.
     pub votes: DataFrame,
+    /// dvnode duty logs.
+    pub duty_log: DataFrame,
 }
 
-const FRAMES: [&str; 8] = [
+const FRAMES: [&str; 9] = [
     "duties",
     "inclusions",
     "proposer_duties",
@@ -88,10 +130,14 @@ const FRAMES: [&str; 8] = [
     "sync",
     "heads",
     "votes",
+    "duty_log",
 ];
 
+/// Frames a run directory may lack (written by later versions); read as empty.
+const OPTIONAL_FRAMES: [&str; 1] = ["duty_log"];
+
 impl RawData {
-    fn frames_mut(&mut self) -> [&mut DataFrame; 8] {
+    fn frames_mut(&mut self) -> [&mut DataFrame; 9] {
         [
             &mut self.duties,
             &mut self.inclusions,
@@ -101,6 +147,7 @@ impl RawData {
             &mut self.sync,
             &mut self.heads,
             &mut self.votes,
+            &mut self.duty_log,
         ]
     }
 
@@ -134,6 +181,9 @@ impl RawData {
             .zip(schemas.clone().frames_mut())
         {
             let path = dir.join("raw").join(format!("{name}.csv"));
+            if OPTIONAL_FRAMES.contains(name) && !path.exists() {
+                continue;
+            }
             let schema = Arc::new(schema_df.schema().as_ref().clone());
             let read = CsvReadOptions::default()
                 .with_has_header(true)
@@ -188,6 +238,7 @@ pub mod synthetic {
         vote_source: Vec<u64>,
         vote_target: Vec<u64>,
         vote_root: Vec<String>,
+        duty_rows: Vec<DutyRow>,
     }
 
     impl Builder {
@@ -254,6 +305,11 @@ pub mod synthetic {
             self.vote_root.push(root.to_string());
         }
 
+        /// A closed duty of a dvnode's duty log.
+        pub fn duty_record(&mut self, row: DutyRow) {
+            self.duty_rows.push(row);
+        }
+
         /// Number of vote rows so far.
         pub fn votes_len(&self) -> usize {
             self.vote_validator.len()
@@ -262,6 +318,17 @@ pub mod synthetic {
         /// Builds the frames.
         pub fn build(self) -> PolarsResult<RawData> {
             let n = self.inc_validator.len();
+            let d = &self.duty_rows;
+            let duty_log = df!(
+                "node" => d.iter().map(|r| r.node.clone()).collect::<Vec<_>>(),
+                "slot" => d.iter().map(|r| r.slot).collect::<Vec<_>>(),
+                "kind" => d.iter().map(|r| r.kind.clone()).collect::<Vec<_>>(),
+                "outcome" => d.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>(),
+                "detail" => d.iter().map(|r| r.detail.clone()).collect::<Vec<_>>(),
+                "consensus_round" => d.iter().map(|r| r.consensus_round).collect::<Vec<_>>(),
+                "consensus_seconds" => d.iter().map(|r| r.consensus_seconds).collect::<Vec<_>>(),
+                "shares" => d.iter().map(|r| r.shares.clone()).collect::<Vec<_>>()
+            )?;
             Ok(RawData {
                 duties: df!(
                     "slot" => self.duty_slot,
@@ -306,6 +373,7 @@ pub mod synthetic {
                     "target_epoch" => self.vote_target,
                     "data_root" => self.vote_root
                 )?,
+                duty_log,
             })
         }
     }
@@ -322,6 +390,26 @@ mod tests {
         b.inclusion(7, 3, 4, true, false);
         b.head(10, "bn0", 4, 0, 1);
         b.vote(7, 0, 1, "0xab");
+        b.duty_record(DutyRow {
+            node: "dvlab-x-dv0-0".into(),
+            slot: 9,
+            kind: "attester".into(),
+            outcome: "no_consensus".into(),
+            detail: Some("round timeout, then \"gave up\"".into()),
+            consensus_round: None,
+            consensus_seconds: None,
+            shares: String::new(),
+        });
+        b.duty_record(DutyRow {
+            node: "dvlab-x-dv0-0".into(),
+            slot: 10,
+            kind: "attester".into(),
+            outcome: "success".into(),
+            detail: None,
+            consensus_round: Some(1),
+            consensus_seconds: Some(0.25),
+            shares: "1,2,4".into(),
+        });
         let mut raw = b.build().unwrap();
         let meta = RunMeta {
             run: "x".into(),
@@ -336,6 +424,7 @@ mod tests {
                 api_url: "http://127.0.0.1:1".into(),
             }],
             assertions: BTreeMap::new(),
+            dvnodes: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         raw.save(&meta, dir.path()).unwrap();
@@ -345,5 +434,10 @@ mod tests {
         assert!(r2.votes.equals(&raw.votes));
         assert!(r2.blocks.equals(&raw.blocks));
         assert_eq!(r2.duties.height(), 1);
+        assert!(r2.duty_log.equals_missing(&raw.duty_log), "{}", r2.duty_log);
+        // A run directory written before duty logs were collected still loads.
+        std::fs::remove_file(dir.path().join("raw/duty_log.csv")).unwrap();
+        let (_, r3) = RawData::load(dir.path()).unwrap();
+        assert_eq!(r3.duty_log.height(), 0);
     }
 }

@@ -33,7 +33,7 @@ enum Cmd {
     Up {
         /// Devnet YAML.
         file: PathBuf,
-        /// Directory for key material.
+        /// Directory for key material and dvnode output (`OUT/<name>/`).
         #[arg(long, default_value = "reports")]
         out: PathBuf,
     },
@@ -162,10 +162,22 @@ async fn main_inner(cli: Cli) -> Result<i32> {
         Cmd::Up { file, out } => {
             let spec = DevnetSpec::load(&file)?;
             let docker = runtime::connect().await?;
-            let (plan, bns) = dvlab::run::up(&docker, &spec, &out.join(&spec.name)).await?;
-            println!("run `{}` up; genesis at {}", plan.run, plan.genesis_time);
-            for bn in bns {
+            let d = dvlab::run::up(&docker, &spec, &out.join(&spec.name)).await?;
+            println!(
+                "run `{}` up; genesis at {}",
+                d.plan.run, d.plan.genesis_time
+            );
+            for bn in d.beacon_nodes {
                 println!("{}: {}", bn.name, bn.api_url);
+            }
+            for n in d.dvnodes {
+                println!(
+                    "{}: cluster {} node {}, metrics {}",
+                    n.name,
+                    n.cluster,
+                    n.index,
+                    n.metrics_url.as_deref().unwrap_or("–")
+                );
             }
             Ok(0)
         }

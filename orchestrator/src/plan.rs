@@ -12,8 +12,20 @@ pub const RUN_LABEL: &str = "dvlab.run";
 pub const ROLE_LABEL: &str = "dvlab.role";
 /// Beacon-node REST port inside containers.
 pub const BN_REST_PORT: u16 = 9596;
-/// dvnode validator-API port inside containers (planned).
+/// dvnode validator-API port inside containers.
 pub const DVNODE_API_PORT: u16 = 3600;
+/// dvnode libp2p port inside containers.
+pub const DVNODE_P2P_PORT: u16 = 3610;
+/// dvnode `/metrics` and `/health` port inside containers.
+pub const DVNODE_METRICS_PORT: u16 = 3620;
+/// Where a dvnode container sees its node directory from `dvnode create-cluster` (read-only).
+pub const DVNODE_NODE_DIR: &str = "/node";
+/// Where a dvnode container writes its data dir and duty log (a writable bind mount).
+pub const DVNODE_OUT_DIR: &str = "/out";
+/// Duty log file name inside a dvnode's output directory.
+pub const DUTY_LOG_FILE: &str = "duty-log.jsonl";
+/// Where a DV validator client sees its share keystores (read-only).
+pub const VC_KEYS_DIR: &str = "/keys";
 /// Image of dvnode containers.
 pub const DVNODE_IMAGE: &str = "dvlab/dvnode:latest";
 
@@ -71,10 +83,44 @@ pub struct ContainerPlan {
     pub env: Vec<String>,
     /// Container TCP ports published on 127.0.0.1 (host port chosen by Docker).
     pub publish: Vec<u16>,
-    /// Host directory → container path bind mounts, read-only (key material).
-    pub mounts: Vec<(String, String)>,
+    /// Bind mounts of directories under the run directory.
+    pub mounts: Vec<Mount>,
+    /// Host number in the run network's static address range (dvnodes, whose peers dial
+    /// them by the address recorded in the cluster lock); `None`: Docker assigns one.
+    pub static_host: Option<u32>,
+    /// Run as the owner of the run directory (containers writing into bind mounts).
+    pub run_as_owner: bool,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+}
+
+/// A bind mount of a directory under the run directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    /// Host directory, relative to the run directory.
+    pub host: String,
+    /// Path inside the container.
+    pub container: String,
+    /// Writable (and created by the runtime when missing) rather than read-only.
+    pub writable: bool,
+}
+
+impl Mount {
+    fn read_only(host: impl Into<String>, container: &str) -> Mount {
+        Mount {
+            host: host.into(),
+            container: container.into(),
+            writable: false,
+        }
+    }
+
+    fn writable(host: impl Into<String>, container: &str) -> Mount {
+        Mount {
+            host: host.into(),
+            container: container.into(),
+            writable: true,
+        }
+    }
 }
 
 /// A validator group analysed separately.
@@ -99,10 +145,15 @@ pub struct ClusterPlan {
     pub threshold: u64,
     /// Interop validator indices split into shares.
     pub indices: Range<u64>,
-    /// Host directory `dvnode create-cluster` writes to (relative to the run directory).
+    /// Host directory `dvnode create-cluster` writes to (relative to the run directory);
+    /// node `i`'s directory is `KEY_DIR/node{i}`, its VC's keystores `KEY_DIR/vc{i}`.
     pub key_dir: String,
-    /// The `dvnode create-cluster` arguments producing the key material.
+    /// The `dvnode create-cluster` arguments (run in the dvnode image with the run
+    /// directory's `keys/` mounted at `/keys`); the runtime appends the chain's
+    /// `--fork-version`, `--genesis-validators-root` and the nodes' `--p2p-addresses`.
     pub create_cluster_args: Vec<String>,
+    /// dvnode container names in node order.
+    pub node_containers: Vec<String>,
 }
 
 /// A fully resolved devnet.
@@ -228,6 +279,8 @@ impl Plan {
                 env: env.clone(),
                 publish: vec![BN_REST_PORT],
                 mounts: vec![],
+                static_host: None,
+                run_as_owner: false,
             });
         }
         let vc_image = DEFAULT_LODESTAR_IMAGE.to_string();
@@ -254,15 +307,21 @@ impl Plan {
                 env: env.clone(),
                 publish: vec![],
                 mounts: vec![],
+                static_host: None,
+                run_as_owner: false,
             });
         }
         let mut clusters = Vec::new();
+        let mut static_host = 0u32;
         for c in &spec.clusters {
             let g = groups
                 .iter()
                 .find(|g| g.name == c.name)
                 .expect("group added above");
             let key_dir = format!("keys/{}", c.name);
+            let node_containers: Vec<String> = (0..c.nodes)
+                .map(|n| cname(&format!("{}-{n}", c.name)))
+                .collect();
             clusters.push(ClusterPlan {
                 name: c.name.clone(),
                 nodes: c.nodes,
@@ -281,33 +340,54 @@ impl Plan {
                     c.threshold.to_string(),
                     "--insecure-keys".into(),
                     "--out".into(),
-                    key_dir.clone(),
+                    format!("/{key_dir}"),
                 ],
+                node_containers: node_containers.clone(),
             });
-            for (n, bn) in c.beacon_nodes.iter().enumerate() {
+            for (n, (bn, node_name)) in c.beacon_nodes.iter().zip(&node_containers).enumerate() {
                 let n = n as u64;
-                let node_name = cname(&format!("{}-{n}", c.name));
+                static_host += 1;
                 let role = Role::DvNode {
                     cluster: c.name.clone(),
                     node: n,
                 };
+                let duty_log = format!("{DVNODE_OUT_DIR}/{DUTY_LOG_FILE}");
+                let cmd: Vec<String> = [
+                    "run",
+                    "--node-dir",
+                    DVNODE_NODE_DIR,
+                    "--beacon-node-url",
+                    &bn_url(bn),
+                    "--validator-api-addr",
+                    &format!("0.0.0.0:{DVNODE_API_PORT}"),
+                    "--p2p-listen",
+                    &format!("/ip4/0.0.0.0/tcp/{DVNODE_P2P_PORT}"),
+                    "--data-dir",
+                    &format!("{DVNODE_OUT_DIR}/data"),
+                    "--metrics-addr",
+                    &format!("0.0.0.0:{DVNODE_METRICS_PORT}"),
+                    "--duty-log",
+                    &duty_log,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
                 containers.push(ContainerPlan {
                     name: node_name.clone(),
                     labels: labels(&role),
                     role,
                     image: DVNODE_IMAGE.into(),
-                    cmd: vec![
-                        "run".into(),
-                        "--data-dir".into(),
-                        "/cluster".into(),
-                        "--beacon-node".into(),
-                        bn_url(bn),
-                        "--validator-api".into(),
-                        format!("0.0.0.0:{DVNODE_API_PORT}"),
+                    cmd,
+                    env: vec!["DVNODE_LOG=info".into()],
+                    // Published on 127.0.0.1 only: dvlab waits for the validator API before
+                    // starting the VC and scrapes the metrics.
+                    publish: vec![DVNODE_API_PORT, DVNODE_METRICS_PORT],
+                    mounts: vec![
+                        Mount::read_only(format!("{key_dir}/node{n}"), DVNODE_NODE_DIR),
+                        Mount::writable(format!("nodes/{node_name}"), DVNODE_OUT_DIR),
                     ],
-                    env: vec![],
-                    publish: vec![],
-                    mounts: vec![(format!("{key_dir}/node{n}"), "/cluster".into())],
+                    static_host: Some(static_host),
+                    run_as_owner: true,
                 });
                 let role = Role::DvVc {
                     cluster: c.name.clone(),
@@ -319,9 +399,12 @@ impl Plan {
                     "dev".into(),
                     "--dataDir".into(),
                     "/data".into(),
-                    "--keymanager".into(),
                     "--beaconNodes".into(),
                     format!("http://{node_name}:{DVNODE_API_PORT}"),
+                    "--importKeystores".into(),
+                    format!("{VC_KEYS_DIR}/keystores"),
+                    "--importKeystoresPassword".into(),
+                    format!("{VC_KEYS_DIR}/password.txt"),
                 ];
                 cmd.extend(params.iter().cloned());
                 containers.push(ContainerPlan {
@@ -332,7 +415,10 @@ impl Plan {
                     cmd,
                     env: env.clone(),
                     publish: vec![],
-                    mounts: vec![(format!("{key_dir}/node{n}/validator_keys"), "/keys".into())],
+                    // Writable: Lodestar puts a lock file beside each keystore it imports.
+                    mounts: vec![Mount::writable(format!("{key_dir}/vc{n}"), VC_KEYS_DIR)],
+                    static_host: None,
+                    run_as_owner: false,
                 });
             }
         }
@@ -451,7 +537,16 @@ mod tests {
         assert_eq!(
             c.create_cluster_args.join(" "),
             "create-cluster --name dv0 --interop-indices 56..64 --nodes 4 --threshold 3 \
-             --insecure-keys --out keys/dv0"
+             --insecure-keys --out /keys/dv0"
+        );
+        assert_eq!(
+            c.node_containers,
+            [
+                "dvlab-basic-dv0-0",
+                "dvlab-basic-dv0-1",
+                "dvlab-basic-dv0-2",
+                "dvlab-basic-dv0-3"
+            ]
         );
         let nodes: Vec<_> = plan
             .containers
@@ -463,13 +558,50 @@ mod tests {
             .cmd
             .join(" ")
             .contains("http://dvlab-basic-bn1:9596"));
-        assert_eq!(nodes[3].mounts[0].0, "keys/dv0/node3");
-        let vcs = plan
+        let n3 = nodes[3];
+        assert_eq!(
+            n3.mounts,
+            [
+                Mount::read_only("keys/dv0/node3", "/node"),
+                Mount::writable("nodes/dvlab-basic-dv0-3", "/out")
+            ]
+        );
+        let cmd = n3.cmd.join(" ");
+        for flag in [
+            "run --node-dir /node",
+            "--validator-api-addr 0.0.0.0:3600",
+            "--p2p-listen /ip4/0.0.0.0/tcp/3610",
+            "--data-dir /out/data",
+            "--metrics-addr 0.0.0.0:3620",
+            "--duty-log /out/duty-log.jsonl",
+        ] {
+            assert!(cmd.contains(flag), "{cmd}");
+        }
+        assert!(n3.run_as_owner);
+        // Distinct static addresses for the p2p addresses in the lock.
+        let hosts: Vec<_> = nodes.iter().map(|n| n.static_host).collect();
+        assert_eq!(hosts, [Some(1), Some(2), Some(3), Some(4)]);
+        let vcs: Vec<_> = plan
             .containers
             .iter()
             .filter(|c| matches!(c.role, Role::DvVc { .. }))
-            .count();
-        assert_eq!(vcs, 4);
+            .collect();
+        assert_eq!(vcs.len(), 4);
+        let vc = vcs[1].cmd.join(" ");
+        assert!(
+            vc.contains("--beaconNodes http://dvlab-basic-dv0-1:3600"),
+            "{vc}"
+        );
+        assert!(
+            vc.contains(
+                "--importKeystores /keys/keystores --importKeystoresPassword /keys/password.txt"
+            ),
+            "{vc}"
+        );
+        assert_eq!(vcs[1].mounts, [Mount::writable("keys/dv0/vc1", "/keys")]);
+        assert!(vcs
+            .iter()
+            .all(|c| c.static_host.is_none() && c.publish.is_empty()));
         assert!(plan
             .containers
             .iter()

@@ -1,7 +1,7 @@
 //! Report: assertions → verdict, `report.json`, PNG + SVG plots (plotters) and a
 //! self-contained `report.html` with the SVG plots inline.
 
-use crate::analyse::{Analysis, GroupStats, SlashingAudit};
+use crate::analyse::{Analysis, GroupStats, NodeStats, SlashingAudit};
 use crate::data::{BeaconNodeMeta, RawData, RunMeta};
 use crate::spec::Comparison;
 use anyhow::{Context, Result};
@@ -53,6 +53,13 @@ pub struct Report {
     pub slashing_audit: SlashingAudit,
     /// Assertions.
     pub assertions: Vec<AssertionResult>,
+    /// Missed DV duties with the dvnode tracker's reasons: group → duty kind → reason →
+    /// count.
+    #[serde(default)]
+    pub missed_duties: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Consensus and partial-signature figures per dvnode.
+    #[serde(default)]
+    pub dvnodes: BTreeMap<String, NodeStats>,
 }
 
 impl Report {
@@ -127,6 +134,8 @@ pub fn build(meta: &RunMeta, a: &Analysis) -> Report {
         finalized_epoch: a.finalized_epoch,
         slashing_audit: a.slashing_audit.clone(),
         assertions,
+        missed_duties: a.missed_duties.clone(),
+        dvnodes: a.dvnodes.clone(),
     }
 }
 
@@ -467,7 +476,54 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
             fmt_opt(g.sync_participation, 3),
         ));
     }
-    h.push_str("</table><h2>Slashing audit</h2>");
+    h.push_str("</table>");
+    if !report.missed_duties.is_empty() {
+        h.push_str("<h2>Missed DV duties by reason</h2><table><tr><th>cluster</th><th>duty</th><th>reason</th><th>missed</th></tr>");
+        for (g, kinds) in &report.missed_duties {
+            for (k, reasons) in kinds {
+                for (r, n) in reasons {
+                    h.push_str(&format!(
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{n}</td></tr>",
+                        esc(g),
+                        esc(k),
+                        esc(r)
+                    ));
+                }
+            }
+        }
+        h.push_str("</table>");
+    }
+    if !report.dvnodes.is_empty() {
+        h.push_str(
+            "<h2>dvnodes</h2><table><tr><th>node</th><th>cluster</th><th>duties logged</th>\
+<th>outcomes</th><th>decided</th><th>round mean</th><th>round max</th><th>consensus p50 (s)</th>\
+<th>consensus p99 (s)</th><th>partial participation</th></tr>",
+        );
+        for (n, s) in &report.dvnodes {
+            let outcomes = s
+                .outcomes
+                .iter()
+                .map(|(o, c)| format!("{o} {c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+<td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(n),
+                esc(&s.cluster),
+                s.duties_logged,
+                esc(&outcomes),
+                s.consensus_decided,
+                fmt_opt(s.consensus_round_mean, 2),
+                s.consensus_round_max.map_or("–".into(), |r| r.to_string()),
+                fmt_opt(s.consensus_seconds_p50, 3),
+                fmt_opt(s.consensus_seconds_p99, 3),
+                fmt_opt(s.partial_participation, 3),
+            ));
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Slashing audit</h2>");
     h.push_str(&format!(
         "<p>{} signed messages checked; {} slashable.</p>",
         report.slashing_audit.messages_checked,
@@ -563,6 +619,7 @@ mod tests {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
+            dvnodes: vec![],
         }
     }
 
@@ -599,6 +656,8 @@ mod tests {
                     .collect(),
             },
             finalized_epoch: Some(2),
+            missed_duties: BTreeMap::new(),
+            dvnodes: BTreeMap::new(),
         }
     }
 
@@ -664,6 +723,22 @@ mod tests {
                 included: 7,
             },
         ];
+        a.missed_duties = BTreeMap::from([(
+            "dv0".to_string(),
+            BTreeMap::from([(
+                "attester".to_string(),
+                BTreeMap::from([("no_consensus".to_string(), 1)]),
+            )]),
+        )]);
+        a.dvnodes = BTreeMap::from([(
+            "dvlab-t-dv0-0".to_string(),
+            NodeStats {
+                cluster: "dv0".into(),
+                duties_logged: 16,
+                consensus_round_mean: Some(1.0),
+                ..Default::default()
+            },
+        )]);
         let mut b = crate::data::synthetic::Builder::default();
         b.head(4, "bn0", 1, 0, 1);
         b.head(40, "bn0", 10, 0, 1);
@@ -684,8 +759,12 @@ mod tests {
             0
         );
         assert_eq!(json["assertions"][0]["passed"], true);
+        assert_eq!(json["missed_duties"]["dv0"]["attester"]["no_consensus"], 1);
+        assert_eq!(json["dvnodes"]["dvlab-t-dv0-0"]["duties_logged"], 16);
         let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
         assert!(html.contains("PASS"));
+        assert!(html.contains("Missed DV duties by reason"));
+        assert!(html.contains("dvlab-t-dv0-0"));
         if font_ready() {
             assert!(html.contains("<svg"));
             for f in ["inclusion_rate", "inclusion_distance", "chain_progress"] {

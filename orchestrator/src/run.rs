@@ -3,8 +3,8 @@
 
 use crate::analyse;
 use crate::collect::Collector;
-use crate::data::{BeaconNodeMeta, GroupMeta, RawData, RunMeta};
-use crate::plan::Plan;
+use crate::data::{BeaconNodeMeta, DvNodeMeta, GroupMeta, RawData, RunMeta};
+use crate::plan::{Plan, Role, DUTY_LOG_FILE};
 use crate::report::{self, Report};
 use crate::runtime;
 use crate::spec::DevnetSpec;
@@ -21,8 +21,19 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// What `dvlab up` started: the plan, the beacon nodes' and the dvnodes' host URLs.
+#[derive(Debug, Clone)]
+pub struct Devnet {
+    /// The plan.
+    pub plan: Plan,
+    /// Beacon nodes.
+    pub beacon_nodes: Vec<BeaconNodeMeta>,
+    /// dvnodes.
+    pub dvnodes: Vec<DvNodeMeta>,
+}
+
 /// Metadata of a planned run, for analysis.
-pub fn run_meta(plan: &Plan, bns: Vec<BeaconNodeMeta>) -> RunMeta {
+pub fn run_meta(plan: &Plan, bns: Vec<BeaconNodeMeta>, dvnodes: Vec<DvNodeMeta>) -> RunMeta {
     let spe = plan.slots_per_epoch;
     RunMeta {
         run: plan.run.clone(),
@@ -44,27 +55,113 @@ pub fn run_meta(plan: &Plan, bns: Vec<BeaconNodeMeta>) -> RunMeta {
             .collect(),
         beacon_nodes: bns,
         assertions: plan.assertions.clone(),
+        dvnodes,
     }
 }
 
-/// Starts the devnet of `spec` and returns its plan and beacon nodes.
-pub async fn up(
-    docker: &Docker,
-    spec: &DevnetSpec,
-    run_dir: &Path,
-) -> Result<(Plan, Vec<BeaconNodeMeta>)> {
+/// Starts the devnet of `spec` (key material and dvnode output under `run_dir`).
+pub async fn up(docker: &Docker, spec: &DevnetSpec, run_dir: &Path) -> Result<Devnet> {
     let plan = Plan::new(spec, unix_now());
     let started = runtime::up(docker, &plan, run_dir).await?;
-    let bns = started
-        .into_iter()
+    let beacon_nodes = started
+        .iter()
         .filter_map(|s| {
             Some(BeaconNodeMeta {
-                name: s.beacon_node?,
-                api_url: s.api_url?,
+                name: s.beacon_node.clone()?,
+                api_url: s.api_url.clone()?,
             })
         })
         .collect();
-    Ok((plan, bns))
+    let dvnodes = plan
+        .containers
+        .iter()
+        .filter_map(|c| match &c.role {
+            Role::DvNode { cluster, node } => Some(DvNodeMeta {
+                name: c.name.clone(),
+                cluster: cluster.clone(),
+                index: *node,
+                metrics_url: started
+                    .iter()
+                    .find(|s| s.name == c.name)
+                    .and_then(|s| s.metrics_url.clone()),
+            }),
+            _ => None,
+        })
+        .collect();
+    Ok(Devnet {
+        plan,
+        beacon_nodes,
+        dvnodes,
+    })
+}
+
+/// Reads every dvnode's duty log from `OUT/nodes/<container>/` and saves its final
+/// `/metrics` page beside it.
+async fn collect_dvnodes(meta: &RunMeta, out: &Path, c: &mut Collector) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build();
+    for n in &meta.dvnodes {
+        let dir = out.join("nodes").join(&n.name);
+        if let (Ok(http), Some(url)) = (&http, &n.metrics_url) {
+            let text = match http.get(format!("{url}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => format!("# unreachable: {e}\n"),
+            };
+            if let Err(e) = std::fs::write(dir.join("metrics.txt"), text) {
+                eprintln!("warning: saving metrics of {}: {e}", n.name);
+            }
+        }
+        let path = dir.join(DUTY_LOG_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let (rows, bad) = crate::collect::parse_duty_log(&n.name, &text);
+                if bad > 0 {
+                    eprintln!(
+                        "warning: {}: {bad} duty-log line(s) did not parse",
+                        path.display()
+                    );
+                }
+                c.add_duty_log(rows);
+            }
+            Err(e) => eprintln!(
+                "warning: no duty log of {} ({}): {e}",
+                n.name,
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Slot of the first block including an attestation of a DV validator.
+fn first_dv_inclusion(meta: &RunMeta, raw: &RawData) -> Result<Option<u64>> {
+    use polars::prelude::*;
+    let mut first: Option<u64> = None;
+    for g in meta.groups.iter().filter(|g| g.distributed) {
+        let v = raw
+            .inclusions
+            .clone()
+            .lazy()
+            .filter(
+                col("validator")
+                    .gt_eq(lit(g.first))
+                    .and(col("validator").lt(lit(g.first + g.count))),
+            )
+            .select([col("inclusion_slot").min()])
+            .collect()?;
+        let s = v
+            .column("inclusion_slot")?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?
+            .u64()?
+            .get(0);
+        first = match (first, s) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(first)
 }
 
 async fn sleep_until(t: u64) {
@@ -78,7 +175,13 @@ async fn sleep_until(t: u64) {
 }
 
 /// Runs the timeline: duties each epoch, heads, a live line, container health.
-async fn timeline(docker: &Docker, plan: &Plan, meta: &RunMeta, out: &Path) -> Result<RawData> {
+async fn timeline(
+    docker: &Docker,
+    plan: &Plan,
+    meta: &RunMeta,
+    out: &Path,
+    up_started: f64,
+) -> Result<RawData> {
     let mut c = Collector::new(meta.beacon_nodes.clone(), plan.slots_per_epoch)?;
     c.wait_ready(Duration::from_secs(
         plan.genesis_time.saturating_sub(unix_now()) + 60,
@@ -145,10 +248,19 @@ async fn timeline(docker: &Docker, plan: &Plan, meta: &RunMeta, out: &Path) -> R
         }
     }
     pb.finish_and_clear();
+    collect_dvnodes(meta, out, &mut c).await;
     let raw = c.finish().await?;
+    let first_dv = first_dv_inclusion(meta, &raw)?;
+    let up_to_first_dv = first_dv.map(|s| plan.slot_time(s) as f64 - up_started);
+    if let Some(t) = up_to_first_dv {
+        println!("first DV attestation included {t:.0} s after `dvlab up`");
+    }
     let stats = serde_json::json!({
         "time_to_first_block_s": time_to_first_block,
         "genesis_time": plan.genesis_time,
+        "up_started": up_started,
+        "first_dv_inclusion_slot": first_dv,
+        "up_to_first_dv_attestation_included_s": up_to_first_dv,
     });
     std::fs::write(out.join("timing.json"), serde_json::to_vec_pretty(&stats)?)?;
     Ok(raw)
@@ -167,13 +279,24 @@ pub enum Outcome {
 pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> Result<Outcome> {
     std::fs::create_dir_all(out)?;
     let body = async {
-        let (plan, bns) = up(docker, spec, out).await?;
-        for bn in &bns {
+        let up_started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let Devnet {
+            plan,
+            beacon_nodes,
+            dvnodes,
+        } = up(docker, spec, out).await?;
+        for bn in &beacon_nodes {
             println!("{}: {}", bn.name, bn.api_url);
         }
+        for n in &dvnodes {
+            println!("{}: cluster {} node {}", n.name, n.cluster, n.index);
+        }
         std::fs::write(out.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
-        let meta = run_meta(&plan, bns);
-        let mut raw = timeline(docker, &plan, &meta, out).await?;
+        let meta = run_meta(&plan, beacon_nodes, dvnodes);
+        let mut raw = timeline(docker, &plan, &meta, out, up_started).await?;
         raw.save(&meta, out)?;
         let analysis = analyse::analyse(&meta, &raw)?;
         let report = report::write(out, &meta, &raw, &analysis)?;

@@ -1,17 +1,28 @@
 //! Runtime: Docker network and containers of a plan, via bollard. Everything created
 //! carries the label `dvlab.run=<name>`; teardown removes only what carries it.
 
-use crate::plan::{ContainerPlan, Plan, Role, RUN_LABEL};
+use crate::plan::{
+    ClusterPlan, ContainerPlan, Plan, Role, DVNODE_API_PORT, DVNODE_IMAGE, DVNODE_METRICS_PORT,
+    DVNODE_P2P_PORT, ROLE_LABEL, RUN_LABEL,
+};
 use anyhow::{anyhow, bail, Context, Result};
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
+use dvnode::eth::beacon::BeaconClient;
+use dvnode::keys::keystore::{KdfChoice, Keystore};
 use futures::StreamExt;
+use rand::RngCore;
 use std::collections::HashMap;
-use std::path::Path;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Connects to the local Docker daemon and negotiates the API version (Docker 20.10 speaks
 /// API 1.41).
@@ -37,22 +48,22 @@ pub struct Started {
     pub beacon_node: Option<String>,
     /// Host URL of the REST API for beacon nodes (`http://127.0.0.1:PORT`).
     pub api_url: Option<String>,
+    /// Host URL of a dvnode's `/metrics` and `/health` (`http://127.0.0.1:PORT`).
+    pub metrics_url: Option<String>,
 }
 
-/// Creates the network and all containers of `plan` and starts them. On any failure the
-/// run is torn down before the error is returned. `run_dir` anchors relative mounts.
+/// How long a beacon node may take to serve its REST API after its container starts.
+const BN_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a dvnode may take to serve its validator API after its container starts.
+const DVNODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Creates the network and all containers of `plan` and starts them: beacon nodes; once the
+/// first one serves the chain's genesis, the DV clusters' key material (`dvnode
+/// create-cluster` in the dvnode image, with the chain's genesis validators root and fork
+/// version); the dvnodes; their validator clients once each dvnode serves its validator
+/// API; then every other container. On any failure the run is torn down before the error
+/// is returned. `run_dir` anchors relative mounts.
 pub async fn up(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<Started>> {
-    if plan
-        .containers
-        .iter()
-        .any(|c| matches!(c.role, Role::DvNode { .. }))
-    {
-        bail!(
-            "DV clusters are not yet supported by `dvlab up`/`run`: dvnode has no `run` command \
-             yet. `dvlab plan FILE` shows the planned cluster containers; use a spec without \
-             `clusters` (e.g. devnets/baseline-only.yaml) to run keepers + baseline"
-        );
-    }
     let existing = list(docker, Some(&plan.run)).await?;
     if !existing.is_empty() {
         bail!(
@@ -67,6 +78,14 @@ pub async fn up(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<Star
             bail!("image `{image}` is missing; build it with `dvlab images build`");
         }
     }
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("creating run directory {}", run_dir.display()))?;
+    let nodes = run_dir.join("nodes");
+    if nodes.exists() {
+        // dvnode output of an earlier run of the same name.
+        std::fs::remove_dir_all(&nodes)
+            .with_context(|| format!("removing old output {}", nodes.display()))?;
+    }
     match up_inner(docker, plan, run_dir).await {
         Ok(s) => Ok(s),
         Err(e) => {
@@ -76,41 +95,454 @@ pub async fn up(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<Star
     }
 }
 
-async fn up_inner(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<Started>> {
-    docker
-        .create_network(NetworkCreateRequest {
-            name: plan.network.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(RUN_LABEL.to_string(), plan.run.clone())])),
-            ..Default::default()
+/// The run network's IPv4 subnet. Docker assigns addresses dynamically from its lower half;
+/// the upper half holds the static addresses of containers with a
+/// [`ContainerPlan::static_host`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    base: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Subnet {
+    /// Parses `a.b.c.d/p` (p between 8 and 28).
+    pub fn parse(cidr: &str) -> Result<Subnet> {
+        let (ip, prefix) = cidr
+            .split_once('/')
+            .ok_or_else(|| anyhow!("subnet `{cidr}` has no prefix length"))?;
+        let ip: Ipv4Addr = ip.parse().map_err(|e| anyhow!("subnet `{cidr}`: {e}"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|e| anyhow!("subnet `{cidr}`: {e}"))?;
+        if !(8..=28).contains(&prefix) {
+            bail!("subnet `{cidr}`: prefix length must be between 8 and 28");
+        }
+        let mask = u32::MAX << (32 - prefix);
+        Ok(Subnet {
+            base: Ipv4Addr::from(u32::from(ip) & mask),
+            prefix,
         })
-        .await
-        .with_context(|| format!("creating network {}", plan.network))?;
-    let mut started = Vec::new();
-    for c in &plan.containers {
-        create_and_start(docker, plan, c, run_dir).await?;
-        let (beacon_node, api_url) = match &c.role {
-            Role::BeaconNode { name } => {
-                let port = host_port(docker, &c.name, c.publish[0]).await?;
-                (Some(name.clone()), Some(format!("http://127.0.0.1:{port}")))
-            }
-            _ => (None, None),
+    }
+
+    /// `a.b.c.d/p`.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.base, self.prefix)
+    }
+
+    /// The lower half, where Docker assigns addresses dynamically.
+    pub fn dynamic_range(&self) -> String {
+        format!("{}/{}", self.base, self.prefix + 1)
+    }
+
+    /// Static address number `host` (1-based) of the upper half.
+    pub fn static_ip(&self, host: u32) -> Result<Ipv4Addr> {
+        let half = 1u32 << (32 - self.prefix - 1);
+        // The last address of the subnet is its broadcast address.
+        if host == 0 || host >= half - 1 {
+            bail!(
+                "static address {host} does not fit the upper half of {}",
+                self.cidr()
+            );
+        }
+        Ok(Ipv4Addr::from(u32::from(self.base) + half + host))
+    }
+}
+
+/// Creates the run network with a subnet Docker considers free (it avoids its other
+/// networks and the host's routes) and a static range for dvnodes.
+async fn create_network(docker: &Docker, plan: &Plan) -> Result<Subnet> {
+    let labels = HashMap::from([(RUN_LABEL.to_string(), plan.run.clone())]);
+    let request = |ipam: Option<Ipam>| NetworkCreateRequest {
+        name: plan.network.clone(),
+        driver: Some("bridge".into()),
+        labels: Some(labels.clone()),
+        ipam,
+        ..Default::default()
+    };
+    let mut last_err = None;
+    for _ in 0..3 {
+        // Docker picks a free pool for a network without IPAM configuration; static
+        // addresses need a configured subnet, so the network is re-created with that pool.
+        docker
+            .create_network(request(None))
+            .await
+            .with_context(|| format!("creating network {}", plan.network))?;
+        let info = docker
+            .inspect_network(&plan.network, None)
+            .await
+            .with_context(|| format!("inspecting network {}", plan.network))?;
+        docker
+            .remove_network(&plan.network)
+            .await
+            .with_context(|| format!("re-creating network {}", plan.network))?;
+        let cidr = info
+            .ipam
+            .and_then(|i| i.config)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.subnet)
+            .find(|s| s.contains('.'))
+            .ok_or_else(|| anyhow!("Docker gave network {} no IPv4 subnet", plan.network))?;
+        let subnet = Subnet::parse(&cidr)?;
+        let ipam = Ipam {
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.cidr()),
+                ip_range: Some(subnet.dynamic_range()),
+                ..Default::default()
+            }]),
+            ..Default::default()
         };
-        started.push(Started {
-            name: c.name.clone(),
-            beacon_node,
-            api_url,
-        });
+        match docker.create_network(request(Some(ipam))).await {
+            Ok(_) => return Ok(subnet),
+            // Another network took the pool in between: try again.
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(anyhow!(
+        "creating network {}: {}",
+        plan.network,
+        last_err.map_or_else(String::new, |e| e.to_string())
+    ))
+}
+
+/// Owner (`uid:gid`) of the run directory, for containers writing into it.
+fn owner_of(dir: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    Ok(format!("{}:{}", m.uid(), m.gid()))
+}
+
+async fn up_inner(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<Started>> {
+    let subnet = create_network(docker, plan).await?;
+    let owner = owner_of(run_dir)?;
+    let ctx = StartCtx {
+        plan,
+        run_dir,
+        subnet,
+        owner: &owner,
+    };
+    let mut started = Vec::new();
+    let by_role = |pred: fn(&Role) -> bool| plan.containers.iter().filter(move |c| pred(&c.role));
+    for c in by_role(|r| matches!(r, Role::BeaconNode { .. })) {
+        started.push(ctx.start(docker, c).await?);
+    }
+    if !plan.clusters.is_empty() {
+        let bn0 = started
+            .first()
+            .and_then(|s| s.api_url.clone())
+            .ok_or_else(|| anyhow!("DV clusters need a beacon node"))?;
+        let chain = wait_for_chain(docker, &started[0].name, &bn0).await?;
+        for cluster in &plan.clusters {
+            create_cluster(&ctx, docker, cluster, &chain).await?;
+        }
+        let mut apis = Vec::new();
+        for c in by_role(|r| matches!(r, Role::DvNode { .. })) {
+            let s = ctx.start(docker, c).await?;
+            let port = host_port(docker, &c.name, DVNODE_API_PORT).await?;
+            apis.push((c.name.clone(), format!("http://127.0.0.1:{port}")));
+            started.push(s);
+        }
+        for (name, api) in &apis {
+            wait_http(
+                docker,
+                name,
+                &format!("{api}/eth/v1/beacon/genesis"),
+                DVNODE_READY_TIMEOUT,
+            )
+            .await
+            .with_context(|| format!("validator API of dvnode {name}"))?;
+        }
+        for c in by_role(|r| matches!(r, Role::DvVc { .. })) {
+            started.push(ctx.start(docker, c).await?);
+        }
+    }
+    for c in by_role(|r| {
+        !matches!(
+            r,
+            Role::BeaconNode { .. } | Role::DvNode { .. } | Role::DvVc { .. }
+        )
+    }) {
+        started.push(ctx.start(docker, c).await?);
     }
     Ok(started)
 }
 
-async fn create_and_start(
+/// What key material of a DV cluster binds to: the chain as the first beacon node serves it.
+#[derive(Debug, Clone)]
+pub struct ChainId {
+    /// `GENESIS_FORK_VERSION` (`0x…`).
+    pub fork_version: String,
+    /// Genesis validators root (`0x…`).
+    pub genesis_validators_root: String,
+}
+
+/// Waits until the beacon node at `url` (container `name`) serves its genesis, then reads
+/// the fork version from its spec.
+async fn wait_for_chain(docker: &Docker, name: &str, url: &str) -> Result<ChainId> {
+    let bn = BeaconClient::new(url)?;
+    let deadline = Instant::now() + BN_READY_TIMEOUT;
+    let genesis = loop {
+        match bn.genesis().await {
+            Ok(g) => break g,
+            Err(e) if Instant::now() >= deadline => {
+                bail!(
+                    "beacon node {name} did not serve its genesis within {BN_READY_TIMEOUT:?}: {e}"
+                )
+            }
+            Err(_) => {
+                ensure_running(docker, name).await?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let spec = bn
+        .spec()
+        .await
+        .with_context(|| format!("reading the spec of beacon node {name}"))?;
+    let fork_version = spec
+        .string("GENESIS_FORK_VERSION")
+        .map_err(|e| anyhow!("beacon node {name}: GENESIS_FORK_VERSION: {e}"))?;
+    Ok(ChainId {
+        fork_version,
+        genesis_validators_root: genesis.genesis_validators_root.to_string(),
+    })
+}
+
+/// Polls `url` until it answers with success; fails early, with the container's last log
+/// lines, when container `name` stops.
+async fn wait_http(docker: &Docker, name: &str, url: &str, timeout: Duration) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match http.get(url).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            _ if Instant::now() >= deadline => bail!("{url} did not answer within {timeout:?}"),
+            _ => {
+                ensure_running(docker, name).await?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Fails with the exit code and last log lines when container `name` is not running.
+async fn ensure_running(docker: &Docker, name: &str) -> Result<()> {
+    let info = docker.inspect_container(name, None).await?;
+    let state = info.state.unwrap_or_default();
+    if state.running != Some(true) {
+        let logs = tail_logs(docker, name, 15).await.unwrap_or_default();
+        bail!(
+            "container {name} stopped (exit code {}); last log lines:\n{}",
+            state
+                .exit_code
+                .map_or_else(|| "?".into(), |c| c.to_string()),
+            logs.trim_end()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `dvnode create-cluster` for `cluster` in the dvnode image (as the run directory's
+/// owner, writing into `RUN_DIR/keys/`), then gives each node's VC its share keystores
+/// re-encrypted under one password, as Lodestar's `--importKeystoresPassword` needs.
+async fn create_cluster(
+    ctx: &StartCtx<'_>,
     docker: &Docker,
-    plan: &Plan,
-    c: &ContainerPlan,
-    run_dir: &Path,
+    cluster: &ClusterPlan,
+    chain: &ChainId,
 ) -> Result<()> {
+    let key_dir = ctx.run_dir.join(&cluster.key_dir);
+    if key_dir.exists() {
+        // Key material of an earlier run of the same name: the chain is new.
+        std::fs::remove_dir_all(&key_dir)
+            .with_context(|| format!("removing old key material {}", key_dir.display()))?;
+    }
+    std::fs::create_dir_all(&key_dir)?;
+    let keys_root = ctx.run_dir.join("keys");
+    let addresses: Vec<String> = cluster
+        .node_containers
+        .iter()
+        .map(|name| {
+            let c = ctx
+                .plan
+                .containers
+                .iter()
+                .find(|c| &c.name == name)
+                .ok_or_else(|| anyhow!("dvnode {name} is not planned"))?;
+            let host = c
+                .static_host
+                .ok_or_else(|| anyhow!("dvnode {name} has no static address"))?;
+            Ok(format!(
+                "/ip4/{}/tcp/{DVNODE_P2P_PORT}",
+                ctx.subnet.static_ip(host)?
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut cmd = cluster.create_cluster_args.clone();
+    cmd.extend([
+        "--fork-version".into(),
+        chain.fork_version.clone(),
+        "--genesis-validators-root".into(),
+        chain.genesis_validators_root.clone(),
+        "--p2p-addresses".into(),
+        addresses.join(","),
+    ]);
+    let name = format!("dvlab-{}-create-{}", ctx.plan.run, cluster.name);
+    let body = ContainerCreateBody {
+        image: Some(DVNODE_IMAGE.into()),
+        cmd: Some(cmd),
+        user: Some(ctx.owner.to_string()),
+        labels: Some(HashMap::from([
+            (RUN_LABEL.to_string(), ctx.plan.run.clone()),
+            (ROLE_LABEL.to_string(), "create-cluster".to_string()),
+        ])),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            binds: Some(vec![format!("{}:/keys", abs(&keys_root)?.display())]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await
+        .with_context(|| format!("creating container {name}"))?;
+    docker
+        .start_container(&name, None)
+        .await
+        .with_context(|| format!("starting container {name}"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let code = loop {
+        let state = docker
+            .inspect_container(&name, None)
+            .await?
+            .state
+            .unwrap_or_default();
+        if state.running != Some(true) {
+            break state.exit_code.unwrap_or(-1);
+        }
+        if Instant::now() >= deadline {
+            bail!("{name}: dvnode create-cluster did not finish within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let logs = tail_logs(docker, &name, 20).await.unwrap_or_default();
+    std::fs::write(key_dir.join("create-cluster.log"), &logs)?;
+    docker
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await
+        .with_context(|| format!("removing container {name}"))?;
+    if code != 0 {
+        bail!(
+            "dvnode create-cluster for cluster {} failed (exit code {code}):\n{}",
+            cluster.name,
+            logs.trim_end()
+        );
+    }
+    for n in 0..cluster.nodes {
+        let count = reencrypt_keystores(
+            &key_dir.join(format!("node{n}/validator_keys")),
+            &key_dir.join(format!("vc{n}")),
+        )?;
+        let want = cluster.indices.end - cluster.indices.start;
+        if count as u64 != want {
+            bail!(
+                "cluster {} node {n} has {count} share keystores, expected {want}",
+                cluster.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Re-encrypts every `keystore-*.json` of `src` (each with its password in the sibling
+/// `.txt`, as `dvnode create-cluster` writes them) into `DST/keystores/` under one fresh
+/// random password written to `DST/password.txt` (0600). Returns the number of keystores.
+pub fn reencrypt_keystores(src: &Path, dst: &Path) -> Result<usize> {
+    let out = dst.join("keystores");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let password = {
+        let mut b = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        hex::encode(b)
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    entries.sort();
+    let mut n = 0;
+    for path in entries {
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let pw_path = path.with_extension("txt");
+        let pw = std::fs::read_to_string(&pw_path)
+            .with_context(|| format!("reading password file {}", pw_path.display()))?;
+        let ks = Keystore::from_file(&path)?;
+        let sk = ks
+            .decrypt(pw.trim_end_matches(['\n', '\r']))
+            .with_context(|| format!("decrypting {}", path.display()))?;
+        let enc = Keystore::encrypt(&sk, &password, ks.path(), KdfChoice::Insecure)?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
+        enc.to_file(&out.join(name))?;
+        n += 1;
+    }
+    if n == 0 {
+        bail!("no keystore-*.json in {}", src.display());
+    }
+    dvnode::util::write_secret_file(&dst.join("password.txt"), password.as_bytes())?;
+    Ok(n)
+}
+
+fn abs(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+/// What starting a container of the plan needs.
+struct StartCtx<'a> {
+    plan: &'a Plan,
+    run_dir: &'a Path,
+    subnet: Subnet,
+    owner: &'a str,
+}
+
+impl StartCtx<'_> {
+    /// Creates and starts `c`; returns its published API URLs.
+    async fn start(&self, docker: &Docker, c: &ContainerPlan) -> Result<Started> {
+        create_and_start(docker, self, c).await?;
+        let url = |port: u16| async move {
+            host_port(docker, &c.name, port)
+                .await
+                .map(|p| format!("http://127.0.0.1:{p}"))
+        };
+        let (beacon_node, api_url, metrics_url) = match &c.role {
+            Role::BeaconNode { name } => (Some(name.clone()), Some(url(c.publish[0]).await?), None),
+            Role::DvNode { .. } => (None, None, Some(url(DVNODE_METRICS_PORT).await?)),
+            _ => (None, None, None),
+        };
+        Ok(Started {
+            name: c.name.clone(),
+            beacon_node,
+            api_url,
+            metrics_url,
+        })
+    }
+}
+
+async fn create_and_start(docker: &Docker, ctx: &StartCtx<'_>, c: &ContainerPlan) -> Result<()> {
+    let plan = ctx.plan;
     let exposed: Vec<String> = c.publish.iter().map(|p| format!("{p}/tcp")).collect();
     let bindings: HashMap<String, Option<Vec<PortBinding>>> = c
         .publish
@@ -125,17 +557,40 @@ async fn create_and_start(
             )
         })
         .collect();
-    let binds: Vec<String> = c
-        .mounts
-        .iter()
-        .map(|(host, cont)| format!("{}:{cont}:ro", run_dir.join(host).display()))
-        .collect();
+    let mut binds = Vec::new();
+    for m in &c.mounts {
+        let host = abs(&ctx.run_dir.join(&m.host))?;
+        if m.writable {
+            std::fs::create_dir_all(&host)
+                .with_context(|| format!("creating {}", host.display()))?;
+            binds.push(format!("{}:{}", host.display(), m.container));
+        } else {
+            binds.push(format!("{}:{}:ro", host.display(), m.container));
+        }
+    }
+    let networking_config = match c.static_host {
+        Some(h) => Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                plan.network.clone(),
+                EndpointSettings {
+                    ipam_config: Some(EndpointIpamConfig {
+                        ipv4_address: Some(ctx.subnet.static_ip(h)?.to_string()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        None => None,
+    };
     let body = ContainerCreateBody {
         image: Some(c.image.clone()),
         cmd: Some(c.cmd.clone()),
         env: Some(c.env.clone()),
+        user: c.run_as_owner.then(|| ctx.owner.to_string()),
         labels: Some(c.labels.clone().into_iter().collect()),
         exposed_ports: Some(exposed),
+        networking_config,
         host_config: Some(HostConfig {
             network_mode: Some(plan.network.clone()),
             port_bindings: Some(bindings),

@@ -972,6 +972,20 @@ baseline:\n  count: 8\n  client: lodestar\n  beacon_node: bn9\nduration:\n  epoc
     }
 
     #[test]
+    fn unknown_beacon_node_of_a_cluster_node_is_located() {
+        let text = BASIC.replace(
+            "beacon_nodes: [bn0, bn0, bn1, bn1]",
+            "beacon_nodes: [bn0, bn0, bn1, bn7]",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "clusters[0].beacon_nodes[3]");
+        assert!(errs[0].message.contains("unknown beacon node `bn7`"));
+        let want = text.lines().position(|l| l.contains("bn7")).unwrap() + 1;
+        assert_eq!(errs[0].line, Some(want));
+    }
+
+    #[test]
     fn block_sequence_items_are_located() {
         let text = "name: x\nnetwork: {preset: minimal, seconds_per_slot: 4, genesis_delay: 20}\n\
 beacon_nodes:\n- name: bn0\n  client: lodestar\n- name: bn0\n  client: lodestar\n\

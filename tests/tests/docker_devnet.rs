@@ -1,0 +1,283 @@
+//! Docker end-to-end test: a short devnet with a 4-node / threshold-3 DV cluster, run by the
+//! `dvlab` library exactly as `dvlab run` does (images → up → timeline → collect → analyse →
+//! report → down), then checks on `report.json` and on what is left in Docker.
+//!
+//! Runs only with `DVLAB_E2E=1` (`make e2e-docker` sets it and prepares Docker, Lodestar and
+//! the release dvnode binary); with it set, a missing Docker engine, Lodestar install or
+//! dvnode binary fails the test with the cause.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bollard::query_parameters::ListNetworksOptionsBuilder;
+use dvlab::images::{self, ImageInputs};
+use dvlab::plan::RUN_LABEL;
+use dvlab::run::Outcome;
+use dvlab::runtime;
+use dvlab::spec::DevnetSpec;
+use serde_json::Value;
+
+/// Reasons the dvnode tracker gives for a failed duty.
+const TRACKER_REASONS: [&str; 7] = [
+    "fetch_bn_error",
+    "no_consensus",
+    "slashing_refused",
+    "no_local_vc_signature",
+    "insufficient_peer_signatures",
+    "broadcast_bn_error",
+    "not_included_onchain",
+];
+
+/// One devnet at a time: the tests of this file share the machine's cores.
+static ONE_DEVNET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Image inputs from the environment `make e2e-docker` sets up.
+fn image_inputs() -> ImageInputs {
+    let root = workspace_root();
+    let lodestar_dir = std::env::var_os("DVLAB_LODESTAR_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            // $LODESTAR_BIN is DIR/bin/lodestar.
+            std::env::var_os("LODESTAR_BIN")
+                .map(PathBuf::from)
+                .and_then(|b| b.parent()?.parent().map(Path::to_path_buf))
+        })
+        .expect(
+            "DVLAB_E2E=1 needs the Lodestar install: set DVLAB_LODESTAR_DIR (or LODESTAR_BIN), \
+             or run `make e2e-docker`",
+        );
+    let dvnode_binary = root.join("target/release/dvnode");
+    assert!(
+        dvnode_binary.exists(),
+        "DVLAB_E2E=1 needs the release dvnode binary at {} (`cargo build --release -p dvnode`, \
+         or run `make e2e-docker`)",
+        dvnode_binary.display()
+    );
+    ImageInputs {
+        mirror: "http://deb.debian.org/debian".into(),
+        shared_dir: std::env::var_os("SHARED_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("../shared")),
+        lodestar_dir,
+        dvnode_binary,
+        cache_dir: std::env::var_os("DVLAB_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/dvlab")),
+    }
+}
+
+fn spec(name: &str) -> DevnetSpec {
+    let yaml = format!(
+        "name: {name}
+network: {{preset: minimal, seconds_per_slot: 4, altair_fork_epoch: 0, genesis_delay: 25}}
+beacon_nodes: [{{name: bn0, client: lodestar}}]
+keepers: {{count: 48, beacon_node: bn0}}
+baseline: {{count: 8, client: lodestar, beacon_node: bn0}}
+clusters:
+  - {{name: dv0, nodes: 4, threshold: 3, validators: 8, vc: lodestar,
+     beacon_nodes: [bn0, bn0, bn0, bn0]}}
+duration: {{epochs: 5}}
+assertions: {{dv_inclusion_rate: \">= 0.9\", slashable_messages: \"== 0\"}}
+seed: 7
+"
+    );
+    DevnetSpec::parse(&yaml, "docker_devnet.rs").expect("the test devnet is valid")
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("expected a number, got {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dv_cluster_devnet_in_docker() {
+    if std::env::var("DVLAB_E2E").as_deref() != Ok("1") {
+        eprintln!("docker_devnet: skipped (set DVLAB_E2E=1, or run `make e2e-docker`)");
+        return;
+    }
+    let docker = runtime::connect().await.unwrap_or_else(|e| {
+        panic!("DVLAB_E2E=1 but Docker is not usable: {e:#} (run scripts/setup-docker.sh)")
+    });
+    let _one = ONE_DEVNET.lock().await;
+    images::build_all(&docker, &image_inputs())
+        .await
+        .expect("building the images");
+
+    let name = format!("e2e-docker-{}", std::process::id());
+    let spec = spec(&name);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&name);
+    let _ = std::fs::remove_dir_all(&out);
+    println!("docker_devnet: run `{name}`, output in {}", out.display());
+    let outcome = dvlab::run::run(&docker, &spec, &out, false).await;
+
+    // Nothing labelled with the run remains, whatever the outcome.
+    let left = runtime::list(&docker, Some(&name))
+        .await
+        .expect("listing containers");
+    let nets = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&HashMap::from([(
+                    "label".to_string(),
+                    vec![format!("{RUN_LABEL}={name}")],
+                )]))
+                .build(),
+        ))
+        .await
+        .expect("listing networks");
+    assert!(
+        left.is_empty(),
+        "containers left: {:?}",
+        left.iter().map(|c| &c.name).collect::<Vec<_>>()
+    );
+    assert!(nets.is_empty(), "networks left: {nets:?}");
+
+    let report = match outcome.expect("the run itself succeeds") {
+        Outcome::Done(r) => r,
+        Outcome::Interrupted => panic!("interrupted"),
+    };
+    let json: Value = serde_json::from_slice(
+        &std::fs::read(out.join("report.json")).expect("report.json is written"),
+    )
+    .expect("report.json parses");
+    println!(
+        "docker_devnet: groups {}",
+        serde_json::to_string_pretty(&json["groups"]).unwrap_or_default()
+    );
+    println!(
+        "docker_devnet: missed DV duties {}; dvnodes {}",
+        json["missed_duties"],
+        serde_json::to_string_pretty(&json["dvnodes"]).unwrap_or_default()
+    );
+
+    let dv = &json["groups"]["dv0"];
+    let base = &json["groups"]["baseline"];
+    assert!(num(&dv["attestation_duties"]) >= 8.0 * 3.0, "dv0: {dv}");
+    assert!(
+        num(&dv["inclusion_rate"]) >= 0.9,
+        "DV inclusion below 0.9: {dv}"
+    );
+    assert!(num(&base["attestation_duties"]) > 0.0, "baseline: {base}");
+    assert!(base["inclusion_rate"].is_number(), "baseline: {base}");
+    assert_eq!(
+        json["slashing_audit"]["violations"]
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "slashing audit: {}",
+        json["slashing_audit"]
+    );
+    assert!(num(&json["slashing_audit"]["messages_checked"]) > 0.0);
+
+    // Every missed DV attestation is accounted for, each with a tracker reason.
+    let missed = num(&dv["attestation_duties"]) - num(&dv["attestations_included"]);
+    let by_reason = json["missed_duties"]["dv0"]["attester"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let counted: f64 = by_reason.values().map(num).sum();
+    assert_eq!(
+        counted, missed,
+        "missed attestations by reason: {by_reason:?}"
+    );
+    for (kind, reasons) in json["missed_duties"]["dv0"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        for reason in reasons.as_object().into_iter().flatten().map(|(r, _)| r) {
+            assert!(
+                TRACKER_REASONS.contains(&reason.as_str()),
+                "missed {kind} duty without a tracker reason: {reason}"
+            );
+        }
+    }
+
+    // Each dvnode logged its duties and decided by consensus.
+    let nodes = json["dvnodes"].as_object().expect("dvnodes in report.json");
+    assert_eq!(nodes.len(), 4, "{nodes:?}");
+    for (node, s) in nodes {
+        assert!(num(&s["duties_logged"]) > 0.0, "{node}: {s}");
+        assert!(num(&s["outcomes"]["success"]) > 0.0, "{node}: {s}");
+        assert!(num(&s["consensus_decided"]) > 0.0, "{node}: {s}");
+    }
+    assert!(report.passed(), "assertions: {:?}", report.assertions);
+}
+
+/// A dvnode that exits mid-run fails the run (naming the container and its last log lines)
+/// and the devnet is torn down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dvnode_exit_fails_the_run_and_tears_down() {
+    if std::env::var("DVLAB_E2E").as_deref() != Ok("1") {
+        eprintln!("docker_devnet: skipped (set DVLAB_E2E=1, or run `make e2e-docker`)");
+        return;
+    }
+    let docker = runtime::connect().await.unwrap_or_else(|e| {
+        panic!("DVLAB_E2E=1 but Docker is not usable: {e:#} (run scripts/setup-docker.sh)")
+    });
+    let _one = ONE_DEVNET.lock().await;
+    images::build_all(&docker, &image_inputs())
+        .await
+        .expect("building the images");
+    let name = format!("e2e-docker-exit-{}", std::process::id());
+    let spec = spec(&name);
+    let victim = format!("dvlab-{name}-dv0-2");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&name);
+    let _ = std::fs::remove_dir_all(&out);
+    let killer = {
+        let docker = docker.clone();
+        let victim = victim.clone();
+        async move {
+            // Once the dvnode's validator client runs, the devnet is up: kill the dvnode.
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let running = runtime::list(&docker, None)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .any(|c| c.name == format!("{victim}-vc") && c.state == "running");
+                if running {
+                    break;
+                }
+            }
+            docker
+                .kill_container(&victim, None)
+                .await
+                .expect("killing the dvnode");
+            std::future::pending::<()>().await
+        }
+    };
+    let result = tokio::select! {
+        r = dvlab::run::run(&docker, &spec, &out, false) => r,
+        _ = killer => unreachable!("the killer never finishes"),
+    };
+    let err = match result {
+        Ok(_) => panic!("the run succeeded although {victim} was killed"),
+        Err(e) => format!("{e:#}"),
+    };
+    println!("docker_devnet: run failed as expected: {err}");
+    assert!(err.contains(&victim), "error does not name {victim}: {err}");
+    assert!(
+        err.contains("exit code 137"),
+        "error lacks the exit code: {err}"
+    );
+    assert!(
+        err.contains("last log lines"),
+        "error lacks the log tail: {err}"
+    );
+    let left = runtime::list(&docker, Some(&name))
+        .await
+        .expect("listing containers");
+    assert!(
+        left.is_empty(),
+        "containers left: {:?}",
+        left.iter().map(|c| &c.name).collect::<Vec<_>>()
+    );
+}
