@@ -269,7 +269,7 @@ async fn timeline(
 /// Outcome of `dvlab run`.
 pub enum Outcome {
     /// The run completed; the report says whether assertions held.
-    Done(Report),
+    Done(Box<Report>),
     /// Interrupted by Ctrl-C.
     Interrupted,
 }
@@ -303,7 +303,7 @@ pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> 
         Ok::<_, anyhow::Error>(report)
     };
     let result = tokio::select! {
-        r = body => r.map(Outcome::Done),
+        r = body => r.map(|r| Outcome::Done(Box::new(r))),
         _ = tokio::signal::ctrl_c() => Ok(Outcome::Interrupted),
     };
     let interrupted = matches!(result, Ok(Outcome::Interrupted));
