@@ -378,7 +378,8 @@ impl Plan {
                     role,
                     image: DVNODE_IMAGE.into(),
                     cmd,
-                    env: vec!["DVNODE_LOG=info".into()],
+                    // Plain log lines: `dvlab logs` and run errors show their tail.
+                    env: vec!["DVNODE_LOG=info".into(), "NO_COLOR=1".into()],
                     // Published on 127.0.0.1 only: dvlab waits for the validator API before
                     // starting the VC and scrapes the metrics.
                     publish: vec![DVNODE_API_PORT, DVNODE_METRICS_PORT],
