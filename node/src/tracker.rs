@@ -741,7 +741,7 @@ impl Tracker {
                 state.records.remove(&d);
             }
         }
-        reports.sort_by(|a, b| (a.duty, a.pubkey).cmp(&(b.duty, b.pubkey)));
+        reports.sort_by_key(|r| (r.duty, r.pubkey));
         for rep in &reports {
             self.count(rep);
         }
