@@ -852,4 +852,52 @@ mod tests {
         let v = verify_signatures(&rec2, &schedule(), &[1]);
         assert_eq!(v.group_failures.len(), 1, "{:?}", v.group_failures);
     }
+
+    #[test]
+    fn tracker_outcomes_are_compared_with_the_chain() {
+        let mut rec = record();
+        // Slot 8's committee (validators 0, 1) is included at slot 9; slot 9's (2, 3) never.
+        rec.blocks
+            .insert(9, block(&rec, 9, &[(8, &[0, 1])], &[], false));
+        let d = inclusion_distances(&rec);
+        let line = |slot: u64, v: u64, outcome: &str, delay: Option<u64>| {
+            let delay = delay.map_or(String::new(), |d| format!(r#","inclusion_delay":{d}"#));
+            format!(
+                r#"{{"duty":{{"slot":"{slot}","kind":"attester"}},"validator_index":"{v}","outcome":"{outcome}","stages":{{}}{delay}}}"#
+            )
+        };
+        let wrong = DutyLog::parse(
+            &[
+                line(8, 0, "success", Some(1)),
+                line(8, 1, "not_included_onchain", None),
+                line(9, 2, "no_local_vc_signature", None),
+                line(9, 3, "success", Some(1)),
+            ]
+            .join("\n"),
+        );
+        let a = tracker_agreement(&rec, &[0, 1, 2, 3], 1..=1, &d, &[wrong]);
+        assert_eq!((a.compared, a.agreeing, a.misses_with_reason), (3, 1, 1));
+        assert_eq!(a.disagreements.len(), 2, "{:?}", a.disagreements);
+        assert!(a.disagreements[1].contains("node0 attester slot 9 validator 3"));
+        assert_eq!(a.untracked_inclusions, vec!["attester slot 8 validator 1"]);
+        assert!(!a.agrees());
+
+        let right = DutyLog::parse(
+            &[
+                line(8, 0, "success", Some(1)),
+                line(9, 2, "not_included_onchain", None),
+                line(9, 3, "no_consensus", None),
+            ]
+            .join("\n"),
+        );
+        // Validator 1's inclusion is tracked by the other node; node 0 has no line for it.
+        let other = DutyLog::parse(&line(8, 1, "success", Some(1)));
+        let a = tracker_agreement(&rec, &[0, 1, 2, 3], 1..=1, &d, &[right, other]);
+        assert!(a.agrees(), "{a:?}");
+        assert_eq!((a.compared, a.misses_with_reason), (3, 1));
+        // A wrong delay is caught.
+        let late = DutyLog::parse(&line(8, 0, "success", Some(2)));
+        let a = tracker_agreement(&rec, &[0], 1..=1, &d, &[late]);
+        assert_eq!(a.delay_mismatches.len(), 1);
+    }
 }
