@@ -19,8 +19,10 @@
 //!   no threshold: `insufficient_peer_signatures`; …).
 //!
 //! A closed outcome goes to the metrics and, as one JSON line per validator with per-stage
-//! timestamps, to the duty log; the record is then forgotten (memory is bounded by the duties
-//! of the last [`TrackerConfig::track_slots`] + inclusion-window slots).
+//! timestamps, to the duty log, once. A duty's record is forgotten when all its validators are
+//! closed and its slot is [`TrackerConfig::track_slots`] old (late reports for it are then
+//! ignored rather than opening a new record), so memory is bounded by the duties of the last
+//! `track_slots` + inclusion-window slots.
 //!
 //! # Duty log line
 //! ```json
@@ -733,7 +735,9 @@ impl Tracker {
                         v.closed = true;
                     }
                 }
-                if r.validators.values().all(|v| v.closed) {
+                // Kept until stale: late reports (a peer's partial after the threshold) must
+                // not open a new record.
+                if stale && r.validators.values().all(|v| v.closed) {
                     done.push(*duty);
                 }
             }
@@ -1260,6 +1264,9 @@ mod tests {
             early[2].detail.as_deref(),
             Some("the canonical block of slot 4 is by validator 99")
         );
+        // Late partials of closed validators (the sync duty is closed entirely) change nothing.
+        t.partial(att, a.pubkey, 3);
+        t.partial(sync, c.pubkey, 2);
         // B and the failed fetch close once their slots are old.
         assert!(t.close_due(7).is_empty());
         let late = t.close_due(9);
