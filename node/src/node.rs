@@ -39,12 +39,13 @@ use crate::parsig::{DvShares, ParSig, ParSigMetrics, Threshold};
 use crate::scheduler::{Clock, Scheduler, SlotClock, SystemClock};
 use crate::sigagg::SigAgg;
 use crate::slashing::SlashingDb;
-use crate::tracker::{Reason, Stage, Tracker};
+use crate::tracker::{ChainWatcher, Inclusion, Reason, Stage, Tracker, TrackerConfig};
 use crate::validator_api::{ValidatorApi, ValidatorApiConfig};
 use crate::vc_backend::WorkflowBackend;
 use crate::{broadcast::Broadcaster, p2p};
 
-/// Slots after which a duty's record is closed and logged.
+/// Slots after which a duty that was not broadcast is closed and logged (and the grace after
+/// the inclusion window for a broadcast one whose blocks could not be read).
 const TRACK_SLOTS: u64 = 4;
 /// Slots of decided values and partials kept.
 const KEEP_SLOTS: u64 = 64;
@@ -244,7 +245,14 @@ async fn run_preset<P: Preset>(
         ConsensusMetrics::new(&mut registry),
     )?;
 
-    let tracker = Tracker::new(&mut registry, config.duty_log.as_deref())?;
+    let tracker = Tracker::with_config(
+        &mut registry,
+        config.duty_log.as_deref(),
+        TrackerConfig {
+            track_slots: TRACK_SLOTS,
+            inclusion_window: schedule.slots_per_epoch(),
+        },
+    )?;
     let dutydb = Arc::new(DutyDb::<P>::new());
     let dv_pubkeys: Vec<BlsPubkey> = cluster
         .validators
@@ -314,6 +322,7 @@ async fn run_preset<P: Preset>(
     tokio::spawn(Arc::new(executor).run(due_rx));
     tokio::spawn(housekeeping(
         SlotClock::of(&schedule),
+        ChainWatcher::<P>::new(bn.clone(), tracker.clone()),
         tracker.clone(),
         dutydb.clone(),
         parsig.clone(),
@@ -325,7 +334,12 @@ async fn run_preset<P: Preset>(
     api_config.listen = config.validator_api_addr;
     let api = ValidatorApi::new(
         api_config,
-        Arc::new(WorkflowBackend::new(dutydb, parsig, schedule.clone())),
+        Arc::new(WorkflowBackend::new(
+            dutydb,
+            parsig,
+            schedule.clone(),
+            tracker.clone(),
+        )),
     )?
     .with_metrics(crate::validator_api::Metrics::new(&mut registry));
     let api = api.bind().await?;
@@ -349,6 +363,8 @@ async fn run_preset<P: Preset>(
             Err(e) => error!(error = %e, "{name} task failed"),
         }
     }
+    // Outcomes still open (broadcast objects awaiting inclusion, duties in progress).
+    tracker.close_all();
     info!("stopped");
     Ok(())
 }
@@ -366,12 +382,27 @@ async fn aggregate_loop<P: Preset>(
         tokio::spawn(async move {
             match sigagg.aggregate(&th).await {
                 Ok(signed) => {
-                    tracker.stage(th.duty, Stage::Aggregated);
-                    broadcaster.broadcast(th.duty, signed).await;
+                    tracker.validator_stage(th.duty, th.pubkey, Stage::Aggregated);
+                    let expect = Inclusion::of(&signed);
+                    if broadcaster.broadcast(th.duty, signed).await {
+                        tracker.broadcast_validator(th.duty, th.pubkey, expect);
+                    } else {
+                        tracker.fail_validator(
+                            th.duty,
+                            th.pubkey,
+                            Reason::BroadcastBnError,
+                            "the beacon node did not take the signed object",
+                        );
+                    }
                 }
                 Err(e) => {
                     warn!(duty = %th.duty, pubkey = %th.pubkey, error = %e, "aggregation failed");
-                    tracker.fail(th.duty, Reason::InsufficientPeerSignatures, &e.to_string());
+                    tracker.fail_validator(
+                        th.duty,
+                        th.pubkey,
+                        Reason::InsufficientPeerSignatures,
+                        &e.to_string(),
+                    );
                 }
             }
         });
@@ -380,6 +411,7 @@ async fn aggregate_loop<P: Preset>(
 
 async fn housekeeping<P: Preset>(
     clock: SlotClock,
+    mut watcher: ChainWatcher<P>,
     tracker: Tracker,
     dutydb: Arc<DutyDb<P>>,
     parsig: Arc<ParSig<P>>,
@@ -388,14 +420,15 @@ async fn housekeeping<P: Preset>(
     loop {
         let now = SystemClock.now_ms();
         let slot = clock.slot_at_ms(now);
-        tracker.finish_before(slot.saturating_sub(TRACK_SLOTS));
+        watcher.poll(slot).await;
+        tracker.close_due(slot);
         dutydb.prune(slot.saturating_sub(KEEP_SLOTS));
         parsig.prune(slot.saturating_sub(KEEP_SLOTS));
         let next = clock.slot_start_ms(slot + 1).saturating_sub(now);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(next.max(1))) => {}
             _ = stop.changed() => {
-                tracker.finish_before(u64::MAX);
+                tracker.close_all();
                 return;
             }
         }

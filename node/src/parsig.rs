@@ -466,6 +466,8 @@ impl<P: Preset> ParSig<P> {
     async fn emit(&self, threshold: Option<Threshold>) {
         if let Some(t) = threshold {
             debug!(duty = %t.duty, pubkey = %t.pubkey, "threshold partial signatures");
+            self.tracker
+                .validator_stage(t.duty, t.pubkey, Stage::LastPartial);
             if self.out.send(t).await.is_err() {
                 warn!("aggregation stage is gone; dropping a threshold of partial signatures");
             }
@@ -478,8 +480,9 @@ impl<P: Preset> ParSig<P> {
         let result = async {
             let root = self.verify(&msg, self.own_share, deadline).await?;
             let ready = self.store(&msg, root)?;
-            self.tracker.stage(msg.duty, Stage::LocalSigned);
-            self.tracker.partial(msg.duty, msg.share_index);
+            self.tracker
+                .validator_stage(msg.duty, msg.pubkey, Stage::LocalSigned);
+            self.tracker.partial(msg.duty, msg.pubkey, msg.share_index);
             let payload = serde_json::to_vec(&msg).map_err(|e| Rejection::Malformed(e.to_string()))?;
             if let Err(e) = self.transport.broadcast(payload) {
                 warn!(duty = %msg.duty, error = %e, "cannot send the partial signature to the peers");
@@ -503,7 +506,7 @@ impl<P: Preset> ParSig<P> {
             let deadline = Instant::now() + self.peer_wait;
             let root = self.verify(&msg, from as u64 + 1, deadline).await?;
             let ready = self.store(&msg, root)?;
-            self.tracker.partial(msg.duty, msg.share_index);
+            self.tracker.partial(msg.duty, msg.pubkey, msg.share_index);
             self.emit(ready).await;
             Ok(())
         }

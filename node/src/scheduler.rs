@@ -5,20 +5,33 @@
 //! next epoch. It records the definitions in the [`DutyDb`] (peers may be ahead; their partial
 //! signatures are checked against them) and fires each duty at its offset into the slot:
 //! proposer at the slot start, attester and sync committee message at 1/3 of the slot.
+//!
+//! # Reorgs
+//! The scheduler follows the beacon node's `head` and `chain_reorg` events. Duties of an epoch
+//! are valid for the block root they depend on (the `dependent_root` of the duties answers):
+//! when a head event names another dependent root for an epoch already resolved (attester
+//! duties of the head epoch: `previous_duty_dependent_root`; attester duties of the next epoch
+//! and proposer duties of the head epoch: `current_duty_dependent_root`), or a `chain_reorg`
+//! event arrives, that epoch's duties are fetched again and rescheduled. Duties that already
+//! fired are never fired again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::duty::{AttesterDef, Duty, DutyDefs, DutyKind, ProposerDef, ScheduledDuty, SyncDef};
 use crate::dutydb::DutyDb;
-use crate::eth::beacon::{BeaconClient, BeaconError, StateId, ValidatorId};
+use crate::eth::beacon::{
+    BeaconClient, BeaconError, BeaconEvent, ChainReorgEvent, EventTopic, HeadEvent, StateId,
+    ValidatorId,
+};
 use crate::eth::signing::ForkSchedule;
-use crate::eth::types::{BlsPubkey, Epoch, Preset, Slot, ValidatorIndex};
-use crate::tracker::{Stage, Tracker};
+use crate::eth::types::{BlsPubkey, Epoch, Preset, Root, Slot, ValidatorIndex};
+use crate::tracker::Tracker;
 
 /// Milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
@@ -162,6 +175,26 @@ pub struct Scheduler<P: Preset> {
     out: mpsc::Sender<ScheduledDuty>,
     resolved: BTreeSet<Epoch>,
     queue: Vec<(u64, ScheduledDuty)>,
+    /// Dependent roots of the resolved epochs' duties.
+    dependent: BTreeMap<Epoch, DependentRoots>,
+    /// Duties fired (kept for the current and the previous epoch).
+    fired: BTreeSet<Duty>,
+}
+
+/// The block roots one epoch's duties depend on, as the beacon node answered them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct DependentRoots {
+    attester: Option<Root>,
+    proposer: Option<Root>,
+}
+
+/// Chain events the scheduler reacts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainEvent {
+    /// A new head.
+    Head(HeadEvent),
+    /// A reorganisation.
+    Reorg(ChainReorgEvent),
 }
 
 impl<P: Preset> Scheduler<P> {
@@ -186,7 +219,46 @@ impl<P: Preset> Scheduler<P> {
             out,
             resolved: BTreeSet::new(),
             queue: Vec::new(),
+            dependent: BTreeMap::new(),
+            fired: BTreeSet::new(),
         }
+    }
+
+    /// Marks the resolved epochs whose duties `event` invalidates as unresolved (they are
+    /// fetched again) and returns them.
+    pub fn on_event(&mut self, event: &ChainEvent) -> Vec<Epoch> {
+        let mut stale = BTreeSet::new();
+        match event {
+            ChainEvent::Head(h) => {
+                let epoch = self.clock.epoch_of(h.slot);
+                let changed = |known: Option<Root>, now: Root| known.is_some_and(|k| k != now);
+                if let Some(d) = self.dependent.get(&epoch) {
+                    if changed(d.attester, h.previous_duty_dependent_root)
+                        || changed(d.proposer, h.current_duty_dependent_root)
+                    {
+                        stale.insert(epoch);
+                    }
+                }
+                if let Some(d) = self.dependent.get(&(epoch + 1)) {
+                    if changed(d.attester, h.current_duty_dependent_root) {
+                        stale.insert(epoch + 1);
+                    }
+                }
+            }
+            ChainEvent::Reorg(r) => {
+                let epoch = self.clock.epoch_of(r.slot);
+                for e in [epoch, epoch + 1] {
+                    if self.resolved.contains(&e) {
+                        stale.insert(e);
+                    }
+                }
+            }
+        }
+        for e in &stale {
+            info!(epoch = e, event = ?event, "duties depend on another block now; fetching them again");
+            self.resolved.remove(e);
+        }
+        stale.into_iter().collect()
     }
 
     async fn resolve_indices(&mut self) -> Result<(), BeaconError> {
@@ -223,17 +295,16 @@ impl<P: Preset> Scheduler<P> {
         }
         let ours: HashMap<ValidatorIndex, BlsPubkey> =
             self.indices.iter().map(|(pk, i)| (*i, *pk)).collect();
-        let att = self.bn.attester_duties(epoch, &indices).await?.data;
+        let att_answer = self.bn.attester_duties(epoch, &indices).await?;
+        let att = att_answer.data;
         let att: Vec<_> = att
             .iter()
             .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
             .collect();
         let attesters: Vec<AttesterDef> = att.iter().map(|d| AttesterDef::from(*d)).collect();
         let slots: Vec<Slot> = att.iter().map(|d| d.slot).collect();
-        let proposers: Vec<(Slot, ProposerDef)> = self
-            .bn
-            .proposer_duties::<P>(epoch)
-            .await?
+        let prop_answer = self.bn.proposer_duties::<P>(epoch).await?;
+        let proposers: Vec<(Slot, ProposerDef)> = prop_answer
             .data
             .iter()
             .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
@@ -251,7 +322,9 @@ impl<P: Preset> Scheduler<P> {
                 Vec::new()
             }
         };
-        let planned = plan_epoch(&self.clock, epoch, &attesters, &slots, &proposers, &sync);
+        let mut planned = plan_epoch(&self.clock, epoch, &attesters, &slots, &proposers, &sync);
+        // A re-fetched epoch (reorg): what fired already stays fired.
+        planned.retain(|(_, d)| !self.fired.contains(&d.duty));
         info!(
             epoch,
             attester_slots = planned
@@ -270,12 +343,32 @@ impl<P: Preset> Scheduler<P> {
         self.queue.extend(planned);
         self.queue.sort_by_key(|(t, d)| (*t, d.duty));
         self.resolved.insert(epoch);
+        self.dependent.insert(
+            epoch,
+            DependentRoots {
+                attester: att_answer.dependent_root,
+                proposer: prop_answer.dependent_root,
+            },
+        );
         Ok(())
     }
 
-    /// Runs until `shutdown` turns true or the receiver of due duties is gone.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` turns true or the receiver of due duties is gone, following the
+    /// beacon node's head and reorg events.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(follow_events::<P>(self.bn.clone(), tx, shutdown.clone()));
+        self.run_with_events(rx, shutdown).await
+    }
+
+    /// [`Scheduler::run`] with chain events from `events` instead of the beacon node's stream.
+    pub async fn run_with_events(
+        mut self,
+        mut events: mpsc::Receiver<ChainEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let slot_ms = self.clock.slot_duration().as_millis() as u64;
+        let mut events_open = true;
         loop {
             let now = self.time.now_ms();
             let slot = self.clock.slot_at_ms(now);
@@ -288,6 +381,9 @@ impl<P: Preset> Scheduler<P> {
                 }
             }
             self.resolved.retain(|e| *e + 1 >= epoch);
+            self.dependent.retain(|e, _| *e + 1 >= epoch);
+            let first_kept = self.clock.slots_of(epoch.saturating_sub(1)).start;
+            self.fired.retain(|d| d.slot >= first_kept);
             // Fire what is due; drop what is more than a slot late.
             let now = self.time.now_ms();
             let due: Vec<ScheduledDuty> = {
@@ -305,7 +401,8 @@ impl<P: Preset> Scheduler<P> {
                     .collect()
             };
             for d in due {
-                self.tracker.stage(d.duty, Stage::Scheduled);
+                self.fired.insert(d.duty);
+                self.tracker.scheduled(&d);
                 if self.out.send(d).await.is_err() {
                     return;
                 }
@@ -319,11 +416,70 @@ impl<P: Preset> Scheduler<P> {
             let wait = Duration::from_millis(next.saturating_sub(self.time.now_ms()).max(1));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                ev = events.recv(), if events_open => match ev {
+                    Some(ev) => {
+                        self.on_event(&ev);
+                    }
+                    None => events_open = false,
+                },
                 _ = shutdown.changed() => return,
             }
             if *shutdown.borrow() {
                 return;
             }
+        }
+    }
+}
+
+/// Forwards the beacon node's `head` and `chain_reorg` events to `out`, reconnecting when the
+/// stream ends, until `shutdown` turns true or `out` is gone.
+async fn follow_events<P: Preset>(
+    bn: BeaconClient,
+    out: mpsc::Sender<ChainEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    loop {
+        match bn
+            .events::<P>(&[EventTopic::Head, EventTopic::ChainReorg])
+            .await
+        {
+            Ok(mut stream) => {
+                failures = 0;
+                loop {
+                    let item = tokio::select! {
+                        item = stream.next() => item,
+                        _ = shutdown.changed() => return,
+                    };
+                    let ev = match item {
+                        None => break,
+                        Some(Ok(BeaconEvent::Head(h))) => ChainEvent::Head(h),
+                        Some(Ok(BeaconEvent::ChainReorg(r))) => ChainEvent::Reorg(r),
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => {
+                            debug!(error = %e, "undecodable beacon node event");
+                            continue;
+                        }
+                    };
+                    if out.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+                debug!("beacon node event stream ended; reconnecting");
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 30 == 0 {
+                    warn!(error = %e, failures, "cannot follow the beacon node's head events; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
         }
     }
 }
@@ -412,5 +568,193 @@ mod tests {
         assert!(p < a, "proposer fires before the attester of its slot");
         assert_eq!(plan[p].0, 54_000);
         assert_eq!(plan[a].0, 56_000);
+    }
+}
+
+/// The scheduler against a simulated beacon node on loopback (real HTTP, scripted answers).
+#[cfg(test)]
+mod reorg_tests {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use prometheus_client::registry::Registry;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::eth::beacon::{AttesterDuty, Validator, ValidatorData, ValidatorStatus};
+    use crate::eth::signing::{ForkName, ScheduledFork};
+    use crate::eth::types::{Minimal, Version};
+
+    const DV: BlsPubkey = BlsPubkey([7; 48]);
+    const INDEX: ValidatorIndex = 5;
+
+    /// The simulated chain: the DV's attester slot in epoch 1 and the root it depends on.
+    struct Sim {
+        slot: AtomicU64,
+        root: Mutex<Root>,
+        attester_calls: AtomicUsize,
+    }
+
+    fn head(slot: Slot, previous: Root, current: Root) -> ChainEvent {
+        ChainEvent::Head(HeadEvent {
+            slot,
+            block: Root([slot as u8; 32]),
+            state: Root::ZERO,
+            epoch_transition: false,
+            previous_duty_dependent_root: previous,
+            current_duty_dependent_root: current,
+            execution_optimistic: None,
+        })
+    }
+
+    async fn validators() -> Json<Value> {
+        Json(json!({ "data": [ValidatorData {
+            index: INDEX,
+            balance: 32_000_000_000,
+            status: ValidatorStatus::ActiveOngoing,
+            validator: Validator {
+                pubkey: DV,
+                withdrawal_credentials: Root::ZERO,
+                effective_balance: 32_000_000_000,
+                slashed: false,
+                activation_eligibility_epoch: 0,
+                activation_epoch: 0,
+                exit_epoch: u64::MAX,
+                withdrawable_epoch: u64::MAX,
+            },
+        }]}))
+    }
+
+    async fn attester(State(sim): State<Arc<Sim>>, Path(epoch): Path<u64>) -> Json<Value> {
+        sim.attester_calls.fetch_add(1, Ordering::SeqCst);
+        if epoch != 1 {
+            return Json(json!({"dependent_root": Root([1; 32]), "data": []}));
+        }
+        let root = *sim.root.lock().unwrap();
+        Json(json!({"dependent_root": root, "data": [AttesterDuty {
+            pubkey: DV,
+            validator_index: INDEX,
+            committee_index: 0,
+            committee_length: 4,
+            committees_at_slot: 1,
+            validator_committee_index: 2,
+            slot: sim.slot.load(Ordering::SeqCst),
+        }]}))
+    }
+
+    async fn proposer(State(sim): State<Arc<Sim>>) -> Json<Value> {
+        let root = *sim.root.lock().unwrap();
+        Json(json!({"dependent_root": root, "data": []}))
+    }
+
+    async fn sync() -> Json<Value> {
+        Json(json!({"data": []}))
+    }
+
+    #[tokio::test]
+    async fn a_changed_dependent_root_reschedules_the_epoch_without_firing_twice() {
+        let sim = Arc::new(Sim {
+            slot: AtomicU64::new(12),
+            root: Mutex::new(Root([2; 32])),
+            attester_calls: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .route("/eth/v1/beacon/states/head/validators", get(validators))
+            .route("/eth/v1/validator/duties/attester/{epoch}", post(attester))
+            .route("/eth/v1/validator/duties/proposer/{epoch}", get(proposer))
+            .route("/eth/v1/validator/duties/sync/{epoch}", post(sync))
+            .with_state(sim.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        // 1-second slots; now is slot 6 of epoch 0: the DV attests in epoch 1.
+        let genesis = SystemClock.now_ms() / 1000 - 6;
+        let schedule = ForkSchedule::new(
+            genesis,
+            Root([9; 32]),
+            1,
+            8,
+            vec![ScheduledFork {
+                name: ForkName::Altair,
+                version: Version([1, 0, 0, 1]),
+                epoch: 0,
+            }],
+        )
+        .unwrap();
+        let clock = SlotClock::of(&schedule);
+        let (out, mut fired) = mpsc::channel(16);
+        let scheduler = Scheduler::<Minimal>::new(
+            BeaconClient::new(&url).unwrap(),
+            &schedule,
+            Arc::new(SystemClock),
+            vec![DV],
+            Arc::new(DutyDb::new()),
+            Tracker::new(&mut Registry::default(), None).unwrap(),
+            out,
+        );
+        let (events, events_rx) = mpsc::channel(4);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(scheduler.run_with_events(events_rx, stop_rx));
+
+        let calls = || sim.attester_calls.load(Ordering::SeqCst);
+        let settle = || tokio::time::sleep(Duration::from_millis(300));
+        while calls() < 2 {
+            settle().await;
+        }
+        // The same dependent roots: nothing is fetched again.
+        events
+            .send(head(6, Root([1; 32]), Root([2; 32])))
+            .await
+            .unwrap();
+        settle().await;
+        assert_eq!(calls(), 2);
+        // Reorg: epoch 1's duties now depend on another root and the DV attests at slot 9.
+        sim.slot.store(9, Ordering::SeqCst);
+        *sim.root.lock().unwrap() = Root([3; 32]);
+        events
+            .send(head(6, Root([1; 32]), Root([3; 32])))
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(6), fired.recv())
+            .await
+            .expect("a duty fires")
+            .unwrap();
+        assert_eq!(first.duty, Duty::new(9, DutyKind::Attester));
+        match &first.defs {
+            DutyDefs::Attester(d) => assert_eq!(d[0].validator_index, INDEX),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(calls() >= 3, "epoch 1 fetched again");
+        // A chain_reorg event re-fetches too; slot 9 is not fired again and the old slot 12
+        // never fires.
+        let before = calls();
+        events
+            .send(ChainEvent::Reorg(ChainReorgEvent {
+                slot: 9,
+                depth: 1,
+                old_head_block: Root([8; 32]),
+                new_head_block: Root([9; 32]),
+                old_head_state: Root::ZERO,
+                new_head_state: Root::ZERO,
+                epoch: 1,
+                execution_optimistic: None,
+            }))
+            .await
+            .unwrap();
+        let until = clock.slot_start_ms(13);
+        while SystemClock.now_ms() < until {
+            if let Ok(Some(d)) =
+                tokio::time::timeout(Duration::from_millis(200), fired.recv()).await
+            {
+                panic!("{} fired after the reorg", d.duty);
+            }
+        }
+        assert!(calls() > before, "chain_reorg re-fetches the epoch");
+        stop.send(true).unwrap();
+        task.await.unwrap();
     }
 }

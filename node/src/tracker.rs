@@ -1,18 +1,49 @@
-//! The tracker: which stage each duty reached, and why it failed.
+//! The tracker: which stage each duty reached, why it failed, and whether it landed on chain.
 //!
-//! Every workflow stage reports to a [`Tracker`] (a cheap clone). When a duty's slot is old
-//! enough ([`Tracker::finish_before`]), its record is closed: the outcome is `success` if the
-//! signed object was broadcast, otherwise the first failure reported, or — if no stage reported
-//! one — the reason implied by the last stage reached (fetched but not decided:
-//! `no_consensus`; decided but no partial signature from the local VC: `no_local_vc_signature`;
-//! local partial but no threshold: `insufficient_peer_signatures`; …). A closed record goes to
-//! the metrics and, as one JSON line with per-stage timestamps, to the duty log.
+//! Every workflow stage reports to a [`Tracker`] (a cheap clone). Duty-wide stages (scheduled,
+//! VC request, fetched, decided) are kept per duty; the stages after that (local signature,
+//! last partial, aggregated, broadcast, included) are kept per DV validator of the duty. Each
+//! DV validator of a duty gets its own outcome:
+//!
+//! - broadcast and seen on chain by the [`ChainWatcher`] within the inclusion window:
+//!   `success`, with the inclusion delay in slots (attestation: first block including the DV's
+//!   committee bit for the decided data; block: the canonical block of the slot is by the DV;
+//!   sync committee message: the DV's bit in the sync aggregate of the block at slot + 1);
+//! - broadcast but not seen once the watcher has read every block of the window:
+//!   `not_included_onchain` (the detail names what the chain showed);
+//! - broadcast, but the window's blocks could not be read before the record expired or the
+//!   node stopped: `inclusion_unknown`;
+//! - not broadcast: the first failure reported for the validator, else the first reported for
+//!   the duty, else the reason implied by the last stage reached (fetched but not decided:
+//!   `no_consensus`; decided but no local partial: `no_local_vc_signature`; local partial but
+//!   no threshold: `insufficient_peer_signatures`; …).
+//!
+//! A closed outcome goes to the metrics and, as one JSON line per validator with per-stage
+//! timestamps, to the duty log, once. A duty's record is forgotten when all its validators are
+//! closed and its slot is [`TrackerConfig::track_slots`] old (late reports for it are then
+//! ignored rather than opening a new record), so memory is bounded by the duties of the last
+//! `track_slots` + inclusion-window slots.
+//!
+//! # Duty log line
+//! ```json
+//! {"ts_ms":1700000000123,"duty":{"slot":"42","kind":"attester"},
+//!  "pubkey":"0xa99a…","validator_index":"57","outcome":"success",
+//!  "stages":{"scheduled":…,"vc_request":…,"fetched":…,"decided":…,"local_signed":…,
+//!            "last_partial":…,"aggregated":…,"broadcast":…,"included":…},
+//!  "consensus_round":1,"consensus_seconds":0.012,"shares":[1,2,4],
+//!  "broadcast_delay_seconds":1.41,"inclusion_slot":"43","inclusion_delay":1}
+//! ```
+//! Stage times are Unix milliseconds; absent stages are omitted. `detail` is present on
+//! failures; `pubkey`/`validator_index` are absent only for a duty no validator was known for;
+//! `inclusion_slot`/`inclusion_delay` only when included.
 //!
 //! # Metrics
-//! `duty_total{kind,outcome}`, `duty_failures_total{kind,reason}`,
+//! `duty_total{kind,outcome}` (per validator; outcome `success` or the reason),
+//! `duty_failures_total{kind,reason}`, `duty_inclusion_delay_slots{kind}` (histogram),
 //! `duty_consensus_rounds{kind}` and `duty_consensus_duration_seconds{kind}` (histograms),
 //! `duty_partial_signatures_total{kind,share}` (participation per peer share index),
-//! `duty_broadcast_delay_seconds{kind}` (from slot start).
+//! `duty_broadcast_delay_seconds{kind}` (from slot start),
+//! `duty_chain_watch_errors_total` (blocks the watcher could not read).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -27,32 +58,50 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
-use tracing::warn;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
 
-use crate::duty::Duty;
-use crate::eth::types::Slot;
+use crate::duty::{Duty, DutyDefs, ScheduledDuty};
+use crate::eth::beacon::{BeaconClient, BlockId, StateId};
+use crate::eth::types::{
+    from_json_value, Attestation, AttestationData, BlsPubkey, Preset, Slot, SyncAggregate,
+    ValidatorIndex,
+};
+use crate::sigagg::Signed;
 
 /// Workflow stages, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// The scheduler fired the duty.
     Scheduled,
+    /// The local validator client asked for the data to sign (attestation data, block).
+    VcRequest,
     /// The unsigned data was fetched from the beacon node.
     Fetched,
     /// Consensus decided and the value is in the duty DB.
     Decided,
-    /// The local VC's partial signature was accepted.
+    /// The local VC's partial signature was accepted (per validator).
     LocalSigned,
-    /// Threshold partial signatures were combined and verified.
+    /// Threshold valid partial signatures were there (per validator).
+    LastPartial,
+    /// Threshold partial signatures were combined and verified (per validator).
     Aggregated,
-    /// The signed object was accepted by the beacon node.
+    /// The signed object was accepted by the beacon node (per validator).
     Broadcast,
+    /// The signed object was seen in a canonical block (per validator).
+    Included,
 }
 
-/// Why a duty failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+impl Stage {
+    /// Whether the duty as a whole reaches the stage (the later ones are per validator).
+    pub fn is_duty_wide(self) -> bool {
+        self <= Stage::Decided
+    }
+}
+
+/// Why a duty failed for a validator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The beacon node did not give the unsigned data.
@@ -63,12 +112,15 @@ pub enum Reason {
     SlashingRefused,
     /// The local validator client never sent its partial signature.
     NoLocalVcSignature,
-    /// Fewer than threshold valid partial signatures arrived.
+    /// Fewer than threshold valid partial signatures arrived (or they did not combine).
     InsufficientPeerSignatures,
     /// The beacon node refused or did not take the signed object.
     BroadcastBnError,
-    /// Broadcast, but not seen on chain.
+    /// Broadcast, but not in any canonical block of the inclusion window.
     NotIncludedOnchain,
+    /// Broadcast, but the inclusion window's blocks could not be read (beacon node unreachable,
+    /// or the node stopped before the window ended).
+    InclusionUnknown,
 }
 
 impl Reason {
@@ -82,17 +134,125 @@ impl Reason {
             Reason::InsufficientPeerSignatures => "insufficient_peer_signatures",
             Reason::BroadcastBnError => "broadcast_bn_error",
             Reason::NotIncludedOnchain => "not_included_onchain",
+            Reason::InclusionUnknown => "inclusion_unknown",
         }
+    }
+
+    /// Whether the reason is about the duty as a whole rather than one validator's part.
+    pub fn is_duty_wide(self) -> bool {
+        matches!(
+            self,
+            Reason::FetchBnError | Reason::NoConsensus | Reason::SlashingRefused
+        )
     }
 
     /// The reason implied by the last stage a duty reached without broadcasting.
     pub fn implied_by(stage: Option<Stage>) -> Reason {
         match stage {
-            None | Some(Stage::Scheduled) => Reason::FetchBnError,
+            None | Some(Stage::Scheduled) | Some(Stage::VcRequest) => Reason::FetchBnError,
             Some(Stage::Fetched) => Reason::NoConsensus,
             Some(Stage::Decided) => Reason::NoLocalVcSignature,
-            Some(Stage::LocalSigned) => Reason::InsufficientPeerSignatures,
+            Some(Stage::LocalSigned) | Some(Stage::LastPartial) => {
+                Reason::InsufficientPeerSignatures
+            }
             Some(Stage::Aggregated) | Some(Stage::Broadcast) => Reason::BroadcastBnError,
+            Some(Stage::Included) => Reason::NotIncludedOnchain,
+        }
+    }
+}
+
+/// What the chain must show for a broadcast object to count as included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inclusion {
+    /// A block attestation with this data and the DV's committee bit set, within the window.
+    Attestation {
+        /// The signed data.
+        data: AttestationData,
+        /// The DV's position in its committee.
+        committee_bit: u64,
+    },
+    /// The canonical block of the duty's slot is by this proposer.
+    Block {
+        /// The DV's validator index.
+        proposer_index: ValidatorIndex,
+    },
+    /// The DV's bit in the sync aggregate of the block at the duty's slot + 1.
+    SyncMessage {
+        /// The DV's validator index.
+        validator_index: ValidatorIndex,
+    },
+}
+
+impl Inclusion {
+    /// What to look for on chain after broadcasting `signed` (`None` for a RANDAO reveal,
+    /// which reaches the chain inside the block).
+    pub fn of<P: Preset>(signed: &Signed<P>) -> Option<Inclusion> {
+        match signed {
+            Signed::Attestation(a) => {
+                a.aggregation_bits
+                    .iter()
+                    .position(|b| b)
+                    .map(|bit| Inclusion::Attestation {
+                        data: a.data,
+                        committee_bit: bit as u64,
+                    })
+            }
+            Signed::Block(b) => Some(Inclusion::Block {
+                proposer_index: b.message.proposer_index,
+            }),
+            Signed::SyncMessage(m) => Some(Inclusion::SyncMessage {
+                validator_index: m.validator_index,
+            }),
+            Signed::Randao(_) => None,
+        }
+    }
+
+    /// First slot whose block may include the object of a duty at `slot`.
+    fn first_slot(&self, slot: Slot) -> Slot {
+        match self {
+            Inclusion::Attestation { .. } | Inclusion::SyncMessage { .. } => slot + 1,
+            Inclusion::Block { .. } => slot,
+        }
+    }
+
+    /// Last slot whose block may include the object of a duty at `slot`.
+    fn last_slot(&self, slot: Slot, window: u64) -> Slot {
+        match self {
+            Inclusion::Attestation { .. } => slot + window,
+            Inclusion::Block { .. } => slot,
+            Inclusion::SyncMessage { .. } => slot + 1,
+        }
+    }
+}
+
+/// What the chain watcher read from one canonical block.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedBlock {
+    /// Slot of the block.
+    pub slot: Slot,
+    /// Its proposer.
+    pub proposer_index: ValidatorIndex,
+    /// Its attestations: data and the set committee bits.
+    pub attestations: Vec<(AttestationData, BTreeSet<u64>)>,
+    /// Validators whose sync committee bit is set (`None`: committee unknown).
+    pub sync_participants: Option<BTreeSet<ValidatorIndex>>,
+}
+
+/// Tracker settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackerConfig {
+    /// Slots after its slot at which a duty that was not broadcast is closed; also the grace
+    /// after the inclusion window before an unobserved broadcast closes as unknown.
+    pub track_slots: u64,
+    /// Slots after its slot in which an attestation may be included (`SLOTS_PER_EPOCH`).
+    pub inclusion_window: u64,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            track_slots: 4,
+            inclusion_window: 32,
         }
     }
 }
@@ -124,10 +284,12 @@ struct KindShare {
 struct Metrics {
     duties: Family<KindOutcome, Counter>,
     failures: Family<KindReason, Counter>,
+    inclusion_delay: Family<KindLabel, Histogram>,
     rounds: Family<KindLabel, Histogram>,
     consensus_duration: Family<KindLabel, Histogram>,
     partials: Family<KindShare, Counter>,
     broadcast_delay: Family<KindLabel, Histogram>,
+    watch_errors: Counter,
 }
 
 impl Metrics {
@@ -135,6 +297,9 @@ impl Metrics {
         let m = Metrics {
             duties: Family::default(),
             failures: Family::default(),
+            inclusion_delay: Family::new_with_constructor(|| {
+                Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0])
+            }),
             rounds: Family::new_with_constructor(|| Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0])),
             consensus_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.005, 2.0, 12))
@@ -143,16 +308,22 @@ impl Metrics {
             broadcast_delay: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.25, 1.5, 12))
             }),
+            watch_errors: Counter::default(),
         };
         registry.register(
             "duty",
-            "Duties closed, by kind and outcome",
+            "Closed duty outcomes per DV validator, by kind and outcome (success or the reason)",
             m.duties.clone(),
         );
         registry.register(
             "duty_failures",
-            "Failed duties by kind and reason",
+            "Failed duties per DV validator, by kind and reason",
             m.failures.clone(),
+        );
+        registry.register(
+            "duty_inclusion_delay_slots",
+            "Slots from the duty's slot to the first canonical block including it",
+            m.inclusion_delay.clone(),
         );
         registry.register(
             "duty_consensus_rounds",
@@ -174,8 +345,25 @@ impl Metrics {
             "Time from slot start to the beacon node accepting the signed object",
             m.broadcast_delay.clone(),
         );
+        registry.register(
+            "duty_chain_watch_errors",
+            "Canonical blocks the tracker's chain watcher could not read",
+            m.watch_errors.clone(),
+        );
         m
     }
+}
+
+#[derive(Default)]
+struct ValRecord {
+    index: Option<ValidatorIndex>,
+    stages: BTreeMap<Stage, u128>,
+    failures: Vec<(Reason, String)>,
+    shares: BTreeSet<u64>,
+    expect: Option<Inclusion>,
+    included: Option<(Slot, u64)>,
+    miss: Option<String>,
+    closed: bool,
 }
 
 #[derive(Default)]
@@ -183,12 +371,20 @@ struct Record {
     stages: BTreeMap<Stage, u128>,
     failures: Vec<(Reason, String)>,
     consensus: Option<(u64, f64)>,
-    shares: BTreeSet<u64>,
     broadcast_delay: Option<f64>,
+    validators: BTreeMap<BlsPubkey, ValRecord>,
+}
+
+#[derive(Default)]
+struct State {
+    records: HashMap<Duty, Record>,
+    /// Every canonical block up to this slot was handed to [`Tracker::observe`].
+    observed_through: Option<Slot>,
 }
 
 struct Inner {
-    records: Mutex<HashMap<Duty, Record>>,
+    config: TrackerConfig,
+    state: Mutex<State>,
     metrics: Metrics,
     log: Option<Mutex<File>>,
 }
@@ -199,31 +395,44 @@ pub struct Tracker {
     inner: Arc<Inner>,
 }
 
-/// One closed duty, as written to the duty log.
-#[derive(Debug, Serialize)]
+/// One closed outcome of one DV validator in one duty, as written to the duty log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DutyReport {
     /// Close time (Unix milliseconds).
     pub ts_ms: u128,
     /// The duty.
     pub duty: Duty,
-    /// `success` or the failure reason.
+    /// The DV (absent for a duty no validator was known for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pubkey: Option<BlsPubkey>,
+    /// The DV's validator index, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "quoted_opt")]
+    pub validator_index: Option<ValidatorIndex>,
+    /// `success` or the failure reason ([`Reason::as_str`]).
     pub outcome: String,
     /// Detail of the failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Unix milliseconds at which each stage was reached.
+    /// Unix milliseconds at which each stage was reached (duty-wide stages and this
+    /// validator's).
     pub stages: BTreeMap<Stage, u128>,
     /// Deciding consensus round.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consensus_round: Option<u64>,
     /// Consensus duration (seconds).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consensus_seconds: Option<f64>,
-    /// Share indices whose valid partial signatures arrived.
+    /// Share indices whose valid partial signatures for this validator arrived.
     pub shares: Vec<u64>,
-    /// Broadcast delay from slot start (seconds).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Delay from slot start to the first broadcast of the duty (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast_delay_seconds: Option<f64>,
+    /// Slot of the first canonical block including the object.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "quoted_opt")]
+    pub inclusion_slot: Option<Slot>,
+    /// Inclusion delay in slots (`inclusion_slot - duty slot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inclusion_delay: Option<u64>,
 }
 
 fn now_ms() -> u128 {
@@ -233,10 +442,28 @@ fn now_ms() -> u128 {
         .unwrap_or_default()
 }
 
+/// How [`Tracker`] closes validators.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// Close what is due at this wall-clock slot.
+    Due(Slot),
+    /// Close everything (shutdown).
+    All,
+}
+
 impl Tracker {
-    /// A tracker registering its metrics in `registry`, appending closed duties to `duty_log`
-    /// (JSON lines) if given.
+    /// A tracker with the default [`TrackerConfig`] registering its metrics in `registry`,
+    /// appending closed outcomes to `duty_log` (JSON lines) if given.
     pub fn new(registry: &mut Registry, duty_log: Option<&Path>) -> Result<Tracker> {
+        Tracker::with_config(registry, duty_log, TrackerConfig::default())
+    }
+
+    /// A tracker with `config`; see [`Tracker::new`].
+    pub fn with_config(
+        registry: &mut Registry,
+        duty_log: Option<&Path>,
+        config: TrackerConfig,
+    ) -> Result<Tracker> {
         let log = match duty_log {
             Some(path) => Some(Mutex::new(
                 std::fs::OpenOptions::new()
@@ -249,28 +476,72 @@ impl Tracker {
         };
         Ok(Tracker {
             inner: Arc::new(Inner {
-                records: Mutex::new(HashMap::new()),
+                config,
+                state: Mutex::new(State::default()),
                 metrics: Metrics::new(registry),
                 log,
             }),
         })
     }
 
-    fn with(&self, duty: Duty, f: impl FnOnce(&mut Record)) {
-        let mut records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
-        f(records.entry(duty).or_default());
+    fn with<T>(&self, duty: Duty, f: impl FnOnce(&mut Record) -> T) -> T {
+        let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(state.records.entry(duty).or_default())
     }
 
-    /// `duty` reached `stage` now.
+    fn with_validator<T>(
+        &self,
+        duty: Duty,
+        pubkey: BlsPubkey,
+        f: impl FnOnce(&mut ValRecord) -> T,
+    ) -> T {
+        self.with(duty, |r| f(r.validators.entry(pubkey).or_default()))
+    }
+
+    /// The scheduler fired `d`: records the stage and the duty's DV validators.
+    pub fn scheduled(&self, d: &ScheduledDuty) {
+        let validators: Vec<(BlsPubkey, ValidatorIndex)> = match &d.defs {
+            DutyDefs::Attester(defs) => {
+                defs.iter().map(|x| (x.pubkey, x.validator_index)).collect()
+            }
+            DutyDefs::Proposer(p) => vec![(p.pubkey, p.validator_index)],
+            DutyDefs::SyncMessage(defs) => {
+                defs.iter().map(|x| (x.pubkey, x.validator_index)).collect()
+            }
+        };
+        self.with(d.duty, |r| {
+            r.stages.entry(Stage::Scheduled).or_insert_with(now_ms);
+            for (pubkey, index) in validators {
+                r.validators.entry(pubkey).or_default().index = Some(index);
+            }
+        });
+    }
+
+    /// `duty` reached `stage` now. Per-validator stages given here count for the duty only
+    /// (timing metrics); use [`Tracker::validator_stage`] for them.
     pub fn stage(&self, duty: Duty, stage: Stage) {
         self.with(duty, |r| {
             r.stages.entry(stage).or_insert_with(now_ms);
         });
     }
 
-    /// `duty` failed for `reason`.
+    /// `pubkey`'s part of `duty` reached `stage` now.
+    pub fn validator_stage(&self, duty: Duty, pubkey: BlsPubkey, stage: Stage) {
+        self.with_validator(duty, pubkey, |v| {
+            v.stages.entry(stage).or_insert_with(now_ms);
+        });
+    }
+
+    /// `duty` failed for `reason` (for every validator without a failure of its own).
     pub fn fail(&self, duty: Duty, reason: Reason, detail: &str) {
         self.with(duty, |r| r.failures.push((reason, detail.to_string())));
+    }
+
+    /// `duty` failed for `reason` for the validator `pubkey`.
+    pub fn fail_validator(&self, duty: Duty, pubkey: BlsPubkey, reason: Reason, detail: &str) {
+        self.with_validator(duty, pubkey, |v| {
+            v.failures.push((reason, detail.to_string()))
+        });
     }
 
     /// Consensus of `duty` decided in `round` after `elapsed`.
@@ -291,10 +562,9 @@ impl Tracker {
         self.with(duty, |r| r.consensus = Some((round, elapsed.as_secs_f64())));
     }
 
-    /// A valid partial signature of `share_index` arrived for `duty`.
-    pub fn partial(&self, duty: Duty, share_index: u64) {
-        let mut first = false;
-        self.with(duty, |r| first = r.shares.insert(share_index));
+    /// A valid partial signature of `share_index` for `pubkey` arrived for `duty`.
+    pub fn partial(&self, duty: Duty, pubkey: BlsPubkey, share_index: u64) {
+        let first = self.with_validator(duty, pubkey, |v| v.shares.insert(share_index));
         if first {
             self.inner
                 .metrics
@@ -307,7 +577,8 @@ impl Tracker {
         }
     }
 
-    /// The beacon node accepted `duty`'s signed object `delay` after the slot started.
+    /// The beacon node accepted a signed object of `duty` `delay` after the slot started
+    /// (duty-wide: the broadcast delay metric).
     pub fn broadcast(&self, duty: Duty, delay: Duration) {
         self.inner
             .metrics
@@ -318,28 +589,170 @@ impl Tracker {
             .observe(delay.as_secs_f64());
         self.with(duty, |r| {
             r.broadcast_delay.get_or_insert(delay.as_secs_f64());
+            r.stages.entry(Stage::Broadcast).or_insert_with(now_ms);
         });
-        self.stage(duty, Stage::Broadcast);
     }
 
-    /// Closes every duty of a slot before `slot` and returns their reports.
-    pub fn finish_before(&self, slot: Slot) -> Vec<DutyReport> {
-        let closed: Vec<(Duty, Record)> = {
-            let mut records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
-            let old: Vec<Duty> = records.keys().filter(|d| d.slot < slot).copied().collect();
-            old.into_iter()
-                .filter_map(|d| records.remove(&d).map(|r| (d, r)))
-                .collect()
-        };
-        let mut reports: Vec<DutyReport> = closed
-            .into_iter()
-            .map(|(duty, r)| self.close(duty, r))
-            .collect();
-        reports.sort_by_key(|r| r.duty);
+    /// `pubkey`'s signed object of `duty` was broadcast; `expect` is what the chain watcher
+    /// looks for (`None`: nothing to watch, the broadcast is the success).
+    pub fn broadcast_validator(&self, duty: Duty, pubkey: BlsPubkey, expect: Option<Inclusion>) {
+        self.with_validator(duty, pubkey, |v| {
+            v.stages.entry(Stage::Broadcast).or_insert_with(now_ms);
+            if v.expect.is_none() {
+                v.expect = expect;
+            }
+        });
+    }
+
+    /// The first slot whose canonical block the tracker still needs, if any.
+    pub fn watch_from(&self) -> Option<Slot> {
+        let state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .records
+            .iter()
+            .flat_map(|(duty, r)| {
+                r.validators.values().filter_map(move |v| match v.expect {
+                    Some(e) if !v.closed && v.included.is_none() => Some(e.first_slot(duty.slot)),
+                    _ => None,
+                })
+            })
+            .min()
+    }
+
+    /// The canonical block of `slot` (`None`: the slot is empty) was read. Blocks must be given
+    /// in increasing slot order, none skipped.
+    pub fn observe(&self, slot: Slot, block: Option<&ObservedBlock>) {
+        let window = self.inner.config.inclusion_window;
+        let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.observed_through = Some(state.observed_through.map_or(slot, |s| s.max(slot)));
+        for (duty, r) in state.records.iter_mut() {
+            for v in r.validators.values_mut() {
+                let Some(expect) = v.expect else { continue };
+                if v.closed || v.included.is_some() {
+                    continue;
+                }
+                if slot < expect.first_slot(duty.slot) || slot > expect.last_slot(duty.slot, window)
+                {
+                    continue;
+                }
+                let seen = match (expect, block) {
+                    (
+                        Inclusion::Attestation {
+                            data,
+                            committee_bit,
+                        },
+                        Some(b),
+                    ) => b
+                        .attestations
+                        .iter()
+                        .any(|(d, bits)| *d == data && bits.contains(&committee_bit)),
+                    (Inclusion::Attestation { .. }, None) => false,
+                    (Inclusion::Block { proposer_index }, Some(b)) => {
+                        if b.proposer_index != proposer_index {
+                            v.miss = Some(format!(
+                                "the canonical block of slot {slot} is by validator {}",
+                                b.proposer_index
+                            ));
+                        }
+                        b.proposer_index == proposer_index
+                    }
+                    (Inclusion::Block { .. }, None) => {
+                        v.miss = Some(format!("no canonical block at slot {slot}"));
+                        false
+                    }
+                    (Inclusion::SyncMessage { validator_index }, Some(b)) => {
+                        match &b.sync_participants {
+                            Some(p) if p.contains(&validator_index) => true,
+                            Some(_) => {
+                                v.miss = Some(format!(
+                                    "bit not set in the sync aggregate of the block at slot {slot}"
+                                ));
+                                false
+                            }
+                            None => {
+                                v.miss = Some(format!(
+                                    "sync committee of the block at slot {slot} unknown"
+                                ));
+                                false
+                            }
+                        }
+                    }
+                    (Inclusion::SyncMessage { .. }, None) => {
+                        v.miss = Some(format!("no canonical block at slot {slot}"));
+                        false
+                    }
+                };
+                if seen {
+                    v.included = Some((slot, slot.saturating_sub(duty.slot)));
+                    v.stages.entry(Stage::Included).or_insert_with(now_ms);
+                }
+            }
+        }
+    }
+
+    /// Closes and logs every outcome due when the wall clock is at `slot`, and returns them.
+    pub fn close_due(&self, slot: Slot) -> Vec<DutyReport> {
+        self.close(Closing::Due(slot))
+    }
+
+    /// Closes and logs every open outcome (at shutdown), and returns them.
+    pub fn close_all(&self) -> Vec<DutyReport> {
+        self.close(Closing::All)
+    }
+
+    fn close(&self, closing: Closing) -> Vec<DutyReport> {
+        let config = self.inner.config;
+        let mut reports = Vec::new();
+        {
+            let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let observed = state.observed_through;
+            let mut done = Vec::new();
+            for (duty, r) in state.records.iter_mut() {
+                let stale = match closing {
+                    Closing::Due(now) => duty.slot.saturating_add(config.track_slots) < now,
+                    Closing::All => true,
+                };
+                if r.validators.is_empty() {
+                    if stale {
+                        reports.push(report(*duty, r, None, None, &outcome_of(r, None)));
+                        done.push(*duty);
+                    }
+                    continue;
+                }
+                let mut closed_now = Vec::new();
+                for (pubkey, v) in r.validators.iter() {
+                    if v.closed {
+                        continue;
+                    }
+                    if let Some(o) = verdict(*duty, r, v, closing, stale, observed, config) {
+                        closed_now.push((*pubkey, o));
+                    }
+                }
+                for (pubkey, o) in closed_now {
+                    let line = report(*duty, r, Some(pubkey), r.validators.get(&pubkey), &o);
+                    reports.push(line);
+                    if let Some(v) = r.validators.get_mut(&pubkey) {
+                        v.closed = true;
+                    }
+                }
+                // Kept until stale: late reports (a peer's partial after the threshold) must
+                // not open a new record.
+                if stale && r.validators.values().all(|v| v.closed) {
+                    done.push(*duty);
+                }
+            }
+            for d in done {
+                state.records.remove(&d);
+            }
+        }
+        reports.sort_by_key(|r| (r.duty, r.pubkey));
+        for rep in &reports {
+            self.count(rep);
+        }
         if let Some(log) = &self.inner.log {
             let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
-            for report in &reports {
-                let line = serde_json::to_string(report).unwrap_or_default();
+            for rep in &reports {
+                let line = serde_json::to_string(rep).unwrap_or_default();
                 if let Err(e) = writeln!(file, "{line}") {
                     warn!(error = %e, "cannot write the duty log");
                     break;
@@ -349,45 +762,339 @@ impl Tracker {
         reports
     }
 
-    fn close(&self, duty: Duty, r: Record) -> DutyReport {
-        let success = r.stages.contains_key(&Stage::Broadcast);
-        let (outcome, detail) = if success {
-            ("success".to_string(), None)
-        } else if let Some((reason, detail)) = r.failures.first() {
-            (reason.as_str().to_string(), Some(detail.clone()))
-        } else {
-            let last = r.stages.keys().next_back().copied();
-            (Reason::implied_by(last).as_str().to_string(), None)
-        };
-        let kind = duty.kind.to_string();
-        self.inner
-            .metrics
-            .duties
+    fn count(&self, rep: &DutyReport) {
+        let kind = rep.duty.kind.to_string();
+        let m = &self.inner.metrics;
+        m.duties
             .get_or_create(&KindOutcome {
                 kind: kind.clone(),
-                outcome: if success { "success" } else { "failed" }.into(),
+                outcome: rep.outcome.clone(),
             })
             .inc();
-        if !success {
-            self.inner
-                .metrics
-                .failures
+        if rep.outcome != SUCCESS {
+            m.failures
                 .get_or_create(&KindReason {
-                    kind,
-                    reason: outcome.clone(),
+                    kind: kind.clone(),
+                    reason: rep.outcome.clone(),
                 })
                 .inc();
         }
-        DutyReport {
-            ts_ms: now_ms(),
-            duty,
-            outcome,
-            detail,
-            stages: r.stages,
-            consensus_round: r.consensus.map(|c| c.0),
-            consensus_seconds: r.consensus.map(|c| c.1),
-            shares: r.shares.into_iter().collect(),
-            broadcast_delay_seconds: r.broadcast_delay,
+        if let Some(delay) = rep.inclusion_delay {
+            m.inclusion_delay
+                .get_or_create(&KindLabel { kind })
+                .observe(delay as f64);
+        }
+    }
+}
+
+/// The outcome of a validator that succeeded.
+pub const SUCCESS: &str = "success";
+
+/// An outcome: `success` or a reason with its detail.
+type Outcome = Result<(), (Reason, String)>;
+
+/// The failure of a validator (or of a duty without validators) that was not broadcast.
+fn outcome_of(r: &Record, v: Option<&ValRecord>) -> Outcome {
+    // A duty-wide failure report of a per-validator kind (aggregation, broadcast) names
+    // another validator's failure unless the duty has only one validator.
+    let single = r.validators.len() <= 1;
+    if let Some((reason, detail)) = v.and_then(|v| v.failures.first()).or_else(|| {
+        r.failures
+            .iter()
+            .find(|(reason, _)| single || reason.is_duty_wide())
+    }) {
+        return Err((*reason, detail.clone()));
+    }
+    let last = r
+        .stages
+        .keys()
+        .filter(|s| s.is_duty_wide())
+        .chain(v.into_iter().flat_map(|v| v.stages.keys()))
+        .max()
+        .copied();
+    Err((Reason::implied_by(last), String::new()))
+}
+
+/// Whether validator `v` of `duty` closes now, and how.
+fn verdict(
+    duty: Duty,
+    r: &Record,
+    v: &ValRecord,
+    closing: Closing,
+    stale: bool,
+    observed: Option<Slot>,
+    config: TrackerConfig,
+) -> Option<Outcome> {
+    if v.included.is_some() {
+        return Some(Ok(()));
+    }
+    if !v.stages.contains_key(&Stage::Broadcast) {
+        return stale.then(|| outcome_of(r, Some(v)));
+    }
+    let Some(expect) = v.expect else {
+        // Nothing to watch (RANDAO): the broadcast is the success.
+        return Some(Ok(()));
+    };
+    let first = expect.first_slot(duty.slot);
+    let last = expect.last_slot(duty.slot, config.inclusion_window);
+    if observed.is_some_and(|o| o >= last) {
+        let detail = v.miss.clone().unwrap_or_else(|| match expect {
+            Inclusion::Attestation { .. } => {
+                format!("not in any canonical block of slots {first}..={last}")
+            }
+            _ => format!("not in the canonical block of slot {last}"),
+        });
+        return Some(Err((Reason::NotIncludedOnchain, detail)));
+    }
+    match closing {
+        Closing::All => Some(Err((
+            Reason::InclusionUnknown,
+            format!("the node stopped before the blocks up to slot {last} were read"),
+        ))),
+        Closing::Due(now) if now > last.saturating_add(config.track_slots) => Some(Err((
+            Reason::InclusionUnknown,
+            format!(
+                "canonical blocks up to slot {last} could not be read from the beacon node \
+                 (read through {})",
+                observed.map_or("none".to_string(), |o| o.to_string())
+            ),
+        ))),
+        Closing::Due(_) => None,
+    }
+}
+
+fn report(
+    duty: Duty,
+    r: &Record,
+    pubkey: Option<BlsPubkey>,
+    v: Option<&ValRecord>,
+    outcome: &Outcome,
+) -> DutyReport {
+    let mut stages: BTreeMap<Stage, u128> = r
+        .stages
+        .iter()
+        .filter(|(s, _)| s.is_duty_wide())
+        .map(|(s, t)| (*s, *t))
+        .collect();
+    if let Some(v) = v {
+        stages.extend(v.stages.iter().map(|(s, t)| (*s, *t)));
+    }
+    let (outcome, detail) = match outcome {
+        Ok(()) => (SUCCESS.to_string(), None),
+        Err((reason, detail)) => (
+            reason.as_str().to_string(),
+            (!detail.is_empty()).then(|| detail.clone()),
+        ),
+    };
+    DutyReport {
+        ts_ms: now_ms(),
+        duty,
+        pubkey,
+        validator_index: v.and_then(|v| v.index),
+        outcome,
+        detail,
+        stages,
+        consensus_round: r.consensus.map(|c| c.0),
+        consensus_seconds: r.consensus.map(|c| c.1),
+        shares: v
+            .map(|v| v.shares.iter().copied().collect())
+            .unwrap_or_default(),
+        broadcast_delay_seconds: r.broadcast_delay,
+        inclusion_slot: v.and_then(|v| v.included.map(|i| i.0)),
+        inclusion_delay: v.and_then(|v| v.included.map(|i| i.1)),
+    }
+}
+
+/// `Option<u64>` as a quoted decimal (`"57"`), the beacon API's convention; a bare number is
+/// accepted too.
+mod quoted_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_str(&n.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum N {
+            S(String),
+            N(u64),
+        }
+        match Option::<N>::deserialize(d)? {
+            None => Ok(None),
+            Some(N::N(n)) => Ok(Some(n)),
+            Some(N::S(s)) => s.parse().map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The parts of a signed block (any fork from Altair on) the watcher reads.
+#[derive(Deserialize)]
+#[serde(bound = "")]
+struct WatchedBlock<P: Preset> {
+    message: WatchedMessage<P>,
+}
+
+#[derive(Deserialize)]
+#[serde(bound = "")]
+struct WatchedMessage<P: Preset> {
+    #[serde(with = "serde_utils::quoted_u64")]
+    slot: Slot,
+    #[serde(with = "serde_utils::quoted_u64")]
+    proposer_index: ValidatorIndex,
+    body: WatchedBody<P>,
+}
+
+#[derive(Deserialize)]
+#[serde(bound = "")]
+struct WatchedBody<P: Preset> {
+    attestations: Vec<Attestation<P>>,
+    #[serde(default)]
+    sync_aggregate: Option<SyncAggregate<P>>,
+}
+
+/// Decodes the signed block `data` read for `slot`: the observed block (sync participants:
+/// none yet) and the set sync committee positions. `None` if the block is of another slot.
+fn decode_block<P: Preset>(
+    data: serde_json::Value,
+    slot: Slot,
+) -> Result<Option<(ObservedBlock, Vec<usize>)>, String> {
+    let block: WatchedBlock<P> =
+        from_json_value(data).map_err(|e| format!("block of slot {slot} does not decode: {e}"))?;
+    let m = block.message;
+    if m.slot != slot {
+        return Ok(None);
+    }
+    let attestations = m
+        .body
+        .attestations
+        .iter()
+        .map(|a| {
+            let bits = a
+                .aggregation_bits
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| *b)
+                .map(|(i, _)| i as u64)
+                .collect();
+            (a.data, bits)
+        })
+        .collect();
+    let sync_positions: Vec<usize> = m
+        .body
+        .sync_aggregate
+        .map(|agg| {
+            agg.sync_committee_bits
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| *b)
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some((
+        ObservedBlock {
+            slot,
+            proposer_index: m.proposer_index,
+            attestations,
+            sync_participants: Some(BTreeSet::new()),
+        },
+        sync_positions,
+    )))
+}
+
+/// Reads canonical blocks from the beacon node for the [`Tracker`]'s inclusion checks.
+///
+/// [`ChainWatcher::poll`] runs once per slot: it reads `GET /eth/v2/beacon/blocks/{slot}` for
+/// every slot the tracker still needs, in order, up to the previous slot (an empty previous
+/// slot is read again on the next poll, its block may be late), and the sync committee of each
+/// epoch it reads (`GET /eth/v1/beacon/states/head/sync_committees?epoch=`). Nothing is read
+/// while no broadcast object awaits inclusion. A read error stops the poll; the next one
+/// retries from the same slot.
+pub struct ChainWatcher<P: Preset> {
+    bn: BeaconClient,
+    tracker: Tracker,
+    next: Option<Slot>,
+    sync_committees: BTreeMap<u64, Vec<ValidatorIndex>>,
+    _preset: std::marker::PhantomData<P>,
+}
+
+impl<P: Preset> ChainWatcher<P> {
+    /// A watcher feeding `tracker` from `bn`.
+    pub fn new(bn: BeaconClient, tracker: Tracker) -> ChainWatcher<P> {
+        ChainWatcher {
+            bn,
+            tracker,
+            next: None,
+            sync_committees: BTreeMap::new(),
+            _preset: std::marker::PhantomData,
+        }
+    }
+
+    /// Reads the blocks the tracker needs, up to the slot before `now_slot`.
+    pub async fn poll(&mut self, now_slot: Slot) {
+        let Some(from) = self.tracker.watch_from() else {
+            return;
+        };
+        let mut slot = self.next.map_or(from, |n| n.max(from));
+        while slot < now_slot {
+            match self.read(slot).await {
+                Ok(Some(block)) => self.tracker.observe(slot, Some(&block)),
+                // The previous slot's block may still come.
+                Ok(None) if slot + 1 >= now_slot => break,
+                Ok(None) => self.tracker.observe(slot, None),
+                Err(e) => {
+                    self.tracker.inner.metrics.watch_errors.inc();
+                    warn!(slot, error = %e, "cannot read the canonical block for the duty tracker");
+                    break;
+                }
+            }
+            slot += 1;
+        }
+        self.next = Some(slot);
+    }
+
+    async fn read(&mut self, slot: Slot) -> Result<Option<ObservedBlock>, String> {
+        let raw = match self.bn.block_raw(BlockId::Slot(slot)).await {
+            Ok(raw) => raw,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let Some((mut block, sync_positions)) = decode_block::<P>(raw.data, slot)? else {
+            return Ok(None);
+        };
+        if !sync_positions.is_empty() {
+            let epoch = slot / P::SLOTS_PER_EPOCH;
+            block.sync_participants = self.sync_committee(epoch).await.map(|committee| {
+                sync_positions
+                    .iter()
+                    .filter_map(|pos| committee.get(*pos).copied())
+                    .collect()
+            });
+        }
+        Ok(Some(block))
+    }
+
+    async fn sync_committee(&mut self, epoch: u64) -> Option<Vec<ValidatorIndex>> {
+        if let Some(c) = self.sync_committees.get(&epoch) {
+            return Some(c.clone());
+        }
+        match self.bn.sync_committee(StateId::Head, epoch).await {
+            Ok(c) => {
+                self.sync_committees.insert(epoch, c.clone());
+                while self.sync_committees.len() > 4 {
+                    self.sync_committees.pop_first();
+                }
+                Some(c)
+            }
+            Err(e) => {
+                debug!(epoch, error = %e, "cannot read the sync committee");
+                None
+            }
         }
     }
 }
@@ -395,55 +1102,280 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::duty::DutyKind;
+    use crate::duty::{AttesterDef, DutyKind, ProposerDef, SyncDef};
+    use crate::eth::types::{Checkpoint, Minimal, Root};
+
+    fn data(slot: Slot) -> AttestationData {
+        AttestationData {
+            slot,
+            index: 0,
+            beacon_block_root: Root([slot as u8; 32]),
+            source: Checkpoint::default(),
+            target: Checkpoint {
+                epoch: slot / 8,
+                root: Root([2; 32]),
+            },
+        }
+    }
+
+    fn attester(pk: u8, index: ValidatorIndex, bit: u64) -> AttesterDef {
+        AttesterDef {
+            pubkey: BlsPubkey([pk; 48]),
+            validator_index: index,
+            committee_index: 0,
+            committee_length: 16,
+            committees_at_slot: 1,
+            validator_committee_index: bit,
+        }
+    }
+
+    fn metrics(r: &Registry) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, r).unwrap();
+        s
+    }
+
+    fn config() -> TrackerConfig {
+        TrackerConfig {
+            track_slots: 4,
+            inclusion_window: 8,
+        }
+    }
 
     #[test]
-    fn outcomes_follow_stages_and_failures() {
+    fn each_validator_gets_an_outcome_from_its_stages_and_the_chain() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("duties.jsonl");
         let mut registry = Registry::default();
-        let t = Tracker::new(&mut registry, Some(&log)).unwrap();
-        let ok = Duty::new(3, DutyKind::Attester);
-        t.stage(ok, Stage::Scheduled);
-        t.stage(ok, Stage::Fetched);
-        t.consensus(ok, 1, Duration::from_millis(30));
-        t.stage(ok, Stage::Decided);
-        t.partial(ok, 1);
-        t.partial(ok, 2);
-        t.broadcast(ok, Duration::from_millis(1500));
-        let no_vc = Duty::new(3, DutyKind::SyncMessage);
-        t.stage(no_vc, Stage::Decided);
+        let t = Tracker::with_config(&mut registry, Some(&log), config()).unwrap();
+        let (a, b) = (attester(1, 10, 2), attester(2, 11, 5));
+        let att = Duty::new(3, DutyKind::Attester);
+        t.scheduled(&ScheduledDuty {
+            duty: att,
+            defs: DutyDefs::Attester(vec![a, b]),
+        });
+        t.stage(att, Stage::VcRequest);
+        t.stage(att, Stage::Fetched);
+        t.consensus(att, 1, Duration::from_millis(30));
+        t.stage(att, Stage::Decided);
+        t.validator_stage(att, a.pubkey, Stage::LocalSigned);
+        for share in [1, 2, 4] {
+            t.partial(att, a.pubkey, share);
+        }
+        t.validator_stage(att, a.pubkey, Stage::LastPartial);
+        t.validator_stage(att, a.pubkey, Stage::Aggregated);
+        t.broadcast(att, Duration::from_millis(1500));
+        t.broadcast_validator(
+            att,
+            a.pubkey,
+            Some(Inclusion::Attestation {
+                data: data(3),
+                committee_bit: 2,
+            }),
+        );
+        // B's VC never signed.
+        let sync = Duty::new(3, DutyKind::SyncMessage);
+        let c = SyncDef {
+            pubkey: BlsPubkey([3; 48]),
+            validator_index: 12,
+        };
+        t.scheduled(&ScheduledDuty {
+            duty: sync,
+            defs: DutyDefs::SyncMessage(vec![c]),
+        });
+        t.broadcast_validator(
+            sync,
+            c.pubkey,
+            Some(Inclusion::SyncMessage {
+                validator_index: 12,
+            }),
+        );
+        let prop = Duty::new(4, DutyKind::Proposer);
+        let d = ProposerDef {
+            pubkey: BlsPubkey([4; 48]),
+            validator_index: 13,
+        };
+        t.scheduled(&ScheduledDuty {
+            duty: prop,
+            defs: DutyDefs::Proposer(d),
+        });
+        t.broadcast_validator(
+            prop,
+            d.pubkey,
+            Some(Inclusion::Block { proposer_index: 13 }),
+        );
         let fetch = Duty::new(4, DutyKind::Attester);
-        t.stage(fetch, Stage::Scheduled);
+        t.scheduled(&ScheduledDuty {
+            duty: fetch,
+            defs: DutyDefs::Attester(vec![attester(5, 14, 0)]),
+        });
         t.fail(fetch, Reason::FetchBnError, "connection refused");
-        let later = Duty::new(9, DutyKind::Attester);
-        t.stage(later, Stage::Scheduled);
 
-        let reports = t.finish_before(5);
-        let outcomes: Vec<(Duty, &str)> = reports
-            .iter()
-            .map(|r| (r.duty, r.outcome.as_str()))
-            .collect();
+        assert_eq!(t.watch_from(), Some(4), "the proposer's block slot");
+        // Slot 4: a block by validator 99 with A's bit for the decided data (another
+        // attestation with A's bit for other data does not count) and C's sync bit.
+        let mut other = data(3);
+        other.beacon_block_root = Root([7; 32]);
+        t.observe(
+            4,
+            Some(&ObservedBlock {
+                slot: 4,
+                proposer_index: 99,
+                attestations: vec![(other, [2].into()), (data(3), [1, 2].into())],
+                sync_participants: Some([12].into()),
+            }),
+        );
+        // A and C are decided by the chain; the proposer's slot is read: not included.
+        let early = t.close_due(5);
+        let outcomes = |reports: &[DutyReport]| -> Vec<(Slot, DutyKind, Option<u64>, String)> {
+            reports
+                .iter()
+                .map(|r| {
+                    (
+                        r.duty.slot,
+                        r.duty.kind,
+                        r.validator_index,
+                        r.outcome.clone(),
+                    )
+                })
+                .collect()
+        };
         assert_eq!(
-            outcomes,
+            outcomes(&early),
             vec![
-                (ok, "success"),
-                (no_vc, "no_local_vc_signature"),
-                (fetch, "fetch_bn_error")
+                (3, DutyKind::Attester, Some(10), "success".into()),
+                (3, DutyKind::SyncMessage, Some(12), "success".into()),
+                (
+                    4,
+                    DutyKind::Proposer,
+                    Some(13),
+                    "not_included_onchain".into()
+                ),
             ]
         );
-        assert_eq!(reports[0].shares, vec![1, 2]);
-        assert_eq!(reports[0].consensus_round, Some(1));
-        let text = std::fs::read_to_string(&log).unwrap();
-        assert_eq!(text.lines().count(), 3);
-        assert!(text.contains("\"outcome\":\"fetch_bn_error\""));
-        assert!(text.contains("connection refused"));
-        let mut metrics = String::new();
-        prometheus_client::encoding::text::encode(&mut metrics, &registry).unwrap();
-        assert!(
-            metrics.contains("duty_failures_total{kind=\"attester\",reason=\"fetch_bn_error\"} 1")
+        assert_eq!(early[0].inclusion_delay, Some(1));
+        assert_eq!(early[0].inclusion_slot, Some(4));
+        assert_eq!(early[0].shares, vec![1, 2, 4]);
+        assert_eq!(early[0].consensus_round, Some(1));
+        assert!(early[0].stages.contains_key(&Stage::VcRequest));
+        assert!(early[0].stages.contains_key(&Stage::LastPartial));
+        assert!(early[0].stages.contains_key(&Stage::Included));
+        assert_eq!(
+            early[2].detail.as_deref(),
+            Some("the canonical block of slot 4 is by validator 99")
         );
-        // The later duty is still open.
-        assert_eq!(t.finish_before(10).len(), 1);
+        // Late partials of closed validators (the sync duty is closed entirely) change nothing.
+        t.partial(att, a.pubkey, 3);
+        t.partial(sync, c.pubkey, 2);
+        // B and the failed fetch close once their slots are old.
+        assert!(t.close_due(7).is_empty());
+        let late = t.close_due(9);
+        assert_eq!(
+            outcomes(&late),
+            vec![
+                (
+                    3,
+                    DutyKind::Attester,
+                    Some(11),
+                    "no_local_vc_signature".into()
+                ),
+                (4, DutyKind::Attester, Some(14), "fetch_bn_error".into()),
+            ]
+        );
+        assert!(
+            !late[0].stages.contains_key(&Stage::Broadcast),
+            "A's broadcast is not B's"
+        );
+        assert_eq!(t.watch_from(), None);
+        assert!(t.inner.state.lock().unwrap().records.is_empty());
+
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<DutyReport> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[0], early[0]);
+        assert!(text.contains(r#""validator_index":"10""#));
+        assert!(text.contains(r#""inclusion_slot":"4","inclusion_delay":1"#));
+        assert!(text.contains("\"detail\":\"connection refused\""));
+        let m = metrics(&registry);
+        for line in [
+            "duty_total{kind=\"attester\",outcome=\"success\"} 1",
+            "duty_total{kind=\"attester\",outcome=\"no_local_vc_signature\"} 1",
+            "duty_failures_total{kind=\"attester\",reason=\"fetch_bn_error\"} 1",
+            "duty_failures_total{kind=\"proposer\",reason=\"not_included_onchain\"} 1",
+            "duty_inclusion_delay_slots_count{kind=\"sync_message\"} 1",
+        ] {
+            assert!(m.contains(line), "{line} missing in\n{m}");
+        }
+    }
+
+    #[test]
+    fn attestations_wait_for_the_window_and_unread_blocks_are_unknown() {
+        let mut registry = Registry::default();
+        let t = Tracker::with_config(&mut registry, None, config()).unwrap();
+        let a = attester(1, 10, 2);
+        let duty = Duty::new(10, DutyKind::Attester);
+        t.scheduled(&ScheduledDuty {
+            duty,
+            defs: DutyDefs::Attester(vec![a]),
+        });
+        let expect = Some(Inclusion::Attestation {
+            data: data(10),
+            committee_bit: 2,
+        });
+        t.broadcast_validator(duty, a.pubkey, expect);
+        // Empty blocks through slot 17: the window (11..=18) is not over.
+        for slot in 11..=17 {
+            t.observe(slot, None);
+        }
+        assert!(t.close_due(18).is_empty());
+        t.observe(18, None);
+        let r = t.close_due(19);
+        assert_eq!(r[0].outcome, "not_included_onchain");
+        assert_eq!(
+            r[0].detail.as_deref(),
+            Some("not in any canonical block of slots 11..=18")
+        );
+
+        // Nothing read: unknown after the window and the grace, or at shutdown.
+        let t = Tracker::with_config(&mut Registry::default(), None, config()).unwrap();
+        let late = Duty::new(30, DutyKind::Attester);
+        t.broadcast_validator(late, a.pubkey, expect);
+        let stop = Duty::new(31, DutyKind::Attester);
+        t.broadcast_validator(stop, a.pubkey, expect);
+        assert!(t.close_due(42).is_empty());
+        let r = t.close_due(43);
+        assert_eq!(
+            (r[0].duty, r[0].outcome.as_str()),
+            (late, "inclusion_unknown")
+        );
+        let r = t.close_all();
+        assert_eq!(
+            (r[0].duty, r[0].outcome.as_str()),
+            (stop, "inclusion_unknown")
+        );
+        assert!(r[0].detail.as_deref().unwrap().contains("stopped"));
+    }
+
+    #[test]
+    fn lodestar_blocks_decode_into_what_the_watcher_checks() {
+        // `GET /eth/v2/beacon/blocks/20` from Lodestar v1.5.1 (minimal, Altair at genesis).
+        let body: serde_json::Value =
+            serde_json::from_str(include_str!("eth/testdata/block20.json")).unwrap();
+        let data = body["data"].clone();
+        let (block, sync) = decode_block::<Minimal>(data.clone(), 20).unwrap().unwrap();
+        assert_eq!(block.proposer_index, 13);
+        let raw = data["message"]["body"]["attestations"].as_array().unwrap();
+        assert_eq!(block.attestations.len(), raw.len());
+        assert!(block.attestations.iter().all(|(_, bits)| !bits.is_empty()));
+        let first: AttestationData = from_json_value(raw[0]["data"].clone()).unwrap();
+        assert_eq!(block.attestations[0].0, first);
+        assert!(sync.iter().all(|p| *p < 32));
+        // Asked for slot 21, the node answered the block of 20: slot 21 is empty.
+        assert!(decode_block::<Minimal>(data, 21).unwrap().is_none());
+        let err = decode_block::<Minimal>(serde_json::json!({"message": {}}), 20).unwrap_err();
+        assert!(err.contains("block of slot 20 does not decode"), "{err}");
     }
 }

@@ -1,6 +1,8 @@
 //! The [`DutyBackend`] of the validator API backed by the duty workflow.
 //!
 //! - `attestation_data`: waits for the decided data in the [`DutyDb`].
+//! - every request for data to sign (attestation data, block) is reported to the tracker
+//!   (stage `vc_request`), so the node-added latency from the VC's request is measured.
 //! - `submit_attestations`: each attestation carries this node's share signature and one
 //!   aggregation bit; the bit and committee identify the DV through the decided duty, then the
 //!   partial goes to [`ParSig`] (which checks it against the decided data and this node's
@@ -28,6 +30,7 @@ use crate::eth::types::{
 };
 use crate::parsig::{ParSig, ParSigMsg, Rejection, SignedObject};
 use crate::scheduler::SlotClock;
+use crate::tracker::{Stage, Tracker};
 use crate::validator_api::{BackendError, DutyBackend, ProducedBlock};
 
 /// See the [module docs](self).
@@ -36,6 +39,7 @@ pub struct WorkflowBackend<P: Preset> {
     parsig: Arc<ParSig<P>>,
     schedule: Arc<ForkSchedule>,
     clock: SlotClock,
+    tracker: Tracker,
 }
 
 fn rejected(e: Rejection) -> BackendError {
@@ -51,11 +55,13 @@ fn parse<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, Back
 }
 
 impl<P: Preset> WorkflowBackend<P> {
-    /// A backend over the workflow's duty DB and partial signature stage.
+    /// A backend over the workflow's duty DB and partial signature stage, reporting the VC's
+    /// requests (stage [`Stage::VcRequest`]) to `tracker`.
     pub fn new(
         dutydb: Arc<DutyDb<P>>,
         parsig: Arc<ParSig<P>>,
         schedule: Arc<ForkSchedule>,
+        tracker: Tracker,
     ) -> WorkflowBackend<P> {
         let clock = SlotClock::of(&schedule);
         WorkflowBackend {
@@ -63,6 +69,7 @@ impl<P: Preset> WorkflowBackend<P> {
             parsig,
             schedule,
             clock,
+            tracker,
         }
     }
 
@@ -125,6 +132,8 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
         slot: u64,
         committee_index: u64,
     ) -> Result<Value, BackendError> {
+        self.tracker
+            .stage(Duty::new(slot, DutyKind::Attester), Stage::VcRequest);
         let data = self
             .dutydb
             .await_attestation(slot, committee_index, self.deadline(slot, 1))
@@ -141,6 +150,8 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
         _graffiti: Option<String>,
     ) -> Result<ProducedBlock, BackendError> {
         self.check_share(share_index)?;
+        self.tracker
+            .stage(Duty::new(slot, DutyKind::Proposer), Stage::VcRequest);
         let proposer = self.dutydb.proposer(slot).ok_or_else(|| {
             BackendError::BadRequest(format!("no DV of this cluster proposes at slot {slot}"))
         })?;

@@ -20,6 +20,7 @@ use dvnode::{
 use serde::{Deserialize, Serialize};
 
 use crate::chain::ChainRecord;
+use crate::dutylog::DutyLog;
 
 /// Attestation duties of a group of validators over some epochs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -447,6 +448,174 @@ pub fn inclusion_by_epoch<P: Preset>(
         .collect()
 }
 
+/// How the dvnode trackers' duty-log outcomes compare with the chain.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrackerAgreement {
+    /// Lines compared: DV attester / proposer / sync message lines that reached broadcast
+    /// (outcome `success` or `not_included_onchain`).
+    pub compared: u64,
+    /// Of those, lines whose verdict the chain confirms.
+    pub agreeing: u64,
+    /// Lines saying `success` the chain does not show, or `not_included_onchain` it shows.
+    pub disagreements: Vec<String>,
+    /// DV duties included on chain that no node tracked as included (nor as unknown).
+    pub untracked_inclusions: Vec<String>,
+    /// Included lines whose inclusion delay differs from the chain's smallest distance.
+    pub delay_mismatches: Vec<String>,
+    /// Lines with `inclusion_unknown` (the node stopped or could not read the blocks).
+    pub unknown: u64,
+    /// Lines of duties the chain misses, each with a failure reason.
+    pub misses_with_reason: u64,
+    /// Lines of duties the chain shows included although this node failed before broadcasting
+    /// (another node broadcast).
+    pub included_by_others: u64,
+}
+
+impl TrackerAgreement {
+    /// Whether the trackers and the chain agree on everything compared.
+    pub fn agrees(&self) -> bool {
+        self.compared > 0
+            && self.disagreements.is_empty()
+            && self.untracked_inclusions.is_empty()
+            && self.delay_mismatches.is_empty()
+    }
+}
+
+/// Whether the chain includes the `kind` duty of validator `v` at `slot`: `Some(Some(delay))`
+/// included, `Some(None)` not included, `None` unknown (sync committee not recorded).
+fn chain_inclusion<P: Preset>(
+    rec: &ChainRecord<P>,
+    distances: &HashMap<(Slot, ValidatorIndex), u64>,
+    kind: &str,
+    slot: Slot,
+    v: ValidatorIndex,
+) -> Option<Option<u64>> {
+    match kind {
+        "attester" => Some(distances.get(&(slot, v)).copied()),
+        "proposer" => Some(
+            rec.blocks
+                .get(&slot)
+                .filter(|b| b.message.proposer_index == v)
+                .map(|_| 0),
+        ),
+        "sync_message" => {
+            let next = slot + 1;
+            let committee = rec
+                .sync_committees
+                .get(&rec.period_of(rec.epoch_of(next)))?;
+            let Some(block) = rec.blocks.get(&next) else {
+                return Some(None);
+            };
+            let bits = &block.message.body.sync_aggregate.sync_committee_bits;
+            let set = committee
+                .iter()
+                .enumerate()
+                .any(|(p, m)| *m == v && bits.get(p).unwrap_or(false));
+            Some(set.then_some(1))
+        }
+        _ => None,
+    }
+}
+
+/// Compares the duty logs of the dvnodes (`logs[i]` of node i) with the chain, for the DV
+/// validators `dv` and the duties of `epochs`.
+pub fn tracker_agreement<P: Preset>(
+    rec: &ChainRecord<P>,
+    dv: &[ValidatorIndex],
+    epochs: RangeInclusive<Epoch>,
+    distances: &HashMap<(Slot, ValidatorIndex), u64>,
+    logs: &[DutyLog],
+) -> TrackerAgreement {
+    const KINDS: [&str; 3] = ["attester", "proposer", "sync_message"];
+    let group: BTreeSet<ValidatorIndex> = dv.iter().copied().collect();
+    let mut a = TrackerAgreement::default();
+    // (kind, slot, validator) tracked by some node as success / as unknown.
+    let mut tracked: BTreeSet<(String, Slot, ValidatorIndex)> = BTreeSet::new();
+    let mut sync_lines: BTreeSet<(Slot, ValidatorIndex)> = BTreeSet::new();
+    for (node, log) in logs.iter().enumerate() {
+        for r in &log.records {
+            let kind = r.duty.kind.as_str();
+            let slot = r.duty.slot;
+            let Some(v) = r.validator_index else { continue };
+            if !KINDS.contains(&kind)
+                || !group.contains(&v)
+                || !epochs.contains(&rec.epoch_of(slot))
+            {
+                continue;
+            }
+            if kind == "sync_message" {
+                sync_lines.insert((slot, v));
+            }
+            let Some(chain) = chain_inclusion(rec, distances, kind, slot, v) else {
+                continue;
+            };
+            let what = format!("node{node} {kind} slot {slot} validator {v}");
+            match r.outcome.as_str() {
+                "inclusion_unknown" => {
+                    a.unknown += 1;
+                    tracked.insert((kind.to_string(), slot, v));
+                }
+                "success" | "not_included_onchain" => {
+                    a.compared += 1;
+                    let says = r.outcome == "success";
+                    if says != chain.is_some() {
+                        a.disagreements.push(format!(
+                            "{what}: tracker {}, chain {}",
+                            r.outcome,
+                            if chain.is_some() {
+                                "included"
+                            } else {
+                                "not included"
+                            }
+                        ));
+                        continue;
+                    }
+                    a.agreeing += 1;
+                    if says {
+                        tracked.insert((kind.to_string(), slot, v));
+                        if r.inclusion_delay != chain {
+                            a.delay_mismatches.push(format!(
+                                "{what}: tracker delay {:?}, chain {:?}",
+                                r.inclusion_delay, chain
+                            ));
+                        }
+                    }
+                }
+                _ if chain.is_some() => a.included_by_others += 1,
+                _ => a.misses_with_reason += 1,
+            }
+        }
+    }
+    // Chain side: every DV inclusion is tracked by some node.
+    let mut duties: Vec<(&str, Slot, ValidatorIndex)> = Vec::new();
+    for epoch in epochs.clone() {
+        for c in rec.committees.get(&epoch).into_iter().flatten() {
+            for v in c.validators.iter().filter(|v| group.contains(v)) {
+                duties.push(("attester", c.slot, *v));
+            }
+        }
+    }
+    let first = *epochs.start() * rec.slots_per_epoch;
+    let end = (*epochs.end() + 1) * rec.slots_per_epoch;
+    for (&slot, &v) in rec.proposers.range(first..end) {
+        if group.contains(&v) {
+            duties.push(("proposer", slot, v));
+        }
+    }
+    duties.extend(sync_lines.iter().map(|(s, v)| ("sync_message", *s, *v)));
+    for (kind, slot, v) in duties {
+        if chain_inclusion(rec, distances, kind, slot, v)
+            .flatten()
+            .is_some()
+            && !tracked.contains(&(kind.to_string(), slot, v))
+        {
+            a.untracked_inclusions
+                .push(format!("{kind} slot {slot} validator {v}"));
+        }
+    }
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,5 +851,53 @@ mod tests {
         rec2.committees.get_mut(&1).unwrap()[0].validators = vec![1, 0];
         let v = verify_signatures(&rec2, &schedule(), &[1]);
         assert_eq!(v.group_failures.len(), 1, "{:?}", v.group_failures);
+    }
+
+    #[test]
+    fn tracker_outcomes_are_compared_with_the_chain() {
+        let mut rec = record();
+        // Slot 8's committee (validators 0, 1) is included at slot 9; slot 9's (2, 3) never.
+        rec.blocks
+            .insert(9, block(&rec, 9, &[(8, &[0, 1])], &[], false));
+        let d = inclusion_distances(&rec);
+        let line = |slot: u64, v: u64, outcome: &str, delay: Option<u64>| {
+            let delay = delay.map_or(String::new(), |d| format!(r#","inclusion_delay":{d}"#));
+            format!(
+                r#"{{"duty":{{"slot":"{slot}","kind":"attester"}},"validator_index":"{v}","outcome":"{outcome}","stages":{{}}{delay}}}"#
+            )
+        };
+        let wrong = DutyLog::parse(
+            &[
+                line(8, 0, "success", Some(1)),
+                line(8, 1, "not_included_onchain", None),
+                line(9, 2, "no_local_vc_signature", None),
+                line(9, 3, "success", Some(1)),
+            ]
+            .join("\n"),
+        );
+        let a = tracker_agreement(&rec, &[0, 1, 2, 3], 1..=1, &d, &[wrong]);
+        assert_eq!((a.compared, a.agreeing, a.misses_with_reason), (3, 1, 1));
+        assert_eq!(a.disagreements.len(), 2, "{:?}", a.disagreements);
+        assert!(a.disagreements[1].contains("node0 attester slot 9 validator 3"));
+        assert_eq!(a.untracked_inclusions, vec!["attester slot 8 validator 1"]);
+        assert!(!a.agrees());
+
+        let right = DutyLog::parse(
+            &[
+                line(8, 0, "success", Some(1)),
+                line(9, 2, "not_included_onchain", None),
+                line(9, 3, "no_consensus", None),
+            ]
+            .join("\n"),
+        );
+        // Validator 1's inclusion is tracked by the other node; node 0 has no line for it.
+        let other = DutyLog::parse(&line(8, 1, "success", Some(1)));
+        let a = tracker_agreement(&rec, &[0, 1, 2, 3], 1..=1, &d, &[right, other]);
+        assert!(a.agrees(), "{a:?}");
+        assert_eq!((a.compared, a.misses_with_reason), (3, 1));
+        // A wrong delay is caught.
+        let late = DutyLog::parse(&line(8, 0, "success", Some(2)));
+        let a = tracker_agreement(&rec, &[0], 1..=1, &d, &[late]);
+        assert_eq!(a.delay_mismatches.len(), 1);
     }
 }

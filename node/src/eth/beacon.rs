@@ -1116,6 +1116,28 @@ impl BeaconClient {
             .data)
     }
 
+    /// `GET /eth/v1/beacon/states/{state_id}/sync_committees?epoch=..`: the validator index at
+    /// each position of the sync committee of `epoch`'s period.
+    pub async fn sync_committee(
+        &self,
+        state: StateId,
+        epoch: Epoch,
+    ) -> Result<Vec<ValidatorIndex>> {
+        #[derive(Deserialize)]
+        struct SyncCommittee {
+            #[serde(with = "serde_utils::quoted_u64_vec")]
+            validators: Vec<ValidatorIndex>,
+        }
+        Ok(self
+            .get::<Data<SyncCommittee>>(
+                &format!("/eth/v1/beacon/states/{state}/sync_committees"),
+                &[("epoch", epoch.to_string())],
+            )
+            .await?
+            .data
+            .validators)
+    }
+
     /// `GET /eth/v1/beacon/states/{state_id}/committees?epoch=..`: all committees of `epoch`,
     /// in spec shape whatever the node answers (see [`normalize_committees`]).
     pub async fn committees<P: Preset>(

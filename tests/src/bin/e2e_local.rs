@@ -728,9 +728,44 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
         }
     }
 
-    let latency_vc: Latency = dutylog::latency(&duty_logs, &["vc_request", "fetched"], "decided");
-    let latency_bcast: Latency =
-        dutylog::latency(&duty_logs, &["last_partial", "aggregated"], "broadcast");
+    // The trackers against the chain: attestations of the analysed epochs, proposals and sync
+    // messages of epochs 2.. (their blocks are on the record).
+    let agreement = analysis::tracker_agreement(
+        chain,
+        &info.dv,
+        2..=info.epochs.saturating_sub(1).max(2),
+        &distances,
+        &duty_logs,
+    );
+    if info.dv_enabled {
+        checks.push(check(
+            "dvnode trackers agree with the chain",
+            format!(
+                "{}/{} lines agree; {} disagree, {} inclusions untracked, {} delay mismatches, {} unknown",
+                agreement.agreeing,
+                agreement.compared,
+                agreement.disagreements.len(),
+                agreement.untracked_inclusions.len(),
+                agreement.delay_mismatches.len(),
+                agreement.unknown
+            ),
+            "all agree; every inclusion tracked",
+            agreement.agrees(),
+        ));
+    }
+
+    let latency_vc: Latency =
+        dutylog::latency(&duty_logs, &["attester"], &["vc_request"], "decided", true);
+    let latency_vc_block: Latency =
+        dutylog::latency(&duty_logs, &["proposer"], &["vc_request"], "decided", true);
+    let latency_bcast: Latency = dutylog::latency(
+        &duty_logs,
+        &["attester", "proposer", "sync_message"],
+        &["last_partial"],
+        "broadcast",
+        false,
+    );
+    let node_added: Latency = dutylog::node_added(&duty_logs, &["attester", "proposer"]);
     let all_pass = checks.iter().all(|c| c.pass);
 
     // Table.
@@ -757,10 +792,20 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
         );
     }
     if info.dv_enabled {
+        for (what, l) in [
+            ("attester", &latency_vc),
+            ("proposer", &latency_vc_block),
+            ("signed objects", &latency_bcast),
+            ("attester+proposer total", &node_added),
+        ] {
+            println!(
+                "node-added latency, {what}: {} p50 {:?} ms p99 {:?} ms ({} samples)",
+                l.span, l.p50_ms, l.p99_ms, l.samples
+            );
+        }
         println!(
-            "node-added latency: {} p50 {:?} ms p99 {:?} ms ({} samples); {} p50 {:?} ms p99 {:?} ms ({} samples)",
-            latency_vc.span, latency_vc.p50_ms, latency_vc.p99_ms, latency_vc.samples,
-            latency_bcast.span, latency_bcast.p50_ms, latency_bcast.p99_ms, latency_bcast.samples
+            "tracker outcomes per kind (all nodes): {:?}",
+            dutylog::outcomes(&duty_logs)
         );
         println!("dvnode peak RSS (KiB): {:?}", info.dvnode_peak_rss_kib);
     }
@@ -789,6 +834,15 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
     for m in &proposal_misses {
         println!("  missed DV proposal: {m}");
     }
+    for d in agreement
+        .disagreements
+        .iter()
+        .chain(&agreement.untracked_inclusions)
+        .chain(&agreement.delay_mismatches)
+        .take(10)
+    {
+        println!("  tracker vs chain: {d}");
+    }
 
     let summary = json!({
         "pass": all_pass,
@@ -809,7 +863,17 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
         "slashings": slashings,
         "dv_proposal_misses": proposal_misses,
         "duty_outcomes": dutylog::outcomes(&duty_logs),
-        "node_added_latency": {"vc_request_to_decided": latency_vc, "last_partial_to_broadcast": latency_bcast},
+        "tracker": {
+            "outcomes_per_node": duty_logs.iter().map(|l| dutylog::outcomes(std::slice::from_ref(l))).collect::<Vec<_>>(),
+            "bad_lines": duty_logs.iter().map(|l| l.bad_lines.len()).sum::<usize>(),
+            "agreement": agreement,
+        },
+        "node_added_latency": {
+            "vc_request_to_decided": latency_vc,
+            "vc_request_to_decided_proposer": latency_vc_block,
+            "last_partial_to_broadcast": latency_bcast,
+            "node_added_total": node_added,
+        },
         "dvnode_peak_rss_kib": info.dvnode_peak_rss_kib,
     });
     let path = out.join("summary.json");
