@@ -95,7 +95,10 @@ impl Lab {
     }
 
     async fn ip(&self, short: &str) -> Result<String> {
-        let info = self.docker.inspect_container(&self.name(short), None).await?;
+        let info = self
+            .docker
+            .inspect_container(&self.name(short), None)
+            .await?;
         info.network_settings
             .and_then(|n| n.networks)
             .and_then(|n| n.into_values().find_map(|e| e.ip_address))
@@ -199,8 +202,12 @@ where
     F: FnOnce(Lab) -> Fut,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
-    let docker = runtime::connect().await.expect("DVLAB_E2E=1 but Docker is not reachable");
-    ensure_images(&docker).await.expect("building the lab images");
+    let docker = runtime::connect()
+        .await
+        .expect("DVLAB_E2E=1 but Docker is not reachable");
+    ensure_images(&docker)
+        .await
+        .expect("building the lab images");
     let _ = runtime::down(&docker, Some(run)).await;
     let dir = tempfile::tempdir().unwrap();
     let setup = setup(&docker, run, containers, skewed, dir.path()).await;
@@ -565,7 +572,10 @@ async fn pause_freezes_and_timeline_logs() {
         assert!(exec_while_paused.is_err());
         // Unfrozen it would have counted ~35 over those 3.5 s.
         assert!(n_after - n_before < 15, "counter advanced while paused");
-        assert!(n_later >= n_after + 5, "counter must run again after unpause");
+        assert!(
+            n_later >= n_after + 5,
+            "counter must run again after unpause"
+        );
         let log = std::fs::read_to_string(out.join("faults.jsonl"))?;
         let lines: Vec<serde_json::Value> = log
             .lines()
