@@ -774,6 +774,16 @@ impl Executor {
                 target,
                 offset_secs,
             } => {
+                // An image without libfaketime would turn the skew into a silent no-op.
+                let name = &self.container(target)?.name;
+                let state = self.inspect_target(target).await?.state;
+                if state.is_some_and(|s| s.running == Some(true) && s.paused != Some(true)) {
+                    exec(d, name, &["test".into(), "-e".into(), FAKETIME_LIB.into()])
+                        .await
+                        .with_context(|| {
+                            format!("{name} has no {FAKETIME_LIB}; rebuild images (`dvlab images build`)")
+                        })?;
+                }
                 st.skews
                     .entry(target.clone())
                     .or_default()

@@ -477,7 +477,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         }
     };
     let bits = num * mult;
-    if !(bits.is_finite() && bits >= 8_000.0 && bits <= 100e9) {
+    if !(bits.is_finite() && (8_000.0..=100e9).contains(&bits)) {
         return Err(format!("rate `{s}` must be between 8kbit and 100gbit"));
     }
     Ok(bits as u64)
