@@ -4,7 +4,8 @@
 //! beacon node for their attester, proposer and sync committee duties of the current and the
 //! next epoch. It records the definitions in the [`DutyDb`] (peers may be ahead; their partial
 //! signatures are checked against them) and fires each duty at its offset into the slot:
-//! proposer at the slot start, attester and sync committee message at 1/3 of the slot.
+//! proposer at the slot start, attester and sync committee message at 1/3 of the slot or as soon
+//! as the beacon node's head event announces the slot's block, whichever comes first.
 //!
 //! # Reorgs
 //! The scheduler follows the beacon node's `head` and `chain_reorg` events. Duties of an epoch
@@ -284,6 +285,30 @@ impl<P: Preset> Scheduler<P> {
         Ok(())
     }
 
+    /// The block of the current slot arrived: its attester and sync-committee-message duties
+    /// become due now instead of at 1/3 of the slot, as an unmodified validator client does
+    /// (it asks for attestation data as soon as it sees the block). Duties of other slots keep
+    /// their time, so attester consensus still starts in increasing slot order (rule 5): every
+    /// earlier slot's duties were due by 1/3 of that slot, before this slot began.
+    pub fn advance_on_head(&mut self, head_slot: Slot, now_ms: u64) {
+        if self.clock.slot_at_ms(now_ms) != head_slot {
+            return;
+        }
+        let mut moved = false;
+        for (t, d) in self.queue.iter_mut() {
+            if d.duty.slot == head_slot
+                && matches!(d.duty.kind, DutyKind::Attester | DutyKind::SyncMessage)
+                && *t > now_ms
+            {
+                *t = now_ms;
+                moved = true;
+            }
+        }
+        if moved {
+            self.queue.sort_by_key(|(t, d)| (*t, d.duty));
+        }
+    }
+
     /// Fetches the duties of `epoch` and queues them.
     async fn resolve_epoch(&mut self, epoch: Epoch) -> Result<(), BeaconError> {
         self.resolve_indices().await?;
@@ -419,6 +444,9 @@ impl<P: Preset> Scheduler<P> {
                 ev = events.recv(), if events_open => match ev {
                     Some(ev) => {
                         self.on_event(&ev);
+                        if let ChainEvent::Head(h) = &ev {
+                            self.advance_on_head(h.slot, self.time.now_ms());
+                        }
                     }
                     None => events_open = false,
                 },
@@ -756,5 +784,68 @@ mod reorg_tests {
         assert!(calls() > before, "chain_reorg re-fetches the epoch");
         stop.send(true).unwrap();
         task.await.unwrap();
+    }
+
+    #[test]
+    fn the_slots_head_event_makes_its_attester_and_sync_duties_due_now() {
+        let schedule = ForkSchedule::new(
+            1_000,
+            Root([9; 32]),
+            3,
+            8,
+            vec![ScheduledFork {
+                name: ForkName::Altair,
+                version: Version([1, 0, 0, 1]),
+                epoch: 0,
+            }],
+        )
+        .unwrap();
+        let clock = SlotClock::of(&schedule);
+        let (out, _fired) = mpsc::channel(16);
+        let mut scheduler = Scheduler::<Minimal>::new(
+            BeaconClient::new("http://127.0.0.1:9").unwrap(),
+            &schedule,
+            Arc::new(SystemClock),
+            vec![DV],
+            Arc::new(DutyDb::new()),
+            Tracker::new(&mut Registry::default(), None).unwrap(),
+            out,
+        );
+        let queued = |slot, kind| {
+            let duty = Duty::new(slot, kind);
+            let defs = match kind {
+                DutyKind::SyncMessage => DutyDefs::SyncMessage(vec![]),
+                _ => DutyDefs::Attester(vec![]),
+            };
+            (clock.fire_at_ms(duty), ScheduledDuty { duty, defs })
+        };
+        scheduler.queue = vec![
+            queued(3, DutyKind::Proposer),
+            queued(3, DutyKind::Attester),
+            queued(3, DutyKind::SyncMessage),
+            queued(4, DutyKind::Attester),
+        ];
+        scheduler.queue.sort_by_key(|(t, d)| (*t, d.duty));
+        let before = scheduler.queue.clone();
+        let now = clock.slot_start_ms(3) + 150;
+
+        // A head for the next slot seen early (skewed BN) changes nothing.
+        scheduler.advance_on_head(4, now);
+        assert_eq!(scheduler.queue, before);
+
+        scheduler.advance_on_head(3, now);
+        let times: Vec<(Duty, u64)> = scheduler.queue.iter().map(|(t, d)| (d.duty, *t)).collect();
+        assert_eq!(
+            times,
+            vec![
+                (Duty::new(3, DutyKind::Proposer), clock.slot_start_ms(3)),
+                (Duty::new(3, DutyKind::Attester), now),
+                (Duty::new(3, DutyKind::SyncMessage), now),
+                (
+                    Duty::new(4, DutyKind::Attester),
+                    clock.fire_at_ms(Duty::new(4, DutyKind::Attester))
+                ),
+            ]
+        );
     }
 }
