@@ -36,8 +36,9 @@ pub struct ImageInputs {
     pub cache_dir: PathBuf,
 }
 
-/// Packages the base image gets on top of minbase.
-const BASE_PACKAGES: &str = "iproute2,iptables,procps,ca-certificates";
+/// Packages the base image gets on top of minbase: `iproute2`/`iptables` for the fault
+/// sidecars, `faketime` (libfaketime) for clock skew, `iputils-ping` for probing the lab.
+const BASE_PACKAGES: &str = "iproute2,iptables,procps,ca-certificates,faketime,iputils-ping";
 
 fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
@@ -83,6 +84,16 @@ pub fn base_hash(mirror: &str) -> String {
 pub async fn build_all(docker: &Docker, inputs: &ImageInputs) -> Result<()> {
     let base = build_base(docker, inputs).await?;
     build_lodestar(docker, inputs, &base).await?;
+    let netem = netem_binary(inputs);
+    if netem.exists() {
+        build_netem(docker, &netem).await?;
+    } else {
+        println!(
+            "skipping {}: {} not found (run `cargo build --release -p dvlab-netem`)",
+            crate::faults::NETEM_IMAGE,
+            netem.display()
+        );
+    }
     if inputs.dvnode_binary.exists() {
         build_dvnode(docker, inputs, &base).await?;
     } else {
@@ -94,7 +105,8 @@ pub async fn build_all(docker: &Docker, inputs: &ImageInputs) -> Result<()> {
     Ok(())
 }
 
-async fn build_base(docker: &Docker, inputs: &ImageInputs) -> Result<String> {
+/// Builds the Debian base image when missing or out of date; returns its recipe hash.
+pub async fn build_base(docker: &Docker, inputs: &ImageInputs) -> Result<String> {
     let hash = base_hash(&inputs.mirror);
     if image_hash(docker, BASE_IMAGE).await.as_deref() == Some(hash.as_str()) {
         println!("{BASE_IMAGE}: up to date");
@@ -209,6 +221,47 @@ const DVNODE_DOCKERFILE: &str = "FROM dvlab/base:bookworm\n\
 COPY dvnode /usr/local/bin/dvnode\n\
 WORKDIR /data\n\
 ENTRYPOINT [\"/usr/local/bin/dvnode\"]\n";
+
+const NETEM_DOCKERFILE: &str = "FROM dvlab/base:bookworm\n\
+COPY dvlab-netem /usr/local/bin/dvlab-netem\n\
+CMD [\"sleep\", \"infinity\"]\n";
+
+/// The `dvlab-netem` binary: next to the dvnode binary (both come from `target/release`).
+pub fn netem_binary(inputs: &ImageInputs) -> PathBuf {
+    inputs.dvnode_binary.with_file_name("dvlab-netem")
+}
+
+/// Builds the fault sidecar image ([`crate::faults::NETEM_IMAGE`]): the base image plus the
+/// `dvlab-netem` NFQUEUE delayer. Skipped when up to date; needs the base image.
+pub async fn build_netem(docker: &Docker, binary: &Path) -> Result<()> {
+    let tag = crate::faults::NETEM_IMAGE;
+    let base = image_hash(docker, BASE_IMAGE)
+        .await
+        .ok_or_else(|| anyhow!("{BASE_IMAGE} is missing; run `dvlab images build`"))?;
+    let bin = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let hash = hex_sha(&[base.as_bytes(), &bin, NETEM_DOCKERFILE.as_bytes()]);
+    if image_hash(docker, tag).await.as_deref() == Some(hash.as_str()) {
+        println!("{tag}: up to date");
+        return Ok(());
+    }
+    let ctx = std::env::temp_dir().join(format!("dvlab-netem-context-{}.tar", std::process::id()));
+    {
+        let f = std::fs::File::create(&ctx)?;
+        let mut b = tar::Builder::new(f);
+        append_bytes(&mut b, "Dockerfile", NETEM_DOCKERFILE.as_bytes())?;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bin.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, "dvlab-netem", bin.as_slice())?;
+        b.finish()?;
+    }
+    let res = build_from_context(docker, tag, &hash, &ctx).await;
+    let _ = std::fs::remove_file(&ctx);
+    res?;
+    println!("{tag}: built");
+    Ok(())
+}
 
 /// Installs Lodestar with the shared installer when `dir` has none.
 fn ensure_lodestar(inputs: &ImageInputs) -> Result<()> {

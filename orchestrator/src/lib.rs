@@ -1,12 +1,13 @@
 //! dvlab: turns a devnet YAML into a running Docker devnet of real Ethereum clients,
 //! watches it, and turns what happened into a report and an exit code.
 //!
-//! Phases, one module each: [`spec`] → [`plan`] → [`images`] / [`runtime`] → [`collect`]
+//! Phases, one module each: [`spec`] → [`plan`] → [`images`] / [`runtime`] → [`faults`] → [`collect`]
 //! → [`analyse`] → [`report`]. Raw data lives in [`data`].
 
 pub mod analyse;
 pub mod collect;
 pub mod data;
+pub mod faults;
 pub mod images;
 pub mod plan;
 pub mod report;

@@ -158,35 +158,323 @@ pub struct DurationSpec {
 }
 
 /// Kind of a fault.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultKind {
-    /// Split targets into groups that cannot talk.
+    /// Split containers into groups that cannot talk (`groups`), or cut one off (`isolate`).
     Partition,
-    /// Kill -9 then restart.
+    /// Delay every packet a target sends (`delay`, optional `jitter`), or both directions of a
+    /// `link`.
+    Latency,
+    /// Drop a `percent` share of the packets a target sends, or of both directions of a `link`.
+    Loss,
+    /// Limit a target's egress rate (`rate`, e.g. `1mbit`) with a token bucket.
+    Bandwidth,
+    /// SIGKILL a `target`; start it again after `restart_after` when given.
     Crash,
+    /// Stop a `target` gracefully (SIGTERM, then SIGKILL after 10 s); start it again after
+    /// `restart_after` when given.
+    Stop,
+    /// Freeze a `target` (cgroup freezer) for `for`.
+    Pause,
+    /// Shift a `target`'s clock by `offset` (libfaketime), from `at` for `for`.
+    ClockSkew,
+    /// Crash random `targets` at `rate` crashes per epoch (Poisson, drawn from the spec seed)
+    /// during `for` (default: to the end of the run); each restarts after `restart_after`.
+    RandomCrash,
+    /// Like `random_crash` with graceful stops.
+    RandomStop,
+    /// Ends the fault whose `id` is `fault`.
+    Heal,
 }
 
-/// One scheduled fault.
+impl FaultKind {
+    /// Name as written in the YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Latency => "latency",
+            FaultKind::Loss => "loss",
+            FaultKind::Bandwidth => "bandwidth",
+            FaultKind::Crash => "crash",
+            FaultKind::Stop => "stop",
+            FaultKind::Pause => "pause",
+            FaultKind::ClockSkew => "clock_skew",
+            FaultKind::RandomCrash => "random_crash",
+            FaultKind::RandomStop => "random_stop",
+            FaultKind::Heal => "heal",
+        }
+    }
+
+    /// Fields (besides `at`, `kind` and `id`) the kind accepts.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            FaultKind::Partition => &["groups", "isolate", "for"],
+            FaultKind::Latency => &["delay", "jitter", "targets", "link", "for"],
+            FaultKind::Loss => &["percent", "targets", "link", "for"],
+            FaultKind::Bandwidth => &["rate", "targets", "for"],
+            FaultKind::Crash | FaultKind::Stop => &["target", "restart_after"],
+            FaultKind::Pause => &["target", "for"],
+            FaultKind::ClockSkew => &["target", "offset", "for"],
+            FaultKind::RandomCrash | FaultKind::RandomStop => {
+                &["rate", "targets", "restart_after", "for"]
+            }
+            FaultKind::Heal => &["fault"],
+        }
+    }
+
+    /// Whether an explicit `heal` entry can end it.
+    fn healable(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Partition
+                | FaultKind::Latency
+                | FaultKind::Loss
+                | FaultKind::Bandwidth
+                | FaultKind::Pause
+                | FaultKind::ClockSkew
+        )
+    }
+}
+
+/// A YAML scalar that may be a number or a string (`rate: 0.5` or `rate: 1mbit`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// A number.
+    Number(f64),
+    /// A string.
+    Text(String),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Number(n) => write!(f, "{n}"),
+            Scalar::Text(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// One scheduled fault. Which fields apply depends on [`FaultKind`]; see `dvlab::faults` for
+/// what each kind does on this kernel.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
-    /// When, e.g. `epoch 3`.
+    /// Name a later `heal` entry refers to.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// When: `slot N`, `epoch N` or a time after genesis such as `30s`.
     pub at: String,
     /// What.
     pub kind: FaultKind,
-    /// Partition groups of container names.
+    /// Partition groups of container short names (`dv0-0`, `bn1`, `dv0-2-vc`, `baseline`).
     #[serde(default)]
     pub groups: Vec<Vec<String>>,
-    /// Target container of a crash.
+    /// Partition that cuts one container off from all others.
+    #[serde(default)]
+    pub isolate: Option<String>,
+    /// Single target (crash, stop, pause, clock skew).
     #[serde(default)]
     pub target: Option<String>,
-    /// How long, e.g. `2 epochs`.
+    /// Targets (latency, loss, bandwidth, random faults).
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// The two ends of a link (latency, loss).
+    #[serde(default)]
+    pub link: Option<Vec<String>>,
+    /// Added one-way delay, e.g. `200ms`.
+    #[serde(default)]
+    pub delay: Option<String>,
+    /// Delay jitter, e.g. `20ms` (uniform in delay ± jitter).
+    #[serde(default)]
+    pub jitter: Option<String>,
+    /// Packet loss in percent (0 < p <= 100).
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Bandwidth (`1mbit`, `500kbit`) or, for random faults, events per epoch.
+    #[serde(default)]
+    pub rate: Option<Scalar>,
+    /// Clock offset, e.g. `+3s`, `-2s`, `+500ms`.
+    #[serde(default)]
+    pub offset: Option<String>,
+    /// How long, e.g. `2 epochs`, `3 slots`, `40s`.
     #[serde(default, rename = "for")]
     pub for_: Option<String>,
-    /// Restart delay of a crash, e.g. `30s`.
+    /// Restart delay of a crash or stop, e.g. `30s`.
     #[serde(default)]
     pub restart_after: Option<String>,
+    /// The `id` of the fault a `heal` entry ends.
+    #[serde(default)]
+    pub fault: Option<String>,
+}
+
+impl FaultSpec {
+    /// Names of the optional fields that are set.
+    fn set_fields(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut f = |set: bool, name: &'static str| {
+            if set {
+                v.push(name);
+            }
+        };
+        f(!self.groups.is_empty(), "groups");
+        f(self.isolate.is_some(), "isolate");
+        f(self.target.is_some(), "target");
+        f(!self.targets.is_empty(), "targets");
+        f(self.link.is_some(), "link");
+        f(self.delay.is_some(), "delay");
+        f(self.jitter.is_some(), "jitter");
+        f(self.percent.is_some(), "percent");
+        f(self.rate.is_some(), "rate");
+        f(self.offset.is_some(), "offset");
+        f(self.for_.is_some(), "for");
+        f(self.restart_after.is_some(), "restart_after");
+        f(self.fault.is_some(), "fault");
+        v
+    }
+}
+
+/// When a fault happens, relative to genesis.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum At {
+    /// Start of a slot.
+    Slot(u64),
+    /// Start of an epoch.
+    Epoch(u64),
+    /// Seconds after genesis.
+    Secs(f64),
+}
+
+impl At {
+    /// Parses `slot N`, `epoch N` or a duration such as `30s` (after genesis).
+    pub fn parse(s: &str) -> Result<At, String> {
+        let t = s.trim();
+        let mut words = t.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("slot"), Some(n), None) => n
+                .parse()
+                .map(At::Slot)
+                .map_err(|_| format!("`{n}` in `{s}` is not a slot number")),
+            (Some("epoch"), Some(n), None) => n
+                .parse()
+                .map(At::Epoch)
+                .map_err(|_| format!("`{n}` in `{s}` is not an epoch number")),
+            _ => match Span::parse(t) {
+                Ok(Span::Secs(x)) => Ok(At::Secs(x)),
+                _ => Err(format!(
+                    "`{s}` is not a time; use `slot N`, `epoch N` or a time after genesis such                      as `30s`"
+                )),
+            },
+        }
+    }
+
+    /// Seconds after genesis.
+    pub fn seconds(self, seconds_per_slot: u64, slots_per_epoch: u64) -> f64 {
+        match self {
+            At::Slot(n) => (n * seconds_per_slot) as f64,
+            At::Epoch(n) => (n * slots_per_epoch * seconds_per_slot) as f64,
+            At::Secs(x) => x,
+        }
+    }
+}
+
+/// A length of time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Span {
+    /// Seconds.
+    Secs(f64),
+    /// Slots.
+    Slots(u64),
+    /// Epochs.
+    Epochs(u64),
+}
+
+impl Span {
+    /// Parses `40s`, `1500ms`, `2m`, `1h`, `3 slots`, `1 slot`, `2 epochs`, `1 epoch`.
+    pub fn parse(s: &str) -> Result<Span, String> {
+        let t = s.trim();
+        let bad = || {
+            format!("`{s}` is not a duration; use e.g. `40s`, `1500ms`, `2m`, `3 slots`, `2 epochs`")
+        };
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, unit) = (&t[..split], t[split..].trim());
+        if num.is_empty() {
+            return Err(bad());
+        }
+        let count = || num.parse::<u64>().map_err(|_| bad());
+        let x: f64 = num.parse().map_err(|_| bad())?;
+        let secs = match unit {
+            "slot" | "slots" => return Ok(Span::Slots(count()?)),
+            "epoch" | "epochs" => return Ok(Span::Epochs(count()?)),
+            "ms" => x / 1000.0,
+            "s" => x,
+            "m" | "min" => x * 60.0,
+            "h" => x * 3600.0,
+            _ => return Err(bad()),
+        };
+        if !secs.is_finite() {
+            return Err(bad());
+        }
+        Ok(Span::Secs(secs))
+    }
+
+    /// Length in seconds.
+    pub fn seconds(self, seconds_per_slot: u64, slots_per_epoch: u64) -> f64 {
+        match self {
+            Span::Secs(x) => x,
+            Span::Slots(n) => (n * seconds_per_slot) as f64,
+            Span::Epochs(n) => (n * slots_per_epoch * seconds_per_slot) as f64,
+        }
+    }
+}
+
+/// Parses a clock offset such as `+3s`, `-2s`, `+500ms`, `-1.5s` into seconds.
+pub fn parse_offset(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1.0, &t[1..]),
+        Some(b'-') => (-1.0, &t[1..]),
+        _ => return Err(format!("offset `{s}` must start with + or - (e.g. `+3s`, `-2s`)")),
+    };
+    match Span::parse(rest) {
+        Ok(Span::Secs(x)) => Ok(sign * x),
+        _ => Err(format!(
+            "offset `{s}` must be a signed time such as `+3s`, `-2s` or `+500ms`"
+        )),
+    }
+}
+
+/// Parses a `tc` rate such as `1mbit`, `500kbit`, `100kbps` (bytes) into bits per second.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let num: f64 = t[..split]
+        .parse()
+        .map_err(|_| format!("`{s}` is not a rate; use e.g. `1mbit`, `500kbit`"))?;
+    let mult = match &t[split..] {
+        "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        "bps" => 8.0,
+        "kbps" => 8e3,
+        "mbps" => 8e6,
+        _ => {
+            return Err(format!(
+                "`{s}` has no known unit; use bit, kbit, mbit, gbit, bps, kbps or mbps"
+            ))
+        }
+    };
+    let bits = num * mult;
+    if !(bits.is_finite() && bits >= 8_000.0 && bits <= 100e9) {
+        return Err(format!("rate `{s}` must be between 8kbit and 100gbit"));
+    }
+    Ok(bits as u64)
 }
 
 /// A validation or parse error, naming the field and the line.
@@ -360,6 +648,291 @@ impl DevnetSpec {
             .unwrap_or_else(|| self.used_validators())
     }
 
+    /// Short names of the containers a run has, as fault targets name them: beacon nodes by
+    /// name, `baseline`, dvnodes `<cluster>-<i>` and their validator clients `<cluster>-<i>-vc`.
+    /// The container of short name `x` is `dvlab-<run>-x`.
+    pub fn container_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.beacon_nodes.iter().map(|b| b.name.clone()).collect();
+        if self.baseline.is_some() {
+            v.push("baseline".into());
+        }
+        for c in &self.clusters {
+            for n in 0..c.nodes {
+                v.push(format!("{}-{n}", c.name));
+                v.push(format!("{}-{n}-vc", c.name));
+            }
+        }
+        v
+    }
+
+    /// Seconds from genesis to the end of the observed window.
+    pub fn run_seconds(&self) -> f64 {
+        (self.duration.epochs * self.network.preset.slots_per_epoch() * self.network.seconds_per_slot)
+            as f64
+    }
+
+    /// Problems of the `faults` list as (field path, message).
+    fn fault_problems(&self) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = Vec::new();
+        let names: BTreeSet<String> = self.container_names().into_iter().collect();
+        let (sps, spe) = (
+            self.network.seconds_per_slot,
+            self.network.preset.slots_per_epoch(),
+        );
+        let end = self.run_seconds();
+        // id → (index, kind, start seconds, has `for`)
+        let mut ids: BTreeMap<&str, (usize, FaultKind, Option<f64>, bool)> = BTreeMap::new();
+        let mut healed: BTreeSet<&str> = BTreeSet::new();
+        for (i, f) in self.faults.iter().enumerate() {
+            let field = |k: &str| format!("faults[{i}].{k}");
+            let mut err = |k: String, m: String| p.push((k, m));
+            let kind = f.kind.as_str();
+            for set in f.set_fields() {
+                if !f.kind.fields().contains(&set) {
+                    err(
+                        field(set),
+                        format!(
+                            "`{set}` does not apply to a {kind} fault (it takes: {})",
+                            f.kind.fields().join(", ")
+                        ),
+                    );
+                }
+            }
+            let start = match At::parse(&f.at) {
+                Ok(a) => {
+                    let t = a.seconds(sps, spe);
+                    if t >= end {
+                        err(
+                            field("at"),
+                            format!(
+                                "`{}` is at or after the end of the run ({} epochs = {end} s after genesis)",
+                                f.at, self.duration.epochs
+                            ),
+                        );
+                    }
+                    Some(t)
+                }
+                Err(m) => {
+                    err(field("at"), m);
+                    None
+                }
+            };
+            let mut span = |k: &str, v: &Option<String>, err: &mut dyn FnMut(String, String)| {
+                let v = v.as_ref()?;
+                match Span::parse(v) {
+                    Ok(s) if s.seconds(sps, spe) > 0.0 => Some(s.seconds(sps, spe)),
+                    Ok(_) => {
+                        err(field(k), format!("`{v}` must be longer than zero"));
+                        None
+                    }
+                    Err(m) => {
+                        err(field(k), m);
+                        None
+                    }
+                }
+            };
+            span("for", &f.for_, &mut err);
+            span("restart_after", &f.restart_after, &mut err);
+            let mut known = |k: String, name: &str, err: &mut dyn FnMut(String, String)| {
+                if !names.contains(name) {
+                    err(
+                        k,
+                        format!(
+                            "unknown container `{name}`; targets are: {}",
+                            names.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                }
+            };
+            let need = |set: bool, k: &str, what: &str, err: &mut dyn FnMut(String, String)| {
+                if !set {
+                    err(field(k), format!("a {kind} fault needs `{k}` ({what})"));
+                }
+            };
+            if let Some(id) = &f.id {
+                if !valid_name(id) {
+                    err(field("id"), format!("`{id}` is not a valid id (a-z, 0-9, '-')"));
+                } else if f.kind == FaultKind::Heal {
+                    err(field("id"), "a heal entry has no id".into());
+                } else if ids
+                    .insert(id, (i, f.kind, start, f.for_.is_some()))
+                    .is_some()
+                {
+                    err(field("id"), format!("duplicate fault id `{id}`"));
+                }
+            }
+            if let Some(t) = &f.target {
+                known(field("target"), t, &mut err);
+            }
+            for (j, t) in f.targets.iter().enumerate() {
+                known(format!("faults[{i}].targets[{j}]"), t, &mut err);
+            }
+            let one_of = |a: bool, b: bool, what: &str, err: &mut dyn FnMut(String, String)| {
+                if a == b {
+                    err(
+                        field(what.split('/').next().unwrap_or(what)),
+                        format!("a {kind} fault needs exactly one of {what}"),
+                    );
+                }
+            };
+            match f.kind {
+                FaultKind::Partition => {
+                    one_of(
+                        !f.groups.is_empty(),
+                        f.isolate.is_some(),
+                        "`groups`/`isolate`",
+                        &mut err,
+                    );
+                    if let Some(x) = &f.isolate {
+                        known(field("isolate"), x, &mut err);
+                    }
+                    if !f.groups.is_empty() && f.groups.len() < 2 {
+                        err(field("groups"), "a partition needs at least two groups".into());
+                    }
+                    let mut seen = BTreeSet::new();
+                    for (g, group) in f.groups.iter().enumerate() {
+                        if group.is_empty() {
+                            err(format!("faults[{i}].groups[{g}]"), "empty group".into());
+                        }
+                        for (j, name) in group.iter().enumerate() {
+                            let k = format!("faults[{i}].groups[{g}][{j}]");
+                            known(k.clone(), name, &mut err);
+                            if !seen.insert(name.as_str()) {
+                                err(k, format!("`{name}` is in more than one group"));
+                            }
+                        }
+                    }
+                }
+                FaultKind::Latency | FaultKind::Loss => {
+                    one_of(
+                        !f.targets.is_empty(),
+                        f.link.is_some(),
+                        "`targets`/`link`",
+                        &mut err,
+                    );
+                    if let Some(link) = &f.link {
+                        if link.len() != 2 || link[0] == link[1] {
+                            err(
+                                field("link"),
+                                "a link is two different containers, e.g. [dv0-0, dv0-1]".into(),
+                            );
+                        }
+                        for (j, name) in link.iter().enumerate() {
+                            known(format!("faults[{i}].link[{j}]"), name, &mut err);
+                        }
+                    }
+                    if f.kind == FaultKind::Latency {
+                        need(f.delay.is_some(), "delay", "e.g. `200ms`", &mut err);
+                        for (k, v) in [("delay", &f.delay), ("jitter", &f.jitter)] {
+                            if let Some(v) = v {
+                                match Span::parse(v) {
+                                    Ok(Span::Secs(x)) if (0.0..=60.0).contains(&x) => {}
+                                    _ => err(
+                                        field(k),
+                                        format!("`{v}` must be a time between 0 and 60s, e.g. `200ms`"),
+                                    ),
+                                }
+                            }
+                        }
+                    } else {
+                        match f.percent {
+                            None => need(false, "percent", "e.g. `10`", &mut err),
+                            Some(x) if !(x > 0.0 && x <= 100.0) => err(
+                                field("percent"),
+                                format!("{x} is not a percentage in (0, 100]"),
+                            ),
+                            Some(_) => {}
+                        }
+                    }
+                }
+                FaultKind::Bandwidth => {
+                    need(!f.targets.is_empty(), "targets", "container names", &mut err);
+                    match &f.rate {
+                        None => need(false, "rate", "e.g. `1mbit`", &mut err),
+                        Some(Scalar::Text(r)) => {
+                            if let Err(m) = parse_rate(r) {
+                                err(field("rate"), m);
+                            }
+                        }
+                        Some(Scalar::Number(n)) => err(
+                            field("rate"),
+                            format!("`{n}` has no unit; use e.g. `1mbit` or `500kbit`"),
+                        ),
+                    }
+                }
+                FaultKind::Crash | FaultKind::Stop | FaultKind::Pause => {
+                    need(f.target.is_some(), "target", "a container name", &mut err);
+                }
+                FaultKind::ClockSkew => {
+                    need(f.target.is_some(), "target", "a container name", &mut err);
+                    match &f.offset {
+                        None => need(false, "offset", "e.g. `+3s`", &mut err),
+                        Some(o) => match parse_offset(o) {
+                            Ok(x) if x.abs() > 86_400.0 * 365.0 => {
+                                err(field("offset"), format!("`{o}` is more than a year"))
+                            }
+                            Ok(_) => {}
+                            Err(m) => err(field("offset"), m),
+                        },
+                    }
+                }
+                FaultKind::RandomCrash | FaultKind::RandomStop => {
+                    need(!f.targets.is_empty(), "targets", "container names", &mut err);
+                    need(
+                        f.restart_after.is_some(),
+                        "restart_after",
+                        "random faults always restart, e.g. `20s`",
+                        &mut err,
+                    );
+                    match &f.rate {
+                        None => need(false, "rate", "events per epoch, e.g. `0.5`", &mut err),
+                        Some(Scalar::Number(x)) if *x > 0.0 && *x <= 100.0 => {}
+                        Some(r) => err(
+                            field("rate"),
+                            format!("`{r}` must be events per epoch, a number in (0, 100]"),
+                        ),
+                    }
+                }
+                FaultKind::Heal => match &f.fault {
+                    None => need(false, "fault", "the id of the fault to heal", &mut err),
+                    Some(id) => match ids.get(id.as_str()) {
+                        None => err(
+                            field("fault"),
+                            format!("no earlier fault has id `{id}`"),
+                        ),
+                        Some((j, k, _, _)) if !k.healable() => err(
+                            field("fault"),
+                            format!(
+                                "faults[{j}] (`{id}`) is a {} fault, which a heal entry cannot end",
+                                k.as_str()
+                            ),
+                        ),
+                        Some((j, _, _, true)) => err(
+                            field("fault"),
+                            format!("faults[{j}] (`{id}`) already ends by its `for`"),
+                        ),
+                        Some((j, _, t0, _)) => {
+                            if !healed.insert(id) {
+                                err(field("fault"), format!("`{id}` is healed twice"));
+                            }
+                            if let (Some(t0), Some(t1)) = (t0, start) {
+                                if t1 <= *t0 {
+                                    err(
+                                        field("at"),
+                                        format!(
+                                            "the heal of `{id}` must come after faults[{j}] starts"
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                    },
+                },
+            }
+        }
+        p
+    }
+
     /// Semantic problems as (field path, message).
     fn problems(&self) -> Vec<(String, String)> {
         let mut p: Vec<(String, String)> = Vec::new();
@@ -526,20 +1099,8 @@ impl DevnetSpec {
         if self.duration.epochs == 0 {
             err("duration.epochs".into(), "must be at least 1".into());
         }
-        for (i, fault) in self.faults.iter().enumerate() {
-            if fault.kind == FaultKind::Crash && fault.target.is_none() {
-                err(
-                    format!("faults[{i}].target"),
-                    "a crash needs a target".into(),
-                );
-            }
-            if fault.kind == FaultKind::Partition && fault.groups.len() < 2 {
-                err(
-                    format!("faults[{i}].groups"),
-                    "a partition needs at least two groups".into(),
-                );
-            }
-        }
+        p.extend(self.fault_problems());
+        let mut err = |f: String, m: String| p.push((f, m));
         for (name, expr) in &self.assertions {
             let field = format!("assertions.{name}");
             if !ASSERTION_METRICS.contains(&name.as_str()) {
