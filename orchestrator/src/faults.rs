@@ -295,7 +295,11 @@ fn build_timeline(faults: &[FaultSpec], spec: &DevnetSpec, clock: SlotClock) -> 
             Some(d) => Some(start + span_secs(d, clock).with_context(ctx)?),
             None => None,
         };
-        let target = || f.target.clone().ok_or_else(|| anyhow!("{}: no target", ctx()));
+        let target = || {
+            f.target
+                .clone()
+                .ok_or_else(|| anyhow!("{}: no target", ctx()))
+        };
         let scope = || match &f.link {
             Some(l) if l.len() == 2 => Scope::Link(l[0].clone(), l[1].clone()),
             _ => Scope::Egress(f.targets.clone()),
@@ -340,7 +344,9 @@ fn build_timeline(faults: &[FaultSpec], spec: &DevnetSpec, clock: SlotClock) -> 
             FaultKind::Bandwidth => Effect::Bandwidth {
                 targets: f.targets.clone(),
                 bits_per_sec: match &f.rate {
-                    Some(Scalar::Text(r)) => parse_rate(r).map_err(|e| anyhow!("{}: {e}", ctx()))?,
+                    Some(Scalar::Text(r)) => {
+                        parse_rate(r).map_err(|e| anyhow!("{}: {e}", ctx()))?
+                    }
                     _ => bail!("{}: bandwidth needs a rate such as 1mbit", ctx()),
                 },
             },
@@ -528,11 +534,7 @@ impl FaultContainer {
         plan.containers
             .iter()
             .map(|c| FaultContainer {
-                short: c
-                    .name
-                    .strip_prefix(&prefix)
-                    .unwrap_or(&c.name)
-                    .to_string(),
+                short: c.name.strip_prefix(&prefix).unwrap_or(&c.name).to_string(),
                 name: c.name.clone(),
                 beacon_node: matches!(c.role, Role::BeaconNode { .. }),
             })
@@ -675,7 +677,11 @@ impl Executor {
             if failures.is_empty() {
                 Ok(())
             } else {
-                bail!("{} fault action(s) failed:\n{}", failures.len(), failures.join("\n"))
+                bail!(
+                    "{} fault action(s) failed:\n{}",
+                    failures.len(),
+                    failures.join("\n")
+                )
             }
         })
     }
@@ -740,16 +746,23 @@ impl Executor {
                 let name = &self.container(target)?.name;
                 d.kill_container(
                     name,
-                    Some(KillContainerOptionsBuilder::default().signal("SIGKILL").build()),
+                    Some(
+                        KillContainerOptionsBuilder::default()
+                            .signal("SIGKILL")
+                            .build(),
+                    ),
                 )
                 .await
                 .with_context(|| format!("killing {name}"))
             }
             Effect::Stop { target } => {
                 let name = &self.container(target)?.name;
-                d.stop_container(name, Some(StopContainerOptionsBuilder::default().t(10).build()))
-                    .await
-                    .with_context(|| format!("stopping {name}"))
+                d.stop_container(
+                    name,
+                    Some(StopContainerOptionsBuilder::default().t(10).build()),
+                )
+                .await
+                .with_context(|| format!("stopping {name}"))
             }
             Effect::Pause { target } => {
                 let name = &self.container(target)?.name;
@@ -761,6 +774,16 @@ impl Executor {
                 target,
                 offset_secs,
             } => {
+                // An image without libfaketime would turn the skew into a silent no-op.
+                let name = &self.container(target)?.name;
+                let state = self.inspect_target(target).await?.state;
+                if state.is_some_and(|s| s.running == Some(true) && s.paused != Some(true)) {
+                    exec(d, name, &["test".into(), "-e".into(), FAKETIME_LIB.into()])
+                        .await
+                        .with_context(|| {
+                            format!("{name} has no {FAKETIME_LIB}; rebuild images (`dvlab images build`)")
+                        })?;
+                }
                 st.skews
                     .entry(target.clone())
                     .or_default()
@@ -883,9 +906,19 @@ impl Executor {
                             continue;
                         }
                         for o in &others {
-                            let Some(ip) = self.ip(o).await? else { continue };
-                            add(m, "INPUT", vec!["-s".into(), ip.clone(), "-j".into(), "DROP".into()]);
-                            add(m, "OUTPUT", vec!["-d".into(), ip, "-j".into(), "DROP".into()]);
+                            let Some(ip) = self.ip(o).await? else {
+                                continue;
+                            };
+                            add(
+                                m,
+                                "INPUT",
+                                vec!["-s".into(), ip.clone(), "-j".into(), "DROP".into()],
+                            );
+                            add(
+                                m,
+                                "OUTPUT",
+                                vec!["-d".into(), ip, "-j".into(), "DROP".into()],
+                            );
                         }
                     }
                 }
@@ -897,7 +930,9 @@ impl Executor {
                     }
                     let mut spec = vec!["!".into(), "-o".into(), "lo".into()];
                     if let Some(p) = peer {
-                        let Some(ip) = self.ip(&p).await? else { continue };
+                        let Some(ip) = self.ip(&p).await? else {
+                            continue;
+                        };
                         spec.extend(["-d".into(), ip]);
                     }
                     spec.extend(
@@ -927,7 +962,9 @@ impl Executor {
                     }
                     let mut spec = vec!["!".into(), "-o".into(), "lo".into()];
                     if let Some(p) = peer {
-                        let Some(ip) = self.ip(&p).await? else { continue };
+                        let Some(ip) = self.ip(&p).await? else {
+                            continue;
+                        };
                         spec.extend(["-d".into(), ip]);
                     }
                     spec.extend(
@@ -961,7 +998,12 @@ impl Executor {
             } else {
                 "-I"
             };
-            let mut cmd = vec!["iptables".to_string(), "-w".into(), op.into(), r.chain.into()];
+            let mut cmd = vec![
+                "iptables".to_string(),
+                "-w".into(),
+                op.into(),
+                r.chain.into(),
+            ];
             cmd.extend(r.spec.iter().cloned());
             self.sidecar_exec(st, &r.container, &cmd).await?;
             st.rules.entry(f.id).or_default().push(r.clone());
@@ -977,7 +1019,12 @@ impl Executor {
             if !self.running(&r.container).await.unwrap_or(false) {
                 continue;
             }
-            let mut cmd = vec!["iptables".to_string(), "-w".into(), "-D".into(), r.chain.into()];
+            let mut cmd = vec![
+                "iptables".to_string(),
+                "-w".into(),
+                "-D".into(),
+                r.chain.into(),
+            ];
             cmd.extend(r.spec);
             if let Err(e) = self.sidecar_exec(st, &r.container, &cmd).await {
                 errors.push(format!("{e:#}"));
@@ -1019,7 +1066,14 @@ impl Executor {
                 // Burst: 20 ms worth of traffic, at least a few full frames.
                 let burst = (bits / 8 / 50).max(16_000);
                 [
-                    "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate",
+                    "tc",
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    "eth0",
+                    "root",
+                    "tbf",
+                    "rate",
                     &format!("{bits}bit"),
                     "burst",
                     &burst.to_string(),
@@ -1036,7 +1090,10 @@ impl Executor {
         self.sidecar_exec(st, short, &cmd).await.map(|_| ())
     }
 
-    async fn inspect_target(&self, short: &str) -> Result<bollard::models::ContainerInspectResponse> {
+    async fn inspect_target(
+        &self,
+        short: &str,
+    ) -> Result<bollard::models::ContainerInspectResponse> {
         let name = &self.container(short)?.name;
         self.inner
             .docker
@@ -1047,9 +1104,7 @@ impl Executor {
 
     async fn running(&self, short: &str) -> Result<bool> {
         let info = self.inspect_target(short).await?;
-        Ok(info
-            .state
-            .is_some_and(|s| s.running == Some(true)))
+        Ok(info.state.is_some_and(|s| s.running == Some(true)))
     }
 
     /// IP of a container on its (only) network, `None` when it is down.
@@ -1058,7 +1113,10 @@ impl Executor {
         Ok(info
             .network_settings
             .and_then(|n| n.networks)
-            .and_then(|n| n.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty()))))
+            .and_then(|n| {
+                n.into_values()
+                    .find_map(|e| e.ip_address.filter(|ip| !ip.is_empty()))
+            }))
     }
 
     fn sidecar_labels(&self) -> HashMap<String, String> {
@@ -1110,9 +1168,14 @@ impl Executor {
             }
         }
         let name = format!("dvlab-{}-fx-{short}", self.inner.run);
-        self.start_in_netns(short, &name, ["sleep", "infinity"].map(String::from).to_vec())
-            .await?;
-        st.sidecars.insert(short.to_string(), (name.clone(), started));
+        self.start_in_netns(
+            short,
+            &name,
+            ["sleep", "infinity"].map(String::from).to_vec(),
+        )
+        .await?;
+        st.sidecars
+            .insert(short.to_string(), (name.clone(), started));
         Ok(name)
     }
 
@@ -1123,7 +1186,13 @@ impl Executor {
     }
 
     /// Starts a delayer for `short` and waits until it has bound its queue.
-    async fn start_delayer(&self, short: &str, queue: u16, delay_ms: f64, jitter_ms: f64) -> Result<String> {
+    async fn start_delayer(
+        &self,
+        short: &str,
+        queue: u16,
+        delay_ms: f64,
+        jitter_ms: f64,
+    ) -> Result<String> {
         let name = format!("dvlab-{}-fx-{short}-q{queue}", self.inner.run);
         let cmd = vec![
             "dvlab-netem".to_string(),
@@ -1193,7 +1262,10 @@ impl Executor {
         for o in others {
             if let Err(e) = self.connect_peer(short, &o).await {
                 if let Some(path) = &st.log {
-                    eprintln!("re-peering {short} with {o} failed: {e:#} (see {})", path.display());
+                    eprintln!(
+                        "re-peering {short} with {o} failed: {e:#} (see {})",
+                        path.display()
+                    );
                 }
             }
         }
@@ -1220,7 +1292,14 @@ impl Executor {
         let identity: serde_json::Value = loop {
             let res = async {
                 let url = format!("{}/eth/v1/node/identity", self.rest_url(b).await?);
-                anyhow::Ok(http.get(&url).send().await?.error_for_status()?.json().await?)
+                anyhow::Ok(
+                    http.get(&url)
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .json()
+                        .await?,
+                )
             }
             .await;
             match res {
@@ -1248,10 +1327,12 @@ impl Executor {
             .await?
             .ok_or_else(|| anyhow!("{b} has no IP (down?)"))?;
         let multiaddr = format!("/ip4/{ip}/tcp/{tcp}");
-        let url = format!("{}/eth/v1/lodestar/connect_peer", self.rest_url(a).await?);
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/eth/v1/lodestar/connect_peer", self.rest_url(a).await?),
+            &[("peerId", peer_id), ("multiaddr", multiaddr.as_str())],
+        )?;
         let resp = http
-            .post(&url)
-            .query(&[("peerId", peer_id), ("multiaddr", &multiaddr)])
+            .post(url)
             .send()
             .await
             .with_context(|| format!("connect_peer on {a}"))?;
@@ -1424,10 +1505,10 @@ mod tests {
             assert!(f.start >= 1020.0 + 32.0 && f.start < 1020.0 + 7.0 * 32.0);
             assert_eq!(f.end, Some(f.start + 20.0));
             let t = &f.effect.targets()[0];
-            assert!(!a
-                .faults
-                .iter()
-                .any(|g| g.id != f.id && &g.effect.targets()[0] == t && g.start >= f.start && g.start < f.start + 20.0));
+            assert!(!a.faults.iter().any(|g| g.id != f.id
+                && &g.effect.targets()[0] == t
+                && g.start >= f.start
+                && g.start < f.start + 20.0));
         }
     }
 
@@ -1527,9 +1608,17 @@ mod tests {
             .iter()
             .find(|c| c.name == "dvlab-basic-dv0-2")
             .unwrap();
-        assert!(c.env.iter().any(|e| e.starts_with("LD_PRELOAD=") && e.contains("libfaketime")));
-        assert!(c.env.contains(&"FAKETIME_DONT_FAKE_MONOTONIC=1".to_string()));
-        assert_eq!(c.mounts.last().unwrap(), &("faults/clock/dv0-2".to_string(), CLOCK_DIR.to_string()));
+        assert!(c
+            .env
+            .iter()
+            .any(|e| e.starts_with("LD_PRELOAD=") && e.contains("libfaketime")));
+        assert!(c
+            .env
+            .contains(&"FAKETIME_DONT_FAKE_MONOTONIC=1".to_string()));
+        assert_eq!(
+            c.mounts.last().unwrap(),
+            &("faults/clock/dv0-2".to_string(), CLOCK_DIR.to_string())
+        );
         let n = plan
             .containers
             .iter()

@@ -363,7 +363,7 @@ impl At {
             _ => match Span::parse(t) {
                 Ok(Span::Secs(x)) => Ok(At::Secs(x)),
                 _ => Err(format!(
-                    "`{s}` is not a time; use `slot N`, `epoch N` or a time after genesis such                      as `30s`"
+                    "`{s}` is not a time; use `slot N`, `epoch N` or a time after genesis such as `30s`"
                 )),
             },
         }
@@ -395,7 +395,9 @@ impl Span {
     pub fn parse(s: &str) -> Result<Span, String> {
         let t = s.trim();
         let bad = || {
-            format!("`{s}` is not a duration; use e.g. `40s`, `1500ms`, `2m`, `3 slots`, `2 epochs`")
+            format!(
+                "`{s}` is not a duration; use e.g. `40s`, `1500ms`, `2m`, `3 slots`, `2 epochs`"
+            )
         };
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -437,7 +439,11 @@ pub fn parse_offset(s: &str) -> Result<f64, String> {
     let (sign, rest) = match t.as_bytes().first() {
         Some(b'+') => (1.0, &t[1..]),
         Some(b'-') => (-1.0, &t[1..]),
-        _ => return Err(format!("offset `{s}` must start with + or - (e.g. `+3s`, `-2s`)")),
+        _ => {
+            return Err(format!(
+                "offset `{s}` must start with + or - (e.g. `+3s`, `-2s`)"
+            ))
+        }
     };
     match Span::parse(rest) {
         Ok(Span::Secs(x)) => Ok(sign * x),
@@ -471,7 +477,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         }
     };
     let bits = num * mult;
-    if !(bits.is_finite() && bits >= 8_000.0 && bits <= 100e9) {
+    if !(bits.is_finite() && (8_000.0..=100e9).contains(&bits)) {
         return Err(format!("rate `{s}` must be between 8kbit and 100gbit"));
     }
     Ok(bits as u64)
@@ -667,8 +673,9 @@ impl DevnetSpec {
 
     /// Seconds from genesis to the end of the observed window.
     pub fn run_seconds(&self) -> f64 {
-        (self.duration.epochs * self.network.preset.slots_per_epoch() * self.network.seconds_per_slot)
-            as f64
+        (self.duration.epochs
+            * self.network.preset.slots_per_epoch()
+            * self.network.seconds_per_slot) as f64
     }
 
     /// Problems of the `faults` list as (field path, message).
@@ -717,7 +724,7 @@ impl DevnetSpec {
                     None
                 }
             };
-            let mut span = |k: &str, v: &Option<String>, err: &mut dyn FnMut(String, String)| {
+            let span = |k: &str, v: &Option<String>, err: &mut dyn FnMut(String, String)| {
                 let v = v.as_ref()?;
                 match Span::parse(v) {
                     Ok(s) if s.seconds(sps, spe) > 0.0 => Some(s.seconds(sps, spe)),
@@ -733,7 +740,7 @@ impl DevnetSpec {
             };
             span("for", &f.for_, &mut err);
             span("restart_after", &f.restart_after, &mut err);
-            let mut known = |k: String, name: &str, err: &mut dyn FnMut(String, String)| {
+            let known = |k: String, name: &str, err: &mut dyn FnMut(String, String)| {
                 if !names.contains(name) {
                     err(
                         k,
@@ -751,7 +758,10 @@ impl DevnetSpec {
             };
             if let Some(id) = &f.id {
                 if !valid_name(id) {
-                    err(field("id"), format!("`{id}` is not a valid id (a-z, 0-9, '-')"));
+                    err(
+                        field("id"),
+                        format!("`{id}` is not a valid id (a-z, 0-9, '-')"),
+                    );
                 } else if f.kind == FaultKind::Heal {
                     err(field("id"), "a heal entry has no id".into());
                 } else if ids
@@ -767,27 +777,31 @@ impl DevnetSpec {
             for (j, t) in f.targets.iter().enumerate() {
                 known(format!("faults[{i}].targets[{j}]"), t, &mut err);
             }
-            let one_of = |a: bool, b: bool, what: &str, err: &mut dyn FnMut(String, String)| {
-                if a == b {
-                    err(
-                        field(what.split('/').next().unwrap_or(what)),
-                        format!("a {kind} fault needs exactly one of {what}"),
-                    );
-                }
-            };
+            let one_of =
+                |a: bool, b: bool, (x, y): (&str, &str), err: &mut dyn FnMut(String, String)| {
+                    if a == b {
+                        err(
+                            field(x),
+                            format!("a {kind} fault needs exactly one of `{x}` and `{y}`"),
+                        );
+                    }
+                };
             match f.kind {
                 FaultKind::Partition => {
                     one_of(
                         !f.groups.is_empty(),
                         f.isolate.is_some(),
-                        "`groups`/`isolate`",
+                        ("groups", "isolate"),
                         &mut err,
                     );
                     if let Some(x) = &f.isolate {
                         known(field("isolate"), x, &mut err);
                     }
                     if !f.groups.is_empty() && f.groups.len() < 2 {
-                        err(field("groups"), "a partition needs at least two groups".into());
+                        err(
+                            field("groups"),
+                            "a partition needs at least two groups".into(),
+                        );
                     }
                     let mut seen = BTreeSet::new();
                     for (g, group) in f.groups.iter().enumerate() {
@@ -807,7 +821,7 @@ impl DevnetSpec {
                     one_of(
                         !f.targets.is_empty(),
                         f.link.is_some(),
-                        "`targets`/`link`",
+                        ("targets", "link"),
                         &mut err,
                     );
                     if let Some(link) = &f.link {
@@ -829,7 +843,9 @@ impl DevnetSpec {
                                     Ok(Span::Secs(x)) if (0.0..=60.0).contains(&x) => {}
                                     _ => err(
                                         field(k),
-                                        format!("`{v}` must be a time between 0 and 60s, e.g. `200ms`"),
+                                        format!(
+                                            "`{v}` must be a time between 0 and 60s, e.g. `200ms`"
+                                        ),
                                     ),
                                 }
                             }
@@ -846,7 +862,12 @@ impl DevnetSpec {
                     }
                 }
                 FaultKind::Bandwidth => {
-                    need(!f.targets.is_empty(), "targets", "container names", &mut err);
+                    need(
+                        !f.targets.is_empty(),
+                        "targets",
+                        "container names",
+                        &mut err,
+                    );
                     match &f.rate {
                         None => need(false, "rate", "e.g. `1mbit`", &mut err),
                         Some(Scalar::Text(r)) => {
@@ -877,7 +898,12 @@ impl DevnetSpec {
                     }
                 }
                 FaultKind::RandomCrash | FaultKind::RandomStop => {
-                    need(!f.targets.is_empty(), "targets", "container names", &mut err);
+                    need(
+                        !f.targets.is_empty(),
+                        "targets",
+                        "container names",
+                        &mut err,
+                    );
                     need(
                         f.restart_after.is_some(),
                         "restart_after",
@@ -896,10 +922,7 @@ impl DevnetSpec {
                 FaultKind::Heal => match &f.fault {
                     None => need(false, "fault", "the id of the fault to heal", &mut err),
                     Some(id) => match ids.get(id.as_str()) {
-                        None => err(
-                            field("fault"),
-                            format!("no earlier fault has id `{id}`"),
-                        ),
+                        None => err(field("fault"), format!("no earlier fault has id `{id}`")),
                         Some((j, k, _, _)) if !k.healable() => err(
                             field("fault"),
                             format!(
@@ -1638,6 +1661,138 @@ keepers: {count: 48, beacon_node: bn0}\nduration: {epochs: 2}\n";
         assert!(Comparison::parse("== 0").unwrap().holds(0.0));
         assert!(Comparison::parse("=< 1").is_err());
         assert!(Comparison::parse(">= x").is_err());
+    }
+
+    fn with_faults(faults: &str) -> String {
+        BASIC.replace("faults: []", &format!("faults:\n{faults}"))
+    }
+
+    fn line_of(text: &str, needle: &str) -> Option<usize> {
+        text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+    }
+
+    #[test]
+    fn design_example_faults_parse() {
+        let text = with_faults(
+            "  - {at: epoch 3, kind: partition, groups: [[dv0-0, dv0-1], [dv0-2, dv0-3]], for: 2 epochs}\n\
+             \x20 - {at: epoch 6, kind: crash, target: dv0-1, restart_after: 30s}\n",
+        );
+        let spec = DevnetSpec::parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.faults[0].kind, FaultKind::Partition);
+        assert_eq!(spec.faults[1].restart_after.as_deref(), Some("30s"));
+    }
+
+    #[test]
+    fn every_kind_parses() {
+        let text = with_faults(
+            "  - {id: cut, at: slot 9, kind: partition, isolate: bn1}\n\
+             \x20 - {at: slot 30, kind: heal, fault: cut}\n\
+             \x20 - {at: 30s, kind: latency, delay: 200ms, jitter: 20ms, targets: [dv0-0], for: 1 epoch}\n\
+             \x20 - {at: epoch 2, kind: latency, delay: 50ms, link: [dv0-1, bn0], for: 3 slots}\n\
+             \x20 - {at: epoch 2, kind: loss, percent: 10, targets: [dv0-2, dv0-3], for: 2 epochs}\n\
+             \x20 - {at: epoch 2, kind: bandwidth, rate: 1mbit, targets: [bn1], for: 40s}\n\
+             \x20 - {at: epoch 3, kind: stop, target: dv0-3-vc, restart_after: 2 slots}\n\
+             \x20 - {at: epoch 4, kind: pause, target: baseline, for: 1500ms}\n\
+             \x20 - {at: epoch 4, kind: clock_skew, target: dv0-0, offset: -2s, for: 1 epoch}\n\
+             \x20 - {at: epoch 1, kind: random_crash, rate: 0.5, targets: [dv0-0, dv0-1], restart_after: 20s}\n\
+             \x20 - {at: epoch 1, kind: random_stop, rate: 1, targets: [bn1], restart_after: 1 epoch, for: 4 epochs}\n",
+        );
+        let spec = DevnetSpec::parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.faults.len(), 11);
+    }
+
+    #[test]
+    fn unknown_fault_target_names_field_and_line() {
+        let text = with_faults(
+            "  - {at: epoch 3, kind: partition, groups: [[dv0-0, dv0-9], [dv0-2]], for: 2 epochs}\n\
+             \x20 - at: epoch 6\n    kind: crash\n    target: bn7\n",
+        );
+        let errs = errors(&text);
+        let e = errs
+            .iter()
+            .find(|e| e.field == "faults[0].groups[0][1]")
+            .unwrap_or_else(|| panic!("{errs:?}"));
+        assert!(e.message.contains("unknown container `dv0-9`"), "{e}");
+        assert!(e.message.contains("dv0-3-vc"), "{e}");
+        assert_eq!(e.line, line_of(&text, "dv0-9"));
+        let e = errs.iter().find(|e| e.field == "faults[1].target").unwrap();
+        assert!(e.message.contains("`bn7`"), "{e}");
+        assert_eq!(e.line, line_of(&text, "target: bn7"));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+    }
+
+    #[test]
+    fn fault_field_errors() {
+        let text = with_faults(
+            "  - {at: epoch 99, kind: crash, target: dv0-1, delay: 10ms}\n\
+             \x20 - {at: soon, kind: pause, target: dv0-1, for: 2 fortnights}\n\
+             \x20 - {at: slot 3, kind: loss, percent: 150, targets: [dv0-1], link: [dv0-1, dv0-2]}\n\
+             \x20 - {at: slot 3, kind: bandwidth, rate: 1, targets: [dv0-1]}\n\
+             \x20 - {at: slot 3, kind: clock_skew, target: dv0-1, offset: 3s}\n\
+             \x20 - {at: slot 3, kind: random_crash, rate: 0.5, targets: [dv0-1]}\n\
+             \x20 - {id: p, at: slot 9, kind: partition, groups: [[dv0-0], [dv0-0]], for: 1 slot}\n\
+             \x20 - {at: slot 5, kind: heal, fault: p}\n\
+             \x20 - {at: slot 5, kind: heal, fault: q}\n",
+        );
+        let errs = errors(&text);
+        let has = |field: &str, msg: &str| {
+            assert!(
+                errs.iter()
+                    .any(|e| e.field == field && e.message.contains(msg) && e.line.is_some()),
+                "no `{msg}` on {field}: {errs:#?}"
+            )
+        };
+        has("faults[0].at", "after the end of the run");
+        has("faults[0].delay", "does not apply to a crash");
+        has("faults[1].at", "is not a time");
+        has("faults[1].for", "not a duration");
+        has("faults[2].percent", "not a percentage");
+        has("faults[2].targets", "exactly one of `targets` and `link`");
+        has("faults[3].rate", "has no unit");
+        has("faults[4].offset", "must start with + or -");
+        has("faults[5].restart_after", "random faults always restart");
+        has("faults[6].groups[1][0]", "more than one group");
+        has("faults[7].fault", "already ends by its `for`");
+        has("faults[8].fault", "no earlier fault has id `q`");
+        let e = errs.iter().find(|e| e.field == "faults[3].rate").unwrap();
+        assert_eq!(e.line, line_of(&text, "rate: 1,"));
+    }
+
+    #[test]
+    fn heal_must_follow_its_fault() {
+        let text = with_faults(
+            "  - {id: p, at: slot 9, kind: pause, target: bn1}\n\
+             \x20 - {at: slot 8, kind: heal, fault: p}\n",
+        );
+        let errs = errors(&text);
+        assert!(errs
+            .iter()
+            .any(|e| e.field == "faults[1].at" && e.message.contains("must come after")));
+    }
+
+    #[test]
+    fn times_durations_offsets_rates() {
+        assert_eq!(At::parse("slot 12"), Ok(At::Slot(12)));
+        assert_eq!(At::parse("epoch 3"), Ok(At::Epoch(3)));
+        assert_eq!(At::parse("30s"), Ok(At::Secs(30.0)));
+        assert_eq!(At::Epoch(3).seconds(4, 8), 96.0);
+        assert!(At::parse("epoch x").is_err());
+        assert!(At::parse("3 slots").is_err());
+        assert_eq!(Span::parse("2 epochs"), Ok(Span::Epochs(2)));
+        assert_eq!(Span::parse("1 slot"), Ok(Span::Slots(1)));
+        assert_eq!(Span::parse("1500ms"), Ok(Span::Secs(1.5)));
+        assert_eq!(Span::parse("2m"), Ok(Span::Secs(120.0)));
+        assert!(Span::parse("1.5 slots").is_err());
+        assert!(Span::parse("ms").is_err());
+        assert_eq!(parse_offset("+3s"), Ok(3.0));
+        assert_eq!(parse_offset("-2s"), Ok(-2.0));
+        assert_eq!(parse_offset("+500ms"), Ok(0.5));
+        assert!(parse_offset("+2 slots").is_err());
+        assert_eq!(parse_rate("1mbit"), Ok(1_000_000));
+        assert_eq!(parse_rate("500kbit"), Ok(500_000));
+        assert_eq!(parse_rate("100kbps"), Ok(800_000));
+        assert!(parse_rate("1 parsec").is_err());
+        assert!(parse_rate("1bit").is_err());
     }
 
     #[test]

@@ -95,7 +95,10 @@ impl Lab {
     }
 
     async fn ip(&self, short: &str) -> Result<String> {
-        let info = self.docker.inspect_container(&self.name(short), None).await?;
+        let info = self
+            .docker
+            .inspect_container(&self.name(short), None)
+            .await?;
         info.network_settings
             .and_then(|n| n.networks)
             .and_then(|n| n.into_values().find_map(|e| e.ip_address))
@@ -109,7 +112,12 @@ impl Lab {
         let out = self
             .sh(
                 from,
-                &format!("ping -n -q -c {count} -i {interval} -W 1 {ip} 2>&1; true"),
+                // -w: wait for every reply until a deadline, so a slow reply on this busy
+                // machine is not counted as lost.
+                &format!(
+                    "ping -n -q -c {count} -i {interval} -w {} {ip} 2>&1; true",
+                    (count as f64 * interval).ceil() as u64 + 3
+                ),
             )
             .await?;
         Ping::parse(&out)
@@ -151,11 +159,11 @@ impl Ping {
                 .parse()?)
         };
         let rtt: Option<Vec<f64>> = out.lines().find(|l| l.starts_with("rtt")).map(|l| {
+            // "rtt min/avg/max/mdev = 0.1/0.2/0.3/0.04 ms[, pipe 2]"
             l.split('=')
                 .nth(1)
+                .and_then(|v| v.split_whitespace().next())
                 .unwrap_or("")
-                .trim()
-                .trim_end_matches(" ms")
                 .split('/')
                 .filter_map(|v| v.parse().ok())
                 .collect()
@@ -199,8 +207,12 @@ where
     F: FnOnce(Lab) -> Fut,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
-    let docker = runtime::connect().await.expect("DVLAB_E2E=1 but Docker is not reachable");
-    ensure_images(&docker).await.expect("building the lab images");
+    let docker = runtime::connect()
+        .await
+        .expect("DVLAB_E2E=1 but Docker is not reachable");
+    ensure_images(&docker)
+        .await
+        .expect("building the lab images");
     let _ = runtime::down(&docker, Some(run)).await;
     let dir = tempfile::tempdir().unwrap();
     let setup = setup(&docker, run, containers, skewed, dir.path()).await;
@@ -357,8 +369,9 @@ async fn loss_drops_about_the_configured_share() {
             p.sent,
             lost * 100.0
         );
-        assert_eq!(p.sent, n);
-        // Binomial(500, 0.3): sd 2.05 points; ±8 points is ~4 sd.
+        // The deadline may cut the run short of `n` on a busy machine.
+        assert!(p.sent >= 300, "{p:?}");
+        // Binomial(300..500, 0.3): sd 2.0-2.6 points; ±8 points is over 3 sd.
         assert!((0.22..=0.38).contains(&lost), "measured loss {lost}");
         lab.heal(&l).await?;
         let p = lab.ping("a", "b", 200, 0.01).await?;
@@ -439,9 +452,10 @@ async fn latency_adds_measured_delay() {
     .await;
 }
 
-/// A long-running bash writes its own `time()` (builtin printf, no new process) every 0.3 s.
-const CLOCK_LOOP: &str =
-    "while true; do printf '%(%s)T\\n' -1 > /tmp/t.new; mv /tmp/t.new /tmp/t; sleep 0.3; done";
+/// A long-running awk writes its own `systime()` (libc `time`, in the same process) every
+/// 0.3 s. (bash's builtin `printf %(%s)T` does not go through the preloaded library.)
+const CLOCK_LOOP: &str = "exec awk 'BEGIN { while (1) { print systime() > \"/tmp/t.new\"; \
+     close(\"/tmp/t.new\"); system(\"mv /tmp/t.new /tmp/t; sleep 0.3\") } }'";
 
 /// (offset seen by `date` in a new process, offset seen by the running loop), in seconds.
 async fn offsets(lab: &Lab, c: &str) -> Result<(f64, f64)> {
@@ -452,6 +466,9 @@ async fn offsets(lab: &Lab, c: &str) -> Result<(f64, f64)> {
     let looped: f64 = l.next().unwrap_or("").parse()?;
     Ok((date - t0, looped - t0))
 }
+
+/// libfaketime re-reads the offset file once its 1 s cache is more than a second old.
+const SKEW_SETTLE: Duration = Duration::from_millis(2500);
 
 #[tokio::test]
 async fn clock_skew_moves_the_clock_mid_run() {
@@ -479,7 +496,7 @@ async fn clock_skew_moves_the_clock_mid_run() {
             },
         );
         lab.apply(&plus).await?;
-        tokio::time::sleep(Duration::from_millis(1600)).await;
+        tokio::time::sleep(SKEW_SETTLE).await;
         let (d1, l1) = offsets(&lab, "s").await?;
         let (pd, pl) = offsets(&lab, "plain").await?;
         eprintln!("skew +30s: date {d1:+.2} s, running process {l1:+.2} s; unskewed container {pd:+.2}/{pl:+.2} s");
@@ -488,13 +505,13 @@ async fn clock_skew_moves_the_clock_mid_run() {
         assert!(pd.abs() < 1.0 && pl.abs() < 1.6);
         // Overlapping skews add up; healing one leaves the other.
         lab.apply(&minus).await?;
-        tokio::time::sleep(Duration::from_millis(1600)).await;
+        tokio::time::sleep(SKEW_SETTLE).await;
         let (d2, l2) = offsets(&lab, "s").await?;
         lab.heal(&plus).await?;
-        tokio::time::sleep(Duration::from_millis(1600)).await;
+        tokio::time::sleep(SKEW_SETTLE).await;
         let (d3, l3) = offsets(&lab, "s").await?;
         lab.heal(&minus).await?;
-        tokio::time::sleep(Duration::from_millis(1600)).await;
+        tokio::time::sleep(SKEW_SETTLE).await;
         let (d4, l4) = offsets(&lab, "s").await?;
         eprintln!(
             "+30s and -12s: date {d2:+.2} s / loop {l2:+.2} s; -12s only: {d3:+.2} / {l3:+.2} s; healed: {d4:+.2} / {l4:+.2} s"
@@ -565,7 +582,10 @@ async fn pause_freezes_and_timeline_logs() {
         assert!(exec_while_paused.is_err());
         // Unfrozen it would have counted ~35 over those 3.5 s.
         assert!(n_after - n_before < 15, "counter advanced while paused");
-        assert!(n_later >= n_after + 5, "counter must run again after unpause");
+        assert!(
+            n_later >= n_after + 5,
+            "counter must run again after unpause"
+        );
         let log = std::fs::read_to_string(out.join("faults.jsonl"))?;
         let lines: Vec<serde_json::Value> = log
             .lines()

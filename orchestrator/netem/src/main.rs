@@ -177,6 +177,12 @@ mod tests {
             "{mean:?}"
         );
         // Jitter larger than the delay clamps at zero instead of underflowing.
-        assert!(draw(&mut rng, Duration::from_millis(5), Duration::from_millis(50)) <= d);
+        assert!(
+            draw(
+                &mut rng,
+                Duration::from_millis(5),
+                Duration::from_millis(50)
+            ) <= d
+        );
     }
 }
