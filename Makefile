@@ -15,7 +15,7 @@ export LODESTAR_BIN ?= $(LODESTAR_DIR)/bin/lodestar
 # Seeds for the QBFT simulation: `make test` runs 1,000, `make soak` many more.
 SOAK_SEEDS ?= 20000
 
-.PHONY: all build test lint fmt unit soak bench devnet check-shared lodestar e2e-local e2e-docker
+.PHONY: all build test lint fmt unit soak bench devnet check-shared lodestar e2e-local e2e-docker chaos
 
 all: build
 
@@ -79,4 +79,32 @@ e2e-local: lodestar
 e2e-docker: lodestar
 	./scripts/setup-docker.sh
 	$(CARGO) build --release --locked -p dvnode
+	DVLAB_E2E=1 $(CARGO) test -p dvlab --test faults_lab --locked -- --nocapture
 	DVLAB_E2E=1 $(CARGO) test -p dvlab-tests --test docker_devnet --locked -- --nocapture
+
+## chaos: the whole scenario library (devnets/*.yaml except baseline-only) one after the other
+## with the debug dvlab binary, then a summary table; the exit code is the worst scenario's
+## (0 pass, 1 assertion failed, 2 run failed). CHAOS picks scenarios, e.g.
+## `make chaos CHAOS="partition-2-2 leader-crash"`; reports go to CHAOS_OUT/<scenario>/.
+CHAOS ?= basic partition-2-2 partition-minority leader-crash node-down-1-of-4 bn-down \
+	latency-200ms loss-10pct clock-skew rolling-restarts chaos-mix
+CHAOS_OUT ?= target/chaos
+chaos: lodestar
+	./scripts/setup-docker.sh
+	$(CARGO) build --release --locked -p dvnode
+	$(CARGO) build --locked -p dvlab
+	./target/debug/dvlab images build --shared "$(SHARED_DIR)"
+	@mkdir -p $(CHAOS_OUT); worst=0; rows=""; \
+	for s in $(CHAOS); do \
+	  echo "=== chaos: $$s"; \
+	  ./target/debug/dvlab run devnets/$$s.yaml --out $(CHAOS_OUT)/$$s; rc=$$?; \
+	  [ $$rc -gt $$worst ] && worst=$$rc; \
+	  r=$(CHAOS_OUT)/$$s/report.json; \
+	  fig=$$(jq -r '[(.groups.dv0.inclusion_rate // "-"), (.outside_faults.dv0.inclusion_rate // "-"), \
+	    (.during_faults.dv0.inclusion_rate // "-"), ((.assertions[] | select(.name=="max_recovery_slots") | .value) // "-"), \
+	    (.slashing_audit.violations | length), ([.assertions[] | select(.passed | not) | .name] | join(","))] \
+	    | map(if type=="number" then (.*1000|round/1000|tostring) else tostring end) | join("\t")' $$r 2>/dev/null || echo "no report"); \
+	  rows="$$rows$$s\t$$rc\t$$fig\n"; \
+	done; \
+	printf "\nscenario\texit\tdv_incl\toutside\tduring\trecovery\tslashable\tfailed\n$$rows" | column -t -s "$$(printf '\t')"; \
+	exit $$worst

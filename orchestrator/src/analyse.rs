@@ -1,6 +1,6 @@
 //! Analysis of collected raw data with polars: per validator group and per epoch window.
 
-use crate::data::{RawData, RunMeta};
+use crate::data::{fault_windows, FaultWindow, RawData, RunMeta};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -106,8 +106,74 @@ pub struct NodeStats {
     pub partial_participation: Option<f64>,
 }
 
+/// Attestation figures of one group over a set of slots (a fault window, or outside all).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowStats {
+    /// Attestation duties.
+    pub duties: u64,
+    /// Duties whose attestation was included on chain.
+    pub included: u64,
+    /// `included / duties`.
+    pub inclusion_rate: Option<f64>,
+    /// Missed attestation duties of a DV cluster by the dvnode tracker's reason.
+    pub missed_by_reason: BTreeMap<String, u64>,
+    /// DV clusters: attestations of duties inside the window that were included in a block
+    /// of the window itself, i.e. signed while the fault was active.
+    pub included_during: u64,
+    /// First slot at or after the heal whose attestation duties of the group were all
+    /// included (`None`: not within the analysed window, or the fault never healed).
+    pub recovery_slot: Option<u64>,
+}
+
+/// Consensus of one dvnode during a fault window, from its duty log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeRounds {
+    /// Closed duties the node logged for slots in the window.
+    pub duties_logged: u64,
+    /// Of those, decided by consensus.
+    pub decided: u64,
+    /// Mean deciding round.
+    pub round_mean: Option<f64>,
+    /// Highest deciding round.
+    pub round_max: Option<u64>,
+}
+
+/// What one fault cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultStats {
+    /// Fault id in the run's timeline.
+    pub fault: u64,
+    /// Kind (`partition`, `crash`, …).
+    pub kind: String,
+    /// Targets (container short names).
+    pub targets: Vec<String>,
+    /// Parameters, e.g. partition groups or delay.
+    pub detail: String,
+    /// Slot the fault started in.
+    pub start_slot: u64,
+    /// Slot the fault ended (healed, restarted) in; `None`: lasted to the end.
+    pub end_slot: Option<u64>,
+    /// Wall time (UNIX seconds) it started.
+    pub start_time: f64,
+    /// Wall time it ended.
+    pub end_time: Option<f64>,
+    /// First attestation slot counted inside the window (the start slot, or the next one
+    /// when the fault began after the slot's attestation deadline at 1/3 of the slot).
+    pub first_duty_slot: u64,
+    /// First attestation slot after the window, by the same rule (`None`: never healed).
+    pub heal_slot: Option<u64>,
+    /// Figures per group for duties inside the window.
+    pub groups: BTreeMap<String, WindowStats>,
+    /// Latest recovery slot over the DV clusters (`None` when one did not recover).
+    pub recovery_slot: Option<u64>,
+    /// Consensus per dvnode during the window.
+    pub nodes: BTreeMap<String, NodeRounds>,
+    /// Errors the executor reported for this fault.
+    pub error: Option<String>,
+}
+
 /// Everything the report shows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
     /// Per group.
     pub groups: BTreeMap<String, GroupStats>,
@@ -126,6 +192,31 @@ pub struct Analysis {
     /// Per dvnode (container name).
     #[serde(default)]
     pub dvnodes: BTreeMap<String, NodeStats>,
+    /// Per executed fault: what it cost.
+    #[serde(default)]
+    pub faults: Vec<FaultStats>,
+    /// Per group: duties outside every fault window.
+    #[serde(default)]
+    pub outside_faults: BTreeMap<String, WindowStats>,
+    /// Per group: duties inside any fault window.
+    #[serde(default)]
+    pub during_faults: BTreeMap<String, WindowStats>,
+    /// Per group and slot: attestation duties and inclusions (for the per-slot plot).
+    #[serde(default)]
+    pub slots: Vec<SlotRate>,
+}
+
+/// Attestation duties and inclusions of one group in one slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotRate {
+    /// Group.
+    pub group: String,
+    /// Slot.
+    pub slot: u64,
+    /// Duties.
+    pub duties: u64,
+    /// Included.
+    pub included: u64,
 }
 
 fn u64_col(df: &DataFrame, name: &str, i: usize) -> PolarsResult<Option<u64>> {
@@ -259,6 +350,7 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         .agg([len().alias("n")])
         .collect()?;
 
+    let duty_rows = duty_rows(&duties)?;
     let missed_attestations = duties
         .clone()
         .lazy()
@@ -444,6 +536,24 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
                 .or_default() += 1;
         }
     }
+    let windows = fault_windows(&raw.faults)?;
+    let faults = windows
+        .iter()
+        .map(|w| fault_stats(meta, raw, w, &duty_rows, &duty_log))
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let inside = |slot: u64| {
+        faults
+            .iter()
+            .any(|f| slot >= f.first_duty_slot && f.heal_slot.is_none_or(|h| slot < h))
+    };
+    let outside_faults = window_stats(meta, &duty_rows, &duty_log, |s| !inside(s), None);
+    let during_faults = window_stats(meta, &duty_rows, &duty_log, inside, None);
+    let mut per_slot: BTreeMap<(String, u64), (u64, u64)> = BTreeMap::new();
+    for r in &duty_rows {
+        let e = per_slot.entry((r.group.clone(), r.slot)).or_default();
+        e.0 += 1;
+        e.1 += u64::from(r.inclusion_slot.is_some());
+    }
     Ok(Analysis {
         groups: out,
         epochs,
@@ -451,6 +561,200 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         finalized_epoch,
         missed_duties,
         dvnodes: node_stats(meta, raw)?,
+        faults,
+        outside_faults,
+        during_faults,
+        slots: per_slot
+            .into_iter()
+            .map(|((group, slot), (duties, included))| SlotRate {
+                group,
+                slot,
+                duties,
+                included,
+            })
+            .collect(),
+    })
+}
+
+/// One attestation duty in the analysed window.
+struct DutyRowView {
+    group: String,
+    slot: u64,
+    inclusion_slot: Option<u64>,
+}
+
+fn duty_rows(duties: &DataFrame) -> PolarsResult<Vec<DutyRowView>> {
+    let group = duties
+        .column("group")?
+        .as_materialized_series()
+        .str()?
+        .clone();
+    let slot = duties
+        .column("slot")?
+        .as_materialized_series()
+        .cast(&DataType::UInt64)?;
+    let inc = duties
+        .column("inclusion_slot")?
+        .as_materialized_series()
+        .cast(&DataType::UInt64)?;
+    let (slot, inc) = (slot.u64()?, inc.u64()?);
+    Ok((0..duties.height())
+        .filter_map(|i| {
+            Some(DutyRowView {
+                group: group.get(i)?.to_string(),
+                slot: slot.get(i)?,
+                inclusion_slot: inc.get(i),
+            })
+        })
+        .collect())
+}
+
+/// Attestation figures per group over the duties whose slot satisfies `keep`. With
+/// `during = Some((lo, hi))`, DV inclusions in blocks of slots `lo..hi` are counted as
+/// `included_during`.
+fn window_stats(
+    meta: &RunMeta,
+    rows: &[DutyRowView],
+    duty_log: &DutyLogIndex,
+    keep: impl Fn(u64) -> bool,
+    during: Option<(u64, u64)>,
+) -> BTreeMap<String, WindowStats> {
+    let mut out: BTreeMap<String, WindowStats> = meta
+        .groups
+        .iter()
+        .map(|g| (g.name.clone(), WindowStats::default()))
+        .collect();
+    let distributed = |g: &str| meta.groups.iter().any(|m| m.name == g && m.distributed);
+    for r in rows.iter().filter(|r| keep(r.slot)) {
+        let Some(s) = out.get_mut(&r.group) else {
+            continue;
+        };
+        s.duties += 1;
+        match r.inclusion_slot {
+            Some(at) => {
+                s.included += 1;
+                if let Some((lo, hi)) = during {
+                    if at >= lo && at < hi {
+                        s.included_during += 1;
+                    }
+                }
+            }
+            None if distributed(&r.group) => {
+                *s.missed_by_reason
+                    .entry(duty_log.reason(&r.group, r.slot, "attester"))
+                    .or_default() += 1;
+            }
+            None => {}
+        }
+    }
+    for s in out.values_mut() {
+        s.inclusion_rate = (s.duties > 0).then(|| s.included as f64 / s.duties as f64);
+    }
+    out
+}
+
+/// First attestation slot a fault boundary at `time` (in `slot`) falls before: the slot
+/// itself when the boundary precedes its attestation deadline (1/3 of the slot), else the
+/// next.
+fn duty_boundary(meta: &RunMeta, slot: u64, time: f64) -> u64 {
+    let slot_start = (meta.genesis_time + slot * meta.seconds_per_slot) as f64;
+    if time - slot_start < meta.seconds_per_slot as f64 / 3.0 {
+        slot
+    } else {
+        slot + 1
+    }
+}
+
+fn fault_stats(
+    meta: &RunMeta,
+    raw: &RawData,
+    w: &FaultWindow,
+    rows: &[DutyRowView],
+    duty_log: &DutyLogIndex,
+) -> PolarsResult<FaultStats> {
+    let lo = duty_boundary(meta, w.start_slot, w.start_time);
+    let hi = match (w.end_slot, w.end_time) {
+        (Some(s), Some(t)) => Some(duty_boundary(meta, s, t).max(lo)),
+        _ => None,
+    };
+    let in_window = |s: u64| s >= lo && hi.is_none_or(|h| s < h);
+    let mut groups = window_stats(
+        meta,
+        rows,
+        duty_log,
+        in_window,
+        Some((lo, hi.unwrap_or(u64::MAX))),
+    );
+    // Recovery: the first slot at or after the heal with duties, all included.
+    let mut recovery_slot: Option<u64> = None;
+    let mut all_recovered = true;
+    for (name, s) in groups.iter_mut() {
+        let Some(h) = hi else {
+            all_recovered = false;
+            continue;
+        };
+        let mut by_slot: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for r in rows.iter().filter(|r| &r.group == name && r.slot >= h) {
+            let e = by_slot.entry(r.slot).or_default();
+            e.0 += 1;
+            e.1 += u64::from(r.inclusion_slot.is_some());
+        }
+        s.recovery_slot = by_slot
+            .iter()
+            .find(|(_, (d, i))| *d > 0 && d == i)
+            .map(|(slot, _)| *slot);
+        if meta.groups.iter().any(|g| &g.name == name && g.distributed) {
+            match s.recovery_slot {
+                Some(r) => recovery_slot = Some(recovery_slot.map_or(r, |x| x.max(r))),
+                None => all_recovered = false,
+            }
+        }
+    }
+    // Per-node consensus rounds for duties inside the window.
+    let mut nodes: BTreeMap<String, NodeRounds> = BTreeMap::new();
+    let d = &raw.duty_log;
+    let mut rounds: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for i in 0..d.height() {
+        let Some(slot) = u64_col(d, "slot", i)? else {
+            continue;
+        };
+        if !in_window(slot) {
+            continue;
+        }
+        let node = str_at(d, "node", i)?;
+        let n = nodes.entry(node.clone()).or_default();
+        n.duties_logged += 1;
+        if let Some(r) = u64_col(d, "consensus_round", i)? {
+            n.decided += 1;
+            rounds.entry(node).or_default().push(r);
+        }
+    }
+    for (node, r) in rounds {
+        if let Some(n) = nodes.get_mut(&node) {
+            n.round_mean = Some(r.iter().sum::<u64>() as f64 / r.len() as f64);
+            n.round_max = r.iter().copied().max();
+        }
+    }
+    Ok(FaultStats {
+        fault: w.fault,
+        kind: w.kind.clone(),
+        targets: w
+            .targets
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        detail: w.detail.clone(),
+        start_slot: w.start_slot,
+        end_slot: w.end_slot,
+        start_time: w.start_time,
+        end_time: w.end_time,
+        first_duty_slot: lo,
+        heal_slot: hi,
+        groups,
+        recovery_slot: recovery_slot.filter(|_| all_recovered),
+        nodes,
+        error: w.error.clone(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! duties each epoch (Lodestar's head state only serves epochs head−1..head+1), head and
 //! finality samples, canonical blocks, and SSE events (gossip attestations, blocks).
 
-use crate::data::{synthetic::Builder, BeaconNodeMeta, DutyRow, RawData};
+use crate::data::{synthetic::Builder, BeaconNodeMeta, DutyRow, FaultWindow, RawData};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use serde_json::Value;
@@ -149,6 +149,114 @@ pub fn parse_duty_log(node: &str, text: &str) -> (Vec<DutyRow>, usize) {
         });
     }
     (rows, bad)
+}
+
+/// Short description of a fault effect as the executor logs it (`effect` of a
+/// `faults.jsonl` line): partition groups, delay, loss, rate or offset.
+fn effect_detail(e: &Value) -> String {
+    let f = |k: &str| e.get(k).and_then(Value::as_f64);
+    let names = |v: &Value| -> String {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match e.get("kind").and_then(Value::as_str).unwrap_or("") {
+        "partition" => e
+            .get("groups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(names)
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "latency" => match (f("delay_ms"), f("jitter_ms")) {
+            (Some(d), Some(j)) if j > 0.0 => format!("{d:.0}ms ± {j:.0}ms"),
+            (Some(d), _) => format!("{d:.0}ms"),
+            _ => String::new(),
+        },
+        "loss" => f("percent").map_or_else(String::new, |p| format!("{p}%")),
+        "bandwidth" => e
+            .get("bits_per_sec")
+            .and_then(Value::as_u64)
+            .map_or_else(String::new, |b| format!("{b} bit/s")),
+        "clock_skew" => f("offset_secs").map_or_else(String::new, |o| format!("{o:+}s")),
+        _ => String::new(),
+    }
+}
+
+/// Parses the fault executor's `faults.jsonl` (one line per `start`, `stop`, `reapply` or
+/// `repeer` of a fault: `{"time":…,"slot":…,"fault":…,"kind":…,"phase":…,"targets":[…],
+/// "effect":{…},"error":…}`) into one window per fault, start to stop. A fault without a
+/// stop line lasted to the end of the run. Lines that do not parse are counted in the
+/// second value.
+pub fn parse_fault_log(text: &str) -> (Vec<FaultWindow>, usize) {
+    let mut windows: BTreeMap<u64, FaultWindow> = BTreeMap::new();
+    let mut bad = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            bad += 1;
+            continue;
+        };
+        let (Some(id), Some(time), Some(slot), Some(phase)) = (
+            v.get("fault").and_then(Value::as_u64),
+            v.get("time").and_then(Value::as_f64),
+            v.get("slot").and_then(Value::as_u64),
+            v.get("phase").and_then(Value::as_str),
+        ) else {
+            bad += 1;
+            continue;
+        };
+        let error = v.get("error").and_then(Value::as_str).map(str::to_string);
+        match phase {
+            "start" => {
+                windows.insert(
+                    id,
+                    FaultWindow {
+                        fault: id,
+                        kind: v
+                            .get("kind")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        targets: v
+                            .get("targets")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        detail: v.get("effect").map(effect_detail).unwrap_or_default(),
+                        start_time: time,
+                        start_slot: slot,
+                        end_time: None,
+                        end_slot: None,
+                        error,
+                    },
+                );
+            }
+            "stop" => {
+                if let Some(w) = windows.get_mut(&id) {
+                    if w.end_time.is_none() {
+                        w.end_time = Some(time);
+                        w.end_slot = Some(slot);
+                    }
+                    if let Some(e) = error {
+                        w.error = Some(w.error.take().map_or(e.clone(), |p| format!("{p}; {e}")));
+                    }
+                }
+            }
+            _ => {
+                if let (Some(w), Some(e)) = (windows.get_mut(&id), error) {
+                    w.error = Some(w.error.take().map_or(e.clone(), |p| format!("{p}; {e}")));
+                }
+            }
+        }
+    }
+    (windows.into_values().collect(), bad)
 }
 
 /// A canonical or seen block.
@@ -623,6 +731,24 @@ async fn sse_once(url: &str, bn: &str, shared: &Arc<Mutex<Shared>>) -> Result<()
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fault_log_becomes_windows() {
+        let text = r#"{"time":100.2,"scheduled":100.0,"slot":24,"fault":1,"source":0,"name":"p","kind":"partition","phase":"start","targets":["dv0-0","dv0-1","dv0-2","dv0-3"],"effect":{"kind":"partition","groups":[["dv0-0","dv0-1"],["dv0-2","dv0-3"]]},"error":null}
+{"time":110.0,"scheduled":110.0,"slot":26,"fault":2,"source":1,"name":null,"kind":"crash","phase":"start","targets":["bn1"],"effect":{"kind":"crash","target":"bn1"},"error":null}
+{"time":164.1,"scheduled":164.0,"slot":40,"fault":1,"source":0,"name":"p","kind":"partition","phase":"stop","targets":["dv0-0","dv0-1","dv0-2","dv0-3"],"effect":{"kind":"partition","groups":[["dv0-0","dv0-1"],["dv0-2","dv0-3"]]},"error":null}
+{"time":164.5,"slot":40,"fault":1,"kind":"partition","phase":"repeer","error":"bn0: refused"}
+cut mid-li"#;
+        let (w, bad) = super::parse_fault_log(text);
+        assert_eq!(bad, 1);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].kind, "partition");
+        assert_eq!(w[0].detail, "dv0-0,dv0-1 | dv0-2,dv0-3");
+        assert_eq!((w[0].start_slot, w[0].end_slot), (24, Some(40)));
+        assert_eq!(w[0].end_time, Some(164.1));
+        assert_eq!(w[0].error.as_deref(), Some("bn0: refused"));
+        assert_eq!((w[1].targets.as_str(), w[1].end_slot), ("bn1", None));
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -89,6 +89,29 @@ pub struct DutyRow {
     pub shares: String,
 }
 
+/// One executed fault occurrence (from the executor's `faults.jsonl`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultWindow {
+    /// Fault id within the run's timeline.
+    pub fault: u64,
+    /// Kind (`partition`, `crash`, …).
+    pub kind: String,
+    /// Targets (container short names), comma-separated.
+    pub targets: String,
+    /// Short description of the parameters, e.g. `dv0-0,dv0-1 | dv0-2,dv0-3` or `200ms`.
+    pub detail: String,
+    /// Wall time the fault started (UNIX seconds).
+    pub start_time: f64,
+    /// Slot the fault started in.
+    pub start_slot: u64,
+    /// Wall time the fault ended; `None`: lasted to the end of the run.
+    pub end_time: Option<f64>,
+    /// Slot the fault ended in.
+    pub end_slot: Option<u64>,
+    /// Errors the executor reported for it.
+    pub error: Option<String>,
+}
+
 /// The raw frames of a run.
 ///
 /// Columns: `duties` (slot, committee_index, validator); `inclusions` (validator, slot,
@@ -98,7 +121,8 @@ pub struct DutyRow {
 /// bn, head_slot, finalized_epoch, peers); `votes` — attestations any BN saw, per
 /// validator (validator, source_epoch, target_epoch, data_root); `duty_log` — every
 /// dvnode's closed duties (node, slot, kind, outcome, detail, consensus_round,
-/// consensus_seconds, shares).
+/// consensus_seconds, shares); `faults` — executed fault windows (fault, kind, targets,
+/// detail, start_time, start_slot, end_time, end_slot, error).
 #[derive(Debug, Clone)]
 pub struct RawData {
     /// Attestation duties.
@@ -119,9 +143,11 @@ pub struct RawData {
     pub votes: DataFrame,
     /// dvnode duty logs.
     pub duty_log: DataFrame,
+    /// Executed fault windows.
+    pub faults: DataFrame,
 }
 
-const FRAMES: [&str; 9] = [
+const FRAMES: [&str; 10] = [
     "duties",
     "inclusions",
     "proposer_duties",
@@ -131,13 +157,14 @@ const FRAMES: [&str; 9] = [
     "heads",
     "votes",
     "duty_log",
+    "faults",
 ];
 
 /// Frames a run directory may lack (written by later versions); read as empty.
-const OPTIONAL_FRAMES: [&str; 1] = ["duty_log"];
+const OPTIONAL_FRAMES: [&str; 2] = ["duty_log", "faults"];
 
 impl RawData {
-    fn frames_mut(&mut self) -> [&mut DataFrame; 9] {
+    fn frames_mut(&mut self) -> [&mut DataFrame; 10] {
         [
             &mut self.duties,
             &mut self.inclusions,
@@ -148,6 +175,7 @@ impl RawData {
             &mut self.heads,
             &mut self.votes,
             &mut self.duty_log,
+            &mut self.faults,
         ]
     }
 
@@ -202,6 +230,74 @@ pub fn empty() -> PolarsResult<RawData> {
     synthetic::Builder::default().build()
 }
 
+/// The `faults` frame of executed fault windows.
+pub fn fault_frame(f: &[FaultWindow]) -> PolarsResult<DataFrame> {
+    df!(
+        "fault" => f.iter().map(|w| w.fault).collect::<Vec<_>>(),
+        "kind" => f.iter().map(|w| w.kind.clone()).collect::<Vec<_>>(),
+        "targets" => f.iter().map(|w| w.targets.clone()).collect::<Vec<_>>(),
+        "detail" => f.iter().map(|w| w.detail.clone()).collect::<Vec<_>>(),
+        "start_time" => f.iter().map(|w| w.start_time).collect::<Vec<_>>(),
+        "start_slot" => f.iter().map(|w| w.start_slot).collect::<Vec<_>>(),
+        "end_time" => f.iter().map(|w| w.end_time).collect::<Vec<_>>(),
+        "end_slot" => f.iter().map(|w| w.end_slot).collect::<Vec<_>>(),
+        "error" => f.iter().map(|w| w.error.clone()).collect::<Vec<_>>()
+    )
+}
+
+/// Reads the fault windows back from a `faults` frame.
+pub fn fault_windows(df: &DataFrame) -> PolarsResult<Vec<FaultWindow>> {
+    let u = |name: &str| -> PolarsResult<Vec<Option<u64>>> {
+        Ok(df
+            .column(name)?
+            .as_materialized_series()
+            .cast(&DataType::UInt64)?
+            .u64()?
+            .iter()
+            .collect())
+    };
+    let f = |name: &str| -> PolarsResult<Vec<Option<f64>>> {
+        Ok(df
+            .column(name)?
+            .as_materialized_series()
+            .cast(&DataType::Float64)?
+            .f64()?
+            .iter()
+            .collect())
+    };
+    let s = |name: &str| -> PolarsResult<Vec<Option<String>>> {
+        Ok(df
+            .column(name)?
+            .as_materialized_series()
+            .cast(&DataType::String)?
+            .str()?
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect())
+    };
+    let (fault, kind, targets, detail) = (u("fault")?, s("kind")?, s("targets")?, s("detail")?);
+    let (start_time, start_slot, end_time, end_slot, error) = (
+        f("start_time")?,
+        u("start_slot")?,
+        f("end_time")?,
+        u("end_slot")?,
+        s("error")?,
+    );
+    Ok((0..df.height())
+        .map(|i| FaultWindow {
+            fault: fault[i].unwrap_or(0),
+            kind: kind[i].clone().unwrap_or_default(),
+            targets: targets[i].clone().unwrap_or_default(),
+            detail: detail[i].clone().unwrap_or_default(),
+            start_time: start_time[i].unwrap_or(0.0),
+            start_slot: start_slot[i].unwrap_or(0),
+            end_time: end_time[i],
+            end_slot: end_slot[i],
+            error: error[i].clone().filter(|e| !e.is_empty()),
+        })
+        .collect())
+}
+
 /// Row-wise construction of [`RawData`], used by `collect` and by tests.
 pub mod synthetic {
     use super::*;
@@ -239,6 +335,7 @@ pub mod synthetic {
         vote_target: Vec<u64>,
         vote_root: Vec<String>,
         duty_rows: Vec<DutyRow>,
+        fault_rows: Vec<FaultWindow>,
     }
 
     impl Builder {
@@ -310,6 +407,11 @@ pub mod synthetic {
             self.duty_rows.push(row);
         }
 
+        /// An executed fault window.
+        pub fn fault(&mut self, w: FaultWindow) {
+            self.fault_rows.push(w);
+        }
+
         /// Number of vote rows so far.
         pub fn votes_len(&self) -> usize {
             self.vote_validator.len()
@@ -329,6 +431,7 @@ pub mod synthetic {
                 "consensus_seconds" => d.iter().map(|r| r.consensus_seconds).collect::<Vec<_>>(),
                 "shares" => d.iter().map(|r| r.shares.clone()).collect::<Vec<_>>()
             )?;
+            let faults = fault_frame(&self.fault_rows)?;
             Ok(RawData {
                 duties: df!(
                     "slot" => self.duty_slot,
@@ -374,6 +477,7 @@ pub mod synthetic {
                     "data_root" => self.vote_root
                 )?,
                 duty_log,
+                faults,
             })
         }
     }
@@ -410,6 +514,17 @@ mod tests {
             consensus_seconds: Some(0.25),
             shares: "1,2,4".into(),
         });
+        b.fault(FaultWindow {
+            fault: 1,
+            kind: "partition".into(),
+            targets: "dv0-0,dv0-1,dv0-2,dv0-3".into(),
+            detail: "dv0-0,dv0-1 | dv0-2,dv0-3".into(),
+            start_time: 100.5,
+            start_slot: 24,
+            end_time: None,
+            end_slot: None,
+            error: None,
+        });
         let mut raw = b.build().unwrap();
         let meta = RunMeta {
             run: "x".into(),
@@ -435,6 +550,7 @@ mod tests {
         assert!(r2.blocks.equals(&raw.blocks));
         assert_eq!(r2.duties.height(), 1);
         assert!(r2.duty_log.equals_missing(&raw.duty_log), "{}", r2.duty_log);
+        assert!(r2.faults.equals_missing(&raw.faults), "{}", r2.faults);
         // A run directory written before duty logs were collected still loads.
         std::fs::remove_file(dir.path().join("raw/duty_log.csv")).unwrap();
         let (_, r3) = RawData::load(dir.path()).unwrap();

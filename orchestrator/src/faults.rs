@@ -510,7 +510,11 @@ pub fn prepare_containers(spec: &DevnetSpec, plan: &mut Plan, run_dir: &Path) ->
             .find(|c| c.name == name)
             .ok_or_else(|| anyhow!("clock_skew target `{short}` is not a planned container"))?;
         c.env.extend(faketime_env());
-        c.mounts.push((clock_dir(short), CLOCK_DIR.into()));
+        c.mounts.push(crate::plan::Mount {
+            host: clock_dir(short),
+            container: CLOCK_DIR.into(),
+            writable: false,
+        });
         write_offset(&run_dir.join(clock_dir(short)), 0.0)?;
     }
     Ok(())

@@ -29,7 +29,9 @@ enum Cmd {
         /// Devnet YAML.
         file: PathBuf,
     },
-    /// Start a devnet and print each beacon node's REST URL.
+    /// Start a devnet and print each beacon node's REST URL. With faults in the file, stays
+    /// in the foreground executing the fault timeline (logged to `OUT/<name>/faults.jsonl`)
+    /// and heals every fault when it ends or on Ctrl-C; the devnet stays up.
     Up {
         /// Devnet YAML.
         file: PathBuf,
@@ -115,6 +117,19 @@ fn print_report(r: &Report, out: &std::path::Path) {
             g.proposals_expected
         );
     }
+    for line in &r.fault_lines {
+        println!("fault: {line}");
+    }
+    for (name, w) in &r.outside_faults {
+        if !r.faults.is_empty() {
+            println!(
+                "{name:>10}: outside faults {}/{} included ({})",
+                w.included,
+                w.duties,
+                w.inclusion_rate.map_or("–".into(), |v| format!("{v:.3}"))
+            );
+        }
+    }
     for a in &r.assertions {
         println!(
             "{} {} {} (value {})",
@@ -162,7 +177,8 @@ async fn main_inner(cli: Cli) -> Result<i32> {
         Cmd::Up { file, out } => {
             let spec = DevnetSpec::load(&file)?;
             let docker = runtime::connect().await?;
-            let d = dvlab::run::up(&docker, &spec, &out.join(&spec.name)).await?;
+            let run_dir = out.join(&spec.name);
+            let d = dvlab::run::up(&docker, &spec, &run_dir).await?;
             println!(
                 "run `{}` up; genesis at {}",
                 d.plan.run, d.plan.genesis_time
@@ -178,6 +194,22 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                     n.index,
                     n.metrics_url.as_deref().unwrap_or("–")
                 );
+            }
+            if !d.timeline.faults.is_empty() {
+                println!(
+                    "executing {} fault(s); Ctrl-C heals them and leaves the devnet up",
+                    d.timeline.faults.len()
+                );
+                let mut fr = dvlab::run::start_faults(&docker, &d.plan, &d.timeline, &run_dir)?;
+                let done = tokio::select! {
+                    r = &mut fr.task => Some(r),
+                    _ = tokio::signal::ctrl_c() => None,
+                };
+                fr.heal().await?;
+                if let Some(r) = done {
+                    r??;
+                }
+                println!("fault timeline done and healed");
             }
             Ok(0)
         }

@@ -1,7 +1,7 @@
 //! Report: assertions → verdict, `report.json`, PNG + SVG plots (plotters) and a
 //! self-contained `report.html` with the SVG plots inline.
 
-use crate::analyse::{Analysis, GroupStats, NodeStats, SlashingAudit};
+use crate::analyse::{Analysis, FaultStats, GroupStats, NodeStats, SlashingAudit, WindowStats};
 use crate::data::{BeaconNodeMeta, RawData, RunMeta};
 use crate::spec::Comparison;
 use anyhow::{Context, Result};
@@ -60,6 +60,71 @@ pub struct Report {
     /// Consensus and partial-signature figures per dvnode.
     #[serde(default)]
     pub dvnodes: BTreeMap<String, NodeStats>,
+    /// What each executed fault cost.
+    #[serde(default)]
+    pub faults: Vec<FaultStats>,
+    /// Per group: duties outside every fault window.
+    #[serde(default)]
+    pub outside_faults: BTreeMap<String, WindowStats>,
+    /// Per group: duties inside any fault window.
+    #[serde(default)]
+    pub during_faults: BTreeMap<String, WindowStats>,
+    /// Per group and slot: attestation duties and inclusions.
+    #[serde(default)]
+    pub slots: Vec<crate::analyse::SlotRate>,
+    /// One line per fault saying what it cost ([`fault_summary`]).
+    #[serde(default)]
+    pub fault_lines: Vec<String>,
+}
+
+/// The slashing-freedom verdict, enforced in every run whether or not the devnet file
+/// asserts it.
+pub const MANDATORY_ASSERTIONS: &[(&str, &str)] = &[("slashable_messages", "== 0")];
+
+/// One line per fault: what it cost, e.g. `partition dv0-0,dv0-1 | dv0-2,dv0-3 from slot 24
+/// to 40: dv0 inclusion 0% (16 duties, 16 missed: no_consensus 16) → recovered at slot 41`.
+pub fn fault_summary(f: &FaultStats, meta: &RunMeta) -> String {
+    let what = if f.detail.is_empty() {
+        f.targets.join(",")
+    } else {
+        f.detail.clone()
+    };
+    let mut line = format!(
+        "{} {what} from slot {} to {}:",
+        f.kind,
+        f.start_slot,
+        f.end_slot.map_or("the end".into(), |e| e.to_string())
+    );
+    for g in meta.groups.iter().filter(|g| g.distributed) {
+        let Some(w) = f.groups.get(&g.name) else {
+            continue;
+        };
+        let reasons = w
+            .missed_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        line.push_str(&format!(
+            " {} inclusion {} ({} duties, {} missed{})",
+            g.name,
+            w.inclusion_rate
+                .map_or("–".into(), |r| format!("{:.0}%", r * 100.0)),
+            w.duties,
+            w.duties - w.included,
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(": {reasons}")
+            }
+        ));
+    }
+    match (f.heal_slot, f.recovery_slot) {
+        (Some(_), Some(r)) => line.push_str(&format!(" → recovered at slot {r}")),
+        (Some(_), None) => line.push_str(" → no recovery observed"),
+        _ => {}
+    }
+    line
 }
 
 impl Report {
@@ -99,14 +164,59 @@ pub fn metric(name: &str, meta: &RunMeta, a: &Analysis) -> Option<f64> {
             .groups
             .get("baseline")
             .and_then(|s| s.inclusion_distance.p99),
+        "dv_inclusion_outside_faults" => min(dv
+            .iter()
+            .map(|g| a.outside_faults.get(*g).and_then(|w| w.inclusion_rate))
+            .collect()),
+        "dv_inclusion_during_faults" => min(dv
+            .iter()
+            .map(|g| a.during_faults.get(*g).and_then(|w| w.inclusion_rate))
+            .collect()),
+        "baseline_inclusion_outside_faults" => a
+            .outside_faults
+            .get("baseline")
+            .and_then(|w| w.inclusion_rate),
+        "baseline_inclusion_during_faults" => a
+            .during_faults
+            .get("baseline")
+            .and_then(|w| w.inclusion_rate),
+        "dv_attestations_during_partition" => Some(
+            a.faults
+                .iter()
+                .filter(|f| f.kind == "partition")
+                .flat_map(|f| dv.iter().filter_map(|g| f.groups.get(*g)))
+                .map(|w| w.included_during)
+                .sum::<u64>() as f64,
+        ),
+        "max_recovery_slots" => {
+            // Faults healed inside the analysed window; one without recovery makes it unknown.
+            let mut worst = 0u64;
+            for f in a
+                .faults
+                .iter()
+                .filter(|f| f.heal_slot.is_some_and(|h| h <= meta.last_slot))
+            {
+                let (Some(h), Some(r)) = (f.heal_slot, f.recovery_slot) else {
+                    return None;
+                };
+                worst = worst.max(r.saturating_sub(h));
+            }
+            Some(worst as f64)
+        }
+        "faults_executed" => Some(a.faults.len() as f64),
+        "fault_errors" => Some(a.faults.iter().filter(|f| f.error.is_some()).count() as f64),
         _ => None,
     }
 }
 
 /// Builds the report (evaluating assertions).
 pub fn build(meta: &RunMeta, a: &Analysis) -> Report {
-    let assertions = meta
-        .assertions
+    let mut all = meta.assertions.clone();
+    for (name, expr) in MANDATORY_ASSERTIONS {
+        // Zero tolerance: a devnet file cannot relax it.
+        all.insert(name.to_string(), expr.to_string());
+    }
+    let assertions = all
         .iter()
         .map(|(name, expr)| {
             let value = metric(name, meta, a);
@@ -136,6 +246,11 @@ pub fn build(meta: &RunMeta, a: &Analysis) -> Report {
         assertions,
         missed_duties: a.missed_duties.clone(),
         dvnodes: a.dvnodes.clone(),
+        faults: a.faults.clone(),
+        outside_faults: a.outside_faults.clone(),
+        during_faults: a.during_faults.clone(),
+        slots: a.slots.clone(),
+        fault_lines: a.faults.iter().map(|f| fault_summary(f, meta)).collect(),
     }
 }
 
@@ -179,6 +294,7 @@ fn line_chart<DB: DrawingBackend>(
     y_desc: &str,
     series: &Series,
     y_range: Option<(f64, f64)>,
+    shade: &[(f64, f64)],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -217,6 +333,16 @@ where
         .x_desc(x_desc)
         .y_desc(y_desc)
         .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Fault windows, shaded behind the lines.
+    let (ylo, yhi) = (y0 - pad, y1 + pad);
+    chart
+        .draw_series(shade.iter().map(|(a, b)| {
+            Rectangle::new(
+                [(a.max(x0), ylo), (b.min(x1), yhi)],
+                RGBColor(214, 39, 40).mix(0.12).filled(),
+            )
+        }))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (i, (name, pts)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
@@ -324,6 +450,44 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
         }
     }
     let rate: Series = series.into_iter().collect();
+    let mut per_slot: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in &analysis_slots(report) {
+        per_slot
+            .entry(r.0.clone())
+            .or_default()
+            .push((r.1 as f64, r.2));
+    }
+    let slot_rate: Series = per_slot.into_iter().collect();
+    let last = meta.last_slot as f64 + 1.0;
+    let spe = meta.slots_per_epoch as f64;
+    let slot_shade: Vec<(f64, f64)> = report
+        .faults
+        .iter()
+        .map(|f| {
+            (
+                f.first_duty_slot as f64,
+                f.heal_slot.map_or(last, |h| h as f64),
+            )
+        })
+        .collect();
+    let epoch_shade: Vec<(f64, f64)> = slot_shade.iter().map(|(a, b)| (a / spe, b / spe)).collect();
+    let g = meta.genesis_time as f64;
+    let time_shade: Vec<(f64, f64)> = report
+        .faults
+        .iter()
+        .map(|f| {
+            (
+                f.start_time - g,
+                f.end_time
+                    .map_or(last * meta.seconds_per_slot as f64, |e| e - g),
+            )
+        })
+        .collect();
+    let shades = Shades {
+        slot: slot_shade,
+        epoch: epoch_shade,
+        time: time_shade,
+    };
     // Head slot and finalized epoch per BN over time since genesis.
     let mut heads: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut fins: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
@@ -360,10 +524,14 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
     let mut progress: Series = heads.into_iter().collect();
     progress.extend(fins);
 
-    let charts: [(&'static str, String); 3] = [
+    let charts: [(&'static str, String); 4] = [
         (
             "inclusion_rate",
             "Attestation inclusion rate per epoch".into(),
+        ),
+        (
+            "inclusion_per_slot",
+            "Attestation inclusion rate per slot (fault windows shaded)".into(),
         ),
         ("inclusion_distance", "Inclusion distance".into()),
         ("chain_progress", "Head and finality per beacon node".into()),
@@ -372,12 +540,26 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
         let png = dir.join(format!("{name}.png"));
         {
             let root = BitMapBackend::new(&png, size).into_drawing_area();
-            draw_one(root, name, &title, &rate, &progress, &report.groups)?;
+            draw_one(
+                root,
+                name,
+                &title,
+                &[&rate, &slot_rate, &progress],
+                &shades,
+                &report.groups,
+            )?;
         }
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-            draw_one(root, name, &title, &rate, &progress, &report.groups)?;
+            draw_one(
+                root,
+                name,
+                &title,
+                &[&rate, &slot_rate, &progress],
+                &shades,
+                &report.groups,
+            )?;
         }
         std::fs::write(dir.join(format!("{name}.svg")), &svg)?;
         plots.push(Plot { title, svg });
@@ -385,12 +567,29 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
     Ok(plots)
 }
 
+/// Fault windows in each plot's x unit.
+struct Shades {
+    slot: Vec<(f64, f64)>,
+    epoch: Vec<(f64, f64)>,
+    time: Vec<(f64, f64)>,
+}
+
+/// (group, slot, inclusion rate) of every slot with duties.
+fn analysis_slots(report: &Report) -> Vec<(String, u64, f64)> {
+    report
+        .slots
+        .iter()
+        .filter(|s| s.duties > 0)
+        .map(|s| (s.group.clone(), s.slot, s.included as f64 / s.duties as f64))
+        .collect()
+}
+
 fn draw_one<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     name: &str,
     title: &str,
-    rate: &Series,
-    progress: &Series,
+    [rate, slot_rate, progress]: &[&Series; 3],
+    shades: &Shades,
     groups: &BTreeMap<String, GroupStats>,
 ) -> Result<()>
 where
@@ -404,9 +603,27 @@ where
             "included / duties",
             rate,
             Some((0.0, 1.0)),
+            &shades.epoch,
+        ),
+        "inclusion_per_slot" => line_chart(
+            root,
+            title,
+            "slot",
+            "included / duties",
+            slot_rate,
+            Some((0.0, 1.0)),
+            &shades.slot,
         ),
         "inclusion_distance" => histogram(root, title, groups),
-        _ => line_chart(root, title, "seconds since genesis", "slot", progress, None),
+        _ => line_chart(
+            root,
+            title,
+            "seconds since genesis",
+            "slot",
+            progress,
+            None,
+            &shades.time,
+        ),
     }
 }
 
@@ -453,7 +670,99 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
             if a.passed { "pass" } else { "FAIL" }
         ));
     }
-    h.push_str("</table><h2>Groups</h2><table><tr><th>group</th><th>validators</th><th>duties</th>\
+    h.push_str("</table>");
+    if !report.faults.is_empty() {
+        h.push_str(
+            "<h2>Faults</h2><table><tr><th>fault</th><th>kind</th><th>targets / parameters</th>\
+<th>slots</th><th>group</th><th>duties</th><th>included</th><th>rate</th><th>missed by reason</th>\
+<th>recovery slot</th></tr>",
+        );
+        for f in &report.faults {
+            let what = if f.detail.is_empty() {
+                f.targets.join(",")
+            } else {
+                f.detail.clone()
+            };
+            let slots = format!(
+                "{}–{}",
+                f.start_slot,
+                f.end_slot.map_or("end".into(), |e| e.to_string())
+            );
+            for (g, w) in &f.groups {
+                let reasons = w
+                    .missed_by_reason
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                h.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+<td>{}</td><td>{}</td><td>{}</td></tr>",
+                    f.fault,
+                    esc(&f.kind),
+                    esc(&what),
+                    slots,
+                    esc(g),
+                    w.duties,
+                    w.included,
+                    fmt_opt(w.inclusion_rate, 3),
+                    esc(&reasons),
+                    w.recovery_slot.map_or("–".into(), |r| r.to_string()),
+                ));
+            }
+            if let Some(e) = &f.error {
+                h.push_str(&format!(
+                    "<tr><td colspan=10 class=fail>fault {}: executor error: {}</td></tr>",
+                    f.fault,
+                    esc(e)
+                ));
+            }
+        }
+        h.push_str("</table><ul>");
+        for line in &report.fault_lines {
+            h.push_str(&format!("<li>{}</li>", esc(line)));
+        }
+        h.push_str(
+            "</ul><table><tr><th>outside faults</th><th>duties</th><th>included</th><th>rate</th>\
+<th>missed by reason</th></tr>",
+        );
+        for (g, w) in &report.outside_faults {
+            let reasons = w
+                .missed_by_reason
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(g),
+                w.duties,
+                w.included,
+                fmt_opt(w.inclusion_rate, 3),
+                esc(&reasons)
+            ));
+        }
+        h.push_str(
+            "</table><h3>Consensus per dvnode during faults</h3><table><tr><th>fault</th>\
+<th>node</th><th>duties logged</th><th>decided</th><th>round mean</th><th>round max</th></tr>",
+        );
+        for f in &report.faults {
+            for (n, r) in &f.nodes {
+                h.push_str(&format!(
+                    "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    f.fault,
+                    esc(&f.kind),
+                    esc(n),
+                    r.duties_logged,
+                    r.decided,
+                    fmt_opt(r.round_mean, 2),
+                    r.round_max.map_or("–".into(), |x| x.to_string())
+                ));
+            }
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Groups</h2><table><tr><th>group</th><th>validators</th><th>duties</th>\
 <th>included</th><th>rate</th><th>dist. mean</th><th>p50</th><th>p99</th><th>head ok</th><th>target ok</th>\
 <th>source ok</th><th>proposals</th><th>sync participation</th></tr>");
     for (n, g) in &report.groups {
@@ -658,6 +967,7 @@ mod tests {
             finalized_epoch: Some(2),
             missed_duties: BTreeMap::new(),
             dvnodes: BTreeMap::new(),
+            ..Default::default()
         }
     }
 

@@ -4,6 +4,7 @@
 use crate::analyse;
 use crate::collect::Collector;
 use crate::data::{BeaconNodeMeta, DvNodeMeta, GroupMeta, RawData, RunMeta};
+use crate::faults::{self, Effect, Executor, Timeline};
 use crate::plan::{Plan, Role, DUTY_LOG_FILE};
 use crate::report::{self, Report};
 use crate::runtime;
@@ -21,11 +22,14 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// What `dvlab up` started: the plan, the beacon nodes' and the dvnodes' host URLs.
+/// What `dvlab up` started: the plan, its fault timeline, the beacon nodes' and the
+/// dvnodes' host URLs.
 #[derive(Debug, Clone)]
 pub struct Devnet {
     /// The plan.
     pub plan: Plan,
+    /// The spec's faults, scheduled relative to the plan's genesis.
+    pub timeline: Timeline,
     /// Beacon nodes.
     pub beacon_nodes: Vec<BeaconNodeMeta>,
     /// dvnodes.
@@ -59,9 +63,13 @@ pub fn run_meta(plan: &Plan, bns: Vec<BeaconNodeMeta>, dvnodes: Vec<DvNodeMeta>)
     }
 }
 
-/// Starts the devnet of `spec` (key material and dvnode output under `run_dir`).
+/// Starts the devnet of `spec` (key material and dvnode output under `run_dir`). The fault
+/// timeline is built (and checked) before any container starts; containers with a clock-skew
+/// fault start with libfaketime. Faults are not started here: see [`start_faults`].
 pub async fn up(docker: &Docker, spec: &DevnetSpec, run_dir: &Path) -> Result<Devnet> {
-    let plan = Plan::new(spec, unix_now());
+    let mut plan = Plan::new(spec, unix_now());
+    faults::prepare_containers(spec, &mut plan, run_dir)?;
+    let timeline = faults::timeline(spec, &plan)?;
     let started = runtime::up(docker, &plan, run_dir).await?;
     let beacon_nodes = started
         .iter()
@@ -90,9 +98,71 @@ pub async fn up(docker: &Docker, spec: &DevnetSpec, run_dir: &Path) -> Result<De
         .collect();
     Ok(Devnet {
         plan,
+        timeline,
         beacon_nodes,
         dvnodes,
     })
+}
+
+/// Fault executor of a running devnet and the task running its timeline.
+pub struct FaultRun {
+    /// The executor (heal with [`Executor::heal_all`]).
+    pub executor: Executor,
+    /// The task executing the timeline, logging to `OUT/faults.jsonl`.
+    pub task: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Starts executing `timeline` against the containers of `plan`: each action at its time
+/// (they are scheduled relative to genesis), logged to `out/faults.jsonl`.
+pub fn start_faults(
+    docker: &Docker,
+    plan: &Plan,
+    timeline: &Timeline,
+    out: &Path,
+) -> Result<FaultRun> {
+    let executor = Executor::for_plan(docker.clone(), plan, out)?;
+    let task = executor.run(timeline.clone(), out);
+    Ok(FaultRun { executor, task })
+}
+
+impl FaultRun {
+    /// Stops the timeline task and heals every active fault (removing sidecars).
+    pub async fn heal(self) -> Result<()> {
+        self.task.abort();
+        self.executor.heal_all().await
+    }
+}
+
+/// Containers that may be down (crashed, stopped, paused) at UNIX time `now` because a
+/// fault of `timeline` intends it: inside the fault's window, plus `grace` seconds after it
+/// for the restart. Full Docker names.
+pub fn intended_down(plan: &Plan, timeline: &Timeline, now: f64, grace: f64) -> Vec<String> {
+    timeline
+        .faults
+        .iter()
+        .filter(|f| now >= f.start && f.end.is_none_or(|e| now <= e + grace))
+        .filter_map(|f| match &f.effect {
+            Effect::Crash { target } | Effect::Stop { target } | Effect::Pause { target } => {
+                Some(format!("dvlab-{}-{target}", plan.run))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reads `out/faults.jsonl` (if faults ran) into fault windows.
+fn read_fault_log(out: &Path) -> Vec<crate::data::FaultWindow> {
+    let path = out.join("faults.jsonl");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let (w, bad) = crate::collect::parse_fault_log(&text);
+            if bad > 0 {
+                eprintln!("warning: {}: {bad} line(s) did not parse", path.display());
+            }
+            w
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Reads every dvnode's duty log from `OUT/nodes/<container>/` and saves its final
@@ -178,6 +248,7 @@ async fn sleep_until(t: u64) {
 async fn timeline(
     docker: &Docker,
     plan: &Plan,
+    faults_timeline: &Timeline,
     meta: &RunMeta,
     out: &Path,
     up_started: f64,
@@ -212,7 +283,13 @@ async fn timeline(
         if slot % spe == 1 {
             let epoch = slot / spe;
             c.record_duties(epoch).await?;
-            runtime::check_alive(docker, &plan.run).await?;
+            let exempt = intended_down(
+                plan,
+                faults_timeline,
+                unix_now() as f64,
+                2.0 * plan.seconds_per_slot as f64,
+            );
+            runtime::check_alive(docker, &plan.run, &exempt).await?;
             if epoch >= 1 {
                 let chain = c.sync_chain().await?;
                 let mut parts = Vec::new();
@@ -249,7 +326,8 @@ async fn timeline(
     }
     pb.finish_and_clear();
     collect_dvnodes(meta, out, &mut c).await;
-    let raw = c.finish().await?;
+    let mut raw = c.finish().await?;
+    raw.faults = crate::data::fault_frame(&read_fault_log(out))?;
     let first_dv = first_dv_inclusion(meta, &raw)?;
     let up_to_first_dv = first_dv.map(|s| plan.slot_time(s) as f64 - up_started);
     if let Some(t) = up_to_first_dv {
@@ -278,6 +356,7 @@ pub enum Outcome {
 /// Ctrl-C.
 pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> Result<Outcome> {
     std::fs::create_dir_all(out)?;
+    let fault_run: std::sync::Mutex<Option<FaultRun>> = std::sync::Mutex::new(None);
     let body = async {
         let up_started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -285,9 +364,19 @@ pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> 
             .as_secs_f64();
         let Devnet {
             plan,
+            timeline: faults_timeline,
             beacon_nodes,
             dvnodes,
         } = up(docker, spec, out).await?;
+        if !faults_timeline.faults.is_empty() {
+            println!(
+                "{} fault(s) scheduled; executor log: {}",
+                faults_timeline.faults.len(),
+                out.join("faults.jsonl").display()
+            );
+            *fault_run.lock().expect("fault-run lock") =
+                Some(start_faults(docker, &plan, &faults_timeline, out)?);
+        }
         for bn in &beacon_nodes {
             println!("{}: {}", bn.name, bn.api_url);
         }
@@ -296,7 +385,7 @@ pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> 
         }
         std::fs::write(out.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
         let meta = run_meta(&plan, beacon_nodes, dvnodes);
-        let mut raw = timeline(docker, &plan, &meta, out, up_started).await?;
+        let mut raw = timeline(docker, &plan, &faults_timeline, &meta, out, up_started).await?;
         raw.save(&meta, out)?;
         let analysis = analyse::analyse(&meta, &raw)?;
         let report = report::write(out, &meta, &raw, &analysis)?;
@@ -307,6 +396,12 @@ pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> 
         _ = tokio::signal::ctrl_c() => Ok(Outcome::Interrupted),
     };
     let interrupted = matches!(result, Ok(Outcome::Interrupted));
+    let fr = fault_run.lock().expect("fault-run lock").take();
+    if let Some(fr) = fr {
+        if let Err(e) = fr.heal().await {
+            eprintln!("warning: {e:#}");
+        }
+    }
     if !keep || result.is_err() || interrupted {
         match runtime::down(docker, Some(&spec.name)).await {
             Ok(n) => println!("removed {n} container(s) of run `{}`", spec.name),

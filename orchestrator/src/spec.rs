@@ -538,6 +538,14 @@ pub const ASSERTION_METRICS: &[&str] = &[
     "slashable_messages",
     "finalized_epoch",
     "baseline_inclusion_distance_p99",
+    "dv_inclusion_outside_faults",
+    "dv_inclusion_during_faults",
+    "baseline_inclusion_outside_faults",
+    "baseline_inclusion_during_faults",
+    "dv_attestations_during_partition",
+    "max_recovery_slots",
+    "faults_executed",
+    "fault_errors",
 ];
 
 /// Comparison operator of an assertion.
