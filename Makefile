@@ -58,11 +58,14 @@ bench:
 ## 3) with one Lodestar VC per node. DEVNET picks another devnet file.
 DEVNET ?= devnets/basic.yaml
 export DVLAB_LODESTAR_DIR := $(LODESTAR_DIR)
+## dvnode and the dvlab-netem delayer go into images as release builds; dvlab itself runs as a
+## debug build (its work is light, and a release build of polars takes ~20 min on 2 cores).
 devnet: lodestar
 	./scripts/setup-docker.sh
-	$(CARGO) build --release --locked -p dvnode -p dvlab
-	./target/release/dvlab images build --shared "$(SHARED_DIR)"
-	./target/release/dvlab run $(DEVNET)
+	$(CARGO) build --release --locked -p dvnode -p dvlab-netem
+	$(CARGO) build --locked -p dvlab
+	./target/debug/dvlab images build --shared "$(SHARED_DIR)"
+	./target/debug/dvlab run $(DEVNET)
 
 ## e2e-local: dvnode with real, unmodified Lodestar clients as local processes (no Docker):
 ## a `lodestar dev` BN with keepers, a baseline VC, a 4-node dvnode cluster with one Lodestar VC
@@ -78,7 +81,7 @@ e2e-local: lodestar
 ## checks its report and that nothing of the run is left in Docker.
 e2e-docker: lodestar
 	./scripts/setup-docker.sh
-	$(CARGO) build --release --locked -p dvnode
+	$(CARGO) build --release --locked -p dvnode -p dvlab-netem
 	DVLAB_E2E=1 $(CARGO) test -p dvlab --test faults_lab --locked -- --nocapture
 	DVLAB_E2E=1 $(CARGO) test -p dvlab-tests --test docker_devnet --locked -- --nocapture
 
@@ -91,7 +94,7 @@ CHAOS ?= basic partition-2-2 partition-minority leader-crash node-down-1-of-4 bn
 CHAOS_OUT ?= target/chaos
 chaos: lodestar
 	./scripts/setup-docker.sh
-	$(CARGO) build --release --locked -p dvnode
+	$(CARGO) build --release --locked -p dvnode -p dvlab-netem
 	$(CARGO) build --locked -p dvlab
 	./target/debug/dvlab images build --shared "$(SHARED_DIR)"
 	@mkdir -p $(CHAOS_OUT); worst=0; rows=""; \

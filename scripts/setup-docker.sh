@@ -8,6 +8,9 @@ need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v iptables >/dev/null || need+=(iptables)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# jq and column (bsdextrautils) print `make chaos`'s summary table.
+command -v jq >/dev/null || need+=(jq)
+command -v column >/dev/null || need+=(bsdextrautils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-docker: installing ${need[*]}"
   apt-get update -qq
