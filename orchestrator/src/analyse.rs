@@ -201,6 +201,10 @@ pub struct Analysis {
     /// Per group: duties inside any fault window.
     #[serde(default)]
     pub during_faults: BTreeMap<String, WindowStats>,
+    /// Per group: duties outside every fault window and every recovery period (heal slot up
+    /// to the recovery slot; to the end when a fault never recovered): the steady state.
+    #[serde(default)]
+    pub steady: BTreeMap<String, WindowStats>,
     /// Per group and slot: attestation duties and inclusions (for the per-slot plot).
     #[serde(default)]
     pub slots: Vec<SlotRate>,
@@ -548,6 +552,19 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
     };
     let outside_faults = window_stats(meta, &duty_rows, &duty_log, |s| !inside(s), None);
     let during_faults = window_stats(meta, &duty_rows, &duty_log, inside, None);
+    let recovering = |slot: u64| {
+        faults.iter().any(|f| {
+            f.heal_slot
+                .is_some_and(|h| slot >= h && f.recovery_slot.is_none_or(|r| slot < r))
+        })
+    };
+    let steady = window_stats(
+        meta,
+        &duty_rows,
+        &duty_log,
+        |s| !inside(s) && !recovering(s),
+        None,
+    );
     let mut per_slot: BTreeMap<(String, u64), (u64, u64)> = BTreeMap::new();
     for r in &duty_rows {
         let e = per_slot.entry((r.group.clone(), r.slot)).or_default();
@@ -564,6 +581,7 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         faults,
         outside_faults,
         during_faults,
+        steady,
         slots: per_slot
             .into_iter()
             .map(|((group, slot), (duties, included))| SlotRate {

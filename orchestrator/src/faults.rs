@@ -1621,7 +1621,11 @@ mod tests {
             .contains(&"FAKETIME_DONT_FAKE_MONOTONIC=1".to_string()));
         assert_eq!(
             c.mounts.last().unwrap(),
-            &("faults/clock/dv0-2".to_string(), CLOCK_DIR.to_string())
+            &crate::plan::Mount {
+                host: "faults/clock/dv0-2".to_string(),
+                container: CLOCK_DIR.to_string(),
+                writable: false,
+            }
         );
         let n = plan
             .containers

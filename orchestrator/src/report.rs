@@ -69,6 +69,9 @@ pub struct Report {
     /// Per group: duties inside any fault window.
     #[serde(default)]
     pub during_faults: BTreeMap<String, WindowStats>,
+    /// Per group: duties outside fault windows and recovery periods.
+    #[serde(default)]
+    pub steady: BTreeMap<String, WindowStats>,
     /// Per group and slot: attestation duties and inclusions.
     #[serde(default)]
     pub slots: Vec<crate::analyse::SlotRate>,
@@ -172,6 +175,10 @@ pub fn metric(name: &str, meta: &RunMeta, a: &Analysis) -> Option<f64> {
             .iter()
             .map(|g| a.during_faults.get(*g).and_then(|w| w.inclusion_rate))
             .collect()),
+        "dv_inclusion_steady" => min(dv
+            .iter()
+            .map(|g| a.steady.get(*g).and_then(|w| w.inclusion_rate))
+            .collect()),
         "baseline_inclusion_outside_faults" => a
             .outside_faults
             .get("baseline")
@@ -249,6 +256,7 @@ pub fn build(meta: &RunMeta, a: &Analysis) -> Report {
         faults: a.faults.clone(),
         outside_faults: a.outside_faults.clone(),
         during_faults: a.during_faults.clone(),
+        steady: a.steady.clone(),
         slots: a.slots.clone(),
         fault_lines: a.faults.iter().map(|f| fault_summary(f, meta)).collect(),
     }
@@ -723,10 +731,20 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
             h.push_str(&format!("<li>{}</li>", esc(line)));
         }
         h.push_str(
-            "</ul><table><tr><th>outside faults</th><th>duties</th><th>included</th><th>rate</th>\
+            "</ul><table><tr><th>group, slots</th><th>duties</th><th>included</th><th>rate</th>\
 <th>missed by reason</th></tr>",
         );
-        for (g, w) in &report.outside_faults {
+        let rows = report
+            .outside_faults
+            .iter()
+            .map(|(g, w)| (format!("{g} outside faults"), w))
+            .chain(
+                report
+                    .steady
+                    .iter()
+                    .map(|(g, w)| (format!("{g} steady (outside faults and recoveries)"), w)),
+            );
+        for (g, w) in rows {
             let reasons = w
                 .missed_by_reason
                 .iter()
@@ -735,7 +753,7 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
                 .join(", ");
             h.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(g),
+                esc(&g),
                 w.duties,
                 w.included,
                 fmt_opt(w.inclusion_rate, 3),

@@ -540,6 +540,7 @@ pub const ASSERTION_METRICS: &[&str] = &[
     "baseline_inclusion_distance_p99",
     "dv_inclusion_outside_faults",
     "dv_inclusion_during_faults",
+    "dv_inclusion_steady",
     "baseline_inclusion_outside_faults",
     "baseline_inclusion_during_faults",
     "dv_attestations_during_partition",
