@@ -1049,7 +1049,92 @@ pub fn audit(meta: &RunMeta, raw: &RawData) -> PolarsResult<SlashingAudit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{synthetic, GroupMeta};
+    use crate::data::{synthetic, DutyRow, GroupMeta};
+
+    /// DV validator 4 attests every slot 8..40; a partition from slot 16 (started 0.5 s in,
+    /// before the 1/3 deadline) to slot 24 (healed 2 s in, after it): duties 16..=24 are
+    /// inside. Inclusions stop at 16 and resume at slot 27; the duty log says `no_consensus`.
+    #[test]
+    fn fault_windows_cost_and_recovery() {
+        let mut m = meta();
+        m.last_slot = 39;
+        m.groups.push(GroupMeta {
+            name: "dv0".into(),
+            first: 6,
+            count: 1,
+            distributed: true,
+        });
+        m.dvnodes = vec![crate::data::DvNodeMeta {
+            name: "n0".into(),
+            cluster: "dv0".into(),
+            index: 0,
+            metrics_url: None,
+        }];
+        let mut b = synthetic::Builder::default();
+        for slot in 8..40u64 {
+            b.duty(slot, 6);
+            b.duty(slot, 4);
+            b.inclusion(4, slot, slot + 1, true, true);
+            let ok = !(16..27).contains(&slot);
+            if ok {
+                // A late one: the duty of slot 15 lands inside the window.
+                b.inclusion(6, slot, if slot == 15 { 17 } else { slot + 1 }, true, true);
+            }
+            b.duty_record(DutyRow {
+                node: "n0".into(),
+                slot,
+                kind: "attester".into(),
+                outcome: if ok { "success" } else { "no_consensus" }.into(),
+                detail: None,
+                consensus_round: ok.then_some(1),
+                consensus_seconds: None,
+                shares: String::new(),
+            });
+        }
+        b.fault(FaultWindow {
+            fault: 1,
+            kind: "partition".into(),
+            targets: "dv0-0,dv0-1".into(),
+            detail: "dv0-0 | dv0-1".into(),
+            start_time: 16.0 * 4.0 + 0.5,
+            start_slot: 16,
+            end_time: Some(24.0 * 4.0 + 2.0),
+            end_slot: Some(24),
+            error: None,
+        });
+        let a = analyse(&m, &b.build().unwrap()).unwrap();
+        assert_eq!(a.faults.len(), 1);
+        let f = &a.faults[0];
+        assert_eq!((f.first_duty_slot, f.heal_slot), (16, Some(25)));
+        let dv = &f.groups["dv0"];
+        assert_eq!((dv.duties, dv.included, dv.included_during), (9, 0, 0));
+        assert_eq!(
+            dv.missed_by_reason,
+            BTreeMap::from([("no_consensus".into(), 9)])
+        );
+        assert_eq!(f.recovery_slot, Some(27));
+        assert_eq!(f.groups["baseline"].inclusion_rate, Some(1.0));
+        assert_eq!(f.nodes["n0"].duties_logged, 9);
+        assert_eq!(f.nodes["n0"].decided, 0);
+        // Outside: 8..16 and 25..40 = 23 duties, 2 missed (25, 26) during the recovery.
+        let out = &a.outside_faults["dv0"];
+        assert_eq!((out.duties, out.included), (23, 21));
+        assert_eq!(a.steady["dv0"].inclusion_rate, Some(1.0));
+        assert_eq!(a.steady["dv0"].duties, 21);
+        assert_eq!(a.during_faults["dv0"].duties, 9);
+        let r = crate::report::build(&m, &a);
+        let metric = |n: &str| crate::report::metric(n, &m, &a);
+        assert_eq!(metric("max_recovery_slots"), Some(2.0));
+        assert_eq!(metric("dv_attestations_during_partition"), Some(0.0));
+        assert_eq!(metric("dv_inclusion_during_faults"), Some(0.0));
+        assert!(
+            r.fault_lines[0].contains("recovered at slot 27"),
+            "{:?}",
+            r.fault_lines
+        );
+        // The slashing verdict is part of every report.
+        assert!(r.assertions.iter().any(|x| x.name == "slashable_messages"));
+    }
 
     fn meta() -> RunMeta {
         RunMeta {
