@@ -102,12 +102,7 @@ pub fn fault_summary(f: &FaultStats, meta: &RunMeta) -> String {
         let Some(w) = f.groups.get(&g.name) else {
             continue;
         };
-        let reasons = w
-            .missed_by_reason
-            .iter()
-            .map(|(r, n)| format!("{r} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let reasons = counts(&w.missed_by_reason);
         line.push_str(&format!(
             " {} inclusion {} ({} duties, {} missed{})",
             g.name,
@@ -697,12 +692,7 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
                 f.end_slot.map_or("end".into(), |e| e.to_string())
             );
             for (g, w) in &f.groups {
-                let reasons = w
-                    .missed_by_reason
-                    .iter()
-                    .map(|(r, n)| format!("{r} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let reasons = counts(&w.missed_by_reason);
                 h.push_str(&format!(
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
 <td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -745,12 +735,7 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
                     .map(|(g, w)| (format!("{g} steady (outside faults and recoveries)"), w)),
             );
         for (g, w) in rows {
-            let reasons = w
-                .missed_by_reason
-                .iter()
-                .map(|(r, n)| format!("{r} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let reasons = counts(&w.missed_by_reason);
             h.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&g),
@@ -827,12 +812,7 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
 <th>consensus p99 (s)</th><th>partial participation</th></tr>",
         );
         for (n, s) in &report.dvnodes {
-            let outcomes = s
-                .outcomes
-                .iter()
-                .map(|(o, c)| format!("{o} {c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let outcomes = counts(&s.outcomes);
             h.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
 <td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -905,6 +885,14 @@ pub fn write(dir: &Path, meta: &RunMeta, raw: &RawData, analysis: &Analysis) -> 
     std::fs::write(dir.join("report.html"), html(&report, &plots, &note))
         .context("writing report.html")?;
     Ok(report)
+}
+
+/// `"a 3, b 1"`: a count per key, in key order.
+fn counts(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
