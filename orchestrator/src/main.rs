@@ -101,7 +101,7 @@ enum ImagesCmd {
 }
 
 fn print_report(r: &Report, out: &std::path::Path) {
-    for (name, g) in &r.groups {
+    for (name, g) in &r.analysis.groups {
         println!(
             "{name:>10}: {}/{} included ({}), distance p50 {} p99 {}, proposals {}/{}",
             g.attestations_included,
@@ -120,8 +120,8 @@ fn print_report(r: &Report, out: &std::path::Path) {
     for line in &r.fault_lines {
         println!("fault: {line}");
     }
-    for (name, w) in &r.outside_faults {
-        if !r.faults.is_empty() {
+    for (name, w) in &r.analysis.outside_faults {
+        if !r.analysis.faults.is_empty() {
             println!(
                 "{name:>10}: outside faults {}/{} included ({})",
                 w.included,

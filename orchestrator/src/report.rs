@@ -1,7 +1,7 @@
 //! Report: assertions → verdict, `report.json`, PNG + SVG plots (plotters) and a
 //! self-contained `report.html` with the SVG plots inline.
 
-use crate::analyse::{Analysis, FaultStats, GroupStats, NodeStats, SlashingAudit, WindowStats};
+use crate::analyse::{Analysis, FaultStats, GroupStats};
 use crate::data::{BeaconNodeMeta, RawData, RunMeta};
 use crate::spec::Comparison;
 use anyhow::{Context, Result};
@@ -43,38 +43,11 @@ pub struct Report {
     pub beacon_nodes: Vec<BeaconNodeMeta>,
     /// Analysed window.
     pub window: Window,
-    /// Per group results.
-    pub groups: BTreeMap<String, GroupStats>,
-    /// Per-epoch inclusion per group.
-    pub epochs: Vec<crate::analyse::EpochRate>,
-    /// Highest finalized epoch seen.
-    pub finalized_epoch: Option<u64>,
-    /// Slashing audit.
-    pub slashing_audit: SlashingAudit,
+    /// Everything the analysis found (flattened: its keys are top-level keys of `report.json`).
+    #[serde(flatten)]
+    pub analysis: Analysis,
     /// Assertions.
     pub assertions: Vec<AssertionResult>,
-    /// Missed DV duties with the dvnode tracker's reasons: group → duty kind → reason →
-    /// count.
-    #[serde(default)]
-    pub missed_duties: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
-    /// Consensus and partial-signature figures per dvnode.
-    #[serde(default)]
-    pub dvnodes: BTreeMap<String, NodeStats>,
-    /// What each executed fault cost.
-    #[serde(default)]
-    pub faults: Vec<FaultStats>,
-    /// Per group: duties outside every fault window.
-    #[serde(default)]
-    pub outside_faults: BTreeMap<String, WindowStats>,
-    /// Per group: duties inside any fault window.
-    #[serde(default)]
-    pub during_faults: BTreeMap<String, WindowStats>,
-    /// Per group: duties outside fault windows and recovery periods.
-    #[serde(default)]
-    pub steady: BTreeMap<String, WindowStats>,
-    /// Per group and slot: attestation duties and inclusions.
-    #[serde(default)]
-    pub slots: Vec<crate::analyse::SlotRate>,
     /// One line per fault saying what it cost ([`fault_summary`]).
     #[serde(default)]
     pub fault_lines: Vec<String>,
@@ -241,18 +214,8 @@ pub fn build(meta: &RunMeta, a: &Analysis) -> Report {
             first_slot: meta.first_slot,
             last_slot: meta.last_slot,
         },
-        groups: a.groups.clone(),
-        epochs: a.epochs.clone(),
-        finalized_epoch: a.finalized_epoch,
-        slashing_audit: a.slashing_audit.clone(),
+        analysis: a.clone(),
         assertions,
-        missed_duties: a.missed_duties.clone(),
-        dvnodes: a.dvnodes.clone(),
-        faults: a.faults.clone(),
-        outside_faults: a.outside_faults.clone(),
-        during_faults: a.during_faults.clone(),
-        steady: a.steady.clone(),
-        slots: a.slots.clone(),
         fault_lines: a.faults.iter().map(|f| fault_summary(f, meta)).collect(),
     }
 }
@@ -444,7 +407,7 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
     let size = (900u32, 420u32);
     // Inclusion rate per epoch.
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for e in &report.epochs {
+    for e in &report.analysis.epochs {
         if e.duties > 0 {
             series
                 .entry(e.group.clone())
@@ -464,6 +427,7 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
     let last = meta.last_slot as f64 + 1.0;
     let spe = meta.slots_per_epoch as f64;
     let slot_shade: Vec<(f64, f64)> = report
+        .analysis
         .faults
         .iter()
         .map(|f| {
@@ -476,6 +440,7 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
     let epoch_shade: Vec<(f64, f64)> = slot_shade.iter().map(|(a, b)| (a / spe, b / spe)).collect();
     let g = meta.genesis_time as f64;
     let time_shade: Vec<(f64, f64)> = report
+        .analysis
         .faults
         .iter()
         .map(|f| {
@@ -549,7 +514,7 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
                 &title,
                 &[&rate, &slot_rate, &progress],
                 &shades,
-                &report.groups,
+                &report.analysis.groups,
             )?;
         }
         let mut svg = String::new();
@@ -561,7 +526,7 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
                 &title,
                 &[&rate, &slot_rate, &progress],
                 &shades,
-                &report.groups,
+                &report.analysis.groups,
             )?;
         }
         std::fs::write(dir.join(format!("{name}.svg")), &svg)?;
@@ -580,6 +545,7 @@ struct Shades {
 /// (group, slot, inclusion rate) of every slot with duties.
 fn analysis_slots(report: &Report) -> Vec<(String, u64, f64)> {
     report
+        .analysis
         .slots
         .iter()
         .filter(|s| s.duties > 0)
@@ -660,7 +626,7 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
         esc(&report.run),
         report.window.first_slot,
         report.window.last_slot,
-        report.finalized_epoch.map_or("none".into(), |e| e.to_string())
+        report.analysis.finalized_epoch.map_or("none".into(), |e| e.to_string())
     ));
     h.push_str("<h2>Assertions</h2><table><tr><th>assertion</th><th>expression</th><th>value</th><th>result</th></tr>");
     for a in &report.assertions {
@@ -674,13 +640,13 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
         ));
     }
     h.push_str("</table>");
-    if !report.faults.is_empty() {
+    if !report.analysis.faults.is_empty() {
         h.push_str(
             "<h2>Faults</h2><table><tr><th>fault</th><th>kind</th><th>targets / parameters</th>\
 <th>slots</th><th>group</th><th>duties</th><th>included</th><th>rate</th><th>missed by reason</th>\
 <th>recovery slot</th></tr>",
         );
-        for f in &report.faults {
+        for f in &report.analysis.faults {
             let what = if f.detail.is_empty() {
                 f.targets.join(",")
             } else {
@@ -725,11 +691,13 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
 <th>missed by reason</th></tr>",
         );
         let rows = report
+            .analysis
             .outside_faults
             .iter()
             .map(|(g, w)| (format!("{g} outside faults"), w))
             .chain(
                 report
+                    .analysis
                     .steady
                     .iter()
                     .map(|(g, w)| (format!("{g} steady (outside faults and recoveries)"), w)),
@@ -749,7 +717,7 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
             "</table><h3>Consensus per dvnode during faults</h3><table><tr><th>fault</th>\
 <th>node</th><th>duties logged</th><th>decided</th><th>round mean</th><th>round max</th></tr>",
         );
-        for f in &report.faults {
+        for f in &report.analysis.faults {
             for (n, r) in &f.nodes {
                 h.push_str(&format!(
                     "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -768,7 +736,7 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
     h.push_str("<h2>Groups</h2><table><tr><th>group</th><th>validators</th><th>duties</th>\
 <th>included</th><th>rate</th><th>dist. mean</th><th>p50</th><th>p99</th><th>head ok</th><th>target ok</th>\
 <th>source ok</th><th>proposals</th><th>sync participation</th></tr>");
-    for (n, g) in &report.groups {
+    for (n, g) in &report.analysis.groups {
         h.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
 <td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
@@ -789,9 +757,9 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
         ));
     }
     h.push_str("</table>");
-    if !report.missed_duties.is_empty() {
+    if !report.analysis.missed_duties.is_empty() {
         h.push_str("<h2>Missed DV duties by reason</h2><table><tr><th>cluster</th><th>duty</th><th>reason</th><th>missed</th></tr>");
-        for (g, kinds) in &report.missed_duties {
+        for (g, kinds) in &report.analysis.missed_duties {
             for (k, reasons) in kinds {
                 for (r, n) in reasons {
                     h.push_str(&format!(
@@ -805,13 +773,13 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
         }
         h.push_str("</table>");
     }
-    if !report.dvnodes.is_empty() {
+    if !report.analysis.dvnodes.is_empty() {
         h.push_str(
             "<h2>dvnodes</h2><table><tr><th>node</th><th>cluster</th><th>duties logged</th>\
 <th>outcomes</th><th>decided</th><th>round mean</th><th>round max</th><th>consensus p50 (s)</th>\
 <th>consensus p99 (s)</th><th>partial participation</th></tr>",
         );
-        for (n, s) in &report.dvnodes {
+        for (n, s) in &report.analysis.dvnodes {
             let outcomes = counts(&s.outcomes);
             h.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
@@ -833,12 +801,12 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
     h.push_str("<h2>Slashing audit</h2>");
     h.push_str(&format!(
         "<p>{} signed messages checked; {} slashable.</p>",
-        report.slashing_audit.messages_checked,
-        report.slashing_audit.violations.len()
+        report.analysis.slashing_audit.messages_checked,
+        report.analysis.slashing_audit.violations.len()
     ));
-    if !report.slashing_audit.violations.is_empty() {
+    if !report.analysis.slashing_audit.violations.is_empty() {
         h.push_str("<table><tr><th>kind</th><th>validator</th><th>group</th><th>detail</th></tr>");
-        for v in &report.slashing_audit.violations {
+        for v in &report.analysis.slashing_audit.violations {
             h.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&v.kind),
@@ -898,7 +866,7 @@ fn counts(m: &BTreeMap<String, u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyse::{Distance, Violation};
+    use crate::analyse::{Distance, NodeStats, SlashingAudit, Violation};
     use crate::data::GroupMeta;
 
     fn meta(assertions: &[(&str, &str)]) -> RunMeta {
