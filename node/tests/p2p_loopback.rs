@@ -377,6 +377,192 @@ async fn restarted_node_is_reconnected_with_backoff() {
     }
 }
 
+/// A TCP relay that can stall: while stalled it neither reads nor writes (bytes wait in the
+/// kernel buffers, new connections get no handshake), as a path that silently drops packets does
+/// to the endpoints. Returns its address.
+async fn stallable_relay(
+    upstream: std::net::SocketAddr,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            for (mut r, mut w) in [(dr, uw), (ur, dw)] {
+                let stalled = stalled.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        if stalled.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                        let n =
+                            match tokio::time::timeout(Duration::from_millis(10), r.read(&mut buf))
+                                .await
+                            {
+                                Err(_) => continue,
+                                Ok(Ok(0)) | Ok(Err(_)) => break,
+                                Ok(Ok(n)) => n,
+                            };
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_path_is_detected_and_messages_sent_into_it_arrive_after_it_heals() {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let (keys, ids) = keys(2);
+    let fast = Limits {
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(900),
+        dial_timeout: Duration::from_secs(1),
+        ..limits()
+    };
+    let start = |key: &Keypair, dial: Vec<(PeerId, Multiaddr)>| {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let cfg = Config {
+            key: key.clone(),
+            peers: ids.clone(),
+            listen_addrs: vec![localhost()],
+            dial_addrs: dial,
+            metrics,
+            limits: fast.clone(),
+        };
+        let key = key.clone();
+        async move {
+            let (handle, rx) = Network::start(cfg).await.expect("network starts");
+            Node {
+                key,
+                handle,
+                rx,
+                registry,
+            }
+        }
+    };
+    let mut n0 = start(&keys[0], Vec::new()).await;
+    let target: std::net::SocketAddr = {
+        let a = n0.addr().to_string(); // /ip4/127.0.0.1/tcp/PORT
+        let port = a.rsplit('/').next().unwrap();
+        format!("127.0.0.1:{port}").parse().unwrap()
+    };
+    let stalled = Arc::new(AtomicBool::new(false));
+    let relay = stallable_relay(target, stalled.clone()).await;
+    let via: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", relay.port())
+        .parse()
+        .unwrap();
+    let mut n1 = start(&keys[1], vec![(n0.peer_id(), via)]).await;
+    wait_for("connected through the relay", || {
+        n1.handle.connected_peers() == vec![0]
+    })
+    .await;
+    wait_for("node 0 sees node 1", || {
+        n0.handle.connected_peers() == vec![1]
+    })
+    .await;
+    n1.handle
+        .send(0, Protocol::Qbft, b"before".to_vec())
+        .unwrap();
+    assert_eq!(n0.recv_n(1).await.remove(0).payload, b"before".to_vec());
+
+    // Liveness pings run on both ends (a connection's first ping stream is negotiated under
+    // libp2p's fixed 10 s upgrade timeout; `ping_timeout` bounds the pings after it).
+    let rtt = |n: &Node, peer: usize| {
+        n.metric(&format!("p2p_ping_rtt_seconds{{peer=\"{}\"}}", ids[peer]))
+    };
+    wait_for("pings both ways", || rtt(&n0, 1) > 0.0 && rtt(&n1, 0) > 0.0).await;
+
+    // The path goes silent: nothing is refused or reset, it just stops.
+    let silent = Instant::now();
+    stalled.store(true, Ordering::SeqCst);
+    n1.handle
+        .send(0, Protocol::Qbft, b"into the void 1->0".to_vec())
+        .unwrap();
+    n0.handle
+        .send(1, Protocol::Parsig, b"into the void 0->1".to_vec())
+        .unwrap();
+    // Both ends notice by ping and close the connection (TCP alone would not for minutes).
+    let dead = |n: &Node, peer: usize| {
+        n.metric(&format!(
+            "p2p_dead_connections_total{{peer=\"{}\"}}",
+            ids[peer]
+        ))
+    };
+    wait_for("node 1 drops the dead connection", || {
+        n1.handle.connected_peers().is_empty()
+    })
+    .await;
+    wait_for("node 0 drops the dead connection", || {
+        n0.handle.connected_peers().is_empty()
+    })
+    .await;
+    let detected = silent.elapsed();
+    assert!(
+        dead(&n1, 0) >= 1.0 && dead(&n0, 1) >= 1.0,
+        "{}\n{}",
+        n1.dump(),
+        n0.dump()
+    );
+    // Within a ping interval plus the ping timeout (+ scheduling slack).
+    assert!(
+        detected < Duration::from_secs(2),
+        "dead connection noticed after {detected:?}"
+    );
+    n0.assert_quiet(Duration::from_millis(500)).await;
+    // Redials into the silent path are bounded by dial_timeout and keep going.
+    let redials = format!("p2p_reconnect_attempts_total{{peer=\"{}\"}}", ids[0]);
+    wait_for("redials while silent", || n1.metric(&redials) >= 2.0).await;
+
+    // Heal: node 1 reconnects within the backoff cap + a dial, and both messages arrive.
+    stalled.store(false, Ordering::SeqCst);
+    let healed = Instant::now();
+    wait_for("reconnected after the heal", || {
+        n1.handle.connected_peers() == vec![0]
+    })
+    .await;
+    let reconnect = healed.elapsed();
+    assert!(
+        reconnect < Duration::from_secs(3),
+        "reconnected {reconnect:?} after the heal"
+    );
+    let got = n0.recv_n(1).await.remove(0);
+    assert_eq!((got.from, got.payload), (1, b"into the void 1->0".to_vec()));
+    let got = n1.recv_n(1).await.remove(0);
+    assert_eq!((got.from, got.payload), (0, b"into the void 0->1".to_vec()));
+    n1.handle
+        .send(0, Protocol::Qbft, b"after".to_vec())
+        .unwrap();
+    assert_eq!(n0.recv_n(1).await.remove(0).payload, b"after".to_vec());
+    // A message that arrived before its ack was lost may come twice; never anything else.
+    while let Ok(m) = n0.rx.try_recv() {
+        assert_eq!(
+            m.payload,
+            b"into the void 1->0".to_vec(),
+            "unexpected {m:?}"
+        );
+    }
+    n0.handle.shutdown().await;
+    n1.handle.shutdown().await;
+}
+
 /// Writes requests verbatim and reads the one-byte ack: a client that can send anything.
 #[derive(Clone, Default)]
 struct RawCodec;

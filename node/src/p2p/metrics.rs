@@ -51,6 +51,11 @@ pub struct Metrics {
     pub dropped_messages: Family<ReasonLabel, Counter>,
     /// `p2p_send_failures_total{protocol,reason}`: outbound messages that were not delivered.
     pub send_failures: Family<ReasonLabel, Counter>,
+    /// `p2p_messages_resent_total{protocol}`: requests sent again after their connection was
+    /// lost or their ack timed out.
+    pub messages_resent: Family<ProtocolLabel, Counter>,
+    /// `p2p_dead_connections_total{peer}`: connections closed because a ping went unanswered.
+    pub dead_connections: Family<PeerLabel, Counter>,
 }
 
 impl Metrics {
@@ -97,6 +102,16 @@ impl Metrics {
             "Outbound messages that were not delivered, by reason",
             m.send_failures.clone(),
         );
+        registry.register(
+            "p2p_messages_resent",
+            "Requests sent again after their connection was lost or their ack timed out",
+            m.messages_resent.clone(),
+        );
+        registry.register(
+            "p2p_dead_connections",
+            "Connections to the cluster peer closed because a ping went unanswered",
+            m.dead_connections.clone(),
+        );
         m
     }
 
@@ -114,6 +129,14 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 protocol: protocol.to_owned(),
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn resent(&self, protocol: &str) {
+        self.messages_resent
+            .get_or_create(&ProtocolLabel {
+                protocol: protocol.to_owned(),
             })
             .inc();
     }

@@ -11,12 +11,13 @@ use futures::StreamExt;
 use libp2p::{
     allow_block_list::{self, AllowedPeers, NotAllowed},
     connection_limits::{self, ConnectionLimits},
+    core::{transport::Transport as _, upgrade::Version},
     identity::{Keypair, PeerId, PublicKey},
     noise, ping,
-    request_response::{self, OutboundFailure, ProtocolSupport},
+    request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport},
     swarm::{
         dial_opts::{DialOpts, PeerCondition},
-        DialError, ListenError, NetworkBehaviour, SwarmEvent,
+        ConnectionId, DialError, ListenError, NetworkBehaviour, SwarmEvent,
     },
     tcp, yamux, Multiaddr, StreamProtocol, Swarm,
 };
@@ -63,6 +64,14 @@ pub struct Limits {
     pub backoff_max: Duration,
     /// Interval of liveness pings.
     pub ping_interval: Duration,
+    /// A connection without an answered ping for this long is dead: it is closed and the peer
+    /// redialed. TCP alone notices a silently dropped path only after minutes of
+    /// retransmission backoff, during which everything sent on it is stuck (and libp2p's ping
+    /// reports a failure only on the second one, the second after a 10 s stream negotiation).
+    pub ping_timeout: Duration,
+    /// Bound of one dial (TCP connect + noise + yamux). The kernel's SYN retries would
+    /// otherwise keep a dial started during a partition pending for up to two minutes.
+    pub dial_timeout: Duration,
     /// Incoming connections that may be in the handshake at once.
     pub max_pending_incoming: u32,
     /// Established connections allowed per peer (both sides may dial, so at least 2).
@@ -80,9 +89,13 @@ impl Default for Limits {
             pending_ttl: Duration::from_secs(12),
             request_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
-            ping_interval: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(250),
+            // A cluster has a handful of peers: redialing a missing one every ≤ 2 s costs
+            // nothing, and bounds how long a healed partition stays unnoticed.
+            backoff_max: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_secs(3),
+            dial_timeout: Duration::from_secs(3),
             max_pending_incoming: 32,
             max_connections_per_peer: 3,
         }
@@ -133,6 +146,12 @@ impl Limits {
         ensure!(
             !self.backoff_initial.is_zero() && self.backoff_initial <= self.backoff_max,
             "p2p limits: need 0 < backoff_initial <= backoff_max"
+        );
+        ensure!(
+            !self.ping_interval.is_zero()
+                && self.ping_interval < self.ping_timeout
+                && !self.dial_timeout.is_zero(),
+            "p2p limits: need 0 < ping_interval < ping_timeout and a positive dial_timeout"
         );
         Ok(())
     }
@@ -386,6 +405,13 @@ struct Pending {
     frame: Vec<u8>,
 }
 
+/// A request handed to a connection and not yet acknowledged: kept so that a request lost with
+/// its connection is sent again once the peer is back (within `pending_ttl` of `queued`).
+struct InFlight {
+    to: usize,
+    msg: Pending,
+}
+
 struct PeerSlot {
     id: PeerId,
     key: PublicKey,
@@ -407,6 +433,17 @@ pub struct Network {
     metrics: Metrics,
     limits: Limits,
     shared: Arc<Mutex<Shared>>,
+    in_flight: HashMap<(Protocol, OutboundRequestId), InFlight>,
+    /// Open cluster connections and their liveness.
+    live: HashMap<ConnectionId, Liveness>,
+}
+
+struct Liveness {
+    peer: usize,
+    /// Last answered ping, or the establishment.
+    last_ok: Instant,
+    /// Closed for silence; waiting for the close to complete.
+    closing: bool,
 }
 
 impl Network {
@@ -489,6 +526,8 @@ impl Network {
             metrics: metrics.clone(),
             limits: limits.clone(),
             shared: shared.clone(),
+            in_flight: HashMap::new(),
+            live: HashMap::new(),
         };
         net.listen(&listen_addrs).await?;
         for i in 0..net.slots.len() {
@@ -549,6 +588,9 @@ impl Network {
     }
 
     async fn run(mut self, mut cmd_rx: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
+        let mut liveness =
+            tokio::time::interval((self.limits.ping_timeout / 4).max(Duration::from_millis(20)));
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_dial = self.slots.iter().filter_map(|s| s.next_dial).min();
             let redial = async {
@@ -565,6 +607,7 @@ impl Network {
                 },
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
                 () = redial => self.dial_due(),
+                _ = liveness.tick() => self.close_silent(),
             }
         }
         info!(index = self.index, "p2p network stopped");
@@ -600,13 +643,30 @@ impl Network {
     }
 
     fn send_frame(&mut self, to: usize, protocol: Protocol, frame: Vec<u8>) {
+        self.send_pending(
+            to,
+            Pending {
+                queued: Instant::now(),
+                protocol,
+                frame,
+            },
+        );
+    }
+
+    /// Sends `msg` if the peer is connected (remembering it until acknowledged), else holds it
+    /// until the peer connects. `msg.queued` is when it was first handed to the network: a
+    /// message re-sent after a lost connection keeps its age, so `pending_ttl` bounds its life.
+    fn send_pending(&mut self, to: usize, msg: Pending) {
         let slot = &mut self.slots[to];
         if slot.connected {
-            self.swarm
+            let id = self
+                .swarm
                 .behaviour_mut()
-                .rr(protocol)
-                .send_request(&slot.id, Frame::Body(frame));
-            self.metrics.sent(protocol.label());
+                .rr(msg.protocol)
+                .send_request(&slot.id, Frame::Body(msg.frame.clone()));
+            self.metrics.sent(msg.protocol.label());
+            self.in_flight
+                .insert((msg.protocol, id), InFlight { to, msg });
             return;
         }
         let now = Instant::now();
@@ -625,11 +685,7 @@ impl Network {
                 debug!(peer = to, protocol = %p.protocol, "pending queue full, oldest message dropped");
             }
         }
-        slot.pending.push_back(Pending {
-            queued: now,
-            protocol,
-            frame,
-        });
+        slot.pending.push_back(msg);
     }
 
     fn flush_pending(&mut self, i: usize) {
@@ -639,7 +695,7 @@ impl Network {
             if now.duration_since(p.queued) > self.limits.pending_ttl {
                 self.metrics.send_failed(p.protocol.label(), "expired");
             } else {
-                self.send_frame(i, p.protocol, p.frame);
+                self.send_pending(i, p);
             }
         }
     }
@@ -719,15 +775,25 @@ impl Network {
             }
             Event::Message {
                 peer,
-                message: Message::Response { response, .. },
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
             } => {
+                self.in_flight.remove(&(protocol, request_id));
                 if response == Ack::Rejected {
                     self.metrics.send_failed(protocol.label(), "rejected");
                     debug!(%peer, %protocol, "peer rejected our message");
                 }
             }
-            Event::OutboundFailure { peer, error, .. } => {
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 let reason = match &error {
                     OutboundFailure::DialFailure => "dial_failure",
                     OutboundFailure::Timeout => "timeout",
@@ -735,8 +801,24 @@ impl Network {
                     OutboundFailure::UnsupportedProtocols => "unsupported_protocol",
                     OutboundFailure::Io(_) => "io",
                 };
-                self.metrics.send_failed(protocol.label(), reason);
-                debug!(%peer, %protocol, %error, "p2p send failed");
+                let sent = self.in_flight.remove(&(protocol, request_id));
+                // Lost with its connection (or stuck on a dead one): send it again on the next
+                // connection while it is young enough. Receivers treat a duplicate (the request
+                // may have arrived without its ack) as the idempotent message it is.
+                let retry = !matches!(error, OutboundFailure::UnsupportedProtocols);
+                match sent {
+                    Some(InFlight { to, msg })
+                        if retry && msg.queued.elapsed() <= self.limits.pending_ttl =>
+                    {
+                        self.metrics.resent(protocol.label());
+                        debug!(%peer, %protocol, %error, "p2p send failed, message will be sent again");
+                        self.send_pending(to, msg);
+                    }
+                    _ => {
+                        self.metrics.send_failed(protocol.label(), reason);
+                        debug!(%peer, %protocol, %error, "p2p send failed");
+                    }
+                }
             }
             Event::InboundFailure { peer, error, .. } => {
                 debug!(%peer, %protocol, %error, "inbound request stream failed");
@@ -751,18 +833,37 @@ impl Network {
             SwarmEvent::Behaviour(BehaviourEvent::Parsig(ev)) => {
                 self.on_rr_event(Protocol::Parsig, ev)
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
-                if let (Some(&i), Ok(rtt)) = (self.by_id.get(&peer), &result) {
-                    self.metrics
-                        .ping_rtt_seconds
-                        .get_or_create(&self.slots[i].label)
-                        .set(rtt.as_secs_f64());
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result,
+            })) => {
+                let Some(&i) = self.by_id.get(&peer) else {
+                    return;
+                };
+                match result {
+                    Ok(rtt) => {
+                        self.metrics
+                            .ping_rtt_seconds
+                            .get_or_create(&self.slots[i].label)
+                            .set(rtt.as_secs_f64());
+                        if let Some(l) = self.live.get_mut(&connection) {
+                            l.last_ok = Instant::now();
+                        }
+                    }
+                    // A peer without ping (none in a dvnode cluster) is not a dead one.
+                    Err(ping::Failure::Unsupported) => {
+                        self.live.remove(&connection);
+                    }
+                    // Silence is judged by `close_silent`.
+                    Err(error) => debug!(peer = i, %error, "ping failed"),
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Allow(never))
             | SwarmEvent::Behaviour(BehaviourEvent::ConnLimits(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
                 endpoint,
                 ..
@@ -774,6 +875,14 @@ impl Network {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 };
+                self.live.insert(
+                    connection_id,
+                    Liveness {
+                        peer: i,
+                        last_ok: Instant::now(),
+                        closing: false,
+                    },
+                );
                 if num_established.get() == 1 {
                     let slot = &mut self.slots[i];
                     slot.connected = true;
@@ -789,11 +898,19 @@ impl Network {
                 }
             }
             SwarmEvent::ConnectionClosed {
+                connection_id,
+                num_established,
+                ..
+            } if num_established > 0 => {
+                self.live.remove(&connection_id);
+            }
+            SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
                 cause,
                 ..
             } => {
+                self.live.remove(&connection_id);
                 if let Some(&i) = self.by_id.get(&peer_id) {
                     let slot = &mut self.slots[i];
                     slot.connected = false;
@@ -841,6 +958,32 @@ impl Network {
         }
     }
 
+    /// Closes every connection whose pings have gone unanswered for `ping_timeout`. libp2p
+    /// keeps such a connection; on a silently dropped path (partition, frozen peer) it would
+    /// swallow messages for minutes. Its requests come back as failures and are re-sent, and
+    /// the peer is redialed.
+    fn close_silent(&mut self) {
+        let now = Instant::now();
+        for (&id, l) in self.live.iter_mut() {
+            let silent = now.duration_since(l.last_ok);
+            if l.closing || silent <= self.limits.ping_timeout {
+                continue;
+            }
+            l.closing = true;
+            let slot = &self.slots[l.peer];
+            self.metrics
+                .dead_connections
+                .get_or_create(&slot.label)
+                .inc();
+            info!(
+                peer = l.peer,
+                ?silent,
+                "no ping answered, closing the connection"
+            );
+            self.swarm.close_connection(id);
+        }
+    }
+
     fn dial(&mut self, i: usize, retry: bool) {
         let slot = &self.slots[i];
         if retry {
@@ -885,6 +1028,8 @@ impl Network {
 }
 
 fn build_swarm(key: &Keypair, peers: &[PeerId], limits: &Limits) -> Result<Swarm<Behaviour>> {
+    let dial_timeout = limits.dial_timeout;
+    let noise = noise::Config::new(key).context("p2p: noise configuration")?;
     let mut allow = allow_block_list::Behaviour::<AllowedPeers>::default();
     for p in peers {
         allow.allow_peer(*p);
@@ -910,18 +1055,25 @@ fn build_swarm(key: &Keypair, peers: &[PeerId], limits: &Limits) -> Result<Swarm
     let behaviour = Behaviour {
         allow,
         conn_limits,
-        ping: ping::Behaviour::new(ping::Config::new().with_interval(limits.ping_interval)),
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(limits.ping_interval)
+                .with_timeout(limits.ping_timeout),
+        ),
         qbft: rr(Protocol::Qbft),
         parsig: rr(Protocol::Parsig),
     };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .context("p2p: building the TCP/noise/yamux transport")?
+        // What `with_tcp` builds, plus a bound on connection setup (`Limits::dial_timeout`).
+        .with_other_transport(move |_| {
+            tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .timeout(dial_timeout)
+        })
+        .map_err(|e| anyhow!("p2p: building the TCP/noise/yamux transport: {e}"))?
         .with_behaviour(|_| behaviour)
         .map_err(|e| anyhow!("p2p: building the behaviour: {e}"))?
         // Cluster connections are permanent; liveness is checked by ping.
