@@ -60,10 +60,12 @@ pub struct EpochRate {
     pub included: u64,
 }
 
-/// One slashable pair found by the audit.
+/// One slashable pair found by the audit, or a DV validator slashed on chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Violation {
-    /// `double_vote`, `surround_vote` or `double_proposal`.
+    /// `double_vote`, `surround_vote`, `double_proposal` (messages seen on the beacon nodes),
+    /// `onchain_proposer_slashing` or `onchain_attester_slashing` (a DV validator slashed by a
+    /// canonical block).
     pub kind: String,
     /// Validator index.
     pub validator: u64,
@@ -73,13 +75,29 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// A slashing included in a canonical block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnchainSlashing {
+    /// Slot of the including block.
+    pub slot: u64,
+    /// Slashed validator.
+    pub validator: u64,
+    /// `proposer` or `attester`.
+    pub kind: String,
+    /// Group of the validator (`other` when in none).
+    pub group: String,
+}
+
 /// Slashing-freedom audit.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SlashingAudit {
     /// Distinct signed messages examined.
     pub messages_checked: u64,
-    /// Slashable pairs.
+    /// Slashable pairs, and on-chain slashings of DV validators.
     pub violations: Vec<Violation>,
+    /// Every slashing on the canonical chain, whatever the group.
+    #[serde(default)]
+    pub onchain_slashings: Vec<OnchainSlashing>,
 }
 
 /// Consensus and signing figures of one dvnode, from its duty log (duties in the window).
@@ -912,7 +930,8 @@ fn node_stats(meta: &RunMeta, raw: &RawData) -> PolarsResult<BTreeMap<String, No
     Ok(out)
 }
 
-/// Slashing audit over every attestation and block any beacon node saw.
+/// Slashing audit over every attestation and block any beacon node saw, plus the slashings
+/// included on the canonical chain (a violation when the validator is in a DV cluster).
 pub fn audit(meta: &RunMeta, raw: &RawData) -> PolarsResult<SlashingAudit> {
     let group_of = |v: u64| {
         meta.groups
@@ -1040,10 +1059,52 @@ pub fn audit(meta: &RunMeta, raw: &RawData) -> PolarsResult<SlashingAudit> {
             });
         }
     }
+    let onchain_slashings = onchain_slashings(raw, group_of)?;
+    for o in &onchain_slashings {
+        if meta
+            .groups
+            .iter()
+            .any(|g| g.name == o.group && g.distributed)
+        {
+            violations.push(Violation {
+                kind: format!("onchain_{}_slashing", o.kind),
+                validator: o.validator,
+                group: o.group.clone(),
+                detail: format!(
+                    "{} slashing included in the block of slot {}",
+                    o.kind, o.slot
+                ),
+            });
+        }
+    }
     Ok(SlashingAudit {
         messages_checked: checked,
         violations,
+        onchain_slashings,
     })
+}
+
+/// The `slashings` frame, in slot then validator order.
+fn onchain_slashings(
+    raw: &RawData,
+    group_of: impl Fn(u64) -> String,
+) -> PolarsResult<Vec<OnchainSlashing>> {
+    let d = &raw.slashings;
+    let mut out = Vec::with_capacity(d.height());
+    for i in 0..d.height() {
+        let (Some(slot), Some(validator)) = (u64_col(d, "slot", i)?, u64_col(d, "validator", i)?)
+        else {
+            continue;
+        };
+        out.push(OnchainSlashing {
+            slot,
+            validator,
+            kind: str_at(d, "kind", i)?,
+            group: group_of(validator),
+        });
+    }
+    out.sort_by(|a, b| (a.slot, a.validator, &a.kind).cmp(&(b.slot, b.validator, &b.kind)));
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -1251,5 +1312,68 @@ mod tests {
             ]
         );
         assert_eq!(a.messages_checked, 6);
+    }
+
+    /// A DV validator slashed on chain fails the verdict; a baseline one is only listed.
+    #[test]
+    fn onchain_slashings_of_dv_validators_are_violations() {
+        let mut m = meta();
+        m.groups.push(GroupMeta {
+            name: "dv0".into(),
+            first: 6,
+            count: 4,
+            distributed: true,
+        });
+        let verdict = |raw: &RawData| {
+            let a = analyse(&m, raw).unwrap();
+            let r = crate::report::build(&m, &a);
+            let slash = r
+                .assertions
+                .iter()
+                .find(|x| x.name == "slashable_messages")
+                .cloned()
+                .unwrap();
+            (a.slashing_audit, slash.value, slash.passed, r.passed())
+        };
+
+        let mut b = synthetic::Builder::default();
+        b.slashing(20, 7, "attester");
+        let (audit, value, passed, all) = verdict(&b.build().unwrap());
+        assert_eq!(
+            audit.onchain_slashings,
+            [OnchainSlashing {
+                slot: 20,
+                validator: 7,
+                kind: "attester".into(),
+                group: "dv0".into(),
+            }]
+        );
+        assert_eq!(audit.violations.len(), 1, "{:?}", audit.violations);
+        let v = &audit.violations[0];
+        assert_eq!(
+            (v.kind.as_str(), v.validator, v.group.as_str()),
+            ("onchain_attester_slashing", 7, "dv0")
+        );
+        assert!(v.detail.contains("slot 20"), "{}", v.detail);
+        assert_eq!((value, passed, all), (Some(1.0), false, false));
+
+        let mut b = synthetic::Builder::default();
+        b.slashing(30, 5, "proposer");
+        b.slashing(12, 42, "attester");
+        let (audit, value, passed, _) = verdict(&b.build().unwrap());
+        let listed: Vec<_> = audit
+            .onchain_slashings
+            .iter()
+            .map(|o| (o.slot, o.validator, o.kind.as_str(), o.group.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (12, 42, "attester", "other"),
+                (30, 5, "proposer", "baseline")
+            ]
+        );
+        assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+        assert_eq!((value, passed), (Some(0.0), true));
     }
 }

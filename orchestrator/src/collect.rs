@@ -267,6 +267,85 @@ pub struct BlockInfo {
     parent: String,
     attestations: Vec<Value>,
     sync_bits: Option<String>,
+    /// Slashings the block includes: (`proposer` or `attester`, slashed validator).
+    slashings: Vec<(&'static str, u64)>,
+}
+
+/// Parses a `/eth/v2/beacon/blocks/{root}` answer (`root` names the block in warnings).
+/// Malformed slashings are skipped ([`parse_slashings`]); a missing slot, proposer,
+/// parent or attestation list is an error.
+pub fn parse_block(root: &str, block: &Value) -> Result<BlockInfo> {
+    let msg = field(block, &["data", "message"])?;
+    Ok(BlockInfo {
+        slot: num_at(msg, &["slot"])?,
+        proposer: num_at(msg, &["proposer_index"])?,
+        parent: field(msg, &["parent_root"])?
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        attestations: field(msg, &["body", "attestations"])?
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        sync_bits: msg
+            .get("body")
+            .and_then(|b| b.get("sync_aggregate"))
+            .and_then(|s| s.get("sync_committee_bits"))
+            .and_then(|s| s.as_str())
+            .map(str::to_string),
+        slashings: msg
+            .get("body")
+            .map(|b| parse_slashings(root, b))
+            .unwrap_or_default(),
+    })
+}
+
+/// The validators a block body slashes: (`proposer`, `signed_header_1.message.proposer_index`)
+/// per proposer slashing, (`attester`, v) for every v attesting in both `attestation_1` and
+/// `attestation_2` of an attester slashing (the chain slashes those not slashed before).
+/// Malformed entries are skipped with a warning (stderr, like the run's other warnings)
+/// naming the block and the field; an absent list counts as empty.
+pub fn parse_slashings(root: &str, body: &Value) -> Vec<(&'static str, u64)> {
+    let list = |name: &str| -> &[Value] {
+        match body.get(name) {
+            None => &[],
+            Some(Value::Array(a)) => a,
+            Some(_) => {
+                eprintln!("warning: block {root}: `body.{name}` is not a list; ignored");
+                &[]
+            }
+        }
+    };
+    let mut out = Vec::new();
+    for (i, s) in list("proposer_slashings").iter().enumerate() {
+        match num_at(s, &["signed_header_1", "message", "proposer_index"]) {
+            Ok(v) => out.push(("proposer", v)),
+            Err(e) => {
+                eprintln!("warning: block {root}: skipping `body.proposer_slashings[{i}]`: {e:#}")
+            }
+        }
+    }
+    for (i, s) in list("attester_slashings").iter().enumerate() {
+        let indices = |att: &str| -> Result<std::collections::BTreeSet<u64>> {
+            field(s, &[att, "attesting_indices"])?
+                .as_array()
+                .ok_or_else(|| anyhow!("`{att}.attesting_indices` is not a list"))?
+                .iter()
+                .map(|v| {
+                    num(v).ok_or_else(|| {
+                        anyhow!("bad validator index {v} in `{att}.attesting_indices`")
+                    })
+                })
+                .collect()
+        };
+        match (indices("attestation_1"), indices("attestation_2")) {
+            (Ok(a), Ok(b)) => out.extend(a.intersection(&b).map(|v| ("attester", *v))),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("warning: block {root}: skipping `body.attester_slashings[{i}]`: {e:#}")
+            }
+        }
+    }
+    out
 }
 
 /// An attestation seen on an SSE stream.
@@ -487,28 +566,8 @@ impl Collector {
         else {
             return Ok(None);
         };
-        let msg = field(&block, &["data", "message"])?;
-        Ok(Some((
-            root,
-            BlockInfo {
-                slot: num_at(msg, &["slot"])?,
-                proposer: num_at(msg, &["proposer_index"])?,
-                parent: field(msg, &["parent_root"])?
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                attestations: field(msg, &["body", "attestations"])?
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default(),
-                sync_bits: msg
-                    .get("body")
-                    .and_then(|b| b.get("sync_aggregate"))
-                    .and_then(|s| s.get("sync_committee_bits"))
-                    .and_then(|s| s.as_str())
-                    .map(str::to_string),
-            },
-        )))
+        let info = parse_block(&root, &block).with_context(|| format!("block {root}"))?;
+        Ok(Some((root, info)))
     }
 
     /// Walks the canonical chain back from the head, fetching blocks not yet known.
@@ -616,6 +675,9 @@ impl Collector {
         for (slot, root) in chain.range(1..) {
             let blk = &self.blocks[root];
             b.block(*slot, blk.proposer, root);
+            for (kind, v) in &blk.slashings {
+                b.slashing(*slot, *v, kind);
+            }
             for a in &blk.attestations {
                 let (Ok(s), Ok(te)) = (
                     num_at(a, &["data", "slot"]),
@@ -805,6 +867,57 @@ cut mid-li"#;
         assert_eq!(rows[1].slot, 13);
         assert_eq!(rows[1].detail.as_deref(), Some("round timeout"));
         assert_eq!(rows[1].shares, "");
+    }
+
+    /// Lodestar's Altair block of slot 20 (node/src/eth/testdata/block20.json) carrying one
+    /// proposer slashing of validator 9, one attester slashing whose attestations overlap
+    /// on validator 5 only, and malformed entries of each kind.
+    #[test]
+    fn block_slashings_are_parsed_and_malformed_ones_skipped() {
+        let sig = format!("0x{}", "a5".repeat(96));
+        let header = |body_root: &str| {
+            json!({"message": {"slot": "18", "proposer_index": "9",
+                "parent_root": format!("0x{}", "11".repeat(32)),
+                "state_root": format!("0x{}", "22".repeat(32)),
+                "body_root": body_root}, "signature": sig})
+        };
+        let attestation = |indices: &[&str], root: &str| {
+            json!({"attesting_indices": indices, "data": {"slot": "17", "index": "0",
+                "beacon_block_root": root,
+                "source": {"epoch": "1", "root": format!("0x{}", "33".repeat(32))},
+                "target": {"epoch": "2", "root": format!("0x{}", "44".repeat(32))}},
+                "signature": sig})
+        };
+        let (r1, r2) = (
+            format!("0x{}", "55".repeat(32)),
+            format!("0x{}", "66".repeat(32)),
+        );
+        let mut block: Value =
+            serde_json::from_str(include_str!("../../node/src/eth/testdata/block20.json")).unwrap();
+        let body = &mut block["data"]["message"]["body"];
+        body["proposer_slashings"] = json!([
+            {"signed_header_1": header(&r1), "signed_header_2": header(&r2)},
+            {"signed_header_1": {"message": {"slot": "18"}}, "signed_header_2": header(&r2)},
+        ]);
+        body["attester_slashings"] = json!([
+            {"attestation_1": attestation(&["1", "3", "5"], &r1),
+             "attestation_2": attestation(&["5", "6", "7"], &r2)},
+            {"attestation_1": attestation(&["2", "x"], &r1),
+             "attestation_2": attestation(&["2"], &r2)},
+            {"attestation_1": attestation(&["4"], &r1)},
+        ]);
+        let info = parse_block("0xblock20", &block).unwrap();
+        assert_eq!((info.slot, info.proposer), (20, 13));
+        assert_eq!(info.attestations.len(), 1);
+        assert_eq!(info.slashings, [("proposer", 9), ("attester", 5)]);
+        // The unmodified block slashes nobody; a body whose list is not a list is ignored.
+        let plain: Value =
+            serde_json::from_str(include_str!("../../node/src/eth/testdata/block20.json")).unwrap();
+        assert!(parse_block("0xblock20", &plain)
+            .unwrap()
+            .slashings
+            .is_empty());
+        assert!(parse_slashings("0xb", &json!({"proposer_slashings": "0x00"})).is_empty());
     }
 
     #[test]

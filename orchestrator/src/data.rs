@@ -122,7 +122,9 @@ pub struct FaultWindow {
 /// validator (validator, source_epoch, target_epoch, data_root); `duty_log` — every
 /// dvnode's closed duties (node, slot, kind, outcome, detail, consensus_round,
 /// consensus_seconds, shares); `faults` — executed fault windows (fault, kind, targets,
-/// detail, start_time, start_slot, end_time, end_slot, error).
+/// detail, start_time, start_slot, end_time, end_slot, error); `slashings` — slashings
+/// included in canonical blocks, one row per slashed validator (slot of the including
+/// block, validator, kind `proposer` or `attester`).
 #[derive(Debug, Clone)]
 pub struct RawData {
     /// Attestation duties.
@@ -145,9 +147,11 @@ pub struct RawData {
     pub duty_log: DataFrame,
     /// Executed fault windows.
     pub faults: DataFrame,
+    /// Slashings included in canonical blocks.
+    pub slashings: DataFrame,
 }
 
-const FRAMES: [&str; 10] = [
+const FRAMES: [&str; 11] = [
     "duties",
     "inclusions",
     "proposer_duties",
@@ -158,13 +162,14 @@ const FRAMES: [&str; 10] = [
     "votes",
     "duty_log",
     "faults",
+    "slashings",
 ];
 
 /// Frames a run directory may lack (written by later versions); read as empty.
-const OPTIONAL_FRAMES: [&str; 2] = ["duty_log", "faults"];
+const OPTIONAL_FRAMES: [&str; 3] = ["duty_log", "faults", "slashings"];
 
 impl RawData {
-    fn frames_mut(&mut self) -> [&mut DataFrame; 10] {
+    fn frames_mut(&mut self) -> [&mut DataFrame; 11] {
         [
             &mut self.duties,
             &mut self.inclusions,
@@ -176,6 +181,7 @@ impl RawData {
             &mut self.votes,
             &mut self.duty_log,
             &mut self.faults,
+            &mut self.slashings,
         ]
     }
 
@@ -336,6 +342,9 @@ pub mod synthetic {
         vote_root: Vec<String>,
         duty_rows: Vec<DutyRow>,
         fault_rows: Vec<FaultWindow>,
+        slash_slot: Vec<u64>,
+        slash_validator: Vec<u64>,
+        slash_kind: Vec<String>,
     }
 
     impl Builder {
@@ -412,6 +421,14 @@ pub mod synthetic {
             self.fault_rows.push(w);
         }
 
+        /// Validator `v` was slashed (`kind`: `proposer` or `attester`) by the canonical block
+        /// at `slot`.
+        pub fn slashing(&mut self, slot: u64, v: u64, kind: &str) {
+            self.slash_slot.push(slot);
+            self.slash_validator.push(v);
+            self.slash_kind.push(kind.to_string());
+        }
+
         /// Number of vote rows so far.
         pub fn votes_len(&self) -> usize {
             self.vote_validator.len()
@@ -478,6 +495,11 @@ pub mod synthetic {
                 )?,
                 duty_log,
                 faults,
+                slashings: df!(
+                    "slot" => self.slash_slot,
+                    "validator" => self.slash_validator,
+                    "kind" => self.slash_kind
+                )?,
             })
         }
     }
@@ -525,6 +547,8 @@ mod tests {
             end_slot: None,
             error: None,
         });
+        b.slashing(12, 7, "proposer");
+        b.slashing(12, 9, "attester");
         let mut raw = b.build().unwrap();
         let meta = RunMeta {
             run: "x".into(),
@@ -551,9 +575,21 @@ mod tests {
         assert_eq!(r2.duties.height(), 1);
         assert!(r2.duty_log.equals_missing(&raw.duty_log), "{}", r2.duty_log);
         assert!(r2.faults.equals_missing(&raw.faults), "{}", r2.faults);
-        // A run directory written before duty logs were collected still loads.
+        assert_eq!(r2.slashings.height(), 2);
+        assert!(r2.slashings.equals(&raw.slashings), "{}", r2.slashings);
+        // A run directory written before duty logs or slashings were collected still loads,
+        // with those frames empty but correctly typed.
         std::fs::remove_file(dir.path().join("raw/duty_log.csv")).unwrap();
+        std::fs::remove_file(dir.path().join("raw/slashings.csv")).unwrap();
         let (_, r3) = RawData::load(dir.path()).unwrap();
         assert_eq!(r3.duty_log.height(), 0);
+        assert_eq!(r3.slashings.height(), 0);
+        assert_eq!(
+            r3.slashings.schema(),
+            empty().unwrap().slashings.schema(),
+            "{}",
+            r3.slashings
+        );
+        assert!(r3.votes.equals(&raw.votes));
     }
 }

@@ -817,6 +817,26 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
         }
         h.push_str("</table>");
     }
+    let onchain = &report.analysis.slashing_audit.onchain_slashings;
+    if onchain.is_empty() {
+        h.push_str("<p>on-chain slashings: none</p>");
+    } else {
+        h.push_str(&format!(
+            "<p>on-chain slashings: {}</p><table><tr><th>block slot</th><th>validator</th>\
+<th>kind</th><th>group</th></tr>",
+            onchain.len()
+        ));
+        for o in onchain {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                o.slot,
+                o.validator,
+                esc(&o.kind),
+                esc(&o.group)
+            ));
+        }
+        h.push_str("</table>");
+    }
     h.push_str("<h2>Plots</h2>");
     if !note.is_empty() {
         h.push_str(&format!("<p>{}</p>", esc(note)));
@@ -937,6 +957,7 @@ mod tests {
                         detail: String::new(),
                     })
                     .collect(),
+                onchain_slashings: vec![],
             },
             finalized_epoch: Some(2),
             missed_duties: BTreeMap::new(),
@@ -1049,6 +1070,26 @@ mod tests {
         assert!(html.contains("PASS"));
         assert!(html.contains("Missed DV duties by reason"));
         assert!(html.contains("dvlab-t-dv0-0"));
+        assert!(html.contains("on-chain slashings: none"));
+        assert_eq!(
+            json["slashing_audit"]["onchain_slashings"],
+            serde_json::json!([])
+        );
+        // With a slashing on chain, the section lists it.
+        a.slashing_audit
+            .onchain_slashings
+            .push(crate::analyse::OnchainSlashing {
+                slot: 17,
+                validator: 3,
+                kind: "proposer".into(),
+                group: "baseline".into(),
+            });
+        let page = super::html(&build(&m, &a), &[], "");
+        assert!(page.contains("on-chain slashings: 1"), "{page}");
+        assert!(
+            page.contains("<tr><td>17</td><td>3</td><td>proposer</td><td>baseline</td></tr>"),
+            "{page}"
+        );
         if font_ready() {
             assert!(html.contains("<svg"));
             for f in ["inclusion_rate", "inclusion_distance", "chain_progress"] {
