@@ -184,6 +184,11 @@ pub struct FaultStats {
     pub groups: BTreeMap<String, WindowStats>,
     /// Latest recovery slot over the DV clusters (`None` when one did not recover).
     pub recovery_slot: Option<u64>,
+    /// Worst, over the DV clusters, of (recovery slot − the cluster's first duty slot at or
+    /// after the heal): slots a cluster with something to do took to be whole again. Slots
+    /// after the heal in which it had no duty do not count against it. `None` as above.
+    #[serde(default)]
+    pub recovery_slots: Option<u64>,
     /// Consensus per dvnode during the window.
     pub nodes: BTreeMap<String, NodeRounds>,
     /// Errors the executor reported for this fault.
@@ -723,6 +728,7 @@ fn fault_stats(
     );
     // Recovery: the first slot at or after the heal with duties, all included.
     let mut recovery_slot: Option<u64> = None;
+    let mut recovery_slots: Option<u64> = None;
     let mut all_recovered = true;
     for (name, s) in groups.iter_mut() {
         let Some(h) = hi else {
@@ -739,10 +745,15 @@ fn fault_stats(
             .iter()
             .find(|(_, (d, i))| *d > 0 && d == i)
             .map(|(slot, _)| *slot);
+        let first_duty = by_slot.iter().find(|(_, (d, _))| *d > 0).map(|(s, _)| *s);
         if meta.groups.iter().any(|g| &g.name == name && g.distributed) {
-            match s.recovery_slot {
-                Some(r) => recovery_slot = Some(recovery_slot.map_or(r, |x| x.max(r))),
-                None => all_recovered = false,
+            match (s.recovery_slot, first_duty) {
+                (Some(r), Some(f)) => {
+                    recovery_slot = Some(recovery_slot.map_or(r, |x| x.max(r)));
+                    let took = r - f;
+                    recovery_slots = Some(recovery_slots.map_or(took, |x| x.max(took)));
+                }
+                _ => all_recovered = false,
             }
         }
     }
@@ -789,6 +800,7 @@ fn fault_stats(
         heal_slot: hi,
         groups,
         recovery_slot: recovery_slot.filter(|_| all_recovered),
+        recovery_slots: recovery_slots.filter(|_| all_recovered),
         nodes,
         error: w.error.clone(),
     })
@@ -1195,6 +1207,51 @@ mod tests {
         );
         // The slashing verdict is part of every report.
         assert!(r.assertions.iter().any(|x| x.name == "slashable_messages"));
+    }
+
+    /// Recovery counts from the DV's first duty slot after the heal: a DV with no duty in
+    /// slots 25..28 that attests at 28 has recovered in 0 slots (its recovery slot is 28);
+    /// one that misses 28 and 29 and lands 30 took 2.
+    #[test]
+    fn recovery_counts_from_the_first_duty_after_the_heal() {
+        let took = |first_ok: u64| {
+            let mut m = meta();
+            m.last_slot = 39;
+            m.groups.push(GroupMeta {
+                name: "dv0".into(),
+                first: 6,
+                count: 1,
+                distributed: true,
+            });
+            let mut b = synthetic::Builder::default();
+            for slot in (8..16).chain(28..40) {
+                b.duty(slot, 6);
+                if slot < 16 || slot >= first_ok {
+                    b.inclusion(6, slot, slot + 1, true, true);
+                }
+            }
+            b.fault(FaultWindow {
+                fault: 1,
+                kind: "partition".into(),
+                targets: "dv0-0".into(),
+                detail: "dv0-0 | dv0-1".into(),
+                start_time: 16.0 * 4.0,
+                start_slot: 16,
+                end_time: Some(25.0 * 4.0),
+                end_slot: Some(25),
+                error: None,
+            });
+            let a = analyse(&m, &b.build().unwrap()).unwrap();
+            let f = &a.faults[0];
+            assert_eq!(f.heal_slot, Some(25));
+            assert_eq!(f.recovery_slot, Some(first_ok));
+            (
+                f.recovery_slots,
+                crate::report::metric("max_recovery_slots", &m, &a),
+            )
+        };
+        assert_eq!(took(28), (Some(0), Some(0.0)));
+        assert_eq!(took(30), (Some(2), Some(2.0)));
     }
 
     fn meta() -> RunMeta {

@@ -171,10 +171,10 @@ pub fn metric(name: &str, meta: &RunMeta, a: &Analysis) -> Option<f64> {
                 .iter()
                 .filter(|f| f.heal_slot.is_some_and(|h| h <= meta.last_slot))
             {
-                let (Some(h), Some(r)) = (f.heal_slot, f.recovery_slot) else {
+                let Some(took) = f.recovery_slots else {
                     return None;
                 };
-                worst = worst.max(r.saturating_sub(h));
+                worst = worst.max(took);
             }
             Some(worst as f64)
         }

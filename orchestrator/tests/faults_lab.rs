@@ -452,6 +452,79 @@ async fn latency_adds_measured_delay() {
     .await;
 }
 
+/// A TCP sink on port 5001 that prints `UNIX-second cumulative-bytes` whenever the second
+/// changes (perl-base is in every Debian image; Time::HiRes is not, hence whole seconds).
+const SINK: &str = "exec perl -MIO::Socket::INET -e '$|=1; \
+     my $s = IO::Socket::INET->new(LocalPort => 5001, Listen => 1, ReuseAddr => 1) or die $!; \
+     my $c = $s->accept; my ($n, $t, $b) = (0, time); \
+     while ((my $r = sysread($c, $b, 65536)) > 0) { $n += $r; if (time != $t) { $t = time; \
+     open(my $f, \">>\", \"/tmp/sink\"); print $f \"$t $n\\n\"; close $f } }'";
+
+/// Streams zeros from `from` to the sink on `to` for `secs` seconds and returns the receive
+/// rate in bits/s over the whole seconds after the first (TCP slow start excluded).
+async fn throughput(lab: &Lab, from: &str, to: &str, secs: u64) -> Result<f64> {
+    let ip = lab.ip(to).await?;
+    lab.sh(
+        from,
+        &format!("timeout {secs} cat /dev/zero > /dev/tcp/{ip}/5001 2>/dev/null; true"),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let out = lab.sh(to, "cat /tmp/sink 2>/dev/null; true").await?;
+    let samples: Vec<(f64, f64)> = out
+        .lines()
+        .filter_map(|l| {
+            let (t, n) = l.split_once(' ')?;
+            Some((t.parse().ok()?, n.parse().ok()?))
+        })
+        .collect();
+    if samples.len() < 4 {
+        bail!("too few sink samples: {out:?}");
+    }
+    // Skip the first second (slow start) and the tail after the sender stopped (buffered bytes).
+    let (t0, n0) = samples[1];
+    let (t1, n1) = samples[samples.len() - 2];
+    if t1 - t0 < 2.0 {
+        bail!("sink span too short: {out:?}");
+    }
+    Ok((n1 - n0) * 8.0 / (t1 - t0))
+}
+
+#[tokio::test]
+async fn bandwidth_limits_egress_rate() {
+    if !enabled("bandwidth_limits_egress_rate") {
+        return;
+    }
+    let cs = [("a", None), ("b", Some(SINK)), ("c", Some(SINK))];
+    with_lab("flab-bw", &cs, &[], |lab| async move {
+        let limit = 2_000_000u64;
+        let bw = fault(
+            8,
+            Effect::Bandwidth {
+                targets: vec!["a".into()],
+                bits_per_sec: limit,
+            },
+        );
+        lab.apply(&bw).await?;
+        let limited = throughput(&lab, "a", "b", 8).await?;
+        lab.heal(&bw).await?;
+        let free = throughput(&lab, "a", "c", 4).await?;
+        eprintln!(
+            "bandwidth 2 mbit on a: a->b {:.2} Mbit/s limited; {:.0} Mbit/s after the heal",
+            limited / 1e6,
+            free / 1e6
+        );
+        // TBF shapes the payload plus headers to the rate: goodput just under 2 Mbit/s.
+        assert!(
+            (0.75 * limit as f64..=1.05 * limit as f64).contains(&limited),
+            "limited rate {limited} bit/s"
+        );
+        assert!(free > 10.0 * limit as f64, "healed rate {free} bit/s");
+        Ok(())
+    })
+    .await;
+}
+
 /// A long-running awk writes its own `systime()` (libc `time`, in the same process) every
 /// 0.3 s. (bash's builtin `printf %(%s)T` does not go through the preloaded library.)
 const CLOCK_LOOP: &str = "exec awk 'BEGIN { while (1) { print systime() > \"/tmp/t.new\"; \
