@@ -412,6 +412,10 @@ async fn stallable_relay(
                                 Ok(Ok(0)) | Ok(Err(_)) => break,
                                 Ok(Ok(n)) => n,
                             };
+                        // Bytes read just as the path went silent wait for the heal too.
+                        while stalled.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
                         if w.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
@@ -543,19 +547,26 @@ async fn silent_path_is_detected_and_messages_sent_into_it_arrive_after_it_heals
         reconnect < Duration::from_secs(3),
         "reconnected {reconnect:?} after the heal"
     );
-    let got = n0.recv_n(1).await.remove(0);
+    // "before" again if its ack was caught in the silence (at-least-once; receivers dedupe).
+    let mut got = n0.recv_n(1).await.remove(0);
+    if got.payload == b"before" {
+        got = n0.recv_n(1).await.remove(0);
+    }
     assert_eq!((got.from, got.payload), (1, b"into the void 1->0".to_vec()));
     let got = n1.recv_n(1).await.remove(0);
     assert_eq!((got.from, got.payload), (0, b"into the void 0->1".to_vec()));
     n1.handle
         .send(0, Protocol::Qbft, b"after".to_vec())
         .unwrap();
-    assert_eq!(n0.recv_n(1).await.remove(0).payload, b"after".to_vec());
-    // A message that arrived before its ack was lost may come twice; never anything else.
-    while let Ok(m) = n0.rx.try_recv() {
-        assert_eq!(
-            m.payload,
-            b"into the void 1->0".to_vec(),
+    // A message sent again after its connection was lost may also arrive over the old path
+    // (at-least-once: receivers deduplicate); nothing else may come before "after".
+    loop {
+        let m = n0.recv_n(1).await.remove(0);
+        if m.payload == b"after" {
+            break;
+        }
+        assert!(
+            m.payload == b"into the void 1->0" || m.payload == b"before",
             "unexpected {m:?}"
         );
     }

@@ -203,7 +203,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                 let mut fr = dvlab::run::start_faults(&docker, &d.plan, &d.timeline, &run_dir)?;
                 let done = tokio::select! {
                     r = &mut fr.task => Some(r),
-                    _ = tokio::signal::ctrl_c() => None,
+                    () = dvlab::run::interrupted() => None,
                 };
                 fr.heal().await?;
                 if let Some(r) = done {

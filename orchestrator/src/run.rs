@@ -16,6 +16,24 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Current UNIX time in seconds.
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM (`kill`, a CI job's timeout, `docker
+/// stop` of a container running dvlab): both interrupt a run, which then heals and tears down.
+pub async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            // Without a SIGTERM handler only Ctrl-C interrupts.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -348,7 +366,7 @@ async fn timeline(
 pub enum Outcome {
     /// The run completed; the report says whether assertions held.
     Done(Box<Report>),
-    /// Interrupted by Ctrl-C.
+    /// Interrupted by Ctrl-C or SIGTERM.
     Interrupted,
 }
 
@@ -393,7 +411,7 @@ pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> 
     };
     let result = tokio::select! {
         r = body => r.map(|r| Outcome::Done(Box::new(r))),
-        _ = tokio::signal::ctrl_c() => Ok(Outcome::Interrupted),
+        () = interrupted() => Ok(Outcome::Interrupted),
     };
     let interrupted = matches!(result, Ok(Outcome::Interrupted));
     let fr = fault_run.lock().expect("fault-run lock").take();

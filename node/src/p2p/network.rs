@@ -1076,8 +1076,15 @@ fn build_swarm(key: &Keypair, peers: &[PeerId], limits: &Limits) -> Result<Swarm
         .map_err(|e| anyhow!("p2p: building the TCP/noise/yamux transport: {e}"))?
         .with_behaviour(|_| behaviour)
         .map_err(|e| anyhow!("p2p: building the behaviour: {e}"))?
-        // Cluster connections are permanent; liveness is checked by ping.
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(u64::MAX)))
+        // Cluster connections are permanent; liveness is checked by ping. Every message is a
+        // request on a new stream: with multistream-select V1 the dialer waits a round trip
+        // for the protocol confirmation before writing, so one message would cost 1.5 RTT.
+        // Both ends are dvnodes speaking the protocol, so propose it and write at once (V1Lazy):
+        // one QBFT step costs one one-way delay, which is what the round timers are sized for.
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(u64::MAX))
+                .with_substream_upgrade_protocol_override(Version::V1Lazy)
+        })
         .build();
     Ok(swarm)
 }
