@@ -427,6 +427,90 @@ async fn stallable_relay(
     addr
 }
 
+/// A TCP relay that delivers every byte `delay` after it arrived, in order, in both
+/// directions (a long path). Returns its address.
+async fn delaying_relay(upstream: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            down.set_nodelay(true).unwrap();
+            up.set_nodelay(true).unwrap();
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            for (mut r, mut w) in [(dr, uw), (ur, dw)] {
+                let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    while let Ok(n) = r.read(&mut buf).await {
+                        if n == 0
+                            || tx
+                                .send((Instant::now() + delay, buf[..n].to_vec()))
+                                .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Some((due, bytes)) = rx.recv().await {
+                        tokio::time::sleep_until(due.into()).await;
+                        if w.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// A message costs one one-way delay, not a round trip more for protocol negotiation: QBFT
+/// round timers assume one delay per step (a 200 ms path stopped consensus when each message
+/// waited for multistream-select's confirmation first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_costs_one_way_delay() {
+    let (keys, ids) = keys(2);
+    let mut n0 = Node::start(&keys[0], &ids, localhost(), Vec::new()).await;
+    let port = n0
+        .addr()
+        .to_string()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let delay = Duration::from_millis(150);
+    let relay = delaying_relay(format!("127.0.0.1:{port}").parse().unwrap(), delay).await;
+    let via: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", relay.port())
+        .parse()
+        .unwrap();
+    let n1 = Node::start(&keys[1], &ids, localhost(), vec![(n0.peer_id(), via)]).await;
+    wait_for("connected", || n1.handle.connected_peers() == vec![0]).await;
+    let mut took = Vec::new();
+    for i in 0..5u8 {
+        let sent = Instant::now();
+        n1.handle.send(0, Protocol::Qbft, vec![i]).unwrap();
+        let m = n0.recv_n(1).await.remove(0);
+        took.push(sent.elapsed());
+        assert_eq!(m.payload, vec![i]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    took.sort();
+    let median = took[2];
+    // One way is 150 ms; negotiating first would make it 450 ms.
+    assert!(
+        median >= delay && median < delay * 2,
+        "a message took {took:?} over a {delay:?} path"
+    );
+    n0.handle.shutdown().await;
+    n1.handle.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_path_is_detected_and_messages_sent_into_it_arrive_after_it_heals() {
     use std::sync::{
