@@ -171,10 +171,7 @@ pub fn metric(name: &str, meta: &RunMeta, a: &Analysis) -> Option<f64> {
                 .iter()
                 .filter(|f| f.heal_slot.is_some_and(|h| h <= meta.last_slot))
             {
-                let Some(took) = f.recovery_slots else {
-                    return None;
-                };
-                worst = worst.max(took);
+                worst = worst.max(f.recovery_slots?);
             }
             Some(worst as f64)
         }
