@@ -380,14 +380,24 @@ fn drop_label(reason: &DropReason) -> &'static str {
     }
 }
 
-/// Value-type-independent form of an engine [`Output`] (the decided value itself goes straight
-/// to the waiting `propose` call).
+/// Value-type-independent form of an engine [`Output`] (the decided value itself goes to the
+/// waiting `propose` call through `notify`, once the driver has recorded the decision).
 enum Action {
     Broadcast(QbftMsg),
     SendTo(u64, QbftMsg),
-    Schedule { round: u64, after: Duration },
-    Decided { round: u64, elapsed: Duration },
-    Dropped { source: u64, reason: DropReason },
+    Schedule {
+        round: u64,
+        after: Duration,
+    },
+    Decided {
+        round: u64,
+        elapsed: Duration,
+        notify: Box<dyn FnOnce() + Send>,
+    },
+    Dropped {
+        source: u64,
+        reason: DropReason,
+    },
 }
 
 /// An instance with its value type erased, so that one driver runs instances of any values.
@@ -409,7 +419,7 @@ struct Typed<V: Value> {
     created: Instant,
 }
 
-impl<V: Value> Typed<V> {
+impl<V: Value + 'static> Typed<V> {
     fn convert(&mut self, outputs: Vec<Output<V>>) -> Vec<Action> {
         outputs
             .into_iter()
@@ -424,17 +434,24 @@ impl<V: Value> Typed<V> {
                     commits,
                 } => {
                     let elapsed = self.created.elapsed();
-                    if let Some(w) = self.waiter.take() {
-                        // The caller may have stopped waiting; the decision stands regardless.
-                        let _ = w.send(Ok(Decided {
-                            instance: self.inst.id(),
-                            value,
-                            round,
-                            commits,
-                            elapsed,
-                        }));
+                    let waiter = self.waiter.take();
+                    let decided = Decided {
+                        instance: self.inst.id(),
+                        value,
+                        round,
+                        commits,
+                        elapsed,
+                    };
+                    Action::Decided {
+                        round,
+                        elapsed,
+                        notify: Box::new(move || {
+                            // The caller may have stopped waiting; the decision stands regardless.
+                            if let Some(w) = waiter {
+                                let _ = w.send(Ok(decided));
+                            }
+                        }),
                     }
-                    Action::Decided { round, elapsed }
                 }
             })
             .collect()
@@ -884,8 +901,13 @@ impl Driver {
                 }
                 self.timers.insert(key, (id, TimerKind::Round(round)));
             }
-            Action::Decided { round, elapsed } => {
+            Action::Decided {
+                round,
+                elapsed,
+                notify,
+            } => {
                 let Some(slot) = self.instances.get_mut(&id) else {
+                    notify();
                     return;
                 };
                 if let State::Running {
@@ -904,6 +926,8 @@ impl Driver {
                 self.metrics.decided_rounds.observe(round as f64);
                 self.metrics.decide_duration.observe(elapsed.as_secs_f64());
                 debug!(round, ?elapsed, "consensus decided");
+                // After the bookkeeping: whoever waits sees the metrics and state it implies.
+                notify();
             }
             Action::Dropped { source, reason } => {
                 self.metrics.drop(drop_label(&reason));

@@ -13,10 +13,11 @@
 //! `backoff_max`, jittered into `[d/2, d]`), counted in `p2p_reconnect_attempts_total{peer}`.
 //! Every connection is pinged each `ping_interval`; a connection with no answered ping for
 //! `ping_timeout` is closed (`p2p_dead_connections_total{peer}`) — TCP alone would keep a
-//! silently dropped path (partition, frozen peer) open for minutes of retransmission backoff. Dials are
-//! bounded by `dial_timeout`. A request lost with its connection, or whose ack timed out, is
-//! sent again on the next connection while younger than `pending_ttl`
-//! (`p2p_messages_resent_total{protocol}`); messages are idempotent, so a duplicate is harmless.
+//! silently dropped path (partition, frozen peer) open for minutes of retransmission backoff.
+//! Dials are bounded by `dial_timeout`. A request lost with its connection, or whose ack timed
+//! out, is sent again on the next connection (at most 3 sends in all) while younger than
+//! `pending_ttl` (`p2p_messages_resent_total{protocol}`); messages are idempotent, so a
+//! duplicate is harmless.
 //! `p2p_peer_connected{peer}` and `p2p_ping_rtt_seconds{peer}` report liveness.
 //!
 //! # Protocols and wire format

@@ -403,7 +403,13 @@ struct Pending {
     queued: Instant,
     protocol: Protocol,
     frame: Vec<u8>,
+    /// Times handed to a connection so far.
+    sends: u8,
 }
+
+/// Most times one message is handed to a connection: a request failing fast (e.g. streams
+/// refused by the peer) must not loop until `pending_ttl`.
+const MAX_SENDS: u8 = 3;
 
 /// A request handed to a connection and not yet acknowledged: kept so that a request lost with
 /// its connection is sent again once the peer is back (within `pending_ttl` of `queued`).
@@ -649,6 +655,7 @@ impl Network {
                 queued: Instant::now(),
                 protocol,
                 frame,
+                sends: 0,
             },
         );
     }
@@ -656,9 +663,10 @@ impl Network {
     /// Sends `msg` if the peer is connected (remembering it until acknowledged), else holds it
     /// until the peer connects. `msg.queued` is when it was first handed to the network: a
     /// message re-sent after a lost connection keeps its age, so `pending_ttl` bounds its life.
-    fn send_pending(&mut self, to: usize, msg: Pending) {
+    fn send_pending(&mut self, to: usize, mut msg: Pending) {
         let slot = &mut self.slots[to];
         if slot.connected {
+            msg.sends += 1;
             let id = self
                 .swarm
                 .behaviour_mut()
@@ -808,7 +816,9 @@ impl Network {
                 let retry = !matches!(error, OutboundFailure::UnsupportedProtocols);
                 match sent {
                     Some(InFlight { to, msg })
-                        if retry && msg.queued.elapsed() <= self.limits.pending_ttl =>
+                        if retry
+                            && msg.sends < MAX_SENDS
+                            && msg.queued.elapsed() <= self.limits.pending_ttl =>
                     {
                         self.metrics.resent(protocol.label());
                         debug!(%peer, %protocol, %error, "p2p send failed, message will be sent again");
