@@ -377,60 +377,15 @@ async fn restarted_node_is_reconnected_with_backoff() {
     }
 }
 
-/// A TCP relay that can stall: while stalled it neither reads nor writes (bytes wait in the
-/// kernel buffers, new connections get no handshake), as a path that silently drops packets does
-/// to the endpoints. Returns its address.
-async fn stallable_relay(
-    upstream: std::net::SocketAddr,
-    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::net::SocketAddr {
-    use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((down, _)) = listener.accept().await {
-            let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
-                continue;
-            };
-            let (dr, dw) = down.into_split();
-            let (ur, uw) = up.into_split();
-            for (mut r, mut w) in [(dr, uw), (ur, dw)] {
-                let stalled = stalled.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 << 10];
-                    loop {
-                        if stalled.load(Ordering::SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                        let n =
-                            match tokio::time::timeout(Duration::from_millis(10), r.read(&mut buf))
-                                .await
-                            {
-                                Err(_) => continue,
-                                Ok(Ok(0)) | Ok(Err(_)) => break,
-                                Ok(Ok(n)) => n,
-                            };
-                        // Bytes read just as the path went silent wait for the heal too.
-                        while stalled.load(Ordering::SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        if w.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        }
-    });
-    addr
-}
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-/// A TCP relay that delivers every byte `delay` after it arrived, in order, in both
-/// directions (a long path). Returns its address.
-async fn delaying_relay(upstream: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+/// A TCP relay on 127.0.0.1 to `upstream`: each accepted connection is bridged to a new one to
+/// `upstream`, and `pump(reader, writer)` is spawned for each direction. Returns its address.
+async fn relay<F, Fut>(upstream: std::net::SocketAddr, pump: F) -> std::net::SocketAddr
+where
+    F: Fn(OwnedReadHalf, OwnedWriteHalf) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -442,32 +397,76 @@ async fn delaying_relay(upstream: std::net::SocketAddr, delay: Duration) -> std:
             up.set_nodelay(true).unwrap();
             let (dr, dw) = down.into_split();
             let (ur, uw) = up.into_split();
-            for (mut r, mut w) in [(dr, uw), (ur, dw)] {
-                let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 << 10];
-                    while let Ok(n) = r.read(&mut buf).await {
-                        if n == 0
-                            || tx
-                                .send((Instant::now() + delay, buf[..n].to_vec()))
-                                .is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
-                tokio::spawn(async move {
-                    while let Some((due, bytes)) = rx.recv().await {
-                        tokio::time::sleep_until(due.into()).await;
-                        if w.write_all(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
+            tokio::spawn(pump(dr, uw));
+            tokio::spawn(pump(ur, dw));
         }
     });
     addr
+}
+
+/// A relay that can stall: while stalled it neither reads nor writes (bytes wait in the kernel
+/// buffers, new connections get no handshake), as a path that silently drops packets does to
+/// the endpoints.
+async fn stallable_relay(
+    upstream: std::net::SocketAddr,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    relay(upstream, move |mut r, mut w| {
+        let stalled = stalled.clone();
+        async move {
+            let mut buf = vec![0u8; 16 << 10];
+            loop {
+                if stalled.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                let n =
+                    match tokio::time::timeout(Duration::from_millis(10), r.read(&mut buf)).await {
+                        Err(_) => continue,
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(n)) => n,
+                    };
+                // Bytes read just as the path went silent wait for the heal too.
+                while stalled.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if w.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// A relay that delivers every byte `delay` after it arrived, in order, in both directions (a
+/// long path).
+async fn delaying_relay(upstream: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    relay(upstream, move |mut r, mut w| async move {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+        tokio::spawn(async move {
+            while let Some((due, bytes)) = rx.recv().await {
+                tokio::time::sleep_until(due.into()).await;
+                if w.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = vec![0u8; 16 << 10];
+        while let Ok(n) = r.read(&mut buf).await {
+            if n == 0
+                || tx
+                    .send((Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    })
+    .await
 }
 
 /// A message costs one one-way delay, not a round trip more for protocol negotiation: QBFT

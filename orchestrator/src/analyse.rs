@@ -1129,14 +1129,7 @@ mod tests {
     /// inside. Inclusions stop at 16 and resume at slot 27; the duty log says `no_consensus`.
     #[test]
     fn fault_windows_cost_and_recovery() {
-        let mut m = meta();
-        m.last_slot = 39;
-        m.groups.push(GroupMeta {
-            name: "dv0".into(),
-            first: 6,
-            count: 1,
-            distributed: true,
-        });
+        let mut m = meta_with_dv6();
         m.dvnodes = vec![crate::data::DvNodeMeta {
             name: "n0".into(),
             cluster: "dv0".into(),
@@ -1215,14 +1208,7 @@ mod tests {
     #[test]
     fn recovery_counts_from_the_first_duty_after_the_heal() {
         let took = |first_ok: u64| {
-            let mut m = meta();
-            m.last_slot = 39;
-            m.groups.push(GroupMeta {
-                name: "dv0".into(),
-                first: 6,
-                count: 1,
-                distributed: true,
-            });
+            let m = meta_with_dv6();
             let mut b = synthetic::Builder::default();
             for slot in (8..16).chain(28..40) {
                 b.duty(slot, 6);
@@ -1252,6 +1238,19 @@ mod tests {
         };
         assert_eq!(took(28), (Some(0), Some(0.0)));
         assert_eq!(took(30), (Some(2), Some(2.0)));
+    }
+
+    /// [`meta`] up to slot 39 with a one-validator DV cluster `dv0` (validator 6).
+    fn meta_with_dv6() -> RunMeta {
+        let mut m = meta();
+        m.last_slot = 39;
+        m.groups.push(GroupMeta {
+            name: "dv0".into(),
+            first: 6,
+            count: 1,
+            distributed: true,
+        });
+        m
     }
 
     fn meta() -> RunMeta {
