@@ -252,22 +252,25 @@ pub(crate) mod fixtures {
     /// Threshold.
     pub const T: usize = 3;
 
+    /// An Altair-from-genesis chain with 8-slot epochs.
+    pub fn altair_schedule(genesis_time: u64, seconds_per_slot: u64) -> ForkSchedule {
+        ForkSchedule::new(
+            genesis_time,
+            Root([9; 32]),
+            seconds_per_slot,
+            8,
+            vec![ScheduledFork {
+                name: ForkName::Altair,
+                version: Version([1, 0, 0, 1]),
+                epoch: 0,
+            }],
+        )
+        .unwrap()
+    }
+
     /// A 1-second-slot Altair chain.
     pub fn schedule() -> Arc<ForkSchedule> {
-        Arc::new(
-            ForkSchedule::new(
-                1_000,
-                Root([9; 32]),
-                1,
-                8,
-                vec![ScheduledFork {
-                    name: ForkName::Altair,
-                    version: Version([1, 0, 0, 1]),
-                    epoch: 0,
-                }],
-            )
-            .unwrap(),
-        )
+        Arc::new(altair_schedule(1_000, 1))
     }
 
     /// A DV: its secret, pubkey and secret shares (index i → share i + 1).

@@ -612,11 +612,28 @@ mod reorg_tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::duty::fixtures::altair_schedule;
     use crate::eth::beacon::{AttesterDuty, Validator, ValidatorData, ValidatorStatus};
-    use crate::eth::signing::{ForkName, ScheduledFork};
-    use crate::eth::types::{Minimal, Version};
+    use crate::eth::types::Minimal;
 
     const DV: BlsPubkey = BlsPubkey([7; 48]);
+
+    /// A scheduler for the one DV [`DV`] against the BN at `url`.
+    fn dv_scheduler(
+        url: &str,
+        schedule: &ForkSchedule,
+        out: mpsc::Sender<ScheduledDuty>,
+    ) -> Scheduler<Minimal> {
+        Scheduler::<Minimal>::new(
+            BeaconClient::new(url).unwrap(),
+            schedule,
+            Arc::new(SystemClock),
+            vec![DV],
+            Arc::new(DutyDb::new()),
+            Tracker::new(&mut Registry::default(), None).unwrap(),
+            out,
+        )
+    }
     const INDEX: ValidatorIndex = 5;
 
     /// The simulated chain: the DV's attester slot in epoch 1 and the root it depends on.
@@ -701,29 +718,10 @@ mod reorg_tests {
 
         // 1-second slots; now is slot 6 of epoch 0: the DV attests in epoch 1.
         let genesis = SystemClock.now_ms() / 1000 - 6;
-        let schedule = ForkSchedule::new(
-            genesis,
-            Root([9; 32]),
-            1,
-            8,
-            vec![ScheduledFork {
-                name: ForkName::Altair,
-                version: Version([1, 0, 0, 1]),
-                epoch: 0,
-            }],
-        )
-        .unwrap();
+        let schedule = altair_schedule(genesis, 1);
         let clock = SlotClock::of(&schedule);
         let (out, mut fired) = mpsc::channel(16);
-        let scheduler = Scheduler::<Minimal>::new(
-            BeaconClient::new(&url).unwrap(),
-            &schedule,
-            Arc::new(SystemClock),
-            vec![DV],
-            Arc::new(DutyDb::new()),
-            Tracker::new(&mut Registry::default(), None).unwrap(),
-            out,
-        );
+        let scheduler = dv_scheduler(&url, &schedule, out);
         let (events, events_rx) = mpsc::channel(4);
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(scheduler.run_with_events(events_rx, stop_rx));
@@ -788,29 +786,10 @@ mod reorg_tests {
 
     #[test]
     fn the_slots_head_event_makes_its_attester_and_sync_duties_due_now() {
-        let schedule = ForkSchedule::new(
-            1_000,
-            Root([9; 32]),
-            3,
-            8,
-            vec![ScheduledFork {
-                name: ForkName::Altair,
-                version: Version([1, 0, 0, 1]),
-                epoch: 0,
-            }],
-        )
-        .unwrap();
+        let schedule = altair_schedule(1_000, 3);
         let clock = SlotClock::of(&schedule);
         let (out, _fired) = mpsc::channel(16);
-        let mut scheduler = Scheduler::<Minimal>::new(
-            BeaconClient::new("http://127.0.0.1:9").unwrap(),
-            &schedule,
-            Arc::new(SystemClock),
-            vec![DV],
-            Arc::new(DutyDb::new()),
-            Tracker::new(&mut Registry::default(), None).unwrap(),
-            out,
-        );
+        let mut scheduler = dv_scheduler("http://127.0.0.1:9", &schedule, out);
         let queued = |slot, kind| {
             let duty = Duty::new(slot, kind);
             let defs = match kind {
