@@ -27,8 +27,8 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -929,16 +929,9 @@ impl Executor {
             }
             Effect::Loss { scope, percent } => {
                 for (t, peer) in scope.legs() {
-                    if !self.running(&t).await? {
+                    let Some(mut spec) = self.egress_match(&t, peer).await? else {
                         continue;
-                    }
-                    let mut spec = vec!["!".into(), "-o".into(), "lo".into()];
-                    if let Some(p) = peer {
-                        let Some(ip) = self.ip(&p).await? else {
-                            continue;
-                        };
-                        spec.extend(["-d".into(), ip]);
-                    }
+                    };
                     spec.extend(
                         [
                             "-m",
@@ -961,16 +954,9 @@ impl Executor {
                 jitter_ms,
             } => {
                 for (t, peer) in scope.legs() {
-                    if !self.running(&t).await? {
+                    let Some(mut spec) = self.egress_match(&t, peer).await? else {
                         continue;
-                    }
-                    let mut spec = vec!["!".into(), "-o".into(), "lo".into()];
-                    if let Some(p) = peer {
-                        let Some(ip) = self.ip(&p).await? else {
-                            continue;
-                        };
-                        spec.extend(["-d".into(), ip]);
-                    }
+                    };
                     spec.extend(
                         ["-j", "NFQUEUE", "--queue-num", &f.id.to_string()].map(String::from),
                     );
@@ -1111,6 +1097,26 @@ impl Executor {
         Ok(info.state.is_some_and(|s| s.running == Some(true)))
     }
 
+    /// iptables OUTPUT match for traffic `target` sends (to `peer` only, if given), leaving
+    /// loopback alone; `None` when `target` is not running or `peer` has no address now.
+    async fn egress_match(
+        &self,
+        target: &str,
+        peer: Option<String>,
+    ) -> Result<Option<Vec<String>>> {
+        if !self.running(target).await? {
+            return Ok(None);
+        }
+        let mut spec = vec!["!".into(), "-o".into(), "lo".into()];
+        if let Some(p) = peer {
+            let Some(ip) = self.ip(&p).await? else {
+                return Ok(None);
+            };
+            spec.extend(["-d".into(), ip]);
+        }
+        Ok(Some(spec))
+    }
+
     /// IP of a container on its (only) network, `None` when it is down.
     async fn ip(&self, short: &str) -> Result<Option<String>> {
         let info = self.inspect_target(short).await?;
@@ -1146,16 +1152,9 @@ impl Executor {
             }),
             ..Default::default()
         };
-        d.create_container(
-            Some(CreateContainerOptionsBuilder::default().name(name).build()),
-            body,
-        )
-        .await
-        .with_context(|| format!("creating fault sidecar {name} (is {NETEM_IMAGE} built?)"))?;
-        d.start_container(name, None)
+        crate::runtime::run_container(d, name, body)
             .await
-            .with_context(|| format!("starting fault sidecar {name}"))?;
-        Ok(())
+            .with_context(|| format!("fault sidecar (is {NETEM_IMAGE} built?)"))
     }
 
     /// The sidecar of `short`, (re)created when the target restarted since.
@@ -1210,7 +1209,7 @@ impl Executor {
         self.start_in_netns(short, &name, cmd).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let logs = container_logs(&self.inner.docker, &name).await?;
+            let logs = crate::runtime::logs(&self.inner.docker, &name, None).await?;
             if logs.contains("dvlab-netem: queue") {
                 return Ok(name);
             }
@@ -1398,20 +1397,6 @@ impl Executor {
     }
 }
 
-/// All output of a container so far.
-async fn container_logs(docker: &Docker, name: &str) -> Result<String> {
-    let opts = LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut s = docker.logs(name, Some(opts));
-    let mut out = String::new();
-    while let Some(chunk) = s.next().await {
-        out.push_str(&chunk?.to_string());
-    }
-    Ok(out)
-}
-
 /// Runs `cmd` in a running container and returns its output; a non-zero exit is an error
 /// carrying the output.
 pub async fn exec(docker: &Docker, container: &str, cmd: &[String]) -> Result<String> {
@@ -1467,6 +1452,14 @@ mod tests {
 
     fn tl(spec: &DevnetSpec) -> Timeline {
         timeline(spec, &Plan::new(spec, 1_000)).unwrap()
+    }
+
+    /// (slot, phase, kind) of every action, in timeline order.
+    fn steps(t: &Timeline) -> Vec<(u64, Phase, &'static str)> {
+        t.actions
+            .iter()
+            .map(|a| (a.slot, a.phase, a.fault.effect.kind()))
+            .collect()
     }
 
     #[test]
@@ -1526,13 +1519,8 @@ mod tests {
             1,
         );
         let t = tl(&spec);
-        let seq: Vec<_> = t
-            .actions
-            .iter()
-            .map(|a| (a.slot, a.phase, a.fault.effect.kind()))
-            .collect();
         assert_eq!(
-            seq,
+            steps(&t),
             [
                 (10, Phase::Start, "partition"),
                 (12, Phase::Start, "latency"),
@@ -1569,13 +1557,8 @@ mod tests {
             1,
         );
         let t = tl(&spec);
-        let seq: Vec<_> = t
-            .actions
-            .iter()
-            .map(|a| (a.slot, a.phase, a.fault.effect.kind()))
-            .collect();
         assert_eq!(
-            seq,
+            steps(&t),
             [
                 (8, Phase::Start, "partition"),
                 (10, Phase::Start, "crash"),

@@ -333,7 +333,7 @@ async fn ensure_running(docker: &Docker, name: &str) -> Result<()> {
     let info = docker.inspect_container(name, None).await?;
     let state = info.state.unwrap_or_default();
     if state.running != Some(true) {
-        let logs = tail_logs(docker, name, 15).await.unwrap_or_default();
+        let logs = logs(docker, name, Some(15)).await.unwrap_or_default();
         bail!(
             "container {name} stopped (exit code {}); last log lines:\n{}",
             state
@@ -406,17 +406,7 @@ async fn create_cluster(
         }),
         ..Default::default()
     };
-    docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await
-        .with_context(|| format!("creating container {name}"))?;
-    docker
-        .start_container(&name, None)
-        .await
-        .with_context(|| format!("starting container {name}"))?;
+    run_container(docker, &name, body).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let code = loop {
         let state = docker
@@ -432,7 +422,7 @@ async fn create_cluster(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let logs = tail_logs(docker, &name, 20).await.unwrap_or_default();
+    let logs = logs(docker, &name, Some(20)).await.unwrap_or_default();
     std::fs::write(key_dir.join("create-cluster.log"), &logs)?;
     docker
         .remove_container(
@@ -599,21 +589,22 @@ async fn create_and_start(docker: &Docker, ctx: &StartCtx<'_>, c: &ContainerPlan
         }),
         ..Default::default()
     };
+    run_container(docker, &c.name, body).await
+}
+
+/// Creates the container `name` from `body` and starts it.
+pub async fn run_container(docker: &Docker, name: &str, body: ContainerCreateBody) -> Result<()> {
     docker
         .create_container(
-            Some(
-                CreateContainerOptionsBuilder::default()
-                    .name(&c.name)
-                    .build(),
-            ),
+            Some(CreateContainerOptionsBuilder::default().name(name).build()),
             body,
         )
         .await
-        .with_context(|| format!("creating container {}", c.name))?;
+        .with_context(|| format!("creating container {name}"))?;
     docker
-        .start_container(&c.name, None)
+        .start_container(name, None)
         .await
-        .with_context(|| format!("starting container {}", c.name))?;
+        .with_context(|| format!("starting container {name}"))?;
     Ok(())
 }
 
@@ -728,14 +719,13 @@ pub async fn down(docker: &Docker, run: Option<&str>) -> Result<usize> {
     Ok(containers.len())
 }
 
-/// Last `lines` lines of a container's output.
-pub async fn tail_logs(docker: &Docker, name: &str, lines: usize) -> Result<String> {
-    let opts = LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .tail(&lines.to_string())
-        .build();
-    let mut s = docker.logs(name, Some(opts));
+/// A container's output: all of it, or its last `tail` lines.
+pub async fn logs(docker: &Docker, name: &str, tail: Option<usize>) -> Result<String> {
+    let mut opts = LogsOptionsBuilder::default().stdout(true).stderr(true);
+    if let Some(lines) = tail {
+        opts = opts.tail(&lines.to_string());
+    }
+    let mut s = docker.logs(name, Some(opts.build()));
     let mut out = String::new();
     while let Some(chunk) = s.next().await {
         out.push_str(&chunk?.to_string());
@@ -792,7 +782,7 @@ pub async fn check_alive(docker: &Docker, run: &str, intended_down: &[String]) -
                 .and_then(|i| i.state)
                 .and_then(|s| s.exit_code)
                 .map_or_else(|| "?".into(), |c| c.to_string());
-            let logs = tail_logs(docker, &c.name, 15).await.unwrap_or_default();
+            let logs = logs(docker, &c.name, Some(15)).await.unwrap_or_default();
             bail!(
                 "container {} stopped ({}, exit code {code}); last log lines:\n{}",
                 c.name,

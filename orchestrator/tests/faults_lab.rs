@@ -4,9 +4,8 @@
 //! base and `dvlab/netem` images when they are missing or out of date). Every test removes
 //! its containers and network, also when it fails. Run with `--nocapture` to see the figures.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
-use bollard::query_parameters::CreateContainerOptionsBuilder;
 use bollard::Docker;
 use dvlab::faults::{
     self, Action, Effect, Executor, Fault, FaultContainer, Phase, Scope, SlotClock, Timeline,
@@ -287,14 +286,7 @@ async fn setup(
             }),
             ..Default::default()
         };
-        docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                body,
-            )
-            .await
-            .with_context(|| format!("creating {name}"))?;
-        docker.start_container(&name, None).await?;
+        runtime::run_container(docker, &name, body).await?;
         fcs.push(FaultContainer {
             short: short.to_string(),
             name,
