@@ -15,8 +15,8 @@ use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{
     Attestation, BlsSignature, Preset, SignedBeaconBlockAltair, SyncCommitteeMessage,
 };
-use crate::sigagg::Signed;
 use crate::tracker::{Reason, Tracker};
+use crate::value::Signed;
 
 /// Pause between submission attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);

@@ -240,12 +240,12 @@ pub(crate) mod fixtures {
 
     use rand::SeedableRng;
 
-    use crate::decide::AttesterEntry;
     use crate::duty::AttesterDef;
     use crate::eth::signing::{ForkName, ForkSchedule, ScheduledFork};
     use crate::eth::types::{AttestationData, BlsPubkey, Checkpoint, Root, Version};
     use crate::keys::tbls;
     use crate::parsig::DvShares;
+    use crate::value::AttesterEntry;
 
     /// Nodes and threshold of the test cluster.
     pub const N: usize = 4;

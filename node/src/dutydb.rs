@@ -11,11 +11,11 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::decide::{AttesterEntry, DutyValue, ProposerEntry};
 use crate::duty::{Duty, DutyDefs, DutyKind, ProposerDef, SyncDef};
 use crate::eth::types::{
     AttestationData, BlsPubkey, BlsSignature, CommitteeIndex, Preset, Root, Slot, ValidatorIndex,
 };
+use crate::value::{AttesterEntry, DutyValue, ProposerEntry};
 
 /// Duty DB errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

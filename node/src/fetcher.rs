@@ -13,10 +13,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::decide::{AttesterEntry, DutyValue, ProposerEntry};
 use crate::duty::{AttesterDef, ProposerDef};
 use crate::eth::beacon::{BeaconClient, BeaconError, BlockId};
 use crate::eth::types::{BlsSignature, Preset, Slot};
+use crate::value::{AttesterEntry, DutyValue, ProposerEntry};
 
 /// Pause between attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);

@@ -29,4 +29,5 @@ pub mod slashing;
 pub mod tracker;
 pub mod util;
 pub mod validator_api;
+pub mod value;
 pub mod vc_backend;

@@ -545,10 +545,10 @@ impl<P: Preset> ParSig<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::DutyValue;
     use crate::duty::fixtures::{self, attester, Dv};
     use crate::eth::types::Minimal;
     use crate::sigagg;
+    use crate::value::DutyValue;
     use prometheus_client::registry::Registry;
 
     struct Outbox(mpsc::UnboundedSender<Vec<u8>>);

@@ -17,6 +17,7 @@ use crate::eth::types::{
 };
 use crate::keys::tbls;
 use crate::parsig::{SignedObject, Threshold};
+use crate::value::Signed;
 
 /// Why aggregation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,19 +31,6 @@ pub enum SigAggError {
     /// The decided value needed to build the signed object is gone.
     #[error("cannot build the signed object: {0}")]
     Build(String),
-}
-
-/// A fully signed duty object.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Signed<P: Preset> {
-    /// An attestation with one aggregation bit.
-    Attestation(Box<Attestation<P>>),
-    /// A signed block.
-    Block(Box<SignedBeaconBlockAltair<P>>),
-    /// The combined RANDAO reveal.
-    Randao(BlsSignature),
-    /// A sync committee message.
-    SyncMessage(SyncCommitteeMessage),
 }
 
 /// Combines `partials` (`(share index, signature)`) with threshold `t` and verifies the result

@@ -67,7 +67,7 @@ use crate::eth::types::{
     from_json_value, Attestation, AttestationData, BlsPubkey, Preset, Slot, SyncAggregate,
     ValidatorIndex,
 };
-use crate::sigagg::Signed;
+use crate::value::Signed;
 
 /// Workflow stages, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //!
 //! - [`types`]: phase0/Altair containers (SSZ, `hash_tree_root`, beacon-API JSON), generic over
 //!   the [`types::Preset`] ([`types::Minimal`], [`types::Mainnet`]).
+//! - [`config`]: the chain's genesis and spec constants as a beacon node serves them.
 //! - [`signing`]: domains, signing roots and the [`signing::ForkSchedule`] of a chain.
 //! - [`beacon`]: an async HTTP client for the standard beacon-node API, SSE events included.
 //!
@@ -41,5 +42,6 @@
 //!   ignores `--rest.port`: it needs `--beaconNodes http://127.0.0.1:<port>`.
 
 pub mod beacon;
+pub mod config;
 pub mod signing;
 pub mod types;

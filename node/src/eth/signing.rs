@@ -9,7 +9,7 @@ use std::fmt;
 
 use tree_hash::TreeHash;
 
-use super::beacon::{Genesis, SpecConfig};
+use super::config::{Genesis, SpecConfig};
 use super::types::{
     AttestationData, BeaconBlockAltair, BeaconBlockHeader, Domain, DomainType, Epoch, Fork,
     ForkData, Preset, Root, SigningData, Slot, Version, VoluntaryExit, FAR_FUTURE_EPOCH,
@@ -561,7 +561,7 @@ impl ForkSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eth::beacon::{Genesis, SpecConfig};
+    use crate::eth::config::{Genesis, SpecConfig};
     use crate::keys::tbls::DST as BLS_DST;
 
     fn interop_public_key(index: u64) -> blst::min_pk::PublicKey {

@@ -1,0 +1,686 @@
+//! The async client of one beacon node.
+//!
+//! Every error names the method and endpoint (path and query) and, for HTTP errors, the status
+//! and the start of the body. Requests have a timeout; the SSE event stream has only a connect
+//! timeout. See the [`eth` module docs](crate::eth) for the Lodestar quirks this client works
+//! around.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::stream::{BoxStream, StreamExt};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::api::{
+    normalize_committees, normalize_proposer_duties, AttesterDuty, BlockHeaderData, BlockId,
+    Committee, Data, Duties, NodeVersion, ProposerDuty, StateId, SyncDuty, SyncingStatus,
+    ValidatorData, ValidatorId, Versioned,
+};
+use super::events::{BeaconEvent, EventTopic};
+use crate::eth::config::{Genesis, SpecConfig};
+use crate::eth::signing::{ForkName, ForkSchedule};
+use crate::eth::types::{
+    from_json_slice, from_json_value, Attestation, AttestationData, BeaconBlockAltair,
+    BlsSignature, CommitteeIndex, Epoch, Fork, Graffiti, Preset, SignedBeaconBlockAltair, Slot,
+    SyncCommitteeMessage, ValidatorIndex,
+};
+
+/// Default timeout of one request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default timeout to establish a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many bytes of an error body an error message keeps.
+const BODY_SNIPPET_LEN: usize = 512;
+
+/// A failed beacon-node call.
+#[derive(Debug, thiserror::Error)]
+pub enum BeaconError {
+    /// The base URL or a derived URL is invalid.
+    #[error("invalid beacon node URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// The request could not be sent or its response not read.
+    #[error("{method} {endpoint}: request failed: {source}")]
+    Transport {
+        /// HTTP method.
+        method: Method,
+        /// Path and query.
+        endpoint: String,
+        /// Underlying error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// No response within the timeout.
+    #[error("{method} {endpoint}: timed out")]
+    Timeout {
+        /// HTTP method.
+        method: Method,
+        /// Path and query.
+        endpoint: String,
+    },
+    /// The beacon node answered with a non-success status.
+    #[error("{method} {endpoint}: HTTP {status}: {body}")]
+    Status {
+        /// HTTP method.
+        method: Method,
+        /// Path and query.
+        endpoint: String,
+        /// HTTP status.
+        status: StatusCode,
+        /// Start of the response body.
+        body: String,
+    },
+    /// The response body is not what the API specifies.
+    #[error("{method} {endpoint}: invalid response at `{path}`: {message} (body starts: {body})")]
+    Decode {
+        /// HTTP method.
+        method: Method,
+        /// Path and query.
+        endpoint: String,
+        /// JSON path of the offending field.
+        path: String,
+        /// What is wrong.
+        message: String,
+        /// Start of the response body.
+        body: String,
+    },
+    /// The response is well-formed but not usable (wrong fork, inconsistent data).
+    #[error("{method} {endpoint}: {message}")]
+    Unexpected {
+        /// HTTP method.
+        method: Method,
+        /// Path and query.
+        endpoint: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The SSE event stream failed or sent an event that does not decode.
+    #[error("event stream {endpoint}: {message}")]
+    EventStream {
+        /// Path and query.
+        endpoint: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl BeaconError {
+    /// The HTTP status, when the beacon node answered with an error status.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            BeaconError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the beacon node answered 404 (unknown block, state, ...).
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(StatusCode::NOT_FOUND)
+    }
+}
+
+type Result<T, E = BeaconError> = std::result::Result<T, E>;
+
+/// An async client of one beacon node's REST API.
+#[derive(Clone, Debug)]
+pub struct BeaconClient {
+    http: reqwest::Client,
+    base: Url,
+    request_timeout: Duration,
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut end = text.len().min(BODY_SNIPPET_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut s = text[..end].trim().to_string();
+    if end < text.len() {
+        s.push('…');
+    }
+    s
+}
+
+fn endpoint_of(url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+impl BeaconClient {
+    /// A client for the beacon node at `base_url` (e.g. `http://127.0.0.1:5052`) with the
+    /// default timeouts.
+    pub fn new(base_url: &str) -> Result<Self> {
+        Self::with_timeouts(base_url, DEFAULT_REQUEST_TIMEOUT, DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    /// A client with explicit per-request and connect timeouts.
+    pub fn with_timeouts(
+        base_url: &str,
+        request_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self> {
+        let invalid = |reason: String| BeaconError::InvalidUrl {
+            url: base_url.to_string(),
+            reason,
+        };
+        let mut base = Url::parse(base_url).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(invalid("expected an http:// URL".into()));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .build()
+            .map_err(|e| invalid(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base,
+            request_timeout,
+        })
+    }
+
+    /// The beacon node's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url> {
+        let mut url =
+            self.base
+                .join(path.trim_start_matches('/'))
+                .map_err(|e| BeaconError::InvalidUrl {
+                    url: format!("{}{path}", self.base),
+                    reason: e.to_string(),
+                })?;
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in query {
+                pairs.append_pair(k, v);
+            }
+        }
+        Ok(url)
+    }
+
+    fn transport_error(method: &Method, endpoint: &str, e: reqwest::Error) -> BeaconError {
+        if e.is_timeout() {
+            BeaconError::Timeout {
+                method: method.clone(),
+                endpoint: endpoint.to_string(),
+            }
+        } else {
+            BeaconError::Transport {
+                method: method.clone(),
+                endpoint: endpoint.to_string(),
+                source: e,
+            }
+        }
+    }
+
+    /// Sends a request and returns the body of a 2xx response.
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<(String, Vec<u8>)> {
+        let endpoint = endpoint_of(&url);
+        let mut req = self
+            .http
+            .request(method.clone(), url)
+            .timeout(self.request_timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Self::transport_error(&method, &endpoint, e))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Self::transport_error(&method, &endpoint, e))?;
+        if !status.is_success() {
+            return Err(BeaconError::Status {
+                method,
+                endpoint,
+                status,
+                body: snippet(&bytes),
+            });
+        }
+        Ok((endpoint, bytes.to_vec()))
+    }
+
+    fn decode<T: DeserializeOwned>(method: Method, endpoint: &str, body: &[u8]) -> Result<T> {
+        from_json_slice(body).map_err(|e| BeaconError::Decode {
+            method,
+            endpoint: endpoint.to_string(),
+            path: e.path,
+            message: e.message,
+            body: snippet(body),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        let url = self.url(path, query)?;
+        let (endpoint, body) = self.call(Method::GET, url, None).await?;
+        Self::decode(Method::GET, &endpoint, &body)
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let url = self.url(path, &[])?;
+        let (endpoint, resp) = self.post_raw(url, body).await?;
+        Self::decode(Method::POST, &endpoint, &resp)
+    }
+
+    async fn post_raw<B: Serialize + ?Sized>(
+        &self,
+        url: Url,
+        body: &B,
+    ) -> Result<(String, Vec<u8>)> {
+        let json = serde_json::to_vec(body).map_err(|e| BeaconError::Unexpected {
+            method: Method::POST,
+            endpoint: endpoint_of(&url),
+            message: format!("cannot encode request body: {e}"),
+        })?;
+        self.call(Method::POST, url, Some(json)).await
+    }
+
+    async fn post_no_content<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<()> {
+        let url = self.url(path, &[])?;
+        self.post_raw(url, body).await.map(|_| ())
+    }
+
+    /// `GET /eth/v1/beacon/genesis`.
+    pub async fn genesis(&self) -> Result<Genesis> {
+        Ok(self
+            .get::<Data<Genesis>>("/eth/v1/beacon/genesis", &[])
+            .await?
+            .data)
+    }
+
+    /// `GET /eth/v1/config/spec`.
+    pub async fn spec(&self) -> Result<SpecConfig> {
+        Ok(self
+            .get::<Data<SpecConfig>>("/eth/v1/config/spec", &[])
+            .await?
+            .data)
+    }
+
+    /// The chain's [`ForkSchedule`], from `config/spec` and `beacon/genesis`.
+    pub async fn fork_schedule(&self) -> Result<ForkSchedule> {
+        let spec = self.spec().await?;
+        let genesis = self.genesis().await?;
+        ForkSchedule::from_spec(&spec, &genesis).map_err(|e| BeaconError::Unexpected {
+            method: Method::GET,
+            endpoint: "/eth/v1/config/spec".to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `GET /eth/v1/beacon/states/{state_id}/fork`.
+    pub async fn fork(&self, state: StateId) -> Result<Fork> {
+        Ok(self
+            .get::<Data<Fork>>(&format!("/eth/v1/beacon/states/{state}/fork"), &[])
+            .await?
+            .data)
+    }
+
+    /// `GET /eth/v1/node/syncing`.
+    pub async fn node_syncing(&self) -> Result<SyncingStatus> {
+        Ok(self
+            .get::<Data<SyncingStatus>>("/eth/v1/node/syncing", &[])
+            .await?
+            .data)
+    }
+
+    /// `GET /eth/v1/node/version`: the version string.
+    pub async fn node_version(&self) -> Result<String> {
+        Ok(self
+            .get::<Data<NodeVersion>>("/eth/v1/node/version", &[])
+            .await?
+            .data
+            .version)
+    }
+
+    /// `POST /eth/v1/validator/duties/attester/{epoch}` for `indices`.
+    pub async fn attester_duties(
+        &self,
+        epoch: Epoch,
+        indices: &[ValidatorIndex],
+    ) -> Result<Duties<AttesterDuty>> {
+        let body: Vec<String> = indices.iter().map(u64::to_string).collect();
+        self.post(&format!("/eth/v1/validator/duties/attester/{epoch}"), &body)
+            .await
+    }
+
+    /// `GET /eth/v1/validator/duties/proposer/{epoch}` (all proposers of the epoch), with slots
+    /// inside `epoch` whatever the node answers (see [`normalize_proposer_duties`]).
+    pub async fn proposer_duties<P: Preset>(&self, epoch: Epoch) -> Result<Duties<ProposerDuty>> {
+        let url = self.url(&format!("/eth/v1/validator/duties/proposer/{epoch}"), &[])?;
+        let (endpoint, body) = self.call(Method::GET, url, None).await?;
+        let mut duties: Duties<ProposerDuty> = Self::decode(Method::GET, &endpoint, &body)?;
+        duties.data = normalize_proposer_duties(duties.data, epoch, P::SLOTS_PER_EPOCH).map_err(
+            |message| BeaconError::Unexpected {
+                method: Method::GET,
+                endpoint,
+                message,
+            },
+        )?;
+        Ok(duties)
+    }
+
+    /// `POST /eth/v1/validator/duties/sync/{epoch}` for `indices`.
+    pub async fn sync_duties(
+        &self,
+        epoch: Epoch,
+        indices: &[ValidatorIndex],
+    ) -> Result<Duties<SyncDuty>> {
+        let body: Vec<String> = indices.iter().map(u64::to_string).collect();
+        self.post(&format!("/eth/v1/validator/duties/sync/{epoch}"), &body)
+            .await
+    }
+
+    /// `GET /eth/v1/validator/attestation_data?slot&committee_index`.
+    pub async fn attestation_data(
+        &self,
+        slot: Slot,
+        committee_index: CommitteeIndex,
+    ) -> Result<AttestationData> {
+        let query = [
+            ("slot", slot.to_string()),
+            ("committee_index", committee_index.to_string()),
+        ];
+        Ok(self
+            .get::<Data<AttestationData>>("/eth/v1/validator/attestation_data", &query)
+            .await?
+            .data)
+    }
+
+    /// `GET /eth/v2/validator/blocks/{slot}`: an unsigned block of any fork, as JSON.
+    pub async fn produce_block_raw(
+        &self,
+        slot: Slot,
+        randao_reveal: &BlsSignature,
+        graffiti: Option<&Graffiti>,
+    ) -> Result<Versioned<serde_json::Value>> {
+        let mut query = vec![("randao_reveal", randao_reveal.to_string())];
+        if let Some(g) = graffiti {
+            query.push(("graffiti", g.to_string()));
+        }
+        self.get(&format!("/eth/v2/validator/blocks/{slot}"), &query)
+            .await
+    }
+
+    /// `GET /eth/v2/validator/blocks/{slot}`, requiring an Altair block.
+    pub async fn produce_block<P: Preset>(
+        &self,
+        slot: Slot,
+        randao_reveal: &BlsSignature,
+        graffiti: Option<&Graffiti>,
+    ) -> Result<BeaconBlockAltair<P>> {
+        let endpoint = format!("/eth/v2/validator/blocks/{slot}");
+        let raw = self
+            .produce_block_raw(slot, randao_reveal, graffiti)
+            .await?;
+        Self::altair_data(raw, &endpoint)
+    }
+
+    fn altair_data<T: DeserializeOwned>(
+        raw: Versioned<serde_json::Value>,
+        endpoint: &str,
+    ) -> Result<T> {
+        if raw.fork_name() != Some(ForkName::Altair) {
+            return Err(BeaconError::Unexpected {
+                method: Method::GET,
+                endpoint: endpoint.to_string(),
+                message: format!("expected an altair block, got version {:?}", raw.version),
+            });
+        }
+        from_json_value(raw.data).map_err(|e| BeaconError::Decode {
+            method: Method::GET,
+            endpoint: endpoint.to_string(),
+            path: if e.path == "." {
+                "data".to_string()
+            } else {
+                format!("data.{}", e.path)
+            },
+            message: e.message,
+            body: String::new(),
+        })
+    }
+
+    /// `POST /eth/v1/beacon/pool/attestations`.
+    pub async fn submit_attestations<P: Preset>(
+        &self,
+        attestations: &[Attestation<P>],
+    ) -> Result<()> {
+        self.post_no_content("/eth/v1/beacon/pool/attestations", attestations)
+            .await
+    }
+
+    /// `POST /eth/v1/beacon/blocks` with an Altair block.
+    pub async fn submit_block<P: Preset>(&self, block: &SignedBeaconBlockAltair<P>) -> Result<()> {
+        self.post_no_content("/eth/v1/beacon/blocks", block).await
+    }
+
+    /// `POST /eth/v1/beacon/blocks` with a signed block of any fork, as JSON.
+    pub async fn submit_block_raw(&self, block: &serde_json::Value) -> Result<()> {
+        self.post_no_content("/eth/v1/beacon/blocks", block).await
+    }
+
+    /// `POST /eth/v1/beacon/pool/sync_committees`.
+    pub async fn submit_sync_committee_messages(
+        &self,
+        messages: &[SyncCommitteeMessage],
+    ) -> Result<()> {
+        self.post_no_content("/eth/v1/beacon/pool/sync_committees", messages)
+            .await
+    }
+
+    /// `GET /eth/v2/beacon/blocks/{block_id}`: a signed block of any fork, as JSON.
+    pub async fn block_raw(&self, id: BlockId) -> Result<Versioned<serde_json::Value>> {
+        self.get(&format!("/eth/v2/beacon/blocks/{id}"), &[]).await
+    }
+
+    /// `GET /eth/v2/beacon/blocks/{block_id}`, requiring an Altair block.
+    pub async fn block<P: Preset>(&self, id: BlockId) -> Result<SignedBeaconBlockAltair<P>> {
+        let raw = self.block_raw(id).await?;
+        Self::altair_data(raw, &format!("/eth/v2/beacon/blocks/{id}"))
+    }
+
+    /// `GET /eth/v1/beacon/headers/{block_id}`.
+    pub async fn header(&self, id: BlockId) -> Result<BlockHeaderData> {
+        Ok(self
+            .get::<Data<BlockHeaderData>>(&format!("/eth/v1/beacon/headers/{id}"), &[])
+            .await?
+            .data)
+    }
+
+    /// `GET /eth/v1/beacon/states/{state_id}/validators?id=..` (one `id=` per validator, which
+    /// Lodestar v1.5.1 needs; an empty `ids` lists all validators).
+    pub async fn state_validators(
+        &self,
+        state: StateId,
+        ids: &[ValidatorId],
+    ) -> Result<Vec<ValidatorData>> {
+        let query: Vec<(&str, String)> = ids.iter().map(|id| ("id", id.to_string())).collect();
+        Ok(self
+            .get::<Data<Vec<ValidatorData>>>(
+                &format!("/eth/v1/beacon/states/{state}/validators"),
+                &query,
+            )
+            .await?
+            .data)
+    }
+
+    /// `GET /eth/v1/beacon/states/{state_id}/sync_committees?epoch=..`: the validator index at
+    /// each position of the sync committee of `epoch`'s period.
+    pub async fn sync_committee(
+        &self,
+        state: StateId,
+        epoch: Epoch,
+    ) -> Result<Vec<ValidatorIndex>> {
+        #[derive(Deserialize)]
+        struct SyncCommittee {
+            #[serde(with = "serde_utils::quoted_u64_vec")]
+            validators: Vec<ValidatorIndex>,
+        }
+        Ok(self
+            .get::<Data<SyncCommittee>>(
+                &format!("/eth/v1/beacon/states/{state}/sync_committees"),
+                &[("epoch", epoch.to_string())],
+            )
+            .await?
+            .data
+            .validators)
+    }
+
+    /// `GET /eth/v1/beacon/states/{state_id}/committees?epoch=..`: all committees of `epoch`,
+    /// in spec shape whatever the node answers (see [`normalize_committees`]).
+    pub async fn committees<P: Preset>(
+        &self,
+        state: StateId,
+        epoch: Epoch,
+    ) -> Result<Vec<Committee>> {
+        let url = self.url(
+            &format!("/eth/v1/beacon/states/{state}/committees"),
+            &[("epoch", epoch.to_string())],
+        )?;
+        let (endpoint, body) = self.call(Method::GET, url, None).await?;
+        let data: Data<Vec<Committee>> = Self::decode(Method::GET, &endpoint, &body)?;
+        normalize_committees(data.data, epoch, P::SLOTS_PER_EPOCH).map_err(|message| {
+            BeaconError::Unexpected {
+                method: Method::GET,
+                endpoint,
+                message,
+            }
+        })
+    }
+
+    /// `GET /eth/v1/events?topics=..`: a stream of decoded events. The stream ends when the
+    /// beacon node closes the connection; an undecodable event yields an error item and the
+    /// stream goes on.
+    pub async fn events<P: Preset>(
+        &self,
+        topics: &[EventTopic],
+    ) -> Result<BoxStream<'static, Result<BeaconEvent<P>>>> {
+        let query: Vec<(&str, String)> = topics
+            .iter()
+            .map(|t| ("topics", t.as_str().to_string()))
+            .collect();
+        let url = self.url("/eth/v1/events", &query)?;
+        let endpoint = endpoint_of(&url);
+        let method = Method::GET;
+        let resp = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| Self::transport_error(&method, &endpoint, e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(BeaconError::Status {
+                method,
+                endpoint,
+                status,
+                body: snippet(&body),
+            });
+        }
+        let stream = resp
+            .bytes_stream()
+            .eventsource()
+            .map(move |item| match item {
+                Ok(ev) => BeaconEvent::<P>::decode(&ev.event, &ev.data).map_err(|message| {
+                    BeaconError::EventStream {
+                        endpoint: endpoint.clone(),
+                        message,
+                    }
+                }),
+                Err(e) => Err(BeaconError::EventStream {
+                    endpoint: endpoint.clone(),
+                    message: e.to_string(),
+                }),
+            });
+        Ok(stream.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eth::types::{BlsPubkey, Root};
+
+    #[test]
+    fn urls_repeat_list_parameters_and_keep_base_path() {
+        let c = BeaconClient::new("http://127.0.0.1:5052/proxy").unwrap();
+        let url = c
+            .url(
+                "/eth/v1/beacon/states/head/validators",
+                &[("id", "1".into()), ("id", BlsPubkey::ZERO.to_string())],
+            )
+            .unwrap();
+        assert_eq!(url.path(), "/proxy/eth/v1/beacon/states/head/validators");
+        assert_eq!(url.query_pairs().filter(|(k, _)| k == "id").count(), 2);
+        assert_eq!(
+            endpoint_of(&url),
+            format!(
+                "/proxy/eth/v1/beacon/states/head/validators?id=1&id={}",
+                BlsPubkey::ZERO
+            )
+        );
+        assert!(BeaconClient::new("not a url").is_err());
+        assert!(BeaconClient::new("ftp://127.0.0.1/").is_err());
+        assert_eq!(
+            BlockId::Root(Root::ZERO).to_string(),
+            Root::ZERO.to_string()
+        );
+        assert_eq!(StateId::Slot(7).to_string(), "7");
+    }
+
+    #[tokio::test]
+    async fn unreachable_node_error_names_the_endpoint() {
+        // Bind then drop a listener to get a local port with nothing behind it.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = BeaconClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let err = c.attestation_data(5, 1).await.unwrap_err();
+        assert!(matches!(err, BeaconError::Transport { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("GET /eth/v1/validator/attestation_data?slot=5&committee_index=1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn snippets_are_bounded_and_utf8_safe() {
+        let long = "é".repeat(600);
+        let s = snippet(long.as_bytes());
+        assert!(s.ends_with('…'));
+        assert!(s.len() <= BODY_SNIPPET_LEN + '…'.len_utf8());
+    }
+}

@@ -1,0 +1,20 @@
+//! The standard beacon-node REST API (the subset dvnode needs): an async client, SSE events
+//! included, and the API's identifiers and response types.
+//!
+//! - `api`: request identifiers ([`BlockId`], [`StateId`], [`ValidatorId`]) and response types,
+//!   with the Lodestar 1.5.1 answers normalised ([`normalize_committees`],
+//!   [`normalize_proposer_duties`]);
+//! - `events`: the server-sent events ([`BeaconEvent`]);
+//! - `client`: [`BeaconClient`] and its [`BeaconError`].
+//!
+//! [`Genesis`] and [`SpecConfig`] are defined beneath the signing rules, in
+//! [`eth::config`](crate::eth::config), and re-exported here with the other response types.
+
+mod api;
+mod client;
+mod events;
+
+pub use self::api::*;
+pub use self::client::*;
+pub use self::events::*;
+pub use crate::eth::config::{Genesis, SpecConfig};
