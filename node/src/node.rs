@@ -40,8 +40,8 @@ use crate::scheduler::{Clock, Scheduler, SlotClock, SystemClock};
 use crate::sigagg::SigAgg;
 use crate::slashing::SlashingDb;
 use crate::tracker::{ChainWatcher, Inclusion, Reason, Stage, Tracker, TrackerConfig};
-use crate::value::DutyValue;
 use crate::validator_api::{ValidatorApi, ValidatorApiConfig};
+use crate::value::DutyValue;
 use crate::vc_backend::WorkflowBackend;
 use crate::{broadcast::Broadcaster, p2p};
 

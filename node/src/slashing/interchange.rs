@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::SlashingError;
+use super::error::SlashingError;
 
 /// A complete interchange document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Request handlers: the transparent proxy, the pubkey-mapping endpoints and the intercepted
 //! duty endpoints.
 
-use std::{collections::HashMap, future::Future, time::Instant};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Instant};
 
 use axum::{
     body::{Body, Bytes},
@@ -13,13 +13,26 @@ use axum::{
 };
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use super::{
+    backend::DutyBackend,
+    config::ValidatorApiConfig,
     error::{ApiError, BackendError},
-    metrics::{normalise_path, EndpointLabel, RequestLabels},
-    upstream::{end_to_end_headers, error_chain, UpstreamError},
-    AppState,
+    metrics::{normalise_path, EndpointLabel, Metrics, RequestLabels},
+    upstream::{end_to_end_headers, error_chain, Upstream, UpstreamError},
 };
+
+/// Shared state of the request handlers.
+pub(super) struct Inner {
+    pub(super) config: ValidatorApiConfig,
+    pub(super) bn: Upstream,
+    pub(super) backend: Arc<dyn DutyBackend>,
+    pub(super) metrics: Metrics,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+pub(super) type AppState = Arc<Inner>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
