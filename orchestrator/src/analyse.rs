@@ -1123,6 +1123,7 @@ fn onchain_slashings(
 mod tests {
     use super::*;
     use crate::data::{synthetic, DutyRow, GroupMeta};
+    use crate::spec::Metric;
 
     /// DV validator 4 attests every slot 8..40; a partition from slot 16 (started 0.5 s in,
     /// before the 1/3 deadline) to slot 24 (healed 2 s in, after it): duties 16..=24 are
@@ -1189,10 +1190,10 @@ mod tests {
         assert_eq!(a.steady["dv0"].duties, 21);
         assert_eq!(a.during_faults["dv0"].duties, 9);
         let r = crate::report::build(&m, &a);
-        let metric = |n: &str| crate::report::metric(n, &m, &a);
-        assert_eq!(metric("max_recovery_slots"), Some(2.0));
-        assert_eq!(metric("dv_attestations_during_partition"), Some(0.0));
-        assert_eq!(metric("dv_inclusion_during_faults"), Some(0.0));
+        let metric = |n: Metric| crate::report::metric(n, &m, &a);
+        assert_eq!(metric(Metric::MaxRecoverySlots), Some(2.0));
+        assert_eq!(metric(Metric::DvAttestationsDuringPartition), Some(0.0));
+        assert_eq!(metric(Metric::DvInclusionDuringFaults), Some(0.0));
         assert!(
             r.fault_lines[0].contains("recovered at slot 27"),
             "{:?}",
@@ -1233,7 +1234,7 @@ mod tests {
             assert_eq!(f.recovery_slot, Some(first_ok));
             (
                 f.recovery_slots,
-                crate::report::metric("max_recovery_slots", &m, &a),
+                crate::report::metric(Metric::MaxRecoverySlots, &m, &a),
             )
         };
         assert_eq!(took(28), (Some(0), Some(0.0)));

@@ -3,7 +3,7 @@
 
 use crate::analyse::{Analysis, FaultStats, GroupStats};
 use crate::data::{BeaconNodeMeta, RawData, RunMeta};
-use crate::spec::Comparison;
+use crate::spec::{Comparison, Metric};
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 use polars::prelude::DataType;
@@ -55,7 +55,7 @@ pub struct Report {
 
 /// The slashing-freedom verdict, enforced in every run whether or not the devnet file
 /// asserts it.
-pub const MANDATORY_ASSERTIONS: &[(&str, &str)] = &[("slashable_messages", "== 0")];
+pub const MANDATORY_ASSERTIONS: &[(Metric, &str)] = &[(Metric::SlashableMessages, "== 0")];
 
 /// One line per fault: what it cost, e.g. `partition dv0-0,dv0-1 | dv0-2,dv0-3 from slot 24
 /// to 40: dv0 inclusion 0% (16 duties, 16 missed: no_consensus 16) → recovered at slot 41`.
@@ -106,7 +106,7 @@ impl Report {
 }
 
 /// Value of an assertion metric.
-pub fn metric(name: &str, meta: &RunMeta, a: &Analysis) -> Option<f64> {
+pub fn metric(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<f64> {
     let rate = |g: &str| a.groups.get(g).and_then(|s| s.inclusion_rate);
     let dv: Vec<&str> = meta
         .groups
@@ -121,41 +121,41 @@ pub fn metric(name: &str, meta: &RunMeta, a: &Analysis) -> Option<f64> {
         it.into_iter()
             .try_fold(f64::INFINITY, |m, v| v.map(|v| m.min(v)))
     };
-    match name {
-        "baseline_inclusion_rate" => rate("baseline"),
-        "keepers_inclusion_rate" => rate("keepers"),
-        "dv_inclusion_rate" => min(dv.iter().map(|g| rate(g)).collect()),
-        "dv_vs_baseline_ratio" => {
+    match m {
+        Metric::BaselineInclusionRate => rate("baseline"),
+        Metric::KeepersInclusionRate => rate("keepers"),
+        Metric::DvInclusionRate => min(dv.iter().map(|g| rate(g)).collect()),
+        Metric::DvVsBaselineRatio => {
             let b = rate("baseline").filter(|b| *b > 0.0)?;
             min(dv.iter().map(|g| rate(g).map(|r| r / b)).collect())
         }
-        "slashable_messages" => Some(a.slashing_audit.violations.len() as f64),
-        "finalized_epoch" => a.finalized_epoch.map(|e| e as f64),
-        "baseline_inclusion_distance_p99" => a
+        Metric::SlashableMessages => Some(a.slashing_audit.violations.len() as f64),
+        Metric::FinalizedEpoch => a.finalized_epoch.map(|e| e as f64),
+        Metric::BaselineInclusionDistanceP99 => a
             .groups
             .get("baseline")
             .and_then(|s| s.inclusion_distance.p99),
-        "dv_inclusion_outside_faults" => min(dv
+        Metric::DvInclusionOutsideFaults => min(dv
             .iter()
             .map(|g| a.outside_faults.get(*g).and_then(|w| w.inclusion_rate))
             .collect()),
-        "dv_inclusion_during_faults" => min(dv
+        Metric::DvInclusionDuringFaults => min(dv
             .iter()
             .map(|g| a.during_faults.get(*g).and_then(|w| w.inclusion_rate))
             .collect()),
-        "dv_inclusion_steady" => min(dv
+        Metric::DvInclusionSteady => min(dv
             .iter()
             .map(|g| a.steady.get(*g).and_then(|w| w.inclusion_rate))
             .collect()),
-        "baseline_inclusion_outside_faults" => a
+        Metric::BaselineInclusionOutsideFaults => a
             .outside_faults
             .get("baseline")
             .and_then(|w| w.inclusion_rate),
-        "baseline_inclusion_during_faults" => a
+        Metric::BaselineInclusionDuringFaults => a
             .during_faults
             .get("baseline")
             .and_then(|w| w.inclusion_rate),
-        "dv_attestations_during_partition" => Some(
+        Metric::DvAttestationsDuringPartition => Some(
             a.faults
                 .iter()
                 .filter(|f| f.kind == "partition")
@@ -163,7 +163,7 @@ pub fn metric(name: &str, meta: &RunMeta, a: &Analysis) -> Option<f64> {
                 .map(|w| w.included_during)
                 .sum::<u64>() as f64,
         ),
-        "max_recovery_slots" => {
+        Metric::MaxRecoverySlots => {
             // Faults healed inside the analysed window; one without recovery makes it unknown.
             let mut worst = 0u64;
             for f in a
@@ -175,23 +175,22 @@ pub fn metric(name: &str, meta: &RunMeta, a: &Analysis) -> Option<f64> {
             }
             Some(worst as f64)
         }
-        "faults_executed" => Some(a.faults.len() as f64),
-        "fault_errors" => Some(a.faults.iter().filter(|f| f.error.is_some()).count() as f64),
-        _ => None,
+        Metric::FaultsExecuted => Some(a.faults.len() as f64),
+        Metric::FaultErrors => Some(a.faults.iter().filter(|f| f.error.is_some()).count() as f64),
     }
 }
 
 /// Builds the report (evaluating assertions).
 pub fn build(meta: &RunMeta, a: &Analysis) -> Report {
     let mut all = meta.assertions.clone();
-    for (name, expr) in MANDATORY_ASSERTIONS {
+    for (m, expr) in MANDATORY_ASSERTIONS {
         // Zero tolerance: a devnet file cannot relax it.
-        all.insert(name.to_string(), expr.to_string());
+        all.insert(m.as_str().to_string(), expr.to_string());
     }
     let assertions = all
         .iter()
         .map(|(name, expr)| {
-            let value = metric(name, meta, a);
+            let value = Metric::parse(name).and_then(|m| metric(m, meta, a));
             let passed = match (Comparison::parse(expr), value) {
                 (Ok(c), Some(v)) => c.holds(v),
                 _ => false,
@@ -967,13 +966,13 @@ mod tests {
     fn dv_metrics_take_the_worst_cluster() {
         let m = meta(&[]);
         let a = analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.45)], 0);
-        assert_eq!(metric("dv_inclusion_rate", &m, &a), Some(0.45));
-        assert_eq!(metric("dv_vs_baseline_ratio", &m, &a), Some(0.5));
-        assert_eq!(metric("slashable_messages", &m, &a), Some(0.0));
-        assert_eq!(metric("finalized_epoch", &m, &a), Some(2.0));
+        assert_eq!(metric(Metric::DvInclusionRate, &m, &a), Some(0.45));
+        assert_eq!(metric(Metric::DvVsBaselineRatio, &m, &a), Some(0.5));
+        assert_eq!(metric(Metric::SlashableMessages, &m, &a), Some(0.0));
+        assert_eq!(metric(Metric::FinalizedEpoch, &m, &a), Some(2.0));
         // A cluster without data makes the DV metric unknown.
         let a = analysis(&[("baseline", 0.9), ("dv0", 0.99)], 0);
-        assert_eq!(metric("dv_inclusion_rate", &m, &a), None);
+        assert_eq!(metric(Metric::DvInclusionRate, &m, &a), None);
     }
 
     #[test]

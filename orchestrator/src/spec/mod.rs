@@ -1,0 +1,18 @@
+//! Devnet specification: the YAML schema ([`schema`]), its validation ([`validate`]) and the
+//! YAML line locator ([`locate`]).
+//!
+//! Syntax and shape errors come from `serde_yaml`, which knows the line; semantic errors
+//! (an unknown beacon node, `threshold > nodes`, …) are located with [`locate()`], a small
+//! scanner that maps a field path such as `clusters[0].threshold` to its line in the source.
+
+pub mod locate;
+pub mod schema;
+pub mod validate;
+
+pub use locate::locate;
+pub use schema::{
+    parse_offset, parse_rate, At, BaselineSpec, BeaconNodeSpec, Client, ClusterSpec, CmpOp,
+    Comparison, DevnetSpec, DurationSpec, FaultKind, FaultSpec, KeepersSpec, Metric, NetworkSpec,
+    Preset, Scalar, Span, DEFAULT_LODESTAR_IMAGE,
+};
+pub use validate::{SpecError, SpecErrors};
