@@ -2,12 +2,16 @@
 //! duties each epoch (Lodestar's head state only serves epochs head−1..head+1), head and
 //! finality samples, canonical blocks, and SSE events (gossip attestations, blocks).
 
-use crate::data::{synthetic::Builder, BeaconNodeMeta, DutyRow, FaultWindow, RawData};
+use crate::data::{synthetic::Builder, BeaconNodeMeta, DutyRow, DvNodeMeta, RawData};
+use crate::plan::DUTY_LOG_FILE;
 use anyhow::{anyhow, bail, Context, Result};
+use dvnode::eth::beacon::{normalize_committees, Committee};
+use dvnode::tracker::DutyReport;
 use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,44 +40,16 @@ fn num_at(v: &Value, path: &[&str]) -> Result<u64> {
     num(field(v, path)?).ok_or_else(|| anyhow!("`{}` is not a number", path.join(".")))
 }
 
-/// Parses a committees answer for `epoch`. Lodestar 1.5.1 reports `"slot": "0"` on every
-/// committee and an epoch-wide index, slot-major; in that case slot and index are rebuilt
-/// from the order.
+/// Parses a committees answer for `epoch` into spec shape (Lodestar 1.5.1's swapped slot and
+/// index are rebuilt by [`normalize_committees`]).
 pub fn parse_committees(body: &Value, epoch: u64, slots_per_epoch: u64) -> Result<Committees> {
-    let list = field(body, &["data"])?
-        .as_array()
-        .ok_or_else(|| anyhow!("committees `data` is not a list"))?;
-    let first = epoch * slots_per_epoch;
-    let mut raw = Vec::with_capacity(list.len());
-    for c in list {
-        let validators = field(c, &["validators"])?
-            .as_array()
-            .ok_or_else(|| anyhow!("committee validators is not a list"))?
-            .iter()
-            .map(|v| num(v).ok_or_else(|| anyhow!("bad validator index {v}")))
-            .collect::<Result<Vec<u64>>>()?;
-        raw.push((num_at(c, &["slot"])?, num_at(c, &["index"])?, validators));
-    }
-    let slots_ok = raw
-        .iter()
-        .all(|(s, _, _)| *s >= first && *s < first + slots_per_epoch);
-    let mut out = Committees::new();
-    if slots_ok {
-        for (s, i, v) in raw {
-            out.insert((s, i), v);
-        }
-    } else {
-        let n = raw.len() as u64;
-        if n % slots_per_epoch != 0 {
-            bail!("{n} committees in epoch {epoch} is not a multiple of {slots_per_epoch} slots");
-        }
-        let per_slot = n / slots_per_epoch;
-        for (k, (_, _, v)) in raw.into_iter().enumerate() {
-            let k = k as u64;
-            out.insert((first + k / per_slot, k % per_slot), v);
-        }
-    }
-    Ok(out)
+    let list: Vec<Committee> =
+        serde_json::from_value(field(body, &["data"])?.clone()).context("committees answer")?;
+    let list = normalize_committees(list, epoch, slots_per_epoch).map_err(|e| anyhow!(e))?;
+    Ok(list
+        .into_iter()
+        .map(|c| ((c.slot, c.index), c.validators))
+        .collect())
 }
 
 /// Indices of set bits of an SSZ bitlist given as hex (the highest set bit is the length
@@ -106,157 +82,34 @@ fn data_root(data: &Value) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
-/// Parses a dvnode duty log (JSON lines, one closed duty each:
-/// `{"duty":{"slot":"12","kind":"attester"},"outcome":"success","consensus_round":1,
-/// "consensus_seconds":0.2,"shares":[1,2,3],…}`) of container `node`. Unknown fields are
-/// ignored; lines that do not parse are counted in the second value, not fatal (the node
-/// may have been killed mid-line).
+/// Parses a dvnode duty log (JSON lines of [`DutyReport`]s, one closed duty each) of container
+/// `node` into duty rows. Lines that do not parse are counted in the second value, not fatal
+/// (the node may have been killed mid-line).
 pub fn parse_duty_log(node: &str, text: &str) -> (Vec<DutyRow>, usize) {
     let mut rows = Vec::new();
     let mut bad = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
+        let Ok(r) = serde_json::from_str::<DutyReport>(line) else {
             bad += 1;
             continue;
         };
-        let (Some(slot), Some(kind), Some(outcome)) = (
-            v.get("duty").and_then(|d| d.get("slot")).and_then(num),
-            v.get("duty")
-                .and_then(|d| d.get("kind"))
-                .and_then(Value::as_str),
-            v.get("outcome").and_then(Value::as_str),
-        ) else {
-            bad += 1;
-            continue;
-        };
-        let shares: Vec<String> = v
-            .get("shares")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(num)
-            .map(|s| s.to_string())
-            .collect();
         rows.push(DutyRow {
             node: node.to_string(),
-            slot,
-            kind: kind.to_string(),
-            outcome: outcome.to_string(),
-            detail: v.get("detail").and_then(Value::as_str).map(str::to_string),
-            consensus_round: v.get("consensus_round").and_then(num),
-            consensus_seconds: v.get("consensus_seconds").and_then(Value::as_f64),
-            shares: shares.join(","),
+            slot: r.duty.slot,
+            kind: r.duty.kind.as_str().to_string(),
+            outcome: r.outcome,
+            detail: r.detail,
+            consensus_round: r.consensus_round,
+            consensus_seconds: r.consensus_seconds,
+            shares: r
+                .shares
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
         });
     }
     (rows, bad)
-}
-
-/// Short description of a fault effect as the executor logs it (`effect` of a
-/// `faults.jsonl` line): partition groups, delay, loss, rate or offset.
-fn effect_detail(e: &Value) -> String {
-    let f = |k: &str| e.get(k).and_then(Value::as_f64);
-    let names = |v: &Value| -> String {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    match e.get("kind").and_then(Value::as_str).unwrap_or("") {
-        "partition" => e
-            .get("groups")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(names)
-            .collect::<Vec<_>>()
-            .join(" | "),
-        "latency" => match (f("delay_ms"), f("jitter_ms")) {
-            (Some(d), Some(j)) if j > 0.0 => format!("{d:.0}ms ± {j:.0}ms"),
-            (Some(d), _) => format!("{d:.0}ms"),
-            _ => String::new(),
-        },
-        "loss" => f("percent").map_or_else(String::new, |p| format!("{p}%")),
-        "bandwidth" => e
-            .get("bits_per_sec")
-            .and_then(Value::as_u64)
-            .map_or_else(String::new, |b| format!("{b} bit/s")),
-        "clock_skew" => f("offset_secs").map_or_else(String::new, |o| format!("{o:+}s")),
-        _ => String::new(),
-    }
-}
-
-/// Parses the fault executor's `faults.jsonl` (one line per `start`, `stop`, `reapply` or
-/// `repeer` of a fault: `{"time":…,"slot":…,"fault":…,"kind":…,"phase":…,"targets":[…],
-/// "effect":{…},"error":…}`) into one window per fault, start to stop. A fault without a
-/// stop line lasted to the end of the run. Lines that do not parse are counted in the
-/// second value.
-pub fn parse_fault_log(text: &str) -> (Vec<FaultWindow>, usize) {
-    let mut windows: BTreeMap<u64, FaultWindow> = BTreeMap::new();
-    let mut bad = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            bad += 1;
-            continue;
-        };
-        let (Some(id), Some(time), Some(slot), Some(phase)) = (
-            v.get("fault").and_then(Value::as_u64),
-            v.get("time").and_then(Value::as_f64),
-            v.get("slot").and_then(Value::as_u64),
-            v.get("phase").and_then(Value::as_str),
-        ) else {
-            bad += 1;
-            continue;
-        };
-        let error = v.get("error").and_then(Value::as_str).map(str::to_string);
-        match phase {
-            "start" => {
-                windows.insert(
-                    id,
-                    FaultWindow {
-                        fault: id,
-                        kind: v
-                            .get("kind")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        targets: v
-                            .get("targets")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        detail: v.get("effect").map(effect_detail).unwrap_or_default(),
-                        start_time: time,
-                        start_slot: slot,
-                        end_time: None,
-                        end_slot: None,
-                        error,
-                    },
-                );
-            }
-            "stop" => {
-                if let Some(w) = windows.get_mut(&id) {
-                    if w.end_time.is_none() {
-                        w.end_time = Some(time);
-                        w.end_slot = Some(slot);
-                    }
-                    if let Some(e) = error {
-                        w.error = Some(w.error.take().map_or(e.clone(), |p| format!("{p}; {e}")));
-                    }
-                }
-            }
-            _ => {
-                if let (Some(w), Some(e)) = (windows.get_mut(&id), error) {
-                    w.error = Some(w.error.take().map_or(e.clone(), |p| format!("{p}; {e}")));
-                }
-            }
-        }
-    }
-    (windows.into_values().collect(), bad)
 }
 
 /// A canonical or seen block.
@@ -648,10 +501,46 @@ impl Collector {
         out
     }
 
-    /// Adds the closed duties of the dvnodes' duty logs to the raw data.
-    pub fn add_duty_log(&mut self, rows: Vec<DutyRow>) {
-        for r in rows {
-            self.heads.duty_record(r);
+    /// Reads every dvnode's duty log from `OUT/nodes/<container>/` into the raw data and saves
+    /// its final `/metrics` page beside it. A missing or unreadable log is a warning.
+    pub async fn collect_dvnodes(&mut self, dvnodes: &[DvNodeMeta], out: &Path) {
+        for n in dvnodes {
+            let dir = out.join("nodes").join(&n.name);
+            if let Some(url) = &n.metrics_url {
+                let metrics = self
+                    .http
+                    .get(format!("{url}/metrics"))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+                let text = match metrics {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(e) => format!("# unreachable: {e}\n"),
+                };
+                if let Err(e) = std::fs::write(dir.join("metrics.txt"), text) {
+                    eprintln!("warning: saving metrics of {}: {e}", n.name);
+                }
+            }
+            let path = dir.join(DUTY_LOG_FILE);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let (rows, bad) = parse_duty_log(&n.name, &text);
+                    if bad > 0 {
+                        eprintln!(
+                            "warning: {}: {bad} duty-log line(s) did not parse",
+                            path.display()
+                        );
+                    }
+                    for r in rows {
+                        self.heads.duty_record(r);
+                    }
+                }
+                Err(e) => eprintln!(
+                    "warning: no duty log of {} ({}): {e}",
+                    n.name,
+                    path.display()
+                ),
+            }
         }
     }
 
@@ -793,32 +682,18 @@ async fn sse_once(url: &str, bn: &str, shared: &Arc<Mutex<Shared>>) -> Result<()
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn fault_log_becomes_windows() {
-        let text = r#"{"time":100.2,"scheduled":100.0,"slot":24,"fault":1,"source":0,"name":"p","kind":"partition","phase":"start","targets":["dv0-0","dv0-1","dv0-2","dv0-3"],"effect":{"kind":"partition","groups":[["dv0-0","dv0-1"],["dv0-2","dv0-3"]]},"error":null}
-{"time":110.0,"scheduled":110.0,"slot":26,"fault":2,"source":1,"name":null,"kind":"crash","phase":"start","targets":["bn1"],"effect":{"kind":"crash","target":"bn1"},"error":null}
-{"time":164.1,"scheduled":164.0,"slot":40,"fault":1,"source":0,"name":"p","kind":"partition","phase":"stop","targets":["dv0-0","dv0-1","dv0-2","dv0-3"],"effect":{"kind":"partition","groups":[["dv0-0","dv0-1"],["dv0-2","dv0-3"]]},"error":null}
-{"time":164.5,"slot":40,"fault":1,"kind":"partition","phase":"repeer","error":"bn0: refused"}
-cut mid-li"#;
-        let (w, bad) = super::parse_fault_log(text);
-        assert_eq!(bad, 1);
-        assert_eq!(w.len(), 2);
-        assert_eq!(w[0].kind, "partition");
-        assert_eq!(w[0].detail, "dv0-0,dv0-1 | dv0-2,dv0-3");
-        assert_eq!((w[0].start_slot, w[0].end_slot), (24, Some(40)));
-        assert_eq!(w[0].end_time, Some(164.1));
-        assert_eq!(w[0].error.as_deref(), Some("bn0: refused"));
-        assert_eq!((w[1].targets.as_str(), w[1].end_slot), ("bn1", None));
-    }
-
     use super::*;
     use serde_json::json;
 
     #[test]
     fn lodestar_committee_quirk_is_rebuilt_from_order() {
-        // 8 slots × 2 committees, all reported with slot "0" and index 0..15.
+        // 8 slots × 2 committees as Lodestar 1.5.1 reports them: `index` holds the slot's
+        // position in the epoch and `slot` the committee's position in its slot.
         let data: Vec<Value> = (0..16)
-            .map(|k| json!({"slot": "0", "index": k.to_string(), "validators": [k.to_string()]}))
+            .map(|k| {
+                json!({"slot": (k % 2).to_string(), "index": (k / 2).to_string(),
+                    "validators": [k.to_string()]})
+            })
             .collect();
         let c = parse_committees(&json!({ "data": data }), 3, 8).unwrap();
         assert_eq!(c.len(), 16);
@@ -830,10 +705,14 @@ cut mid-li"#;
 
     #[test]
     fn well_formed_committees_are_kept() {
-        let data = json!({"data": [
-            {"slot": "8", "index": "0", "validators": ["5", "6"]},
-            {"slot": "9", "index": "0", "validators": ["7"]},
-        ]});
+        let mut committees = vec![
+            json!({"slot": "8", "index": "0", "validators": ["5", "6"]}),
+            json!({"slot": "9", "index": "0", "validators": ["7"]}),
+        ];
+        committees.extend(
+            (10..16).map(|s| json!({"slot": s.to_string(), "index": "0", "validators": []})),
+        );
+        let data = json!({ "data": committees });
         let c = parse_committees(&data, 1, 8).unwrap();
         assert_eq!(c[&(8, 0)], [5, 6]);
         assert_eq!(c[&(9, 0)], [7]);
@@ -844,7 +723,7 @@ cut mid-li"#;
     #[test]
     fn duty_logs_parse_leniently() {
         let text = r#"{"ts_ms":5,"duty":{"slot":"12","kind":"attester"},"outcome":"success","stages":{"scheduled":1},"consensus_round":2,"consensus_seconds":0.5,"shares":[1,2,4],"new_field":true}
-{"duty":{"slot":13,"kind":"proposer"},"outcome":"no_consensus","detail":"round timeout","shares":[]}
+{"ts_ms":6,"duty":{"slot":13,"kind":"proposer"},"outcome":"no_consensus","detail":"round timeout","stages":{},"shares":[]}
 {"duty":{"slot":"14","kind":"attes
 {"outcome":"success"}
 "#;

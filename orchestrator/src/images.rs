@@ -90,7 +90,7 @@ pub async fn build_all(docker: &Docker, inputs: &ImageInputs) -> Result<()> {
     } else {
         println!(
             "skipping {}: {} not found (run `cargo build --release -p dvlab-netem`)",
-            crate::faults::NETEM_IMAGE,
+            crate::plan::NETEM_IMAGE,
             netem.display()
         );
     }
@@ -231,10 +231,10 @@ pub fn netem_binary(inputs: &ImageInputs) -> PathBuf {
     inputs.dvnode_binary.with_file_name("dvlab-netem")
 }
 
-/// Builds the fault sidecar image ([`crate::faults::NETEM_IMAGE`]): the base image plus the
+/// Builds the fault sidecar image ([`crate::plan::NETEM_IMAGE`]): the base image plus the
 /// `dvlab-netem` NFQUEUE delayer. Skipped when up to date; needs the base image.
 pub async fn build_netem(docker: &Docker, binary: &Path) -> Result<()> {
-    let tag = crate::faults::NETEM_IMAGE;
+    let tag = crate::plan::NETEM_IMAGE;
     let base = image_hash(docker, BASE_IMAGE)
         .await
         .ok_or_else(|| anyhow!("{BASE_IMAGE} is missing; run `dvlab images build`"))?;

@@ -2,15 +2,17 @@
 //! watches it, and turns what happened into a report and an exit code.
 //!
 //! Phases, one module each: [`spec`] → [`plan`] → [`images`] / [`runtime`] → [`faults`] → [`collect`]
-//! → [`analyse`] → [`report`]. Raw data lives in [`data`].
+//! → [`analyse`] → [`report`]; each imports only earlier phases. The run's data formats (raw
+//! frames, `meta.json`, the fault log) live in [`data`], beneath the phases that use them;
+//! [`pipeline`] wires the phases together for `dvlab up`, `dvlab run` and `dvlab report`.
 
 pub mod analyse;
 pub mod collect;
 pub mod data;
 pub mod faults;
 pub mod images;
+pub mod pipeline;
 pub mod plan;
 pub mod report;
-pub mod run;
 pub mod runtime;
 pub mod spec;

@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use dvlab::images::ImageInputs;
+use dvlab::pipeline::{self, Outcome};
 use dvlab::report::Report;
-use dvlab::run::Outcome;
 use dvlab::spec::DevnetSpec;
 use dvlab::{images, plan, runtime};
 use std::path::PathBuf;
@@ -170,7 +170,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
         }
         Cmd::Plan { file } => {
             let spec = DevnetSpec::load(&file)?;
-            let plan = plan::Plan::new(&spec, dvlab::run::unix_now());
+            let plan = plan::Plan::new(&spec, pipeline::unix_now());
             println!("{}", serde_json::to_string_pretty(&plan)?);
             Ok(0)
         }
@@ -178,7 +178,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             let spec = DevnetSpec::load(&file)?;
             let docker = runtime::connect().await?;
             let run_dir = out.join(&spec.name);
-            let d = dvlab::run::up(&docker, &spec, &run_dir).await?;
+            let d = pipeline::up(&docker, &spec, &run_dir).await?;
             println!(
                 "run `{}` up; genesis at {}",
                 d.plan.run, d.plan.genesis_time
@@ -200,10 +200,10 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                     "executing {} fault(s); Ctrl-C heals them and leaves the devnet up",
                     d.timeline.faults.len()
                 );
-                let mut fr = dvlab::run::start_faults(&docker, &d.plan, &d.timeline, &run_dir)?;
+                let mut fr = pipeline::start_faults(&docker, &d.plan, &d.timeline, &run_dir)?;
                 let done = tokio::select! {
                     r = &mut fr.task => Some(r),
-                    () = dvlab::run::interrupted() => None,
+                    () = pipeline::interrupted() => None,
                 };
                 fr.heal().await?;
                 if let Some(r) = done {
@@ -248,7 +248,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             let spec = DevnetSpec::load(&file)?;
             let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&spec.name));
             let docker = runtime::connect().await?;
-            match dvlab::run::run(&docker, &spec, &out, keep).await? {
+            match pipeline::run(&docker, &spec, &out, keep).await? {
                 Outcome::Interrupted => {
                     eprintln!("interrupted");
                     Ok(2)
@@ -260,7 +260,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Report { dir } => {
-            let r = dvlab::run::rerender(&dir)?;
+            let r = pipeline::rerender(&dir)?;
             print_report(&r, &dir);
             Ok(if r.passed() { 0 } else { 1 })
         }

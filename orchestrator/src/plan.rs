@@ -28,6 +28,8 @@ pub const DUTY_LOG_FILE: &str = "duty-log.jsonl";
 pub const VC_KEYS_DIR: &str = "/keys";
 /// Image of dvnode containers.
 pub const DVNODE_IMAGE: &str = "dvlab/dvnode:latest";
+/// Image of the fault sidecars: `dvlab/base` plus the `dvlab-netem` delayer.
+pub const NETEM_IMAGE: &str = "dvlab/netem:latest";
 
 /// What a container does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -6,6 +6,8 @@ use crate::plan::{
     DVNODE_P2P_PORT, ROLE_LABEL, RUN_LABEL,
 };
 use anyhow::{anyhow, bail, Context, Result};
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
     NetworkCreateRequest, NetworkingConfig, PortBinding,
@@ -606,6 +608,46 @@ pub async fn run_container(docker: &Docker, name: &str, body: ContainerCreateBod
         .await
         .with_context(|| format!("starting container {name}"))?;
     Ok(())
+}
+
+/// Runs `cmd` in a running container and returns its output; a non-zero exit is an error
+/// carrying the output.
+pub async fn exec(docker: &Docker, container: &str, cmd: &[String]) -> Result<String> {
+    let created = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(cmd.to_vec()),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("exec in {container}"))?;
+    let mut out = String::new();
+    if let StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&created.id, None).await?
+    {
+        while let Some(chunk) = output.next().await {
+            match chunk? {
+                LogOutput::StdOut { message } | LogOutput::StdErr { message } => {
+                    out.push_str(&String::from_utf8_lossy(&message))
+                }
+                _ => {}
+            }
+        }
+    }
+    let code = docker.inspect_exec(&created.id).await?.exit_code;
+    if code != Some(0) {
+        bail!(
+            "`{}` in {container} exited with {}: {}",
+            cmd.join(" "),
+            code.map_or("?".into(), |c| c.to_string()),
+            out.trim()
+        );
+    }
+    Ok(out)
 }
 
 async fn host_port(docker: &Docker, name: &str, port: u16) -> Result<u16> {

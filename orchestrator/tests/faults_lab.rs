@@ -7,9 +7,9 @@
 use anyhow::{anyhow, bail, Result};
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::Docker;
+use dvlab::data::{Effect, Scope};
 use dvlab::faults::{
-    self, Action, Effect, Executor, Fault, FaultContainer, Phase, Scope, SlotClock, Timeline,
-    CLOCK_DIR,
+    self, Action, Executor, Fault, FaultContainer, Phase, SlotClock, Timeline, CLOCK_DIR,
 };
 use dvlab::images::{self, ImageInputs};
 use dvlab::plan::{ROLE_LABEL, RUN_LABEL};
@@ -85,7 +85,7 @@ impl Lab {
     }
 
     async fn sh(&self, short: &str, script: &str) -> Result<String> {
-        faults::exec(
+        runtime::exec(
             &self.docker,
             &self.name(short),
             &["bash".to_string(), "-c".into(), script.into()],

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use bollard::query_parameters::ListNetworksOptionsBuilder;
 use dvlab::images::{self, ImageInputs};
+use dvlab::pipeline::Outcome;
 use dvlab::plan::RUN_LABEL;
-use dvlab::run::Outcome;
 use dvlab::runtime;
 use dvlab::spec::DevnetSpec;
 use serde_json::Value;
@@ -131,7 +131,7 @@ async fn dv_cluster_partition_2_2_in_docker() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&name);
     let _ = std::fs::remove_dir_all(&out);
     println!("docker_devnet: run `{name}`, output in {}", out.display());
-    let outcome = dvlab::run::run(&docker, &spec, &out, false).await;
+    let outcome = dvlab::pipeline::run(&docker, &spec, &out, false).await;
 
     // Nothing labelled with the run remains, whatever the outcome.
     let left = runtime::list(&docker, Some(&name))
@@ -310,7 +310,7 @@ async fn dvnode_exit_fails_the_run_and_tears_down() {
         }
     };
     let result = tokio::select! {
-        r = dvlab::run::run(&docker, &spec, &out, false) => r,
+        r = dvlab::pipeline::run(&docker, &spec, &out, false) => r,
         _ = killer => unreachable!("the killer never finishes"),
     };
     let err = match result {

@@ -1,11 +1,12 @@
-//! `dvlab up` and `dvlab run`: plan → containers → timeline with collection → analysis →
-//! report → teardown, with teardown on failure and on Ctrl-C.
+//! The pipeline behind `dvlab up`, `dvlab run` and `dvlab report`: the one place that wires
+//! the phases together — plan → containers → fault timeline with collection → analysis →
+//! report → teardown, with healing and teardown on failure and on Ctrl-C or SIGTERM.
 
 use crate::analyse;
 use crate::collect::Collector;
-use crate::data::{BeaconNodeMeta, DvNodeMeta, GroupMeta, RawData, RunMeta};
-use crate::faults::{self, Effect, Executor, Timeline};
-use crate::plan::{Plan, Role, DUTY_LOG_FILE};
+use crate::data::{self, BeaconNodeMeta, DvNodeMeta, GroupMeta, RawData, RunMeta};
+use crate::faults::{self, Executor, Timeline};
+use crate::plan::{Plan, Role};
 use crate::report::{self, Report};
 use crate::runtime;
 use crate::spec::DevnetSpec;
@@ -151,74 +152,18 @@ impl FaultRun {
     }
 }
 
-/// Containers that may be down (crashed, stopped, paused) at UNIX time `now` because a
-/// fault of `timeline` intends it: inside the fault's window, plus `grace` seconds after it
-/// for the restart. Full Docker names.
-pub fn intended_down(plan: &Plan, timeline: &Timeline, now: f64, grace: f64) -> Vec<String> {
-    timeline
-        .faults
-        .iter()
-        .filter(|f| now >= f.start && f.end.is_none_or(|e| now <= e + grace))
-        .filter_map(|f| match &f.effect {
-            Effect::Crash { target } | Effect::Stop { target } | Effect::Pause { target } => {
-                Some(format!("dvlab-{}-{target}", plan.run))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 /// Reads `out/faults.jsonl` (if faults ran) into fault windows.
-fn read_fault_log(out: &Path) -> Vec<crate::data::FaultWindow> {
+fn read_fault_log(out: &Path) -> Vec<data::FaultWindow> {
     let path = out.join("faults.jsonl");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let (w, bad) = crate::collect::parse_fault_log(&text);
+            let (w, bad) = data::fault_windows_from_log(&text);
             if bad > 0 {
                 eprintln!("warning: {}: {bad} line(s) did not parse", path.display());
             }
             w
         }
         Err(_) => Vec::new(),
-    }
-}
-
-/// Reads every dvnode's duty log from `OUT/nodes/<container>/` and saves its final
-/// `/metrics` page beside it.
-async fn collect_dvnodes(meta: &RunMeta, out: &Path, c: &mut Collector) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .no_proxy()
-        .build();
-    for n in &meta.dvnodes {
-        let dir = out.join("nodes").join(&n.name);
-        if let (Ok(http), Some(url)) = (&http, &n.metrics_url) {
-            let text = match http.get(format!("{url}/metrics")).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(e) => format!("# unreachable: {e}\n"),
-            };
-            if let Err(e) = std::fs::write(dir.join("metrics.txt"), text) {
-                eprintln!("warning: saving metrics of {}: {e}", n.name);
-            }
-        }
-        let path = dir.join(DUTY_LOG_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let (rows, bad) = crate::collect::parse_duty_log(&n.name, &text);
-                if bad > 0 {
-                    eprintln!(
-                        "warning: {}: {bad} duty-log line(s) did not parse",
-                        path.display()
-                    );
-                }
-                c.add_duty_log(rows);
-            }
-            Err(e) => eprintln!(
-                "warning: no duty log of {} ({}): {e}",
-                n.name,
-                path.display()
-            ),
-        }
     }
 }
 
@@ -301,7 +246,7 @@ async fn timeline(
         if slot % spe == 1 {
             let epoch = slot / spe;
             c.record_duties(epoch).await?;
-            let exempt = intended_down(
+            let exempt = faults::intended_down(
                 plan,
                 faults_timeline,
                 unix_now() as f64,
@@ -343,9 +288,9 @@ async fn timeline(
         }
     }
     pb.finish_and_clear();
-    collect_dvnodes(meta, out, &mut c).await;
+    c.collect_dvnodes(&meta.dvnodes, out).await;
     let mut raw = c.finish().await?;
-    raw.faults = crate::data::fault_frame(&read_fault_log(out))?;
+    raw.faults = data::fault_frame(&read_fault_log(out))?;
     let first_dv = first_dv_inclusion(meta, &raw)?;
     let up_to_first_dv = first_dv.map(|s| plan.slot_time(s) as f64 - up_started);
     if let Some(t) = up_to_first_dv {

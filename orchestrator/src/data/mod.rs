@@ -1,5 +1,11 @@
 //! Raw run data: the frames `collect` fills, saved as CSV beside `meta.json` so
-//! `dvlab report DIR` can re-render without the devnet.
+//! `dvlab report DIR` can re-render without the devnet; and the fault log
+//! ([`fault_log`]: `faults.jsonl`) the executor writes and the run reads back into the
+//! `faults` frame.
+
+pub mod fault_log;
+
+pub use fault_log::{fault_windows_from_log, Effect, FaultLogLine, LogPhase, Scope};
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
