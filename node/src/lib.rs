@@ -31,3 +31,4 @@ pub mod util;
 pub mod validator_api;
 pub mod value;
 pub mod vc_backend;
+pub mod web3signer;

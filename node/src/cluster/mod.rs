@@ -2,5 +2,6 @@
 
 pub mod create;
 pub mod lock;
+pub mod shares;
 
 pub use lock::{Cluster, ClusterLock};

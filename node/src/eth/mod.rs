@@ -41,6 +41,7 @@
 //! - `lodestar dev` writes `genesis.ssz` into its working directory and its validator client
 //!   ignores `--rest.port`: it needs `--beaconNodes http://127.0.0.1:<port>`.
 
+pub mod aggregate;
 pub mod beacon;
 pub mod config;
 pub mod signing;
