@@ -41,6 +41,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "parsig",
             "broadcast",
             "validator_api",
+            "web3signer",
         ],
     ),
     (
