@@ -4,10 +4,11 @@
 //! where the proposer duty waits for it to produce the block.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
+use crate::clock::unix_now;
 use crate::duty::Duty;
 use crate::dutydb::DutyDb;
 use crate::eth::beacon::BeaconClient;
@@ -42,12 +43,6 @@ fn already_known(error: &str) -> bool {
     ["ALREADY_KNOWN", "MESSAGE_KNOWN", "PublishError.Duplicate"]
         .iter()
         .any(|m| error.contains(m))
-}
-
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
 }
 
 impl<P: Preset> Broadcaster<P> {

@@ -6,16 +6,25 @@
 //!
 //! Requests are retried until the caller's deadline (the beacon node may be briefly
 //! unreachable or still processing the slot's block).
+//!
+//! [`FetchStage`] runs the stage: it takes each duty the scheduler fires, fetches its data and
+//! hands it to consensus ([`DutyRunner`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
-use crate::duty::{AttesterDef, ProposerDef};
+use crate::clock::SlotClock;
+use crate::decide::DutyRunner;
+use crate::duty::{AttesterDef, DutyDefs, DutyKind, ProposerDef, ScheduledDuty};
+use crate::dutydb::DutyDb;
 use crate::eth::beacon::{BeaconClient, BeaconError, BlockId};
 use crate::eth::types::{BlsSignature, Preset, Slot};
+use crate::tracker::{Reason, Stage, Tracker};
 use crate::value::{AttesterEntry, DutyValue, ProposerEntry};
 
 /// Pause between attempts.
@@ -110,5 +119,89 @@ impl Fetcher {
     ) -> Result<DutyValue<P>, BeaconError> {
         let head = retry(deadline, "head header", || self.bn.header(BlockId::Head)).await?;
         Ok(DutyValue::SyncMessage(head.root))
+    }
+}
+
+/// The fetcher stage: runs each due duty — fetch its data, then consensus into the duty DB.
+pub struct FetchStage<P: Preset> {
+    clock: SlotClock,
+    fetcher: Fetcher,
+    runner: Arc<DutyRunner<P>>,
+    dutydb: Arc<DutyDb<P>>,
+    tracker: Tracker,
+}
+
+impl<P: Preset> FetchStage<P> {
+    /// A stage fetching with `fetcher` and deciding with `runner`; a proposer duty waits in
+    /// `dutydb` for its combined RANDAO reveal.
+    pub fn new(
+        clock: SlotClock,
+        fetcher: Fetcher,
+        runner: Arc<DutyRunner<P>>,
+        dutydb: Arc<DutyDb<P>>,
+        tracker: Tracker,
+    ) -> FetchStage<P> {
+        FetchStage {
+            clock,
+            fetcher,
+            runner,
+            dutydb,
+            tracker,
+        }
+    }
+
+    /// Runs every duty of `due` in its own task, until the channel closes.
+    pub async fn run(self: Arc<Self>, mut due: mpsc::Receiver<ScheduledDuty>) {
+        while let Some(d) = due.recv().await {
+            let this = self.clone();
+            tokio::spawn(async move { this.execute(d).await });
+        }
+    }
+
+    async fn execute(&self, d: ScheduledDuty) {
+        let duty = d.duty;
+        let deadline = self.clock.deadline(duty.slot, 1);
+        let input: Result<DutyValue<P>, String> = match &d.defs {
+            DutyDefs::Attester(defs) => self
+                .fetcher
+                .attester(duty.slot, defs, deadline)
+                .await
+                .map(DutyValue::Attester)
+                .map_err(|e| e.to_string()),
+            DutyDefs::SyncMessage(_) => self
+                .fetcher
+                .sync_root::<P>(deadline)
+                .await
+                .map_err(|e| e.to_string()),
+            DutyDefs::Proposer(p) => match self.dutydb.await_randao(duty.slot, deadline).await {
+                Ok(reveal) => self
+                    .fetcher
+                    .proposer::<P>(duty.slot, p, &reveal, deadline)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => {
+                    warn!(%duty, error = %e, "no combined RANDAO reveal; cannot propose");
+                    self.tracker
+                        .fail(duty, Reason::InsufficientPeerSignatures, &e.to_string());
+                    return;
+                }
+            },
+        };
+        let input = match input {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(%duty, error = %e, "cannot fetch the duty's data from the beacon node");
+                self.tracker.fail(duty, Reason::FetchBnError, &e);
+                return;
+            }
+        };
+        self.tracker.stage(duty, Stage::Fetched);
+        let kind = duty.kind;
+        match self.runner.run(duty, input, deadline).await {
+            Ok(v) => {
+                info!(%duty, dvs = v.pubkeys().len().max(usize::from(kind == DutyKind::SyncMessage)), "duty decided")
+            }
+            Err(reason) => warn!(%duty, reason = reason.as_str(), "duty not decided"),
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`p2p`]: libp2p cluster networking.
 
 pub mod broadcast;
+pub mod clock;
 pub mod cluster;
 pub mod consensus;
 pub mod decide;

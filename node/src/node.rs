@@ -6,6 +6,11 @@
 //! broadcast ◄─ sigagg ◄─ parsig (local + peers) ◄───────┘ ◄─► p2p Protocol::Parsig
 //! ```
 //!
+//! Every stage reports to the tracker, whose chain watcher checks inclusion once per slot. The
+//! loops that drive the stages live with them ([`Scheduler::run`], [`FetchStage::run`],
+//! [`ParSig::run_inbound`], [`SigAgg::run`], [`ChainWatcher::run`]); this module creates the
+//! stages, connects them and starts those loops.
+//!
 //! Startup: load and verify the cluster lock, find this node's index from its p2p key, wait
 //! for the beacon node (retrying with a clear log line), check the chain's preset and genesis
 //! validators root, open the slashing DB, start p2p, consensus, the workflow stages, the
@@ -22,28 +27,28 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use libp2p::Multiaddr;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::broadcast::Broadcaster;
+use crate::clock::{SlotClock, SlotTicker, SystemClock};
 use crate::cluster::lock::ClusterLock;
 use crate::cluster::Cluster;
 use crate::consensus::driver::{Consensus, ConsensusMetrics, DriverConfig};
 use crate::decide::DutyRunner;
-use crate::duty::{DutyDefs, DutyKind, ScheduledDuty};
+use crate::duty::ScheduledDuty;
 use crate::dutydb::DutyDb;
 use crate::eth::beacon::BeaconClient;
 use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{BlsPubkey, Mainnet, Minimal, Preset, Root};
-use crate::fetcher::Fetcher;
+use crate::fetcher::{FetchStage, Fetcher};
+use crate::p2p;
 use crate::parsig::{DvShares, ParSig, ParSigMetrics, Threshold};
-use crate::scheduler::{Clock, Scheduler, SlotClock, SystemClock};
+use crate::scheduler::Scheduler;
 use crate::sigagg::SigAgg;
 use crate::slashing::SlashingDb;
-use crate::tracker::{ChainWatcher, Inclusion, Reason, Stage, Tracker, TrackerConfig};
+use crate::tracker::{ChainWatcher, Tracker, TrackerConfig};
 use crate::validator_api::{ValidatorApi, ValidatorApiConfig};
-use crate::value::DutyValue;
 use crate::vc_backend::WorkflowBackend;
-use crate::{broadcast::Broadcaster, p2p};
 
 /// Slots after which a duty that was not broadcast is closed and logged (and the grace after
 /// the inclusion window for a broadcast one whose blocks could not be read).
@@ -287,12 +292,7 @@ async fn run_preset<P: Preset>(
         dutydb.clone(),
         tracker.clone(),
     ));
-    tokio::spawn(aggregate_loop(
-        ready_rx,
-        sigagg,
-        broadcaster,
-        tracker.clone(),
-    ));
+    tokio::spawn(sigagg.run(ready_rx, broadcaster, tracker.clone()));
 
     let runner = Arc::new(DutyRunner::new(
         Arc::new(consensus.clone()),
@@ -313,18 +313,18 @@ async fn run_preset<P: Preset>(
         due_tx,
     );
     tokio::spawn(scheduler.run(stop_rx.clone()));
-    let executor = Executor {
-        clock: SlotClock::of(&schedule),
-        fetcher: Fetcher::new(bn.clone()),
+    let clock = SlotClock::of(&schedule);
+    let fetch = FetchStage::new(
+        clock,
+        Fetcher::new(bn.clone()),
         runner,
-        dutydb: dutydb.clone(),
-        tracker: tracker.clone(),
-    };
-    tokio::spawn(Arc::new(executor).run(due_rx));
-    tokio::spawn(housekeeping(
-        SlotClock::of(&schedule),
-        ChainWatcher::<P>::new(bn.clone(), tracker.clone()),
+        dutydb.clone(),
         tracker.clone(),
+    );
+    tokio::spawn(Arc::new(fetch).run(due_rx));
+    tokio::spawn(ChainWatcher::<P>::new(bn.clone(), tracker.clone()).run(clock, stop_rx.clone()));
+    tokio::spawn(retain_recent(
+        clock,
         dutydb.clone(),
         parsig.clone(),
         stop_rx.clone(),
@@ -370,139 +370,16 @@ async fn run_preset<P: Preset>(
     Ok(())
 }
 
-async fn aggregate_loop<P: Preset>(
-    mut ready: mpsc::Receiver<Threshold>,
-    sigagg: Arc<SigAgg<P>>,
-    broadcaster: Arc<Broadcaster<P>>,
-    tracker: Tracker,
-) {
-    while let Some(th) = ready.recv().await {
-        let sigagg = sigagg.clone();
-        let broadcaster = broadcaster.clone();
-        let tracker = tracker.clone();
-        tokio::spawn(async move {
-            match sigagg.aggregate(&th).await {
-                Ok(signed) => {
-                    tracker.validator_stage(th.duty, th.pubkey, Stage::Aggregated);
-                    let expect = Inclusion::of(&signed);
-                    if broadcaster.broadcast(th.duty, signed).await {
-                        tracker.broadcast_validator(th.duty, th.pubkey, expect);
-                    } else {
-                        tracker.fail_validator(
-                            th.duty,
-                            th.pubkey,
-                            Reason::BroadcastBnError,
-                            "the beacon node did not take the signed object",
-                        );
-                    }
-                }
-                Err(e) => {
-                    warn!(duty = %th.duty, pubkey = %th.pubkey, error = %e, "aggregation failed");
-                    tracker.fail_validator(
-                        th.duty,
-                        th.pubkey,
-                        Reason::InsufficientPeerSignatures,
-                        &e.to_string(),
-                    );
-                }
-            }
-        });
-    }
-}
-
-async fn housekeeping<P: Preset>(
+/// Keeps the decided values and partial signatures of the last [`KEEP_SLOTS`] slots.
+async fn retain_recent<P: Preset>(
     clock: SlotClock,
-    mut watcher: ChainWatcher<P>,
-    tracker: Tracker,
     dutydb: Arc<DutyDb<P>>,
     parsig: Arc<ParSig<P>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let now = SystemClock.now_ms();
-        let slot = clock.slot_at_ms(now);
-        watcher.poll(slot).await;
-        tracker.close_due(slot);
+    let mut slots = SlotTicker::new(clock, stop);
+    while let Some(slot) = slots.tick().await {
         dutydb.prune(slot.saturating_sub(KEEP_SLOTS));
         parsig.prune(slot.saturating_sub(KEEP_SLOTS));
-        let next = clock.slot_start_ms(slot + 1).saturating_sub(now);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(next.max(1))) => {}
-            _ = stop.changed() => {
-                tracker.close_all();
-                return;
-            }
-        }
-    }
-}
-
-/// Runs each due duty: fetch, consensus, duty DB.
-struct Executor<P: Preset> {
-    clock: SlotClock,
-    fetcher: Fetcher,
-    runner: Arc<DutyRunner<P>>,
-    dutydb: Arc<DutyDb<P>>,
-    tracker: Tracker,
-}
-
-impl<P: Preset> Executor<P> {
-    async fn run(self: Arc<Self>, mut due: mpsc::Receiver<ScheduledDuty>) {
-        while let Some(d) = due.recv().await {
-            let this = self.clone();
-            tokio::spawn(async move { this.execute(d).await });
-        }
-    }
-
-    /// `Instant` at which `slots` slots after the start of `slot` begin.
-    fn deadline(&self, slot: u64, slots: u64) -> Instant {
-        let end = self.clock.slot_start_ms(slot.saturating_add(slots));
-        Instant::now() + Duration::from_millis(end.saturating_sub(SystemClock.now_ms()))
-    }
-
-    async fn execute(&self, d: ScheduledDuty) {
-        let duty = d.duty;
-        let deadline = self.deadline(duty.slot, 1);
-        let input: Result<DutyValue<P>, String> = match &d.defs {
-            DutyDefs::Attester(defs) => self
-                .fetcher
-                .attester(duty.slot, defs, deadline)
-                .await
-                .map(DutyValue::Attester)
-                .map_err(|e| e.to_string()),
-            DutyDefs::SyncMessage(_) => self
-                .fetcher
-                .sync_root::<P>(deadline)
-                .await
-                .map_err(|e| e.to_string()),
-            DutyDefs::Proposer(p) => match self.dutydb.await_randao(duty.slot, deadline).await {
-                Ok(reveal) => self
-                    .fetcher
-                    .proposer::<P>(duty.slot, p, &reveal, deadline)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => {
-                    warn!(%duty, error = %e, "no combined RANDAO reveal; cannot propose");
-                    self.tracker
-                        .fail(duty, Reason::InsufficientPeerSignatures, &e.to_string());
-                    return;
-                }
-            },
-        };
-        let input = match input {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(%duty, error = %e, "cannot fetch the duty's data from the beacon node");
-                self.tracker.fail(duty, Reason::FetchBnError, &e);
-                return;
-            }
-        };
-        self.tracker.stage(duty, Stage::Fetched);
-        let kind = duty.kind;
-        match self.runner.run(duty, input, deadline).await {
-            Ok(v) => {
-                info!(%duty, dvs = v.pubkeys().len().max(usize::from(kind == DutyKind::SyncMessage)), "duty decided")
-            }
-            Err(reason) => warn!(%duty, reason = reason.as_str(), "duty not decided"),
-        }
     }
 }

@@ -1,4 +1,4 @@
-//! The scheduler: the slot clock, the DVs' duties per epoch, and firing each duty on time.
+//! The scheduler: the DVs' duties per epoch, and firing each duty on time.
 //!
 //! Each epoch the scheduler resolves the DVs' validator indices (active ones) and asks the
 //! beacon node for their attester, proposer and sync committee duties of the current and the
@@ -18,12 +18,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::clock::{Clock, SlotClock};
 use crate::duty::{AttesterDef, Duty, DutyDefs, DutyKind, ProposerDef, ScheduledDuty, SyncDef};
 use crate::dutydb::DutyDb;
 use crate::eth::beacon::{
@@ -34,86 +35,14 @@ use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{BlsPubkey, Epoch, Preset, Root, Slot, ValidatorIndex};
 use crate::tracker::Tracker;
 
-/// Milliseconds since the Unix epoch.
-pub trait Clock: Send + Sync + 'static {
-    /// Now.
-    fn now_ms(&self) -> u64;
-}
-
-/// The system clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default()
-    }
-}
-
-/// Slot arithmetic in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotClock {
-    genesis_ms: u64,
-    slot_ms: u64,
-    slots_per_epoch: u64,
-}
-
-impl SlotClock {
-    /// A clock for a chain starting at `genesis_time` (Unix seconds).
-    pub fn new(genesis_time: u64, seconds_per_slot: u64, slots_per_epoch: u64) -> SlotClock {
-        SlotClock {
-            genesis_ms: genesis_time.saturating_mul(1000),
-            slot_ms: seconds_per_slot.max(1).saturating_mul(1000),
-            slots_per_epoch: slots_per_epoch.max(1),
-        }
-    }
-
-    /// The clock of a chain.
-    pub fn of(schedule: &ForkSchedule) -> SlotClock {
-        SlotClock::new(
-            schedule.genesis_time(),
-            schedule.seconds_per_slot(),
-            schedule.slots_per_epoch(),
-        )
-    }
-
-    /// Slot duration.
-    pub fn slot_duration(&self) -> Duration {
-        Duration::from_millis(self.slot_ms)
-    }
-
-    /// Start of `slot` (Unix ms).
-    pub fn slot_start_ms(&self, slot: Slot) -> u64 {
-        self.genesis_ms
-            .saturating_add(slot.saturating_mul(self.slot_ms))
-    }
-
-    /// The slot at `ms` (slot 0 before genesis).
-    pub fn slot_at_ms(&self, ms: u64) -> Slot {
-        ms.saturating_sub(self.genesis_ms) / self.slot_ms
-    }
-
-    /// The epoch of `slot`.
-    pub fn epoch_of(&self, slot: Slot) -> Epoch {
-        slot / self.slots_per_epoch
-    }
-
-    /// The slots of `epoch`.
-    pub fn slots_of(&self, epoch: Epoch) -> std::ops::Range<Slot> {
-        let start = epoch.saturating_mul(self.slots_per_epoch);
-        start..start.saturating_add(self.slots_per_epoch)
-    }
-
-    /// When `duty` fires (Unix ms): proposer and RANDAO at the slot start, attester and sync
-    /// committee message at 1/3 of the slot.
-    pub fn fire_at_ms(&self, duty: Duty) -> u64 {
-        let start = self.slot_start_ms(duty.slot);
-        match duty.kind {
-            DutyKind::Proposer | DutyKind::Randao => start,
-            DutyKind::Attester | DutyKind::SyncMessage => start + self.slot_ms / 3,
+/// When `duty` fires (Unix ms): proposer and RANDAO at the slot start, attester and sync
+/// committee message at 1/3 of the slot.
+pub fn fire_at_ms(clock: &SlotClock, duty: Duty) -> u64 {
+    let start = clock.slot_start_ms(duty.slot);
+    match duty.kind {
+        DutyKind::Proposer | DutyKind::Randao => start,
+        DutyKind::Attester | DutyKind::SyncMessage => {
+            start + clock.slot_duration().as_millis() as u64 / 3
         }
     }
 }
@@ -158,7 +87,7 @@ pub fn plan_epoch(
     }
     let mut timed: Vec<(u64, ScheduledDuty)> = out
         .into_iter()
-        .map(|d| (clock.fire_at_ms(d.duty), d))
+        .map(|d| (fire_at_ms(clock, d.duty), d))
         .collect();
     timed.sort_by_key(|(t, d)| (*t, d.duty));
     timed
@@ -529,15 +458,15 @@ mod tests {
         let clock = SlotClock::new(1_000, 4, 8);
         assert_eq!(clock.slot_start_ms(0), 1_000_000);
         assert_eq!(
-            clock.fire_at_ms(Duty::new(3, DutyKind::Proposer)),
+            fire_at_ms(&clock, Duty::new(3, DutyKind::Proposer)),
             1_012_000
         );
         assert_eq!(
-            clock.fire_at_ms(Duty::new(3, DutyKind::Attester)),
+            fire_at_ms(&clock, Duty::new(3, DutyKind::Attester)),
             1_013_333
         );
         assert_eq!(
-            clock.fire_at_ms(Duty::new(3, DutyKind::SyncMessage)),
+            fire_at_ms(&clock, Duty::new(3, DutyKind::SyncMessage)),
             1_013_333
         );
         let fake = FakeClock(std::sync::atomic::AtomicU64::new(1_013_999));
@@ -612,6 +541,7 @@ mod reorg_tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::clock::SystemClock;
     use crate::duty::fixtures::altair_schedule;
     use crate::eth::beacon::{AttesterDuty, Validator, ValidatorData, ValidatorStatus};
     use crate::eth::types::Minimal;
@@ -796,7 +726,7 @@ mod reorg_tests {
                 DutyKind::SyncMessage => DutyDefs::SyncMessage(vec![]),
                 _ => DutyDefs::Attester(vec![]),
             };
-            (clock.fire_at_ms(duty), ScheduledDuty { duty, defs })
+            (fire_at_ms(&clock, duty), ScheduledDuty { duty, defs })
         };
         scheduler.queue = vec![
             queued(3, DutyKind::Proposer),
@@ -822,7 +752,7 @@ mod reorg_tests {
                 (Duty::new(3, DutyKind::SyncMessage), now),
                 (
                     Duty::new(4, DutyKind::Attester),
-                    clock.fire_at_ms(Duty::new(4, DutyKind::Attester))
+                    fire_at_ms(&clock, Duty::new(4, DutyKind::Attester))
                 ),
             ]
         );

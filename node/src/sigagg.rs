@@ -3,11 +3,18 @@
 //! Partials are Lagrange-combined ([`tbls::combine`]) and the result is verified against the DV
 //! pubkey over the signing root before anything leaves the node. The signed object is built
 //! from the decided value in the [`DutyDb`], never from what a peer sent.
+//!
+//! [`SigAgg::run`] runs the stage: every [`Threshold`] the partial-signature stage emits is
+//! aggregated and handed to the [`Broadcaster`]; the tracker learns each validator's outcome.
 
 use std::sync::Arc;
 
 use ssz_types::BitList;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::warn;
+
+use crate::broadcast::Broadcaster;
 
 use crate::duty::DutyKind;
 use crate::dutydb::DutyDb;
@@ -17,6 +24,7 @@ use crate::eth::types::{
 };
 use crate::keys::tbls;
 use crate::parsig::{SignedObject, Threshold};
+use crate::tracker::{Inclusion, Reason, Stage, Tracker};
 use crate::value::Signed;
 
 /// Why aggregation failed.
@@ -67,6 +75,48 @@ impl<P: Preset> SigAgg<P> {
     /// An aggregator with threshold `t`.
     pub fn new(threshold: usize, dutydb: Arc<DutyDb<P>>) -> SigAgg<P> {
         SigAgg { threshold, dutydb }
+    }
+
+    /// Aggregates every threshold of `ready` (one task each) and broadcasts the signed object,
+    /// until the channel closes.
+    pub async fn run(
+        self: Arc<Self>,
+        mut ready: mpsc::Receiver<Threshold>,
+        broadcaster: Arc<Broadcaster<P>>,
+        tracker: Tracker,
+    ) {
+        while let Some(th) = ready.recv().await {
+            let sigagg = self.clone();
+            let broadcaster = broadcaster.clone();
+            let tracker = tracker.clone();
+            tokio::spawn(async move {
+                match sigagg.aggregate(&th).await {
+                    Ok(signed) => {
+                        tracker.validator_stage(th.duty, th.pubkey, Stage::Aggregated);
+                        let expect = Inclusion::of(&signed);
+                        if broadcaster.broadcast(th.duty, signed).await {
+                            tracker.broadcast_validator(th.duty, th.pubkey, expect);
+                        } else {
+                            tracker.fail_validator(
+                                th.duty,
+                                th.pubkey,
+                                Reason::BroadcastBnError,
+                                "the beacon node did not take the signed object",
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        warn!(duty = %th.duty, pubkey = %th.pubkey, error = %e, "aggregation failed");
+                        tracker.fail_validator(
+                            th.duty,
+                            th.pubkey,
+                            Reason::InsufficientPeerSignatures,
+                            &e.to_string(),
+                        );
+                    }
+                }
+            });
+        }
     }
 
     /// Combines, verifies and builds the signed object of `th`.

@@ -15,12 +15,12 @@
 //! - aggregation endpoints: the validator API's default (a clear "unsupported" error).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::clock::SlotClock;
 use crate::duty::{Duty, DutyKind};
 use crate::dutydb::DutyDb;
 use crate::eth::signing::ForkSchedule;
@@ -29,7 +29,6 @@ use crate::eth::types::{
     SyncCommitteeMessage,
 };
 use crate::parsig::{ParSig, ParSigMsg, Rejection, SignedObject};
-use crate::scheduler::SlotClock;
 use crate::tracker::{Stage, Tracker};
 use crate::validator_api::{BackendError, DutyBackend, ProducedBlock};
 
@@ -75,9 +74,7 @@ impl<P: Preset> WorkflowBackend<P> {
 
     /// How long a call for `slot` may wait: until `slots` slots after the slot starts.
     fn deadline(&self, slot: Slot, slots: u64) -> Instant {
-        let end_ms = self.clock.slot_start_ms(slot.saturating_add(slots));
-        let now_ms = crate::scheduler::Clock::now_ms(&crate::scheduler::SystemClock);
-        Instant::now() + Duration::from_millis(end_ms.saturating_sub(now_ms))
+        self.clock.deadline(slot, slots)
     }
 
     fn check_share(&self, share_index: u64) -> Result<(), BackendError> {

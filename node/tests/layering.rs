@@ -24,8 +24,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["eth", "keys", "slashing", "p2p"],
     ),
     (
-        "cluster lock; QBFT consensus engine and driver",
-        &["cluster", "consensus"],
+        "slot clock; cluster lock; QBFT consensus engine and driver",
+        &["clock", "cluster", "consensus"],
     ),
     ("duties: identity, kinds, definitions", &["duty"]),
     (
@@ -74,7 +74,9 @@ fn node_src_imports_point_one_way() {
     for (from, to) in [
         ("decide", "dutydb"),
         ("dutydb", "value"),
-        ("tracker", "value"),
+        ("tracker::tracking", "value"),
+        ("fetcher", "decide"),
+        ("sigagg", "broadcast"),
         ("eth::signing", "eth::config"),
         ("eth::beacon::client", "eth::signing"),
         ("node", "fetcher"),

@@ -1,165 +1,19 @@
-//! The tracker: which stage each duty reached, why it failed, and whether it landed on chain.
-//!
-//! Every workflow stage reports to a [`Tracker`] (a cheap clone). Duty-wide stages (scheduled,
-//! VC request, fetched, decided) are kept per duty; the stages after that (local signature,
-//! last partial, aggregated, broadcast, included) are kept per DV validator of the duty. Each
-//! DV validator of a duty gets its own outcome:
-//!
-//! - broadcast and seen on chain by the [`ChainWatcher`] within the inclusion window:
-//!   `success`, with the inclusion delay in slots (attestation: first block including the DV's
-//!   committee bit for the decided data; block: the canonical block of the slot is by the DV;
-//!   sync committee message: the DV's bit in the sync aggregate of the block at slot + 1);
-//! - broadcast but not seen once the watcher has read every block of the window:
-//!   `not_included_onchain` (the detail names what the chain showed);
-//! - broadcast, but the window's blocks could not be read before the record expired or the
-//!   node stopped: `inclusion_unknown`;
-//! - not broadcast: the first failure reported for the validator, else the first reported for
-//!   the duty, else the reason implied by the last stage reached (fetched but not decided:
-//!   `no_consensus`; decided but no local partial: `no_local_vc_signature`; local partial but
-//!   no threshold: `insufficient_peer_signatures`; …).
-//!
-//! A closed outcome goes to the metrics and, as one JSON line per validator with per-stage
-//! timestamps, to the duty log, once. A duty's record is forgotten when all its validators are
-//! closed and its slot is [`TrackerConfig::track_slots`] old (late reports for it are then
-//! ignored rather than opening a new record), so memory is bounded by the duties of the last
-//! `track_slots` + inclusion-window slots.
-//!
-//! # Duty log line
-//! ```json
-//! {"ts_ms":1700000000123,"duty":{"slot":"42","kind":"attester"},
-//!  "pubkey":"0xa99a…","validator_index":"57","outcome":"success",
-//!  "stages":{"scheduled":…,"vc_request":…,"fetched":…,"decided":…,"local_signed":…,
-//!            "last_partial":…,"aggregated":…,"broadcast":…,"included":…},
-//!  "consensus_round":1,"consensus_seconds":0.012,"shares":[1,2,4],
-//!  "broadcast_delay_seconds":1.41,"inclusion_slot":"43","inclusion_delay":1}
-//! ```
-//! Stage times are Unix milliseconds; absent stages are omitted. `detail` is present on
-//! failures; `pubkey`/`validator_index` are absent only for a duty no validator was known for;
-//! `inclusion_slot`/`inclusion_delay` only when included.
-//!
-//! # Metrics
-//! `duty_total{kind,outcome}` (per validator; outcome `success` or the reason),
-//! `duty_failures_total{kind,reason}`, `duty_inclusion_delay_slots{kind}` (histogram),
-//! `duty_consensus_rounds{kind}` and `duty_consensus_duration_seconds{kind}` (histograms),
-//! `duty_partial_signatures_total{kind,share}` (participation per peer share index),
-//! `duty_broadcast_delay_seconds{kind}` (from slot start),
-//! `duty_chain_watch_errors_total` (blocks the watcher could not read).
+//! Stage tracking: the records of every duty and DV validator, the inclusion checks and the
+//! verdicts (see the [module docs](super)).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use anyhow::Result;
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
 
+use super::output::{DutyLog, DutyReport, KindLabel, KindShare, Metrics, Reason, Stage, SUCCESS};
+use crate::clock::unix_now;
 use crate::duty::{Duty, DutyDefs, ScheduledDuty};
-use crate::eth::beacon::{BeaconClient, BlockId, StateId};
-use crate::eth::types::{
-    from_json_value, Attestation, AttestationData, BlsPubkey, Preset, Slot, SyncAggregate,
-    ValidatorIndex,
-};
+use crate::eth::types::{AttestationData, BlsPubkey, Preset, Slot, ValidatorIndex};
 use crate::value::Signed;
-
-/// Workflow stages, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// The scheduler fired the duty.
-    Scheduled,
-    /// The local validator client asked for the data to sign (attestation data, block).
-    VcRequest,
-    /// The unsigned data was fetched from the beacon node.
-    Fetched,
-    /// Consensus decided and the value is in the duty DB.
-    Decided,
-    /// The local VC's partial signature was accepted (per validator).
-    LocalSigned,
-    /// Threshold valid partial signatures were there (per validator).
-    LastPartial,
-    /// Threshold partial signatures were combined and verified (per validator).
-    Aggregated,
-    /// The signed object was accepted by the beacon node (per validator).
-    Broadcast,
-    /// The signed object was seen in a canonical block (per validator).
-    Included,
-}
-
-impl Stage {
-    /// Whether the duty as a whole reaches the stage (the later ones are per validator).
-    pub fn is_duty_wide(self) -> bool {
-        self <= Stage::Decided
-    }
-}
-
-/// Why a duty failed for a validator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// The beacon node did not give the unsigned data.
-    FetchBnError,
-    /// Consensus did not decide in time (or refused to start).
-    NoConsensus,
-    /// The slashing DB refused the decided value; nothing was signed.
-    SlashingRefused,
-    /// The local validator client never sent its partial signature.
-    NoLocalVcSignature,
-    /// Fewer than threshold valid partial signatures arrived (or they did not combine).
-    InsufficientPeerSignatures,
-    /// The beacon node refused or did not take the signed object.
-    BroadcastBnError,
-    /// Broadcast, but not in any canonical block of the inclusion window.
-    NotIncludedOnchain,
-    /// Broadcast, but the inclusion window's blocks could not be read (beacon node unreachable,
-    /// or the node stopped before the window ended).
-    InclusionUnknown,
-}
-
-impl Reason {
-    /// Snake-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::FetchBnError => "fetch_bn_error",
-            Reason::NoConsensus => "no_consensus",
-            Reason::SlashingRefused => "slashing_refused",
-            Reason::NoLocalVcSignature => "no_local_vc_signature",
-            Reason::InsufficientPeerSignatures => "insufficient_peer_signatures",
-            Reason::BroadcastBnError => "broadcast_bn_error",
-            Reason::NotIncludedOnchain => "not_included_onchain",
-            Reason::InclusionUnknown => "inclusion_unknown",
-        }
-    }
-
-    /// Whether the reason is about the duty as a whole rather than one validator's part.
-    pub fn is_duty_wide(self) -> bool {
-        matches!(
-            self,
-            Reason::FetchBnError | Reason::NoConsensus | Reason::SlashingRefused
-        )
-    }
-
-    /// The reason implied by the last stage a duty reached without broadcasting.
-    pub fn implied_by(stage: Option<Stage>) -> Reason {
-        match stage {
-            None | Some(Stage::Scheduled) | Some(Stage::VcRequest) => Reason::FetchBnError,
-            Some(Stage::Fetched) => Reason::NoConsensus,
-            Some(Stage::Decided) => Reason::NoLocalVcSignature,
-            Some(Stage::LocalSigned) | Some(Stage::LastPartial) => {
-                Reason::InsufficientPeerSignatures
-            }
-            Some(Stage::Aggregated) | Some(Stage::Broadcast) => Reason::BroadcastBnError,
-            Some(Stage::Included) => Reason::NotIncludedOnchain,
-        }
-    }
-}
 
 /// What the chain must show for a broadcast object to count as included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,103 +111,6 @@ impl Default for TrackerConfig {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindOutcome {
-    kind: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindReason {
-    kind: String,
-    reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindShare {
-    kind: String,
-    share: String,
-}
-
-#[derive(Clone)]
-struct Metrics {
-    duties: Family<KindOutcome, Counter>,
-    failures: Family<KindReason, Counter>,
-    inclusion_delay: Family<KindLabel, Histogram>,
-    rounds: Family<KindLabel, Histogram>,
-    consensus_duration: Family<KindLabel, Histogram>,
-    partials: Family<KindShare, Counter>,
-    broadcast_delay: Family<KindLabel, Histogram>,
-    watch_errors: Counter,
-}
-
-impl Metrics {
-    fn new(registry: &mut Registry) -> Metrics {
-        let m = Metrics {
-            duties: Family::default(),
-            failures: Family::default(),
-            inclusion_delay: Family::new_with_constructor(|| {
-                Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0])
-            }),
-            rounds: Family::new_with_constructor(|| Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0])),
-            consensus_duration: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.005, 2.0, 12))
-            }),
-            partials: Family::default(),
-            broadcast_delay: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.25, 1.5, 12))
-            }),
-            watch_errors: Counter::default(),
-        };
-        registry.register(
-            "duty",
-            "Closed duty outcomes per DV validator, by kind and outcome (success or the reason)",
-            m.duties.clone(),
-        );
-        registry.register(
-            "duty_failures",
-            "Failed duties per DV validator, by kind and reason",
-            m.failures.clone(),
-        );
-        registry.register(
-            "duty_inclusion_delay_slots",
-            "Slots from the duty's slot to the first canonical block including it",
-            m.inclusion_delay.clone(),
-        );
-        registry.register(
-            "duty_consensus_rounds",
-            "Round in which duty consensus decided",
-            m.rounds.clone(),
-        );
-        registry.register(
-            "duty_consensus_duration_seconds",
-            "Time from consensus start to decision",
-            m.consensus_duration.clone(),
-        );
-        registry.register(
-            "duty_partial_signatures",
-            "Valid partial signatures received, by share index (peer participation)",
-            m.partials.clone(),
-        );
-        registry.register(
-            "duty_broadcast_delay_seconds",
-            "Time from slot start to the beacon node accepting the signed object",
-            m.broadcast_delay.clone(),
-        );
-        registry.register(
-            "duty_chain_watch_errors",
-            "Canonical blocks the tracker's chain watcher could not read",
-            m.watch_errors.clone(),
-        );
-        m
-    }
-}
-
 #[derive(Default)]
 struct ValRecord {
     index: Option<ValidatorIndex>,
@@ -386,60 +143,17 @@ struct Inner {
     config: TrackerConfig,
     state: Mutex<State>,
     metrics: Metrics,
-    log: Option<Mutex<File>>,
+    log: Option<DutyLog>,
 }
 
-/// Cheaply cloneable handle; see the [module docs](self).
+/// Cheaply cloneable handle; see the [module docs](super).
 #[derive(Clone)]
 pub struct Tracker {
     inner: Arc<Inner>,
 }
 
-/// One closed outcome of one DV validator in one duty, as written to the duty log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DutyReport {
-    /// Close time (Unix milliseconds).
-    pub ts_ms: u128,
-    /// The duty.
-    pub duty: Duty,
-    /// The DV (absent for a duty no validator was known for).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pubkey: Option<BlsPubkey>,
-    /// The DV's validator index, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "quoted_opt")]
-    pub validator_index: Option<ValidatorIndex>,
-    /// `success` or the failure reason ([`Reason::as_str`]).
-    pub outcome: String,
-    /// Detail of the failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// Unix milliseconds at which each stage was reached (duty-wide stages and this
-    /// validator's).
-    pub stages: BTreeMap<Stage, u128>,
-    /// Deciding consensus round.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consensus_round: Option<u64>,
-    /// Consensus duration (seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consensus_seconds: Option<f64>,
-    /// Share indices whose valid partial signatures for this validator arrived.
-    pub shares: Vec<u64>,
-    /// Delay from slot start to the first broadcast of the duty (seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub broadcast_delay_seconds: Option<f64>,
-    /// Slot of the first canonical block including the object.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "quoted_opt")]
-    pub inclusion_slot: Option<Slot>,
-    /// Inclusion delay in slots (`inclusion_slot - duty slot`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inclusion_delay: Option<u64>,
-}
-
 fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default()
+    unix_now().as_millis()
 }
 
 /// How [`Tracker`] closes validators.
@@ -464,16 +178,7 @@ impl Tracker {
         duty_log: Option<&Path>,
         config: TrackerConfig,
     ) -> Result<Tracker> {
-        let log = match duty_log {
-            Some(path) => Some(Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("cannot open duty log {}", path.display()))?,
-            )),
-            None => None,
-        };
+        let log = duty_log.map(DutyLog::open).transpose()?;
         Ok(Tracker {
             inner: Arc::new(Inner {
                 config,
@@ -747,48 +452,19 @@ impl Tracker {
         }
         reports.sort_by_key(|r| (r.duty, r.pubkey));
         for rep in &reports {
-            self.count(rep);
+            self.inner.metrics.count(rep);
         }
         if let Some(log) = &self.inner.log {
-            let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
-            for rep in &reports {
-                let line = serde_json::to_string(rep).unwrap_or_default();
-                if let Err(e) = writeln!(file, "{line}") {
-                    warn!(error = %e, "cannot write the duty log");
-                    break;
-                }
-            }
+            log.append(&reports);
         }
         reports
     }
 
-    fn count(&self, rep: &DutyReport) {
-        let kind = rep.duty.kind.to_string();
-        let m = &self.inner.metrics;
-        m.duties
-            .get_or_create(&KindOutcome {
-                kind: kind.clone(),
-                outcome: rep.outcome.clone(),
-            })
-            .inc();
-        if rep.outcome != SUCCESS {
-            m.failures
-                .get_or_create(&KindReason {
-                    kind: kind.clone(),
-                    reason: rep.outcome.clone(),
-                })
-                .inc();
-        }
-        if let Some(delay) = rep.inclusion_delay {
-            m.inclusion_delay
-                .get_or_create(&KindLabel { kind })
-                .observe(delay as f64);
-        }
+    /// The chain watcher could not read a canonical block.
+    pub(super) fn watch_error(&self) {
+        self.inner.metrics.watch_errors.inc();
     }
 }
-
-/// The outcome of a validator that succeeded.
-pub const SUCCESS: &str = "success";
 
 /// An outcome: `success` or a reason with its detail.
 type Outcome = Result<(), (Reason, String)>;
@@ -905,205 +581,11 @@ fn report(
     }
 }
 
-/// `Option<u64>` as a quoted decimal (`"57"`), the beacon API's convention; a bare number is
-/// accepted too.
-mod quoted_opt {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(n) => s.serialize_str(&n.to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum N {
-            S(String),
-            N(u64),
-        }
-        match Option::<N>::deserialize(d)? {
-            None => Ok(None),
-            Some(N::N(n)) => Ok(Some(n)),
-            Some(N::S(s)) => s.parse().map(Some).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// The parts of a signed block (any fork from Altair on) the watcher reads.
-#[derive(Deserialize)]
-#[serde(bound = "")]
-struct WatchedBlock<P: Preset> {
-    message: WatchedMessage<P>,
-}
-
-#[derive(Deserialize)]
-#[serde(bound = "")]
-struct WatchedMessage<P: Preset> {
-    #[serde(with = "serde_utils::quoted_u64")]
-    slot: Slot,
-    #[serde(with = "serde_utils::quoted_u64")]
-    proposer_index: ValidatorIndex,
-    body: WatchedBody<P>,
-}
-
-#[derive(Deserialize)]
-#[serde(bound = "")]
-struct WatchedBody<P: Preset> {
-    attestations: Vec<Attestation<P>>,
-    #[serde(default)]
-    sync_aggregate: Option<SyncAggregate<P>>,
-}
-
-/// Decodes the signed block `data` read for `slot`: the observed block (sync participants:
-/// none yet) and the set sync committee positions. `None` if the block is of another slot.
-fn decode_block<P: Preset>(
-    data: serde_json::Value,
-    slot: Slot,
-) -> Result<Option<(ObservedBlock, Vec<usize>)>, String> {
-    let block: WatchedBlock<P> =
-        from_json_value(data).map_err(|e| format!("block of slot {slot} does not decode: {e}"))?;
-    let m = block.message;
-    if m.slot != slot {
-        return Ok(None);
-    }
-    let attestations = m
-        .body
-        .attestations
-        .iter()
-        .map(|a| {
-            let bits = a
-                .aggregation_bits
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| *b)
-                .map(|(i, _)| i as u64)
-                .collect();
-            (a.data, bits)
-        })
-        .collect();
-    let sync_positions: Vec<usize> = m
-        .body
-        .sync_aggregate
-        .map(|agg| {
-            agg.sync_committee_bits
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| *b)
-                .map(|(i, _)| i)
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Some((
-        ObservedBlock {
-            slot,
-            proposer_index: m.proposer_index,
-            attestations,
-            sync_participants: Some(BTreeSet::new()),
-        },
-        sync_positions,
-    )))
-}
-
-/// Reads canonical blocks from the beacon node for the [`Tracker`]'s inclusion checks.
-///
-/// [`ChainWatcher::poll`] runs once per slot: it reads `GET /eth/v2/beacon/blocks/{slot}` for
-/// every slot the tracker still needs, in order, up to the previous slot (an empty previous
-/// slot is read again on the next poll, its block may be late), and the sync committee of each
-/// epoch it reads (`GET /eth/v1/beacon/states/head/sync_committees?epoch=`). Nothing is read
-/// while no broadcast object awaits inclusion. A read error stops the poll; the next one
-/// retries from the same slot.
-pub struct ChainWatcher<P: Preset> {
-    bn: BeaconClient,
-    tracker: Tracker,
-    next: Option<Slot>,
-    sync_committees: BTreeMap<u64, Vec<ValidatorIndex>>,
-    _preset: std::marker::PhantomData<P>,
-}
-
-impl<P: Preset> ChainWatcher<P> {
-    /// A watcher feeding `tracker` from `bn`.
-    pub fn new(bn: BeaconClient, tracker: Tracker) -> ChainWatcher<P> {
-        ChainWatcher {
-            bn,
-            tracker,
-            next: None,
-            sync_committees: BTreeMap::new(),
-            _preset: std::marker::PhantomData,
-        }
-    }
-
-    /// Reads the blocks the tracker needs, up to the slot before `now_slot`.
-    pub async fn poll(&mut self, now_slot: Slot) {
-        let Some(from) = self.tracker.watch_from() else {
-            return;
-        };
-        let mut slot = self.next.map_or(from, |n| n.max(from));
-        while slot < now_slot {
-            match self.read(slot).await {
-                Ok(Some(block)) => self.tracker.observe(slot, Some(&block)),
-                // The previous slot's block may still come.
-                Ok(None) if slot + 1 >= now_slot => break,
-                Ok(None) => self.tracker.observe(slot, None),
-                Err(e) => {
-                    self.tracker.inner.metrics.watch_errors.inc();
-                    warn!(slot, error = %e, "cannot read the canonical block for the duty tracker");
-                    break;
-                }
-            }
-            slot += 1;
-        }
-        self.next = Some(slot);
-    }
-
-    async fn read(&mut self, slot: Slot) -> Result<Option<ObservedBlock>, String> {
-        let raw = match self.bn.block_raw(BlockId::Slot(slot)).await {
-            Ok(raw) => raw,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e.to_string()),
-        };
-        let Some((mut block, sync_positions)) = decode_block::<P>(raw.data, slot)? else {
-            return Ok(None);
-        };
-        if !sync_positions.is_empty() {
-            let epoch = slot / P::SLOTS_PER_EPOCH;
-            block.sync_participants = self.sync_committee(epoch).await.map(|committee| {
-                sync_positions
-                    .iter()
-                    .filter_map(|pos| committee.get(*pos).copied())
-                    .collect()
-            });
-        }
-        Ok(Some(block))
-    }
-
-    async fn sync_committee(&mut self, epoch: u64) -> Option<Vec<ValidatorIndex>> {
-        if let Some(c) = self.sync_committees.get(&epoch) {
-            return Some(c.clone());
-        }
-        match self.bn.sync_committee(StateId::Head, epoch).await {
-            Ok(c) => {
-                self.sync_committees.insert(epoch, c.clone());
-                while self.sync_committees.len() > 4 {
-                    self.sync_committees.pop_first();
-                }
-                Some(c)
-            }
-            Err(e) => {
-                debug!(epoch, error = %e, "cannot read the sync committee");
-                None
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::duty::{AttesterDef, DutyKind, ProposerDef, SyncDef};
-    use crate::eth::types::{Checkpoint, Minimal, Root};
+    use crate::eth::types::{Checkpoint, Root};
 
     fn data(slot: Slot) -> AttestationData {
         AttestationData {
@@ -1357,25 +839,5 @@ mod tests {
             (stop, "inclusion_unknown")
         );
         assert!(r[0].detail.as_deref().unwrap().contains("stopped"));
-    }
-
-    #[test]
-    fn lodestar_blocks_decode_into_what_the_watcher_checks() {
-        // `GET /eth/v2/beacon/blocks/20` from Lodestar v1.5.1 (minimal, Altair at genesis).
-        let body: serde_json::Value =
-            serde_json::from_str(include_str!("eth/testdata/block20.json")).unwrap();
-        let data = body["data"].clone();
-        let (block, sync) = decode_block::<Minimal>(data.clone(), 20).unwrap().unwrap();
-        assert_eq!(block.proposer_index, 13);
-        let raw = data["message"]["body"]["attestations"].as_array().unwrap();
-        assert_eq!(block.attestations.len(), raw.len());
-        assert!(block.attestations.iter().all(|(_, bits)| !bits.is_empty()));
-        let first: AttestationData = from_json_value(raw[0]["data"].clone()).unwrap();
-        assert_eq!(block.attestations[0].0, first);
-        assert!(sync.iter().all(|p| *p < 32));
-        // Asked for slot 21, the node answered the block of 20: slot 21 is empty.
-        assert!(decode_block::<Minimal>(data, 21).unwrap().is_none());
-        let err = decode_block::<Minimal>(serde_json::json!({"message": {}}), 20).unwrap_err();
-        assert!(err.contains("block of slot 20 does not decode"), "{err}");
     }
 }
