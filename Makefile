@@ -15,7 +15,7 @@ export LODESTAR_BIN ?= $(LODESTAR_DIR)/bin/lodestar
 # Seeds for the QBFT simulation: `make test` runs 1,000, `make soak` many more.
 SOAK_SEEDS ?= 20000
 
-.PHONY: all build test lint fmt unit soak bench devnet check-shared lodestar e2e-local e2e-docker chaos
+.PHONY: all build test lint fmt unit soak bench bench-scale devnet check-shared lodestar e2e-local e2e-docker chaos
 
 all: build
 
@@ -52,6 +52,19 @@ soak:
 bench:
 	$(CARGO) bench --locked -p dvnode
 	$(CARGO) run --release --locked -p dvnode -- --log warn bench consensus
+
+## bench-scale: four release dvnodes over loopback libp2p (real slashing DBs, real blst) driven by a
+## simulated mainnet-preset beacon node and simulated Lodestar-like validator clients, one run per
+## validator count; prints a table and writes target/bench-scale/summary.json. Not part of `make
+## test`. On the shared machine build first, then run it under the heavy lock:
+## `flock /tmp/dvlab-heavy.lock make bench-scale`. Knobs (env or make variables):
+## BENCH_SCALE_VALIDATORS=100,1000 BENCH_SCALE_EPOCHS=2 BENCH_SCALE_SECONDS_PER_SLOT=12
+## BENCH_SCALE_NETWORK_VALIDATORS=N BENCH_SCALE_APPEND=1 (keep the summary's other rows).
+export BENCH_SCALE_VALIDATORS BENCH_SCALE_EPOCHS BENCH_SCALE_SECONDS_PER_SLOT BENCH_SCALE_MODES \
+	BENCH_SCALE_NETWORK_VALIDATORS BENCH_SCALE_APPEND
+bench-scale:
+	$(CARGO) build --release --locked -p dvnode -p dvlab-tests
+	./target/release/bench-scale --out target/bench-scale
 
 ## devnet: Docker engine + Lodestar + images (cached), then a devnet run with its report:
 ## two Lodestar beacon nodes with keepers, a baseline VC and a 4-node dvnode cluster (threshold

@@ -36,6 +36,9 @@ pub struct DutyRecord {
     /// Inclusion delay (slots).
     #[serde(default)]
     pub inclusion_delay: Option<u64>,
+    /// Duration of the duty's consensus (seconds).
+    #[serde(default)]
+    pub consensus_seconds: Option<f64>,
 }
 
 fn opt_quoted_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

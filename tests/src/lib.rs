@@ -14,10 +14,17 @@
 //! - [`analysis`]: inclusion, proposals, sync participation, signature verification,
 //!   slashings.
 //! - [`dutylog`]: dvnode duty logs: outcomes, miss reasons, node-added latency.
+//!
+//! The `bench-scale` binary measures how far one 4-node cluster scales: [`simbn`] (a simulated
+//! beacon node), [`simvc`] (simulated Lodestar-like validator clients) and [`benchscale`] (the
+//! summary figures).
 
 pub mod analysis;
+pub mod benchscale;
 pub mod chain;
 pub mod dutylog;
 pub mod lodestar;
 pub mod ports;
+pub mod simbn;
+pub mod simvc;
 pub mod supervisor;
