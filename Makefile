@@ -15,7 +15,7 @@ export LODESTAR_BIN ?= $(LODESTAR_DIR)/bin/lodestar
 # Seeds for the QBFT simulation: `make test` runs 1,000, `make soak` many more.
 SOAK_SEEDS ?= 20000
 
-.PHONY: all build test lint fmt unit soak bench bench-scale devnet check-shared lodestar e2e-local e2e-docker chaos
+.PHONY: all build test lint fmt unit soak bench bench-scale devnet check-shared lodestar e2e-local e2e-docker chaos k8s-validate
 
 all: build
 
@@ -32,7 +32,7 @@ lodestar: check-shared
 
 ## test: formatting, lints, unit + property + simulation + loopback + EIP-3076 tests, real-Lodestar tests,
 ## e2e-local, e2e-docker.
-test: check-shared lodestar lint unit e2e-local e2e-docker
+test: check-shared lodestar lint unit k8s-validate e2e-local e2e-docker
 
 lint:
 	$(CARGO) fmt --all --check
@@ -43,6 +43,23 @@ fmt:
 
 unit:
 	$(CARGO) test --workspace --locked
+
+## k8s-validate: renders every devnets/*.yaml with `dvlab k8s render` and validates the manifests
+## offline (no API server can be installed here): built-in objects with `kubernetes-validate
+## --strict` (Kubernetes 1.30 and 1.37 schemas), Chaos Mesh objects (also those inside the fault
+## timer's ConfigMap) against the CRD schemas of $(SHARED_DIR)/k8s/chaos-mesh-crds.yaml, strict.
+## The validator comes from PyPI into a venv under ~/.cache/dvlab.
+K8S_VALIDATE_VERSION := 1.37.0
+K8S_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/dvlab/k8s-validate-$(K8S_VALIDATE_VERSION)
+k8s-validate:
+	@[ -e $(K8S_VENV)/.installed ] || { rm -rf $(K8S_VENV) && python3 -m venv $(K8S_VENV) && \
+	  $(K8S_VENV)/bin/pip install -q kubernetes-validate==$(K8S_VALIDATE_VERSION) && touch $(K8S_VENV)/.installed; }
+	$(CARGO) build --locked -p dvlab
+	rm -rf target/k8s-render
+	for f in devnets/*.yaml; do \
+	  ./target/debug/dvlab k8s render $$f --out target/k8s-render/$$(basename $$f .yaml) || exit 1; done
+	$(K8S_VENV)/bin/python scripts/k8s_validate.py --crds $(SHARED_DIR)/k8s/chaos-mesh-crds.yaml \
+	  --k8s-version 1.30.0 --k8s-version 1.37.0 target/k8s-render/*
 
 ## soak: the QBFT simulation over many more seeds (release build).
 soak:

@@ -469,6 +469,35 @@ async fn delaying_relay(upstream: std::net::SocketAddr, delay: Duration) -> std:
     .await
 }
 
+/// Peer addresses may be DNS names (`/dns4/NAME/tcp/PORT`, as Kubernetes Service names are
+/// recorded in a cluster lock): the node resolves them with the system resolver and the two
+/// nodes exchange messages both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_peer_address_is_resolved_and_dialled() {
+    let (keys, ids) = keys(2);
+    let mut n0 = Node::start(&keys[0], &ids, localhost(), Vec::new()).await;
+    let port = n0
+        .addr()
+        .to_string()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let by_name: Multiaddr = format!("/dns4/localhost/tcp/{port}").parse().unwrap();
+    let mut n1 = Node::start(&keys[1], &ids, localhost(), vec![(n0.peer_id(), by_name)]).await;
+    wait_for("connected by DNS name", || {
+        n1.handle.connected_peers() == vec![0] && n0.handle.connected_peers() == vec![1]
+    })
+    .await;
+    n1.handle.send(0, Protocol::Qbft, vec![7]).unwrap();
+    assert_eq!(n0.recv_n(1).await.remove(0).payload, vec![7]);
+    n0.handle.send(1, Protocol::Parsig, vec![8]).unwrap();
+    let m = n1.recv_n(1).await.remove(0);
+    assert_eq!((m.from, m.payload), (0, vec![8]));
+    n0.handle.shutdown().await;
+    n1.handle.shutdown().await;
+}
+
 /// A message costs one one-way delay, not a round trip more for protocol negotiation: QBFT
 /// round timers assume one delay per step (a 200 ms path stopped consensus when each message
 /// waited for multistream-select's confirmation first).

@@ -11,6 +11,7 @@ pub mod collect;
 pub mod data;
 pub mod faults;
 pub mod images;
+pub mod k8s;
 pub mod pipeline;
 pub mod plan;
 pub mod report;

@@ -72,6 +72,49 @@ enum Cmd {
         /// Run directory.
         dir: PathBuf,
     },
+    /// Kubernetes: plain manifests of a devnet, faults as Chaos Mesh objects.
+    K8s {
+        #[command(subcommand)]
+        cmd: K8sCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum K8sCmd {
+    /// Write the devnet as manifests for `kubectl apply -f DIR` (Namespace, Secrets, headless
+    /// Services, StatefulSets, and the fault timer creating one Chaos Mesh object per fault).
+    Render {
+        /// Devnet YAML.
+        file: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Namespace (default `dvlab-<name>`).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Registry the images were pushed to (`R/dvlab/dvnode:latest`).
+        #[arg(long)]
+        image_registry: Option<String>,
+        /// Seconds from now to genesis (default: the file's `genesis_delay`).
+        #[arg(long)]
+        genesis_delay: Option<u64>,
+    },
+    /// In-cluster fault timer (the `dvlab-faults` Job): creates each Chaos Mesh object of DIR at
+    /// its start and logs `faults.jsonl` lines to stdout.
+    FaultTimer {
+        /// Directory of Chaos Mesh objects (`*.yaml`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Namespace to create them in.
+        #[arg(long)]
+        namespace: String,
+        /// Genesis UNIX time (for slot numbers).
+        #[arg(long)]
+        genesis_time: u64,
+        /// Seconds per slot.
+        #[arg(long)]
+        seconds_per_slot: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,6 +301,61 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                     Ok(if r.passed() { 0 } else { 1 })
                 }
             }
+        }
+        Cmd::K8s {
+            cmd:
+                K8sCmd::Render {
+                    file,
+                    out,
+                    namespace,
+                    image_registry,
+                    genesis_delay,
+                },
+        } => {
+            let spec = DevnetSpec::load(&file)?;
+            let text = std::fs::read_to_string(&file)?;
+            let opts = dvlab::k8s::RenderOptions {
+                namespace,
+                image_registry,
+                genesis_delay,
+            };
+            let path = file.display().to_string();
+            let r = dvlab::k8s::render(&spec, &path, &text, dvlab::run::unix_now(), &opts)?;
+            dvlab::k8s::write(&r, &out)?;
+            let objects: usize = r.files.iter().map(|(_, o)| o.len()).sum();
+            println!(
+                "{}: {objects} objects in namespace {} ({} Chaos Mesh objects for {} faults), genesis at {} ({} s from now): apply before then with `kubectl apply -f {}`",
+                out.display(),
+                r.namespace,
+                r.chaos.len(),
+                r.timeline.faults.len(),
+                r.plan.genesis_time,
+                r.plan.genesis_time.saturating_sub(dvlab::run::unix_now()),
+                out.display()
+            );
+            Ok(0)
+        }
+        Cmd::K8s {
+            cmd:
+                K8sCmd::FaultTimer {
+                    dir,
+                    namespace,
+                    genesis_time,
+                    seconds_per_slot,
+                },
+        } => {
+            let objects = dvlab::k8s::timer::read_dir(&dir)?;
+            let client = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!("no Kubernetes API (in-cluster or kubeconfig): {e}")
+            })?;
+            let clock = dvlab::faults::SlotClock {
+                genesis_time,
+                seconds_per_slot,
+                slots_per_epoch: 1,
+            };
+            let mut out = std::io::stdout();
+            dvlab::k8s::timer::run(client, &namespace, clock, objects, &mut out).await?;
+            Ok(0)
         }
         Cmd::Report { dir } => {
             let r = pipeline::rerender(&dir)?;

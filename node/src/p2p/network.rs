@@ -12,6 +12,7 @@ use libp2p::{
     allow_block_list::{self, AllowedPeers, NotAllowed},
     connection_limits::{self, ConnectionLimits},
     core::{transport::Transport as _, upgrade::Version},
+    dns,
     identity::{Keypair, PeerId, PublicKey},
     noise, ping,
     request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport},
@@ -1073,17 +1074,24 @@ fn build_swarm(key: &Keypair, peers: &[PeerId], limits: &Limits) -> Result<Swarm
         qbft: rr(Protocol::Qbft),
         parsig: rr(Protocol::Parsig),
     };
+    // DNS resolves `/dns4/NAME/tcp/PORT` peer addresses (Kubernetes Service names) with the
+    // system resolver (`/etc/resolv.conf`: search domains, hosts file) at every dial, so a peer
+    // whose address changed (a restarted pod) is found again.
+    let tcp = dns::tokio::Transport::system(tcp::tokio::Transport::new(
+        tcp::Config::default().nodelay(true),
+    ))
+    .context("p2p: reading the system DNS configuration (/etc/resolv.conf)")?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
-        // What `with_tcp` builds, plus a bound on connection setup (`Limits::dial_timeout`).
+        // What `with_tcp` + `with_dns` build, plus a bound on connection setup
+        // (`Limits::dial_timeout`).
         .with_other_transport(move |_| {
-            tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                .upgrade(Version::V1Lazy)
+            tcp.upgrade(Version::V1Lazy)
                 .authenticate(noise)
                 .multiplex(yamux::Config::default())
                 .timeout(dial_timeout)
         })
-        .map_err(|e| anyhow!("p2p: building the TCP/noise/yamux transport: {e}"))?
+        .map_err(|e| anyhow!("p2p: building the TCP/DNS/noise/yamux transport: {e}"))?
         .with_behaviour(|_| behaviour)
         .map_err(|e| anyhow!("p2p: building the behaviour: {e}"))?
         // Cluster connections are permanent; liveness is checked by ping. Every message is a

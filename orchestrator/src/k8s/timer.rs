@@ -1,0 +1,217 @@
+//! The fault timer: creates each Chaos Mesh object of a run at its genesis-derived start time and
+//! logs every start and end to `faults.jsonl` lines (the Docker executor's format), so the run's
+//! fault windows are analysed as in Docker. It runs in the cluster as the Job `dvlab-faults`
+//! (`dvlab k8s fault-timer`, image `dvlab/dvlab`), so `kubectl apply -f DIR` needs nothing else.
+//! Injection, the `duration` and recovery are Chaos Mesh's: deleting an object (or the
+//! namespace) heals its fault.
+
+use super::chaos::{
+    ChaosObject, CHAOS_API_VERSION, EFFECT_ANNOTATION, END_ANNOTATION, FAULT_ANNOTATION,
+    SOURCE_ANNOTATION, START_ANNOTATION,
+};
+use crate::faults::SlotClock;
+use anyhow::{anyhow, bail, Context, Result};
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The API resource of a Chaos Mesh kind.
+pub fn resource(kind: &str) -> Result<ApiResource> {
+    let plural = match kind {
+        "NetworkChaos" => "networkchaos",
+        "PodChaos" => "podchaos",
+        "TimeChaos" => "timechaos",
+        "StressChaos" => "stresschaos",
+        "Schedule" => "schedules",
+        _ => bail!("`{kind}` is not a Chaos Mesh kind dvlab creates"),
+    };
+    let (group, version) = CHAOS_API_VERSION.split_once('/').expect("group/version");
+    Ok(ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind),
+        plural,
+    ))
+}
+
+/// One scheduled step of the timer.
+#[derive(Debug, Clone)]
+struct Step {
+    time: f64,
+    start: bool,
+    object: DynamicObject,
+}
+
+fn annotation(o: &DynamicObject, key: &str) -> Option<String> {
+    o.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Reads the Chaos Mesh objects (YAML, one per `*.yaml` file) of `dir`.
+pub fn read_dir(dir: &Path) -> Result<Vec<DynamicObject>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+        })
+        .collect()
+}
+
+/// The rendered objects as the API's dynamic objects.
+pub fn dynamic(objects: &[ChaosObject]) -> Result<Vec<DynamicObject>> {
+    objects
+        .iter()
+        .map(|o| Ok(serde_json::from_value(serde_json::to_value(o)?)?))
+        .collect()
+}
+
+fn steps(objects: Vec<DynamicObject>) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    for o in objects {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        let time = |key: &str| -> Result<Option<f64>> {
+            annotation(&o, key)
+                .map(|v| {
+                    v.parse::<f64>()
+                        .map_err(|_| anyhow!("{name}: annotation {key} `{v}` is not a time"))
+                })
+                .transpose()
+        };
+        let start = time(START_ANNOTATION)?
+            .ok_or_else(|| anyhow!("{name}: no {START_ANNOTATION} annotation"))?;
+        if let Some(end) = time(END_ANNOTATION)? {
+            steps.push(Step {
+                time: end,
+                start: false,
+                object: o.clone(),
+            });
+        }
+        steps.push(Step {
+            time: start,
+            start: true,
+            object: o,
+        });
+    }
+    // Ends before starts at equal times, as in the Docker timeline.
+    steps.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.start.cmp(&b.start)));
+    Ok(steps)
+}
+
+/// One `faults.jsonl` line for a step.
+fn log_line(clock: &SlotClock, step: &Step, error: Option<String>) -> Value {
+    let o = &step.object;
+    let effect: Value = annotation(o, EFFECT_ANNOTATION)
+        .and_then(|e| serde_json::from_str(&e).ok())
+        .unwrap_or(Value::Null);
+    let now = unix_now();
+    json!({
+        "time": now,
+        "scheduled": step.time,
+        "slot": clock.slot_at(now),
+        "fault": annotation(o, FAULT_ANNOTATION).and_then(|v| v.parse::<u64>().ok()),
+        "source": annotation(o, SOURCE_ANNOTATION),
+        "name": o.metadata.name,
+        "kind": effect.get("kind").cloned().unwrap_or(Value::Null),
+        "phase": if step.start { "start" } else { "stop" },
+        "targets": effect_targets(&effect),
+        "effect": effect,
+        "error": error,
+    })
+}
+
+fn effect_targets(effect: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |v: &Value| {
+        if let Some(s) = v.as_str() {
+            out.push(s.to_string());
+        }
+    };
+    for key in ["target", "targets", "containers", "groups"] {
+        match effect.get(key) {
+            Some(Value::Array(a)) => a.iter().for_each(|v| match v {
+                Value::Array(inner) => inner.iter().for_each(&mut add),
+                v => add(v),
+            }),
+            Some(v) => add(v),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Runs the timeline of `objects`: creates each object in `namespace` at its start (an object
+/// that already exists, e.g. after the timer restarted, is left alone) and logs its start and
+/// its end (when Chaos Mesh's `duration` ends it) to `log`. Returns an error naming every
+/// object that could not be created, after the last step.
+pub async fn run(
+    client: kube::Client,
+    namespace: &str,
+    clock: SlotClock,
+    objects: Vec<DynamicObject>,
+    log: &mut (dyn Write + Send),
+) -> Result<()> {
+    let mut failures = Vec::new();
+    for step in steps(objects)? {
+        let wait = step.time - unix_now();
+        if wait > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        }
+        let error = if step.start {
+            create(&client, namespace, &step.object).await.err()
+        } else {
+            None
+        };
+        if let Some(e) = &error {
+            failures.push(format!(
+                "{}: {e:#}",
+                step.object.metadata.name.as_deref().unwrap_or("?")
+            ));
+        }
+        let line = log_line(&clock, &step, error.map(|e| format!("{e:#}")));
+        writeln!(log, "{line}").context("writing the fault log")?;
+        log.flush().ok();
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} fault object(s) not created:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Creates one Chaos Mesh object (without its annotations' status fields).
+pub async fn create(client: &kube::Client, namespace: &str, o: &DynamicObject) -> Result<()> {
+    let kind = o
+        .types
+        .as_ref()
+        .map(|t| t.kind.clone())
+        .ok_or_else(|| anyhow!("object without a kind"))?;
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &resource(&kind)?);
+    match api.create(&PostParams::default(), o).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "creating {kind} {}",
+                o.metadata.name.as_deref().unwrap_or("?")
+            )
+        }),
+    }
+}

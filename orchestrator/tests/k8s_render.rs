@@ -1,0 +1,362 @@
+//! `dvlab k8s render`: golden manifests, one Chaos Mesh object per fault of the Docker timeline,
+//! key material that a dvnode and a validator client accept, and errors naming the fault and
+//! its line. (Schema validation of every devnet's manifests: `make k8s-validate`.)
+
+use dvlab::faults::{self, Effect};
+use dvlab::k8s::{self, chaos, genesis, keys, RenderOptions, Rendered};
+use dvlab::spec::DevnetSpec;
+use dvnode::cluster::lock::ClusterLock;
+use dvnode::keys::keystore::Keystore;
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A fixed clock: renders are deterministic apart from key material.
+const NOW: u64 = 1_700_000_000;
+
+fn devnet(name: &str) -> (DevnetSpec, String, String) {
+    let path = format!("{}/../devnets/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let spec = DevnetSpec::parse(&text, &format!("devnets/{name}.yaml")).unwrap();
+    (spec, format!("devnets/{name}.yaml"), text)
+}
+
+fn render(name: &str) -> Rendered {
+    let (spec, path, text) = devnet(name);
+    k8s::render(&spec, &path, &text, NOW, &RenderOptions::default()).unwrap()
+}
+
+fn file<'a>(r: &'a Rendered, name: &str) -> &'a [Value] {
+    &r.files.iter().find(|(n, _)| *n == name).unwrap().1
+}
+
+/// Compares `text` with `tests/golden/NAME`; `UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, text: &str) {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert!(
+        want == text,
+        "{} differs from the rendering (UPDATE_GOLDEN=1 rewrites it); first difference at line {}",
+        path.display(),
+        want.lines()
+            .zip(text.lines())
+            .position(|(a, b)| a != b)
+            .map_or(want.lines().count().min(text.lines().count()) + 1, |i| i
+                + 1)
+    );
+}
+
+#[test]
+fn chaos_mix_manifests_match_golden() {
+    let r = render("chaos-mix");
+    for name in [
+        "00-namespace.yaml",
+        "20-services.yaml",
+        "30-workloads.yaml",
+        "40-faults.yaml",
+    ] {
+        golden(
+            &format!("k8s-chaos-mix/{name}"),
+            &k8s::to_yaml(file(&r, name)).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn one_chaos_object_per_fault_of_the_docker_timeline() {
+    let (spec, ..) = devnet("chaos-mix");
+    let r = render("chaos-mix");
+    // The Docker backend's timeline of the same plan (same seed, same genesis).
+    let docker = faults::timeline(&spec, &r.plan).unwrap();
+    assert_eq!(r.timeline, docker);
+    assert_eq!(r.chaos.len(), docker.faults.len());
+    let crashes = docker
+        .faults
+        .iter()
+        .filter(|f| matches!(f.effect, Effect::Crash { .. }))
+        .count();
+    assert!(crashes >= 2, "chaos-mix draws several crashes: {crashes}");
+    for (f, o) in docker.faults.iter().zip(&r.chaos) {
+        let a = o.metadata.annotations.as_ref().unwrap();
+        assert_eq!(a[chaos::FAULT_ANNOTATION], f.id.to_string());
+        assert_eq!(a[chaos::START_ANNOTATION], format!("{:.3}", f.start));
+        assert_eq!(
+            a.get(chaos::END_ANNOTATION),
+            f.end.map(|e| format!("{e:.3}")).as_ref()
+        );
+        assert!(a[chaos::SOURCE_ANNOTATION].starts_with("devnets/chaos-mix.yaml:"));
+        let spec = &o.spec;
+        match &f.effect {
+            Effect::Crash { target } => {
+                assert_eq!(o.kind, "PodChaos");
+                assert_eq!(spec["action"], "container-kill");
+                assert_eq!(spec["containerNames"][0], "dvnode");
+                assert_eq!(
+                    spec["selector"]["expressionSelectors"][0]["values"][0],
+                    target.as_str()
+                );
+            }
+            Effect::Latency { .. } => {
+                assert_eq!(o.kind, "NetworkChaos");
+                assert_eq!(spec["action"], "delay");
+                assert_eq!(spec["delay"]["latency"], "100ms");
+                // A link: both directions between the two ends.
+                assert_eq!(spec["direction"], "both");
+                assert_eq!(
+                    spec["target"]["selector"]["expressionSelectors"][0]["values"][0],
+                    "dv0-2"
+                );
+                assert_eq!(spec["duration"], "96s"); // 3 epochs of 8 slots of 4 s
+            }
+            Effect::Loss { percent, .. } => {
+                assert_eq!(spec["action"], "loss");
+                assert_eq!(spec["loss"]["loss"], percent.to_string());
+                assert_eq!(spec["direction"], "to");
+                assert!(spec.get("target").is_none());
+            }
+            e => panic!("unexpected fault {e:?}"),
+        }
+    }
+    // The fault timer's ConfigMap carries exactly these objects.
+    let cm = file(&r, "40-faults.yaml")
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .unwrap();
+    assert_eq!(cm["data"].as_object().unwrap().len(), r.chaos.len());
+    for o in &r.chaos {
+        let text = cm["data"][k8s::chaos_file(o)].as_str().unwrap();
+        let back: Value = serde_yaml::from_str(text).unwrap();
+        assert_eq!(back, serde_json::to_value(o).unwrap());
+    }
+}
+
+#[test]
+fn every_kind_maps_and_a_partition_of_three_groups_takes_two_objects() {
+    let (_, path, _) = devnet("basic");
+    let faults = "faults:
+  - {at: epoch 2, kind: partition, groups: [[dv0-0], [dv0-1], [dv0-2, dv0-3]], for: 1 epoch}
+  - {at: epoch 2, kind: partition, isolate: bn1, for: 1 epoch}
+  - {at: epoch 3, kind: bandwidth, targets: [dv0-1], rate: 1mbit, for: 1 epoch}
+  - {at: epoch 3, kind: stop, target: dv0-2, restart_after: 2 slots}
+  - {at: epoch 3, kind: pause, target: dv0-3, for: 2 slots}
+  - {at: epoch 4, kind: clock_skew, target: dv0-0, offset: -1500ms, for: 1 epoch}
+  - {at: epoch 4, kind: random_stop, targets: [dv0-1, dv0-2], rate: 1, restart_after: 1 slot, for: 2 epochs}
+";
+    let text = std::fs::read_to_string(format!(
+        "{}/../devnets/basic.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace("faults: []\n", faults);
+    let spec = DevnetSpec::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+    let r = k8s::render(&spec, &path, &text, NOW, &RenderOptions::default()).unwrap();
+    let kinds: Vec<(String, &str, String)> = r
+        .chaos
+        .iter()
+        .map(|o| {
+            (
+                o.metadata.annotations.as_ref().unwrap()[chaos::FAULT_ANNOTATION].clone(),
+                o.kind,
+                o.spec
+                    .get("action")
+                    .and_then(Value::as_str)
+                    .unwrap_or("time")
+                    .to_string(),
+            )
+        })
+        .collect();
+    // Fault 1: three groups → the two smaller ones are cut from all others.
+    assert_eq!(kinds[0], ("1".into(), "NetworkChaos", "partition".into()));
+    assert_eq!(kinds[1], ("1".into(), "NetworkChaos", "partition".into()));
+    assert_eq!(kinds[2], ("2".into(), "NetworkChaos", "partition".into()));
+    assert_eq!(kinds[3], ("3".into(), "NetworkChaos", "bandwidth".into()));
+    assert_eq!(kinds[4], ("4".into(), "PodChaos", "pod-failure".into()));
+    assert_eq!(kinds[5], ("5".into(), "PodChaos", "pod-failure".into()));
+    assert_eq!(kinds[6], ("6".into(), "TimeChaos", "time".into()));
+    assert!(kinds[7..].iter().all(|k| k.2 == "pod-failure"));
+    assert_eq!(kinds.len() - 7, r.timeline.faults.len() - 6);
+    let isolate = &r.chaos[2].spec;
+    assert_eq!(
+        isolate["selector"]["expressionSelectors"][0]["values"],
+        serde_json::json!(["bn1"])
+    );
+    assert_eq!(
+        isolate["target"]["selector"]["expressionSelectors"][0]["values"]
+            .as_array()
+            .unwrap()
+            .len(),
+        spec.container_names().len() - 1
+    );
+    assert_eq!(r.chaos[3].spec["bandwidth"]["rate"], "1000000bit");
+    assert_eq!(r.chaos[4].spec["duration"], "8s");
+    assert_eq!(r.chaos[6].spec["timeOffset"], "-1500ms");
+    assert_eq!(r.chaos[6].spec["clockIds"][0], "CLOCK_REALTIME");
+}
+
+#[test]
+fn a_fault_chaos_mesh_cannot_express_names_the_fault_and_line() {
+    let (_, path, text) = devnet("basic");
+    let text = text.replace(
+        "faults: []\n",
+        "faults:\n  - {at: epoch 3, kind: latency, targets: [dv0-1], delay: 50ms, for: 1 epoch}\n  - {at: epoch 4, kind: crash, target: dv0-2}\n",
+    );
+    let spec = DevnetSpec::parse(&text, &path).unwrap();
+    let err = match k8s::render(&spec, &path, &text, NOW, &RenderOptions::default()) {
+        Ok(_) => panic!("a crash without restart_after rendered"),
+        Err(e) => format!("{e:#}"),
+    };
+    let line = text
+        .lines()
+        .position(|l| l.contains("kind: crash"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("devnets/basic.yaml:{line}: faults[1]")),
+        "{err}"
+    );
+    assert!(err.contains("crash without `restart_after`"), "{err}");
+}
+
+fn secret_files(r: &Rendered, name: &str) -> Vec<(String, Vec<u8>)> {
+    let s = file(r, "10-secrets.yaml")
+        .iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Secret {name}"));
+    assert_eq!(s["metadata"]["labels"]["dvlab.run"], "basic");
+    // The typed Secret decodes `data` (base64).
+    let secret: Secret = serde_json::from_value(s.clone()).unwrap();
+    secret
+        .data
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
+#[test]
+fn key_secrets_hold_a_lock_with_dns_addresses_and_shares_the_vc_can_decrypt() {
+    let r = render("basic");
+    let node = secret_files(&r, "dvlab-basic-dv0-2-keys");
+    let get = |files: &[(String, Vec<u8>)], k: &str| {
+        files
+            .iter()
+            .find(|(n, _)| n == k)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {k} in {:?}",
+                    files.iter().map(|f| &f.0).collect::<Vec<_>>()
+                )
+            })
+            .1
+            .clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lock_path = dir.path().join("cluster-lock.json");
+    std::fs::write(&lock_path, get(&node, "cluster-lock.json")).unwrap();
+    let cluster = ClusterLock::load(&lock_path).unwrap();
+    let lock = &cluster.lock;
+    let addrs: Vec<_> = lock
+        .content
+        .operators
+        .iter()
+        .map(|o| o.address.clone().unwrap())
+        .collect();
+    assert_eq!(
+        addrs,
+        (0..4)
+            .map(|i| format!("/dns4/dvlab-basic-dv0-{i}/tcp/3610"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        lock.content.genesis_validators_root,
+        format!(
+            "0x{}",
+            hex::encode(genesis::interop_genesis_validators_root(64))
+        )
+    );
+    assert_eq!(lock.content.fork_version, "0x00000001");
+    assert!(node.iter().any(|(k, _)| k == "p2p-key"));
+    // The validator client's keystores decrypt with its password to node 2's shares.
+    let vc = secret_files(&r, "dvlab-basic-dv0-2-vc-keys");
+    let password = String::from_utf8(get(&vc, "password.txt")).unwrap();
+    let mut shares = 0;
+    for (k, bytes) in &vc {
+        if !k.starts_with("keystores.") {
+            continue;
+        }
+        let p = dir.path().join(k);
+        std::fs::write(&p, bytes).unwrap();
+        let sk = Keystore::from_file(&p).unwrap().decrypt(&password).unwrap();
+        let pk = format!("0x{}", hex::encode(sk.sk_to_pk().to_bytes()));
+        assert!(
+            lock.content
+                .distributed_validators
+                .iter()
+                .any(|dv| dv.public_shares[2] == pk),
+            "keystore {k} is not a share of node 2"
+        );
+        shares += 1;
+    }
+    assert_eq!(shares, 8);
+    // The pods mount them where the plan's commands expect them.
+    let sts = file(&r, "30-workloads.yaml");
+    let dvnode = sts
+        .iter()
+        .find(|o| o["metadata"]["name"] == "dvlab-basic-dv0-2")
+        .unwrap();
+    let items = &dvnode["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "keys")
+        .unwrap()["secret"];
+    assert_eq!(items["secretName"], "dvlab-basic-dv0-2-keys");
+    assert!(items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["path"] == "validator_keys/keystore-0.json"));
+    assert_eq!(keys::dns_address("dvlab-basic-dv0-1"), addrs[1]);
+}
+
+#[test]
+fn written_directory_has_owner_only_secrets_and_one_file_per_stage() {
+    let r = render("chaos-mix");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("stale.yaml"), "old").unwrap();
+    k8s::write(&r, dir.path()).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "00-namespace.yaml",
+            "10-secrets.yaml",
+            "20-services.yaml",
+            "30-workloads.yaml",
+            "40-faults.yaml"
+        ]
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("10-secrets.yaml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Every object carries the run label.
+    for (_, objects) in &r.files {
+        for o in objects {
+            assert_eq!(o["metadata"]["labels"]["dvlab.run"], "chaos-mix", "{o}");
+        }
+    }
+}
