@@ -64,6 +64,32 @@ def name_of(obj):
     return f"{obj.get('kind')}/{meta.get('name')}"
 
 
+def self_test(crds, versions):
+    """Both checks must reject a misspelt field and a wrong enum value, or they prove nothing."""
+    bad_chaos = {
+        "apiVersion": "chaos-mesh.org/v1alpha1", "kind": "NetworkChaos",
+        "metadata": {"name": "x"},
+        "spec": {"action": "delay", "mode": "all", "selector": {"namespaces": ["n"]},
+                 "delay": {"latncy": "10ms"}},
+    }
+    wrong_enum = {
+        "apiVersion": "chaos-mesh.org/v1alpha1", "kind": "PodChaos",
+        "metadata": {"name": "x"},
+        "spec": {"action": "container-freeze", "mode": "all", "selector": {}},
+    }
+    for obj in (bad_chaos, wrong_enum):
+        if not list(crds[(obj["apiVersion"], obj["kind"])].iter_errors(obj)):
+            sys.exit(f"self-test: the CRD check accepted {obj}")
+    bad_builtin = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
+                   "spec": {"clusterIp": "None"}}
+    for ver in versions:
+        try:
+            kubernetes_validate.validate(bad_builtin, ver, strict=True)
+        except kubernetes_validate.ValidationError:
+            continue
+        sys.exit(f"self-test: kubernetes-validate {ver} accepted {bad_builtin}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--crds", required=True)
@@ -72,6 +98,7 @@ def main():
     args = ap.parse_args()
     versions = args.k8s_version or ["1.30.0"]
     crds = crd_schemas(args.crds)
+    self_test(crds, versions)
     failures = 0
     counts = {"builtin": 0, "chaos": 0}
 

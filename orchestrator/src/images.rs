@@ -327,23 +327,66 @@ async fn build_lodestar(docker: &Docker, inputs: &ImageInputs, base: &str) -> Re
 }
 
 async fn build_dvnode(docker: &Docker, inputs: &ImageInputs, base: &str) -> Result<()> {
-    let tag = crate::plan::DVNODE_IMAGE;
-    let bin = std::fs::read(&inputs.dvnode_binary)?;
-    let hash = hex_sha(&[base.as_bytes(), &bin, DVNODE_DOCKERFILE.as_bytes()]);
+    build_binary_image(
+        docker,
+        inputs,
+        base,
+        crate::plan::DVNODE_IMAGE,
+        "dvnode",
+        &inputs.dvnode_binary,
+        DVNODE_DOCKERFILE,
+    )
+    .await
+}
+
+/// `dvlab/dvlab`: the base image plus the `dvlab` binary `bin`, for the Kubernetes fault timer
+/// (`dvlab k8s fault-timer`). Built only on request: Docker runs do not need it.
+pub async fn build_dvlab(docker: &Docker, inputs: &ImageInputs, bin: &Path) -> Result<()> {
+    let base = build_base(docker, inputs).await?;
+    build_binary_image(
+        docker,
+        inputs,
+        &base,
+        crate::k8s::DVLAB_IMAGE,
+        "dvlab",
+        bin,
+        DVLAB_DOCKERFILE,
+    )
+    .await
+}
+
+const DVLAB_DOCKERFILE: &str = "FROM dvlab/base:bookworm\n\
+COPY dvlab /usr/local/bin/dvlab\n\
+ENTRYPOINT [\"/usr/local/bin/dvlab\"]\n";
+
+/// An image of the base image plus one binary at `/usr/local/bin/NAME`, rebuilt when the
+/// binary, the base or the Dockerfile changed.
+async fn build_binary_image(
+    docker: &Docker,
+    inputs: &ImageInputs,
+    base: &str,
+    tag: &str,
+    name: &str,
+    binary: &Path,
+    dockerfile: &str,
+) -> Result<()> {
+    let bin = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let hash = hex_sha(&[base.as_bytes(), &bin, dockerfile.as_bytes()]);
     if image_hash(docker, tag).await.as_deref() == Some(hash.as_str()) {
         println!("{tag}: up to date");
         return Ok(());
     }
-    let ctx = inputs.cache_dir.join("dvnode-context.tar");
+    std::fs::create_dir_all(&inputs.cache_dir)?;
+    let ctx = inputs.cache_dir.join(format!("{name}-context.tar"));
     {
         let f = std::fs::File::create(&ctx)?;
         let mut b = tar::Builder::new(f);
-        append_bytes(&mut b, "Dockerfile", DVNODE_DOCKERFILE.as_bytes())?;
+        append_bytes(&mut b, "Dockerfile", dockerfile.as_bytes())?;
         let mut h = tar::Header::new_gnu();
         h.set_size(bin.len() as u64);
         h.set_mode(0o755);
         h.set_cksum();
-        b.append_data(&mut h, "dvnode", bin.as_slice())?;
+        b.append_data(&mut h, name, bin.as_slice())?;
         b.finish()?;
     }
     build_from_context(docker, tag, &hash, &ctx).await?;

@@ -140,6 +140,9 @@ enum ImagesCmd {
         /// Cache directory (debootstrap root fs, build contexts).
         #[arg(long, default_value = "/var/cache/dvlab")]
         cache: PathBuf,
+        /// Also build `dvlab/dvlab` from this dvlab binary (the Kubernetes fault timer's image).
+        #[arg(long)]
+        dvlab: Option<PathBuf>,
     },
 }
 
@@ -195,20 +198,21 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                     dvnode,
                     mirror,
                     cache,
+                    dvlab,
                 },
         } => {
             let docker = runtime::connect().await?;
-            images::build_all(
-                &docker,
-                &ImageInputs {
-                    mirror,
-                    shared_dir: shared,
-                    lodestar_dir,
-                    dvnode_binary: dvnode,
-                    cache_dir: cache,
-                },
-            )
-            .await?;
+            let inputs = ImageInputs {
+                mirror,
+                shared_dir: shared,
+                lodestar_dir,
+                dvnode_binary: dvnode,
+                cache_dir: cache,
+            };
+            images::build_all(&docker, &inputs).await?;
+            if let Some(bin) = dvlab {
+                images::build_dvlab(&docker, &inputs, &bin).await?;
+            }
             Ok(0)
         }
         Cmd::Plan { file } => {
@@ -320,7 +324,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                 genesis_delay,
             };
             let path = file.display().to_string();
-            let r = dvlab::k8s::render(&spec, &path, &text, dvlab::run::unix_now(), &opts)?;
+            let r = dvlab::k8s::render(&spec, &path, &text, dvlab::pipeline::unix_now(), &opts)?;
             dvlab::k8s::write(&r, &out)?;
             let objects: usize = r.files.iter().map(|(_, o)| o.len()).sum();
             println!(
@@ -330,7 +334,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                 r.chaos.len(),
                 r.timeline.faults.len(),
                 r.plan.genesis_time,
-                r.plan.genesis_time.saturating_sub(dvlab::run::unix_now()),
+                r.plan.genesis_time.saturating_sub(dvlab::pipeline::unix_now()),
                 out.display()
             );
             Ok(0)

@@ -2,7 +2,8 @@
 //! key material that a dvnode and a validator client accept, and errors naming the fault and
 //! its line. (Schema validation of every devnet's manifests: `make k8s-validate`.)
 
-use dvlab::faults::{self, Effect};
+use dvlab::data::Effect;
+use dvlab::faults;
 use dvlab::k8s::{self, chaos, genesis, keys, RenderOptions, Rendered};
 use dvlab::spec::DevnetSpec;
 use dvnode::cluster::lock::ClusterLock;

@@ -7,7 +7,8 @@
 //! ([`START_ANNOTATION`], [`END_ANNOTATION`]) and its `duration` is the fault's window: the
 //! fault timer ([`super::timer`]) creates it at its start.
 
-use crate::faults::{Effect, Fault, Scope, SlotClock, Timeline};
+use crate::data::{Effect, Scope};
+use crate::faults::{Fault, SlotClock, Timeline};
 use anyhow::{bail, Result};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, ObjectMeta};
 use serde::Serialize;
@@ -27,6 +28,10 @@ pub const FAULT_ANNOTATION: &str = "dvlab/fault";
 /// Annotation: the timeline's JSON form of the fault (kind, targets, parameters), which the
 /// fault timer logs to `faults.jsonl` as the Docker executor does.
 pub const EFFECT_ANNOTATION: &str = "dvlab/effect";
+/// Annotation: index of the devnet file's `faults` entry the fault comes from.
+pub const ENTRY_ANNOTATION: &str = "dvlab/entry";
+/// Annotation: the entry's `id`, if it has one.
+pub const ID_ANNOTATION: &str = "dvlab/id";
 /// Annotation: where in the devnet file the fault comes from.
 pub const SOURCE_ANNOTATION: &str = "dvlab/source";
 /// Pod label holding the short name faults target (`dv0-1`, `bn0`, `baseline`).

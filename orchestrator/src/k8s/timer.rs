@@ -6,14 +6,14 @@
 //! namespace) heals its fault.
 
 use super::chaos::{
-    ChaosObject, CHAOS_API_VERSION, EFFECT_ANNOTATION, END_ANNOTATION, FAULT_ANNOTATION,
-    SOURCE_ANNOTATION, START_ANNOTATION,
+    ChaosObject, CHAOS_API_VERSION, EFFECT_ANNOTATION, END_ANNOTATION, ENTRY_ANNOTATION,
+    FAULT_ANNOTATION, ID_ANNOTATION, START_ANNOTATION,
 };
+use crate::data::{Effect, FaultLogLine, LogPhase};
 use crate::faults::SlotClock;
 use anyhow::{anyhow, bail, Context, Result};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -111,46 +111,38 @@ fn steps(objects: Vec<DynamicObject>) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
-/// One `faults.jsonl` line for a step.
-fn log_line(clock: &SlotClock, step: &Step, error: Option<String>) -> Value {
-    let o = &step.object;
-    let effect: Value = annotation(o, EFFECT_ANNOTATION)
-        .and_then(|e| serde_json::from_str(&e).ok())
-        .unwrap_or(Value::Null);
-    let now = unix_now();
-    json!({
-        "time": now,
-        "scheduled": step.time,
-        "slot": clock.slot_at(now),
-        "fault": annotation(o, FAULT_ANNOTATION).and_then(|v| v.parse::<u64>().ok()),
-        "source": annotation(o, SOURCE_ANNOTATION),
-        "name": o.metadata.name,
-        "kind": effect.get("kind").cloned().unwrap_or(Value::Null),
-        "phase": if step.start { "start" } else { "stop" },
-        "targets": effect_targets(&effect),
-        "effect": effect,
-        "error": error,
-    })
-}
-
-fn effect_targets(effect: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut add = |v: &Value| {
-        if let Some(s) = v.as_str() {
-            out.push(s.to_string());
-        }
-    };
-    for key in ["target", "targets", "containers", "groups"] {
-        match effect.get(key) {
-            Some(Value::Array(a)) => a.iter().for_each(|v| match v {
-                Value::Array(inner) => inner.iter().for_each(&mut add),
-                v => add(v),
-            }),
-            Some(v) => add(v),
-            None => {}
-        }
+/// One `faults.jsonl` line for a step (the Docker executor's type).
+pub fn log_line(
+    clock: &SlotClock,
+    time: f64,
+    o: &DynamicObject,
+    start: bool,
+    scheduled: f64,
+    error: Option<String>,
+) -> FaultLogLine {
+    let effect: Option<Effect> =
+        annotation(o, EFFECT_ANNOTATION).and_then(|e| serde_json::from_str(&e).ok());
+    FaultLogLine {
+        time,
+        scheduled,
+        slot: clock.slot_at(time),
+        fault: annotation(o, FAULT_ANNOTATION)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        source: annotation(o, ENTRY_ANNOTATION)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        name: annotation(o, ID_ANNOTATION),
+        kind: effect.as_ref().map_or("", Effect::kind).to_string(),
+        phase: if start {
+            LogPhase::Start
+        } else {
+            LogPhase::Stop
+        },
+        targets: effect.as_ref().map(Effect::targets).unwrap_or_default(),
+        effect,
+        error,
     }
-    out
 }
 
 /// Runs the timeline of `objects`: creates each object in `namespace` at its start (an object
@@ -181,8 +173,16 @@ pub async fn run(
                 step.object.metadata.name.as_deref().unwrap_or("?")
             ));
         }
-        let line = log_line(&clock, &step, error.map(|e| format!("{e:#}")));
-        writeln!(log, "{line}").context("writing the fault log")?;
+        let line = log_line(
+            &clock,
+            unix_now(),
+            &step.object,
+            step.start,
+            step.time,
+            error.map(|e| format!("{e:#}")),
+        );
+        let text = serde_json::to_string(&line)?;
+        writeln!(log, "{text}").context("writing the fault log")?;
         log.flush().ok();
     }
     if !failures.is_empty() {

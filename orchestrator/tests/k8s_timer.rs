@@ -1,0 +1,196 @@
+//! The fault timer against an in-process Kubernetes API (a kube client over a tower service
+//! that records what it is sent): each Chaos Mesh object is created at its start, in its
+//! namespace, under its kind's resource path; an object that exists already is left alone;
+//! the log is the Docker executor's `faults.jsonl` format; a refused object fails the timer
+//! with its name after every other step ran.
+
+use dvlab::data::{fault_windows_from_log, FaultLogLine, LogPhase};
+use dvlab::faults::SlotClock;
+use dvlab::k8s::{self, chaos, RenderOptions};
+use dvlab::spec::DevnetSpec;
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    at: f64,
+    method: String,
+    path: String,
+    name: String,
+}
+
+/// A client whose API answers POSTs with 201, or with `refuse[name]` for the named objects.
+fn client(seen: Arc<Mutex<Vec<Seen>>>, refuse: Vec<(&'static str, u16)>) -> kube::Client {
+    let svc = tower::service_fn(move |req: Request<Body>| {
+        let seen = seen.clone();
+        let refuse = refuse.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await.unwrap();
+            let obj: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+            seen.lock().unwrap().push(Seen {
+                at: now(),
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_string(),
+                name: name.clone(),
+            });
+            let code = refuse
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(201, |(_, c)| *c);
+            let body = if code == 201 {
+                bytes.to_vec()
+            } else {
+                serde_json::to_vec(&serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": format!("{name} refused"), "reason": "Forbidden", "code": code
+                }))
+                .unwrap()
+            };
+            Ok::<_, std::convert::Infallible>(
+                Response::builder()
+                    .status(StatusCode::from_u16(code).unwrap())
+                    .header("content-type", "application/json")
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+        }
+    });
+    kube::Client::new(svc, "default")
+}
+
+/// The chaos-mix objects, moved to start `0.3 s × k` from now (ends 0.2 s after their start).
+fn objects() -> (Vec<kube::api::DynamicObject>, String) {
+    let path = format!("{}/../devnets/chaos-mix.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let spec = DevnetSpec::parse(&text, "chaos-mix.yaml").unwrap();
+    let r = k8s::render(
+        &spec,
+        "chaos-mix.yaml",
+        &text,
+        1_700_000_000,
+        &RenderOptions::default(),
+    )
+    .unwrap();
+    let mut objs = k8s::timer::dynamic(&r.chaos).unwrap();
+    let t0 = now();
+    for (k, o) in objs.iter_mut().enumerate() {
+        let a = o.metadata.annotations.as_mut().unwrap();
+        let start = t0 + 0.3 * (k + 1) as f64;
+        a.insert(chaos::START_ANNOTATION.into(), format!("{start:.3}"));
+        if a.contains_key(chaos::END_ANNOTATION) {
+            a.insert(chaos::END_ANNOTATION.into(), format!("{:.3}", start + 0.2));
+        }
+    }
+    (objs, r.namespace)
+}
+
+fn clock() -> SlotClock {
+    SlotClock {
+        genesis_time: now() as u64,
+        seconds_per_slot: 1,
+        slots_per_epoch: 8,
+    }
+}
+
+#[tokio::test]
+async fn creates_each_object_at_its_start_and_logs_windows() {
+    let (objs, ns) = objects();
+    let starts: Vec<f64> = objs
+        .iter()
+        .map(|o| {
+            o.metadata.annotations.as_ref().unwrap()[chaos::START_ANNOTATION]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // The first object exists already (a restarted timer): 409 is success.
+    let first = objs[0].metadata.name.clone().unwrap();
+    let leaked: &'static str = Box::leak(first.into_boxed_str());
+    let mut log = Vec::new();
+    k8s::timer::run(
+        client(seen.clone(), vec![(leaked, 409)]),
+        &ns,
+        clock(),
+        objs.clone(),
+        &mut log,
+    )
+    .await
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), objs.len());
+    for ((s, o), start) in seen.iter().zip(&objs).zip(&starts) {
+        assert_eq!(s.method, "POST");
+        assert_eq!(s.name, o.metadata.name.clone().unwrap());
+        let kind = o.types.as_ref().unwrap().kind.to_lowercase();
+        assert_eq!(
+            s.path,
+            format!("/apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/{kind}")
+        );
+        assert!(
+            s.at >= *start - 0.01 && s.at < start + 0.25,
+            "{} created at {:.3}, due at {start:.3}",
+            s.name,
+            s.at
+        );
+    }
+    let text = String::from_utf8(log).unwrap();
+    let lines: Vec<FaultLogLine> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let starts_logged = lines.iter().filter(|l| l.phase == LogPhase::Start).count();
+    assert_eq!(starts_logged, objs.len());
+    assert!(lines.iter().all(|l| l.error.is_none()));
+    let (windows, bad) = fault_windows_from_log(&text);
+    assert_eq!(bad, 0);
+    assert_eq!(windows.len(), objs.len());
+    assert!(windows.iter().all(|w| w.end_time.is_some()), "{windows:?}");
+    assert!(windows.iter().any(|w| w.kind == "crash"));
+    assert!(windows
+        .iter()
+        .any(|w| w.kind == "latency" && w.targets == "dv0-0,dv0-2"));
+}
+
+#[tokio::test]
+async fn a_refused_object_fails_the_timer_naming_it_after_the_rest_ran() {
+    let (objs, ns) = objects();
+    let second = objs[1].metadata.name.clone().unwrap();
+    let leaked: &'static str = Box::leak(second.clone().into_boxed_str());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut log = Vec::new();
+    let err = k8s::timer::run(
+        client(seen.clone(), vec![(leaked, 403)]),
+        &ns,
+        clock(),
+        objs.clone(),
+        &mut log,
+    )
+    .await
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains(&second) && msg.contains("1 fault object"),
+        "{msg}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), objs.len());
+    let text = String::from_utf8(log).unwrap();
+    let errors: Vec<FaultLogLine> = text
+        .lines()
+        .map(|l| serde_json::from_str::<FaultLogLine>(l).unwrap())
+        .filter(|l| l.error.is_some())
+        .collect();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].error.as_ref().unwrap().contains("refused"));
+}
