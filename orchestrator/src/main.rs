@@ -79,25 +79,77 @@ enum Cmd {
     },
 }
 
+/// What `dvlab k8s render` and `dvlab k8s up` render.
+#[derive(clap::Args, Debug)]
+struct RenderArgs {
+    /// Devnet YAML.
+    file: PathBuf,
+    /// Output directory of the manifests.
+    #[arg(long)]
+    out: PathBuf,
+    /// Namespace (default `dvlab-<name>`).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Registry the images were pushed to (`R/dvlab/dvnode:latest`).
+    #[arg(long)]
+    image_registry: Option<String>,
+    /// Seconds from now to genesis (default: the file's `genesis_delay`).
+    #[arg(long)]
+    genesis_delay: Option<u64>,
+}
+
+impl RenderArgs {
+    fn render(&self) -> Result<dvlab::k8s::Rendered> {
+        let spec = DevnetSpec::load(&self.file)?;
+        let text = std::fs::read_to_string(&self.file)?;
+        let opts = dvlab::k8s::RenderOptions {
+            namespace: self.namespace.clone(),
+            image_registry: self.image_registry.clone(),
+            genesis_delay: self.genesis_delay,
+        };
+        let path = self.file.display().to_string();
+        let r = dvlab::k8s::render(&spec, &path, &text, pipeline::unix_now(), &opts)?;
+        dvlab::k8s::write(&r, &self.out)?;
+        let objects: usize = r.files.iter().map(|(_, o)| o.len()).sum();
+        println!(
+            "{}: {objects} objects in namespace {} ({} Chaos Mesh objects for {} faults), genesis at {} ({} s from now)",
+            self.out.display(),
+            r.namespace,
+            r.chaos.len(),
+            r.timeline.faults.len(),
+            r.plan.genesis_time,
+            r.plan.genesis_time.saturating_sub(pipeline::unix_now()),
+        );
+        Ok(r)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum K8sCmd {
-    /// Write the devnet as manifests for `kubectl apply -f DIR` (Namespace, Secrets, headless
-    /// Services, StatefulSets, and the fault timer creating one Chaos Mesh object per fault).
-    Render {
-        /// Devnet YAML.
-        file: PathBuf,
-        /// Output directory.
+    /// Write the devnet as manifests for `kubectl apply -f DIR` (before the genesis time it
+    /// prints): Namespace, key Secrets, headless Services, StatefulSets, and the fault timer
+    /// Job creating one Chaos Mesh object per fault at its start.
+    Render(RenderArgs),
+    /// Render, apply with the Kubernetes API (server-side apply) and wait until every beacon
+    /// node and dvnode is ready.
+    Up {
+        #[command(flatten)]
+        render: RenderArgs,
+        /// kubeconfig context (default: the current one).
         #[arg(long)]
-        out: PathBuf,
+        context: Option<String>,
+    },
+    /// Delete a run's namespace (only if labelled `dvlab.run=NAME`), and with it every object
+    /// of the run; Chaos Mesh heals the faults of deleted objects.
+    Down {
+        /// Run name.
+        name: String,
         /// Namespace (default `dvlab-<name>`).
         #[arg(long)]
         namespace: Option<String>,
-        /// Registry the images were pushed to (`R/dvlab/dvnode:latest`).
+        /// kubeconfig context (default: the current one).
         #[arg(long)]
-        image_registry: Option<String>,
-        /// Seconds from now to genesis (default: the file's `genesis_delay`).
-        #[arg(long)]
-        genesis_delay: Option<u64>,
+        context: Option<String>,
     },
     /// In-cluster fault timer (the `dvlab-faults` Job): creates each Chaos Mesh object of DIR at
     /// its start and logs `faults.jsonl` lines to stdout.
@@ -307,36 +359,48 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::K8s {
+            cmd: K8sCmd::Render(args),
+        } => {
+            args.render()?;
+            println!(
+                "apply before genesis: kubectl apply -f {}",
+                args.out.display()
+            );
+            Ok(0)
+        }
+        Cmd::K8s {
+            cmd: K8sCmd::Up { render, context },
+        } => {
+            let r = render.render()?;
+            let client = dvlab::k8s::runner::connect(context.as_deref()).await?;
+            let n = dvlab::k8s::runner::apply_rendered(&client, &r).await?;
+            println!("applied {n} objects; waiting for the pods");
+            let wait = r.plan.genesis_time.saturating_sub(pipeline::unix_now()) + 300;
+            dvlab::k8s::runner::wait_ready(
+                &client,
+                &r.namespace,
+                &r.plan.run,
+                std::time::Duration::from_secs(wait),
+            )
+            .await?;
+            println!("run `{}` ready in namespace {}", r.plan.run, r.namespace);
+            Ok(0)
+        }
+        Cmd::K8s {
             cmd:
-                K8sCmd::Render {
-                    file,
-                    out,
+                K8sCmd::Down {
+                    name,
                     namespace,
-                    image_registry,
-                    genesis_delay,
+                    context,
                 },
         } => {
-            let spec = DevnetSpec::load(&file)?;
-            let text = std::fs::read_to_string(&file)?;
-            let opts = dvlab::k8s::RenderOptions {
-                namespace,
-                image_registry,
-                genesis_delay,
-            };
-            let path = file.display().to_string();
-            let r = dvlab::k8s::render(&spec, &path, &text, dvlab::pipeline::unix_now(), &opts)?;
-            dvlab::k8s::write(&r, &out)?;
-            let objects: usize = r.files.iter().map(|(_, o)| o.len()).sum();
-            println!(
-                "{}: {objects} objects in namespace {} ({} Chaos Mesh objects for {} faults), genesis at {} ({} s from now): apply before then with `kubectl apply -f {}`",
-                out.display(),
-                r.namespace,
-                r.chaos.len(),
-                r.timeline.faults.len(),
-                r.plan.genesis_time,
-                r.plan.genesis_time.saturating_sub(dvlab::pipeline::unix_now()),
-                out.display()
-            );
+            let ns = namespace.unwrap_or_else(|| format!("dvlab-{name}"));
+            let client = dvlab::k8s::runner::connect(context.as_deref()).await?;
+            if dvlab::k8s::runner::delete_run(&client, &ns, &name).await? {
+                println!("deleting namespace {ns}");
+            } else {
+                println!("no namespace {ns}");
+            }
             Ok(0)
         }
         Cmd::K8s {
@@ -349,9 +413,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                 },
         } => {
             let objects = dvlab::k8s::timer::read_dir(&dir)?;
-            let client = kube::Client::try_default().await.map_err(|e| {
-                anyhow::anyhow!("no Kubernetes API (in-cluster or kubeconfig): {e}")
-            })?;
+            let client = dvlab::k8s::runner::connect(None).await?;
             let clock = dvlab::faults::SlotClock {
                 genesis_time,
                 seconds_per_slot,

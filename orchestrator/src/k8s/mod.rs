@@ -29,6 +29,7 @@ pub mod chaos;
 pub mod genesis;
 pub mod keys;
 pub mod objects;
+pub mod runner;
 pub mod timer;
 
 use crate::faults::{self, SlotClock, Timeline};
