@@ -76,6 +76,16 @@ impl Node {
         self.handle.local_addrs()[0].clone()
     }
 
+    /// The TCP port it listens on.
+    fn port(&self) -> String {
+        self.addr()
+            .to_string()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
     fn peer_id(&self) -> PeerId {
         self.key.public().to_peer_id()
     }
@@ -476,13 +486,7 @@ async fn delaying_relay(upstream: std::net::SocketAddr, delay: Duration) -> std:
 async fn dns_peer_address_is_resolved_and_dialled() {
     let (keys, ids) = keys(2);
     let mut n0 = Node::start(&keys[0], &ids, localhost(), Vec::new()).await;
-    let port = n0
-        .addr()
-        .to_string()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = n0.port();
     let by_name: Multiaddr = format!("/dns4/localhost/tcp/{port}").parse().unwrap();
     let mut n1 = Node::start(&keys[1], &ids, localhost(), vec![(n0.peer_id(), by_name)]).await;
     wait_for("connected by DNS name", || {
@@ -505,13 +509,7 @@ async fn dns_peer_address_is_resolved_and_dialled() {
 async fn a_message_costs_one_way_delay() {
     let (keys, ids) = keys(2);
     let mut n0 = Node::start(&keys[0], &ids, localhost(), Vec::new()).await;
-    let port = n0
-        .addr()
-        .to_string()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = n0.port();
     let delay = Duration::from_millis(150);
     let relay = delaying_relay(format!("127.0.0.1:{port}").parse().unwrap(), delay).await;
     let via: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", relay.port())
