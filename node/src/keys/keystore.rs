@@ -370,6 +370,52 @@ impl Keystore {
     }
 }
 
+/// Re-encrypts every `*.json` keystore of `src` — each decrypted with the password in its
+/// sibling `.txt` file, as `dvnode create-cluster` writes a node's `validator_keys/` — into
+/// `dst` (created if missing) under the one `password` with `kdf`, keeping the file names. For
+/// validator clients that import a directory of keystores under a single password (Lodestar's
+/// `--importKeystores` with `--importKeystoresPassword`). Returns the number of keystores; a
+/// `src` without any is an error, and every error names the file.
+pub fn reencrypt_dir(
+    src: &Path,
+    dst: &Path,
+    password: &str,
+    kdf: KdfChoice,
+) -> anyhow::Result<usize> {
+    use anyhow::{bail, Context};
+    std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading {}", src.display()))?;
+    entries.sort();
+    let mut n = 0;
+    for path in entries {
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let pw_path = path.with_extension("txt");
+        let pw = Zeroizing::new(
+            std::fs::read_to_string(&pw_path)
+                .with_context(|| format!("reading password file {}", pw_path.display()))?,
+        );
+        let ks = Keystore::from_file(&path)?;
+        let sk = ks
+            .decrypt(pw.trim_end_matches(['\n', '\r']))
+            .with_context(|| format!("decrypting {}", path.display()))?;
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} has no file name", path.display()))?;
+        Keystore::encrypt(&sk, password, ks.path(), kdf)?.to_file(&dst.join(name))?;
+        n += 1;
+    }
+    if n == 0 {
+        bail!("no keystore-*.json in {}", src.display());
+    }
+    Ok(n)
+}
+
 /// EIP-2335 password processing: NFKD normalization, then removal of the C0 (U+0000–U+001F) and
 /// C1 (U+0080–U+009F) control codes and DEL (U+007F), then UTF-8.
 fn process_password(password: &str) -> Zeroizing<Vec<u8>> {
@@ -888,5 +934,37 @@ mod tests {
             tampered.decrypt("pw"),
             Err(KeystoreError::PubkeyMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn reencrypted_keystores_share_one_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let keys: Vec<_> = (0..2u64)
+            .map(crate::keys::interop::interop_secret)
+            .collect();
+        for (i, sk) in keys.iter().enumerate() {
+            let pw = format!("pw-{i}");
+            Keystore::encrypt(sk, &pw, "", KdfChoice::Insecure)
+                .unwrap()
+                .to_file(&src.join(format!("keystore-{i}.json")))
+                .unwrap();
+            std::fs::write(src.join(format!("keystore-{i}.txt")), &pw).unwrap();
+        }
+        let dst = dir.path().join("vc");
+        let n = reencrypt_dir(&src, &dst, "common", KdfChoice::Insecure).unwrap();
+        assert_eq!(n, 2);
+        for (i, sk) in keys.iter().enumerate() {
+            let ks = Keystore::from_file(&dst.join(format!("keystore-{i}.json"))).unwrap();
+            assert_eq!(ks.decrypt("common").unwrap().to_bytes(), sk.to_bytes());
+        }
+        assert!(reencrypt_dir(
+            &dir.path().join("empty-missing"),
+            &dst,
+            "x",
+            KdfChoice::Insecure
+        )
+        .is_err());
     }
 }
