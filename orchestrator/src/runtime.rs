@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use dvnode::eth::beacon::BeaconClient;
-use dvnode::keys::keystore::{KdfChoice, Keystore};
+use dvnode::keys::keystore::{reencrypt_dir, KdfChoice};
 use futures::StreamExt;
 use rand::RngCore;
 use std::collections::HashMap;
@@ -456,44 +456,16 @@ async fn create_cluster(
     Ok(())
 }
 
-/// Re-encrypts every `keystore-*.json` of `src` (each with its password in the sibling
-/// `.txt`, as `dvnode create-cluster` writes them) into `DST/keystores/` under one fresh
-/// random password written to `DST/password.txt` (0600). Returns the number of keystores.
+/// Gives a validator client the share keystores of `src` (as `dvnode create-cluster` writes
+/// them, each with its password beside it) re-encrypted under one fresh random password:
+/// `DST/keystores/` and `DST/password.txt` (0600). Returns the number of keystores.
 pub fn reencrypt_keystores(src: &Path, dst: &Path) -> Result<usize> {
-    let out = dst.join("keystores");
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let password = {
         let mut b = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut b);
         hex::encode(b)
     };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(src)
-        .with_context(|| format!("reading {}", src.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
-    entries.sort();
-    let mut n = 0;
-    for path in entries {
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let pw_path = path.with_extension("txt");
-        let pw = std::fs::read_to_string(&pw_path)
-            .with_context(|| format!("reading password file {}", pw_path.display()))?;
-        let ks = Keystore::from_file(&path)?;
-        let sk = ks
-            .decrypt(pw.trim_end_matches(['\n', '\r']))
-            .with_context(|| format!("decrypting {}", path.display()))?;
-        let enc = Keystore::encrypt(&sk, &password, ks.path(), KdfChoice::Insecure)?;
-        let name = path
-            .file_name()
-            .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
-        enc.to_file(&out.join(name))?;
-        n += 1;
-    }
-    if n == 0 {
-        bail!("no keystore-*.json in {}", src.display());
-    }
+    let n = reencrypt_dir(src, &dst.join("keystores"), &password, KdfChoice::Insecure)?;
     dvnode::util::write_secret_file(&dst.join("password.txt"), password.as_bytes())?;
     Ok(n)
 }

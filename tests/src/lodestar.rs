@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use dvnode::{
     eth::beacon::{BeaconClient, Genesis},
-    keys::keystore::{KdfChoice, Keystore},
+    keys::keystore::{reencrypt_dir, KdfChoice},
 };
 
 /// Chain parameters every Lodestar process of a run must share (BN and VCs alike).
@@ -177,36 +177,12 @@ impl ValidatorClient {
     }
 }
 
-/// Re-encrypts every `keystore-*.json` of `src` (each with its password in the sibling `.txt`,
-/// as `dvnode create-cluster` writes them) into `dst` under one `password`, which Lodestar's
-/// `--importKeystoresPassword` needs. Returns the number of keystores and the password file.
+/// Re-encrypts the share keystores of `src` (as `dvnode create-cluster` writes them, each with
+/// its password beside it) into `dst` under one `password`, which Lodestar's
+/// `--importKeystoresPassword` needs, written to `DST.password.txt` (0600). Returns the number
+/// of keystores and the password file.
 pub fn reencrypt_keystores(src: &Path, dst: &Path, password: &str) -> Result<(usize, PathBuf)> {
-    std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
-    let mut n = 0;
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(src)
-        .with_context(|| format!("reading {}", src.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
-    entries.sort();
-    for path in entries {
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let pw_path = path.with_extension("txt");
-        let pw = std::fs::read_to_string(&pw_path)
-            .with_context(|| format!("reading password file {}", pw_path.display()))?;
-        let ks = Keystore::from_file(&path)?;
-        let sk = ks
-            .decrypt(pw.trim_end_matches(['\n', '\r']))
-            .with_context(|| format!("decrypting {}", path.display()))?;
-        let out = Keystore::encrypt(&sk, password, ks.path(), KdfChoice::Insecure)?;
-        let name = path.file_name().expect("read_dir entries have names");
-        out.to_file(&dst.join(name))?;
-        n += 1;
-    }
-    if n == 0 {
-        bail!("no keystore-*.json in {}", src.display());
-    }
+    let n = reencrypt_dir(src, dst, password, KdfChoice::Insecure)?;
     let pw_file = dst.with_extension("password.txt");
     dvnode::util::write_secret_file(&pw_file, password.as_bytes())?;
     Ok((n, pw_file))
@@ -231,6 +207,7 @@ pub async fn wait_for_genesis(bn: &BeaconClient, timeout: Duration) -> Result<Ge
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dvnode::keys::keystore::Keystore;
 
     fn params() -> ChainParams {
         ChainParams {
