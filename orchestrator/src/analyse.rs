@@ -195,6 +195,9 @@ pub struct FaultStats {
     pub error: Option<String>,
 }
 
+/// Missed duties of the DV clusters: group → duty kind → reason → count.
+pub type MissedDuties = BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>;
+
 /// Everything the report shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
@@ -211,7 +214,7 @@ pub struct Analysis {
     /// `not_included_onchain` when some dvnode broadcast the duty, else the outcome most of
     /// the nodes logged, else `no_duty_record`.
     #[serde(default)]
-    pub missed_duties: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
+    pub missed_duties: MissedDuties,
     /// Per dvnode (container name).
     #[serde(default)]
     pub dvnodes: BTreeMap<String, NodeStats>,
@@ -288,6 +291,55 @@ fn group_frame(meta: &RunMeta) -> PolarsResult<DataFrame> {
     df!("validator" => v, "group" => g)
 }
 
+/// The shared pipeline of the three kinds of duty (attestations, proposals, sync-committee
+/// messages): the duties of the analysed window joined with their validator's group, those
+/// not done, and the figures per group.
+struct DutyFrames {
+    /// One row per duty of a group member, with a `group` column.
+    rows: DataFrame,
+    /// `group` and `slot` of each duty not done.
+    missed: DataFrame,
+    /// One row per group with `aggs`.
+    per_group: DataFrame,
+}
+
+impl DutyFrames {
+    /// `duties` (already restricted to the window, with a `validator` and a `slot` column)
+    /// joined with `groups`; `done` says whether a duty was performed.
+    fn new(
+        duties: LazyFrame,
+        groups: &LazyFrame,
+        done: Expr,
+        aggs: Vec<Expr>,
+    ) -> PolarsResult<DutyFrames> {
+        let rows = duties
+            .join(
+                groups.clone(),
+                [col("validator")],
+                [col("validator")],
+                JoinArgs::new(JoinType::Inner),
+            )
+            .collect()?;
+        let missed = rows
+            .clone()
+            .lazy()
+            .filter(done.not())
+            .select([col("group"), col("slot")])
+            .collect()?;
+        let per_group = rows
+            .clone()
+            .lazy()
+            .group_by([col("group")])
+            .agg(aggs)
+            .collect()?;
+        Ok(DutyFrames {
+            rows,
+            missed,
+            per_group,
+        })
+    }
+}
+
 /// Runs the analysis.
 pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
     let groups = group_frame(meta)?.lazy();
@@ -296,7 +348,7 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         .gt_eq(lit(first))
         .and(col("slot").lt_eq(lit(last)));
 
-    // First inclusion of each (validator, slot) vote.
+    // Attestations: each (validator, slot) duty with the first inclusion of its vote.
     let incl = raw
         .inclusions
         .clone()
@@ -308,7 +360,7 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
             col("target_ok").max().alias("target_ok"),
             col("source_ok").max().alias("source_ok"),
         ]);
-    let duties = raw
+    let attestation_duties = raw
         .duties
         .clone()
         .lazy()
@@ -321,40 +373,28 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
             [col("validator"), col("slot")],
             JoinArgs::new(JoinType::Left),
         )
-        .join(
-            groups.clone(),
-            [col("validator")],
-            [col("validator")],
-            JoinArgs::new(JoinType::Inner),
-        )
         .with_columns([
             col("inclusion_slot").is_not_null().alias("included"),
             (col("inclusion_slot").cast(DataType::Int64) - col("slot").cast(DataType::Int64))
                 .alias("distance"),
             (col("slot") / lit(meta.slots_per_epoch)).alias("epoch"),
-        ])
-        .collect()?;
-
-    let per_group = duties
-        .clone()
-        .lazy()
-        .group_by([col("group")])
-        .agg([
+        ]);
+    let distance = || col("distance").cast(DataType::Float64);
+    let attestations = DutyFrames::new(
+        attestation_duties,
+        &groups,
+        col("included"),
+        vec![
             len().alias("duties"),
             col("included")
                 .cast(DataType::UInt64)
                 .sum()
                 .alias("included"),
-            col("distance")
-                .cast(DataType::Float64)
-                .mean()
-                .alias("d_mean"),
-            col("distance")
-                .cast(DataType::Float64)
+            distance().mean().alias("d_mean"),
+            distance()
                 .quantile(lit(0.5), QuantileMethod::Linear)
                 .alias("d_p50"),
-            col("distance")
-                .cast(DataType::Float64)
+            distance()
                 .quantile(lit(0.99), QuantileMethod::Linear)
                 .alias("d_p99"),
             col("head_ok").cast(DataType::Float64).mean().alias("head"),
@@ -366,39 +406,10 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
                 .cast(DataType::Float64)
                 .mean()
                 .alias("source"),
-        ])
-        .collect()?;
-
-    let hist = duties
-        .clone()
-        .lazy()
-        .filter(col("distance").is_not_null())
-        .group_by([col("group"), col("distance")])
-        .agg([len().alias("n")])
-        .collect()?;
-
-    let duty_rows = duty_rows(&duties)?;
-    let missed_attestations = duties
-        .clone()
-        .lazy()
-        .filter(col("included").not())
-        .select([col("group"), col("slot")])
-        .collect()?;
-    let per_epoch = duties
-        .lazy()
-        .group_by([col("group"), col("epoch")])
-        .agg([
-            len().alias("duties"),
-            col("included")
-                .cast(DataType::UInt64)
-                .sum()
-                .alias("included"),
-        ])
-        .sort(["group", "epoch"], SortMultipleOptions::default())
-        .collect()?;
-
-    // Proposals: expected proposer of each slot vs canonical blocks.
-    let proposals_made = raw
+        ],
+    )?;
+    // Proposals: the expected proposer of each slot against the canonical blocks.
+    let proposal_duties = raw
         .proposer_duties
         .clone()
         .lazy()
@@ -413,63 +424,71 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
             [col("slot"), col("validator")],
             [col("slot"), col("proposer")],
             JoinArgs::new(JoinType::Left),
-        )
-        .join(
-            groups.clone(),
-            [col("validator")],
-            [col("validator")],
-            JoinArgs::new(JoinType::Inner),
-        )
-        .collect()?;
-    let missed_proposals = proposals_made
-        .clone()
-        .lazy()
-        .filter(col("made").is_null())
-        .select([col("group"), col("slot")])
-        .collect()?;
-    let proposals = proposals_made
-        .lazy()
-        .group_by([col("group")])
-        .agg([
+        );
+    let proposals = DutyFrames::new(
+        proposal_duties,
+        &groups,
+        col("made").is_not_null(),
+        vec![
             len().alias("expected"),
             col("made")
                 .is_not_null()
                 .cast(DataType::UInt64)
                 .sum()
                 .alias("made"),
-        ])
-        .collect()?;
-
-    let sync_duties = raw
-        .sync
-        .clone()
-        .lazy()
-        .filter(in_window)
-        .join(
-            groups,
-            [col("validator")],
-            [col("validator")],
-            JoinArgs::new(JoinType::Inner),
-        )
-        .collect()?;
-    let missed_sync = sync_duties
-        .clone()
-        .lazy()
-        .filter(col("participated").not())
-        .select([col("group"), col("slot")])
-        .collect()?;
-    let sync = sync_duties
-        .lazy()
-        .group_by([col("group")])
-        .agg([
+        ],
+    )?;
+    // Sync-committee messages: each member's participation bit in the next block.
+    let sync = DutyFrames::new(
+        raw.sync.clone().lazy().filter(in_window),
+        &groups,
+        col("participated"),
+        vec![
             len().alias("duties"),
             col("participated")
                 .cast(DataType::Float64)
                 .mean()
                 .alias("rate"),
-        ])
-        .collect()?;
+        ],
+    )?;
 
+    let duty_log = DutyLogIndex::new(meta, raw)?;
+    let duty_rows = duty_rows(&attestations.rows)?;
+    let faults = fault_windows(&raw.faults)?
+        .iter()
+        .map(|w| fault_stats(meta, raw, w, &duty_rows, &duty_log))
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let windows = FaultWindows::new(meta, &duty_rows, &duty_log, &faults);
+    Ok(Analysis {
+        groups: group_stats(meta, &attestations, &proposals, &sync)?,
+        epochs: epoch_rates(&attestations.rows)?,
+        slashing_audit: audit(meta, raw)?,
+        finalized_epoch: finalized_epoch(raw)?,
+        missed_duties: missed_duties(
+            meta,
+            &duty_log,
+            [
+                ("attester", &attestations.missed),
+                ("proposer", &proposals.missed),
+                ("sync_message", &sync.missed),
+            ],
+        )?,
+        dvnodes: node_stats(meta, raw)?,
+        outside_faults: windows.outside,
+        during_faults: windows.during,
+        steady: windows.steady,
+        faults,
+        slots: slot_rates(&duty_rows),
+    })
+}
+
+/// The figures of each group of `meta`.
+fn group_stats(
+    meta: &RunMeta,
+    attestations: &DutyFrames,
+    proposals: &DutyFrames,
+    sync: &DutyFrames,
+) -> PolarsResult<BTreeMap<String, GroupStats>> {
     let mut out: BTreeMap<String, GroupStats> = meta
         .groups
         .iter()
@@ -483,68 +502,104 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
             )
         })
         .collect();
-    for i in 0..per_group.height() {
-        let Some(s) = out.get_mut(&str_at(&per_group, "group", i)?) else {
+    let a = &attestations.per_group;
+    for i in 0..a.height() {
+        let Some(s) = out.get_mut(&str_at(a, "group", i)?) else {
             continue;
         };
-        s.attestation_duties = u64_col(&per_group, "duties", i)?.unwrap_or(0);
-        s.attestations_included = u64_col(&per_group, "included", i)?.unwrap_or(0);
+        s.attestation_duties = u64_col(a, "duties", i)?.unwrap_or(0);
+        s.attestations_included = u64_col(a, "included", i)?.unwrap_or(0);
         s.inclusion_rate = (s.attestation_duties > 0)
             .then(|| s.attestations_included as f64 / s.attestation_duties as f64);
         s.inclusion_distance = Distance {
-            mean: f64_col(&per_group, "d_mean", i)?,
-            p50: f64_col(&per_group, "d_p50", i)?,
-            p99: f64_col(&per_group, "d_p99", i)?,
+            mean: f64_col(a, "d_mean", i)?,
+            p50: f64_col(a, "d_p50", i)?,
+            p99: f64_col(a, "d_p99", i)?,
         };
-        s.correct_head_rate = f64_col(&per_group, "head", i)?;
-        s.correct_target_rate = f64_col(&per_group, "target", i)?;
-        s.correct_source_rate = f64_col(&per_group, "source", i)?;
+        s.correct_head_rate = f64_col(a, "head", i)?;
+        s.correct_target_rate = f64_col(a, "target", i)?;
+        s.correct_source_rate = f64_col(a, "source", i)?;
     }
+    let hist = attestations
+        .rows
+        .clone()
+        .lazy()
+        .filter(col("distance").is_not_null())
+        .group_by([col("group"), col("distance")])
+        .agg([len().alias("n")])
+        .collect()?;
     for i in 0..hist.height() {
         if let Some(s) = out.get_mut(&str_at(&hist, "group", i)?) {
             let d = u64_col(&hist, "distance", i)?.unwrap_or(0);
             *s.distance_histogram.entry(d).or_default() += u64_col(&hist, "n", i)?.unwrap_or(0);
         }
     }
-    for i in 0..proposals.height() {
-        if let Some(s) = out.get_mut(&str_at(&proposals, "group", i)?) {
-            s.proposals_expected = u64_col(&proposals, "expected", i)?.unwrap_or(0);
-            s.proposals_included = u64_col(&proposals, "made", i)?.unwrap_or(0);
+    let p = &proposals.per_group;
+    for i in 0..p.height() {
+        if let Some(s) = out.get_mut(&str_at(p, "group", i)?) {
+            s.proposals_expected = u64_col(p, "expected", i)?.unwrap_or(0);
+            s.proposals_included = u64_col(p, "made", i)?.unwrap_or(0);
         }
     }
-    for i in 0..sync.height() {
-        if let Some(s) = out.get_mut(&str_at(&sync, "group", i)?) {
-            s.sync_duties = u64_col(&sync, "duties", i)?.unwrap_or(0);
-            s.sync_participation = f64_col(&sync, "rate", i)?;
+    let y = &sync.per_group;
+    for i in 0..y.height() {
+        if let Some(s) = out.get_mut(&str_at(y, "group", i)?) {
+            s.sync_duties = u64_col(y, "duties", i)?.unwrap_or(0);
+            s.sync_participation = f64_col(y, "rate", i)?;
         }
     }
-    let mut epochs = Vec::with_capacity(per_epoch.height());
-    for i in 0..per_epoch.height() {
-        epochs.push(EpochRate {
-            group: str_at(&per_epoch, "group", i)?,
-            epoch: u64_col(&per_epoch, "epoch", i)?.unwrap_or(0),
-            duties: u64_col(&per_epoch, "duties", i)?.unwrap_or(0),
-            included: u64_col(&per_epoch, "included", i)?.unwrap_or(0),
-        });
+    Ok(out)
+}
+
+/// Attestation duties and inclusions per group and epoch.
+fn epoch_rates(attestations: &DataFrame) -> PolarsResult<Vec<EpochRate>> {
+    let per_epoch = attestations
+        .clone()
+        .lazy()
+        .group_by([col("group"), col("epoch")])
+        .agg([
+            len().alias("duties"),
+            col("included")
+                .cast(DataType::UInt64)
+                .sum()
+                .alias("included"),
+        ])
+        .sort(["group", "epoch"], SortMultipleOptions::default())
+        .collect()?;
+    (0..per_epoch.height())
+        .map(|i| {
+            Ok(EpochRate {
+                group: str_at(&per_epoch, "group", i)?,
+                epoch: u64_col(&per_epoch, "epoch", i)?.unwrap_or(0),
+                duties: u64_col(&per_epoch, "duties", i)?.unwrap_or(0),
+                included: u64_col(&per_epoch, "included", i)?.unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// Highest finalized epoch any beacon node reported.
+fn finalized_epoch(raw: &RawData) -> PolarsResult<Option<u64>> {
+    if raw.heads.height() == 0 {
+        return Ok(None);
     }
-    let finalized_epoch = if raw.heads.height() == 0 {
-        None
-    } else {
-        raw.heads
-            .column("finalized_epoch")?
-            .as_materialized_series()
-            .cast(&DataType::UInt64)?
-            .u64()?
-            .max()
-    };
-    let duty_log = DutyLogIndex::new(meta, raw)?;
-    let mut missed_duties: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>> =
-        BTreeMap::new();
-    for (kind, frame) in [
-        ("attester", &missed_attestations),
-        ("proposer", &missed_proposals),
-        ("sync_message", &missed_sync),
-    ] {
+    Ok(raw
+        .heads
+        .column("finalized_epoch")?
+        .as_materialized_series()
+        .cast(&DataType::UInt64)?
+        .u64()?
+        .max())
+}
+
+/// Missed duties of the DV clusters by kind and the tracker's reason.
+fn missed_duties(
+    meta: &RunMeta,
+    duty_log: &DutyLogIndex,
+    missed: [(&str, &DataFrame); 3],
+) -> PolarsResult<MissedDuties> {
+    let mut out = MissedDuties::new();
+    for (kind, frame) in missed {
         for i in 0..frame.height() {
             let group = str_at(frame, "group", i)?;
             if !meta.groups.iter().any(|g| g.name == group && g.distributed) {
@@ -554,8 +609,7 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
                 continue;
             };
             let reason = duty_log.reason(&group, slot, kind);
-            *missed_duties
-                .entry(group)
+            *out.entry(group)
                 .or_default()
                 .entry(kind.to_string())
                 .or_default()
@@ -563,58 +617,60 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
                 .or_default() += 1;
         }
     }
-    let windows = fault_windows(&raw.faults)?;
-    let faults = windows
-        .iter()
-        .map(|w| fault_stats(meta, raw, w, &duty_rows, &duty_log))
-        .collect::<PolarsResult<Vec<_>>>()?;
-    let inside = |slot: u64| {
-        faults
-            .iter()
-            .any(|f| slot >= f.first_duty_slot && f.heal_slot.is_none_or(|h| slot < h))
-    };
-    let outside_faults = window_stats(meta, &duty_rows, &duty_log, |s| !inside(s), None);
-    let during_faults = window_stats(meta, &duty_rows, &duty_log, inside, None);
-    let recovering = |slot: u64| {
-        faults.iter().any(|f| {
-            f.heal_slot
-                .is_some_and(|h| slot >= h && f.recovery_slot.is_none_or(|r| slot < r))
-        })
-    };
-    let steady = window_stats(
-        meta,
-        &duty_rows,
-        &duty_log,
-        |s| !inside(s) && !recovering(s),
-        None,
-    );
+    Ok(out)
+}
+
+/// Attestation figures per group outside every fault window, inside any, and in the steady
+/// state (outside fault windows and recoveries).
+struct FaultWindows {
+    outside: BTreeMap<String, WindowStats>,
+    during: BTreeMap<String, WindowStats>,
+    steady: BTreeMap<String, WindowStats>,
+}
+
+impl FaultWindows {
+    fn new(
+        meta: &RunMeta,
+        rows: &[DutyRowView],
+        duty_log: &DutyLogIndex,
+        faults: &[FaultStats],
+    ) -> FaultWindows {
+        let inside = |slot: u64| {
+            faults
+                .iter()
+                .any(|f| slot >= f.first_duty_slot && f.heal_slot.is_none_or(|h| slot < h))
+        };
+        let recovering = |slot: u64| {
+            faults.iter().any(|f| {
+                f.heal_slot
+                    .is_some_and(|h| slot >= h && f.recovery_slot.is_none_or(|r| slot < r))
+            })
+        };
+        FaultWindows {
+            outside: window_stats(meta, rows, duty_log, |s| !inside(s), None),
+            during: window_stats(meta, rows, duty_log, inside, None),
+            steady: window_stats(meta, rows, duty_log, |s| !inside(s) && !recovering(s), None),
+        }
+    }
+}
+
+/// Attestation duties and inclusions per group and slot.
+fn slot_rates(rows: &[DutyRowView]) -> Vec<SlotRate> {
     let mut per_slot: BTreeMap<(String, u64), (u64, u64)> = BTreeMap::new();
-    for r in &duty_rows {
+    for r in rows {
         let e = per_slot.entry((r.group.clone(), r.slot)).or_default();
         e.0 += 1;
         e.1 += u64::from(r.inclusion_slot.is_some());
     }
-    Ok(Analysis {
-        groups: out,
-        epochs,
-        slashing_audit: audit(meta, raw)?,
-        finalized_epoch,
-        missed_duties,
-        dvnodes: node_stats(meta, raw)?,
-        faults,
-        outside_faults,
-        during_faults,
-        steady,
-        slots: per_slot
-            .into_iter()
-            .map(|((group, slot), (duties, included))| SlotRate {
-                group,
-                slot,
-                duties,
-                included,
-            })
-            .collect(),
-    })
+    per_slot
+        .into_iter()
+        .map(|((group, slot), (duties, included))| SlotRate {
+            group,
+            slot,
+            duties,
+            included,
+        })
+        .collect()
 }
 
 /// One attestation duty in the analysed window.
