@@ -602,8 +602,53 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }
 
+/// `<table><tr><th>…</th>…</tr>`: a table's opening with its header row.
+fn table_head(columns: &[&str]) -> String {
+    let mut h = String::from("<table><tr>");
+    for c in columns {
+        h.push_str(&format!("<th>{c}</th>"));
+    }
+    h.push_str("</tr>");
+    h
+}
+
+/// `<tr><td>…</td>…</tr>` of cells already escaped.
+fn table_row(cells: &[String]) -> String {
+    let mut h = String::from("<tr>");
+    for c in cells {
+        h.push_str(&format!("<td>{c}</td>"));
+    }
+    h.push_str("</tr>");
+    h
+}
+
+/// `report.html`: the verdict, then one section per part of the report.
 fn html(report: &Report, plots: &[Plot], note: &str) -> String {
     let mut h = String::new();
+    html_head(&mut h, report);
+    assertions_section(&mut h, report);
+    if !report.analysis.faults.is_empty() {
+        faults_section(&mut h, report);
+    }
+    groups_section(&mut h, report);
+    if !report.analysis.missed_duties.is_empty() {
+        missed_duties_section(&mut h, report);
+    }
+    if !report.analysis.dvnodes.is_empty() {
+        dvnodes_section(&mut h, report);
+    }
+    slashing_section(&mut h, report);
+    plots_section(&mut h, plots, note);
+    h.push_str("<h2>Beacon nodes</h2><ul>");
+    for bn in &report.beacon_nodes {
+        h.push_str(&format!("<li>{}: {}</li>", esc(&bn.name), esc(&bn.api_url)));
+    }
+    h.push_str("</ul></body></html>\n");
+    h
+}
+
+/// Document head with the style sheet, the title with the verdict, the window.
+fn html_head(h: &mut String, report: &Report) {
     h.push_str(&format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>dvlab report: {}</title>\
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}\
@@ -624,7 +669,11 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
         report.window.last_slot,
         report.analysis.finalized_epoch.map_or("none".into(), |e| e.to_string())
     ));
-    h.push_str("<h2>Assertions</h2><table><tr><th>assertion</th><th>expression</th><th>value</th><th>result</th></tr>");
+}
+
+fn assertions_section(h: &mut String, report: &Report) {
+    h.push_str("<h2>Assertions</h2>");
+    h.push_str(&table_head(&["assertion", "expression", "value", "result"]));
     for a in &report.assertions {
         h.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class={}>{}</td></tr>",
@@ -636,110 +685,137 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
         ));
     }
     h.push_str("</table>");
-    if !report.analysis.faults.is_empty() {
-        h.push_str(
-            "<h2>Faults</h2><table><tr><th>fault</th><th>kind</th><th>targets / parameters</th>\
-<th>slots</th><th>group</th><th>duties</th><th>included</th><th>rate</th><th>missed by reason</th>\
-<th>recovery slot</th></tr>",
+}
+
+/// What each fault cost per group, the fault lines, the figures outside faults and in the
+/// steady state, and consensus per dvnode during each fault.
+fn faults_section(h: &mut String, report: &Report) {
+    h.push_str("<h2>Faults</h2>");
+    h.push_str(&table_head(&[
+        "fault",
+        "kind",
+        "targets / parameters",
+        "slots",
+        "group",
+        "duties",
+        "included",
+        "rate",
+        "missed by reason",
+        "recovery slot",
+    ]));
+    for f in &report.analysis.faults {
+        let what = if f.detail.is_empty() {
+            f.targets.join(",")
+        } else {
+            f.detail.clone()
+        };
+        let slots = format!(
+            "{}–{}",
+            f.start_slot,
+            f.end_slot.map_or("end".into(), |e| e.to_string())
         );
-        for f in &report.analysis.faults {
-            let what = if f.detail.is_empty() {
-                f.targets.join(",")
-            } else {
-                f.detail.clone()
-            };
-            let slots = format!(
-                "{}–{}",
-                f.start_slot,
-                f.end_slot.map_or("end".into(), |e| e.to_string())
-            );
-            for (g, w) in &f.groups {
-                let reasons = counts(&w.missed_by_reason);
-                h.push_str(&format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-<td>{}</td><td>{}</td><td>{}</td></tr>",
-                    f.fault,
-                    esc(&f.kind),
-                    esc(&what),
-                    slots,
-                    esc(g),
-                    w.duties,
-                    w.included,
-                    fmt_opt(w.inclusion_rate, 3),
-                    esc(&reasons),
-                    w.recovery_slot.map_or("–".into(), |r| r.to_string()),
-                ));
-            }
-            if let Some(e) = &f.error {
-                h.push_str(&format!(
-                    "<tr><td colspan=10 class=fail>fault {}: executor error: {}</td></tr>",
-                    f.fault,
-                    esc(e)
-                ));
-            }
-        }
-        h.push_str("</table><ul>");
-        for line in &report.fault_lines {
-            h.push_str(&format!("<li>{}</li>", esc(line)));
-        }
-        h.push_str(
-            "</ul><table><tr><th>group, slots</th><th>duties</th><th>included</th><th>rate</th>\
-<th>missed by reason</th></tr>",
-        );
-        let rows = report
-            .analysis
-            .outside_faults
-            .iter()
-            .map(|(g, w)| (format!("{g} outside faults"), w))
-            .chain(
-                report
-                    .analysis
-                    .steady
-                    .iter()
-                    .map(|(g, w)| (format!("{g} steady (outside faults and recoveries)"), w)),
-            );
-        for (g, w) in rows {
-            let reasons = counts(&w.missed_by_reason);
-            h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&g),
-                w.duties,
-                w.included,
+        for (g, w) in &f.groups {
+            h.push_str(&table_row(&[
+                f.fault.to_string(),
+                esc(&f.kind),
+                esc(&what),
+                slots.clone(),
+                esc(g),
+                w.duties.to_string(),
+                w.included.to_string(),
                 fmt_opt(w.inclusion_rate, 3),
-                esc(&reasons)
+                esc(&counts(&w.missed_by_reason)),
+                w.recovery_slot.map_or("–".into(), |r| r.to_string()),
+            ]));
+        }
+        if let Some(e) = &f.error {
+            h.push_str(&format!(
+                "<tr><td colspan=10 class=fail>fault {}: executor error: {}</td></tr>",
+                f.fault,
+                esc(e)
             ));
         }
-        h.push_str(
-            "</table><h3>Consensus per dvnode during faults</h3><table><tr><th>fault</th>\
-<th>node</th><th>duties logged</th><th>decided</th><th>round mean</th><th>round max</th></tr>",
-        );
-        for f in &report.analysis.faults {
-            for (n, r) in &f.nodes {
-                h.push_str(&format!(
-                    "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    f.fault,
-                    esc(&f.kind),
-                    esc(n),
-                    r.duties_logged,
-                    r.decided,
-                    fmt_opt(r.round_mean, 2),
-                    r.round_max.map_or("–".into(), |x| x.to_string())
-                ));
-            }
-        }
-        h.push_str("</table>");
     }
-    h.push_str("<h2>Groups</h2><table><tr><th>group</th><th>validators</th><th>duties</th>\
-<th>included</th><th>rate</th><th>dist. mean</th><th>p50</th><th>p99</th><th>head ok</th><th>target ok</th>\
-<th>source ok</th><th>proposals</th><th>sync participation</th></tr>");
+    h.push_str("</table><ul>");
+    for line in &report.fault_lines {
+        h.push_str(&format!("<li>{}</li>", esc(line)));
+    }
+    h.push_str("</ul>");
+    h.push_str(&table_head(&[
+        "group, slots",
+        "duties",
+        "included",
+        "rate",
+        "missed by reason",
+    ]));
+    let rows = report
+        .analysis
+        .outside_faults
+        .iter()
+        .map(|(g, w)| (format!("{g} outside faults"), w))
+        .chain(
+            report
+                .analysis
+                .steady
+                .iter()
+                .map(|(g, w)| (format!("{g} steady (outside faults and recoveries)"), w)),
+        );
+    for (g, w) in rows {
+        h.push_str(&table_row(&[
+            esc(&g),
+            w.duties.to_string(),
+            w.included.to_string(),
+            fmt_opt(w.inclusion_rate, 3),
+            esc(&counts(&w.missed_by_reason)),
+        ]));
+    }
+    h.push_str("</table><h3>Consensus per dvnode during faults</h3>");
+    h.push_str(&table_head(&[
+        "fault",
+        "node",
+        "duties logged",
+        "decided",
+        "round mean",
+        "round max",
+    ]));
+    for f in &report.analysis.faults {
+        for (n, r) in &f.nodes {
+            h.push_str(&table_row(&[
+                format!("{} {}", f.fault, esc(&f.kind)),
+                esc(n),
+                r.duties_logged.to_string(),
+                r.decided.to_string(),
+                fmt_opt(r.round_mean, 2),
+                r.round_max.map_or("–".into(), |x| x.to_string()),
+            ]));
+        }
+    }
+    h.push_str("</table>");
+}
+
+fn groups_section(h: &mut String, report: &Report) {
+    h.push_str("<h2>Groups</h2>");
+    h.push_str(&table_head(&[
+        "group",
+        "validators",
+        "duties",
+        "included",
+        "rate",
+        "dist. mean",
+        "p50",
+        "p99",
+        "head ok",
+        "target ok",
+        "source ok",
+        "proposals",
+        "sync participation",
+    ]));
     for (n, g) in &report.analysis.groups {
-        h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-<td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
+        h.push_str(&table_row(&[
             esc(n),
-            g.validators,
-            g.attestation_duties,
-            g.attestations_included,
+            g.validators.to_string(),
+            g.attestation_duties.to_string(),
+            g.attestations_included.to_string(),
             fmt_opt(g.inclusion_rate, 4),
             fmt_opt(g.inclusion_distance.mean, 2),
             fmt_opt(g.inclusion_distance.p50, 1),
@@ -747,92 +823,98 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
             fmt_opt(g.correct_head_rate, 3),
             fmt_opt(g.correct_target_rate, 3),
             fmt_opt(g.correct_source_rate, 3),
-            g.proposals_included,
-            g.proposals_expected,
+            format!("{}/{}", g.proposals_included, g.proposals_expected),
             fmt_opt(g.sync_participation, 3),
-        ));
+        ]));
     }
     h.push_str("</table>");
-    if !report.analysis.missed_duties.is_empty() {
-        h.push_str("<h2>Missed DV duties by reason</h2><table><tr><th>cluster</th><th>duty</th><th>reason</th><th>missed</th></tr>");
-        for (g, kinds) in &report.analysis.missed_duties {
-            for (k, reasons) in kinds {
-                for (r, n) in reasons {
-                    h.push_str(&format!(
-                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{n}</td></tr>",
-                        esc(g),
-                        esc(k),
-                        esc(r)
-                    ));
-                }
+}
+
+fn missed_duties_section(h: &mut String, report: &Report) {
+    h.push_str("<h2>Missed DV duties by reason</h2>");
+    h.push_str(&table_head(&["cluster", "duty", "reason", "missed"]));
+    for (g, kinds) in &report.analysis.missed_duties {
+        for (k, reasons) in kinds {
+            for (r, n) in reasons {
+                h.push_str(&table_row(&[esc(g), esc(k), esc(r), n.to_string()]));
             }
         }
-        h.push_str("</table>");
     }
-    if !report.analysis.dvnodes.is_empty() {
-        h.push_str(
-            "<h2>dvnodes</h2><table><tr><th>node</th><th>cluster</th><th>duties logged</th>\
-<th>outcomes</th><th>decided</th><th>round mean</th><th>round max</th><th>consensus p50 (s)</th>\
-<th>consensus p99 (s)</th><th>partial participation</th></tr>",
-        );
-        for (n, s) in &report.analysis.dvnodes {
-            let outcomes = counts(&s.outcomes);
-            h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-<td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(n),
-                esc(&s.cluster),
-                s.duties_logged,
-                esc(&outcomes),
-                s.consensus_decided,
-                fmt_opt(s.consensus_round_mean, 2),
-                s.consensus_round_max.map_or("–".into(), |r| r.to_string()),
-                fmt_opt(s.consensus_seconds_p50, 3),
-                fmt_opt(s.consensus_seconds_p99, 3),
-                fmt_opt(s.partial_participation, 3),
-            ));
-        }
-        h.push_str("</table>");
+    h.push_str("</table>");
+}
+
+fn dvnodes_section(h: &mut String, report: &Report) {
+    h.push_str("<h2>dvnodes</h2>");
+    h.push_str(&table_head(&[
+        "node",
+        "cluster",
+        "duties logged",
+        "outcomes",
+        "decided",
+        "round mean",
+        "round max",
+        "consensus p50 (s)",
+        "consensus p99 (s)",
+        "partial participation",
+    ]));
+    for (n, s) in &report.analysis.dvnodes {
+        h.push_str(&table_row(&[
+            esc(n),
+            esc(&s.cluster),
+            s.duties_logged.to_string(),
+            esc(&counts(&s.outcomes)),
+            s.consensus_decided.to_string(),
+            fmt_opt(s.consensus_round_mean, 2),
+            s.consensus_round_max.map_or("–".into(), |r| r.to_string()),
+            fmt_opt(s.consensus_seconds_p50, 3),
+            fmt_opt(s.consensus_seconds_p99, 3),
+            fmt_opt(s.partial_participation, 3),
+        ]));
     }
+    h.push_str("</table>");
+}
+
+/// The audit's verdict, its violations and every slashing on the canonical chain.
+fn slashing_section(h: &mut String, report: &Report) {
+    let audit = &report.analysis.slashing_audit;
     h.push_str("<h2>Slashing audit</h2>");
     h.push_str(&format!(
         "<p>{} signed messages checked; {} slashable.</p>",
-        report.analysis.slashing_audit.messages_checked,
-        report.analysis.slashing_audit.violations.len()
+        audit.messages_checked,
+        audit.violations.len()
     ));
-    if !report.analysis.slashing_audit.violations.is_empty() {
-        h.push_str("<table><tr><th>kind</th><th>validator</th><th>group</th><th>detail</th></tr>");
-        for v in &report.analysis.slashing_audit.violations {
-            h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+    if !audit.violations.is_empty() {
+        h.push_str(&table_head(&["kind", "validator", "group", "detail"]));
+        for v in &audit.violations {
+            h.push_str(&table_row(&[
                 esc(&v.kind),
-                v.validator,
+                v.validator.to_string(),
                 esc(&v.group),
-                esc(&v.detail)
-            ));
+                esc(&v.detail),
+            ]));
         }
         h.push_str("</table>");
     }
-    let onchain = &report.analysis.slashing_audit.onchain_slashings;
+    let onchain = &audit.onchain_slashings;
     if onchain.is_empty() {
         h.push_str("<p>on-chain slashings: none</p>");
     } else {
-        h.push_str(&format!(
-            "<p>on-chain slashings: {}</p><table><tr><th>block slot</th><th>validator</th>\
-<th>kind</th><th>group</th></tr>",
-            onchain.len()
-        ));
+        h.push_str(&format!("<p>on-chain slashings: {}</p>", onchain.len()));
+        h.push_str(&table_head(&["block slot", "validator", "kind", "group"]));
         for o in onchain {
-            h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                o.slot,
-                o.validator,
+            h.push_str(&table_row(&[
+                o.slot.to_string(),
+                o.validator.to_string(),
                 esc(&o.kind),
-                esc(&o.group)
-            ));
+                esc(&o.group),
+            ]));
         }
         h.push_str("</table>");
     }
+}
+
+/// The plots, inline SVG, or the note saying why there are none.
+fn plots_section(h: &mut String, plots: &[Plot], note: &str) {
     h.push_str("<h2>Plots</h2>");
     if !note.is_empty() {
         h.push_str(&format!("<p>{}</p>", esc(note)));
@@ -844,12 +926,6 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
             p.svg
         ));
     }
-    h.push_str("<h2>Beacon nodes</h2><ul>");
-    for bn in &report.beacon_nodes {
-        h.push_str(&format!("<li>{}: {}</li>", esc(&bn.name), esc(&bn.api_url)));
-    }
-    h.push_str("</ul></body></html>\n");
-    h
 }
 
 /// Writes `report.json`, plots and `report.html` into `dir`; returns the report.
