@@ -2,6 +2,7 @@
 //! keystore decryption. Throughput is reported per element, so criterion prints operations/s.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use dvnode::keys::batch::{verify_batch, BatchItem};
 use dvnode::keys::keystore::{KdfChoice, Keystore};
 use dvnode::keys::tbls::{
     combine, random_secret, sign, split, verify, verify_and_combine, PublicKey, Signature,
@@ -50,6 +51,42 @@ fn bench_tbls(c: &mut Criterion) {
     g.finish();
 }
 
+/// `n` signatures by distinct keys over `messages` distinct messages (partials of a slot: one
+/// message per committee, one for all sync committee members).
+fn batch(n: usize, messages: usize) -> Vec<BatchItem> {
+    let mut rng = StdRng::seed_from_u64(5);
+    (0..n)
+        .map(|i| {
+            let sk = random_secret(&mut rng);
+            let message = [(i % messages) as u8; 32];
+            BatchItem {
+                public_key: sk.sk_to_pk(),
+                message,
+                signature: sign(&sk, &message),
+            }
+        })
+        .collect()
+}
+
+fn bench_batch(c: &mut Criterion) {
+    let mut g = c.benchmark_group("batch_verify");
+    g.sample_size(10);
+    for (n, m) in [(64, 1), (512, 1), (512, 2), (512, 64)] {
+        let items = batch(n, m);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("{n}_sigs_{m}_messages"), |b| {
+            b.iter(|| assert!(verify_batch(black_box(&items)).iter().all(|ok| *ok)))
+        });
+    }
+    let mut items = batch(512, 2);
+    items[100].message = [9; 32];
+    g.throughput(Throughput::Elements(512));
+    g.bench_function("512_sigs_2_messages_one_invalid", |b| {
+        b.iter(|| verify_batch(black_box(&items)))
+    });
+    g.finish();
+}
+
 fn bench_keystore(c: &mut Criterion) {
     let sk = random_secret(&mut StdRng::seed_from_u64(4));
     let ks = Keystore::encrypt(&sk, "password", "", KdfChoice::Insecure).unwrap();
@@ -64,5 +101,5 @@ fn bench_keystore(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_tbls, bench_keystore);
+criterion_group!(benches, bench_tbls, bench_batch, bench_keystore);
 criterion_main!(benches);
