@@ -210,6 +210,10 @@ pub fn create_cluster(p: &CreateParams) -> Result<ClusterLock> {
     let lock = ClusterLock::seal(content, &p2p_keys)?;
     lock.save(&p.out.join("cluster-lock.json"))?;
 
+    // Share keystores and passwords are written unsynced into the fresh output directory and
+    // made durable together at the end: an fsync per file (and per rename) took ~17 min for
+    // 10,000 validators on a VM disk.
+    let mut written = Vec::with_capacity(2 * p.nodes * shares.len());
     for (i, key) in p2p_keys.iter().enumerate() {
         let node_dir = p.out.join(format!("node{i}"));
         let keys_dir = node_dir.join("validator_keys");
@@ -222,13 +226,15 @@ pub fn create_cluster(p: &CreateParams) -> Result<ClusterLock> {
             // EIP-2334 path of the signing key; DV shares have no derivation path of their own.
             let ks = Keystore::encrypt(&dv_shares[i], &password, "", kdf)
                 .with_context(|| format!("encrypting node {i} share of validator {j}"))?;
-            ks.to_file(&keys_dir.join(format!("keystore-{j}.json")))?;
-            crate::util::write_secret_file(
-                &keys_dir.join(format!("keystore-{j}.txt")),
-                password.as_bytes(),
-            )?;
+            let ks_path = keys_dir.join(format!("keystore-{j}.json"));
+            crate::util::write_new_file_unsynced(&ks_path, ks.to_json_string().as_bytes(), 0o600)?;
+            let pw_path = keys_dir.join(format!("keystore-{j}.txt"));
+            crate::util::write_new_file_unsynced(&pw_path, password.as_bytes(), 0o600)?;
+            written.push(ks_path);
+            written.push(pw_path);
         }
     }
+    crate::util::sync_files(&written)?;
     // Re-load what was written: the lock must verify exactly as a node will see it.
     ClusterLock::load(&p.out.join("cluster-lock.json"))?;
     Ok(lock)
