@@ -27,6 +27,11 @@ use crate::eth::types::{
     SyncCommitteeMessage, ValidatorIndex,
 };
 
+/// Validator ids per `state_validators` request: 64 pubkeys make a URI of about 6.6 KB, well
+/// under the 16 KiB header limit of a Node.js beacon node (Lodestar answers 431 above it, which
+/// a single request for every validator of a cluster of ~160 or more exceeds).
+pub const VALIDATOR_IDS_PER_REQUEST: usize = 64;
+
 /// Default timeout of one request.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default timeout to establish a connection.
@@ -517,20 +522,28 @@ impl BeaconClient {
     }
 
     /// `GET /eth/v1/beacon/states/{state_id}/validators?id=..` (one `id=` per validator, which
-    /// Lodestar v1.5.1 needs; an empty `ids` lists all validators).
+    /// Lodestar v1.5.1 needs; an empty `ids` lists all validators). Many ids are asked for
+    /// [`VALIDATOR_IDS_PER_REQUEST`] at a time, one request after the other.
     pub async fn state_validators(
         &self,
         state: StateId,
         ids: &[ValidatorId],
     ) -> Result<Vec<ValidatorData>> {
-        let query: Vec<(&str, String)> = ids.iter().map(|id| ("id", id.to_string())).collect();
-        Ok(self
-            .get::<Data<Vec<ValidatorData>>>(
-                &format!("/eth/v1/beacon/states/{state}/validators"),
-                &query,
-            )
-            .await?
-            .data)
+        let path = format!("/eth/v1/beacon/states/{state}/validators");
+        if ids.is_empty() {
+            return Ok(self.get::<Data<Vec<ValidatorData>>>(&path, &[]).await?.data);
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(VALIDATOR_IDS_PER_REQUEST) {
+            let query: Vec<(&str, String)> =
+                chunk.iter().map(|id| ("id", id.to_string())).collect();
+            out.extend(
+                self.get::<Data<Vec<ValidatorData>>>(&path, &query)
+                    .await?
+                    .data,
+            );
+        }
+        Ok(out)
     }
 
     /// `GET /eth/v1/beacon/states/{state_id}/sync_committees?epoch=..`: the validator index at
@@ -657,6 +670,63 @@ mod tests {
             Root::ZERO.to_string()
         );
         assert_eq!(StateId::Slot(7).to_string(), "7");
+    }
+
+    #[tokio::test]
+    async fn many_validator_ids_are_asked_in_requests_under_16_kib() {
+        use axum::extract::{Query, State};
+        use std::sync::{Arc, Mutex};
+        // Answers each id with a validator whose index is its position in the request, and
+        // records the URI length of every request.
+        async fn validators(
+            State(seen): State<Arc<Mutex<Vec<usize>>>>,
+            uri: axum::http::Uri,
+            Query(q): Query<Vec<(String, String)>>,
+        ) -> axum::Json<serde_json::Value> {
+            seen.lock().unwrap().push(uri.to_string().len());
+            let data: Vec<serde_json::Value> = q
+                .iter()
+                .enumerate()
+                .map(|(i, (_, id))| {
+                    serde_json::json!({"index": i.to_string(), "balance": "1", "status": "active_ongoing",
+                        "validator": {"pubkey": id, "withdrawal_credentials": Root::ZERO,
+                        "effective_balance": "1", "slashed": false, "activation_eligibility_epoch": "0",
+                        "activation_epoch": "0", "exit_epoch": "1", "withdrawable_epoch": "1"}})
+                })
+                .collect();
+            axum::Json(serde_json::json!({ "data": data }))
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .route(
+                "/eth/v1/beacon/states/{state}/validators",
+                axum::routing::get(validators),
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let ids: Vec<ValidatorId> = (0..300u16)
+            .map(|i| {
+                let mut pk = [0u8; 48];
+                pk[..2].copy_from_slice(&i.to_be_bytes());
+                ValidatorId::Pubkey(BlsPubkey(pk))
+            })
+            .collect();
+        let got = BeaconClient::new(&url)
+            .unwrap()
+            .state_validators(StateId::Head, &ids)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 300);
+        assert!(got
+            .iter()
+            .zip(&ids)
+            .all(|(v, id)| ValidatorId::Pubkey(v.validator.pubkey) == *id));
+        let uris = seen.lock().unwrap().clone();
+        assert_eq!(uris.len(), 300_usize.div_ceil(VALIDATOR_IDS_PER_REQUEST));
+        assert!(uris.iter().all(|n| *n < 16 * 1024), "{uris:?}");
+        server.abort();
     }
 
     #[tokio::test]
