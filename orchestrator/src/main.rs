@@ -7,6 +7,7 @@ use dvlab::pipeline::{self, Outcome};
 use dvlab::report::Report;
 use dvlab::spec::DevnetSpec;
 use dvlab::{images, plan, runtime};
+use dvnode::clock::{unix_now, SlotClock};
 use std::path::PathBuf;
 
 /// dvlab — YAML devnets of real Ethereum clients in Docker, watched, analysed and reported.
@@ -108,7 +109,7 @@ impl RenderArgs {
             genesis_delay: self.genesis_delay,
         };
         let path = self.file.display().to_string();
-        let r = dvlab::k8s::render(&spec, &path, &text, pipeline::unix_now(), &opts)?;
+        let r = dvlab::k8s::render(&spec, &path, &text, unix_now().as_secs(), &opts)?;
         dvlab::k8s::write(&r, &self.out)?;
         let objects: usize = r.files.iter().map(|(_, o)| o.len()).sum();
         println!(
@@ -118,7 +119,7 @@ impl RenderArgs {
             r.chaos.len(),
             r.timeline.faults.len(),
             r.plan.genesis_time,
-            r.plan.genesis_time.saturating_sub(pipeline::unix_now()),
+            r.plan.genesis_time.saturating_sub(unix_now().as_secs()),
         );
         Ok(r)
     }
@@ -269,7 +270,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
         }
         Cmd::Plan { file } => {
             let spec = DevnetSpec::load(&file)?;
-            let plan = plan::Plan::new(&spec, pipeline::unix_now());
+            let plan = plan::Plan::new(&spec, unix_now().as_secs());
             println!("{}", serde_json::to_string_pretty(&plan)?);
             Ok(0)
         }
@@ -375,7 +376,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             let client = dvlab::k8s::runner::connect(context.as_deref()).await?;
             let n = dvlab::k8s::runner::apply_rendered(&client, &r).await?;
             println!("applied {n} objects; waiting for the pods");
-            let wait = r.plan.genesis_time.saturating_sub(pipeline::unix_now()) + 300;
+            let wait = r.plan.genesis_time.saturating_sub(unix_now().as_secs()) + 300;
             dvlab::k8s::runner::wait_ready(
                 &client,
                 &r.namespace,
@@ -414,11 +415,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
         } => {
             let objects = dvlab::k8s::timer::read_dir(&dir)?;
             let client = dvlab::k8s::runner::connect(None).await?;
-            let clock = dvlab::faults::SlotClock {
-                genesis_time,
-                seconds_per_slot,
-                slots_per_epoch: 1,
-            };
+            let clock = SlotClock::new(genesis_time, seconds_per_slot, 1);
             let mut out = std::io::stdout();
             dvlab::k8s::timer::run(client, &namespace, clock, objects, &mut out).await?;
             Ok(0)

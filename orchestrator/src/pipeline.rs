@@ -12,11 +12,11 @@ use crate::runtime;
 use crate::spec::DevnetSpec;
 use anyhow::{anyhow, Result};
 use bollard::Docker;
+use dvnode::clock::unix_now;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// Current UNIX time in seconds.
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM (`kill`, a CI job's timeout, `docker
 /// stop` of a container running dvlab): both interrupt a run, which then heals and tears down.
 pub async fn interrupted() {
@@ -33,12 +33,6 @@ pub async fn interrupted() {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
     }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// What `dvlab up` started: the plan, its fault timeline, the beacon nodes' and the
@@ -86,7 +80,7 @@ pub fn run_meta(plan: &Plan, bns: Vec<BeaconNodeMeta>, dvnodes: Vec<DvNodeMeta>)
 /// timeline is built (and checked) before any container starts; containers with a clock-skew
 /// fault start with libfaketime. Faults are not started here: see [`start_faults`].
 pub async fn up(docker: &Docker, spec: &DevnetSpec, run_dir: &Path) -> Result<Devnet> {
-    let mut plan = Plan::new(spec, unix_now());
+    let mut plan = Plan::new(spec, unix_now().as_secs());
     faults::prepare_containers(spec, &mut plan, run_dir)?;
     let timeline = faults::timeline(spec, &plan)?;
     let started = runtime::up(docker, &plan, run_dir).await?;
@@ -198,10 +192,7 @@ fn first_dv_inclusion(meta: &RunMeta, raw: &RawData) -> Result<Option<u64>> {
 }
 
 async fn sleep_until(t: u64) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
+    let now = unix_now().as_secs_f64();
     if (t as f64) > now {
         tokio::time::sleep(Duration::from_secs_f64(t as f64 - now)).await;
     }
@@ -218,7 +209,7 @@ async fn timeline(
 ) -> Result<RawData> {
     let mut c = Collector::new(meta.beacon_nodes.clone(), plan.slots_per_epoch)?;
     c.wait_ready(Duration::from_secs(
-        plan.genesis_time.saturating_sub(unix_now()) + 60,
+        plan.genesis_time.saturating_sub(unix_now().as_secs()) + 60,
     ))
     .await
     .map_err(|e| anyhow!("{e} (check `dvlab logs bn0`)"))?;
@@ -234,14 +225,14 @@ async fn timeline(
         )
         .expect("valid template"),
     );
-    let first_block_wait = unix_now();
+    let first_block_wait = unix_now().as_secs();
     let mut time_to_first_block: Option<u64> = None;
     for slot in 0..=end_slot {
         sleep_until(plan.slot_time(slot) + plan.seconds_per_slot / 2).await;
         pb.set_position(slot);
-        let samples = c.sample_heads(unix_now()).await;
+        let samples = c.sample_heads(unix_now().as_secs()).await;
         if time_to_first_block.is_none() && samples.iter().any(|s| s.head_slot > 0) {
-            time_to_first_block = Some(unix_now().saturating_sub(first_block_wait));
+            time_to_first_block = Some(unix_now().as_secs().saturating_sub(first_block_wait));
         }
         if slot % spe == 1 {
             let epoch = slot / spe;
@@ -249,7 +240,7 @@ async fn timeline(
             let exempt = faults::intended_down(
                 plan,
                 faults_timeline,
-                unix_now() as f64,
+                unix_now().as_secs_f64(),
                 2.0 * plan.seconds_per_slot as f64,
             );
             runtime::check_alive(docker, &plan.run, &exempt).await?;
@@ -321,10 +312,7 @@ pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> 
     std::fs::create_dir_all(out)?;
     let fault_run: std::sync::Mutex<Option<FaultRun>> = std::sync::Mutex::new(None);
     let body = async {
-        let up_started = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
+        let up_started = unix_now().as_secs_f64();
         let Devnet {
             plan,
             timeline: faults_timeline,

@@ -2,6 +2,7 @@
 //! and commands. Pure: the clock is an input, nothing touches Docker.
 
 use crate::spec::{DevnetSpec, DEFAULT_LODESTAR_IMAGE};
+use dvnode::clock::SlotClock;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -457,6 +458,15 @@ impl Plan {
     /// UNIX time at which `slot` starts.
     pub fn slot_time(&self, slot: u64) -> u64 {
         self.genesis_time + slot * self.seconds_per_slot
+    }
+
+    /// The run's slot clock.
+    pub fn slot_clock(&self) -> SlotClock {
+        SlotClock::new(
+            self.genesis_time,
+            self.seconds_per_slot,
+            self.slots_per_epoch,
+        )
     }
 }
 

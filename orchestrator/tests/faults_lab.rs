@@ -8,16 +8,15 @@ use anyhow::{anyhow, bail, Result};
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::Docker;
 use dvlab::data::{Effect, Scope};
-use dvlab::faults::{
-    self, Action, Executor, Fault, FaultContainer, Phase, SlotClock, Timeline, CLOCK_DIR,
-};
+use dvlab::faults::{self, Action, Executor, Fault, FaultContainer, Phase, Timeline, CLOCK_DIR};
 use dvlab::images::{self, ImageInputs};
 use dvlab::plan::{ROLE_LABEL, RUN_LABEL};
 use dvlab::runtime;
+use dvnode::clock::{unix_now, SlotClock};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::OnceCell;
 
 const BASE: &str = images::BASE_IMAGE;
@@ -32,10 +31,7 @@ fn enabled(test: &str) -> bool {
 }
 
 fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    unix_now().as_secs_f64()
 }
 
 fn workspace() -> PathBuf {
@@ -293,11 +289,7 @@ async fn setup(
             beacon_node: false,
         });
     }
-    let clock = SlotClock {
-        genesis_time: now() as u64,
-        seconds_per_slot: 4,
-        slots_per_epoch: 8,
-    };
+    let clock = SlotClock::new(now() as u64, 4, 8);
     Executor::new(docker.clone(), run, fcs, clock, dir)
 }
 

@@ -5,19 +5,16 @@
 //! with its name after every other step ran.
 
 use dvlab::data::{fault_windows_from_log, FaultLogLine, LogPhase};
-use dvlab::faults::SlotClock;
 use dvlab::k8s::{self, chaos, RenderOptions};
 use dvlab::spec::DevnetSpec;
+use dvnode::clock::unix_now;
+use dvnode::clock::SlotClock;
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    unix_now().as_secs_f64()
 }
 
 #[derive(Debug, Clone)]
@@ -96,11 +93,7 @@ fn objects() -> (Vec<kube::api::DynamicObject>, String) {
 }
 
 fn clock() -> SlotClock {
-    SlotClock {
-        genesis_time: now() as u64,
-        seconds_per_slot: 1,
-        slots_per_epoch: 8,
-    }
+    SlotClock::new(now() as u64, 1, 8)
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //! teardown, and logs every action to `faults.jsonl`.
 
 use super::skew::{clock_dir, write_offset, FAKETIME_LIB};
-use super::timeline::{Action, Fault, Phase, SlotClock, Timeline};
+use super::timeline::{slot_at, Action, Fault, Phase, Timeline};
 use crate::data::{Effect, FaultLogLine, LogPhase};
 use crate::plan::{Plan, Role, BN_REST_PORT, NETEM_IMAGE, ROLE_LABEL, RUN_LABEL};
 use crate::runtime::exec;
@@ -16,11 +16,12 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder,
 };
 use bollard::Docker;
+use dvnode::clock::{unix_now, SlotClock};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
@@ -93,12 +94,6 @@ pub struct Executor {
     inner: Arc<Inner>,
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 impl Executor {
     /// An executor for `containers` of run `run` (the value of its `dvlab.run` label).
     /// `run_dir` holds the clock offset directories ([`clock_dir`]).
@@ -135,7 +130,7 @@ impl Executor {
             docker,
             &plan.run,
             FaultContainer::from_plan(plan),
-            SlotClock::of(plan),
+            plan.slot_clock(),
             run_dir,
         )
     }
@@ -152,7 +147,7 @@ impl Executor {
             this.inner.state.lock().await.log = Some(out.join("faults.jsonl"));
             let mut failures = Vec::new();
             for a in timeline.actions {
-                let wait = a.time - unix_now();
+                let wait = a.time - unix_now().as_secs_f64();
                 if wait > 0.0 {
                     tokio::time::sleep(Duration::from_secs_f64(wait)).await;
                 }
@@ -199,11 +194,11 @@ impl Executor {
         err: Option<&anyhow::Error>,
     ) {
         let Some(path) = &st.log else { return };
-        let now = unix_now();
+        let now = unix_now().as_secs_f64();
         let line = FaultLogLine {
             time: now,
             scheduled,
-            slot: self.inner.clock.slot_at(now),
+            slot: slot_at(&self.inner.clock, now),
             fault: f.id.into(),
             source: f.source,
             name: f.name.clone(),
@@ -349,7 +344,13 @@ impl Executor {
                 self.apply_network(st, &f).await
             }
             .await;
-            self.log(st, unix_now(), &f, LogPhase::Reapply, res.as_ref().err());
+            self.log(
+                st,
+                unix_now().as_secs_f64(),
+                &f,
+                LogPhase::Reapply,
+                res.as_ref().err(),
+            );
             if let Err(e) = res {
                 errors.push(format!("{e:#}"));
             }
@@ -739,7 +740,13 @@ impl Executor {
             for a in g.iter().filter(|s| bn(s)) {
                 for b in groups[i + 1..].iter().flatten().filter(|s| bn(s)) {
                     let res = self.connect_peer(a, b).await;
-                    self.log(st, unix_now(), f, LogPhase::Repeer, res.as_ref().err());
+                    self.log(
+                        st,
+                        unix_now().as_secs_f64(),
+                        f,
+                        LogPhase::Repeer,
+                        res.as_ref().err(),
+                    );
                 }
             }
         }
@@ -853,7 +860,13 @@ impl Executor {
                 _ => Ok(()),
             };
             st.active.remove(&f.id);
-            self.log(&st, unix_now(), &f, LogPhase::Stop, res.as_ref().err());
+            self.log(
+                &st,
+                unix_now().as_secs_f64(),
+                &f,
+                LogPhase::Stop,
+                res.as_ref().err(),
+            );
             if let Err(e) = res {
                 errors.push(format!("{e:#}"));
             }

@@ -5,41 +5,16 @@ use crate::data::{Effect, LogPhase, Scope};
 use crate::plan::Plan;
 use crate::spec::{parse_offset, parse_rate, At, DevnetSpec, FaultKind, FaultSpec, Scalar, Span};
 use anyhow::{anyhow, bail, Context, Result};
+use dvnode::clock::SlotClock;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
-/// Slot arithmetic of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct SlotClock {
-    /// Genesis UNIX time.
-    pub genesis_time: u64,
-    /// Seconds per slot.
-    pub seconds_per_slot: u64,
-    /// Slots per epoch.
-    pub slots_per_epoch: u64,
-}
-
-impl SlotClock {
-    /// The clock of a plan.
-    pub fn of(plan: &Plan) -> SlotClock {
-        SlotClock {
-            genesis_time: plan.genesis_time,
-            seconds_per_slot: plan.seconds_per_slot,
-            slots_per_epoch: plan.slots_per_epoch,
-        }
-    }
-
-    /// Slot at UNIX time `t` (0 before genesis).
-    pub fn slot_at(&self, t: f64) -> u64 {
-        let since = t - self.genesis_time as f64;
-        if since <= 0.0 || self.seconds_per_slot == 0 {
-            0
-        } else {
-            (since / self.seconds_per_slot as f64) as u64
-        }
-    }
+/// The slot at UNIX time `t` in seconds (slot 0 before genesis).
+pub fn slot_at(clock: &SlotClock, t: f64) -> u64 {
+    clock.slot_at(Duration::try_from_secs_f64(t).unwrap_or_default())
 }
 
 /// One concrete fault occurrence.
@@ -103,17 +78,17 @@ pub struct Timeline {
 /// Builds the timeline of `spec`'s faults for a run whose genesis is at `plan.genesis_time`.
 /// Pure and deterministic: random faults draw from `spec.seed`.
 pub fn timeline(spec: &DevnetSpec, plan: &Plan) -> Result<Timeline> {
-    build_timeline(&spec.faults, spec, SlotClock::of(plan))
+    build_timeline(&spec.faults, spec, plan.slot_clock())
 }
 
 fn span_secs(v: &str, clock: SlotClock) -> Result<f64> {
     Span::parse(v)
-        .map(|s| s.seconds(clock.seconds_per_slot, clock.slots_per_epoch))
+        .map(|s| s.seconds(clock.seconds_per_slot(), clock.slots_per_epoch()))
         .map_err(|e| anyhow!(e))
 }
 
 fn build_timeline(faults: &[FaultSpec], spec: &DevnetSpec, clock: SlotClock) -> Result<Timeline> {
-    let g = clock.genesis_time as f64;
+    let g = clock.genesis_time() as f64;
     let run_end = g + spec.run_seconds();
     let all = spec.container_names();
     let mut out: Vec<Fault> = Vec::new();
@@ -131,7 +106,7 @@ fn build_timeline(faults: &[FaultSpec], spec: &DevnetSpec, clock: SlotClock) -> 
         let start = g + At::parse(&f.at)
             .map_err(|e| anyhow!(e))
             .with_context(ctx)?
-            .seconds(clock.seconds_per_slot, clock.slots_per_epoch);
+            .seconds(clock.seconds_per_slot(), clock.slots_per_epoch());
         let end = match &f.for_ {
             Some(d) => Some(start + span_secs(d, clock).with_context(ctx)?),
             None => None,
@@ -206,7 +181,7 @@ fn build_timeline(faults: &[FaultSpec], spec: &DevnetSpec, clock: SlotClock) -> 
                 };
                 let restart = restart.ok_or_else(|| anyhow!("{}: no restart_after", ctx()))?;
                 let window_end = end.unwrap_or(run_end).min(run_end);
-                let epoch_secs = (clock.seconds_per_slot * clock.slots_per_epoch) as f64;
+                let epoch_secs = (clock.seconds_per_slot() * clock.slots_per_epoch()) as f64;
                 // One stream per entry: adding an entry does not reshuffle the others.
                 let mut rng = ChaCha8Rng::seed_from_u64(
                     spec.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -275,14 +250,14 @@ fn build_timeline(faults: &[FaultSpec], spec: &DevnetSpec, clock: SlotClock) -> 
     for f in &out {
         actions.push(Action {
             time: f.start,
-            slot: clock.slot_at(f.start),
+            slot: slot_at(&clock, f.start),
             phase: Phase::Start,
             fault: f.clone(),
         });
         if let Some(e) = f.end {
             actions.push(Action {
                 time: e,
-                slot: clock.slot_at(e),
+                slot: slot_at(&clock, e),
                 phase: Phase::Stop,
                 fault: f.clone(),
             });

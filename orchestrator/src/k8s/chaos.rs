@@ -8,8 +8,9 @@
 //! fault timer ([`super::timer`]) creates it at its start.
 
 use crate::data::{Effect, Scope};
-use crate::faults::{Fault, SlotClock, Timeline};
+use crate::faults::{slot_at, Fault, Timeline};
 use anyhow::{bail, Result};
+use dvnode::clock::SlotClock;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, ObjectMeta};
 use serde::Serialize;
 use serde_json::Value;
@@ -212,7 +213,7 @@ impl ChaosRender<'_> {
             (START_ANNOTATION.to_string(), format!("{:.3}", f.start)),
             (
                 SLOT_ANNOTATION.to_string(),
-                self.clock.slot_at(f.start).to_string(),
+                slot_at(&self.clock, f.start).to_string(),
             ),
             (FAULT_ANNOTATION.to_string(), f.id.to_string()),
             (

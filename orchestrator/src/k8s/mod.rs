@@ -32,7 +32,7 @@ pub mod objects;
 pub mod runner;
 pub mod timer;
 
-use crate::faults::{self, SlotClock, Timeline};
+use crate::faults::{self, Timeline};
 use crate::plan::{Plan, Role, RUN_LABEL};
 use crate::spec::DevnetSpec;
 use anyhow::{anyhow, Context, Result};
@@ -148,7 +148,7 @@ pub fn render(
                 )
             })
             .collect(),
-        clock: SlotClock::of(&plan),
+        clock: plan.slot_clock(),
         source: &source,
     }
     .timeline(&timeline)?;

@@ -10,13 +10,14 @@ use super::chaos::{
     FAULT_ANNOTATION, ID_ANNOTATION, START_ANNOTATION,
 };
 use crate::data::{Effect, FaultLogLine, LogPhase};
-use crate::faults::SlotClock;
+use crate::faults::slot_at;
 use anyhow::{anyhow, bail, Context, Result};
+use dvnode::clock::{unix_now, SlotClock};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The API resource of a Chaos Mesh kind.
 pub fn resource(kind: &str) -> Result<ApiResource> {
@@ -45,12 +46,6 @@ struct Step {
 
 fn annotation(o: &DynamicObject, key: &str) -> Option<String> {
     o.metadata.annotations.as_ref()?.get(key).cloned()
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Reads the Chaos Mesh objects (YAML, one per `*.yaml` file) of `dir`.
@@ -125,7 +120,7 @@ pub fn log_line(
     FaultLogLine {
         time,
         scheduled,
-        slot: clock.slot_at(time),
+        slot: slot_at(clock, time),
         fault: annotation(o, FAULT_ANNOTATION)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
@@ -158,7 +153,7 @@ pub async fn run(
 ) -> Result<()> {
     let mut failures = Vec::new();
     for step in steps(objects)? {
-        let wait = step.time - unix_now();
+        let wait = step.time - unix_now().as_secs_f64();
         if wait > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(wait)).await;
         }
@@ -175,7 +170,7 @@ pub async fn run(
         }
         let line = log_line(
             &clock,
-            unix_now(),
+            unix_now().as_secs_f64(),
             &step.object,
             step.start,
             step.time,

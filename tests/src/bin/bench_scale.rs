@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
@@ -26,6 +26,7 @@ use dvlab_tests::simbn::chain::SLOTS_PER_EPOCH;
 use dvlab_tests::simbn::{self, now_ms, ObjectKind, SimBn, SimBnConfig};
 use dvlab_tests::simvc::{self, SimVc};
 use dvlab_tests::supervisor::{self, Supervisor};
+use dvnode::clock::unix_now;
 use dvnode::cluster::lock::ClusterLock;
 use dvnode::eth::types::Root;
 use serde_json::json;
@@ -87,10 +88,7 @@ struct Args {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    unix_now().as_secs()
 }
 
 /// User + system CPU seconds of process `pid` (`"self"` for this one).

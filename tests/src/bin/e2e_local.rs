@@ -13,7 +13,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::{bail, ensure, Context, Result};
@@ -26,6 +26,7 @@ use dvlab_tests::{
     ports::PortAllocator,
     supervisor::{self, Supervisor},
 };
+use dvnode::clock::unix_now;
 use dvnode::eth::{
     beacon::{Genesis, SpecConfig},
     signing::ForkSchedule,
@@ -111,17 +112,11 @@ struct RunInfo {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    unix_now().as_secs()
 }
 
 fn now_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
+    unix_now().as_secs_f64()
 }
 
 struct DvNode {

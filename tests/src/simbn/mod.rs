@@ -23,7 +23,6 @@ pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dvnode::eth::beacon::{
     AttesterDuty, Duties, Genesis, HeadEvent, ProposerDuty, SyncDuty, Validator, ValidatorData,
@@ -224,10 +223,7 @@ pub struct SimBn {
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+    dvnode::clock::unix_now().as_millis() as u64
 }
 
 fn sha(parts: &[&[u8]]) -> Root {
