@@ -294,14 +294,17 @@ async fn run_preset<P: Preset>(
     ));
     tokio::spawn(sigagg.run(ready_rx, broadcaster, tracker.clone()));
 
-    let runner = Arc::new(DutyRunner::new(
-        Arc::new(consensus.clone()),
-        schedule.clone(),
-        slashing.clone(),
-        Arc::new(dv_pubkeys.iter().copied().collect()),
-        dutydb.clone(),
-        tracker.clone(),
-    ));
+    let runner = Arc::new(
+        DutyRunner::new(
+            Arc::new(consensus.clone()),
+            schedule.clone(),
+            slashing.clone(),
+            Arc::new(dv_pubkeys.iter().copied().collect()),
+            dutydb.clone(),
+            tracker.clone(),
+        )
+        .with_metrics(&mut registry),
+    );
     let (due_tx, due_rx) = mpsc::channel::<ScheduledDuty>(256);
     let scheduler = Scheduler::<P>::new(
         bn.clone(),

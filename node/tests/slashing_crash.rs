@@ -2,7 +2,8 @@
 //!
 //! The test re-executes its own binary as a child process (selected by an environment variable and
 //! `--exact` test name) that keeps check-and-inserting blocks and attestations and prints an `ACK`
-//! line after each commit returns. The parent SIGKILLs the child at random moments, several rounds
+//! line after each commit returns. Attestations are recorded for several validators at once, in
+//! the one transaction per duty the node uses (`check_and_insert_attestations_of_many`). The parent SIGKILLs the child at random moments, several rounds
 //! on the same database, and after every round reopens it and checks that every acknowledged
 //! record is present, that no record is torn and that the records form a gap-free prefix.
 
@@ -21,6 +22,8 @@ const CHILD_ENV: &str = "DVNODE_SLASHING_CRASH_DB";
 const START_ENV: &str = "DVNODE_SLASHING_CRASH_START";
 const CHILD_TEST: &str = "crash_child_writer";
 const PK: [u8; 48] = [0x8c; 48];
+/// Validators whose attestations are recorded together (PK first).
+const ATT_KEYS: [[u8; 48]; 4] = [PK, [0x91; 48], [0xa2; 48], [0xb3; 48]];
 const GVR: [u8; 32] = [0x42; 32];
 
 /// Deterministic, non-zero signing root of the i-th message of a kind.
@@ -52,8 +55,18 @@ fn crash_child_writer() {
             .expect("child: block");
         writeln!(out, "ACK block {i}").unwrap();
         out.flush().unwrap();
-        db.check_and_insert_attestation(&PK, i, i + 1, Some(root_for(2, i)))
-            .expect("child: attestation");
+        let att = dvnode::slashing::interchange::SignedAttestation {
+            source_epoch: i,
+            target_epoch: i + 1,
+            signing_root: Some(root_for(2, i)),
+        };
+        let records: Vec<_> = ATT_KEYS.iter().map(|pk| (*pk, att)).collect();
+        for verdict in db
+            .check_and_insert_attestations_of_many(&records)
+            .expect("child: attestations")
+        {
+            verdict.expect("child: attestation");
+        }
         writeln!(out, "ACK att {i}").unwrap();
         out.flush().unwrap();
     }
@@ -158,25 +171,39 @@ fn verify(db_path: &Path, acked_block: Option<u64>, acked_att: Option<u64>) -> u
     }
     if let Some(max) = acked_att {
         for i in 0..=max {
-            let err = db
-                .check_and_insert_attestation(&PK, i, i + 1, Some(root_for(9, i)))
-                .unwrap_err();
-            assert!(
-                matches!(err, SlashingError::DoubleVote { .. }),
-                "attestation {i}: {err}"
-            );
-            let same = db
-                .check_attestation(&PK, i, i + 1, Some(root_for(2, i)))
-                .unwrap();
-            assert_eq!(same, Safety::SameData);
+            for pk in &ATT_KEYS {
+                let err = db
+                    .check_and_insert_attestation(pk, i, i + 1, Some(root_for(9, i)))
+                    .unwrap_err();
+                assert!(
+                    matches!(err, SlashingError::DoubleVote { .. }),
+                    "attestation {i}: {err}"
+                );
+                let same = db
+                    .check_attestation(pk, i, i + 1, Some(root_for(2, i)))
+                    .unwrap();
+                assert_eq!(same, Safety::SameData);
+            }
         }
     }
 
     // Nothing torn: every stored record is exactly what the child wrote, with no gaps.
     let exported = db.export_interchange().unwrap();
     let (mut blocks, mut atts) = (0u64, 0u64);
-    for data in &exported.data {
-        assert_eq!(data.pubkey, PK);
+    // The validators recorded together have identical histories (a batch is all or nothing).
+    let histories: Vec<_> = exported
+        .data
+        .iter()
+        .map(|d| {
+            assert!(ATT_KEYS.contains(&d.pubkey), "unexpected validator");
+            d.signed_attestations.clone()
+        })
+        .collect();
+    assert!(
+        histories.windows(2).all(|w| w[0] == w[1]),
+        "a batched attestation write was torn across validators"
+    );
+    for data in exported.data.iter().filter(|d| d.pubkey == PK) {
         for (n, b) in data.signed_blocks.iter().enumerate() {
             assert_eq!(b.slot, n as u64, "blocks must be a gap-free prefix");
             assert_eq!(

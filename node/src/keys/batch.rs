@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 
 use blst::{blst_p2_affine, MultiPoint, BLST_ERROR};
+use prometheus_client::metrics::histogram::Histogram;
 use rand::RngCore;
 
 use super::tbls::{self, PublicKey, Signature, DST};
@@ -116,6 +117,68 @@ pub fn verify_batch(items: &[BatchItem]) -> Vec<bool> {
     out
 }
 
+/// Most signatures checked in one batch.
+const MAX_BATCH: usize = 1024;
+
+type Job = (BatchItem, tokio::sync::oneshot::Sender<bool>);
+
+/// Verifies signatures submitted from many tasks in batches, on a thread of its own (off the
+/// async runtime). While one batch is checked, new submissions queue up; the next batch takes
+/// all of them (at most [`MAX_BATCH`]). A lone signature costs what a single verification costs;
+/// the partial signatures of a slot's many DVs arriving together cost little more than one.
+/// The thread ends when the last clone of the verifier is dropped.
+#[derive(Clone, Debug)]
+pub struct BatchVerifier {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Default for BatchVerifier {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl BatchVerifier {
+    /// Starts the verifying thread; `batch_seconds`, if given, observes the time of each batch.
+    pub fn new(batch_seconds: Option<Histogram>) -> BatchVerifier {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("bls-batch-verify".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let items: Vec<BatchItem> = batch.iter().map(|(item, _)| *item).collect();
+                    let started = std::time::Instant::now();
+                    let valid = verify_batch(&items);
+                    if let Some(h) = &batch_seconds {
+                        h.observe(started.elapsed().as_secs_f64());
+                    }
+                    for ((_, reply), ok) in batch.into_iter().zip(valid) {
+                        // The submitter may have given up waiting.
+                        let _ = reply.send(ok);
+                    }
+                }
+            })
+            .expect("spawning the BLS batch verification thread");
+        BatchVerifier { jobs }
+    }
+
+    /// Whether `item`'s signature is valid (checked in the next batch).
+    pub async fn verify(&self, item: BatchItem) -> bool {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        if self.jobs.send((item, reply)).is_err() {
+            return false;
+        }
+        result.await.unwrap_or(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +249,26 @@ mod tests {
                 .collect();
             assert_eq!(verify_batch(&batch), single, "round {round}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verifier_answers_each_submitter_from_shared_batches() {
+        let mut batch = items(200, 3);
+        batch[7].message = [9; 32];
+        batch[150].signature = batch[151].signature;
+        let verifier = BatchVerifier::default();
+        let tasks: Vec<_> = batch
+            .iter()
+            .map(|item| {
+                let (v, item) = (verifier.clone(), *item);
+                tokio::spawn(async move { v.verify(item).await })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        let expected: Vec<bool> = (0..200).map(|i| i != 7 && i != 150).collect();
+        assert_eq!(got, expected);
     }
 }

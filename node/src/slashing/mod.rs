@@ -623,6 +623,37 @@ impl SlashingDb {
         Ok(results)
     }
 
+    /// Checks and records one attestation for each of many validators (a duty's DVs) in a single
+    /// durable transaction. Each is checked on its own: a refusal (slashable, below a watermark)
+    /// is returned in its slot and writes nothing for that validator, the others are recorded.
+    /// When this returns `Ok`, every `Ok(Safety::Valid)` record is on disk; a storage error
+    /// writes nothing at all.
+    pub fn check_and_insert_attestations_of_many(
+        &self,
+        attestations: &[([u8; 48], SignedAttestation)],
+    ) -> Result<Vec<Result<Safety, SlashingError>>, SlashingError> {
+        let txn = self.db.begin_write()?;
+        let mut results = Vec::with_capacity(attestations.len());
+        {
+            let mut tables = WriteTables::open(&txn)?;
+            for (pubkey, a) in attestations {
+                match tables.check_and_insert_attestation(
+                    pubkey,
+                    a.source_epoch,
+                    a.target_epoch,
+                    a.signing_root,
+                ) {
+                    Err(e) if !e.is_refusal() => return Err(e),
+                    r => results.push(r),
+                }
+            }
+        }
+        if results.iter().any(|r| matches!(r, Ok(Safety::Valid))) {
+            txn.commit()?;
+        }
+        Ok(results)
+    }
+
     /// Imports an EIP-3076 interchange (format version 5) atomically: everything or nothing.
     ///
     /// The interchange's genesis validators root must equal the database's; if the database has

@@ -613,3 +613,51 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn many_validators_in_one_transaction_each_checked_on_its_own() {
+    let (_d, db) = open();
+    let (a, b, c) = ([0xa1; 48], [0xb2; 48], [0xc3; 48]);
+    let att = |s, t, r| SignedAttestation {
+        source_epoch: s,
+        target_epoch: t,
+        signing_root: root(r),
+    };
+    db.check_and_insert_attestation(&b, 1, 2, root(1)).unwrap();
+    // b's double vote is refused in its slot; a and c are recorded; c repeats itself.
+    let res = db
+        .check_and_insert_attestations_of_many(&[
+            (a, att(1, 2, 1)),
+            (b, att(1, 2, 2)),
+            (c, att(1, 2, 1)),
+            (c, att(1, 2, 1)),
+        ])
+        .unwrap();
+    assert_eq!(res[0].as_ref().unwrap(), &Safety::Valid);
+    assert!(
+        matches!(res[1], Err(SlashingError::DoubleVote { .. })),
+        "{res:?}"
+    );
+    assert_eq!(res[2].as_ref().unwrap(), &Safety::Valid);
+    assert_eq!(res[3].as_ref().unwrap(), &Safety::SameData);
+    for pk in [a, c] {
+        assert!(matches!(
+            db.check_attestation(&pk, 1, 2, root(2)),
+            Err(SlashingError::DoubleVote { .. })
+        ));
+    }
+    assert_eq!(
+        db.check_attestation(&b, 1, 2, root(1)).unwrap(),
+        Safety::SameData,
+        "the refused record wrote nothing"
+    );
+    // Everything refused: nothing to commit, nothing written.
+    let res = db
+        .check_and_insert_attestations_of_many(&[(a, att(0, 3, 1))])
+        .unwrap();
+    assert!(matches!(res[0], Err(SlashingError::SurroundingVote { .. })));
+    assert_eq!(
+        db.check_attestation(&a, 2, 3, root(1)).unwrap(),
+        Safety::Valid
+    );
+}
