@@ -863,7 +863,7 @@ mod tests {
         let line = |slot: u64, v: u64, outcome: &str, delay: Option<u64>| {
             let delay = delay.map_or(String::new(), |d| format!(r#","inclusion_delay":{d}"#));
             format!(
-                r#"{{"duty":{{"slot":"{slot}","kind":"attester"}},"validator_index":"{v}","outcome":"{outcome}","stages":{{}}{delay}}}"#
+                r#"{{"ts_ms":0,"duty":{{"slot":"{slot}","kind":"attester"}},"validator_index":"{v}","outcome":"{outcome}","stages":{{}},"shares":[]{delay}}}"#
             )
         };
         let wrong = DutyLog::parse(

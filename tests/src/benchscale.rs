@@ -28,6 +28,8 @@ use serde::Serialize;
 use crate::dutylog::DutyLog;
 use crate::simbn::{ObjectKind, Record};
 use crate::simvc::DataRequest;
+use dvnode::duty::DutyKind;
+use dvnode::tracker::Stage;
 
 /// The goal of the issue, per row.
 pub const GOAL_LAST_PARTIAL_TO_BROADCAST_P99_MS: f64 = 1000.0;
@@ -277,10 +279,10 @@ pub fn compute_row(input: RowInput<'_>) -> Row {
         }
     }
 
-    let kind_of = |k: &str| match k {
-        "attester" => Some(ObjectKind::Attestation),
-        "proposer" => Some(ObjectKind::Block),
-        "sync_message" => Some(ObjectKind::SyncMessage),
+    let kind_of = |k: DutyKind| match k {
+        DutyKind::Attester => Some(ObjectKind::Attestation),
+        DutyKind::Proposer => Some(ObjectKind::Block),
+        DutyKind::SyncMessage => Some(ObjectKind::SyncMessage),
         _ => None,
     };
     let mut broadcast = Vec::new();
@@ -291,21 +293,21 @@ pub fn compute_row(input: RowInput<'_>) -> Row {
             if !in_window(r.duty.slot) {
                 continue;
             }
-            let Some(kind) = kind_of(&r.duty.kind) else {
+            let Some(kind) = kind_of(r.duty.kind) else {
                 continue;
             };
-            if let (Some(lp), Some(v)) = (r.stages.get("last_partial"), r.validator_index) {
+            if let (Some(lp), Some(v)) = (r.stages.get(&Stage::LastPartial), r.validator_index) {
                 let arrived = input
                     .record
                     .arrivals
                     .get(&(kind, r.duty.slot, v))
                     .and_then(|a| a.nodes.get(node).copied().flatten());
                 if let Some(t) = arrived {
-                    broadcast.push(t.saturating_sub(*lp) as f64);
+                    broadcast.push(t.saturating_sub(*lp as u64) as f64);
                 }
             }
             if let Some(secs) = r.consensus_seconds {
-                if seen_duty.insert((r.duty.slot, r.duty.kind.clone())) {
+                if seen_duty.insert(r.duty) {
                     consensus.push(secs * 1000.0);
                 }
             }
@@ -525,7 +527,7 @@ mod tests {
         let log = |lines: &[String]| DutyLog::parse(&lines.join("\n"));
         let line = |v: u64, lp: u64, cs: f64| {
             format!(
-                r#"{{"duty":{{"slot":"1","kind":"attester"}},"outcome":"success","validator_index":"{v}","stages":{{"last_partial":{lp}}},"consensus_seconds":{cs}}}"#
+                r#"{{"ts_ms":0,"duty":{{"slot":"1","kind":"attester"}},"outcome":"success","validator_index":"{v}","stages":{{"last_partial":{lp}}},"consensus_seconds":{cs},"shares":[1,2,3]}}"#
             )
         };
         let nodes = vec![

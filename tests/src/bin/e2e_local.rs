@@ -27,11 +27,13 @@ use dvlab_tests::{
     supervisor::{self, Supervisor},
 };
 use dvnode::clock::unix_now;
+use dvnode::duty::DutyKind;
 use dvnode::eth::{
     beacon::{Genesis, SpecConfig},
     signing::ForkSchedule,
     types::{BlsPubkey, Epoch, Minimal, Slot, ValidatorIndex},
 };
+use dvnode::tracker::Stage;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -658,7 +660,7 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
         // its reason.
         let mut unexplained = 0;
         for &(slot, v) in &dv.proposals.missed {
-            let reason = dutylog::miss_reason(&duty_logs, slot, "proposer");
+            let reason = dutylog::miss_reason(&duty_logs, slot, DutyKind::Proposer);
             let epoch = slot / chain.slots_per_epoch;
             let in_window = info
                 .kill
@@ -749,18 +751,29 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
         ));
     }
 
-    let latency_vc: Latency =
-        dutylog::latency(&duty_logs, &["attester"], &["vc_request"], "decided", true);
-    let latency_vc_block: Latency =
-        dutylog::latency(&duty_logs, &["proposer"], &["vc_request"], "decided", true);
+    let (att, prop) = (DutyKind::Attester, DutyKind::Proposer);
+    let latency_vc: Latency = dutylog::latency(
+        &duty_logs,
+        &[att],
+        &[Stage::VcRequest],
+        Stage::Decided,
+        true,
+    );
+    let latency_vc_block: Latency = dutylog::latency(
+        &duty_logs,
+        &[prop],
+        &[Stage::VcRequest],
+        Stage::Decided,
+        true,
+    );
     let latency_bcast: Latency = dutylog::latency(
         &duty_logs,
-        &["attester", "proposer", "sync_message"],
-        &["last_partial"],
-        "broadcast",
+        &[att, prop, DutyKind::SyncMessage],
+        &[Stage::LastPartial],
+        Stage::Broadcast,
         false,
     );
-    let node_added: Latency = dutylog::node_added(&duty_logs, &["attester", "proposer"]);
+    let node_added: Latency = dutylog::node_added(&duty_logs, &[att, prop]);
     let all_pass = checks.iter().all(|c| c.pass);
 
     // Table.
