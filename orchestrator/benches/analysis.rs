@@ -1,4 +1,5 @@
 //! Analysis + report of a synthetic 10,000-slot × 1,000-validator dataset.
+#![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dvlab::data::{synthetic::Builder, GroupMeta, RunMeta};
