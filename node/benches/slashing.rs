@@ -91,5 +91,10 @@ fn blocks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, attestations, blocks);
-criterion_main!(benches);
+// Private: `criterion_group!` generates a public function without documentation.
+mod harness {
+    use super::*;
+    criterion_group!(benches, attestations, blocks);
+}
+
+criterion_main!(harness::benches);

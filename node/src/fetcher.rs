@@ -124,32 +124,19 @@ impl Fetcher {
 
 /// The fetcher stage: runs each due duty — fetch its data, then consensus into the duty DB.
 pub struct FetchStage<P: Preset> {
-    clock: SlotClock,
-    fetcher: Fetcher,
-    runner: Arc<DutyRunner<P>>,
-    dutydb: Arc<DutyDb<P>>,
-    tracker: Tracker,
+    /// The chain's slots (a duty's deadline is the end of its slot).
+    pub clock: SlotClock,
+    /// Where the data comes from.
+    pub fetcher: Fetcher,
+    /// Consensus under the slashing rules, into the duty DB.
+    pub runner: Arc<DutyRunner<P>>,
+    /// Where a proposer duty waits for its combined RANDAO reveal.
+    pub dutydb: Arc<DutyDb<P>>,
+    /// Told when a duty's data was fetched, or why not.
+    pub tracker: Tracker,
 }
 
 impl<P: Preset> FetchStage<P> {
-    /// A stage fetching with `fetcher` and deciding with `runner`; a proposer duty waits in
-    /// `dutydb` for its combined RANDAO reveal.
-    pub fn new(
-        clock: SlotClock,
-        fetcher: Fetcher,
-        runner: Arc<DutyRunner<P>>,
-        dutydb: Arc<DutyDb<P>>,
-        tracker: Tracker,
-    ) -> FetchStage<P> {
-        FetchStage {
-            clock,
-            fetcher,
-            runner,
-            dutydb,
-            tracker,
-        }
-    }
-
     /// Runs every duty of `due` in its own task, until the channel closes.
     pub async fn run(self: Arc<Self>, mut due: mpsc::Receiver<ScheduledDuty>) {
         while let Some(d) = due.recv().await {

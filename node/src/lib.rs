@@ -3,12 +3,18 @@
 //! One validator key is split t-of-n with threshold BLS; n nodes agree on what to sign by QBFT
 //! consensus, sign with their key shares, exchange partial signatures and combine them.
 //!
-//! Modules follow the workflow stages of the design (see `README.md`):
-//! - [`keys`]: threshold BLS (blst), EIP-2335 keystores, interop keys.
-//! - [`cluster`]: cluster lock file and `create-cluster`.
-//! - [`slashing`]: EIP-3076 slashing protection database and interchange.
-//! - [`consensus`]: QBFT engine (pure logic, no I/O).
-//! - [`p2p`]: libp2p cluster networking.
+//! Modules follow the workflow stages of the design (see `README.md`), in layers whose imports
+//! point one way (checked by `tests/layering.rs`), bottom up:
+//! - foundations: [`util`]; [`eth`] (types, chain config, signing, beacon API), [`keys`]
+//!   (threshold BLS, keystores), [`slashing`] (EIP-3076), [`p2p`] (libp2p);
+//! - [`clock`] (Unix time, slots), [`cluster`] (lock file), [`consensus`] (QBFT engine,
+//!   simulator, driver);
+//! - the workflow's data: [`duty`], then [`value`] (decided values, signed objects);
+//! - [`tracker`] and [`dutydb`], which every stage reports to or reads from;
+//! - the stages: [`scheduler`], [`decide`], [`parsig`], [`broadcast`]; the VC-facing
+//!   [`validator_api`] and [`web3signer`]; then the stages that drive the next one —
+//!   [`fetcher`] (→ decide), [`sigagg`] (→ broadcast) — and [`vc_backend`], [`metrics_server`];
+//! - [`node`]: `dvnode run`, the wiring.
 
 pub mod broadcast;
 pub mod clock;

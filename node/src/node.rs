@@ -317,13 +317,13 @@ async fn run_preset<P: Preset>(
     );
     tokio::spawn(scheduler.run(stop_rx.clone()));
     let clock = SlotClock::of(&schedule);
-    let fetch = FetchStage::new(
+    let fetch = FetchStage {
         clock,
-        Fetcher::new(bn.clone()),
+        fetcher: Fetcher::new(bn.clone()),
         runner,
-        dutydb.clone(),
-        tracker.clone(),
-    );
+        dutydb: dutydb.clone(),
+        tracker: tracker.clone(),
+    };
     tokio::spawn(Arc::new(fetch).run(due_rx));
     tokio::spawn(ChainWatcher::<P>::new(bn.clone(), tracker.clone()).run(clock, stop_rx.clone()));
     tokio::spawn(retain_recent(

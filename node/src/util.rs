@@ -1,13 +1,28 @@
-//! Small filesystem helpers shared by several modules.
+//! Small helpers shared by several modules: atomic and batched-durable file writes, stopping a
+//! background task.
 
 use std::{
     collections::BTreeSet,
     fs,
     io::Write,
     path::{Path, PathBuf},
+    sync::Mutex,
 };
 
 use anyhow::{Context, Result};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+/// Takes the task out of `slot` and waits for it to end, logging (as `what`) if it panicked or
+/// was cancelled. Idempotent: later calls find the slot empty and return at once.
+pub async fn join_task(slot: &Mutex<Option<JoinHandle<()>>>, what: &str) {
+    let task = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(task) = task {
+        if let Err(e) = task.await {
+            warn!(error = %e, "{what} task ended abnormally");
+        }
+    }
+}
 
 /// Writes `data` to `path` atomically (temp file + fsync + rename) with mode 0600, for files that
 /// hold secrets (keystore passwords, p2p keys).

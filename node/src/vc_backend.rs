@@ -49,6 +49,25 @@ fn rejected(e: Rejection) -> BackendError {
     }
 }
 
+/// Submits every item of a batch in order and answers the first failure (a bad request names
+/// the item's index), after trying them all.
+async fn submit_each<F, Fut>(items: Vec<Value>, mut submit: F) -> Result<(), BackendError>
+where
+    F: FnMut(Value) -> Fut,
+    Fut: std::future::Future<Output = Result<(), BackendError>>,
+{
+    let mut first_error = None;
+    for (i, v) in items.into_iter().enumerate() {
+        if let Err(e) = submit(v).await {
+            first_error.get_or_insert(match e {
+                BackendError::BadRequest(m) => BackendError::BadRequest(format!("[{i}]: {m}")),
+                other => other,
+            });
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 fn parse<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, BackendError> {
     from_json_value(v).map_err(|e| BackendError::BadRequest(format!("invalid {what}: {e}")))
 }
@@ -85,6 +104,32 @@ impl<P: Preset> WorkflowBackend<P> {
             )));
         }
         Ok(())
+    }
+
+    async fn submit_sync_message(&self, share_index: u64, v: Value) -> Result<(), BackendError> {
+        let m: SyncCommitteeMessage = parse(v, "sync committee message")?;
+        let def = self
+            .dutydb
+            .sync_member(m.slot, m.validator_index)
+            .ok_or_else(|| {
+                BackendError::BadRequest(format!(
+                    "validator {} is not a DV sync committee member at slot {}",
+                    m.validator_index, m.slot
+                ))
+            })?;
+        let msg = ParSigMsg {
+            duty: Duty::new(m.slot, DutyKind::SyncMessage),
+            pubkey: def.pubkey,
+            share_index,
+            object: SignedObject::SyncMessage {
+                block_root: m.beacon_block_root,
+            },
+            signature: m.signature,
+        };
+        self.parsig
+            .submit_local(msg, self.deadline(m.slot, 1))
+            .await
+            .map_err(rejected)
     }
 
     async fn submit_attestation(&self, share_index: u64, v: Value) -> Result<(), BackendError> {
@@ -190,16 +235,7 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
         attestations: Vec<Value>,
     ) -> Result<(), BackendError> {
         self.check_share(share_index)?;
-        let mut first_error = None;
-        for (i, v) in attestations.into_iter().enumerate() {
-            if let Err(e) = self.submit_attestation(share_index, v).await {
-                first_error.get_or_insert(match e {
-                    BackendError::BadRequest(m) => BackendError::BadRequest(format!("[{i}]: {m}")),
-                    other => other,
-                });
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        submit_each(attestations, |v| self.submit_attestation(share_index, v)).await
     }
 
     async fn submit_block(&self, share_index: u64, block: Value) -> Result<(), BackendError> {
@@ -236,41 +272,6 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
         messages: Vec<Value>,
     ) -> Result<(), BackendError> {
         self.check_share(share_index)?;
-        let mut first_error = None;
-        for (i, v) in messages.into_iter().enumerate() {
-            let res = async {
-                let m: SyncCommitteeMessage = parse(v, "sync committee message")?;
-                let def = self
-                    .dutydb
-                    .sync_member(m.slot, m.validator_index)
-                    .ok_or_else(|| {
-                        BackendError::BadRequest(format!(
-                            "validator {} is not a DV sync committee member at slot {}",
-                            m.validator_index, m.slot
-                        ))
-                    })?;
-                let msg = ParSigMsg {
-                    duty: Duty::new(m.slot, DutyKind::SyncMessage),
-                    pubkey: def.pubkey,
-                    share_index,
-                    object: SignedObject::SyncMessage {
-                        block_root: m.beacon_block_root,
-                    },
-                    signature: m.signature,
-                };
-                self.parsig
-                    .submit_local(msg, self.deadline(m.slot, 1))
-                    .await
-                    .map_err(rejected)
-            }
-            .await;
-            if let Err(e) = res {
-                first_error.get_or_insert(match e {
-                    BackendError::BadRequest(m) => BackendError::BadRequest(format!("[{i}]: {m}")),
-                    other => other,
-                });
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        submit_each(messages, |v| self.submit_sync_message(share_index, v)).await
     }
 }

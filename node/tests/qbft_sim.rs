@@ -286,8 +286,9 @@ fn leader_crash_every_phase() {
             // On a synchronous network, a leader that never proposed cannot have its round decide.
             let l = scenario_leader(sc, 1);
             let crash = sc.nodes[l].crash.expect("leader crash planned");
+            // A crash at or before the start comes first (see `CrashAt::Time`).
             let never_proposed = match crash.at {
-                CrashAt::Time(_) => true,
+                CrashAt::Time(t) => t <= sc.nodes[l].start_at,
                 CrashAt::AfterSending { kind, deliver_to } => {
                     kind == MsgKind::PrePrepare && deliver_to == 0
                 }

@@ -38,7 +38,9 @@ pub enum KeySource {
     Interop(Range<u64>),
     /// Existing EIP-2335 keystores (`*.json` in a directory), all with the password in a file.
     Keystores {
+        /// Directory of the keystores.
         dir: PathBuf,
+        /// File holding the password of every keystore.
         password_file: PathBuf,
     },
     /// This many new random keys.

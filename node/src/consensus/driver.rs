@@ -61,7 +61,7 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
-use tracing::{debug, info_span, warn, Span};
+use tracing::{debug, info_span, Span};
 
 use super::{
     msg::{Hash, InstanceId, MsgKind, QbftMsg, SignedMsg, SIGNING_DOMAIN},
@@ -656,17 +656,7 @@ impl Consensus {
     /// and waits for it. Idempotent.
     pub async fn shutdown(&self) {
         let _ = self.inner.stop_tx.send(true);
-        let task = self
-            .inner
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            if let Err(e) = task.await {
-                warn!(error = %e, "consensus driver task ended abnormally");
-            }
-        }
+        crate::util::join_task(&self.inner.task, "consensus driver").await;
     }
 }
 

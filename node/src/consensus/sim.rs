@@ -149,7 +149,9 @@ pub enum Behaviour {
 /// When a node crashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashAt {
-    /// At a virtual time (before its start = it never starts in this incarnation).
+    /// At a virtual time, before anything else the simulation does at that time: a node whose
+    /// crash time is at or before its start time never starts in this incarnation (so never
+    /// sends a message).
     Time(Duration),
     /// While broadcasting its first message of `kind`: only `deliver_to` peers get it.
     AfterSending {
@@ -308,9 +310,17 @@ struct Scheduled {
     event: Event,
 }
 
+impl Scheduled {
+    /// Order of events: by time; at equal times crashes first (see [`CrashAt::Time`]), then in
+    /// the order they were scheduled.
+    fn key(&self) -> (u64, bool, u64) {
+        (self.time, !matches!(self.event, Event::Crash(_)), self.seq)
+    }
+}
+
 impl PartialEq for Scheduled {
     fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
+        self.key() == other.key()
     }
 }
 impl Eq for Scheduled {}
@@ -322,7 +332,7 @@ impl PartialOrd for Scheduled {
 impl Ord for Scheduled {
     // Reversed: BinaryHeap is a max-heap, the earliest event must come first.
     fn cmp(&self, other: &Self) -> Ordering {
-        (other.time, other.seq).cmp(&(self.time, self.seq))
+        other.key().cmp(&self.key())
     }
 }
 
@@ -466,12 +476,7 @@ impl Sim<'_> {
                 }
                 self.nodes[i].started = true;
                 let input = self.nodes[i].spec.input;
-                let outputs = self.nodes[i]
-                    .instance
-                    .as_mut()
-                    .map(|inst| inst.start(input))
-                    .unwrap_or_default();
-                self.apply(i, outputs);
+                self.step(i, |inst| inst.start(input));
             }
             Event::Deliver { to, bytes } => {
                 if !self.nodes[to].up {
@@ -487,28 +492,18 @@ impl Sim<'_> {
                         return;
                     }
                 };
-                let outputs = self.nodes[to]
-                    .instance
-                    .as_mut()
-                    .map(|inst| inst.handle_message(msg))
-                    .unwrap_or_default();
-                self.apply(to, outputs);
+                self.step(to, |inst| inst.handle_message(msg));
             }
             Event::Timeout {
                 node,
                 incarnation,
                 round,
             } => {
-                let nd = &mut self.nodes[node];
+                let nd = &self.nodes[node];
                 if !nd.up || nd.incarnation != incarnation {
                     return;
                 }
-                let outputs = nd
-                    .instance
-                    .as_mut()
-                    .map(|inst| inst.handle_timeout(round))
-                    .unwrap_or_default();
-                self.apply(node, outputs);
+                self.step(node, |inst| inst.handle_timeout(round));
             }
             Event::Crash(i) => self.crash(i),
             Event::Restart(i) => {
@@ -521,14 +516,23 @@ impl Sim<'_> {
                 nd.started = true;
                 nd.instance = Some(fresh);
                 let input = nd.spec.input;
-                let outputs = nd
-                    .instance
-                    .as_mut()
-                    .map(|inst| inst.start(input))
-                    .unwrap_or_default();
-                self.apply(i, outputs);
+                self.step(i, |inst| inst.start(input));
             }
         }
+    }
+
+    /// Runs `f` on the node's engine instance (if it has one) and carries out its outputs.
+    fn step(
+        &mut self,
+        node: usize,
+        f: impl FnOnce(&mut Instance<SimValue>) -> Vec<Output<SimValue>>,
+    ) {
+        let outputs = self.nodes[node]
+            .instance
+            .as_mut()
+            .map(f)
+            .unwrap_or_default();
+        self.apply(node, outputs);
     }
 
     fn crash(&mut self, i: usize) {

@@ -502,6 +502,17 @@ fn hex_array<const N: usize>(field: &'static str, value: &str) -> Result<[u8; N]
         .map_err(|_| field_err(field, format!("expected {N} bytes, got {len}")))
 }
 
+/// The derived key must be 32 bytes (the AES key and the checksum key).
+fn check_dklen(dklen: u32) -> Result<(), KeystoreError> {
+    if dklen != DKLEN {
+        return Err(field_err(
+            "crypto.kdf.params.dklen",
+            format!("{dklen} is not {DKLEN}"),
+        ));
+    }
+    Ok(())
+}
+
 fn params<T: serde::de::DeserializeOwned>(
     field: &'static str,
     map: Map<String, Value>,
@@ -530,12 +541,7 @@ impl TryFrom<KeystoreJson> for Keystore {
         let kdf = match crypto.kdf.function.as_str() {
             "scrypt" => {
                 let p: ScryptParamsJson = params("crypto.kdf.params", crypto.kdf.params)?;
-                if p.dklen != DKLEN {
-                    return Err(field_err(
-                        "crypto.kdf.params.dklen",
-                        format!("{} is not {DKLEN}", p.dklen),
-                    ));
-                }
+                check_dklen(p.dklen)?;
                 let salt = hex_field("crypto.kdf.params.salt", &p.salt)?;
                 Kdf::Scrypt {
                     n: p.n,
@@ -546,12 +552,7 @@ impl TryFrom<KeystoreJson> for Keystore {
             }
             "pbkdf2" => {
                 let p: Pbkdf2ParamsJson = params("crypto.kdf.params", crypto.kdf.params)?;
-                if p.dklen != DKLEN {
-                    return Err(field_err(
-                        "crypto.kdf.params.dklen",
-                        format!("{} is not {DKLEN}", p.dklen),
-                    ));
-                }
+                check_dklen(p.dklen)?;
                 if p.prf != "hmac-sha256" {
                     return Err(field_err(
                         "crypto.kdf.params.prf",

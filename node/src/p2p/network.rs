@@ -333,17 +333,7 @@ impl NetworkHandle {
     /// Idempotent; later sends fail with [`SendError::Closed`].
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown_tx.send(true);
-        let task = self
-            .inner
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            if let Err(e) = task.await {
-                warn!(error = %e, "p2p task ended abnormally");
-            }
-        }
+        crate::util::join_task(&self.inner.task, "p2p").await;
     }
 
     fn check_size(&self, protocol: Protocol, payload: &[u8]) -> Result<(), SendError> {

@@ -512,6 +512,21 @@ impl SlashingDb {
         Ok(())
     }
 
+    /// Runs `f` on the tables of one write transaction and commits it (durably) if `f` succeeds
+    /// and `commit` says so; otherwise nothing is written.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut WriteTables<'_>) -> Result<T, SlashingError>,
+        commit: impl FnOnce(&T) -> bool,
+    ) -> Result<T, SlashingError> {
+        let txn = self.db.begin_write()?;
+        let out = f(&mut WriteTables::open(&txn)?)?;
+        if commit(&out) {
+            txn.commit()?;
+        }
+        Ok(out)
+    }
+
     /// Checks, without recording it, whether signing a block at `slot` is safe.
     pub fn check_block(
         &self,
@@ -533,12 +548,10 @@ impl SlashingDb {
         slot: u64,
         signing_root: Option<[u8; 32]>,
     ) -> Result<Safety, SlashingError> {
-        let txn = self.db.begin_write()?;
-        let safety = WriteTables::open(&txn)?.check_and_insert_block(pubkey, slot, signing_root)?;
-        if safety == Safety::Valid {
-            txn.commit()?;
-        }
-        Ok(safety)
+        self.write(
+            |tables| tables.check_and_insert_block(pubkey, slot, signing_root),
+            |safety| *safety == Safety::Valid,
+        )
     }
 
     /// Checks and records several blocks of one validator in a single durable transaction: either
@@ -548,16 +561,15 @@ impl SlashingDb {
         pubkey: &[u8; 48],
         blocks: &[SignedBlock],
     ) -> Result<Vec<Safety>, SlashingError> {
-        let txn = self.db.begin_write()?;
-        let results = {
-            let mut tables = WriteTables::open(&txn)?;
-            blocks
-                .iter()
-                .map(|b| tables.check_and_insert_block(pubkey, b.slot, b.signing_root))
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        txn.commit()?;
-        Ok(results)
+        self.write(
+            |tables| {
+                blocks
+                    .iter()
+                    .map(|b| tables.check_and_insert_block(pubkey, b.slot, b.signing_root))
+                    .collect()
+            },
+            |_| true,
+        )
     }
 
     /// Checks, without recording it, whether signing an attestation is safe.
@@ -583,17 +595,10 @@ impl SlashingDb {
         target: u64,
         signing_root: Option<[u8; 32]>,
     ) -> Result<Safety, SlashingError> {
-        let txn = self.db.begin_write()?;
-        let safety = WriteTables::open(&txn)?.check_and_insert_attestation(
-            pubkey,
-            source,
-            target,
-            signing_root,
-        )?;
-        if safety == Safety::Valid {
-            txn.commit()?;
-        }
-        Ok(safety)
+        self.write(
+            |tables| tables.check_and_insert_attestation(pubkey, source, target, signing_root),
+            |safety| *safety == Safety::Valid,
+        )
     }
 
     /// Checks and records several attestations of one validator in a single durable transaction:
@@ -604,23 +609,22 @@ impl SlashingDb {
         pubkey: &[u8; 48],
         attestations: &[SignedAttestation],
     ) -> Result<Vec<Safety>, SlashingError> {
-        let txn = self.db.begin_write()?;
-        let results = {
-            let mut tables = WriteTables::open(&txn)?;
-            attestations
-                .iter()
-                .map(|a| {
-                    tables.check_and_insert_attestation(
-                        pubkey,
-                        a.source_epoch,
-                        a.target_epoch,
-                        a.signing_root,
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        txn.commit()?;
-        Ok(results)
+        self.write(
+            |tables| {
+                attestations
+                    .iter()
+                    .map(|a| {
+                        tables.check_and_insert_attestation(
+                            pubkey,
+                            a.source_epoch,
+                            a.target_epoch,
+                            a.signing_root,
+                        )
+                    })
+                    .collect()
+            },
+            |_| true,
+        )
     }
 
     /// Checks and records one attestation for each of many validators (a duty's DVs) in a single

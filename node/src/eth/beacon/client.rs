@@ -287,6 +287,15 @@ impl BeaconClient {
         Self::decode(Method::GET, &endpoint, &body)
     }
 
+    /// `GET` of an answer wrapped in `{"data": …}`: the data.
+    async fn get_data<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T> {
+        Ok(self.get::<Data<T>>(path, query).await?.data)
+    }
+
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,
@@ -317,18 +326,12 @@ impl BeaconClient {
 
     /// `GET /eth/v1/beacon/genesis`.
     pub async fn genesis(&self) -> Result<Genesis> {
-        Ok(self
-            .get::<Data<Genesis>>("/eth/v1/beacon/genesis", &[])
-            .await?
-            .data)
+        self.get_data("/eth/v1/beacon/genesis", &[]).await
     }
 
     /// `GET /eth/v1/config/spec`.
     pub async fn spec(&self) -> Result<SpecConfig> {
-        Ok(self
-            .get::<Data<SpecConfig>>("/eth/v1/config/spec", &[])
-            .await?
-            .data)
+        self.get_data("/eth/v1/config/spec", &[]).await
     }
 
     /// The chain's [`ForkSchedule`], from `config/spec` and `beacon/genesis`.
@@ -344,26 +347,20 @@ impl BeaconClient {
 
     /// `GET /eth/v1/beacon/states/{state_id}/fork`.
     pub async fn fork(&self, state: StateId) -> Result<Fork> {
-        Ok(self
-            .get::<Data<Fork>>(&format!("/eth/v1/beacon/states/{state}/fork"), &[])
-            .await?
-            .data)
+        self.get_data(&format!("/eth/v1/beacon/states/{state}/fork"), &[])
+            .await
     }
 
     /// `GET /eth/v1/node/syncing`.
     pub async fn node_syncing(&self) -> Result<SyncingStatus> {
-        Ok(self
-            .get::<Data<SyncingStatus>>("/eth/v1/node/syncing", &[])
-            .await?
-            .data)
+        self.get_data("/eth/v1/node/syncing", &[]).await
     }
 
     /// `GET /eth/v1/node/version`: the version string.
     pub async fn node_version(&self) -> Result<String> {
         Ok(self
-            .get::<Data<NodeVersion>>("/eth/v1/node/version", &[])
+            .get_data::<NodeVersion>("/eth/v1/node/version", &[])
             .await?
-            .data
             .version)
     }
 
@@ -415,10 +412,8 @@ impl BeaconClient {
             ("slot", slot.to_string()),
             ("committee_index", committee_index.to_string()),
         ];
-        Ok(self
-            .get::<Data<AttestationData>>("/eth/v1/validator/attestation_data", &query)
-            .await?
-            .data)
+        self.get_data("/eth/v1/validator/attestation_data", &query)
+            .await
     }
 
     /// `GET /eth/v2/validator/blocks/{slot}`: an unsigned block of any fork, as JSON.
@@ -515,10 +510,8 @@ impl BeaconClient {
 
     /// `GET /eth/v1/beacon/headers/{block_id}`.
     pub async fn header(&self, id: BlockId) -> Result<BlockHeaderData> {
-        Ok(self
-            .get::<Data<BlockHeaderData>>(&format!("/eth/v1/beacon/headers/{id}"), &[])
-            .await?
-            .data)
+        self.get_data(&format!("/eth/v1/beacon/headers/{id}"), &[])
+            .await
     }
 
     /// `GET /eth/v1/beacon/states/{state_id}/validators?id=..` (one `id=` per validator, which
@@ -531,17 +524,13 @@ impl BeaconClient {
     ) -> Result<Vec<ValidatorData>> {
         let path = format!("/eth/v1/beacon/states/{state}/validators");
         if ids.is_empty() {
-            return Ok(self.get::<Data<Vec<ValidatorData>>>(&path, &[]).await?.data);
+            return self.get_data(&path, &[]).await;
         }
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(VALIDATOR_IDS_PER_REQUEST) {
             let query: Vec<(&str, String)> =
                 chunk.iter().map(|id| ("id", id.to_string())).collect();
-            out.extend(
-                self.get::<Data<Vec<ValidatorData>>>(&path, &query)
-                    .await?
-                    .data,
-            );
+            out.extend(self.get_data::<Vec<ValidatorData>>(&path, &query).await?);
         }
         Ok(out)
     }
@@ -559,12 +548,11 @@ impl BeaconClient {
             validators: Vec<ValidatorIndex>,
         }
         Ok(self
-            .get::<Data<SyncCommittee>>(
+            .get_data::<SyncCommittee>(
                 &format!("/eth/v1/beacon/states/{state}/sync_committees"),
                 &[("epoch", epoch.to_string())],
             )
             .await?
-            .data
             .validators)
     }
 
