@@ -92,6 +92,16 @@ pub enum Effect {
     },
 }
 
+/// The index of the largest group of a partition (the first of equal ones): the group that
+/// is left alone, so that isolating one container touches only it.
+pub fn largest_group(groups: &[Vec<String>]) -> usize {
+    groups
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, g)| g.len())
+        .map_or(0, |(i, _)| i)
+}
+
 impl Effect {
     /// Kind name as in the spec.
     pub fn kind(&self) -> &'static str {

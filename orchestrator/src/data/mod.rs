@@ -5,7 +5,7 @@
 
 pub mod fault_log;
 
-pub use fault_log::{fault_windows_from_log, Effect, FaultLogLine, LogPhase, Scope};
+pub use fault_log::{fault_windows_from_log, largest_group, Effect, FaultLogLine, LogPhase, Scope};
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@
 
 use super::skew::{clock_dir, write_offset, FAKETIME_LIB};
 use super::timeline::{slot_at, Action, Fault, Phase, Timeline};
-use crate::data::{Effect, FaultLogLine, LogPhase};
+use crate::data::{largest_group, Effect, FaultLogLine, LogPhase};
 use crate::plan::{Plan, Role, BN_REST_PORT, NETEM_IMAGE, ROLE_LABEL, RUN_LABEL};
 use crate::runtime::exec;
 use anyhow::{anyhow, bail, Context, Result};
@@ -383,11 +383,7 @@ impl Executor {
             Effect::Partition { groups } => {
                 // Rules on INPUT and OUTPUT of one side block both directions; they go on every
                 // group but the largest, so isolating one container touches only it.
-                let largest = groups
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(_, g)| g.len())
-                    .map_or(0, |(i, _)| i);
+                let largest = largest_group(groups);
                 for (gi, group) in groups.iter().enumerate() {
                     if gi == largest {
                         continue;

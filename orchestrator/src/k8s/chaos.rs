@@ -7,7 +7,7 @@
 //! ([`START_ANNOTATION`], [`END_ANNOTATION`]) and its `duration` is the fault's window: the
 //! fault timer ([`super::timer`]) creates it at its start.
 
-use crate::data::{Effect, Scope};
+use crate::data::{largest_group, Effect, Scope};
 use crate::faults::{slot_at, Fault, Timeline};
 use anyhow::{bail, Result};
 use dvnode::clock::SlotClock;
@@ -282,11 +282,7 @@ impl ChaosRender<'_> {
         let one = |kind, spec: Value| Ok(vec![self.object(f, None, kind, spec)]);
         match &f.effect {
             Effect::Partition { groups } => {
-                let largest = groups
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(_, g)| g.len())
-                    .map_or(0, |(i, _)| i);
+                let largest = largest_group(groups);
                 let mut out = Vec::new();
                 for (gi, group) in groups.iter().enumerate() {
                     if gi == largest {

@@ -75,27 +75,12 @@ fn column(text: &str, pos: usize) -> usize {
 
 /// Splits a flow region into top-level entries (start offset, end offset).
 fn flow_entries(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
-    let bytes = text.as_bytes();
     let mut out = Vec::new();
-    let mut depth = 0i32;
-    let mut quote: Option<u8> = None;
     let mut entry_start = start;
-    for (i, &b) in bytes.iter().enumerate().take(end).skip(start) {
-        if let Some(q) = quote {
-            if b == q {
-                quote = None;
-            }
-            continue;
-        }
-        match b {
-            b'"' | b'\'' => quote = Some(b),
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth -= 1,
-            b',' if depth == 0 => {
-                out.push((entry_start, i));
-                entry_start = i + 1;
-            }
-            _ => {}
+    for (i, b, depth) in unquoted(text, start, end) {
+        if b == b',' && depth == 0 {
+            out.push((entry_start, i));
+            entry_start = i + 1;
         }
     }
     if text[entry_start..end].trim().is_empty() {
@@ -119,29 +104,35 @@ fn skip_ws(text: &str, mut pos: usize, end: usize) -> usize {
 
 /// Offset of the bracket matching the one at `open`.
 fn matching_bracket(text: &str, open: usize) -> Option<usize> {
-    let bytes = text.as_bytes();
+    unquoted(text, open, text.len())
+        .find(|&(_, b, depth)| matches!(b, b'}' | b']') && depth == 0)
+        .map(|(i, ..)| i)
+}
+
+/// The bytes of `text[start..end]` outside quotes, each with the flow bracket depth after it
+/// (what the flow scanners above look at).
+fn unquoted(text: &str, start: usize, end: usize) -> impl Iterator<Item = (usize, u8, i32)> + '_ {
     let mut depth = 0i32;
     let mut quote: Option<u8> = None;
-    for (i, &b) in bytes.iter().enumerate().skip(open) {
-        if let Some(q) = quote {
-            if b == q {
-                quote = None;
-            }
-            continue;
-        }
-        match b {
-            b'"' | b'\'' => quote = Some(b),
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i);
+    text.as_bytes()[..end]
+        .iter()
+        .enumerate()
+        .skip(start)
+        .filter_map(move |(i, &b)| {
+            if let Some(q) = quote {
+                if b == q {
+                    quote = None;
                 }
+                return None;
             }
-            _ => {}
-        }
-    }
-    None
+            match b {
+                b'"' | b'\'' => quote = Some(b),
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => depth -= 1,
+                _ => {}
+            }
+            Some((i, b, depth))
+        })
 }
 
 /// Region of the value that starts at `pos` (just after `:` or `- `); `owner_col` is the
