@@ -32,10 +32,17 @@ pub const PBKDF2_DEFAULT_C: u32 = 262_144;
 pub const INSECURE_SCRYPT_N: u32 = 16;
 /// Length of the derived key; EIP-2335 uses bytes 0..16 as AES key and 16..32 for the checksum.
 const DKLEN: u32 = 32;
-/// Upper bound on scrypt memory (128·N·r bytes) accepted when reading a keystore.
-const MAX_SCRYPT_MEMORY: u64 = 2 << 30;
-/// Upper bound on PBKDF2 iterations accepted when reading a keystore.
-const MAX_PBKDF2_C: u32 = 1 << 26;
+/// Upper bound on scrypt memory (128·N·r bytes) accepted when reading a keystore: twice the
+/// EIP-2335 default (N = 2^18, r = 8: 256 MiB). A keystore asking for gigabytes is refused
+/// before anything is allocated.
+pub const MAX_SCRYPT_MEMORY: u64 = 512 << 20;
+/// Upper bound on scrypt work (N·r·p, in 128-byte block mixes) accepted when reading a
+/// keystore: four times the EIP-2335 default, seconds of CPU. Without it a huge p (scrypt
+/// allows up to 2^27 at r = 8) would keep a node loading its keys for years.
+pub const MAX_SCRYPT_WORK: u64 = 1 << 23;
+/// Upper bound on PBKDF2 iterations accepted when reading a keystore (64 times the default
+/// c = 2^18, seconds of CPU).
+pub const MAX_PBKDF2_C: u32 = 1 << 24;
 
 /// Errors of keystore parsing, encryption and decryption.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +190,13 @@ impl Kdf {
                     return Err(field_err(
                         "crypto.kdf.params.n",
                         format!("scrypt would need {memory} bytes of memory (limit {MAX_SCRYPT_MEMORY})"),
+                    ));
+                }
+                let work = u64::from(*n) * u64::from(*r) * u64::from(*p);
+                if work > MAX_SCRYPT_WORK {
+                    return Err(field_err(
+                        "crypto.kdf.params.p",
+                        format!("scrypt work n*r*p = {work} exceeds the limit {MAX_SCRYPT_WORK}"),
                     ));
                 }
                 scrypt::Params::new(n.trailing_zeros() as u8, *r, *p, DKLEN as usize)
@@ -902,6 +916,57 @@ mod tests {
         for (from, to, expected) in cases {
             assert!(SCRYPT_VECTOR.contains(from), "{from}");
             let err = error_of(&SCRYPT_VECTOR.replacen(from, to, 1));
+            assert!(err.contains(expected), "{from} -> {to}: {err}");
+        }
+    }
+
+    #[test]
+    fn kdf_parameters_costing_gigabytes_or_hours_are_refused() {
+        // The EIP-2335 default (256 MiB, N·r·p = 2^21) and twice its memory are accepted.
+        assert!(Keystore::from_json_str(SCRYPT_VECTOR).is_ok());
+        let doubled = SCRYPT_VECTOR.replacen(r#""n": 262144"#, r#""n": 524288"#, 1);
+        assert!(Keystore::from_json_str(&doubled).is_ok());
+        let cases = [
+            // 1 GiB of memory.
+            (
+                SCRYPT_VECTOR,
+                r#""n": 262144"#,
+                r#""n": 1048576"#,
+                "crypto.kdf.params.n",
+            ),
+            (
+                SCRYPT_VECTOR,
+                r#""r": 8"#,
+                r#""r": 64"#,
+                "crypto.kdf.params.n",
+            ),
+            // Tiny memory (n = 2): cheap with p = 1; with p = 2^20 the work is 8 times the default.
+            (SCRYPT_VECTOR, r#""n": 262144"#, r#""n": 2"#, ""),
+            (
+                SCRYPT_VECTOR,
+                r#""p": 1"#,
+                r#""p": 64"#,
+                "crypto.kdf.params.p",
+            ),
+            (
+                PBKDF2_VECTOR,
+                r#""c": 262144"#,
+                r#""c": 33554432"#,
+                "crypto.kdf.params.c",
+            ),
+        ];
+        for (vector, from, to, expected) in cases {
+            assert!(vector.contains(from), "{from}");
+            let json = vector.replacen(from, to, 1);
+            if expected.is_empty() {
+                // n = 2 with p = 1 is cheap and fine; with a huge p it is not.
+                assert!(Keystore::from_json_str(&json).is_ok());
+                let json = json.replacen(r#""p": 1"#, r#""p": 1048576"#, 1);
+                let err = error_of(&json);
+                assert!(err.contains("crypto.kdf.params.p"), "{err}");
+                continue;
+            }
+            let err = error_of(&json);
             assert!(err.contains(expected), "{from} -> {to}: {err}");
         }
     }
