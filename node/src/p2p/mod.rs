@@ -77,7 +77,7 @@ mod metrics;
 mod network;
 pub mod router;
 
-pub use codec::{Ack, FrameError};
+pub use codec::{Ack, Frame, FrameCodec, FrameError};
 pub use envelope::{
     public_key, sign_bytes, verify_bytes, verify_bytes_with_key, Envelope, EnvelopeError, Protocol,
     ENVELOPE_DOMAIN, ENVELOPE_VERSION,

@@ -447,6 +447,17 @@ impl SlashingDb {
         Ok(this)
     }
 
+    /// A database held in memory only (nothing survives the process), for tests and the fuzzer.
+    pub fn in_memory() -> Result<Self, SlashingError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        let this = SlashingDb {
+            db,
+            path: PathBuf::from(":memory:"),
+        };
+        this.init_schema()?;
+        Ok(this)
+    }
+
     /// Creates the tables and checks the schema version.
     fn init_schema(&self) -> Result<(), SlashingError> {
         let txn = self.db.begin_write()?;
