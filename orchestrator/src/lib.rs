@@ -5,15 +5,26 @@
 //! → [`analyse`] → [`report`]; each imports only earlier phases. The run's data formats (raw
 //! frames, `meta.json`, the fault log) live in [`data`], beneath the phases that use them;
 //! [`pipeline`] wires the phases together for `dvlab up`, `dvlab run` and `dvlab report`.
+//!
+//! Without the default `lab` feature only [`spec`], [`plan`], the fault [`faults::timeline`]
+//! and the [`data`] formats without frames are built (no Docker, Kubernetes or polars): the
+//! part of dvlab that reads a devnet file, for the fuzzer.
 
+#[cfg(feature = "lab")]
 pub mod analyse;
+#[cfg(feature = "lab")]
 pub mod collect;
 pub mod data;
 pub mod faults;
+#[cfg(feature = "lab")]
 pub mod images;
+#[cfg(feature = "lab")]
 pub mod k8s;
+#[cfg(feature = "lab")]
 pub mod pipeline;
 pub mod plan;
+#[cfg(feature = "lab")]
 pub mod report;
+#[cfg(feature = "lab")]
 pub mod runtime;
 pub mod spec;

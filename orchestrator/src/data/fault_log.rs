@@ -26,6 +26,7 @@ impl Scope {
     }
 
     /// (container whose OUTPUT is shaped, optional peer it sends to).
+    #[cfg_attr(not(feature = "lab"), allow(dead_code))] // used by the fault executor
     pub(crate) fn legs(&self) -> Vec<(String, Option<String>)> {
         match self {
             Scope::Egress(v) => v.iter().map(|t| (t.clone(), None)).collect(),
@@ -131,6 +132,7 @@ impl Effect {
     }
 
     /// Whether it acts on the network (rules, delayers, qdiscs) rather than on a process.
+    #[cfg_attr(not(feature = "lab"), allow(dead_code))] // used by the fault executor
     pub(crate) fn is_network(&self) -> bool {
         matches!(
             self,

@@ -7,9 +7,11 @@ pub mod fault_log;
 
 pub use fault_log::{fault_windows_from_log, largest_group, Effect, FaultLogLine, LogPhase, Scope};
 
+#[cfg(feature = "lab")]
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+#[cfg(feature = "lab")]
 use std::path::Path;
 
 /// A validator group as the analysis sees it.
@@ -131,6 +133,7 @@ pub struct FaultWindow {
 /// detail, start_time, start_slot, end_time, end_slot, error); `slashings` — slashings
 /// included in canonical blocks, one row per slashed validator (slot of the including
 /// block, validator, kind `proposer` or `attester`).
+#[cfg(feature = "lab")]
 #[derive(Debug, Clone)]
 pub struct RawData {
     /// Attestation duties.
@@ -157,6 +160,7 @@ pub struct RawData {
     pub slashings: DataFrame,
 }
 
+#[cfg(feature = "lab")]
 const FRAMES: [&str; 11] = [
     "duties",
     "inclusions",
@@ -172,8 +176,10 @@ const FRAMES: [&str; 11] = [
 ];
 
 /// Frames a run directory may lack (written by later versions); read as empty.
+#[cfg(feature = "lab")]
 const OPTIONAL_FRAMES: [&str; 3] = ["duty_log", "faults", "slashings"];
 
+#[cfg(feature = "lab")]
 impl RawData {
     fn frames_mut(&mut self) -> [&mut DataFrame; 11] {
         [
@@ -238,11 +244,13 @@ impl RawData {
 }
 
 /// Empty frames with the right schemas.
+#[cfg(feature = "lab")]
 pub fn empty() -> PolarsResult<RawData> {
     synthetic::Builder::default().build()
 }
 
 /// The `faults` frame of executed fault windows.
+#[cfg(feature = "lab")]
 pub fn fault_frame(f: &[FaultWindow]) -> PolarsResult<DataFrame> {
     df!(
         "fault" => f.iter().map(|w| w.fault).collect::<Vec<_>>(),
@@ -258,6 +266,7 @@ pub fn fault_frame(f: &[FaultWindow]) -> PolarsResult<DataFrame> {
 }
 
 /// Reads the fault windows back from a `faults` frame.
+#[cfg(feature = "lab")]
 pub fn fault_windows(df: &DataFrame) -> PolarsResult<Vec<FaultWindow>> {
     let u = |name: &str| -> PolarsResult<Vec<Option<u64>>> {
         Ok(df
@@ -311,6 +320,7 @@ pub fn fault_windows(df: &DataFrame) -> PolarsResult<Vec<FaultWindow>> {
 }
 
 /// Row-wise construction of [`RawData`], used by `collect` and by tests.
+#[cfg(feature = "lab")]
 pub mod synthetic {
     use super::*;
 

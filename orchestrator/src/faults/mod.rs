@@ -22,10 +22,12 @@
 //! because Lodestar 1.5.1 does not re-peer by itself. Every fault start and stop is logged
 //! with wall time, slot, kind and targets to `faults.jsonl` in the run's output directory.
 
+#[cfg(feature = "lab")]
 pub mod executor;
 pub mod skew;
 pub mod timeline;
 
+#[cfg(feature = "lab")]
 pub use executor::{Executor, FaultContainer, SIDECAR_ROLE};
 pub use skew::{
     clock_dir, faketime_env, prepare_containers, write_offset, CLOCK_DIR, CLOCK_FILE, FAKETIME_LIB,
