@@ -14,6 +14,7 @@
 //! - [`analysis`]: inclusion, proposals, sync participation, signature verification,
 //!   slashings.
 //! - [`dutylog`]: dvnode duty logs: outcomes, miss reasons, node-added latency.
+//! - [`record`]: a recording HTTP proxy (`e2e-local --record`) for the fuzzers' seed corpora.
 //!
 //! The `bench-scale` binary measures how far one 4-node cluster scales: [`simbn`] (a simulated
 //! beacon node), [`simvc`] (simulated Lodestar-like validator clients) and [`benchscale`] (the
@@ -25,6 +26,7 @@ pub mod chain;
 pub mod dutylog;
 pub mod lodestar;
 pub mod ports;
+pub mod record;
 pub mod simbn;
 pub mod simvc;
 pub mod supervisor;

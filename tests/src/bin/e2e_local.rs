@@ -24,6 +24,7 @@ use dvlab_tests::{
     dutylog::{self, DutyLog, Latency},
     lodestar::{self, ChainParams, DevBeaconNode, ValidatorClient, VcKeys},
     ports::PortAllocator,
+    record,
     supervisor::{self, Supervisor},
 };
 use dvnode::clock::unix_now;
@@ -83,6 +84,11 @@ struct Args {
     /// Only re-run the analysis on `<out>/chain.json` and `<out>/run.json` of a previous run.
     #[arg(long)]
     reanalyze: bool,
+    /// Record real traffic of dvnode 0 for the fuzzers' seed corpora: its exchanges with the
+    /// beacon node (`DIR/bn.jsonl`) and with its Lodestar VC (`DIR/vc.jsonl`), through
+    /// recording proxies (see `dvlab_tests::record`).
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
 }
 
 /// Facts about a run that the analysis needs, saved next to the chain record.
@@ -268,6 +274,7 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
     // DV cluster: created now that the genesis validators root is known.
     let mut dvnodes = Vec::new();
     let mut dv_pubkeys = Vec::new();
+    let mut node_bn_urls = vec![bn_url.clone(); NODES];
     if !args.no_dv {
         let cluster_dir = out.join("cluster");
         let nodes: Vec<DvNode> = (0..NODES)
@@ -289,8 +296,20 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
             &genesis,
             &p2p,
         )?;
+        // dvnode 0 talks to the beacon node (and its VC to it) through recording proxies.
+        let mut recording_vc = None;
+        if let Some(dir) = &args.record {
+            let bn_proxy = record::start(&bn_url, &dir.join("bn.jsonl")).await?;
+            let api = format!("http://127.0.0.1:{}", nodes[0].api_port);
+            recording_vc = Some(record::start(&api, &dir.join("vc.jsonl")).await?.url);
+            node_bn_urls[0] = bn_proxy.url;
+            println!("recording dvnode0's traffic to {}", dir.display());
+        }
         for (i, node) in nodes.iter().enumerate() {
-            sup.spawn(&format!("dvnode{i}"), node.command(&dvnode_bin, &bn_url))?;
+            sup.spawn(
+                &format!("dvnode{i}"),
+                node.command(&dvnode_bin, &node_bn_urls[i]),
+            )?;
         }
         for (i, node) in nodes.iter().enumerate() {
             // The VC needs a live beacon API at start: wait for the dvnode's.
@@ -310,7 +329,10 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
             ensure!(n == dv_pubkeys.len(), "node {i} has {n} share keystores");
             let vc = ValidatorClient {
                 data_dir: vc_dir.join("data"),
-                beacon_url: format!("http://127.0.0.1:{}", node.api_port),
+                beacon_url: match (i, &recording_vc) {
+                    (0, Some(url)) => url.clone(),
+                    _ => format!("http://127.0.0.1:{}", node.api_port),
+                },
                 keys: VcKeys::Keystores {
                     dir: vc_dir.join("keystores"),
                     password_file: pw_file,
@@ -404,7 +426,10 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
             }
             if killed && !restarted && now >= epoch_start(to) {
                 let node = &dvnodes[args.kill_node];
-                sup.spawn(&victim, node.command(&dvnode_bin, &bn_url))?;
+                sup.spawn(
+                    &victim,
+                    node.command(&dvnode_bin, &node_bn_urls[args.kill_node]),
+                )?;
                 restarted = true;
                 info.kill = Some((args.kill_node, from, to));
                 println!("epoch {epoch}: restarted {victim} with the same data dir");
