@@ -15,7 +15,7 @@ export LODESTAR_BIN ?= $(LODESTAR_DIR)/bin/lodestar
 # Seeds for the QBFT simulation: `make test` runs 1,000, `make soak` many more.
 SOAK_SEEDS ?= 20000
 
-.PHONY: all build test lint fmt unit soak bench bench-scale devnet check-shared lodestar e2e-local e2e-docker chaos k8s-validate
+.PHONY: all build test lint fmt unit soak bench bench-scale devnet check-shared lodestar e2e-local e2e-docker chaos k8s-validate fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -31,11 +31,12 @@ lodestar: check-shared
 	else rm -rf "$(LODESTAR_DIR)" && bash "$(LODESTAR_RECIPE)/install.sh" "$(LODESTAR_DIR)"; fi
 
 ## test: formatting, lints, unit + property + simulation + loopback + EIP-3076 tests, real-Lodestar tests,
-## e2e-local, e2e-docker.
-test: check-shared lodestar lint unit k8s-validate e2e-local e2e-docker
+## e2e-local, e2e-docker, and every fuzz target for FUZZ_SMOKE_SECONDS (fuzz-smoke).
+test: check-shared lodestar lint unit k8s-validate e2e-local e2e-docker fuzz-smoke
 
 lint:
 	$(CARGO) fmt --all --check
+	cd fuzz && $(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 fmt:
@@ -141,3 +142,30 @@ chaos: lodestar
 	done; \
 	printf "\nscenario\texit\tdv_incl\toutside\tduring\trecovery\tslashable\tfailed\n$$rows" | column -t -s "$$(printf '\t')"; \
 	exit $$worst
+
+## fuzz: coverage-guided fuzzing (libFuzzer via cargo-fuzz on the stable toolchain, fuzz/) of
+## every byte dvnode and dvlab take from outside; docs/FUZZING.md lists the targets and their
+## properties. Each target runs FUZZ_SECONDS (default 600) on its corpus under FUZZ_OUT
+## (default target/fuzz, kept between runs); a table of executions, exec/s, coverage, corpus
+## and crashes follows; exit 1 on any crash (inputs in FUZZ_OUT/artifacts/). FUZZ_TARGETS picks
+## targets. On the shared machine: `nice -n 19 flock /tmp/dvlab-fuzz.lock make fuzz`.
+## fuzz-smoke (in `make test`): every target for FUZZ_SMOKE_SECONDS from its seeds only.
+## One build serves every target; 16 codegen units (cargo-fuzz's default is 1) let both cores
+## compile the big crates.
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_OUT ?= target/fuzz
+FUZZ_TARGETS ?= $(sort $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs))))
+CARGO_FUZZ_VERSION := 0.13.2
+export FUZZ_ARGS
+fuzz-build: check-shared
+	@cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)" || \
+	  $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	cd fuzz && $(CARGO) fuzz build -s none --codegen-units 16
+
+fuzz: fuzz-build
+	FUZZ_OUT=$(FUZZ_OUT) ./scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	rm -rf target/fuzz-smoke
+	FUZZ_OUT=target/fuzz-smoke ./scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)

@@ -1,0 +1,2 @@
+#![no_main]
+dvlab_fuzz::target!(p2p_envelope);

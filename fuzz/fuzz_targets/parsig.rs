@@ -1,0 +1,2 @@
+#![no_main]
+dvlab_fuzz::target!(parsig);

@@ -1,0 +1,140 @@
+//! Partial signatures from peers: payloads of `/dvlab/parsig/1.0.0` into the real
+//! [`ParSig::handle_peer`](dvnode::parsig::ParSig::handle_peer) of node 0 (share 1) of the
+//! fixture cluster, with its duty DB of decided duties: JSON decoding, sender/share check,
+//! decided-object match, BLS verification against the public share, storage, equivocation and
+//! threshold detection. The clock is paused, so waits for undecided duties end at once.
+//!
+//! Input: messages separated by NUL bytes, each `sender byte` + JSON payload (the sender is
+//! the authenticated node index, byte % 4).
+//!
+//! Properties: every emitted threshold holds exactly `t` partials of distinct shares, each
+//! valid, combining into the DV's valid signature over the signing root; at most one threshold
+//! per duty and DV.
+
+use std::collections::HashSet;
+
+use dvnode::duty::{Duty, DutyKind};
+use dvnode::parsig::{ParSigMsg, SignedObject};
+
+use crate::fixture::{self, Dv};
+
+/// One execution.
+pub fn run(data: &[u8]) {
+    let rt = crate::paused_runtime();
+    let mut wf = fixture::workflow(1);
+    rt.block_on(async {
+        for msg in data.split(|b| *b == 0).take(64) {
+            let Some((&sender, payload)) = msg.split_first() else {
+                continue;
+            };
+            if let Err(e) = wf
+                .parsig
+                .handle_peer(usize::from(sender % 4), payload)
+                .await
+            {
+                let _ = (e.reason(), e.to_string());
+            }
+        }
+    });
+    let mut seen = HashSet::new();
+    while let Ok(t) = wf.out.try_recv() {
+        assert!(
+            seen.insert((t.duty, t.pubkey)),
+            "second threshold for {t:?}"
+        );
+        fixture::check_threshold(&t);
+    }
+}
+
+/// A valid partial of `dv` by `share` for `duty` over `object`.
+fn msg(dv: &Dv, share: u64, duty: Duty, object: SignedObject) -> ParSigMsg {
+    let s = fixture::schedule();
+    let root = match object {
+        SignedObject::Attestation { data } => s.attestation_signing_root(&data),
+        SignedObject::Block { .. } => s.block_signing_root(&fixture::block()),
+        SignedObject::Randao { epoch } => s.randao_signing_root(epoch),
+        SignedObject::SyncMessage { block_root } => {
+            s.sync_committee_signing_root(block_root, duty.slot)
+        }
+    };
+    ParSigMsg {
+        duty,
+        pubkey: dv.pubkey,
+        share_index: share,
+        object,
+        signature: fixture::partial(dv, share, root),
+    }
+}
+
+/// Valid partials of every decided duty of the fixture, by each share.
+pub fn seed_msgs() -> Vec<Vec<ParSigMsg>> {
+    let dv = fixture::dvs();
+    let schedule = fixture::schedule();
+    let att = Duty::new(fixture::ATT_SLOT, DutyKind::Attester);
+    let prop = Duty::new(fixture::PROPOSER_SLOT, DutyKind::Proposer);
+    let randao = Duty::new(fixture::PROPOSER_SLOT, DutyKind::Randao);
+    let sync = Duty::new(fixture::SYNC_SLOT, DutyKind::SyncMessage);
+    let data = fixture::attestation_data();
+    let objects = [
+        (&dv[0], att, SignedObject::Attestation { data }),
+        (&dv[1], att, SignedObject::Attestation { data }),
+        (
+            &dv[0],
+            prop,
+            SignedObject::Block {
+                block_root: dvnode::eth::types::Root::of(&fixture::block()),
+            },
+        ),
+        (
+            &dv[0],
+            randao,
+            SignedObject::Randao {
+                epoch: schedule.epoch_at_slot(fixture::PROPOSER_SLOT),
+            },
+        ),
+        (
+            &dv[1],
+            sync,
+            SignedObject::SyncMessage {
+                block_root: fixture::SYNC_ROOT,
+            },
+        ),
+    ];
+    objects
+        .iter()
+        .map(|(d, duty, object)| (1..=4).map(|share| msg(d, share, *duty, *object)).collect())
+        .collect()
+}
+
+/// JSON payloads of single valid partials (for the p2p seeds).
+pub fn seed_payloads() -> Vec<Vec<u8>> {
+    seed_msgs()
+        .into_iter()
+        .map(|m| serde_json::to_vec(&m[1]).expect("JSON"))
+        .collect()
+}
+
+/// Per decided duty: the partials of shares 2..4 from their nodes (a threshold), and one with
+/// a share sent by the wrong node and an equivocation.
+pub fn seeds() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for msgs in seed_msgs() {
+        let frames: Vec<Vec<u8>> = msgs[1..]
+            .iter()
+            .map(|m| {
+                let mut f = vec![(m.share_index - 1) as u8];
+                f.extend(serde_json::to_vec(m).expect("JSON"));
+                f
+            })
+            .collect();
+        out.push(frames.join(&0u8));
+        let mut wrong = vec![1u8];
+        wrong.extend(serde_json::to_vec(&msgs[2]).expect("JSON"));
+        let mut equivocation = msgs[1];
+        equivocation.signature = msgs[2].signature;
+        let mut eq = vec![1u8];
+        eq.extend(serde_json::to_vec(&equivocation).expect("JSON"));
+        out.push([frames[0].clone(), wrong, eq].join(&0u8));
+    }
+    out
+}

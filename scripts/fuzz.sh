@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs the fuzz targets (built by `make fuzz-build`) one after the other, SECONDS each, and
+# prints per target: executions, executions per second, coverage (edges), features, corpus
+# size and crashes. Exit code 1 if any target crashed (inputs under $FUZZ_OUT/artifacts/).
+#
+# usage: scripts/fuzz.sh SECONDS TARGET...
+# env:   FUZZ_OUT     corpus/<target>, artifacts/<target>, logs/<target>.log (default target/fuzz)
+#        FUZZ_BIN_DIR the fuzz binaries (default fuzz/target/x86_64-unknown-linux-gnu/release)
+#        FUZZ_ARGS    extra libFuzzer flags
+#
+# Each target's corpus starts from the inputs it generates itself (written by the binary into
+# the corpus directory when DVFUZZ_SEED_DIR is set) and the committed seeds in fuzz/seeds/<t>/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+secs=${1:?usage: scripts/fuzz.sh SECONDS TARGET...}
+shift
+out=${FUZZ_OUT:-target/fuzz}
+bin=${FUZZ_BIN_DIR:-fuzz/target/x86_64-unknown-linux-gnu/release}
+rows="target\texecs\texec/s\tcov\tfeatures\tcorpus\tcrashes\tseconds\n"
+failed=()
+
+num() { grep -o "$1 *[0-9]*" "$2" | tail -1 | grep -o '[0-9]*$' || true; }
+
+for t in "$@"; do
+  corpus=$out/corpus/$t
+  art=$out/artifacts/$t
+  log=$out/logs/$t.log
+  mkdir -p "$corpus" "$art" "$out/logs"
+  dirs=("$corpus")
+  [ -d "fuzz/seeds/$t" ] && dirs+=("fuzz/seeds/$t")
+  echo "=== fuzz: $t for ${secs}s (log $log)"
+  start=$(date +%s)
+  # -timeout: one input running 10 s is a hang; -malloc_limit_mb: one allocation of 1 GiB
+  # (a size a remote party chose) is a crash; -rss_limit_mb stays at libFuzzer's 2 GiB.
+  DVFUZZ_SEED_DIR=$corpus "$bin/$t" "${dirs[@]}" -max_total_time="$secs" -print_final_stats=1 \
+    -timeout=10 -malloc_limit_mb=1024 -artifact_prefix="$art/" ${FUZZ_ARGS:-} >"$log" 2>&1
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+  execs=$(num 'stat::number_of_executed_units:' "$log")
+  eps=$(num 'stat::average_exec_per_sec:' "$log")
+  cov=$(echo "$last" | grep -o 'cov: [0-9]*' | grep -o '[0-9]*' || true)
+  ft=$(echo "$last" | grep -o 'ft: [0-9]*' | grep -o '[0-9]*' || true)
+  corp=$(find "$corpus" -type f | wc -l)
+  crashes=$(find "$art" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' -o -name 'leak-*' \) | wc -l)
+  if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
+    failed+=("$t")
+    grep -E 'panicked at|ERROR: libFuzzer|SUMMARY' "$log" | head -5
+  fi
+  rows+="$t\t${execs:--}\t${eps:--}\t${cov:--}\t${ft:--}\t$corp\t$crashes\t$took\n"
+done
+
+printf "\n$rows" | column -t -s "$(printf '\t')"
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "fuzz: crashes in: ${failed[*]} (inputs under $out/artifacts/)" >&2
+  exit 1
+fi
