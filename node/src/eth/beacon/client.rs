@@ -38,6 +38,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many bytes of an error body an error message keeps.
 const BODY_SNIPPET_LEN: usize = 512;
+/// Largest response body read from a beacon node: an epoch's committees on mainnet are
+/// ~20 MiB of JSON, a block at most 10 MiB. A larger answer is refused, not buffered.
+pub const MAX_RESPONSE_BODY: usize = 64 << 20;
+/// Largest event of an event stream (head, block and attestation events are hundreds of
+/// bytes): a stream that goes on longer without ending an event is cut with an error.
+pub const MAX_EVENT: usize = 1 << 20;
 
 /// A failed beacon-node call.
 #[derive(Debug, thiserror::Error)]
@@ -256,10 +262,19 @@ impl BeaconClient {
             .await
             .map_err(|e| Self::transport_error(&method, &endpoint, e))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Self::transport_error(&method, &endpoint, e))?;
+        let bytes = match read_limited(resp, MAX_RESPONSE_BODY).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Err(BeaconError::Unexpected {
+                    method,
+                    endpoint,
+                    message: format!(
+                        "HTTP {status}: response body larger than {MAX_RESPONSE_BODY} bytes"
+                    ),
+                })
+            }
+            Err(e) => return Err(Self::transport_error(&method, &endpoint, e)),
+        };
         if !status.is_success() {
             return Err(BeaconError::Status {
                 method,
@@ -268,7 +283,7 @@ impl BeaconClient {
                 body: snippet(&bytes),
             });
         }
-        Ok((endpoint, bytes.to_vec()))
+        Ok((endpoint, bytes))
     }
 
     fn decode<T: DeserializeOwned>(method: Method, endpoint: &str, body: &[u8]) -> Result<T> {
@@ -601,7 +616,11 @@ impl BeaconClient {
             .map_err(|e| Self::transport_error(&method, &endpoint, e))?;
         let status = resp.status();
         if !status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
+            let body = read_limited(resp, MAX_RESPONSE_BODY)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             return Err(BeaconError::Status {
                 method,
                 endpoint,
@@ -609,29 +628,174 @@ impl BeaconClient {
                 body: snippet(&body),
             });
         }
-        let stream = resp
-            .bytes_stream()
-            .eventsource()
-            .map(move |item| match item {
-                Ok(ev) => BeaconEvent::<P>::decode(&ev.event, &ev.data).map_err(|message| {
-                    BeaconError::EventStream {
+        let stream =
+            bounded_events(resp.bytes_stream())
+                .eventsource()
+                .map(move |item| match item {
+                    Ok(ev) => BeaconEvent::<P>::decode(&ev.event, &ev.data).map_err(|message| {
+                        BeaconError::EventStream {
+                            endpoint: endpoint.clone(),
+                            message,
+                        }
+                    }),
+                    Err(e) => Err(BeaconError::EventStream {
                         endpoint: endpoint.clone(),
-                        message,
-                    }
-                }),
-                Err(e) => Err(BeaconError::EventStream {
-                    endpoint: endpoint.clone(),
-                    message: e.to_string(),
-                }),
-            });
+                        message: e.to_string(),
+                    }),
+                });
         Ok(stream.boxed())
     }
+}
+
+/// Reads a response body of at most `limit` bytes (`None`: it is longer).
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// Bytes of an event stream since the last event ended (a blank line; CR, LF and CRLF end
+/// lines), to cut a stream whose event outgrows [`MAX_EVENT`].
+#[derive(Default)]
+struct EventSize {
+    bytes: usize,
+    line_has_text: bool,
+    after_cr: bool,
+}
+
+impl EventSize {
+    /// Counts `chunk`; false once the current event is larger than [`MAX_EVENT`].
+    fn feed(&mut self, chunk: &[u8]) -> bool {
+        for &b in chunk {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\r' | b'\n' => {
+                    if !self.line_has_text {
+                        self.bytes = 0;
+                    }
+                    self.line_has_text = false;
+                    self.after_cr = b == b'\r';
+                }
+                _ => {
+                    self.line_has_text = true;
+                    self.after_cr = false;
+                    self.bytes += 1;
+                }
+            }
+        }
+        self.bytes <= MAX_EVENT
+    }
+}
+
+/// `bytes` until an event outgrows [`MAX_EVENT`]: then one error, and the stream ends.
+fn bounded_events(
+    bytes: impl futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send + 'static,
+) -> impl futures::Stream<Item = std::result::Result<axum::body::Bytes, std::io::Error>> + Send {
+    bytes.scan((EventSize::default(), false), |(size, cut), chunk| {
+        let item = match chunk {
+            _ if *cut => None,
+            Ok(c) if !size.feed(&c) => {
+                *cut = true;
+                Some(Err(std::io::Error::other(format!(
+                    "event larger than {MAX_EVENT} bytes"
+                ))))
+            }
+            Ok(c) => Some(Ok(c)),
+            Err(e) => Some(Err(std::io::Error::other(e))),
+        };
+        futures::future::ready(item)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::eth::types::{BlsPubkey, Root};
+
+    /// A beacon node on loopback answering every request with `chunks` copies of 64 KiB of
+    /// `fill` after `head`, as `content_type`.
+    async fn flooding_node(
+        content_type: &'static str,
+        head: &'static str,
+        chunks: usize,
+    ) -> String {
+        static FILL: [u8; 1 << 16] = [b'a'; 1 << 16];
+        let app = axum::Router::new().fallback(move || async move {
+            let body = futures::stream::iter(
+                std::iter::once(axum::body::Bytes::from_static(head.as_bytes()))
+                    .chain(std::iter::repeat_n(
+                        axum::body::Bytes::from_static(&FILL),
+                        chunks,
+                    ))
+                    .map(Ok::<_, std::io::Error>),
+            );
+            (
+                [(axum::http::header::CONTENT_TYPE, content_type)],
+                axum::body::Body::from_stream(body),
+            )
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused() {
+        let chunks = MAX_RESPONSE_BODY / (1 << 16) + 1;
+        let c = BeaconClient::new(&flooding_node("application/json", "", chunks).await).unwrap();
+        let err = c.genesis().await.unwrap_err().to_string();
+        assert!(err.contains("GET /eth/v1/beacon/genesis"), "{err}");
+        assert!(
+            err.contains(&format!("larger than {MAX_RESPONSE_BODY} bytes")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_events_end_the_stream_with_an_error() {
+        let head = "event: block\ndata: {\"slot\":\"29\",\"block\":\"0x4bb3d8f2f09c4e42c584b8013ae8b602daa218f896538f6afa313d849e97f076\",\"execution_optimistic\":false}\r\n\r\ndata: ";
+        // 64 MiB of one endless data line after a good event.
+        let url = flooding_node("text/event-stream", head, 1024).await;
+        let c = BeaconClient::new(&url).unwrap();
+        let items: Vec<_> = c
+            .events::<crate::eth::types::Minimal>(&[EventTopic::Block])
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert!(items[0].is_ok(), "{:?}", items[0]);
+        assert_eq!(items.len(), 2, "the stream ends after the error");
+        let err = items[1].as_ref().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("event larger than {MAX_EVENT} bytes")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn event_size_counts_from_the_last_blank_line() {
+        let mut s = EventSize::default();
+        assert!(s.feed(b"data: 1\r\ndata: 2\r\n"));
+        assert_eq!(s.bytes, 14);
+        assert!(s.feed(b"\r\n"));
+        assert_eq!(s.bytes, 0);
+        assert!(s.feed(b"data: 3\n\ndata: 45\r\r"));
+        assert_eq!(s.bytes, 0);
+        assert!(s.feed(b"data: 3\n"));
+        assert_eq!(s.bytes, 7);
+    }
 
     #[test]
     fn urls_repeat_list_parameters_and_keep_base_path() {
