@@ -56,6 +56,7 @@ fn msg(dv: &Dv, share: u64, duty: Duty, object: SignedObject) -> ParSigMsg {
         SignedObject::SyncMessage { block_root } => {
             s.sync_committee_signing_root(block_root, duty.slot)
         }
+        other => unreachable!("the fuzzer makes no partial of {other:?}"),
     };
     ParSigMsg {
         duty,

@@ -1,7 +1,9 @@
 //! Broadcast: hands signed objects to the beacon node, retrying within the duty's deadline.
 //!
 //! A combined RANDAO reveal does not go to the beacon node: it is stored in the [`DutyDb`],
-//! where the proposer duty waits for it to produce the block.
+//! where the proposer duty waits for it to produce the block. Neither do combined selection
+//! proofs: they wait in the duty DB (see [`crate::sigagg`]) for the VC and the aggregation
+//! duties.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +13,12 @@ use tracing::{debug, info, warn};
 use crate::clock::unix_now;
 use crate::duty::Duty;
 use crate::dutydb::DutyDb;
+use crate::eth::aggregate::{SignedAggregateAndProof, SignedContributionAndProof};
 use crate::eth::beacon::BeaconClient;
 use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{
-    Attestation, BlsSignature, Preset, SignedBeaconBlockAltair, SyncCommitteeMessage,
+    Attestation, BlsSignature, Preset, SignedBeaconBlockAltair, SignedVoluntaryExit,
+    SyncCommitteeMessage,
 };
 use crate::tracker::{Reason, Tracker};
 use crate::value::Signed;
@@ -26,6 +30,9 @@ enum Submit<P: Preset> {
     Attestation(Box<Attestation<P>>),
     Block(Box<SignedBeaconBlockAltair<P>>),
     SyncMessage(SyncCommitteeMessage),
+    Aggregate(Box<SignedAggregateAndProof<P>>),
+    Contribution(Box<SignedContributionAndProof<P>>),
+    Exit(SignedVoluntaryExit),
 }
 
 /// Submits signed objects. See the [module docs](self).
@@ -37,12 +44,18 @@ pub struct Broadcaster<P: Preset> {
 }
 
 /// Whether a beacon node error says it has the object already (Lodestar 1.5.1 answers 500 with
-/// `ATTESTATION_ERROR_ATTESTATION_ALREADY_KNOWN`, `…PRIOR_SYNC_COMMITTEE_MESSAGE_KNOWN` or
+/// `ATTESTATION_ERROR_ATTESTATION_ALREADY_KNOWN`, `…PRIOR_SYNC_COMMITTEE_MESSAGE_KNOWN`,
+/// `…AGGREGATOR_ALREADY_KNOWN`, `VOLUNTARY_EXIT_ERROR_ALREADY_EXISTS` or
 /// `PublishError.Duplicate` when another node of the cluster submitted first).
 fn already_known(error: &str) -> bool {
-    ["ALREADY_KNOWN", "MESSAGE_KNOWN", "PublishError.Duplicate"]
-        .iter()
-        .any(|m| error.contains(m))
+    [
+        "ALREADY_KNOWN",
+        "MESSAGE_KNOWN",
+        "ALREADY_EXISTS",
+        "PublishError.Duplicate",
+    ]
+    .iter()
+    .any(|m| error.contains(m))
 }
 
 impl<P: Preset> Broadcaster<P> {
@@ -70,9 +83,17 @@ impl<P: Preset> Broadcaster<P> {
     pub async fn broadcast(&self, duty: Duty, signed: Signed<P>) -> bool {
         let signed = match signed {
             Signed::Randao(reveal) => return self.store_randao(duty, reveal),
+            Signed::SelectionProof(_) | Signed::SyncSelectionProof(_) => {
+                // Kept in the duty DB by signature aggregation; nothing goes to the BN.
+                self.tracker.broadcast(duty, self.delay(duty));
+                return true;
+            }
             Signed::Attestation(a) => Submit::Attestation(a),
             Signed::Block(b) => Submit::Block(b),
             Signed::SyncMessage(m) => Submit::SyncMessage(m),
+            Signed::AggregateAndProof(a) => Submit::Aggregate(a),
+            Signed::ContributionAndProof(c) => Submit::Contribution(c),
+            Signed::Exit(e) => Submit::Exit(e),
         };
         let deadline = self.deadline(duty);
         let mut attempt = 0u32;
@@ -90,6 +111,17 @@ impl<P: Preset> Broadcaster<P> {
                         .submit_sync_committee_messages(std::slice::from_ref(m))
                         .await
                 }
+                Submit::Aggregate(a) => {
+                    self.bn
+                        .submit_aggregate_and_proofs(std::slice::from_ref(a.as_ref()))
+                        .await
+                }
+                Submit::Contribution(c) => {
+                    self.bn
+                        .submit_contribution_and_proofs(std::slice::from_ref(c.as_ref()))
+                        .await
+                }
+                Submit::Exit(e) => self.bn.submit_voluntary_exit(e).await,
             };
             match result {
                 Ok(()) => {
@@ -157,6 +189,9 @@ mod tests {
             r#"HTTP 500: {"message":"ATTESTATION_ERROR_ATTESTATION_ALREADY_KNOWN"}"#,
             r#"HTTP 500: {"message":"PublishError.Duplicate"}"#,
             r#"HTTP 500: {"message":"SYNC_COMMITTEE_ERROR_PRIOR_SYNC_COMMITTEE_MESSAGE_KNOWN"}"#,
+            r#"HTTP 500: {"message":"ATTESTATION_ERROR_AGGREGATOR_ALREADY_KNOWN"}"#,
+            r#"HTTP 500: {"message":"SYNC_COMMITTEE_ERROR_SYNC_COMMITTEE_AGGREGATOR_ALREADY_KNOWN"}"#,
+            r#"HTTP 400: {"message":"VOLUNTARY_EXIT_ERROR_ALREADY_EXISTS"}"#,
         ] {
             assert!(already_known(e), "{e}");
         }

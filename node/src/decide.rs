@@ -4,6 +4,8 @@
 //! with its consensus encoding).
 //! - [`DutyPolicy`]: the validity predicate every node applies to every proposal: well-formed,
 //!   for this duty's slot and DVs, and **allowed by the slashing DB for every DV** (rules 1, 2).
+//!   Aggregates and sync contributions are not slashable: a proposal must aggregate over the
+//!   attestation data (sync root) this node decided for the slot ([`DecidedData`]).
 //! - [`Gate`]: one consensus at a time per DV (rule 3), attester consensus started in increasing
 //!   slot order (rule 5).
 //! - [`DutyRunner`]: runs one duty: takes the gate, checks its own input against the slashing DB
@@ -26,12 +28,13 @@ use tracing::{debug, warn};
 use crate::consensus::qbft::ValuePolicy;
 use crate::duty::{Duty, DutyKind};
 use crate::dutydb::DutyDb;
+use crate::eth::aggregate::{SyncCommitteeContribution, SYNC_COMMITTEE_SUBNET_COUNT};
 use crate::eth::signing::ForkSchedule;
-use crate::eth::types::{AttestationData, BlsPubkey, Preset, Root, Slot};
+use crate::eth::types::{AttestationData, BlsPubkey, CommitteeIndex, Preset, Root, Slot};
 use crate::slashing::interchange::SignedAttestation;
 use crate::slashing::{SlashingDb, SlashingError};
 use crate::tracker::{Reason, Stage, Tracker};
-use crate::value::{AttesterEntry, DutyValue, ProposerEntry};
+use crate::value::{AggregateEntry, AttesterEntry, DutyValue, ProposerEntry};
 
 /// Largest committee the beacon chain allows (`MAX_VALIDATORS_PER_COMMITTEE`).
 const MAX_COMMITTEE: u64 = 2048;
@@ -66,6 +69,32 @@ pub enum InvalidValue {
     Db(String),
 }
 
+/// This node's decided values that aggregation proposals are checked against.
+pub trait DecidedData: Send + Sync + 'static {
+    /// The decided attestation data of a committee.
+    fn attestation_data(
+        &self,
+        slot: Slot,
+        committee_index: CommitteeIndex,
+    ) -> Option<AttestationData>;
+    /// The decided sync committee root of a slot.
+    fn sync_root(&self, slot: Slot) -> Option<Root>;
+}
+
+impl<P: Preset> DecidedData for DutyDb<P> {
+    fn attestation_data(
+        &self,
+        slot: Slot,
+        committee_index: CommitteeIndex,
+    ) -> Option<AttestationData> {
+        DutyDb::attestation_data(self, slot, committee_index)
+    }
+
+    fn sync_root(&self, slot: Slot) -> Option<Root> {
+        DutyDb::sync_root(self, slot)
+    }
+}
+
 /// The validity predicate of one duty (see the [module docs](self)).
 #[derive(Clone)]
 pub struct DutyPolicy {
@@ -73,6 +102,7 @@ pub struct DutyPolicy {
     schedule: Arc<ForkSchedule>,
     slashing: Arc<SlashingDb>,
     dvs: Arc<HashSet<BlsPubkey>>,
+    decided: Option<Arc<dyn DecidedData>>,
 }
 
 impl DutyPolicy {
@@ -88,7 +118,103 @@ impl DutyPolicy {
             schedule,
             slashing,
             dvs,
+            decided: None,
         }
+    }
+
+    /// Checks aggregation proposals against `decided` (without it they are refused).
+    pub fn with_decided(mut self, decided: Arc<dyn DecidedData>) -> DutyPolicy {
+        self.decided = Some(decided);
+        self
+    }
+
+    /// Checks the aggregates of an aggregation proposal: one per committee, sorted, for this
+    /// slot, with at least one attester, over the attestation data this node decided.
+    fn check_aggregates<P: Preset>(
+        &self,
+        entries: &[AggregateEntry<P>],
+    ) -> Result<(), InvalidValue> {
+        let slot = self.duty.slot;
+        if entries.is_empty() {
+            return Err(InvalidValue::Malformed("no aggregates".into()));
+        }
+        if !entries
+            .windows(2)
+            .all(|w| w[0].committee_index < w[1].committee_index)
+        {
+            return Err(InvalidValue::Malformed(
+                "aggregates not sorted by distinct committees".into(),
+            ));
+        }
+        for e in entries {
+            let data = &e.aggregate.data;
+            if data.slot != slot || data.index != e.committee_index {
+                return Err(InvalidValue::Malformed(format!(
+                    "aggregate of slot {} committee {} filed under slot {slot} committee {}",
+                    data.slot, data.index, e.committee_index
+                )));
+            }
+            if e.aggregate.aggregation_bits.num_set_bits() == 0 {
+                return Err(InvalidValue::Malformed(format!(
+                    "empty aggregate for committee {}",
+                    e.committee_index
+                )));
+            }
+            let decided = self
+                .decided
+                .as_ref()
+                .and_then(|d| d.attestation_data(slot, e.committee_index));
+            if decided.as_ref() != Some(data) {
+                return Err(InvalidValue::Malformed(format!(
+                    "aggregate of committee {} is not over the attestation data decided for it ({})",
+                    e.committee_index,
+                    if decided.is_some() { "different data" } else { "none decided here" }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the contributions of a sync contribution proposal: one per subcommittee, sorted,
+    /// for this slot, non-empty, over the sync committee root this node decided.
+    fn check_contributions<P: Preset>(
+        &self,
+        entries: &[SyncCommitteeContribution<P>],
+    ) -> Result<(), InvalidValue> {
+        let slot = self.duty.slot;
+        if entries.is_empty() {
+            return Err(InvalidValue::Malformed("no contributions".into()));
+        }
+        if !entries
+            .windows(2)
+            .all(|w| w[0].subcommittee_index < w[1].subcommittee_index)
+        {
+            return Err(InvalidValue::Malformed(
+                "contributions not sorted by distinct subcommittees".into(),
+            ));
+        }
+        let decided = self.decided.as_ref().and_then(|d| d.sync_root(slot));
+        for c in entries {
+            if c.slot != slot || c.subcommittee_index >= SYNC_COMMITTEE_SUBNET_COUNT {
+                return Err(InvalidValue::Malformed(format!(
+                    "contribution of slot {} subcommittee {} in the duty of slot {slot}",
+                    c.slot, c.subcommittee_index
+                )));
+            }
+            if c.aggregation_bits.num_set_bits() == 0 {
+                return Err(InvalidValue::Malformed(format!(
+                    "empty contribution for subcommittee {}",
+                    c.subcommittee_index
+                )));
+            }
+            if decided != Some(c.beacon_block_root) {
+                return Err(InvalidValue::Malformed(format!(
+                    "contribution of subcommittee {} is not over the sync committee root decided for slot {slot}",
+                    c.subcommittee_index
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn slashing_verdict(
@@ -216,6 +342,8 @@ impl DutyPolicy {
                     Ok(())
                 }
             }
+            DutyValue::Aggregation(entries) => self.check_aggregates(entries),
+            DutyValue::SyncContribution(entries) => self.check_contributions(entries),
         }
     }
 }
@@ -382,6 +510,7 @@ impl<P: Preset> DutyRunner<P> {
             self.slashing.clone(),
             self.dvs.clone(),
         )
+        .with_decided(self.dutydb.clone())
     }
 
     /// Runs `duty` with this node's `input`: gate, rule-1 check, consensus, rule-2/4 record,
@@ -565,7 +694,9 @@ impl<P: Preset> DutyRunner<P> {
                     }
                 }
             }
-            v @ DutyValue::SyncMessage(_) => policy
+            v @ (DutyValue::SyncMessage(_)
+            | DutyValue::Aggregation(_)
+            | DutyValue::SyncContribution(_)) => policy
                 .check(&v)
                 .map(|()| v)
                 .map_err(|_| Reason::NoConsensus),
@@ -672,6 +803,81 @@ mod tests {
 
     fn root(e: &AttesterEntry) -> [u8; 32] {
         fixtures::schedule().attestation_signing_root(&e.data).0
+    }
+
+    #[tokio::test]
+    async fn aggregates_must_be_over_the_decided_data_and_need_no_gate() {
+        let s = setup();
+        let entry = attester(s.pks[0], 9, 1, 5);
+        s.dutydb
+            .store(Duty::new(9, DutyKind::Attester), &V::Attester(vec![entry]))
+            .unwrap();
+        let duty = Duty::new(9, DutyKind::Aggregation);
+        let policy = s.runner.policy(duty);
+        let aggregate = |data: AttestationData, bits: &[usize]| {
+            let mut b = ssz_types::BitList::with_capacity(16).unwrap();
+            for i in bits {
+                b.set(*i, true).unwrap();
+            }
+            AggregateEntry {
+                committee_index: data.index,
+                aggregate: crate::eth::types::Attestation {
+                    aggregation_bits: b,
+                    data,
+                    signature: crate::eth::types::BlsSignature([0xc0; 96]),
+                },
+            }
+        };
+        let good = aggregate(entry.data, &[1, 4]);
+        assert_eq!(policy.check(&V::Aggregation(vec![good.clone()])), Ok(()));
+        // Another head: not the data this node decided.
+        let mut other = entry.data;
+        other.beacon_block_root = Root([8; 32]);
+        let err = policy
+            .check(&V::Aggregation(vec![aggregate(other, &[1])]))
+            .unwrap_err();
+        assert!(err.to_string().contains("decided"), "{err}");
+        // Nobody attested; no entries; a committee nothing was decided for.
+        assert!(policy
+            .check(&V::Aggregation(vec![aggregate(entry.data, &[])]))
+            .is_err());
+        assert!(policy.check(&V::Aggregation(vec![])).is_err());
+        let mut c1 = entry.data;
+        c1.index = 1;
+        assert!(policy
+            .check(&V::Aggregation(vec![aggregate(c1, &[0])]))
+            .is_err());
+        // Without this node's decided values nothing is valid.
+        let blind = DutyPolicy::new(
+            duty,
+            fixtures::schedule(),
+            s.slashing.clone(),
+            Arc::new(s.pks.iter().copied().collect()),
+        );
+        assert!(blind.check(&V::Aggregation(vec![good.clone()])).is_err());
+
+        // Aggregation does not take the DVs' locks: it decides while an attester duty of the
+        // same DV waits in consensus.
+        let (release, gate) = oneshot::channel();
+        let next = Duty::new(17, DutyKind::Attester);
+        s.scripted.gates.lock().unwrap().insert(next, gate);
+        let held = {
+            let runner = s.runner.clone();
+            let e = attester(s.pks[0], 17, 1, 5);
+            tokio::spawn(async move { runner.run(next, V::Attester(vec![e]), deadline()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stored = within(
+            s.runner
+                .run(duty, V::Aggregation(vec![good.clone()]), deadline()),
+            "aggregation",
+        )
+        .await
+        .unwrap();
+        assert_eq!(stored, V::Aggregation(vec![good.clone()]));
+        assert_eq!(s.dutydb.aggregate(9, 0), Some(good.aggregate));
+        release.send(()).unwrap();
+        assert!(within(held, "attester").await.unwrap().is_ok());
     }
 
     #[test]

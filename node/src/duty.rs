@@ -26,15 +26,35 @@ pub enum DutyKind {
     Randao,
     /// Sync committee message over the head block root (consensus on the root).
     SyncMessage,
+    /// Combine the attesters' aggregator selection proofs of a slot (no consensus: the signed
+    /// slot is fixed). Remote-signer mode.
+    SelectionProof,
+    /// Combine the sync committee members' selection proofs of a slot, one per subcommittee
+    /// (no consensus). Remote-signer mode.
+    SyncSelectionProof,
+    /// Aggregate the attestations of a slot's committees with a DV aggregator (consensus on
+    /// the aggregates). Remote-signer mode.
+    Aggregation,
+    /// Aggregate the sync committee messages of a slot's subcommittees with a DV aggregator
+    /// (consensus on the contributions). Remote-signer mode.
+    SyncContribution,
+    /// Combine a voluntary exit (no consensus: every operator asks for the same exit; it only
+    /// combines when a threshold of them did).
+    Exit,
 }
 
 impl DutyKind {
     /// All kinds.
-    pub const ALL: [DutyKind; 4] = [
+    pub const ALL: [DutyKind; 9] = [
         DutyKind::Attester,
         DutyKind::Proposer,
         DutyKind::Randao,
         DutyKind::SyncMessage,
+        DutyKind::SelectionProof,
+        DutyKind::SyncSelectionProof,
+        DutyKind::Aggregation,
+        DutyKind::SyncContribution,
+        DutyKind::Exit,
     ];
 
     /// Code used in consensus instance ids and on the wire.
@@ -44,6 +64,11 @@ impl DutyKind {
             DutyKind::Proposer => 2,
             DutyKind::Randao => 3,
             DutyKind::SyncMessage => 4,
+            DutyKind::SelectionProof => 5,
+            DutyKind::SyncSelectionProof => 6,
+            DutyKind::Aggregation => 7,
+            DutyKind::SyncContribution => 8,
+            DutyKind::Exit => 9,
         }
     }
 
@@ -59,7 +84,19 @@ impl DutyKind {
             DutyKind::Proposer => "proposer",
             DutyKind::Randao => "randao",
             DutyKind::SyncMessage => "sync_message",
+            DutyKind::SelectionProof => "selection_proof",
+            DutyKind::SyncSelectionProof => "sync_selection_proof",
+            DutyKind::Aggregation => "aggregation",
+            DutyKind::SyncContribution => "sync_contribution",
+            DutyKind::Exit => "exit",
         }
+    }
+
+    /// Whether the duty's participants are known when it is scheduled. Aggregation duties are
+    /// scheduled for every attester (sync member), but only the DVs whose combined selection
+    /// proof elects them aggregate: the stage that runs them reports those to the tracker.
+    pub const fn participants_known_when_scheduled(self) -> bool {
+        !matches!(self, DutyKind::Aggregation | DutyKind::SyncContribution)
     }
 }
 
@@ -173,6 +210,20 @@ impl From<&SyncDuty> for SyncDef {
     }
 }
 
+/// One DV's seat in one sync subcommittee (a subnet): what its sync selection proof and
+/// contribution are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SyncSubnetDef {
+    /// DV pubkey.
+    pub pubkey: BlsPubkey,
+    /// Validator index of the DV.
+    #[serde(with = "serde_utils::quoted_u64")]
+    pub validator_index: ValidatorIndex,
+    /// The subcommittee (subnet) index.
+    #[serde(with = "serde_utils::quoted_u64")]
+    pub subcommittee_index: u64,
+}
+
 /// The DVs taking part in one duty, with their definitions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DutyDefs {
@@ -182,6 +233,16 @@ pub enum DutyDefs {
     Proposer(ProposerDef),
     /// Sync committee members (at least one).
     SyncMessage(Vec<SyncDef>),
+    /// Attesters of the slot whose selection proofs are combined.
+    SelectionProof(Vec<AttesterDef>),
+    /// Sync committee seats (DV and subcommittee) whose selection proofs are combined.
+    SyncSelectionProof(Vec<SyncSubnetDef>),
+    /// Attesters of the slot that may aggregate (those the combined proof elects do).
+    Aggregation(Vec<AttesterDef>),
+    /// Sync committee seats that may aggregate their subcommittee.
+    SyncContribution(Vec<SyncSubnetDef>),
+    /// The proposer whose RANDAO reveal is combined ahead of the slot.
+    Randao(ProposerDef),
 }
 
 impl DutyDefs {
@@ -191,16 +252,28 @@ impl DutyDefs {
             DutyDefs::Attester(_) => DutyKind::Attester,
             DutyDefs::Proposer(_) => DutyKind::Proposer,
             DutyDefs::SyncMessage(_) => DutyKind::SyncMessage,
+            DutyDefs::SelectionProof(_) => DutyKind::SelectionProof,
+            DutyDefs::SyncSelectionProof(_) => DutyKind::SyncSelectionProof,
+            DutyDefs::Aggregation(_) => DutyKind::Aggregation,
+            DutyDefs::SyncContribution(_) => DutyKind::SyncContribution,
+            DutyDefs::Randao(_) => DutyKind::Randao,
         }
     }
 
     /// The DV pubkeys taking part.
     pub fn pubkeys(&self) -> Vec<BlsPubkey> {
-        match self {
-            DutyDefs::Attester(d) => d.iter().map(|d| d.pubkey).collect(),
-            DutyDefs::Proposer(d) => vec![d.pubkey],
+        let mut out: Vec<BlsPubkey> = match self {
+            DutyDefs::Attester(d) | DutyDefs::SelectionProof(d) | DutyDefs::Aggregation(d) => {
+                d.iter().map(|d| d.pubkey).collect()
+            }
+            DutyDefs::Proposer(d) | DutyDefs::Randao(d) => vec![d.pubkey],
             DutyDefs::SyncMessage(d) => d.iter().map(|d| d.pubkey).collect(),
-        }
+            DutyDefs::SyncSelectionProof(d) | DutyDefs::SyncContribution(d) => {
+                d.iter().map(|d| d.pubkey).collect()
+            }
+        };
+        out.dedup();
+        out
     }
 }
 

@@ -4,6 +4,11 @@
 //! and the partial-signature stage reads from it what a partial signature must be over. It never
 //! holds two different values for the same duty: a conflicting store is refused. Values are
 //! kept for [`DutyDb::prune`]'s retention only.
+//!
+//! In remote-signer mode it also holds the **combined** signatures the node produced, by DV
+//! and signing root: the Web3Signer API answers from them (waiting for them with a deadline),
+//! the aggregation duties read the combined selection proofs from them, and a VC's submission
+//! of a fully signed object is recognised by them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,9 +16,11 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::duty::{Duty, DutyDefs, DutyKind, ProposerDef, SyncDef};
+use crate::duty::{AttesterDef, Duty, DutyDefs, DutyKind, ProposerDef, SyncDef, SyncSubnetDef};
+use crate::eth::aggregate::SyncCommitteeContribution;
 use crate::eth::types::{
-    AttestationData, BlsPubkey, BlsSignature, CommitteeIndex, Preset, Root, Slot, ValidatorIndex,
+    Attestation, AttestationData, BlsPubkey, BlsSignature, CommitteeIndex, Preset, Root, Slot,
+    ValidatorIndex,
 };
 use crate::value::{AttesterEntry, DutyValue, ProposerEntry};
 
@@ -27,6 +34,15 @@ pub enum DutyDbError {
         duty: Duty,
         /// What conflicts.
         what: String,
+    },
+    /// A different combined signature over the same root is stored (impossible for valid
+    /// signatures: BLS signatures are unique).
+    #[error("a different combined signature of {pubkey} over {signing_root} is stored")]
+    CombinedConflict {
+        /// The DV.
+        pubkey: BlsPubkey,
+        /// The signing root.
+        signing_root: Root,
     },
     /// Nothing was stored before the deadline.
     #[error("no decided {what} before the deadline")]
@@ -44,6 +60,11 @@ struct State<P: Preset> {
     sync_roots: HashMap<Slot, Root>,
     randao: HashMap<Slot, BlsSignature>,
     defs: HashMap<Duty, DutyDefs>,
+    aggregates: HashMap<(Slot, CommitteeIndex), Attestation<P>>,
+    contributions: HashMap<(Slot, u64), SyncCommitteeContribution<P>>,
+    /// Combined signatures by (DV, signing root), with the slot they are kept for.
+    combined: HashMap<(BlsPubkey, Root), (Slot, BlsSignature)>,
+    indices: HashMap<BlsPubkey, ValidatorIndex>,
 }
 
 impl<P: Preset> Default for State<P> {
@@ -56,6 +77,10 @@ impl<P: Preset> Default for State<P> {
             sync_roots: HashMap::new(),
             randao: HashMap::new(),
             defs: HashMap::new(),
+            aggregates: HashMap::new(),
+            contributions: HashMap::new(),
+            combined: HashMap::new(),
+            indices: HashMap::new(),
         }
     }
 }
@@ -147,6 +172,36 @@ impl<P: Preset> DutyDb<P> {
                     s.sync_roots.insert(duty.slot, *root);
                 }
             },
+            DutyValue::Aggregation(entries) => {
+                for e in entries {
+                    let key = (duty.slot, e.committee_index);
+                    if matches!(s.aggregates.get(&key), Some(a) if *a != e.aggregate) {
+                        return Err(conflict(format!(
+                            "aggregate of committee {}",
+                            e.committee_index
+                        )));
+                    }
+                }
+                for e in entries {
+                    s.aggregates
+                        .insert((duty.slot, e.committee_index), e.aggregate.clone());
+                }
+            }
+            DutyValue::SyncContribution(entries) => {
+                for c in entries {
+                    let key = (duty.slot, c.subcommittee_index);
+                    if matches!(s.contributions.get(&key), Some(x) if x != c) {
+                        return Err(conflict(format!(
+                            "contribution of subcommittee {}",
+                            c.subcommittee_index
+                        )));
+                    }
+                }
+                for c in entries {
+                    s.contributions
+                        .insert((duty.slot, c.subcommittee_index), c.clone());
+                }
+            }
         }
         drop(s);
         self.changed.notify_waiters();
@@ -315,9 +370,187 @@ impl<P: Preset> DutyDb<P> {
         .await
     }
 
+    /// Stores the DV's combined `signature` over `signing_root`, kept while slot `keep_for`
+    /// is retained. The same signature again is a no-op; another one for the same root cannot
+    /// exist (BLS signatures are unique) and is refused.
+    pub fn store_combined(
+        &self,
+        pubkey: BlsPubkey,
+        signing_root: Root,
+        keep_for: Slot,
+        signature: BlsSignature,
+    ) -> Result<(), DutyDbError> {
+        let mut s = self.lock();
+        match s.combined.get(&(pubkey, signing_root)) {
+            Some((_, existing)) if *existing != signature => {
+                return Err(DutyDbError::CombinedConflict {
+                    pubkey,
+                    signing_root,
+                })
+            }
+            Some(_) => return Ok(()),
+            None => {
+                s.combined
+                    .insert((pubkey, signing_root), (keep_for, signature));
+            }
+        }
+        drop(s);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// The DV's combined signature over `signing_root`, if this node has it.
+    pub fn combined(&self, pubkey: BlsPubkey, signing_root: Root) -> Option<BlsSignature> {
+        self.lock()
+            .combined
+            .get(&(pubkey, signing_root))
+            .map(|(_, s)| *s)
+    }
+
+    /// The DV's combined signature over `signing_root`, waiting for it until `deadline`.
+    pub async fn await_combined(
+        &self,
+        pubkey: BlsPubkey,
+        signing_root: Root,
+        deadline: Instant,
+    ) -> Result<BlsSignature, DutyDbError> {
+        self.await_with(
+            deadline,
+            || format!("combined signature of {pubkey} over {signing_root}"),
+            |s| s.combined.get(&(pubkey, signing_root)).map(|(_, s)| *s),
+        )
+        .await
+    }
+
+    /// The decided attestation data of committee `committee_index` at `slot`, if any.
+    pub fn attestation_data(
+        &self,
+        slot: Slot,
+        committee_index: CommitteeIndex,
+    ) -> Option<AttestationData> {
+        self.lock().att_data.get(&(slot, committee_index)).copied()
+    }
+
+    /// The decided sync committee root of `slot`, if any.
+    pub fn sync_root(&self, slot: Slot) -> Option<Root> {
+        self.lock().sync_roots.get(&slot).copied()
+    }
+
+    /// The decided aggregate of committee `committee_index` at `slot`.
+    pub fn aggregate(&self, slot: Slot, committee_index: CommitteeIndex) -> Option<Attestation<P>> {
+        self.lock()
+            .aggregates
+            .get(&(slot, committee_index))
+            .cloned()
+    }
+
+    /// The decided aggregate of committee `committee_index` at `slot`, waiting until
+    /// `deadline`.
+    pub async fn await_committee_aggregate(
+        &self,
+        slot: Slot,
+        committee_index: CommitteeIndex,
+        deadline: Instant,
+    ) -> Result<Attestation<P>, DutyDbError> {
+        self.await_with(
+            deadline,
+            || format!("aggregate of committee {committee_index} at slot {slot}"),
+            |s| s.aggregates.get(&(slot, committee_index)).cloned(),
+        )
+        .await
+    }
+
+    /// The decided aggregate at `slot` whose attestation data has root
+    /// `attestation_data_root`, waiting until `deadline`.
+    pub async fn await_aggregate(
+        &self,
+        slot: Slot,
+        attestation_data_root: Root,
+        deadline: Instant,
+    ) -> Result<Attestation<P>, DutyDbError> {
+        self.await_with(
+            deadline,
+            || format!("aggregate of attestation data {attestation_data_root} at slot {slot}"),
+            |s| {
+                s.aggregates
+                    .iter()
+                    .find(|((sl, _), a)| *sl == slot && Root::of(&a.data) == attestation_data_root)
+                    .map(|(_, a)| a.clone())
+            },
+        )
+        .await
+    }
+
+    /// The decided contribution of `subcommittee_index` at `slot`, waiting until `deadline`.
+    pub async fn await_contribution(
+        &self,
+        slot: Slot,
+        subcommittee_index: u64,
+        deadline: Instant,
+    ) -> Result<SyncCommitteeContribution<P>, DutyDbError> {
+        self.await_with(
+            deadline,
+            || format!("contribution of subcommittee {subcommittee_index} at slot {slot}"),
+            |s| s.contributions.get(&(slot, subcommittee_index)).cloned(),
+        )
+        .await
+    }
+
+    /// Records the validator indices of the cluster's (active) DVs.
+    pub fn store_indices(&self, indices: impl IntoIterator<Item = (BlsPubkey, ValidatorIndex)>) {
+        self.lock().indices.extend(indices);
+        self.changed.notify_waiters();
+    }
+
+    /// The DV with validator index `index`, once the scheduler resolved it.
+    pub fn pubkey_of(&self, index: ValidatorIndex) -> Option<BlsPubkey> {
+        self.lock()
+            .indices
+            .iter()
+            .find(|(_, i)| **i == index)
+            .map(|(pk, _)| *pk)
+    }
+
+    /// The validator index of DV `pubkey`, once the scheduler resolved it.
+    pub fn index_of(&self, pubkey: BlsPubkey) -> Option<ValidatorIndex> {
+        self.lock().indices.get(&pubkey).copied()
+    }
+
+    /// The DV `pubkey`'s attester duty at `slot`, if scheduled.
+    pub fn attester_def(&self, slot: Slot, pubkey: BlsPubkey) -> Option<AttesterDef> {
+        match self.lock().defs.get(&Duty::new(slot, DutyKind::Attester)) {
+            Some(DutyDefs::Attester(d)) => d.iter().find(|d| d.pubkey == pubkey).copied(),
+            _ => None,
+        }
+    }
+
+    /// The DV `pubkey`'s seat in sync subcommittee `subcommittee_index` at `slot`, if
+    /// scheduled.
+    pub fn sync_subnet_def(
+        &self,
+        slot: Slot,
+        pubkey: BlsPubkey,
+        subcommittee_index: u64,
+    ) -> Option<SyncSubnetDef> {
+        match self
+            .lock()
+            .defs
+            .get(&Duty::new(slot, DutyKind::SyncContribution))
+        {
+            Some(DutyDefs::SyncContribution(d)) => d
+                .iter()
+                .find(|d| d.pubkey == pubkey && d.subcommittee_index == subcommittee_index)
+                .copied(),
+            _ => None,
+        }
+    }
+
     /// Forgets everything of slots before `slot`.
     pub fn prune(&self, slot: Slot) {
         let mut s = self.lock();
+        s.aggregates.retain(|(sl, _), _| *sl >= slot);
+        s.contributions.retain(|(sl, _), _| *sl >= slot);
+        s.combined.retain(|_, (sl, _)| *sl >= slot);
         s.att_data.retain(|(sl, _), _| *sl >= slot);
         s.attesters.retain(|(sl, _), _| *sl >= slot);
         s.by_bit.retain(|(sl, _, _), _| *sl >= slot);

@@ -2,13 +2,21 @@
 //!
 //! - attester: attestation data once per committee of the slot, one entry per DV;
 //! - proposer: the block, produced with the combined RANDAO reveal;
-//! - sync message: the head block root.
+//! - sync message: the head block root;
+//! - aggregation: for each committee with a DV aggregator, the beacon node's aggregate of the
+//!   committee's attestations over the decided attestation data;
+//! - sync contribution: for each subcommittee with a DV aggregator, the beacon node's
+//!   contribution over the decided sync committee root.
 //!
 //! Requests are retried until the caller's deadline (the beacon node may be briefly
 //! unreachable or still processing the slot's block).
 //!
 //! [`FetchStage`] runs the stage: it takes each duty the scheduler fires, fetches its data and
-//! hands it to consensus ([`DutyRunner`]).
+//! hands it to consensus ([`DutyRunner`]). In remote-signer mode
+//! ([`FetchStage::with_own_signatures`]) it also makes this node's partial signatures of what
+//! is combined ahead of time (selection proofs, RANDAO reveals: no consensus, the signed
+//! object is fixed) and picks the aggregators of an aggregation duty from the combined
+//! selection proofs, reporting only those to the tracker.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,12 +28,18 @@ use tracing::{debug, info, warn};
 
 use crate::clock::SlotClock;
 use crate::decide::DutyRunner;
-use crate::duty::{AttesterDef, DutyDefs, DutyKind, ProposerDef, ScheduledDuty};
+use crate::duty::{AttesterDef, Duty, DutyDefs, DutyKind, ProposerDef, ScheduledDuty};
 use crate::dutydb::DutyDb;
+use crate::eth::aggregate::{
+    is_aggregator, is_sync_committee_aggregator, SyncAggregatorSelectionData,
+    SyncCommitteeContribution,
+};
 use crate::eth::beacon::{BeaconClient, BeaconError, BlockId};
-use crate::eth::types::{BlsSignature, Preset, Slot};
+use crate::eth::signing::ForkSchedule;
+use crate::eth::types::{Attestation, BlsSignature, Preset, Root, Slot};
+use crate::parsig::{ParSig, SignedObject};
 use crate::tracker::{Reason, Stage, Tracker};
-use crate::value::{AttesterEntry, DutyValue, ProposerEntry};
+use crate::value::{AggregateEntry, AttesterEntry, DutyValue, ProposerEntry};
 
 /// Pause between attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
@@ -112,6 +126,34 @@ impl Fetcher {
         })))
     }
 
+    /// The beacon node's aggregate of the attestations over the data with root `data_root`.
+    pub async fn aggregate<P: Preset>(
+        &self,
+        slot: Slot,
+        data_root: Root,
+        deadline: Instant,
+    ) -> Result<Attestation<P>, BeaconError> {
+        retry(deadline, "aggregate attestation", || {
+            self.bn.aggregate_attestation::<P>(slot, data_root)
+        })
+        .await
+    }
+
+    /// The beacon node's contribution of `subcommittee_index` over `block_root`.
+    pub async fn contribution<P: Preset>(
+        &self,
+        slot: Slot,
+        subcommittee_index: u64,
+        block_root: Root,
+        deadline: Instant,
+    ) -> Result<SyncCommitteeContribution<P>, BeaconError> {
+        retry(deadline, "sync committee contribution", || {
+            self.bn
+                .sync_committee_contribution::<P>(slot, subcommittee_index, block_root)
+        })
+        .await
+    }
+
     /// The head block root, for the sync committee messages.
     pub async fn sync_root<P: Preset>(
         &self,
@@ -134,9 +176,159 @@ pub struct FetchStage<P: Preset> {
     pub dutydb: Arc<DutyDb<P>>,
     /// Told when a duty's data was fetched, or why not.
     pub tracker: Tracker,
+    /// Remote-signer mode: this node's partial signatures, and the chain's signing roots
+    /// (none: middleware mode).
+    pub signing: Option<(Arc<ParSig<P>>, Arc<ForkSchedule>)>,
 }
 
 impl<P: Preset> FetchStage<P> {
+    /// Remote-signer mode: `parsig` (holding this node's key shares) makes this node's
+    /// partial signatures of what is combined ahead of time.
+    pub fn with_own_signatures(
+        mut self,
+        parsig: Arc<ParSig<P>>,
+        schedule: Arc<ForkSchedule>,
+    ) -> FetchStage<P> {
+        self.signing = Some((parsig, schedule));
+        self
+    }
+
+    /// Makes this node's partial signature of each `(pubkey, object)` of `duty` (selection
+    /// proofs, RANDAO reveal): combined with the peers', they wait in the duty DB for the VC.
+    async fn sign_ahead(
+        &self,
+        duty: Duty,
+        objects: Vec<(crate::eth::types::BlsPubkey, SignedObject)>,
+    ) {
+        let Some((parsig, _)) = &self.signing else {
+            return;
+        };
+        let deadline = self.clock.deadline(duty.slot, 1);
+        for (pubkey, object) in objects {
+            if let Err(e) = parsig.sign_own(duty, pubkey, object, deadline).await {
+                warn!(%duty, %pubkey, error = %e, "cannot make this node's partial signature");
+                self.tracker.fail_validator(
+                    duty,
+                    pubkey,
+                    Reason::NoLocalVcSignature,
+                    &e.to_string(),
+                );
+            }
+        }
+    }
+
+    /// The aggregators among `defs` (their combined selection proof elects them), reported to
+    /// the tracker as the duty's participants, with the committees' aggregates to decide on.
+    async fn aggregates(
+        &self,
+        duty: Duty,
+        defs: &[AttesterDef],
+        schedule: &ForkSchedule,
+        deadline: Instant,
+    ) -> Option<Result<DutyValue<P>, String>> {
+        let slot = duty.slot;
+        let root = schedule.selection_proof_signing_root(slot);
+        let aggregators: Vec<AttesterDef> = defs
+            .iter()
+            .filter(|d| {
+                self.dutydb
+                    .combined(d.pubkey, root)
+                    .is_some_and(|proof| is_aggregator(d.committee_length, &proof))
+            })
+            .copied()
+            .collect();
+        if aggregators.is_empty() {
+            debug!(%duty, "no DV aggregates this slot");
+            return None;
+        }
+        self.tracker.scheduled(&ScheduledDuty {
+            duty,
+            defs: DutyDefs::Aggregation(aggregators.clone()),
+        });
+        let committees: std::collections::BTreeSet<u64> =
+            aggregators.iter().map(|d| d.committee_index).collect();
+        let mut entries = Vec::new();
+        let mut errors = Vec::new();
+        for committee_index in committees {
+            let Some(data) = self.dutydb.attestation_data(slot, committee_index) else {
+                errors.push(format!(
+                    "no decided attestation data for committee {committee_index}"
+                ));
+                continue;
+            };
+            match self
+                .fetcher
+                .aggregate::<P>(slot, Root::of(&data), deadline)
+                .await
+            {
+                Ok(aggregate) => entries.push(AggregateEntry {
+                    committee_index,
+                    aggregate,
+                }),
+                Err(e) => errors.push(format!("committee {committee_index}: {e}")),
+            }
+        }
+        Some(if entries.is_empty() {
+            Err(errors.join("; "))
+        } else {
+            Ok(DutyValue::Aggregation(entries))
+        })
+    }
+
+    /// Like [`FetchStage::aggregates`], for the sync subcommittees.
+    async fn contributions(
+        &self,
+        duty: Duty,
+        seats: &[crate::duty::SyncSubnetDef],
+        schedule: &ForkSchedule,
+        deadline: Instant,
+    ) -> Option<Result<DutyValue<P>, String>> {
+        let slot = duty.slot;
+        let aggregators: Vec<crate::duty::SyncSubnetDef> = seats
+            .iter()
+            .filter(|d| {
+                let data = SyncAggregatorSelectionData {
+                    slot,
+                    subcommittee_index: d.subcommittee_index,
+                };
+                self.dutydb
+                    .combined(d.pubkey, schedule.sync_selection_proof_signing_root(&data))
+                    .is_some_and(|proof| is_sync_committee_aggregator::<P>(&proof))
+            })
+            .copied()
+            .collect();
+        if aggregators.is_empty() {
+            debug!(%duty, "no DV aggregates a sync subcommittee this slot");
+            return None;
+        }
+        self.tracker.scheduled(&ScheduledDuty {
+            duty,
+            defs: DutyDefs::SyncContribution(aggregators.clone()),
+        });
+        let Some(block_root) = self.dutydb.sync_root(slot) else {
+            return Some(Err("no decided sync committee root for the slot".into()));
+        };
+        let subcommittees: std::collections::BTreeSet<u64> =
+            aggregators.iter().map(|d| d.subcommittee_index).collect();
+        let mut entries = Vec::new();
+        let mut errors = Vec::new();
+        for sub in subcommittees {
+            match self
+                .fetcher
+                .contribution::<P>(slot, sub, block_root, deadline)
+                .await
+            {
+                Ok(c) => entries.push(c),
+                Err(e) => errors.push(format!("subcommittee {sub}: {e}")),
+            }
+        }
+        Some(if entries.is_empty() {
+            Err(errors.join("; "))
+        } else {
+            Ok(DutyValue::SyncContribution(entries))
+        })
+    }
+
     /// Runs every duty of `due` in its own task, until the channel closes.
     pub async fn run(self: Arc<Self>, mut due: mpsc::Receiver<ScheduledDuty>) {
         while let Some(d) = due.recv().await {
@@ -160,6 +352,47 @@ impl<P: Preset> FetchStage<P> {
                 .sync_root::<P>(deadline)
                 .await
                 .map_err(|e| e.to_string()),
+            DutyDefs::SelectionProof(defs) => {
+                let object = SignedObject::SelectionProof { slot: duty.slot };
+                let objects = defs.iter().map(|d| (d.pubkey, object)).collect();
+                return self.sign_ahead(duty, objects).await;
+            }
+            DutyDefs::SyncSelectionProof(seats) => {
+                let objects = seats
+                    .iter()
+                    .map(|d| {
+                        let data = SyncAggregatorSelectionData {
+                            slot: duty.slot,
+                            subcommittee_index: d.subcommittee_index,
+                        };
+                        (d.pubkey, SignedObject::SyncSelectionProof { data })
+                    })
+                    .collect();
+                return self.sign_ahead(duty, objects).await;
+            }
+            DutyDefs::Randao(p) => {
+                let epoch = self.clock.epoch_of(duty.slot);
+                let objects = vec![(p.pubkey, SignedObject::Randao { epoch })];
+                return self.sign_ahead(duty, objects).await;
+            }
+            DutyDefs::Aggregation(defs) => {
+                let Some((_, schedule)) = &self.signing else {
+                    return;
+                };
+                match self.aggregates(duty, defs, schedule, deadline).await {
+                    Some(input) => input,
+                    None => return,
+                }
+            }
+            DutyDefs::SyncContribution(seats) => {
+                let Some((_, schedule)) = &self.signing else {
+                    return;
+                };
+                match self.contributions(duty, seats, schedule, deadline).await {
+                    Some(input) => input,
+                    None => return,
+                }
+            }
             DutyDefs::Proposer(p) => match self.dutydb.await_randao(duty.slot, deadline).await {
                 Ok(reveal) => self
                     .fetcher
@@ -186,7 +419,15 @@ impl<P: Preset> FetchStage<P> {
         let kind = duty.kind;
         match self.runner.run(duty, input, deadline).await {
             Ok(v) => {
-                info!(%duty, dvs = v.pubkeys().len().max(usize::from(kind == DutyKind::SyncMessage)), "duty decided")
+                let values = match &v {
+                    DutyValue::Aggregation(a) => a.len(),
+                    DutyValue::SyncContribution(c) => c.len(),
+                    v => v
+                        .pubkeys()
+                        .len()
+                        .max(usize::from(kind == DutyKind::SyncMessage)),
+                };
+                info!(%duty, dvs = values, "duty decided")
             }
             Err(reason) => warn!(%duty, reason = reason.as_str(), "duty not decided"),
         }

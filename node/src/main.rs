@@ -30,6 +30,9 @@ enum Command {
     CreateCluster(CreateClusterArgs),
     /// Run the distributed validator node.
     Run(Box<RunArgs>),
+    /// Sign this operator's part of a distributed validator's voluntary exit and hand it to the
+    /// running dvnode; the exit is combined and submitted once a threshold of operators did.
+    Exit(ExitArgs),
     /// Import or export EIP-3076 slashing protection data.
     #[command(subcommand)]
     Slashing(dvnode::slashing::cli::SlashingCmd),
@@ -162,6 +165,58 @@ struct RunArgs {
     /// Append one JSON line per closed duty (stages, timestamps, outcome) to this file.
     #[arg(long, env = "DVNODE_DUTY_LOG", value_name = "FILE")]
     duty_log: Option<PathBuf>,
+    /// Who signs. `middleware`: the validator client holds this node's key shares (its
+    /// keystores) and talks to the validator API as its beacon node. `remote`: dvnode decrypts
+    /// its key shares (`validator_keys/`, password files beside them) and also serves the
+    /// Web3Signer API on the validator API address; start the validator client with
+    /// `--externalSigner.url` at it and the DV public keys. Only `remote` performs aggregation
+    /// and sync contribution duties.
+    #[arg(long, env = "DVNODE_SIGNER", value_enum, default_value_t = dvnode::node::SignerMode::Middleware)]
+    signer: dvnode::node::SignerMode,
+}
+
+/// `dvnode exit` flags.
+#[derive(Args, Debug)]
+struct ExitArgs {
+    /// Node directory (holds `p2p-key`, `cluster-lock.json` and `validator_keys/`).
+    #[arg(long, env = "DVNODE_NODE_DIR", value_name = "DIR")]
+    node_dir: PathBuf,
+    /// Cluster lock file (default: `NODE_DIR/cluster-lock.json`).
+    #[arg(long, env = "DVNODE_LOCK_FILE", value_name = "FILE")]
+    lock_file: Option<PathBuf>,
+    /// The distributed validator to exit: its public key (`0x…`) or validator index.
+    #[arg(long, value_name = "PUBKEY|INDEX")]
+    validator: String,
+    /// Exit epoch (default: the current epoch). Every operator must use the same one.
+    #[arg(long, value_name = "EPOCH")]
+    epoch: Option<u64>,
+    /// The running dvnode's validator API.
+    #[arg(
+        long,
+        env = "DVNODE_VALIDATOR_API_URL",
+        default_value = "http://127.0.0.1:3600"
+    )]
+    validator_api_url: String,
+    /// Wait up to this many seconds for the exit epoch to be set on the beacon node.
+    #[arg(long, value_name = "SECONDS")]
+    wait: Option<u64>,
+}
+
+fn exit(a: ExitArgs) -> Result<()> {
+    let params = dvnode::exit::ExitParams {
+        lock_file: a
+            .lock_file
+            .unwrap_or_else(|| a.node_dir.join("cluster-lock.json")),
+        node_dir: a.node_dir,
+        validator: a.validator,
+        epoch: a.epoch,
+        api_url: a.validator_api_url,
+        wait: a.wait.map(std::time::Duration::from_secs),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(dvnode::exit::run(&params, |m| println!("{m}")))
 }
 
 fn run_node(a: RunArgs) -> Result<()> {
@@ -177,6 +232,7 @@ fn run_node(a: RunArgs) -> Result<()> {
         p2p_peers: a.p2p_peers,
         metrics_addr: a.metrics_addr,
         duty_log: a.duty_log,
+        signer: a.signer,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -295,6 +351,7 @@ fn main() {
     let result = match cli.command {
         Command::CreateCluster(a) => create_cluster(a),
         Command::Run(a) => run_node(*a),
+        Command::Exit(a) => exit(a),
         Command::Slashing(cmd) => cmd.run(),
         Command::Bench(cmd) => bench(cmd),
     };

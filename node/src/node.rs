@@ -6,6 +6,12 @@
 //! broadcast ◄─ sigagg ◄─ parsig (local + peers) ◄───────┘ ◄─► p2p Protocol::Parsig
 //! ```
 //!
+//! With `--signer remote` ([`SignerMode::Remote`]) the node decrypts its key shares, the
+//! validator API also serves the Web3Signer API ([`crate::remote`]) and the VC works with the
+//! DV keys: the partial signatures are this node's own, made when the VC asks for a signature
+//! (or ahead of time for selection proofs and RANDAO reveals), and the VC gets the combined
+//! signature; the scheduler and fetch stage run the aggregation and sync contribution duties.
+//!
 //! Every stage reports to the tracker, whose chain watcher checks inclusion once per slot. The
 //! loops that drive the stages live with them ([`Scheduler::run`], [`FetchStage::run`],
 //! [`ParSig::run_inbound`], [`SigAgg::run`], [`ChainWatcher::run`]); this module creates the
@@ -32,6 +38,7 @@ use tracing::{error, info, warn};
 use crate::broadcast::Broadcaster;
 use crate::clock::{SlotClock, SlotTicker, SystemClock};
 use crate::cluster::lock::ClusterLock;
+use crate::cluster::shares::ShareKeys;
 use crate::cluster::Cluster;
 use crate::consensus::driver::{Consensus, ConsensusMetrics, DriverConfig};
 use crate::decide::DutyRunner;
@@ -43,12 +50,14 @@ use crate::eth::types::{BlsPubkey, Mainnet, Minimal, Preset, Root};
 use crate::fetcher::{FetchStage, Fetcher};
 use crate::p2p;
 use crate::parsig::{DvShares, ParSig, ParSigMetrics, Threshold};
+use crate::remote::{DvSigner, SignerMetrics};
 use crate::scheduler::Scheduler;
 use crate::sigagg::SigAgg;
 use crate::slashing::SlashingDb;
 use crate::tracker::{ChainWatcher, Tracker, TrackerConfig};
-use crate::validator_api::{ValidatorApi, ValidatorApiConfig};
+use crate::validator_api::{PubkeyMap, ValidatorApi, ValidatorApiConfig};
 use crate::vc_backend::WorkflowBackend;
+use crate::web3signer::Web3Signer;
 
 /// Slots after which a duty that was not broadcast is closed and logged (and the grace after
 /// the inclusion window for a broadcast one whose blocks could not be read).
@@ -77,6 +86,21 @@ pub struct NodeConfig {
     pub metrics_addr: SocketAddr,
     /// JSON-lines duty log.
     pub duty_log: Option<PathBuf>,
+    /// Who signs: the VC with this node's key shares, or this node as the VC's remote signer.
+    pub signer: SignerMode,
+}
+
+/// Who makes this node's partial signatures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignerMode {
+    /// The VC holds this node's key shares and sends partial signatures through the beacon
+    /// API (`middleware`). Aggregation duties need DV selection endpoints the VC lacks.
+    #[default]
+    Middleware,
+    /// The VC signs through this node's Web3Signer API with the DV keys; this node holds its
+    /// key shares and answers with combined signatures (`remote`). Every duty, aggregation and
+    /// sync contributions included.
+    Remote,
 }
 
 /// Waits for the beacon node and returns its fork schedule and preset name.
@@ -272,8 +296,9 @@ async fn run_preset<P: Preset>(
             .map(|v| (BlsPubkey(v.pubkey.to_bytes()), v.public_shares.clone()))
             .collect(),
     };
+    let remote = config.signer == SignerMode::Remote;
     let (ready_tx, ready_rx) = mpsc::channel::<Threshold>(1024);
-    let parsig = Arc::new(ParSig::new(
+    let mut parsig = ParSig::new(
         own as u64 + 1,
         cluster.threshold,
         shares,
@@ -283,9 +308,27 @@ async fn run_preset<P: Preset>(
         ready_tx,
         ParSigMetrics::new(&mut registry),
         tracker.clone(),
-    ));
+    );
+    if remote {
+        let keys = ShareKeys::load(
+            &config.node_dir.join("validator_keys"),
+            &cluster,
+            own as u64 + 1,
+        )?;
+        info!(
+            validators = keys.len(),
+            share = own + 1,
+            "key shares decrypted (remote-signer mode)"
+        );
+        parsig = parsig.with_share_keys(Arc::new(keys));
+    }
+    let parsig = Arc::new(parsig);
     tokio::spawn(parsig.clone().run_inbound(router.parsig));
-    let sigagg = Arc::new(SigAgg::new(cluster.threshold, dutydb.clone()));
+    let mut sigagg = SigAgg::new(cluster.threshold, dutydb.clone());
+    if remote {
+        sigagg = sigagg.with_aggregation(parsig.clone());
+    }
+    let sigagg = Arc::new(sigagg);
     let broadcaster = Arc::new(Broadcaster::new(
         bn.clone(),
         schedule.clone(),
@@ -306,16 +349,15 @@ async fn run_preset<P: Preset>(
         .with_metrics(&mut registry),
     );
     let (due_tx, due_rx) = mpsc::channel::<ScheduledDuty>(256);
-    let scheduler = Scheduler::<P>::new(
+    let mut scheduler = Scheduler::<P>::new(
         bn.clone(),
         &schedule,
         Arc::new(SystemClock),
-        dv_pubkeys,
+        dv_pubkeys.clone(),
         dutydb.clone(),
         tracker.clone(),
         due_tx,
     );
-    tokio::spawn(scheduler.run(stop_rx.clone()));
     let clock = SlotClock::of(&schedule);
     let fetch = FetchStage {
         clock,
@@ -323,7 +365,12 @@ async fn run_preset<P: Preset>(
         runner,
         dutydb: dutydb.clone(),
         tracker: tracker.clone(),
+        signing: remote.then(|| (parsig.clone(), schedule.clone())),
     };
+    if remote {
+        scheduler = scheduler.with_remote_duties();
+    }
+    tokio::spawn(scheduler.run(stop_rx.clone()));
     tokio::spawn(Arc::new(fetch).run(due_rx));
     tokio::spawn(ChainWatcher::<P>::new(bn.clone(), tracker.clone()).run(clock, stop_rx.clone()));
     tokio::spawn(retain_recent(
@@ -336,16 +383,35 @@ async fn run_preset<P: Preset>(
     let mut api_config =
         ValidatorApiConfig::new(&config.beacon_node_url, &cluster, own as u64 + 1)?;
     api_config.listen = config.validator_api_addr;
-    let api = ValidatorApi::new(
+    if remote {
+        api_config.pubkeys = PubkeyMap::identity(&cluster)?;
+    }
+    let mut api = ValidatorApi::new(
         api_config,
         Arc::new(WorkflowBackend::new(
-            dutydb,
-            parsig,
+            dutydb.clone(),
+            parsig.clone(),
             schedule.clone(),
             tracker.clone(),
         )),
     )?
     .with_metrics(crate::validator_api::Metrics::new(&mut registry));
+    if remote {
+        let signer = DvSigner::new(
+            dutydb,
+            parsig,
+            schedule.clone(),
+            dv_pubkeys,
+            SignerMetrics::new(&mut registry),
+        );
+        let web3signer = Web3Signer::<P>::new(
+            schedule.clone(),
+            Arc::new(signer),
+            crate::web3signer::Metrics::new(&mut registry),
+        );
+        api = api.with_routes(web3signer.router());
+        info!("Web3Signer API served on the validator API address (remote-signer mode)");
+    }
     let api = api.bind().await?;
     info!(addr = %api.local_addr(), "validator API listening");
     let metrics =

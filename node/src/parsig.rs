@@ -7,16 +7,24 @@
 //! 1. the DV is one of the cluster's and the share index is the sender's (a peer can only speak
 //!    for its own share);
 //! 2. the duty is known: the decided value exists in the [`DutyDb`] (waiting for it a short
-//!    while, peers may be ahead), or for RANDAO the DV is the scheduled proposer;
-//! 3. the object equals what was decided (local partials for anything else are refused);
+//!    while, peers may be ahead), or for RANDAO the DV is the scheduled proposer; selection
+//!    proofs are accepted for any DV of the cluster and a slot near the current one (they are
+//!    not slashable, and peers may resolve their duties a moment earlier); an exit must name
+//!    the DV's validator index;
+//! 3. the object equals what was decided (local partials for anything else are refused); an
+//!    aggregate and proof must be the decided aggregate with the DV's index and its combined
+//!    selection proof (and likewise for a sync contribution);
 //! 4. the signature verifies against the sender's public share over the signing root computed
 //!    **here** from the decided data — a peer's claim about the root is never used.
 //!
 //! Refusals are counted by reason (`parsig_rejected_total{source,reason}`). Accepted local
-//! partials are broadcast to the peers. When `threshold` partials over the same signing root
-//! exist for a duty and DV, one [`Threshold`] is emitted for aggregation.
+//! partials are broadcast to the peers (a repeated local partial is not sent again). When
+//! `threshold` partials over the same signing root exist for a duty and DV, one [`Threshold`]
+//! is emitted for aggregation. A peer whose partial arrives after that (it was down or late:
+//! e.g. a restarted node asking for next epoch's selection proofs again) is sent this node's
+//! own partial for it, once, so it can combine too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,10 +38,17 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::cluster::shares::ShareKeys;
 use crate::duty::{Duty, DutyDefs, DutyKind};
 use crate::dutydb::DutyDb;
+use crate::eth::aggregate::{
+    AggregateAndProof, ContributionAndProof, SyncAggregatorSelectionData,
+    SYNC_COMMITTEE_SUBNET_COUNT,
+};
 use crate::eth::signing::ForkSchedule;
-use crate::eth::types::{AttestationData, BlsPubkey, BlsSignature, Epoch, Preset, Root};
+use crate::eth::types::{
+    AttestationData, BlsPubkey, BlsSignature, Epoch, Preset, Root, Slot, VoluntaryExit,
+};
 use crate::keys::batch::{BatchItem, BatchVerifier};
 use crate::keys::tbls;
 use crate::p2p::{NetworkHandle, Protocol, SendError};
@@ -68,6 +83,35 @@ pub enum SignedObject {
     SyncMessage {
         /// The head block root.
         block_root: Root,
+    },
+    /// An aggregator selection proof (a signature over the slot).
+    SelectionProof {
+        /// The slot.
+        #[serde(with = "serde_utils::quoted_u64")]
+        slot: Slot,
+    },
+    /// A sync committee selection proof.
+    SyncSelectionProof {
+        /// What is signed.
+        data: SyncAggregatorSelectionData,
+    },
+    /// An aggregate and proof, by its `hash_tree_root`.
+    AggregateAndProof {
+        /// `hash_tree_root` of the `AggregateAndProof` message.
+        message_root: Root,
+    },
+    /// A sync committee contribution and proof, by its `hash_tree_root`.
+    ContributionAndProof {
+        /// The subcommittee.
+        #[serde(with = "serde_utils::quoted_u64")]
+        subcommittee_index: u64,
+        /// `hash_tree_root` of the `ContributionAndProof` message.
+        message_root: Root,
+    },
+    /// A voluntary exit.
+    Exit {
+        /// The exit.
+        exit: VoluntaryExit,
     },
 }
 
@@ -182,11 +226,18 @@ pub struct Threshold {
 pub trait ParSigTransport: Send + Sync + 'static {
     /// Sends `payload` to every peer.
     fn broadcast(&self, payload: Vec<u8>) -> Result<(), SendError>;
+
+    /// Sends `payload` to the peer at node index `to`.
+    fn send(&self, to: usize, payload: Vec<u8>) -> Result<(), SendError>;
 }
 
 impl ParSigTransport for NetworkHandle {
     fn broadcast(&self, payload: Vec<u8>) -> Result<(), SendError> {
         NetworkHandle::broadcast(self, Protocol::Parsig, payload)
+    }
+
+    fn send(&self, to: usize, payload: Vec<u8>) -> Result<(), SendError> {
+        NetworkHandle::send(self, to, Protocol::Parsig, payload)
     }
 }
 
@@ -237,11 +288,31 @@ impl ParSigMetrics {
     }
 }
 
-#[derive(Default)]
+/// The partials of one duty, DV and signing root.
 struct Entry {
-    partials: BTreeMap<u64, (BlsSignature, Root)>,
+    object: SignedObject,
+    partials: BTreeMap<u64, BlsSignature>,
     done: bool,
+    /// Peers already sent this node's partial because theirs came after the threshold.
+    caught_up: BTreeSet<u64>,
 }
+
+/// What storing a partial did.
+#[derive(Default)]
+struct Stored {
+    /// The partial was not stored before.
+    new: bool,
+    /// The threshold it completed.
+    threshold: Option<Threshold>,
+    /// This node's own partial, to send to a peer that is behind.
+    catch_up: Option<ParSigMsg>,
+}
+
+/// Slots around the current one for which selection proofs are accepted.
+const SELECTION_WINDOW_EPOCHS: u64 = 2;
+/// How long partial exits are kept (they combine only once a threshold of operators asked for
+/// the exit, which may take a while): about a day of slots, at least.
+const EXIT_KEEP_SECS: u64 = 24 * 3600;
 
 /// The DV keys the partials are checked against.
 #[derive(Clone, Debug)]
@@ -259,12 +330,14 @@ pub struct ParSig<P: Preset> {
     dutydb: Arc<DutyDb<P>>,
     transport: Arc<dyn ParSigTransport>,
     out: mpsc::Sender<Threshold>,
-    entries: Mutex<HashMap<(Duty, BlsPubkey), Entry>>,
+    entries: Mutex<HashMap<(Duty, BlsPubkey, Root), Entry>>,
     inflight: Arc<Semaphore>,
     verifier: BatchVerifier,
     metrics: ParSigMetrics,
     tracker: Tracker,
     peer_wait: Duration,
+    /// This node's secret shares (remote-signer mode: the node signs itself).
+    shares: Option<Arc<ShareKeys>>,
 }
 
 impl<P: Preset> ParSig<P> {
@@ -297,7 +370,58 @@ impl<P: Preset> ParSig<P> {
             metrics,
             tracker,
             peer_wait,
+            shares: None,
         }
+    }
+
+    /// Lets this node make its own partial signatures with `shares` ([`ParSig::sign_own`]):
+    /// remote-signer mode, where no validator client holds the shares.
+    pub fn with_share_keys(mut self, shares: Arc<ShareKeys>) -> ParSig<P> {
+        self.shares = Some(shares);
+        self
+    }
+
+    /// Whether this node signs with its own shares (remote-signer mode).
+    pub fn signs_itself(&self) -> bool {
+        self.shares.is_some()
+    }
+
+    /// Makes this node's partial signature of `object` for `duty` and DV `pubkey` with its own
+    /// share — only if `object` is what the duty must sign ([`ParSig::expected`], waiting for
+    /// the decided value until `deadline`) — and submits it like a VC's partial. A partial
+    /// made before is not made or sent again. Returns the signing root.
+    pub async fn sign_own(
+        &self,
+        duty: Duty,
+        pubkey: BlsPubkey,
+        object: SignedObject,
+        deadline: Instant,
+    ) -> Result<Root, Rejection> {
+        let Some(shares) = &self.shares else {
+            return Err(Rejection::Malformed(
+                "this node holds no key shares (middleware mode)".into(),
+            ));
+        };
+        let (expected, root) = self.expected(duty, pubkey, &object, deadline).await?;
+        if expected != object {
+            let rejection = Rejection::MismatchingData { duty, pubkey };
+            self.count("local", &Err(rejection.clone()));
+            return Err(rejection);
+        }
+        if self.has_own(duty, pubkey, root) {
+            return Ok(root);
+        }
+        let signature = shares
+            .sign(&pubkey, &root)
+            .ok_or(Rejection::UnknownPubkey(pubkey))?;
+        let msg = ParSigMsg {
+            duty,
+            pubkey,
+            share_index: self.own_share,
+            object,
+            signature,
+        };
+        self.submit_local(msg, deadline).await.map(|()| root)
     }
 
     /// This node's share index.
@@ -306,11 +430,14 @@ impl<P: Preset> ParSig<P> {
     }
 
     /// The signed object and signing root that partials of `duty` for `pubkey` must have,
-    /// waiting for the decided value until `deadline`.
+    /// waiting for the decided value until `deadline`. `claimed` is the object a partial names:
+    /// it picks among several valid objects of one duty (the subcommittee of a sync selection
+    /// proof or contribution, the exit), and is otherwise ignored.
     pub async fn expected(
         &self,
         duty: Duty,
         pubkey: BlsPubkey,
+        claimed: &SignedObject,
         deadline: Instant,
     ) -> Result<(SignedObject, Root), Rejection> {
         let unknown = |detail: String| Rejection::UnknownDuty {
@@ -375,7 +502,194 @@ impl<P: Preset> ParSig<P> {
                     self.schedule.sync_committee_signing_root(root, slot),
                 ))
             }
+            DutyKind::SelectionProof => {
+                self.check_selection_window(slot).map_err(unknown)?;
+                Ok((
+                    SignedObject::SelectionProof { slot },
+                    self.schedule.selection_proof_signing_root(slot),
+                ))
+            }
+            DutyKind::SyncSelectionProof => {
+                self.check_selection_window(slot).map_err(unknown)?;
+                let SignedObject::SyncSelectionProof { data } = *claimed else {
+                    return Err(unknown("not a sync selection proof".into()));
+                };
+                if data.slot != slot || data.subcommittee_index >= SYNC_COMMITTEE_SUBNET_COUNT {
+                    return Err(unknown(format!(
+                        "selection data for slot {} subcommittee {}",
+                        data.slot, data.subcommittee_index
+                    )));
+                }
+                Ok((
+                    SignedObject::SyncSelectionProof { data },
+                    self.schedule.sync_selection_proof_signing_root(&data),
+                ))
+            }
+            DutyKind::Aggregation => {
+                let m = self.aggregate_and_proof(slot, pubkey, deadline).await?;
+                Ok((
+                    SignedObject::AggregateAndProof {
+                        message_root: Root::of(&m),
+                    },
+                    self.schedule.aggregate_and_proof_signing_root(&m),
+                ))
+            }
+            DutyKind::SyncContribution => {
+                let SignedObject::ContributionAndProof {
+                    subcommittee_index, ..
+                } = *claimed
+                else {
+                    return Err(unknown("not a contribution and proof".into()));
+                };
+                let m = self
+                    .contribution_and_proof(slot, pubkey, subcommittee_index, deadline)
+                    .await?;
+                Ok((
+                    SignedObject::ContributionAndProof {
+                        subcommittee_index,
+                        message_root: Root::of(&m),
+                    },
+                    self.schedule.contribution_and_proof_signing_root(&m),
+                ))
+            }
+            DutyKind::Exit => {
+                let SignedObject::Exit { exit } = *claimed else {
+                    return Err(unknown("not a voluntary exit".into()));
+                };
+                if slot != self.schedule.epoch_start_slot(exit.epoch) {
+                    return Err(unknown(format!(
+                        "exit at epoch {} in the duty of slot {slot}",
+                        exit.epoch
+                    )));
+                }
+                match self.dutydb.index_of(pubkey) {
+                    Some(i) if i == exit.validator_index => {}
+                    Some(i) => {
+                        return Err(unknown(format!(
+                            "the exit names validator {}, the DV is validator {i}",
+                            exit.validator_index
+                        )))
+                    }
+                    None => {
+                        return Err(unknown(
+                            "the DV's validator index is not known (not active?)".into(),
+                        ))
+                    }
+                }
+                let current = self.current_slot().map(|s| self.schedule.epoch_at_slot(s));
+                if current.is_some_and(|c| exit.epoch > c + 1) {
+                    return Err(unknown(format!(
+                        "exit epoch {} is in the future",
+                        exit.epoch
+                    )));
+                }
+                Ok((
+                    SignedObject::Exit { exit },
+                    self.schedule.voluntary_exit_signing_root(&exit),
+                ))
+            }
         }
+    }
+
+    /// The current slot by the wall clock (`None` before genesis).
+    fn current_slot(&self) -> Option<Slot> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.schedule.slot_at_time(now)
+    }
+
+    /// Selection proofs are accepted for slots from the previous epoch to two epochs ahead.
+    fn check_selection_window(&self, slot: Slot) -> Result<(), String> {
+        let now = self.current_slot().unwrap_or(0);
+        let per_epoch = self.schedule.slots_per_epoch();
+        let lo = now.saturating_sub(per_epoch);
+        let hi = now.saturating_add(SELECTION_WINDOW_EPOCHS * per_epoch);
+        if (lo..=hi).contains(&slot) {
+            Ok(())
+        } else {
+            Err(format!(
+                "selection proof for slot {slot}, outside slots {lo}..={hi} around the current one"
+            ))
+        }
+    }
+
+    /// The aggregate and proof DV `pubkey` signs at `slot`: the decided aggregate of its
+    /// committee, its validator index and its combined selection proof (waiting for the
+    /// decided aggregate until `deadline`).
+    pub async fn aggregate_and_proof(
+        &self,
+        slot: Slot,
+        pubkey: BlsPubkey,
+        deadline: Instant,
+    ) -> Result<AggregateAndProof<P>, Rejection> {
+        let duty = Duty::new(slot, DutyKind::Aggregation);
+        let unknown = |detail: String| Rejection::UnknownDuty {
+            duty,
+            pubkey,
+            detail,
+        };
+        let def = self
+            .dutydb
+            .attester_def(slot, pubkey)
+            .ok_or_else(|| unknown("no attester duty at the slot".into()))?;
+        let selection_proof = self
+            .dutydb
+            .combined(pubkey, self.schedule.selection_proof_signing_root(slot))
+            .ok_or_else(|| unknown("no combined selection proof".into()))?;
+        let aggregate = self
+            .dutydb
+            .await_committee_aggregate(slot, def.committee_index, deadline)
+            .await
+            .map_err(|e| unknown(e.to_string()))?;
+        Ok(AggregateAndProof {
+            aggregator_index: def.validator_index,
+            aggregate,
+            selection_proof,
+        })
+    }
+
+    /// The contribution and proof DV `pubkey` signs for `subcommittee_index` at `slot` (see
+    /// [`ParSig::aggregate_and_proof`]).
+    pub async fn contribution_and_proof(
+        &self,
+        slot: Slot,
+        pubkey: BlsPubkey,
+        subcommittee_index: u64,
+        deadline: Instant,
+    ) -> Result<ContributionAndProof<P>, Rejection> {
+        let duty = Duty::new(slot, DutyKind::SyncContribution);
+        let unknown = |detail: String| Rejection::UnknownDuty {
+            duty,
+            pubkey,
+            detail,
+        };
+        let def = self
+            .dutydb
+            .sync_subnet_def(slot, pubkey, subcommittee_index)
+            .ok_or_else(|| unknown(format!("no seat in sync subcommittee {subcommittee_index}")))?;
+        let data = SyncAggregatorSelectionData {
+            slot,
+            subcommittee_index,
+        };
+        let selection_proof = self
+            .dutydb
+            .combined(
+                pubkey,
+                self.schedule.sync_selection_proof_signing_root(&data),
+            )
+            .ok_or_else(|| unknown("no combined sync selection proof".into()))?;
+        let contribution = self
+            .dutydb
+            .await_contribution(slot, subcommittee_index, deadline)
+            .await
+            .map_err(|e| unknown(e.to_string()))?;
+        Ok(ContributionAndProof {
+            aggregator_index: def.validator_index,
+            contribution,
+            selection_proof,
+        })
     }
 
     async fn verify(
@@ -395,7 +709,9 @@ impl<P: Preset> ParSig<P> {
             .shares
             .get(&msg.pubkey)
             .ok_or(Rejection::UnknownPubkey(msg.pubkey))?;
-        let (object, root) = self.expected(msg.duty, msg.pubkey, deadline).await?;
+        let (object, root) = self
+            .expected(msg.duty, msg.pubkey, &msg.object, deadline)
+            .await?;
         if object != msg.object {
             return Err(Rejection::MismatchingData {
                 duty: msg.duty,
@@ -425,43 +741,64 @@ impl<P: Preset> ParSig<P> {
         Ok(root)
     }
 
-    fn store(&self, msg: &ParSigMsg, root: Root) -> Result<Option<Threshold>, Rejection> {
+    /// Stores a verified partial. Returns whether it was new, the threshold it completed, and
+    /// — for a peer's partial arriving after the threshold — this node's own partial for that
+    /// peer (once per peer and entry).
+    fn store(&self, msg: &ParSigMsg, root: Root) -> Result<Stored, Rejection> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.entry((msg.duty, msg.pubkey)).or_default();
-        if let Some((sig, _)) = entry.partials.get(&msg.share_index) {
-            if *sig != msg.signature {
+        let entry = entries
+            .entry((msg.duty, msg.pubkey, root))
+            .or_insert_with(|| Entry {
+                object: msg.object,
+                partials: BTreeMap::new(),
+                done: false,
+                caught_up: BTreeSet::new(),
+            });
+        let late = entry.done;
+        let mut stored = Stored::default();
+        match entry.partials.get(&msg.share_index) {
+            Some(sig) if *sig != msg.signature => {
                 return Err(Rejection::Equivocation {
                     duty: msg.duty,
                     pubkey: msg.pubkey,
                     share_index: msg.share_index,
-                });
+                })
             }
-            return Ok(None);
+            Some(_) => {}
+            None => {
+                entry.partials.insert(msg.share_index, msg.signature);
+                stored.new = true;
+            }
         }
-        entry
-            .partials
-            .insert(msg.share_index, (msg.signature, root));
-        if entry.done {
-            return Ok(None);
+        if late && msg.share_index != self.own_share && entry.caught_up.insert(msg.share_index) {
+            stored.catch_up = entry
+                .partials
+                .get(&self.own_share)
+                .map(|signature| ParSigMsg {
+                    duty: msg.duty,
+                    pubkey: msg.pubkey,
+                    share_index: self.own_share,
+                    object: entry.object,
+                    signature: *signature,
+                });
         }
-        let partials: Vec<(u64, BlsSignature)> = entry
-            .partials
-            .iter()
-            .filter(|(_, (_, r))| *r == root)
-            .map(|(i, (s, _))| (*i, *s))
-            .take(self.threshold)
-            .collect();
-        if partials.len() < self.threshold {
-            return Ok(None);
+        if entry.done || entry.partials.len() < self.threshold {
+            return Ok(stored);
         }
         entry.done = true;
-        Ok(Some(Threshold {
+        stored.threshold = Some(Threshold {
             duty: msg.duty,
             pubkey: msg.pubkey,
-            object: msg.object,
+            object: entry.object,
             signing_root: root,
-            partials,
-        }))
+            partials: entry
+                .partials
+                .iter()
+                .take(self.threshold)
+                .map(|(i, s)| (*i, *s))
+                .collect(),
+        });
+        Ok(stored)
     }
 
     fn count(&self, source: &str, result: &Result<(), Rejection>) {
@@ -500,7 +837,11 @@ impl<P: Preset> ParSig<P> {
     pub async fn submit_local(&self, msg: ParSigMsg, deadline: Instant) -> Result<(), Rejection> {
         let result = async {
             let root = self.verify(&msg, self.own_share, deadline).await?;
-            let ready = self.store(&msg, root)?;
+            let stored = self.store(&msg, root)?;
+            if !stored.new {
+                // Signed and sent before (a repeated request): nothing to do.
+                return Ok(());
+            }
             self.tracker
                 .validator_stage(msg.duty, msg.pubkey, Stage::LocalSigned);
             self.tracker.partial(msg.duty, msg.pubkey, msg.share_index);
@@ -508,7 +849,7 @@ impl<P: Preset> ParSig<P> {
             if let Err(e) = self.transport.broadcast(payload) {
                 warn!(duty = %msg.duty, error = %e, "cannot send the partial signature to the peers");
             }
-            self.emit(ready).await;
+            self.emit(stored.threshold).await;
             Ok(())
         }
         .await;
@@ -526,9 +867,19 @@ impl<P: Preset> ParSig<P> {
                 serde_json::from_slice(payload).map_err(|e| Rejection::Malformed(e.to_string()))?;
             let deadline = Instant::now() + self.peer_wait;
             let root = self.verify(&msg, from as u64 + 1, deadline).await?;
-            let ready = self.store(&msg, root)?;
-            self.tracker.partial(msg.duty, msg.pubkey, msg.share_index);
-            self.emit(ready).await;
+            let stored = self.store(&msg, root)?;
+            if stored.new {
+                self.tracker.partial(msg.duty, msg.pubkey, msg.share_index);
+            }
+            if let Some(own) = stored.catch_up {
+                debug!(peer = from, duty = %own.duty, pubkey = %own.pubkey, "peer is behind; sending it this node's partial");
+                let payload =
+                    serde_json::to_vec(&own).map_err(|e| Rejection::Malformed(e.to_string()))?;
+                if let Err(e) = self.transport.send(from, payload) {
+                    debug!(peer = from, error = %e, "cannot send the partial signature to the peer");
+                }
+            }
+            self.emit(stored.threshold).await;
             Ok(())
         }
         .await;
@@ -554,12 +905,30 @@ impl<P: Preset> ParSig<P> {
         }
     }
 
-    /// Forgets partials of slots before `slot`.
-    pub fn prune(&self, slot: u64) {
+    /// Whether this node's own partial of `duty` for `pubkey` over `signing_root` is stored.
+    pub fn has_own(&self, duty: Duty, pubkey: BlsPubkey, signing_root: Root) -> bool {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(d, _), _| d.slot >= slot);
+            .get(&(duty, pubkey, signing_root))
+            .is_some_and(|e| e.partials.contains_key(&self.own_share))
+    }
+
+    /// Forgets partials of slots before `slot`; partial exits are kept about a day longer
+    /// (their operators may ask for the exit hours apart).
+    pub fn prune(&self, slot: u64) {
+        let exit_slots = EXIT_KEEP_SECS / self.schedule.seconds_per_slot().max(1);
+        let current = self.current_slot().unwrap_or(slot);
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(d, _, _), _| {
+                if d.kind == DutyKind::Exit {
+                    d.slot.saturating_add(exit_slots) >= current
+                } else {
+                    d.slot >= slot
+                }
+            });
     }
 }
 
@@ -572,17 +941,24 @@ mod tests {
     use crate::value::DutyValue;
     use prometheus_client::registry::Registry;
 
-    struct Outbox(mpsc::UnboundedSender<Vec<u8>>);
+    /// Broadcasts go to `.0` (as `usize::MAX`), direct sends to `.0` with the peer index.
+    struct Outbox(mpsc::UnboundedSender<(usize, Vec<u8>)>);
 
     impl ParSigTransport for Outbox {
         fn broadcast(&self, payload: Vec<u8>) -> Result<(), SendError> {
-            self.0.send(payload).map_err(|_| SendError::Closed)
+            self.0
+                .send((usize::MAX, payload))
+                .map_err(|_| SendError::Closed)
+        }
+
+        fn send(&self, to: usize, payload: Vec<u8>) -> Result<(), SendError> {
+            self.0.send((to, payload)).map_err(|_| SendError::Closed)
         }
     }
 
     struct Node {
         parsig: Arc<ParSig<Minimal>>,
-        outbox: mpsc::UnboundedReceiver<Vec<u8>>,
+        outbox: mpsc::UnboundedReceiver<(usize, Vec<u8>)>,
         ready: mpsc::Receiver<Threshold>,
         registry: Registry,
     }
@@ -650,7 +1026,7 @@ mod tests {
         }
         // Deliver every broadcast to every other node.
         for from in 0..fixtures::N {
-            while let Ok(payload) = nodes[from].outbox.try_recv() {
+            while let Ok((_, payload)) = nodes[from].outbox.try_recv() {
                 for to in (0..fixtures::N).filter(|&to| to != from) {
                     nodes[to].parsig.handle_peer(from, &payload).await.unwrap();
                 }

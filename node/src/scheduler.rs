@@ -7,6 +7,14 @@
 //! proposer at the slot start, attester and sync committee message at 1/3 of the slot or as soon
 //! as the beacon node's head event announces the slot's block, whichever comes first.
 //!
+//! In remote-signer mode ([`Scheduler::with_remote_duties`]) the node signs with its own key
+//! shares, and the scheduler also fires, as soon as an epoch's duties are known, the duties that
+//! combine what the VC will ask for ahead of time — the attesters' and sync committee members'
+//! selection proofs and the proposers' RANDAO reveals — and, at 2/3 of each slot with attesters
+//! (sync committee members), the aggregation (sync contribution) duty. The DVs taking part in
+//! those are the ones their combined selection proof elects, known only when they run: the stage
+//! running them reports them to the tracker.
+//!
 //! # Reorgs
 //! The scheduler follows the beacon node's `head` and `chain_reorg` events. Duties of an epoch
 //! are valid for the block root they depend on (the `dependent_root` of the duties answers):
@@ -25,29 +33,118 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::clock::{Clock, SlotClock};
-use crate::duty::{AttesterDef, Duty, DutyDefs, DutyKind, ProposerDef, ScheduledDuty, SyncDef};
+use crate::duty::{
+    AttesterDef, Duty, DutyDefs, DutyKind, ProposerDef, ScheduledDuty, SyncDef, SyncSubnetDef,
+};
 use crate::dutydb::DutyDb;
+use crate::eth::aggregate::sync_subcommittees;
 use crate::eth::beacon::{
     BeaconClient, BeaconError, BeaconEvent, ChainReorgEvent, EventTopic, HeadEvent, StateId,
-    ValidatorId,
+    SyncDuty, ValidatorId,
 };
 use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{BlsPubkey, Epoch, Preset, Root, Slot, ValidatorIndex};
 use crate::tracker::Tracker;
 
-/// When `duty` fires (Unix ms): proposer and RANDAO at the slot start, attester and sync
-/// committee message at 1/3 of the slot.
+/// When `duty` fires (Unix ms): proposer at the slot start, attester and sync committee
+/// message at 1/3 of the slot, aggregation and sync contribution at 2/3 of it. What is combined
+/// ahead of time (selection proofs, RANDAO reveals, exits) is due from the start of the epoch
+/// before its slot's: it fires as soon as it is planned.
 pub fn fire_at_ms(clock: &SlotClock, duty: Duty) -> u64 {
     let start = clock.slot_start_ms(duty.slot);
+    let third = clock.slot_duration().as_millis() as u64 / 3;
     match duty.kind {
-        DutyKind::Proposer | DutyKind::Randao => start,
-        DutyKind::Attester | DutyKind::SyncMessage => {
-            start + clock.slot_duration().as_millis() as u64 / 3
+        DutyKind::Proposer => start,
+        DutyKind::Attester | DutyKind::SyncMessage => start + third,
+        DutyKind::Aggregation | DutyKind::SyncContribution => start + 2 * third,
+        DutyKind::Randao
+        | DutyKind::SelectionProof
+        | DutyKind::SyncSelectionProof
+        | DutyKind::Exit => {
+            let epoch = clock.epoch_of(duty.slot);
+            clock.slot_start_ms(clock.slots_of(epoch.saturating_sub(1)).start)
         }
     }
 }
 
-/// Groups raw duties of one epoch into [`ScheduledDuty`]s, sorted by fire time.
+/// Attester duties grouped by slot, each slot's sorted by pubkey without repeats.
+fn attesters_by_slot(
+    attesters: &[AttesterDef],
+    attester_slots: &[Slot],
+) -> BTreeMap<Slot, Vec<AttesterDef>> {
+    let mut by_slot: BTreeMap<Slot, Vec<AttesterDef>> = BTreeMap::new();
+    for (d, slot) in attesters.iter().zip(attester_slots) {
+        by_slot.entry(*slot).or_default().push(*d);
+    }
+    for defs in by_slot.values_mut() {
+        defs.sort_by_key(|d| d.pubkey);
+        defs.dedup_by_key(|d| d.pubkey);
+    }
+    by_slot
+}
+
+/// The remote-signer duties of one epoch (see the [module docs](self)), timed: what is combined
+/// ahead of time fires at `now_ms` at the latest.
+pub fn plan_remote_epoch(
+    clock: &SlotClock,
+    now_ms: u64,
+    attesters: &[AttesterDef],
+    attester_slots: &[Slot],
+    proposers: &[(Slot, ProposerDef)],
+    sync_seats: &[(Slot, Vec<SyncSubnetDef>)],
+) -> Vec<(u64, ScheduledDuty)> {
+    let mut out = Vec::new();
+    for (slot, defs) in attesters_by_slot(attesters, attester_slots) {
+        out.push(ScheduledDuty {
+            duty: Duty::new(slot, DutyKind::SelectionProof),
+            defs: DutyDefs::SelectionProof(defs.clone()),
+        });
+        out.push(ScheduledDuty {
+            duty: Duty::new(slot, DutyKind::Aggregation),
+            defs: DutyDefs::Aggregation(defs),
+        });
+    }
+    for (slot, p) in proposers {
+        out.push(ScheduledDuty {
+            duty: Duty::new(*slot, DutyKind::Randao),
+            defs: DutyDefs::Randao(*p),
+        });
+    }
+    for (slot, seats) in sync_seats {
+        if seats.is_empty() {
+            continue;
+        }
+        let mut seats = seats.clone();
+        seats.sort();
+        seats.dedup();
+        out.push(ScheduledDuty {
+            duty: Duty::new(*slot, DutyKind::SyncSelectionProof),
+            defs: DutyDefs::SyncSelectionProof(seats.clone()),
+        });
+        out.push(ScheduledDuty {
+            duty: Duty::new(*slot, DutyKind::SyncContribution),
+            defs: DutyDefs::SyncContribution(seats),
+        });
+    }
+    let mut timed: Vec<(u64, ScheduledDuty)> = out
+        .into_iter()
+        .map(|d| {
+            let t = fire_at_ms(clock, d.duty);
+            let ahead = matches!(
+                d.duty.kind,
+                DutyKind::SelectionProof | DutyKind::SyncSelectionProof | DutyKind::Randao
+            );
+            (if ahead { t.max(now_ms) } else { t }, d)
+        })
+        .collect();
+    timed.sort_by_key(|(t, d)| (*t, d.duty));
+    timed
+}
+
+/// Groups raw duties of one epoch into [`ScheduledDuty`]s, sorted by fire time. `sync` are the
+/// epoch's sync committee members and `sync_last` those signing in its last slot: a message of
+/// slot `s` is for the committee of slot `s + 1`, the next period's at the end of a period
+/// (the members of the next epoch's duties).
 pub fn plan_epoch(
     clock: &SlotClock,
     epoch: Epoch,
@@ -55,15 +152,10 @@ pub fn plan_epoch(
     attester_slots: &[Slot],
     proposers: &[(Slot, ProposerDef)],
     sync: &[SyncDef],
+    sync_last: &[SyncDef],
 ) -> Vec<(u64, ScheduledDuty)> {
-    let mut by_slot: BTreeMap<Slot, Vec<AttesterDef>> = BTreeMap::new();
-    for (d, slot) in attesters.iter().zip(attester_slots) {
-        by_slot.entry(*slot).or_default().push(*d);
-    }
     let mut out = Vec::new();
-    for (slot, mut defs) in by_slot {
-        defs.sort_by_key(|d| d.pubkey);
-        defs.dedup_by_key(|d| d.pubkey);
+    for (slot, defs) in attesters_by_slot(attesters, attester_slots) {
         out.push(ScheduledDuty {
             duty: Duty::new(slot, DutyKind::Attester),
             defs: DutyDefs::Attester(defs),
@@ -75,13 +167,24 @@ pub fn plan_epoch(
             defs: DutyDefs::Proposer(*p),
         });
     }
-    if !sync.is_empty() {
-        let mut members = sync.to_vec();
-        members.sort_by_key(|d| d.pubkey);
-        for slot in clock.slots_of(epoch) {
+    let sorted = |defs: &[SyncDef]| {
+        let mut m = defs.to_vec();
+        m.sort_by_key(|d| d.pubkey);
+        m
+    };
+    let (members, last_members) = (sorted(sync), sorted(sync_last));
+    let slots = clock.slots_of(epoch);
+    let last = slots.end - 1;
+    for slot in slots {
+        let m = if slot == last {
+            &last_members
+        } else {
+            &members
+        };
+        if !m.is_empty() {
             out.push(ScheduledDuty {
                 duty: Duty::new(slot, DutyKind::SyncMessage),
-                defs: DutyDefs::SyncMessage(members.clone()),
+                defs: DutyDefs::SyncMessage(m.clone()),
             });
         }
     }
@@ -109,6 +212,8 @@ pub struct Scheduler<P: Preset> {
     dependent: BTreeMap<Epoch, DependentRoots>,
     /// Duties fired (kept for the current and the previous epoch).
     fired: BTreeSet<Duty>,
+    /// Whether the remote-signer duties are scheduled too.
+    remote: bool,
 }
 
 /// The block roots one epoch's duties depend on, as the beacon node answered them.
@@ -151,7 +256,15 @@ impl<P: Preset> Scheduler<P> {
             queue: Vec::new(),
             dependent: BTreeMap::new(),
             fired: BTreeSet::new(),
+            remote: false,
         }
+    }
+
+    /// Schedules the remote-signer duties too (selection proofs, RANDAO reveals ahead of the
+    /// slot, aggregations, sync contributions).
+    pub fn with_remote_duties(mut self) -> Scheduler<P> {
+        self.remote = true;
+        self
     }
 
     /// Marks the resolved epochs whose duties `event` invalidates as unresolved (they are
@@ -206,6 +319,8 @@ impl<P: Preset> Scheduler<P> {
                 self.indices.insert(v.validator.pubkey, v.index);
             }
         }
+        self.dutydb
+            .store_indices(self.indices.iter().map(|(pk, i)| (*pk, *i)));
         info!(
             active = self.indices.len(),
             total = self.dvs.len(),
@@ -238,6 +353,27 @@ impl<P: Preset> Scheduler<P> {
         }
     }
 
+    /// The sync committee duties of the DVs (`ours`: index → pubkey) for `epoch`; none if the
+    /// beacon node cannot tell.
+    async fn sync_duties(
+        &self,
+        epoch: Epoch,
+        indices: &[ValidatorIndex],
+        ours: &HashMap<ValidatorIndex, BlsPubkey>,
+    ) -> Vec<SyncDuty> {
+        match self.bn.sync_duties(epoch, indices).await {
+            Ok(s) => s
+                .data
+                .into_iter()
+                .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
+                .collect(),
+            Err(e) => {
+                warn!(epoch, error = %e, "cannot get sync committee duties; none scheduled");
+                Vec::new()
+            }
+        }
+    }
+
     /// Fetches the duties of `epoch` and queues them.
     async fn resolve_epoch(&mut self, epoch: Epoch) -> Result<(), BeaconError> {
         self.resolve_indices().await?;
@@ -264,19 +400,60 @@ impl<P: Preset> Scheduler<P> {
             .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
             .map(|d| (d.slot, ProposerDef::from(d)))
             .collect();
-        let sync: Vec<SyncDef> = match self.bn.sync_duties(epoch, &indices).await {
-            Ok(s) => s
-                .data
-                .iter()
-                .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
-                .map(SyncDef::from)
-                .collect(),
-            Err(e) => {
-                warn!(epoch, error = %e, "cannot get sync committee duties; none scheduled");
-                Vec::new()
-            }
-        };
-        let mut planned = plan_epoch(&self.clock, epoch, &attesters, &slots, &proposers, &sync);
+        let sync_duties = self.sync_duties(epoch, &indices, &ours).await;
+        // The last slot signs for the next slot's committee (the next period's at a boundary).
+        let next_sync_duties = self.sync_duties(epoch + 1, &indices, &ours).await;
+        let sync: Vec<SyncDef> = sync_duties.iter().map(SyncDef::from).collect();
+        let sync_last: Vec<SyncDef> = next_sync_duties.iter().map(SyncDef::from).collect();
+        let mut planned = plan_epoch(
+            &self.clock,
+            epoch,
+            &attesters,
+            &slots,
+            &proposers,
+            &sync,
+            &sync_last,
+        );
+        if self.remote {
+            let seats = |duties: &[SyncDuty]| -> Vec<SyncSubnetDef> {
+                duties
+                    .iter()
+                    .flat_map(|d| {
+                        sync_subcommittees::<P>(&d.validator_sync_committee_indices)
+                            .into_iter()
+                            .map(|subcommittee_index| SyncSubnetDef {
+                                pubkey: d.pubkey,
+                                validator_index: d.validator_index,
+                                subcommittee_index,
+                            })
+                    })
+                    .collect()
+            };
+            let (current, last) = (seats(&sync_duties), seats(&next_sync_duties));
+            let epoch_slots = self.clock.slots_of(epoch);
+            let last_slot = epoch_slots.end - 1;
+            let sync_seats: Vec<(Slot, Vec<SyncSubnetDef>)> = epoch_slots
+                .map(|s| {
+                    (
+                        s,
+                        if s == last_slot {
+                            last.clone()
+                        } else {
+                            current.clone()
+                        },
+                    )
+                })
+                .collect();
+            planned.extend(plan_remote_epoch(
+                &self.clock,
+                self.time.now_ms(),
+                &attesters,
+                &slots,
+                &proposers,
+                &sync_seats,
+            ));
+            planned.sort_by_key(|(t, d)| (*t, d.duty));
+        }
         // A re-fetched epoch (reorg): what fired already stays fired.
         planned.retain(|(_, d)| !self.fired.contains(&d.duty));
         info!(
@@ -356,7 +533,9 @@ impl<P: Preset> Scheduler<P> {
             };
             for d in due {
                 self.fired.insert(d.duty);
-                self.tracker.scheduled(&d);
+                if d.duty.kind.participants_known_when_scheduled() {
+                    self.tracker.scheduled(&d);
+                }
                 if self.out.send(d).await.is_err() {
                     return;
                 }
@@ -477,6 +656,30 @@ mod tests {
     }
 
     #[test]
+    fn the_last_slot_of_an_epoch_signs_for_the_next_slots_sync_committee() {
+        let clock = SlotClock::new(0, 6, 8);
+        let member = |pk: u8| SyncDef {
+            pubkey: BlsPubkey([pk; 48]),
+            validator_index: u64::from(pk),
+        };
+        let plan = plan_epoch(&clock, 1, &[], &[], &[], &[member(4)], &[member(5)]);
+        let members: Vec<(u64, u8)> = plan
+            .iter()
+            .map(|(_, d)| match &d.defs {
+                DutyDefs::SyncMessage(m) => (d.duty.slot, m[0].pubkey.0[0]),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(members.len(), 8);
+        assert!(members[..7].iter().all(|(_, pk)| *pk == 4));
+        assert_eq!(members[7], (15, 5), "slot 15 signs for slot 16's committee");
+        // No DV in the next slot's committee: no duty in the last slot.
+        let plan = plan_epoch(&clock, 1, &[], &[], &[], &[member(4)], &[]);
+        assert_eq!(plan.len(), 7);
+        assert!(plan.iter().all(|(_, d)| d.duty.slot < 15));
+    }
+
+    #[test]
     fn plan_groups_attesters_per_slot_and_orders_by_fire_time() {
         let clock = SlotClock::new(0, 6, 8);
         let def = |pk: u8, committee| AttesterDef {
@@ -497,7 +700,7 @@ mod tests {
             pubkey: BlsPubkey([4; 48]),
             validator_index: 4,
         }];
-        let plan = plan_epoch(&clock, 1, &atts, &slots, &[(9, prop)], &sync);
+        let plan = plan_epoch(&clock, 1, &atts, &slots, &[(9, prop)], &sync, &sync);
         // 2 attester slots + 1 proposer + 8 sync.
         assert_eq!(plan.len(), 11);
         assert!(plan.windows(2).all(|w| w[0].0 <= w[1].0));

@@ -1,8 +1,10 @@
 //! Signature aggregation: threshold partials → the DV's signature → the signed object.
 //!
 //! Partials are Lagrange-combined ([`tbls::combine`]) and the result is verified against the DV
-//! pubkey over the signing root before anything leaves the node. The signed object is built
-//! from the decided value in the [`DutyDb`], never from what a peer sent.
+//! pubkey over the signing root before anything leaves the node; it is kept in the [`DutyDb`]
+//! by DV and signing root (the remote-signer answers and the combined selection proofs come from
+//! there). The signed object is built from the decided value in the [`DutyDb`], never from what
+//! a peer sent.
 //!
 //! [`SigAgg::run`] runs the stage: every [`Threshold`] the partial-signature stage emits is
 //! aggregated and handed to the [`Broadcaster`]; the tracker learns each validator's outcome.
@@ -18,12 +20,13 @@ use crate::broadcast::Broadcaster;
 
 use crate::duty::DutyKind;
 use crate::dutydb::DutyDb;
+use crate::eth::aggregate::{SignedAggregateAndProof, SignedContributionAndProof};
 use crate::eth::types::{
     Attestation, BlsPubkey, BlsSignature, Preset, Root, SignedBeaconBlockAltair,
-    SyncCommitteeMessage,
+    SignedVoluntaryExit, SyncCommitteeMessage,
 };
 use crate::keys::tbls;
-use crate::parsig::{SignedObject, Threshold};
+use crate::parsig::{ParSig, SignedObject, Threshold};
 use crate::tracker::{Inclusion, Reason, Stage, Tracker};
 use crate::value::Signed;
 
@@ -69,12 +72,32 @@ pub fn aggregate(
 pub struct SigAgg<P: Preset> {
     threshold: usize,
     dutydb: Arc<DutyDb<P>>,
+    /// Rebuilds aggregate and contribution messages from the decided values (remote-signer
+    /// mode).
+    parsig: Option<Arc<ParSig<P>>>,
 }
 
 impl<P: Preset> SigAgg<P> {
     /// An aggregator with threshold `t`.
     pub fn new(threshold: usize, dutydb: Arc<DutyDb<P>>) -> SigAgg<P> {
-        SigAgg { threshold, dutydb }
+        SigAgg {
+            threshold,
+            dutydb,
+            parsig: None,
+        }
+    }
+
+    /// Builds signed aggregates and contributions too (remote-signer mode), with the messages
+    /// `parsig` verified the partials against.
+    pub fn with_aggregation(mut self, parsig: Arc<ParSig<P>>) -> SigAgg<P> {
+        self.parsig = Some(parsig);
+        self
+    }
+
+    fn messages(&self) -> Result<&ParSig<P>, SigAggError> {
+        self.parsig
+            .as_deref()
+            .ok_or_else(|| SigAggError::Build("aggregation is not enabled".into()))
     }
 
     /// Aggregates every threshold of `ready` (one task each) and broadcasts the signed object,
@@ -123,6 +146,15 @@ impl<P: Preset> SigAgg<P> {
     pub async fn aggregate(&self, th: &Threshold) -> Result<Signed<P>, SigAggError> {
         let sig = aggregate(&th.partials, self.threshold, &th.pubkey, &th.signing_root)?;
         let slot = th.duty.slot;
+        // Exits are kept until the node stops (one per validator, ever); the rest with its slot.
+        let keep_for = if th.duty.kind == DutyKind::Exit {
+            u64::MAX
+        } else {
+            slot
+        };
+        self.dutydb
+            .store_combined(th.pubkey, th.signing_root, keep_for, sig)
+            .map_err(|e| SigAggError::Build(e.to_string()))?;
         // The decided value is there: every partial was verified against it.
         let now = Instant::now();
         let build = |e: crate::dutydb::DutyDbError| SigAggError::Build(e.to_string());
@@ -170,6 +202,56 @@ impl<P: Preset> SigAgg<P> {
                     slot,
                     beacon_block_root: block_root,
                     validator_index: def.validator_index,
+                    signature: sig,
+                }))
+            }
+            (DutyKind::SelectionProof, SignedObject::SelectionProof { .. }) => {
+                Ok(Signed::SelectionProof(sig))
+            }
+            (DutyKind::SyncSelectionProof, SignedObject::SyncSelectionProof { .. }) => {
+                Ok(Signed::SyncSelectionProof(sig))
+            }
+            (DutyKind::Aggregation, SignedObject::AggregateAndProof { message_root }) => {
+                let message = self
+                    .messages()?
+                    .aggregate_and_proof(slot, th.pubkey, now)
+                    .await
+                    .map_err(|e| SigAggError::Build(e.to_string()))?;
+                if Root::of(&message) != message_root {
+                    return Err(SigAggError::Build("decided aggregate changed".into()));
+                }
+                Ok(Signed::AggregateAndProof(Box::new(
+                    SignedAggregateAndProof {
+                        message,
+                        signature: sig,
+                    },
+                )))
+            }
+            (
+                DutyKind::SyncContribution,
+                SignedObject::ContributionAndProof {
+                    subcommittee_index,
+                    message_root,
+                },
+            ) => {
+                let message = self
+                    .messages()?
+                    .contribution_and_proof(slot, th.pubkey, subcommittee_index, now)
+                    .await
+                    .map_err(|e| SigAggError::Build(e.to_string()))?;
+                if Root::of(&message) != message_root {
+                    return Err(SigAggError::Build("decided contribution changed".into()));
+                }
+                Ok(Signed::ContributionAndProof(Box::new(
+                    SignedContributionAndProof {
+                        message,
+                        signature: sig,
+                    },
+                )))
+            }
+            (DutyKind::Exit, SignedObject::Exit { exit }) => {
+                Ok(Signed::Exit(SignedVoluntaryExit {
+                    message: exit,
                     signature: sig,
                 }))
             }

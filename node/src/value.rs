@@ -13,9 +13,12 @@ use ssz_derive::{Decode, Encode};
 use crate::consensus::msg::Hash;
 use crate::consensus::qbft::Value;
 use crate::duty::{AttesterDef, DutyKind};
+use crate::eth::aggregate::{
+    SignedAggregateAndProof, SignedContributionAndProof, SyncCommitteeContribution,
+};
 use crate::eth::types::{
-    Attestation, AttestationData, BeaconBlockAltair, BlsPubkey, BlsSignature, Preset, Root,
-    SignedBeaconBlockAltair, SyncCommitteeMessage,
+    Attestation, AttestationData, BeaconBlockAltair, BlsPubkey, BlsSignature, CommitteeIndex,
+    Preset, Root, SignedBeaconBlockAltair, SignedVoluntaryExit, SyncCommitteeMessage,
 };
 
 /// One DV's attestation data, with its attester duty.
@@ -36,6 +39,15 @@ pub struct ProposerEntry<P: Preset> {
     pub block: BeaconBlockAltair<P>,
 }
 
+/// The aggregate of one committee that the cluster's aggregators sign.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct AggregateEntry<P: Preset> {
+    /// The committee.
+    pub committee_index: CommitteeIndex,
+    /// The aggregate attestation (its data is the committee's decided attestation data).
+    pub aggregate: Attestation<P>,
+}
+
 /// The value one duty's consensus decides.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DutyValue<P: Preset> {
@@ -45,6 +57,10 @@ pub enum DutyValue<P: Preset> {
     Proposer(Box<ProposerEntry<P>>),
     /// The head block root the sync committee members sign.
     SyncMessage(Root),
+    /// One aggregate per committee with a DV aggregator, sorted by committee index.
+    Aggregation(Vec<AggregateEntry<P>>),
+    /// One contribution per subcommittee with a DV aggregator, sorted by subcommittee index.
+    SyncContribution(Vec<SyncCommitteeContribution<P>>),
 }
 
 // Blocks decoded from SSZ have no unknown JSON fields; equality is total on what remains.
@@ -57,16 +73,21 @@ impl<P: Preset> DutyValue<P> {
             DutyValue::Attester(_) => DutyKind::Attester,
             DutyValue::Proposer(_) => DutyKind::Proposer,
             DutyValue::SyncMessage(_) => DutyKind::SyncMessage,
+            DutyValue::Aggregation(_) => DutyKind::Aggregation,
+            DutyValue::SyncContribution(_) => DutyKind::SyncContribution,
         }
     }
 
-    /// The DVs whose signatures this value asks for (empty for sync messages: the root is
-    /// shared, members come from the duty definitions).
+    /// The DVs whose slashable signatures this value asks for: the DVs whose consensus must
+    /// not overlap (rule 3). Empty for values that are not slashable (sync messages,
+    /// aggregates, contributions: their signers come from the duty definitions).
     pub fn pubkeys(&self) -> Vec<BlsPubkey> {
         match self {
             DutyValue::Attester(e) => e.iter().map(|e| e.def.pubkey).collect(),
             DutyValue::Proposer(p) => vec![p.pubkey],
-            DutyValue::SyncMessage(_) => Vec::new(),
+            DutyValue::SyncMessage(_)
+            | DutyValue::Aggregation(_)
+            | DutyValue::SyncContribution(_) => Vec::new(),
         }
     }
 }
@@ -82,6 +103,8 @@ impl<P: Preset> Value for DutyValue<P> {
             DutyValue::Attester(e) => out.extend(e.as_ssz_bytes()),
             DutyValue::Proposer(p) => out.extend(p.as_ssz_bytes()),
             DutyValue::SyncMessage(r) => out.extend(r.as_ssz_bytes()),
+            DutyValue::Aggregation(a) => out.extend(a.as_ssz_bytes()),
+            DutyValue::SyncContribution(c) => out.extend(c.as_ssz_bytes()),
         }
         out
     }
@@ -99,6 +122,14 @@ impl<P: Preset> Value for DutyValue<P> {
             Some(DutyKind::SyncMessage) => Root::from_ssz_bytes(body)
                 .map(DutyValue::SyncMessage)
                 .map_err(|e| err("sync message", e)),
+            Some(DutyKind::Aggregation) => Vec::<AggregateEntry<P>>::from_ssz_bytes(body)
+                .map(DutyValue::Aggregation)
+                .map_err(|e| err("aggregation", e)),
+            Some(DutyKind::SyncContribution) => {
+                Vec::<SyncCommitteeContribution<P>>::from_ssz_bytes(body)
+                    .map(DutyValue::SyncContribution)
+                    .map_err(|e| err("sync contribution", e))
+            }
             _ => Err(format!("unknown duty value tag {tag}")),
         }
     }
@@ -115,6 +146,31 @@ pub enum Signed<P: Preset> {
     Randao(BlsSignature),
     /// A sync committee message.
     SyncMessage(SyncCommitteeMessage),
+    /// A combined aggregator selection proof.
+    SelectionProof(BlsSignature),
+    /// A combined sync committee selection proof.
+    SyncSelectionProof(BlsSignature),
+    /// A signed aggregate and proof.
+    AggregateAndProof(Box<SignedAggregateAndProof<P>>),
+    /// A signed sync committee contribution and proof.
+    ContributionAndProof(Box<SignedContributionAndProof<P>>),
+    /// A signed voluntary exit.
+    Exit(SignedVoluntaryExit),
+}
+
+impl<P: Preset> Signed<P> {
+    /// The DV's (combined) signature in the object.
+    pub fn signature(&self) -> BlsSignature {
+        match self {
+            Signed::Attestation(a) => a.signature,
+            Signed::Block(b) => b.signature,
+            Signed::Randao(s) | Signed::SelectionProof(s) | Signed::SyncSelectionProof(s) => *s,
+            Signed::SyncMessage(m) => m.signature,
+            Signed::AggregateAndProof(a) => a.signature,
+            Signed::ContributionAndProof(c) => c.signature,
+            Signed::Exit(e) => e.signature,
+        }
+    }
 }
 
 #[cfg(test)]

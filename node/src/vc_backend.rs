@@ -12,9 +12,23 @@
 //!   → the decided block is returned to the VC.
 //! - `submit_block`: must be the decided block; the share signature goes to [`ParSig`].
 //! - `submit_sync_committee_messages`: must sign the decided head root; to [`ParSig`].
+//! - `submit_voluntary_exit`: a partial exit (signed with this node's share, by a VC or by
+//!   `dvnode exit`) goes to [`ParSig`]; the combined exit this node made is acknowledged.
 //! - aggregation endpoints: the validator API's default (a clear "unsupported" error).
+//!
+//! # Remote-signer mode
+//! When the node signs with its own shares ([`ParSig::signs_itself`]), the VC works with DV
+//! keys and gets the combined signatures from the Web3Signer API ([`crate::remote`]):
+//! - `produce_block`: the RANDAO reveal must be the combined one;
+//! - submissions carry combined signatures: each must be the one this node combined for the
+//!   decided object (the workflow broadcasts it already: the submission is acknowledged and
+//!   not sent again, so n VCs submitting the same object cost the beacon node nothing);
+//! - `aggregate_attestation` / `sync_committee_contribution`: the aggregate (contribution) the
+//!   cluster decided; `aggregate_and_proofs` / `contribution_and_proofs` are acknowledged like
+//!   the other submissions.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -23,14 +37,15 @@ use tokio::time::Instant;
 use crate::clock::SlotClock;
 use crate::duty::{Duty, DutyKind};
 use crate::dutydb::DutyDb;
+use crate::eth::aggregate::{SignedAggregateAndProof, SignedContributionAndProof};
 use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{
-    from_json_value, Attestation, BlsSignature, Preset, Root, SignedBeaconBlockAltair, Slot,
-    SyncCommitteeMessage,
+    from_json_value, Attestation, BlsPubkey, BlsSignature, Preset, Root, SignedBeaconBlockAltair,
+    SignedVoluntaryExit, Slot, SyncCommitteeMessage,
 };
 use crate::parsig::{ParSig, ParSigMsg, Rejection, SignedObject};
 use crate::tracker::{Stage, Tracker};
-use crate::validator_api::{BackendError, DutyBackend, ProducedBlock};
+use crate::validator_api::{unsupported, BackendError, DutyBackend, ProducedBlock};
 
 /// See the [module docs](self).
 pub struct WorkflowBackend<P: Preset> {
@@ -117,19 +132,64 @@ impl<P: Preset> WorkflowBackend<P> {
                     m.validator_index, m.slot
                 ))
             })?;
-        let msg = ParSigMsg {
-            duty: Duty::new(m.slot, DutyKind::SyncMessage),
-            pubkey: def.pubkey,
+        self.take(
             share_index,
-            object: SignedObject::SyncMessage {
+            Duty::new(m.slot, DutyKind::SyncMessage),
+            def.pubkey,
+            SignedObject::SyncMessage {
                 block_root: m.beacon_block_root,
             },
-            signature: m.signature,
-        };
-        self.parsig
-            .submit_local(msg, self.deadline(m.slot, 1))
+            m.signature,
+            self.deadline(m.slot, 1),
+        )
+        .await
+    }
+
+    /// Takes a signature of `object` for `duty` and DV `pubkey` from the VC: a partial (the
+    /// VC holds this node's share) goes to [`ParSig`]; in remote-signer mode it must be the
+    /// combined signature this node made for exactly that object.
+    async fn take(
+        &self,
+        share_index: u64,
+        duty: Duty,
+        pubkey: BlsPubkey,
+        object: SignedObject,
+        signature: BlsSignature,
+        deadline: Instant,
+    ) -> Result<(), BackendError> {
+        if !self.parsig.signs_itself() {
+            let msg = ParSigMsg {
+                duty,
+                pubkey,
+                share_index,
+                object,
+                signature,
+            };
+            return self
+                .parsig
+                .submit_local(msg, deadline)
+                .await
+                .map_err(rejected);
+        }
+        let (expected, root) = self
+            .parsig
+            .expected(duty, pubkey, &object, deadline)
             .await
-            .map_err(rejected)
+            .map_err(rejected)?;
+        if expected != object {
+            return Err(BackendError::BadRequest(format!(
+                "{duty} for {pubkey}: the signed object is not the one the cluster decided"
+            )));
+        }
+        match self.dutydb.combined(pubkey, root) {
+            Some(s) if s == signature => Ok(()),
+            Some(_) => Err(BackendError::BadRequest(format!(
+                "{duty} for {pubkey}: the signature is not the cluster's combined signature"
+            ))),
+            None => Err(BackendError::BadRequest(format!(
+                "{duty} for {pubkey}: this node combined no signature over {root}"
+            ))),
+        }
     }
 
     async fn submit_attestation(&self, share_index: u64, v: Value) -> Result<(), BackendError> {
@@ -153,17 +213,33 @@ impl<P: Preset> WorkflowBackend<P> {
                     att.data.index
                 ))
             })?;
-        let msg = ParSigMsg {
-            duty: Duty::new(slot, DutyKind::Attester),
-            pubkey: entry.def.pubkey,
+        self.take(
             share_index,
-            object: SignedObject::Attestation { data: att.data },
-            signature: att.signature,
-        };
-        self.parsig
-            .submit_local(msg, self.deadline(slot, 1))
-            .await
-            .map_err(rejected)
+            Duty::new(slot, DutyKind::Attester),
+            entry.def.pubkey,
+            SignedObject::Attestation { data: att.data },
+            att.signature,
+            self.deadline(slot, 1),
+        )
+        .await
+    }
+
+    /// The DV with validator index `index`.
+    fn dv_of(&self, index: u64, what: &str) -> Result<BlsPubkey, BackendError> {
+        self.dutydb.pubkey_of(index).ok_or_else(|| {
+            BackendError::BadRequest(format!(
+                "{what}: validator {index} is not an active DV of this cluster"
+            ))
+        })
+    }
+
+    /// Remote-signer mode only: aggregation needs the combined selection proofs.
+    fn check_remote(&self, what: &str) -> Result<(), BackendError> {
+        if self.parsig.signs_itself() {
+            Ok(())
+        } else {
+            Err(unsupported(what))
+        }
     }
 }
 
@@ -200,20 +276,34 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
         let reveal: BlsSignature = randao_reveal
             .parse()
             .map_err(|e| BackendError::BadRequest(format!("invalid randao_reveal: {e}")))?;
-        let msg = ParSigMsg {
-            duty: Duty::new(slot, DutyKind::Randao),
-            pubkey: proposer.pubkey,
-            share_index,
-            object: SignedObject::Randao {
-                epoch: self.schedule.epoch_at_slot(slot),
-            },
-            signature: reveal,
-        };
         let deadline = self.deadline(slot, 1);
-        self.parsig
-            .submit_local(msg, deadline)
-            .await
-            .map_err(rejected)?;
+        if self.parsig.signs_itself() {
+            // Remote-signer mode: the VC got the combined reveal from this node.
+            let combined = self
+                .dutydb
+                .await_randao(slot, deadline)
+                .await
+                .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+            if combined != reveal {
+                return Err(BackendError::BadRequest(
+                    "randao_reveal: not the cluster's combined RANDAO reveal for the slot".into(),
+                ));
+            }
+        } else {
+            let msg = ParSigMsg {
+                duty: Duty::new(slot, DutyKind::Randao),
+                pubkey: proposer.pubkey,
+                share_index,
+                object: SignedObject::Randao {
+                    epoch: self.schedule.epoch_at_slot(slot),
+                },
+                signature: reveal,
+            };
+            self.parsig
+                .submit_local(msg, deadline)
+                .await
+                .map_err(rejected)?;
+        }
         let decided = self
             .dutydb
             .await_block(slot, deadline)
@@ -253,17 +343,15 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
                 "block {block_root} is not the block decided for slot {slot}"
             )));
         }
-        let msg = ParSigMsg {
-            duty: Duty::new(slot, DutyKind::Proposer),
-            pubkey: decided.pubkey,
+        self.take(
             share_index,
-            object: SignedObject::Block { block_root },
-            signature: signed.signature,
-        };
-        self.parsig
-            .submit_local(msg, self.deadline(slot, 1))
-            .await
-            .map_err(rejected)
+            Duty::new(slot, DutyKind::Proposer),
+            decided.pubkey,
+            SignedObject::Block { block_root },
+            signed.signature,
+            self.deadline(slot, 1),
+        )
+        .await
     }
 
     async fn submit_sync_committee_messages(
@@ -273,5 +361,134 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
     ) -> Result<(), BackendError> {
         self.check_share(share_index)?;
         submit_each(messages, |v| self.submit_sync_message(share_index, v)).await
+    }
+
+    async fn aggregate_attestation(
+        &self,
+        slot: u64,
+        attestation_data_root: String,
+    ) -> Result<Value, BackendError> {
+        self.check_remote("aggregate_attestation")?;
+        let root: Root = attestation_data_root
+            .parse()
+            .map_err(|e| BackendError::BadRequest(format!("attestation_data_root: {e}")))?;
+        let aggregate = self
+            .dutydb
+            .await_aggregate(slot, root, self.deadline(slot, 1))
+            .await
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        serde_json::to_value(aggregate).map_err(|e| BackendError::Internal(e.to_string()))
+    }
+
+    async fn sync_committee_contribution(
+        &self,
+        slot: u64,
+        subcommittee_index: u64,
+        beacon_block_root: String,
+    ) -> Result<Value, BackendError> {
+        self.check_remote("sync_committee_contribution")?;
+        let root: Root = beacon_block_root
+            .parse()
+            .map_err(|e| BackendError::BadRequest(format!("beacon_block_root: {e}")))?;
+        let c = self
+            .dutydb
+            .await_contribution(slot, subcommittee_index, self.deadline(slot, 1))
+            .await
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        if c.beacon_block_root != root {
+            return Err(BackendError::NotFound(format!(
+                "beacon_block_root: the cluster's contribution of subcommittee {subcommittee_index} at slot {slot} is over {}",
+                c.beacon_block_root
+            )));
+        }
+        serde_json::to_value(c).map_err(|e| BackendError::Internal(e.to_string()))
+    }
+
+    async fn submit_aggregate_and_proofs(
+        &self,
+        share_index: u64,
+        aggregates: Vec<Value>,
+    ) -> Result<(), BackendError> {
+        self.check_share(share_index)?;
+        self.check_remote("submit_aggregate_and_proofs")?;
+        submit_each(aggregates, |v| async move {
+            let a: SignedAggregateAndProof<P> = parse(v, "signed aggregate and proof")?;
+            let slot = a.message.aggregate.data.slot;
+            let pubkey = self.dv_of(a.message.aggregator_index, "message.aggregator_index")?;
+            let object = SignedObject::AggregateAndProof {
+                message_root: Root::of(&a.message),
+            };
+            let duty = Duty::new(slot, DutyKind::Aggregation);
+            self.take(
+                share_index,
+                duty,
+                pubkey,
+                object,
+                a.signature,
+                self.deadline(slot, 1),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn submit_contribution_and_proofs(
+        &self,
+        share_index: u64,
+        contributions: Vec<Value>,
+    ) -> Result<(), BackendError> {
+        self.check_share(share_index)?;
+        self.check_remote("submit_contribution_and_proofs")?;
+        submit_each(contributions, |v| async move {
+            let c: SignedContributionAndProof<P> = parse(v, "signed contribution and proof")?;
+            let slot = c.message.contribution.slot;
+            let pubkey = self.dv_of(c.message.aggregator_index, "message.aggregator_index")?;
+            let object = SignedObject::ContributionAndProof {
+                subcommittee_index: c.message.contribution.subcommittee_index,
+                message_root: Root::of(&c.message),
+            };
+            let duty = Duty::new(slot, DutyKind::SyncContribution);
+            self.take(
+                share_index,
+                duty,
+                pubkey,
+                object,
+                c.signature,
+                self.deadline(slot, 1),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn submit_voluntary_exit(
+        &self,
+        share_index: u64,
+        exit: Value,
+    ) -> Result<(), BackendError> {
+        self.check_share(share_index)?;
+        let e: SignedVoluntaryExit = parse(exit, "signed voluntary exit")?;
+        let pubkey = self.dv_of(e.message.validator_index, "message.validator_index")?;
+        let root = self.schedule.voluntary_exit_signing_root(&e.message);
+        // The combined exit (a remote-signer VC submitting what it got): already broadcast.
+        if self.dutydb.combined(pubkey, root) == Some(e.signature) {
+            return Ok(());
+        }
+        // A partial exit of this node's share (a VC holding the share, or `dvnode exit`).
+        let msg = ParSigMsg {
+            duty: Duty::new(
+                self.schedule.epoch_start_slot(e.message.epoch),
+                DutyKind::Exit,
+            ),
+            pubkey,
+            share_index,
+            object: SignedObject::Exit { exit: e.message },
+            signature: e.signature,
+        };
+        let deadline = Instant::now() + Duration::from_secs(self.schedule.seconds_per_slot());
+        self.parsig
+            .submit_local(msg, deadline)
+            .await
+            .map_err(rejected)
     }
 }

@@ -46,9 +46,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "stages that drive the next one; the VC backend; metrics server",
-        &["fetcher", "sigagg", "vc_backend", "metrics_server"],
+        &[
+            "fetcher",
+            "sigagg",
+            "vc_backend",
+            "remote",
+            "metrics_server",
+        ],
     ),
-    ("wiring: `dvnode run`", &["node"]),
+    ("wiring: `dvnode run`; `dvnode exit`", &["node", "exit"]),
 ];
 
 #[test]

@@ -417,6 +417,11 @@ impl DutyBackend for Recording {
         self.note("submit_sync_committee_messages", Some(share));
         self.inner.submit_sync_committee_messages(share, m).await
     }
+
+    async fn submit_voluntary_exit(&self, share: u64, e: Value) -> Result<(), BackendError> {
+        self.note("submit_voluntary_exit", Some(share));
+        self.inner.submit_voluntary_exit(share, e).await
+    }
 }
 
 /// A backend that never decides (to exercise the backend timeout).
@@ -451,6 +456,9 @@ impl DutyBackend for Undecided {
         _: u64,
         _: Vec<Value>,
     ) -> Result<(), BackendError> {
+        Ok(())
+    }
+    async fn submit_voluntary_exit(&self, _: u64, _: Value) -> Result<(), BackendError> {
         Ok(())
     }
 }

@@ -14,14 +14,12 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ssz_derive::{Decode, Encode};
-use ssz_types::typenum::{self, Unsigned};
+use ssz_types::typenum::Unsigned;
 use ssz_types::BitVector;
 use tree_hash_derive::TreeHash;
 
 use super::signing::{compute_signing_root, ForkSchedule};
-use super::types::{
-    Attestation, BlsSignature, DomainType, Mainnet, Minimal, Preset, Root, Slot, ValidatorIndex,
-};
+use super::types::{Attestation, BlsSignature, DomainType, Preset, Root, Slot, ValidatorIndex};
 
 /// `TARGET_AGGREGATORS_PER_COMMITTEE`.
 pub const TARGET_AGGREGATORS_PER_COMMITTEE: u64 = 16;
@@ -30,22 +28,8 @@ pub const TARGET_AGGREGATORS_PER_SYNC_SUBCOMMITTEE: u64 = 16;
 /// `SYNC_COMMITTEE_SUBNET_COUNT`.
 pub const SYNC_COMMITTEE_SUBNET_COUNT: u64 = 4;
 
-/// The sync subcommittee size of a preset (`SYNC_COMMITTEE_SIZE / SYNC_COMMITTEE_SUBNET_COUNT`).
-pub trait SyncSubcommittee: Preset {
-    /// Members of one sync subcommittee (the length of a contribution's bitvector).
-    type SyncSubcommitteeSize: Unsigned + Clone + std::fmt::Debug + PartialEq + Eq + Send + Sync;
-}
-
-impl SyncSubcommittee for Minimal {
-    type SyncSubcommitteeSize = typenum::U8;
-}
-
-impl SyncSubcommittee for Mainnet {
-    type SyncSubcommitteeSize = typenum::U128;
-}
-
 /// The number of members of one sync subcommittee of preset `P`.
-pub fn sync_subcommittee_size<P: SyncSubcommittee>() -> u64 {
+pub fn sync_subcommittee_size<P: Preset>() -> u64 {
     P::SyncSubcommitteeSize::to_u64()
 }
 
@@ -68,7 +52,7 @@ pub fn is_aggregator(committee_length: u64, selection_proof: &BlsSignature) -> b
 
 /// `is_sync_committee_aggregator`: whether the holder of `selection_proof` aggregates its sync
 /// subcommittee (modulo `max(1, SYNC_COMMITTEE_SIZE / 4 / 16)`).
-pub fn is_sync_committee_aggregator<P: SyncSubcommittee>(selection_proof: &BlsSignature) -> bool {
+pub fn is_sync_committee_aggregator<P: Preset>(selection_proof: &BlsSignature) -> bool {
     selected(
         selection_proof,
         sync_subcommittee_size::<P>() / TARGET_AGGREGATORS_PER_SYNC_SUBCOMMITTEE,
@@ -77,7 +61,7 @@ pub fn is_sync_committee_aggregator<P: SyncSubcommittee>(selection_proof: &BlsSi
 
 /// The sync subcommittees (subnets) a member sits in, from its positions in the committee
 /// (`validator_sync_committee_indices` of its sync duty), ascending and without repeats.
-pub fn sync_subcommittees<P: SyncSubcommittee>(committee_positions: &[u64]) -> Vec<u64> {
+pub fn sync_subcommittees<P: Preset>(committee_positions: &[u64]) -> Vec<u64> {
     let size = sync_subcommittee_size::<P>();
     let mut out: Vec<u64> = committee_positions.iter().map(|p| p / size).collect();
     out.sort_unstable();
@@ -137,7 +121,7 @@ pub struct SyncAggregatorSelectionData {
 /// The aggregate of one sync subcommittee's messages over a block root (Altair).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, TreeHash)]
 #[serde(bound = "")]
-pub struct SyncCommitteeContribution<P: SyncSubcommittee> {
+pub struct SyncCommitteeContribution<P: Preset> {
     /// Slot.
     #[serde(with = "serde_utils::quoted_u64")]
     pub slot: Slot,
@@ -155,7 +139,7 @@ pub struct SyncCommitteeContribution<P: SyncSubcommittee> {
 /// A contribution with the aggregator's proof of selection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, TreeHash)]
 #[serde(bound = "")]
-pub struct ContributionAndProof<P: SyncSubcommittee> {
+pub struct ContributionAndProof<P: Preset> {
     /// The aggregator.
     #[serde(with = "serde_utils::quoted_u64")]
     pub aggregator_index: ValidatorIndex,
@@ -168,7 +152,7 @@ pub struct ContributionAndProof<P: SyncSubcommittee> {
 /// A [`ContributionAndProof`] signed by the aggregator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, TreeHash)]
 #[serde(bound = "")]
-pub struct SignedContributionAndProof<P: SyncSubcommittee> {
+pub struct SignedContributionAndProof<P: Preset> {
     /// The message.
     pub message: ContributionAndProof<P>,
     /// The aggregator's signature.
@@ -195,7 +179,7 @@ impl ForkSchedule {
 
     /// Signing root of a [`ContributionAndProof`] (domain `CONTRIBUTION_AND_PROOF` at the
     /// epoch of the contribution's slot).
-    pub fn contribution_and_proof_signing_root<P: SyncSubcommittee>(
+    pub fn contribution_and_proof_signing_root<P: Preset>(
         &self,
         m: &ContributionAndProof<P>,
     ) -> Root {
@@ -207,7 +191,7 @@ impl ForkSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eth::types::{from_json_str, AttestationData, Checkpoint};
+    use crate::eth::types::{from_json_str, AttestationData, Checkpoint, Mainnet, Minimal};
     use crate::keys::{interop::interop_secret, tbls};
     use ssz::{Decode, Encode};
     use ssz_types::BitList;

@@ -298,6 +298,9 @@ pub trait Preset:
     type MaxVoluntaryExits: Unsigned + Clone + fmt::Debug + PartialEq + Eq + Send + Sync;
     /// `SYNC_COMMITTEE_SIZE`.
     type SyncCommitteeSize: Unsigned + Clone + fmt::Debug + PartialEq + Eq + Send + Sync;
+    /// `SYNC_COMMITTEE_SIZE / SYNC_COMMITTEE_SUBNET_COUNT`: members of one sync subcommittee
+    /// (the length of a contribution's bitvector).
+    type SyncSubcommitteeSize: Unsigned + Clone + fmt::Debug + PartialEq + Eq + Send + Sync;
 }
 
 /// The `minimal` preset (what `LODESTAR_PRESET=minimal` runs).
@@ -314,6 +317,7 @@ impl Preset for Minimal {
     type MaxDeposits = typenum::U16;
     type MaxVoluntaryExits = typenum::U16;
     type SyncCommitteeSize = typenum::U32;
+    type SyncSubcommitteeSize = typenum::U8;
 }
 
 /// The `mainnet` preset.
@@ -330,6 +334,7 @@ impl Preset for Mainnet {
     type MaxDeposits = typenum::U16;
     type MaxVoluntaryExits = typenum::U16;
     type SyncCommitteeSize = typenum::U512;
+    type SyncSubcommitteeSize = typenum::U128;
 }
 
 /// The epoch containing `slot`.

@@ -39,7 +39,9 @@ pub enum Inclusion {
 
 impl Inclusion {
     /// What to look for on chain after broadcasting `signed` (`None` for a RANDAO reveal,
-    /// which reaches the chain inside the block).
+    /// which reaches the chain inside the block, and for what the chain does not show by its
+    /// signer: selection proofs, aggregates, contributions, exits — those succeed when the
+    /// beacon node accepts them).
     pub fn of<P: Preset>(signed: &Signed<P>) -> Option<Inclusion> {
         match signed {
             Signed::Attestation(a) => {
@@ -57,7 +59,12 @@ impl Inclusion {
             Signed::SyncMessage(m) => Some(Inclusion::SyncMessage {
                 validator_index: m.validator_index,
             }),
-            Signed::Randao(_) => None,
+            Signed::Randao(_)
+            | Signed::SelectionProof(_)
+            | Signed::SyncSelectionProof(_)
+            | Signed::AggregateAndProof(_)
+            | Signed::ContributionAndProof(_)
+            | Signed::Exit(_) => None,
         }
     }
 
@@ -206,11 +213,16 @@ impl Tracker {
     /// The scheduler fired `d`: records the stage and the duty's DV validators.
     pub fn scheduled(&self, d: &ScheduledDuty) {
         let validators: Vec<(BlsPubkey, ValidatorIndex)> = match &d.defs {
-            DutyDefs::Attester(defs) => {
+            DutyDefs::Attester(defs)
+            | DutyDefs::SelectionProof(defs)
+            | DutyDefs::Aggregation(defs) => {
                 defs.iter().map(|x| (x.pubkey, x.validator_index)).collect()
             }
-            DutyDefs::Proposer(p) => vec![(p.pubkey, p.validator_index)],
+            DutyDefs::Proposer(p) | DutyDefs::Randao(p) => vec![(p.pubkey, p.validator_index)],
             DutyDefs::SyncMessage(defs) => {
+                defs.iter().map(|x| (x.pubkey, x.validator_index)).collect()
+            }
+            DutyDefs::SyncSelectionProof(defs) | DutyDefs::SyncContribution(defs) => {
                 defs.iter().map(|x| (x.pubkey, x.validator_index)).collect()
             }
         };

@@ -81,6 +81,14 @@ pub trait DutyBackend: Send + Sync + 'static {
         messages: Vec<Value>,
     ) -> Result<(), BackendError>;
 
+    /// `POST /eth/v1/beacon/pool/voluntary_exits`: a `SignedVoluntaryExit` (partially signed
+    /// with this node's share, or the combined exit of a remote-signer VC).
+    async fn submit_voluntary_exit(
+        &self,
+        share_index: u64,
+        exit: Value,
+    ) -> Result<(), BackendError>;
+
     /// `GET /eth/v1/validator/aggregate_attestation`. Unsupported by default.
     async fn aggregate_attestation(
         &self,
@@ -261,6 +269,15 @@ impl DutyBackend for PassthroughBackend {
         messages: Vec<Value>,
     ) -> Result<(), BackendError> {
         self.post("/eth/v1/beacon/pool/sync_committees", &messages)
+            .await
+    }
+
+    async fn submit_voluntary_exit(
+        &self,
+        _share_index: u64,
+        exit: Value,
+    ) -> Result<(), BackendError> {
+        self.post("/eth/v1/beacon/pool/voluntary_exits", &exit)
             .await
     }
 }

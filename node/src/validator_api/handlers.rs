@@ -638,6 +638,28 @@ pub(super) async fn submit_sync_committee_messages(
     respond(result, empty_ok)
 }
 
+/// `POST /eth/v1/beacon/pool/voluntary_exits`.
+pub(super) async fn submit_voluntary_exit(State(s): State<AppState>, body: Body) -> Response {
+    let result = async {
+        let exit = parse_json(&read_body(&s, body).await?)?;
+        require_fields(&exit, "body", &["message", "signature"])?;
+        require_fields(
+            &exit["message"],
+            "body.message",
+            &["epoch", "validator_index"],
+        )?;
+        call(
+            &s,
+            "submit_voluntary_exit",
+            || "submitting a voluntary exit".to_owned(),
+            s.backend.submit_voluntary_exit(s.config.share_index, exit),
+        )
+        .await
+    }
+    .await;
+    respond(result, empty_ok)
+}
+
 /// `GET /eth/v1/validator/aggregate_attestation?attestation_data_root&slot`.
 pub(super) async fn aggregate_attestation(State(s): State<AppState>, uri: Uri) -> Response {
     let result = async {

@@ -63,6 +63,7 @@ pub struct ValidatorApi {
     backend: Arc<dyn DutyBackend>,
     metrics: Metrics,
     shutdown_tx: watch::Sender<bool>,
+    extra: Router,
 }
 
 impl ValidatorApi {
@@ -83,7 +84,15 @@ impl ValidatorApi {
             backend,
             metrics: Metrics::default(),
             shutdown_tx: watch::channel(false).0,
+            extra: Router::new(),
         })
+    }
+
+    /// Serves `routes` on the same address too (the Web3Signer API in remote-signer mode).
+    /// They must not overlap the beacon API paths.
+    pub fn with_routes(mut self, routes: Router) -> ValidatorApi {
+        self.extra = self.extra.merge(routes);
+        self
     }
 
     /// Uses `metrics` (e.g. from [`Metrics::new`] on the node's registry).
@@ -153,6 +162,10 @@ impl ValidatorApi {
                 post(h::submit_sync_committee_messages).fallback(h::proxy),
             )
             .route(
+                "/eth/v1/beacon/pool/voluntary_exits",
+                post(h::submit_voluntary_exit).fallback(h::proxy),
+            )
+            .route(
                 "/eth/v1/validator/aggregate_attestation",
                 get(h::aggregate_attestation).fallback(h::proxy),
             )
@@ -174,6 +187,7 @@ impl ValidatorApi {
                 h::track,
             ))
             .with_state(state)
+            .merge(self.extra.clone())
     }
 
     /// Binds the listen address.

@@ -49,6 +49,12 @@ impl PubkeyMap {
         PubkeyMap::new(pairs)
     }
 
+    /// The identity map over the cluster's DV pubkeys: in remote-signer mode the VC knows the
+    /// DV keys themselves, so nothing is rewritten (and they do not count as unknown).
+    pub fn identity(cluster: &Cluster) -> Result<PubkeyMap> {
+        PubkeyMap::new(cluster.validators.iter().map(|v| (v.pubkey, v.pubkey)))
+    }
+
     /// A map from `(share pubkey, DV pubkey)` pairs. Fails on a duplicate share or DV pubkey.
     pub fn new(pairs: impl IntoIterator<Item = (PublicKey, PublicKey)>) -> Result<PubkeyMap> {
         let mut map = PubkeyMap::default();

@@ -42,8 +42,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use crate::eth::aggregate::SyncSubcommittee;
 use crate::eth::signing::ForkSchedule;
+use crate::eth::types::Preset;
 use crate::eth::types::{BlsPubkey, BlsSignature, Root};
 pub use request::{check, parse, SignError, SignObject, SignRequest, SignType};
 
@@ -52,7 +52,7 @@ pub const MAX_BODY: usize = 4 << 20;
 
 /// Signs checked requests (the distributed validator; a whole key in tests).
 #[async_trait]
-pub trait Signer<P: SyncSubcommittee>: Send + Sync + 'static {
+pub trait Signer<P: Preset>: Send + Sync + 'static {
     /// The public keys served, in a stable order.
     fn pubkeys(&self) -> Vec<BlsPubkey>;
 
@@ -130,18 +130,18 @@ impl Metrics {
     }
 }
 
-struct Inner<P: SyncSubcommittee> {
+struct Inner<P: Preset> {
     schedule: Arc<ForkSchedule>,
     signer: Arc<dyn Signer<P>>,
     metrics: Metrics,
 }
 
 /// The Web3Signer routes. See the [module docs](self).
-pub struct Web3Signer<P: SyncSubcommittee> {
+pub struct Web3Signer<P: Preset> {
     inner: Arc<Inner<P>>,
 }
 
-impl<P: SyncSubcommittee> Web3Signer<P> {
+impl<P: Preset> Web3Signer<P> {
     /// The API over `signer` for the chain of `schedule`.
     pub fn new(schedule: Arc<ForkSchedule>, signer: Arc<dyn Signer<P>>, metrics: Metrics) -> Self {
         Web3Signer {
@@ -175,7 +175,7 @@ async fn upcheck() -> Response {
     Json(json!({"status": "OK"})).into_response()
 }
 
-async fn public_keys<P: SyncSubcommittee>(State(s): State<Arc<Inner<P>>>) -> Response {
+async fn public_keys<P: Preset>(State(s): State<Arc<Inner<P>>>) -> Response {
     let keys: Vec<String> = s.signer.pubkeys().iter().map(|k| k.to_string()).collect();
     Json(keys).into_response()
 }
@@ -188,7 +188,7 @@ fn wants_text(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("text/plain") && !a.contains("json"))
 }
 
-async fn sign<P: SyncSubcommittee>(
+async fn sign<P: Preset>(
     State(s): State<Arc<Inner<P>>>,
     Path(identifier): Path<String>,
     headers: HeaderMap,

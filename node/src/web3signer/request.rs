@@ -7,9 +7,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::eth::aggregate::{
-    AggregateAndProof, ContributionAndProof, SyncAggregatorSelectionData, SyncSubcommittee,
-};
+use crate::eth::aggregate::{AggregateAndProof, ContributionAndProof, SyncAggregatorSelectionData};
 use crate::eth::signing::{ForkName, ForkSchedule};
 use crate::eth::types::{
     from_json_value, AttestationData, BeaconBlockAltair, BeaconBlockHeader, Epoch, Fork, Preset,
@@ -226,7 +224,7 @@ impl<P: Preset> BlockToSign<P> {
 
 /// The object a request asks to sign.
 #[derive(Clone, Debug, PartialEq)]
-pub enum SignObject<P: SyncSubcommittee> {
+pub enum SignObject<P: Preset> {
     /// `AGGREGATION_SLOT`.
     AggregationSlot {
         /// The slot.
@@ -258,7 +256,7 @@ pub enum SignObject<P: SyncSubcommittee> {
     ContributionAndProof(Box<ContributionAndProof<P>>),
 }
 
-impl<P: SyncSubcommittee> SignObject<P> {
+impl<P: Preset> SignObject<P> {
     /// The request type of this object.
     pub fn sign_type(&self) -> SignType {
         match self {
@@ -327,7 +325,7 @@ impl<P: SyncSubcommittee> SignObject<P> {
 
 /// A parsed signing request.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SignRequest<P: SyncSubcommittee> {
+pub struct SignRequest<P: Preset> {
     /// What to sign.
     pub object: SignObject<P>,
     /// The root the client computed (`signingRoot`, optional in the Web3Signer API); never
@@ -425,7 +423,7 @@ fn parse_block<P: Preset>(mut v: Value, key: &str) -> Result<BlockToSign<P>, Sig
 
 /// Parses a signing request body. Errors name the offending field; an unknown or refused
 /// `type` is named in the error.
-pub fn parse<P: SyncSubcommittee>(body: &[u8]) -> Result<SignRequest<P>, SignError> {
+pub fn parse<P: Preset>(body: &[u8]) -> Result<SignRequest<P>, SignError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         SignError::malformed(
             "body",
@@ -522,10 +520,7 @@ pub fn parse<P: SyncSubcommittee>(body: &[u8]) -> Result<SignRequest<P>, SignErr
 ///   the signed epoch as `fork.epoch` and, for a fork active at genesis, the genesis version as
 ///   `previous_version`; both conventions lead to the same version here.)
 /// - the client's `signingRoot`, if given, must equal the recomputed root.
-pub fn check<P: SyncSubcommittee>(
-    req: &SignRequest<P>,
-    schedule: &ForkSchedule,
-) -> Result<Root, SignError> {
+pub fn check<P: Preset>(req: &SignRequest<P>, schedule: &ForkSchedule) -> Result<Root, SignError> {
     let gvr = schedule.genesis_validators_root();
     if req.fork_info.genesis_validators_root != gvr {
         return Err(SignError::wrong(

@@ -86,6 +86,23 @@ impl fmt::Display for ValidatorId {
     }
 }
 
+impl std::str::FromStr for ValidatorId {
+    type Err = String;
+
+    /// A `0x…` public key or a decimal validator index.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("0x") || s.starts_with("0X") {
+            s.parse()
+                .map(ValidatorId::Pubkey)
+                .map_err(|e| format!("invalid public key: {e}"))
+        } else {
+            s.parse().map(ValidatorId::Index).map_err(|_| {
+                format!("expected a 0x-prefixed public key or a validator index, got {s:?}")
+            })
+        }
+    }
+}
+
 /// `{"data": T, ...}` envelope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Data<T> {

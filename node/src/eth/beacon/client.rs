@@ -19,12 +19,15 @@ use super::api::{
     ValidatorData, ValidatorId, Versioned,
 };
 use super::events::{BeaconEvent, EventTopic};
+use crate::eth::aggregate::{
+    SignedAggregateAndProof, SignedContributionAndProof, SyncCommitteeContribution,
+};
 use crate::eth::config::{Genesis, SpecConfig};
 use crate::eth::signing::{ForkName, ForkSchedule};
 use crate::eth::types::{
     from_json_slice, from_json_value, Attestation, AttestationData, BeaconBlockAltair,
-    BlsSignature, CommitteeIndex, Epoch, Fork, Graffiti, Preset, SignedBeaconBlockAltair, Slot,
-    SyncCommitteeMessage, ValidatorIndex,
+    BlsSignature, CommitteeIndex, Epoch, Fork, Graffiti, Preset, Root, SignedBeaconBlockAltair,
+    SignedVoluntaryExit, Slot, SyncCommitteeMessage, ValidatorIndex,
 };
 
 /// Validator ids per `state_validators` request: 64 pubkeys make a URI of about 6.6 KB, well
@@ -509,6 +512,69 @@ impl BeaconClient {
         messages: &[SyncCommitteeMessage],
     ) -> Result<()> {
         self.post_no_content("/eth/v1/beacon/pool/sync_committees", messages)
+            .await
+    }
+
+    /// `GET /eth/v1/validator/aggregate_attestation`: the best aggregate the beacon node has of
+    /// the attestations with data root `attestation_data_root` at `slot`.
+    pub async fn aggregate_attestation<P: Preset>(
+        &self,
+        slot: Slot,
+        attestation_data_root: Root,
+    ) -> Result<Attestation<P>> {
+        let query = [
+            ("attestation_data_root", attestation_data_root.to_string()),
+            ("slot", slot.to_string()),
+        ];
+        Ok(self
+            .get::<Data<Attestation<P>>>("/eth/v1/validator/aggregate_attestation", &query)
+            .await?
+            .data)
+    }
+
+    /// `GET /eth/v1/validator/sync_committee_contribution`: the beacon node's aggregate of the
+    /// sync committee messages of `subcommittee_index` over `beacon_block_root` at `slot`.
+    pub async fn sync_committee_contribution<P: Preset>(
+        &self,
+        slot: Slot,
+        subcommittee_index: u64,
+        beacon_block_root: Root,
+    ) -> Result<SyncCommitteeContribution<P>> {
+        let query = [
+            ("slot", slot.to_string()),
+            ("subcommittee_index", subcommittee_index.to_string()),
+            ("beacon_block_root", beacon_block_root.to_string()),
+        ];
+        Ok(self
+            .get::<Data<SyncCommitteeContribution<P>>>(
+                "/eth/v1/validator/sync_committee_contribution",
+                &query,
+            )
+            .await?
+            .data)
+    }
+
+    /// `POST /eth/v1/validator/aggregate_and_proofs`.
+    pub async fn submit_aggregate_and_proofs<P: Preset>(
+        &self,
+        aggregates: &[SignedAggregateAndProof<P>],
+    ) -> Result<()> {
+        self.post_no_content("/eth/v1/validator/aggregate_and_proofs", aggregates)
+            .await
+    }
+
+    /// `POST /eth/v1/validator/contribution_and_proofs`.
+    pub async fn submit_contribution_and_proofs<P: Preset>(
+        &self,
+        contributions: &[SignedContributionAndProof<P>],
+    ) -> Result<()> {
+        self.post_no_content("/eth/v1/validator/contribution_and_proofs", contributions)
+            .await
+    }
+
+    /// `POST /eth/v1/beacon/pool/voluntary_exits`.
+    pub async fn submit_voluntary_exit(&self, exit: &SignedVoluntaryExit) -> Result<()> {
+        self.post_no_content("/eth/v1/beacon/pool/voluntary_exits", exit)
             .await
     }
 
