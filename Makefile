@@ -107,6 +107,14 @@ e2e-local: lodestar
 	$(CARGO) build --release --locked -p dvnode -p dvlab-tests
 	./target/release/e2e-local --out target/e2e-local $(E2E_ARGS)
 
+## e2e-local-remote: e2e-local with the cluster in remote-signer mode (each Lodestar VC signs through
+## its dvnode's Web3Signer API with the DV keys): also checks that every aggregation and sync
+## contribution duty implied by the DVs' selection proofs is performed and that a voluntary exit asked
+## for by every operator (`dvnode exit`) is accepted. Writes target/e2e-local-remote/summary.json.
+e2e-local-remote: lodestar
+	$(CARGO) build --release --locked -p dvnode -p dvlab-tests
+	./target/release/e2e-local --signer remote --out target/e2e-local-remote $(E2E_ARGS)
+
 ## e2e-docker: the Docker end-to-end test (tests/tests/docker_devnet.rs): builds the images
 ## (cached), runs a short devnet with a 4-node dvnode cluster through the dvlab library and
 ## checks its report and that nothing of the run is left in Docker.

@@ -15,6 +15,8 @@
 //!   slashings.
 //! - [`dutylog`]: dvnode duty logs: outcomes, miss reasons, node-added latency.
 //! - [`record`]: a recording HTTP proxy (`e2e-local --record`) for the fuzzers' seed corpora.
+//! - [`remote`]: remote-signer mode: aggregation and sync contribution duties expected from
+//!   the selection proofs, and those the dvnodes performed.
 //!
 //! The `bench-scale` binary measures how far one 4-node cluster scales: [`simbn`] (a simulated
 //! beacon node), [`simvc`] (simulated Lodestar-like validator clients) and [`benchscale`] (the
@@ -27,6 +29,7 @@ pub mod dutylog;
 pub mod lodestar;
 pub mod ports;
 pub mod record;
+pub mod remote;
 pub mod simbn;
 pub mod simvc;
 pub mod supervisor;

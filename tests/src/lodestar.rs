@@ -22,17 +22,24 @@ pub struct ChainParams {
     pub seconds_per_slot: u64,
     /// `ALTAIR_FORK_EPOCH`.
     pub altair_fork_epoch: u64,
+    /// `SHARD_COMMITTEE_PERIOD` (epochs a validator must be active before it may exit),
+    /// if not the preset's.
+    pub shard_committee_period: Option<u64>,
 }
 
 impl ChainParams {
     /// The `--params.*` arguments.
     pub fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--params.SECONDS_PER_SLOT".into(),
             self.seconds_per_slot.to_string(),
             "--params.ALTAIR_FORK_EPOCH".into(),
             self.altair_fork_epoch.to_string(),
-        ]
+        ];
+        if let Some(p) = self.shard_committee_period {
+            args.extend(["--params.SHARD_COMMITTEE_PERIOD".into(), p.to_string()]);
+        }
+        args
     }
 
     /// A `lodestar` command with the preset in its environment and the params appended later
@@ -136,6 +143,13 @@ pub enum VcKeys {
         /// Password file.
         password_file: PathBuf,
     },
+    /// These public keys, signed for by a Web3Signer at `url` (`--externalSigner.*`).
+    Remote {
+        /// The signer's base URL.
+        url: String,
+        /// The keys (`0x…`).
+        pubkeys: Vec<String>,
+    },
 }
 
 /// A `lodestar validator` process.
@@ -170,6 +184,12 @@ impl ValidatorClient {
                     .arg(dir)
                     .arg("--importKeystoresPassword")
                     .arg(password_file);
+            }
+            VcKeys::Remote { url, pubkeys } => {
+                cmd.arg("--externalSigner.url")
+                    .arg(url)
+                    .arg("--externalSigner.pubkeys")
+                    .arg(pubkeys.join(","));
             }
         }
         cmd.args(params.args());
@@ -214,6 +234,7 @@ mod tests {
             preset: "minimal".into(),
             seconds_per_slot: 4,
             altair_fork_epoch: 0,
+            shard_committee_period: Some(0),
         }
     }
 
@@ -239,6 +260,7 @@ mod tests {
         assert_eq!(after("--startValidators"), "0..47");
         assert_eq!(after("--genesisValidators"), "64");
         assert_eq!(after("--params.SECONDS_PER_SLOT"), "4");
+        assert_eq!(after("--params.SHARD_COMMITTEE_PERIOD"), "0");
         assert_eq!(after("--beaconNodes"), "http://127.0.0.1:5052");
     }
 

@@ -7,6 +7,13 @@
 //! `--kill-epochs` epochs and restarts it, records what the BN serves only near head, then
 //! checks the chain and writes `<out>/summary.json`. Exit code: 0 all checks pass, 1 a check
 //! failed, 2 the run itself failed.
+//!
+//! `--signer remote` runs the cluster in remote-signer mode: each dvnode decrypts its key
+//! shares and each VC signs through its dvnode's Web3Signer API (`--externalSigner.url`) with
+//! the DV keys. The run then also checks that every aggregation and sync contribution duty the
+//! DVs' selection proofs imply (computed here from the interop keys) was performed, and that a
+//! voluntary exit asked for by every running node's operator (`dvnode exit`) is accepted: the
+//! validator's exit epoch is set on the beacon node.
 
 use std::{
     collections::BTreeMap,
@@ -25,15 +32,17 @@ use dvlab_tests::{
     lodestar::{self, ChainParams, DevBeaconNode, ValidatorClient, VcKeys},
     ports::PortAllocator,
     record,
+    remote::{self, AggregationStats},
     supervisor::{self, Supervisor},
 };
 use dvnode::clock::unix_now;
 use dvnode::duty::DutyKind;
 use dvnode::eth::{
-    beacon::{Genesis, SpecConfig},
+    beacon::{Genesis, SpecConfig, StateId, ValidatorId},
     signing::ForkSchedule,
-    types::{BlsPubkey, Epoch, Minimal, Slot, ValidatorIndex},
+    types::{BlsPubkey, Epoch, Minimal, Slot, ValidatorIndex, FAR_FUTURE_EPOCH},
 };
+use dvnode::node::SignerMode;
 use dvnode::tracker::Stage;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -89,6 +98,30 @@ struct Args {
     /// recording proxies (see `dvlab_tests::record`).
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
+    /// Who signs for the DVs: `middleware` (each VC holds its node's key shares) or `remote`
+    /// (each VC signs through its dvnode's Web3Signer API with the DV keys; aggregation, sync
+    /// contributions and a voluntary exit are checked too).
+    #[arg(long, value_enum, default_value_t = SignerMode::Middleware)]
+    signer: SignerMode,
+    /// Remote signer: epoch at whose second slot every running dvnode's operator asks for the
+    /// exit of the first DV (default: the last epoch but one, so the DV exits after the run).
+    #[arg(long)]
+    exit_at_epoch: Option<u64>,
+}
+
+/// The voluntary exit of a remote-signer run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ExitRecord {
+    /// The exiting DV.
+    validator: ValidatorIndex,
+    /// The exit's epoch.
+    epoch: Epoch,
+    /// Nodes whose `dvnode exit` succeeded.
+    requested_by: Vec<usize>,
+    /// `dvnode exit` failures.
+    errors: Vec<String>,
+    /// The validator's exit epoch on the beacon node at the end (none: not exiting).
+    exit_epoch: Option<Epoch>,
 }
 
 /// Facts about a run that the analysis needs, saved next to the chain record.
@@ -117,6 +150,12 @@ struct RunInfo {
     /// Head slot and finalized epoch at the end.
     final_head_slot: Slot,
     final_finalized_epoch: Epoch,
+    /// Remote-signer mode.
+    #[serde(default)]
+    remote: bool,
+    /// The voluntary exit asked for (remote-signer mode).
+    #[serde(default)]
+    exit: Option<ExitRecord>,
 }
 
 fn now_secs() -> u64 {
@@ -132,6 +171,7 @@ struct DvNode {
     api_port: u16,
     p2p_port: u16,
     metrics_port: u16,
+    signer: SignerMode,
 }
 
 impl DvNode {
@@ -156,9 +196,52 @@ impl DvNode {
             .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--duty-log")
             .arg(self.duty_log())
+            .arg("--signer")
+            .arg(match self.signer {
+                SignerMode::Middleware => "middleware",
+                SignerMode::Remote => "remote",
+            })
             .env("DVNODE_LOG", "info");
         cmd
     }
+
+    fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+}
+
+/// Runs `dvnode exit` for `node` (its operator's part of the exit of `validator` at `epoch`).
+async fn request_exit(
+    bin: &Path,
+    node: &DvNode,
+    validator: &BlsPubkey,
+    epoch: Epoch,
+    log: &Path,
+) -> Result<()> {
+    let output = tokio::process::Command::new(bin)
+        .arg("exit")
+        .arg("--node-dir")
+        .arg(&node.dir)
+        .arg("--validator")
+        .arg(validator.to_string())
+        .arg("--epoch")
+        .arg(epoch.to_string())
+        .arg("--validator-api-url")
+        .arg(node.api_url())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .context("dvnode exit did not finish within 30 s")?
+        .context("running dvnode exit")?;
+    fs::write(log, [&output.stdout[..], &output.stderr[..]].concat())?;
+    ensure!(
+        output.status.success(),
+        "dvnode exit failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
 }
 
 fn default_dvnode_bin() -> Result<PathBuf> {
@@ -231,10 +314,13 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
         );
         ensure!(args.kill_node < NODES, "--kill-node must be below {NODES}");
     }
+    let remote = !args.no_dv && args.signer == SignerMode::Remote;
     let params = ChainParams {
         preset: "minimal".into(),
         seconds_per_slot: args.seconds_per_slot,
         altair_fork_epoch: 0,
+        // A remote-signer run exits a DV within minutes of genesis.
+        shard_committee_period: remote.then_some(0),
     };
     let mut ports = PortAllocator::new();
 
@@ -284,6 +370,7 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
                     api_port: ports.allocate()?,
                     p2p_port: ports.allocate()?,
                     metrics_port: ports.allocate()?,
+                    signer: args.signer,
                 })
             })
             .collect::<Result<_>>()?;
@@ -321,22 +408,31 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
             .await
             .with_context(|| format!("dvnode{i} validator API"))?;
             let vc_dir = out.join(format!("vc{i}"));
-            let (n, pw_file) = lodestar::reencrypt_keystores(
-                &node.dir.join("validator_keys"),
-                &vc_dir.join("keystores"),
-                "dvlab-e2e-local",
-            )?;
-            ensure!(n == dv_pubkeys.len(), "node {i} has {n} share keystores");
+            let keys = if remote {
+                // The VC signs through its dvnode with the DV keys.
+                VcKeys::Remote {
+                    url: node.api_url(),
+                    pubkeys: dv_pubkeys.iter().map(|k| k.to_string()).collect(),
+                }
+            } else {
+                let (n, pw_file) = lodestar::reencrypt_keystores(
+                    &node.dir.join("validator_keys"),
+                    &vc_dir.join("keystores"),
+                    "dvlab-e2e-local",
+                )?;
+                ensure!(n == dv_pubkeys.len(), "node {i} has {n} share keystores");
+                VcKeys::Keystores {
+                    dir: vc_dir.join("keystores"),
+                    password_file: pw_file,
+                }
+            };
             let vc = ValidatorClient {
                 data_dir: vc_dir.join("data"),
                 beacon_url: match (i, &recording_vc) {
                     (0, Some(url)) => url.clone(),
-                    _ => format!("http://127.0.0.1:{}", node.api_port),
+                    _ => node.api_url(),
                 },
-                keys: VcKeys::Keystores {
-                    dir: vc_dir.join("keystores"),
-                    password_file: pw_file,
-                },
+                keys,
             };
             sup.spawn(&format!("vc{i}"), vc.command(&lodestar, &params))?;
         }
@@ -382,7 +478,13 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
         dvnode_peak_rss_kib: BTreeMap::new(),
         final_head_slot: 0,
         final_finalized_epoch: 0,
+        remote,
+        exit: None,
     };
+    let exit_epoch = remote.then(|| {
+        args.exit_at_epoch
+            .unwrap_or_else(|| args.epochs.saturating_sub(1))
+    });
 
     // Run: record near-head data every half slot; crash and restart one dvnode.
     let slots_per_epoch = schedule.slots_per_epoch();
@@ -433,6 +535,38 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
                 restarted = true;
                 info.kill = Some((args.kill_node, from, to));
                 println!("epoch {epoch}: restarted {victim} with the same data dir");
+            }
+        }
+
+        // Remote signer: every running node's operator asks for the exit of the first DV.
+        if let (Some(e), None) = (exit_epoch, &info.exit) {
+            if now >= epoch_start(e) + sps {
+                let mut record = ExitRecord {
+                    validator: info.dv[0],
+                    epoch: e,
+                    ..Default::default()
+                };
+                for (i, node) in dvnodes.iter().enumerate() {
+                    if sup.pid(&format!("dvnode{i}")).is_none() {
+                        continue;
+                    }
+                    let log = sup.log_path(&format!("exit-dvnode{i}"));
+                    match request_exit(&dvnode_bin, node, &info.dv_pubkeys[0], e, &log).await {
+                        Ok(()) => record.requested_by.push(i),
+                        Err(err) => record.errors.push(format!("dvnode{i}: {err:#}")),
+                    }
+                }
+                println!(
+                    "epoch {epoch}: exit of validator {} at epoch {e} asked for by dvnodes {:?}{}",
+                    record.validator,
+                    record.requested_by,
+                    if record.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (failed: {:?})", record.errors)
+                    }
+                );
+                info.exit = Some(record);
             }
         }
 
@@ -529,6 +663,16 @@ async fn run(args: &Args, sup: &Supervisor) -> Result<(ChainRecord<P>, RunInfo)>
     let (head, fin) = rec.progress().await?;
     info.final_head_slot = head;
     info.final_finalized_epoch = fin;
+    if let Some(exit) = &mut info.exit {
+        let v = rec
+            .client()
+            .state_validators(StateId::Head, &[ValidatorId::Index(exit.validator)])
+            .await?;
+        exit.exit_epoch = v
+            .first()
+            .map(|v| v.validator.exit_epoch)
+            .filter(|e| *e != FAR_FUTURE_EPOCH);
+    }
 
     // Every canonical block of the run.
     let last_slot = (args.epochs + 1) * slots_per_epoch - 1;
@@ -750,6 +894,76 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
         }
     }
 
+    // Remote signer: the aggregation duties the selection proofs imply, performed; the exit.
+    let mut remote_summary = serde_json::Value::Null;
+    if info.dv_enabled && info.remote {
+        let epochs = 2..=info.epochs.saturating_sub(1).max(2);
+        let slots =
+            epochs.start() * chain.slots_per_epoch..=(epochs.end() + 1) * chain.slots_per_epoch - 1;
+        let expected = remote::expected_aggregations(chain, &schedule, &info.dv, epochs.clone());
+        let aggs =
+            AggregationStats::of(&expected, &duty_logs, DutyKind::Aggregation, slots.clone());
+        checks.push(check(
+            &format!("DV aggregation duties performed (epochs {}..={})", epochs.start(), epochs.end()),
+            format!(
+                "{}/{} performed; taken vs implied by the selection proofs: {} unexpected, {} not taken",
+                aggs.performed,
+                aggs.expected,
+                aggs.unexpected.len(),
+                aggs.not_taken.len()
+            ),
+            "all, exactly the implied duties",
+            aggs.complete(),
+        ));
+        let expected = remote::expected_contributions(chain, &schedule, &info.dv, slots.clone());
+        let contribs = AggregationStats::of(
+            &expected,
+            &duty_logs,
+            DutyKind::SyncContribution,
+            slots.clone(),
+        );
+        checks.push(check(
+            &format!(
+                "DV sync contributions submitted (epochs {}..={})",
+                epochs.start(),
+                epochs.end()
+            ),
+            format!(
+                "{}/{} submitted; taken vs implied: {} unexpected, {} not taken",
+                contribs.performed,
+                contribs.expected,
+                contribs.unexpected.len(),
+                contribs.not_taken.len()
+            ),
+            "all, exactly the implied duties",
+            contribs.complete(),
+        ));
+        let exit = info.exit.clone().unwrap_or_default();
+        checks.push(check(
+            "voluntary exit of a DV accepted by the beacon node",
+            match exit.exit_epoch {
+                Some(e) => format!(
+                    "validator {} exits at epoch {e} (asked by dvnodes {:?})",
+                    exit.validator, exit.requested_by
+                ),
+                None => format!(
+                    "validator {} has no exit epoch (asked by dvnodes {:?}; errors {:?})",
+                    exit.validator, exit.requested_by, exit.errors
+                ),
+            },
+            "exit epoch set",
+            info.exit.is_some() && exit.exit_epoch.is_some(),
+        ));
+        for m in aggs.missed.iter().chain(&contribs.missed).take(10) {
+            println!("  missed aggregation duty: {m}");
+        }
+        remote_summary = json!({
+            "aggregations": aggs,
+            "sync_contributions": contribs,
+            "exit": info.exit,
+        });
+    }
+
     // The trackers against the chain: attestations of the analysed epochs, proposals and sync
     // messages of epochs 2.. (their blocks are on the record).
     let agreement = analysis::tracker_agreement(
@@ -908,6 +1122,7 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
             "node_added_total": node_added,
         },
         "dvnode_peak_rss_kib": info.dvnode_peak_rss_kib,
+        "remote_signer": remote_summary,
     });
     let path = out.join("summary.json");
     fs::write(&path, serde_json::to_vec_pretty(&summary)?)
