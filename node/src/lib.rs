@@ -7,8 +7,9 @@
 //! point one way (checked by `tests/layering.rs`), bottom up:
 //! - foundations: [`util`]; [`eth`] (types, chain config, signing, beacon API), [`keys`]
 //!   (threshold BLS, keystores), [`slashing`] (EIP-3076), [`p2p`] (libp2p);
-//! - [`clock`] (Unix time, slots), [`cluster`] (lock file), [`consensus`] (QBFT engine,
-//!   simulator, driver);
+//! - [`clock`] (Unix time, slots), [`cluster`] (lock file, cluster definition, deposit data),
+//!   [`consensus`] (QBFT engine, simulator, driver);
+//! - [`dkg`]: distributed key generation (`dvnode dkg`);
 //! - the workflow's data: [`duty`], then [`value`] (decided values, signed objects);
 //! - [`tracker`] and [`dutydb`], which every stage reports to or reads from;
 //! - the stages: [`scheduler`], [`decide`], [`parsig`], [`broadcast`]; the VC-facing
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod cluster;
 pub mod consensus;
 pub mod decide;
+pub mod dkg;
 pub mod duty;
 pub mod dutydb;
 pub mod eth;

@@ -36,6 +36,16 @@ enum Command {
     /// Import or export EIP-3076 slashing protection data.
     #[command(subcommand)]
     Slashing(dvnode::slashing::cli::SlashingCmd),
+    /// Create or show the node's libp2p identity (`p2p-key`).
+    #[command(subcommand)]
+    P2pKey(dvnode::dkg::cli::P2pKeyCmd),
+    /// Create or sign a cluster definition (the input of `dkg`).
+    #[command(subcommand)]
+    Definition(dvnode::dkg::cli::DefinitionCmd),
+    /// Distributed key generation: run by every operator of a signed definition at once; writes
+    /// the cluster lock, this node's key shares and the deposit data. No node ever holds a whole
+    /// validator key.
+    Dkg(dvnode::dkg::cli::DkgArgs),
     /// Run performance benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -46,6 +56,19 @@ enum BenchCmd {
     /// QBFT consensus of an in-process cluster over loopback libp2p: decisions per second and
     /// decide latency, with all nodes up and with one node down.
     Consensus(ConsensusBenchArgs),
+    /// Whole DKG ceremonies of in-process nodes over loopback libp2p, until every node wrote
+    /// its outputs: wall time and per-round times for each (nodes, validators) case.
+    Dkg(DkgBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct DkgBenchArgs {
+    /// Cluster sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4,10")]
+    nodes: Vec<usize>,
+    /// Validator counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    validators: Vec<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -319,6 +342,17 @@ fn create_cluster(a: CreateClusterArgs) -> Result<()> {
 
 fn bench(cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Dkg(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            println!("DKG benchmark: in-process nodes over loopback libp2p, threshold ⌈2n/3⌉");
+            rt.block_on(dvnode::dkg::bench::run_bench(
+                &a.nodes,
+                &a.validators,
+                |l| println!("{l}"),
+            ))
+        }
         BenchCmd::Consensus(a) => {
             let params = dvnode::consensus::bench::Params {
                 nodes: a.nodes,
@@ -353,6 +387,9 @@ fn main() {
         Command::Run(a) => run_node(*a),
         Command::Exit(a) => exit(a),
         Command::Slashing(cmd) => cmd.run(),
+        Command::P2pKey(cmd) => cmd.run(),
+        Command::Definition(cmd) => cmd.run(),
+        Command::Dkg(a) => a.run(),
         Command::Bench(cmd) => bench(cmd),
     };
     if let Err(e) = result {

@@ -774,6 +774,7 @@ async fn raw_request(
     let id = match protocol {
         Protocol::Qbft => swarm.behaviour_mut().qbft.send_request(&to, bytes),
         Protocol::Parsig => swarm.behaviour_mut().parsig.send_request(&to, bytes),
+        Protocol::Dkg => unimplemented!("the raw client speaks qbft and parsig only"),
     };
     within(async {
         loop {

@@ -156,6 +156,31 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))
 }
 
+/// Writes one node's share keystores into `keys_dir` (which must exist): share `j` (of
+/// distributed validator `j`) as `keystore-{j}.json`, encrypted under a random password stored in
+/// `keystore-{j}.txt` (0600). The files are written unsynced and their paths returned, for the
+/// caller to make durable together with [`crate::util::sync_files`].
+pub fn write_share_keystores<'a>(
+    keys_dir: &Path,
+    shares: impl IntoIterator<Item = &'a tbls::SecretKey>,
+    kdf: KdfChoice,
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for (j, share) in shares.into_iter().enumerate() {
+        let password = random_password();
+        // EIP-2334 path of the signing key; DV shares have no derivation path of their own.
+        let ks = Keystore::encrypt(share, &password, "", kdf)
+            .with_context(|| format!("encrypting the share of validator {j}"))?;
+        let ks_path = keys_dir.join(format!("keystore-{j}.json"));
+        crate::util::write_new_file_unsynced(&ks_path, ks.to_json_string().as_bytes(), 0o600)?;
+        let pw_path = keys_dir.join(format!("keystore-{j}.txt"));
+        crate::util::write_new_file_unsynced(&pw_path, password.as_bytes(), 0o600)?;
+        written.push(ks_path);
+        written.push(pw_path);
+    }
+    Ok(written)
+}
+
 /// Creates the cluster and writes every node's directory. Returns the sealed lock.
 pub fn create_cluster(p: &CreateParams) -> Result<ClusterLock> {
     check_threshold(p.nodes, p.threshold)?;
@@ -208,6 +233,7 @@ pub fn create_cluster(p: &CreateParams) -> Result<ClusterLock> {
         genesis_validators_root: to_hex(&p.genesis_validators_root),
         operators,
         distributed_validators: validators,
+        definition_hash: None,
     };
     let lock = ClusterLock::seal(content, &p2p_keys)?;
     lock.save(&p.out.join("cluster-lock.json"))?;
@@ -223,18 +249,10 @@ pub fn create_cluster(p: &CreateParams) -> Result<ClusterLock> {
             .with_context(|| format!("creating {}", keys_dir.display()))?;
         lock.save(&node_dir.join("cluster-lock.json"))?;
         p2p_key::save(key, &node_dir.join("p2p-key"))?;
-        for (j, dv_shares) in shares.iter().enumerate() {
-            let password = random_password();
-            // EIP-2334 path of the signing key; DV shares have no derivation path of their own.
-            let ks = Keystore::encrypt(&dv_shares[i], &password, "", kdf)
-                .with_context(|| format!("encrypting node {i} share of validator {j}"))?;
-            let ks_path = keys_dir.join(format!("keystore-{j}.json"));
-            crate::util::write_new_file_unsynced(&ks_path, ks.to_json_string().as_bytes(), 0o600)?;
-            let pw_path = keys_dir.join(format!("keystore-{j}.txt"));
-            crate::util::write_new_file_unsynced(&pw_path, password.as_bytes(), 0o600)?;
-            written.push(ks_path);
-            written.push(pw_path);
-        }
+        written.extend(
+            write_share_keystores(&keys_dir, shares.iter().map(|s| &s[i]), kdf)
+                .with_context(|| format!("node {i}"))?,
+        );
     }
     crate::util::sync_files(&written)?;
     // Re-load what was written: the lock must verify exactly as a node will see it.

@@ -11,6 +11,9 @@
 //! Every operator signs `lock_hash` with its secp256k1 p2p key (`operators[i].signature`); the
 //! peer id inlines the public key, so a node can check every signature from the lock alone.
 //! [`ClusterLock::load`] refuses a lock whose hash, signatures, threshold or keys do not check out.
+//!
+//! A lock made by `dvnode dkg` also records the `definition_hash` of the cluster definition it
+//! was generated from (part of the hashed content); `create-cluster` locks have none.
 
 use std::{fs, path::Path};
 
@@ -65,6 +68,10 @@ pub struct LockContent {
     pub operators: Vec<Operator>,
     /// The distributed validators.
     pub distributed_validators: Vec<DistributedValidator>,
+    /// Hash of the cluster definition the keys were generated from by `dvnode dkg`, `0x` hex;
+    /// absent for clusters made by `create-cluster` (whose lock hashes are unchanged by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition_hash: Option<String>,
 }
 
 /// The lock file as stored on disk.
@@ -115,6 +122,19 @@ impl LockContent {
     pub fn hash(&self) -> [u8; 32] {
         Sha256::digest(self.canonical_bytes()).into()
     }
+
+    /// One operator's `signatures` entry: its p2p key's signature over the lock hash, `0x` hex.
+    pub fn sign(&self, key: &Keypair) -> Result<String> {
+        let sig = key
+            .sign(&signing_message(&self.hash()))
+            .context("signing the lock hash")?;
+        Ok(to_hex(&sig))
+    }
+}
+
+/// Whether `sig` is `peer`'s signature over `lock_hash` (as [`LockContent::sign`] makes it).
+pub fn verify_lock_signature(lock_hash: &[u8; 32], peer: &PeerId, sig: &[u8]) -> bool {
+    peer_public_key(peer).is_ok_and(|pk| pk.verify(&signing_message(lock_hash), sig))
 }
 
 fn signing_message(lock_hash: &[u8; 32]) -> Vec<u8> {
@@ -131,18 +151,22 @@ impl ClusterLock {
             keys.len(),
             content.operators.len()
         );
-        let hash = content.hash();
-        let msg = signing_message(&hash);
         let signatures = keys
             .iter()
-            .map(|k| k.sign(&msg).map(|s| format!("0x{}", hex::encode(s))))
-            .collect::<Result<Vec<_>, _>>()
-            .context("signing the lock hash")?;
-        Ok(Self {
+            .map(|k| content.sign(k))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::from_signatures(content, signatures))
+    }
+
+    /// The lock of `content` with the operators' `signatures` (node order), e.g. collected from
+    /// the operators in a DKG. Nothing is verified here: see [`verify`](Self::verify).
+    pub fn from_signatures(content: LockContent, signatures: Vec<String>) -> Self {
+        let lock_hash = to_hex(&content.hash());
+        Self {
             content,
             signatures,
-            lock_hash: format!("0x{}", hex::encode(hash)),
-        })
+            lock_hash,
+        }
     }
 
     /// Reads and fully verifies a lock file.
@@ -182,6 +206,9 @@ impl ClusterLock {
         let n = c.operators.len();
         check_threshold(n, c.threshold)?;
         let fork_version: [u8; 4] = parse_hex_array(&c.fork_version, "fork_version")?;
+        if let Some(h) = &c.definition_hash {
+            parse_hex_array::<32>(h, "definition_hash")?;
+        }
         let genesis_validators_root: [u8; 32] =
             parse_hex_array(&c.genesis_validators_root, "genesis_validators_root")?;
 

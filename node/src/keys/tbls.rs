@@ -28,7 +28,7 @@ pub const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 pub const MAX_SHARES: usize = 1000;
 
 /// Number of significant bits of a BLS12-381 scalar (r < 2^255).
-const SCALAR_BITS: usize = 255;
+pub(crate) const SCALAR_BITS: usize = 255;
 
 /// Errors of the threshold BLS operations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,15 +88,16 @@ pub enum TblsError {
 }
 
 /// An element of the BLS12-381 scalar field (Montgomery form, blst representation). Zeroized on
-/// drop because it frequently holds secret material (polynomial coefficients, shares).
-struct Fr(blst_fr);
+/// drop because it frequently holds secret material (polynomial coefficients, shares). Shared
+/// with the verifiable secret sharing of the DKG ([`super::vss`]).
+pub(crate) struct Fr(blst_fr);
 
 impl Fr {
-    fn zero() -> Self {
+    pub(crate) fn zero() -> Self {
         Fr(blst_fr::default())
     }
 
-    fn from_u64(x: u64) -> Self {
+    pub(crate) fn from_u64(x: u64) -> Self {
         let limbs = [x, 0, 0, 0];
         let mut out = blst_fr::default();
         // SAFETY: blst_fr_from_uint64 reads four 64-bit limbs from `limbs` and writes `out`.
@@ -104,20 +105,20 @@ impl Fr {
         Fr(out)
     }
 
-    fn from_scalar(s: &blst_scalar) -> Self {
+    pub(crate) fn from_scalar(s: &blst_scalar) -> Self {
         let mut out = blst_fr::default();
         // SAFETY: both pointers reference valid, properly sized blst values.
         unsafe { blst::blst_fr_from_scalar(&mut out, s) };
         Fr(out)
     }
 
-    fn from_secret_key(sk: &SecretKey) -> Self {
+    pub(crate) fn from_secret_key(sk: &SecretKey) -> Self {
         let s: &blst_scalar = sk.into();
         Self::from_scalar(s)
     }
 
     /// A uniformly random field element (64 random bytes reduced mod r; bias < 2^-250).
-    fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+    pub(crate) fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
         let mut wide = [0u8; 64];
         rng.fill_bytes(&mut wide);
         let mut s = blst_scalar::default();
@@ -128,28 +129,28 @@ impl Fr {
         Self::from_scalar(&s)
     }
 
-    fn to_scalar(&self) -> blst_scalar {
+    pub(crate) fn to_scalar(&self) -> blst_scalar {
         let mut out = blst_scalar::default();
         // SAFETY: both pointers reference valid blst values.
         unsafe { blst::blst_scalar_from_fr(&mut out, &self.0) };
         out
     }
 
-    fn add(&self, other: &Fr) -> Fr {
+    pub(crate) fn add(&self, other: &Fr) -> Fr {
         let mut out = blst_fr::default();
         // SAFETY: valid pointers to blst_fr values.
         unsafe { blst::blst_fr_add(&mut out, &self.0, &other.0) };
         Fr(out)
     }
 
-    fn sub(&self, other: &Fr) -> Fr {
+    pub(crate) fn sub(&self, other: &Fr) -> Fr {
         let mut out = blst_fr::default();
         // SAFETY: valid pointers to blst_fr values.
         unsafe { blst::blst_fr_sub(&mut out, &self.0, &other.0) };
         Fr(out)
     }
 
-    fn mul(&self, other: &Fr) -> Fr {
+    pub(crate) fn mul(&self, other: &Fr) -> Fr {
         let mut out = blst_fr::default();
         // SAFETY: valid pointers to blst_fr values.
         unsafe { blst::blst_fr_mul(&mut out, &self.0, &other.0) };
@@ -158,7 +159,7 @@ impl Fr {
 
     /// Multiplicative inverse. Variable time: only ever applied to values derived from public
     /// share indices.
-    fn inverse_vartime(&self) -> Fr {
+    pub(crate) fn inverse_vartime(&self) -> Fr {
         let mut out = blst_fr::default();
         // SAFETY: valid pointers to blst_fr values.
         unsafe { blst::blst_fr_eucl_inverse(&mut out, &self.0) };
@@ -166,7 +167,7 @@ impl Fr {
     }
 
     /// Converts to a secret key, failing on zero.
-    fn to_secret_key(&self) -> Option<SecretKey> {
+    pub(crate) fn to_secret_key(&self) -> Option<SecretKey> {
         let scalar = self.to_scalar();
         // `blst_scalar` zeroizes itself on drop; the conversion checks 0 < s < r.
         <&SecretKey>::try_from(&scalar).ok().cloned()
@@ -211,13 +212,7 @@ pub fn split<R: RngCore + CryptoRng>(
         coeffs.extend((1..t).map(|_| Fr::random(rng)));
         let mut shares = Vec::with_capacity(n);
         for i in 1..=n as u64 {
-            let x = Fr::from_u64(i);
-            // Horner evaluation.
-            let mut acc = Fr::zero();
-            for c in coeffs.iter().rev() {
-                acc = acc.mul(&x).add(c);
-            }
-            match acc.to_secret_key() {
+            match eval_polynomial(&coeffs, i).to_secret_key() {
                 Some(sk) => shares.push(sk),
                 // f(i) = 0 happens with probability ~2^-255; such a share is not a valid key,
                 // so draw a fresh polynomial.
@@ -226,6 +221,16 @@ pub fn split<R: RngCore + CryptoRng>(
         }
         return Ok(shares);
     }
+}
+
+/// Evaluates the polynomial `Σ coeffs[k] · x^k` at `x` (Horner's rule).
+pub(crate) fn eval_polynomial(coeffs: &[Fr], x: u64) -> Fr {
+    let x = Fr::from_u64(x);
+    let mut acc = Fr::zero();
+    for c in coeffs.iter().rev() {
+        acc = acc.mul(&x).add(c);
+    }
+    acc
 }
 
 /// Signs `msg` with `sk` under [`DST`] (a share key yields a partial signature).
@@ -313,7 +318,7 @@ fn lagrange_at_zero(xs: &[u64]) -> Vec<Fr> {
 /// affine points, with scalars given as concatenated `nbits`-bit little-endian byte strings.
 macro_rules! msm_fn {
     ($name:ident, $affine:ty, $proj:ty, $sizeof:path, $pippenger:path) => {
-        fn $name(points: &[$affine], scalar_bytes: &[u8], nbits: usize) -> $proj {
+        pub(crate) fn $name(points: &[$affine], scalar_bytes: &[u8], nbits: usize) -> $proj {
             let npoints = points.len();
             assert!(npoints > 0 && scalar_bytes.len() == npoints * nbits.div_ceil(8));
             // SAFETY: pure size query.
@@ -420,17 +425,37 @@ fn combine_unchecked(indices: &[u64], partials: &[(u64, Signature)]) -> Signatur
         // t = 1: every share equals the secret, λ = 1.
         return *only;
     }
+    let points: Vec<blst_p2_affine> = partials.iter().map(|(_, s)| (*s).into()).collect();
+    let sum = g2_msm(&points, &lagrange_scalar_bytes(indices), SCALAR_BITS);
+    let mut affine = blst_p2_affine::default();
+    // SAFETY: valid pointers to blst point values.
+    unsafe { blst::blst_p2_to_affine(&mut affine, &sum) };
+    Signature::from(affine)
+}
+
+/// The Lagrange coefficients at 0 of `indices` as concatenated 32-byte little-endian scalars (the
+/// input format of the multi-scalar multiplications).
+fn lagrange_scalar_bytes(indices: &[u64]) -> Vec<u8> {
     let lambdas = lagrange_at_zero(indices);
     let mut scalar_bytes = Vec::with_capacity(32 * lambdas.len());
     for lambda in &lambdas {
         scalar_bytes.extend_from_slice(&lambda.to_scalar().b);
     }
-    let points: Vec<blst_p2_affine> = partials.iter().map(|(_, s)| (*s).into()).collect();
-    let sum = g2_msm(&points, &scalar_bytes, SCALAR_BITS);
-    let mut affine = blst_p2_affine::default();
+    scalar_bytes
+}
+
+/// Combines public key shares `(share index, pk_i)` into the group public key by Lagrange
+/// interpolation at 0 in G1: the public-key counterpart of [`combine`], with the same input rules
+/// (the first `t` entries are used). Lets anyone check that a set of public shares belongs to a
+/// group key without any secret.
+pub fn combine_public_keys(shares: &[(u64, PublicKey)], t: usize) -> Result<PublicKey, TblsError> {
+    let indices = select_indices(shares.iter().map(|(i, _)| *i), t)?;
+    let points: Vec<blst_p1_affine> = shares[..t].iter().map(|(_, pk)| (*pk).into()).collect();
+    let sum = g1_msm(&points, &lagrange_scalar_bytes(&indices), SCALAR_BITS);
+    let mut affine = blst_p1_affine::default();
     // SAFETY: valid pointers to blst point values.
-    unsafe { blst::blst_p2_to_affine(&mut affine, &sum) };
-    Signature::from(affine)
+    unsafe { blst::blst_p1_to_affine(&mut affine, &sum) };
+    Ok(PublicKey::from(affine))
 }
 
 /// Verifies every partial signature against its public share and combines the valid ones.
@@ -614,6 +639,17 @@ mod tests {
         // Two partials of a 3-of-4 scheme interpolate to something else.
         let wrong = combine(&partials[..2], 2).unwrap();
         assert!(!verify(&pk, msg, &wrong));
+        // The public shares interpolate to the group key the same way.
+        let pubs: Vec<(u64, PublicKey)> = shares
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64 + 1, s.sk_to_pk()))
+            .collect();
+        for subset in [[0, 1, 2], [3, 1, 0]] {
+            let chosen: Vec<_> = subset.iter().map(|&i| pubs[i]).collect();
+            assert_eq!(combine_public_keys(&chosen, 3).unwrap(), pk);
+        }
+        assert_ne!(combine_public_keys(&pubs[..2], 2).unwrap(), pk);
     }
 
     #[test]

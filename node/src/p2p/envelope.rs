@@ -23,17 +23,20 @@ pub enum Protocol {
     Qbft,
     /// Partial signature exchange (`/dvlab/parsig/1.0.0`).
     Parsig,
+    /// Distributed key generation ceremony (`/dvlab/dkg/1.0.0`, `dvnode dkg`).
+    Dkg,
 }
 
 impl Protocol {
-    /// Both protocols, in wire-id order.
-    pub const ALL: [Protocol; 2] = [Protocol::Qbft, Protocol::Parsig];
+    /// Every protocol, in wire-id order.
+    pub const ALL: [Protocol; 3] = [Protocol::Qbft, Protocol::Parsig, Protocol::Dkg];
 
     /// The libp2p protocol name negotiated by multistream-select.
     pub const fn stream_protocol(self) -> &'static str {
         match self {
             Protocol::Qbft => "/dvlab/qbft/1.0.0",
             Protocol::Parsig => "/dvlab/parsig/1.0.0",
+            Protocol::Dkg => "/dvlab/dkg/1.0.0",
         }
     }
 
@@ -42,6 +45,7 @@ impl Protocol {
         match self {
             Protocol::Qbft => 1,
             Protocol::Parsig => 2,
+            Protocol::Dkg => 3,
         }
     }
 
@@ -50,6 +54,7 @@ impl Protocol {
         match id {
             1 => Some(Protocol::Qbft),
             2 => Some(Protocol::Parsig),
+            3 => Some(Protocol::Dkg),
             _ => None,
         }
     }
@@ -59,15 +64,16 @@ impl Protocol {
     pub const fn signs_envelope(self) -> bool {
         match self {
             Protocol::Qbft => false,
-            Protocol::Parsig => true,
+            Protocol::Parsig | Protocol::Dkg => true,
         }
     }
 
-    /// Short name used as metric label and in logs (`qbft`, `parsig`).
+    /// Short name used as metric label and in logs (`qbft`, `parsig`, `dkg`).
     pub const fn label(self) -> &'static str {
         match self {
             Protocol::Qbft => "qbft",
             Protocol::Parsig => "parsig",
+            Protocol::Dkg => "dkg",
         }
     }
 }
@@ -411,6 +417,6 @@ mod tests {
             assert_eq!(Protocol::from_id(p.id()), Some(p));
         }
         assert_eq!(Protocol::from_id(0), None);
-        assert_eq!(Protocol::from_id(3), None);
+        assert_eq!(Protocol::from_id(4), None);
     }
 }

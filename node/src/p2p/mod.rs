@@ -21,9 +21,10 @@
 //! `p2p_peer_connected{peer}` and `p2p_ping_rtt_seconds{peer}` report liveness.
 //!
 //! # Protocols and wire format
-//! Two request-response protocols, `/dvlab/qbft/1.0.0` (consensus, frame limit 1 MiB by
-//! default) and `/dvlab/parsig/1.0.0` (partial signatures, 4 MiB). Each message is one request
-//! on its own stream:
+//! Three request-response protocols, `/dvlab/qbft/1.0.0` (consensus, frame limit 1 MiB by
+//! default), `/dvlab/parsig/1.0.0` (partial signatures, 4 MiB) and `/dvlab/dkg/1.0.0` (the key
+//! generation ceremony of `dvnode dkg`, 32 MiB; a running node drops these). Each message is one
+//! request on its own stream:
 //!
 //! Streams are opened with multistream-select V1Lazy: the dialer proposes the protocol and
 //! writes the request at once instead of waiting a round trip for the confirmation, so one
@@ -39,10 +40,10 @@
 //! `{ version: uint8, protocol: uint8, sender: uint64, payload: List[uint8], signature:
 //! List[uint8] }`, i.e. little-endian fixed part `version (1) | protocol (1) | sender (8) |
 //! payload offset (4) | signature offset (4)` followed by the payload bytes and the signature
-//! bytes. `version` is 1; `protocol` is 1 for qbft and 2 for parsig; `sender` is the sender's
+//! bytes. `version` is 1; `protocol` is 1 for qbft, 2 for parsig and 3 for dkg; `sender` is the sender's
 //! node index. `signature` is the sender's p2p key signature ([`libp2p::identity::Keypair::sign`],
 //! DER-encoded ECDSA for secp256k1) over the 32-byte digest
-//! `sha256("dvlab-p2p-v1" || protocol || payload)`, on the parsig protocol. On the qbft
+//! `sha256("dvlab-p2p-v1" || protocol || payload)`, on the parsig and dkg protocols. On the qbft
 //! protocol the envelope signature is empty: every QBFT message body is already signed by the
 //! sender's p2p key (it must be, so that justifications can be relayed and checked by third
 //! parties), so a second signature would double the ECDSA work on the consensus critical path

@@ -47,6 +47,8 @@ pub struct Limits {
     pub max_qbft_frame: usize,
     /// Largest accepted `/dvlab/parsig/1.0.0` request frame (SSZ envelope), in bytes.
     pub max_parsig_frame: usize,
+    /// Largest accepted `/dvlab/dkg/1.0.0` request frame (SSZ envelope), in bytes.
+    pub max_dkg_frame: usize,
     /// Capacity of the command queue from [`NetworkHandle`] to the swarm task.
     pub outbound_queue: usize,
     /// Capacity of the [`Inbound`] channel; messages arriving while it is full are dropped.
@@ -84,6 +86,8 @@ impl Default for Limits {
         Limits {
             max_qbft_frame: 1 << 20,
             max_parsig_frame: 4 << 20,
+            // A deal for 10,000 validators at threshold 43 of 64 is ~25 MiB.
+            max_dkg_frame: 32 << 20,
             outbound_queue: 1024,
             inbound_queue: 4096,
             pending_per_peer: 256,
@@ -109,6 +113,7 @@ impl Limits {
         match protocol {
             Protocol::Qbft => self.max_qbft_frame,
             Protocol::Parsig => self.max_parsig_frame,
+            Protocol::Dkg => self.max_dkg_frame,
         }
     }
 
@@ -379,6 +384,7 @@ struct Behaviour {
     ping: ping::Behaviour,
     qbft: request_response::Behaviour<FrameCodec>,
     parsig: request_response::Behaviour<FrameCodec>,
+    dkg: request_response::Behaviour<FrameCodec>,
 }
 
 impl Behaviour {
@@ -386,6 +392,7 @@ impl Behaviour {
         match protocol {
             Protocol::Qbft => &mut self.qbft,
             Protocol::Parsig => &mut self.parsig,
+            Protocol::Dkg => &mut self.dkg,
         }
     }
 }
@@ -834,6 +841,7 @@ impl Network {
             SwarmEvent::Behaviour(BehaviourEvent::Parsig(ev)) => {
                 self.on_rr_event(Protocol::Parsig, ev)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Dkg(ev)) => self.on_rr_event(Protocol::Dkg, ev),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
@@ -1063,6 +1071,7 @@ fn build_swarm(key: &Keypair, peers: &[PeerId], limits: &Limits) -> Result<Swarm
         ),
         qbft: rr(Protocol::Qbft),
         parsig: rr(Protocol::Parsig),
+        dkg: rr(Protocol::Dkg),
     };
     // DNS resolves `/dns4/NAME/tcp/PORT` peer addresses (Kubernetes Service names) with the
     // system resolver (`/etc/resolv.conf`: search domains, hosts file) at every dial, so a peer

@@ -50,6 +50,11 @@ async fn forward(
         let tx = match protocol {
             Protocol::Qbft => &qbft,
             Protocol::Parsig => &parsig,
+            // The DKG has its own process (`dvnode dkg`); a running node takes no part.
+            Protocol::Dkg => {
+                metrics.dropped(protocol.label(), "no_consumer");
+                continue;
+            }
         };
         match tx.try_send(m) {
             Ok(()) => {}

@@ -1,0 +1,305 @@
+//! Runs one node's [`Ceremony`] over libp2p and writes its outputs.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use libp2p::{identity::Keypair, multiaddr::Protocol as AddrProtocol, Multiaddr, PeerId};
+use tokio::time::MissedTickBehavior;
+use tracing::{info, warn};
+
+use super::ceremony::{Ceremony, DkgError, Fault, Outcome, Outgoing};
+use super::message::Round;
+use crate::{
+    cluster::{create::write_share_keystores, definition::Definition, ClusterLock},
+    keys::keystore::KdfChoice,
+    p2p::{self, NetworkHandle, Protocol},
+};
+
+/// File names of the outputs inside the node directory.
+pub const LOCK_FILE: &str = "cluster-lock.json";
+/// Directory of the share keystores.
+pub const KEYS_DIR: &str = "validator_keys";
+/// The deposit data file.
+pub const DEPOSIT_FILE: &str = "deposit-data.json";
+
+/// How often messages that may have been lost are sent again.
+const RESEND_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long an aborting node keeps its connections open so that its abort reaches the others.
+const ABORT_LINGER: Duration = Duration::from_millis(500);
+
+/// Settings of one node's ceremony.
+#[derive(Clone)]
+pub struct DkgConfig {
+    /// The verified definition.
+    pub definition: Definition,
+    /// Node directory: outputs are written here.
+    pub node_dir: PathBuf,
+    /// The node's p2p identity (an operator of the definition).
+    pub key: Keypair,
+    /// libp2p listen address.
+    pub listen: Multiaddr,
+    /// One address per operator in definition order (this node's own entry is not dialed).
+    pub peers: Vec<Multiaddr>,
+    /// Encrypt the share keystores with a cheap KDF (devnets and tests only).
+    pub insecure_keys: bool,
+    /// How long to wait for every operator to connect and say hello.
+    pub connect_timeout: Duration,
+    /// How long each later round may take.
+    pub round_timeout: Duration,
+    /// After writing the outputs, how long to wait for the others to confirm theirs.
+    pub done_timeout: Duration,
+    /// Deliberate misbehaviour (tests only).
+    pub fault: Option<Fault>,
+    /// p2p limits and timings.
+    pub limits: p2p::Limits,
+}
+
+/// What a completed ceremony reports.
+#[derive(Clone, Debug)]
+pub struct DkgSummary {
+    /// This node's index.
+    pub index: usize,
+    /// The lock hash (`0x…`).
+    pub lock_hash: String,
+    /// The distributed validators' public keys.
+    pub validators: Vec<String>,
+    /// Duration of each round, from its start to its completion on this node.
+    pub rounds: Vec<(Round, Duration)>,
+    /// Time spent writing the outputs.
+    pub write: Duration,
+    /// From start to outputs written.
+    pub total: Duration,
+}
+
+/// Checks that the node directory holds no cluster yet (nothing is ever overwritten).
+pub fn check_node_dir(node_dir: &Path) -> Result<()> {
+    for f in [LOCK_FILE, DEPOSIT_FILE] {
+        let p = node_dir.join(f);
+        ensure!(
+            !p.exists(),
+            "{} exists: refusing to overwrite an existing cluster",
+            p.display()
+        );
+    }
+    let keys = node_dir.join(KEYS_DIR);
+    if keys.exists() {
+        let mut entries =
+            fs::read_dir(&keys).with_context(|| format!("reading {}", keys.display()))?;
+        ensure!(
+            entries.next().is_none(),
+            "{} is not empty: refusing to overwrite existing keys",
+            keys.display()
+        );
+    }
+    Ok(())
+}
+
+/// The addresses to dial: `peers` holds one per operator in definition order; an address
+/// naming a peer (`…/p2p/ID`) must name that operator.
+fn dial_addrs(
+    def: &Definition,
+    own: usize,
+    peers: &[Multiaddr],
+) -> Result<Vec<(PeerId, Multiaddr)>> {
+    let n = def.nodes();
+    ensure!(
+        peers.len() == n,
+        "--p2p-peers needs one address per operator in definition order ({n}), got {}",
+        peers.len()
+    );
+    let mut out = Vec::new();
+    for (i, addr) in peers.iter().enumerate() {
+        if let Some(AddrProtocol::P2p(id)) = addr.iter().last() {
+            ensure!(
+                id == def.peers[i],
+                "--p2p-peers entry {i} ({addr}) names peer {id}, but operator {i} is {}",
+                def.peers[i]
+            );
+        }
+        if i != own {
+            out.push((def.peers[i], addr.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the ceremony to its end: the outputs are written and the summary returned, or nothing is
+/// written and the error names what went wrong (and the operator at fault, if one is).
+pub async fn run(cfg: DkgConfig) -> Result<DkgSummary> {
+    let def = &cfg.definition;
+    let me = cfg.key.public().to_peer_id();
+    let own =
+        def.peers.iter().position(|p| *p == me).ok_or_else(|| {
+            anyhow!("this node's peer id {me} is not an operator of the definition")
+        })?;
+    check_node_dir(&cfg.node_dir)?;
+    let dial = dial_addrs(def, own, &cfg.peers)?;
+    let (network, mut inbound) = p2p::Network::start(p2p::Config {
+        key: cfg.key.clone(),
+        peers: def.peers.clone(),
+        listen_addrs: vec![cfg.listen.clone()],
+        dial_addrs: dial,
+        metrics: p2p::Metrics::default(),
+        limits: cfg.limits.clone(),
+    })
+    .await?;
+    info!(
+        operator = own,
+        peer = %me,
+        nodes = def.nodes(),
+        threshold = def.threshold,
+        validators = def.num_validators,
+        definition_hash = %def.file.definition_hash,
+        "DKG started; waiting for every operator"
+    );
+    let result = drive(&cfg, own, &network, &mut inbound).await;
+    network.shutdown().await;
+    result
+}
+
+async fn drive(
+    cfg: &DkgConfig,
+    own: usize,
+    network: &NetworkHandle,
+    inbound: &mut tokio::sync::mpsc::Receiver<p2p::Inbound>,
+) -> Result<DkgSummary> {
+    let start = Instant::now();
+    let (mut ceremony, hello) =
+        Ceremony::new(cfg.definition.clone(), own, cfg.key.clone(), cfg.fault)
+            .map_err(|e| anyhow!(e))?;
+    send(network, hello);
+    let mut resend = tokio::time::interval(RESEND_INTERVAL);
+    resend.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    resend.tick().await;
+    let mut round = ceremony.round();
+    let mut round_start = Instant::now();
+    let mut rounds = Vec::new();
+    let mut written: Option<(DkgSummary, Instant)> = None;
+    loop {
+        let timeout = match round {
+            Round::Hello => cfg.connect_timeout,
+            Round::Done => cfg.done_timeout,
+            _ => cfg.round_timeout,
+        };
+        let deadline = tokio::time::Instant::from_std(round_start + timeout);
+        tokio::select! {
+            msg = inbound.recv() => {
+                let Some(msg) = msg else { bail!("the p2p network stopped") };
+                if msg.protocol != Protocol::Dkg {
+                    continue;
+                }
+                match ceremony.on_message(msg.from, &msg.payload) {
+                    Ok(out) => {
+                        if ceremony.outcome().is_some() && written.is_none() {
+                            let t = Instant::now();
+                            let outcome = ceremony.take_outcome().expect("checked");
+                            if let Err(e) = write_outputs(&cfg.node_dir, &outcome, cfg.insecure_keys) {
+                                let err = DkgError { culprits: vec![], message: format!("writing the outputs failed: {e:#}") };
+                                let notify = ceremony.abort_messages(&err);
+                                return Err(abort(network, err, notify).await);
+                            }
+                            rounds.push((round, round_start.elapsed()));
+                            let summary = DkgSummary {
+                                index: own,
+                                lock_hash: outcome.lock.lock_hash.clone(),
+                                validators: outcome.lock.content.distributed_validators.iter().map(|v| v.distributed_public_key.clone()).collect(),
+                                rounds: std::mem::take(&mut rounds),
+                                write: t.elapsed(),
+                                total: start.elapsed(),
+                            };
+                            info!(lock_hash = %summary.lock_hash, validators = summary.validators.len(), dir = %cfg.node_dir.display(), "DKG complete: lock, key shares and deposit data written");
+                            written = Some((summary, Instant::now()));
+                        }
+                        send(network, out);
+                    }
+                    Err(aborted) => {
+                        if let Some((summary, _)) = written {
+                            warn!(error = %aborted.error, "a peer aborted after this node completed; the outputs stand");
+                            return Ok(summary);
+                        }
+                        return Err(abort(network, aborted.error, aborted.notify).await);
+                    }
+                }
+                if ceremony.round() != round {
+                    if written.is_none() {
+                        rounds.push((round, round_start.elapsed()));
+                    }
+                    info!(round = %ceremony.round(), after = ?round_start.elapsed(), "DKG round");
+                    round = ceremony.round();
+                    round_start = Instant::now();
+                }
+                if ceremony.all_done() {
+                    let (summary, _) = written.expect("done implies written");
+                    return Ok(summary);
+                }
+            }
+            _ = resend.tick() => send(network, ceremony.resend()),
+            () = tokio::time::sleep_until(deadline) => {
+                if let Some((summary, _)) = written {
+                    let names: Vec<String> = ceremony.missing().iter().map(|&i| ceremony.name(i)).collect();
+                    warn!(missing = ?names, "DKG complete here, but not every operator confirmed writing its outputs");
+                    return Ok(summary);
+                }
+                let err = ceremony.timeout_error(timeout.as_secs(), &network.connected_peers());
+                let notify = ceremony.abort_messages(&err);
+                return Err(abort(network, err, notify).await);
+            }
+        }
+    }
+}
+
+fn send(network: &NetworkHandle, out: Vec<Outgoing>) {
+    for o in out {
+        if let Err(e) = network.send(o.to, Protocol::Dkg, o.payload) {
+            warn!(to = o.to, error = %e, "DKG message not sent");
+        }
+    }
+}
+
+/// Sends `notify` (complaint, abort), lingers so that it goes out, and returns the error.
+async fn abort(network: &NetworkHandle, error: DkgError, notify: Vec<Outgoing>) -> anyhow::Error {
+    send(network, notify);
+    tokio::time::sleep(ABORT_LINGER).await;
+    anyhow!("DKG aborted, nothing was written: {error}")
+}
+
+/// Writes the outputs: keystores and deposit data into a temporary directory first, moved into
+/// place, the lock last (so a lock exists only if everything else does).
+pub fn write_outputs(node_dir: &Path, outcome: &Outcome, insecure_keys: bool) -> Result<()> {
+    check_node_dir(node_dir)?;
+    let tmp = node_dir.join(format!(".dkg-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    let tmp_keys = tmp.join(KEYS_DIR);
+    fs::create_dir_all(&tmp_keys).with_context(|| format!("creating {}", tmp_keys.display()))?;
+    let kdf = if insecure_keys {
+        KdfChoice::Insecure
+    } else {
+        KdfChoice::Scrypt
+    };
+    let written = write_share_keystores(&tmp_keys, &outcome.shares, kdf)?;
+    crate::util::sync_files(&written)?;
+    let mut deposits = serde_json::to_vec_pretty(&outcome.deposits)?;
+    deposits.push(b'\n');
+    crate::util::write_file(&tmp.join(DEPOSIT_FILE), &deposits, 0o644)?;
+    let keys = node_dir.join(KEYS_DIR);
+    if keys.exists() {
+        // Checked empty above.
+        fs::remove_dir(&keys).with_context(|| format!("removing empty {}", keys.display()))?;
+    }
+    fs::rename(&tmp_keys, &keys)
+        .with_context(|| format!("moving the keystores to {}", keys.display()))?;
+    fs::rename(tmp.join(DEPOSIT_FILE), node_dir.join(DEPOSIT_FILE))
+        .with_context(|| format!("moving {DEPOSIT_FILE} into {}", node_dir.display()))?;
+    fs::remove_dir(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    let lock_path = node_dir.join(LOCK_FILE);
+    outcome.lock.save(&lock_path)?;
+    ClusterLock::load(&lock_path)?;
+    Ok(())
+}
