@@ -9,8 +9,8 @@ use std::{
 };
 
 use dvnode::{
+    cluster::deposit::DepositDataJson,
     cluster::ClusterLock,
-    eth::deposit::DepositDataJson,
     keys::{keystore::Keystore, tbls},
 };
 

@@ -13,7 +13,7 @@ use crate::{
         definition::{ClusterDefinition, CreateDefinition, Definition, FULL_DEPOSIT_GWEI},
         lock::{default_threshold, to_hex},
     },
-    p2p::{self, key as p2p_key},
+    p2p::key as p2p_key,
 };
 
 /// Creates `n` node directories with p2p keys under `dir` (`node{i}/p2p-key`) and a definition
@@ -85,9 +85,9 @@ pub async fn ceremony(dir: &Path, n: usize, validators: usize) -> Result<(Vec<Dk
                 insecure_keys: true,
                 connect_timeout: std::time::Duration::from_secs(60),
                 round_timeout: std::time::Duration::from_secs(300),
-                done_timeout: std::time::Duration::from_secs(10),
+                done_timeout: std::time::Duration::from_secs(300),
                 fault: None,
-                limits: p2p::Limits::default(),
+                limits: super::run::limits(),
             };
             tokio::spawn(run(cfg))
         })
@@ -106,6 +106,19 @@ pub async fn ceremony(dir: &Path, n: usize, validators: usize) -> Result<(Vec<Dk
     Ok((summaries, wall))
 }
 
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat` (Linux; `None`
+/// elsewhere).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux configuration in use.
+    Some(ticks / 100.0)
+}
+
 /// Runs every (nodes, validators) case and reports one line each through `report`.
 pub async fn run_bench(
     nodes: &[usize],
@@ -113,15 +126,28 @@ pub async fn run_bench(
     mut report: impl FnMut(String),
 ) -> Result<()> {
     report(format!(
-        "{:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "nodes", "validators", "total_s", "hello_s", "deal_s", "echo_s", "finish_s", "write_s"
+        "{:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "nodes",
+        "validators",
+        "total_s",
+        "cpu_s",
+        "hello_s",
+        "deal_s",
+        "echo_s",
+        "finish_s",
+        "write_s"
     ));
     for &n in nodes {
         for &k in validators {
             let dir = std::env::temp_dir()
                 .join(format!("dvnode-bench-dkg-{}-{n}x{k}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
+            let cpu_start = process_cpu_seconds();
             let result = ceremony(&dir, n, k).await;
+            let cpu = match (cpu_start, process_cpu_seconds()) {
+                (Some(a), Some(b)) => format!("{:.2}", b - a),
+                _ => "-".into(),
+            };
             let _ = std::fs::remove_dir_all(&dir);
             let (summaries, wall) = result?;
             // Per-round times: the slowest node's (the round ends for all when the last node
@@ -138,7 +164,7 @@ pub async fn run_bench(
                 .map(|s| s.write.as_secs_f64())
                 .fold(0.0, f64::max);
             report(format!(
-                "{n:>5} {k:>10} {wall:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {write:>9.3}",
+                "{n:>5} {k:>10} {wall:>9.3} {cpu:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {write:>9.3}",
                 round(Round::Hello),
                 round(Round::Deal),
                 round(Round::Echo),

@@ -18,15 +18,13 @@ use super::message::{
 use crate::{
     cluster::{
         definition::{differing_fields, Definition},
+        deposit::{DepositDataJson, DepositMessage},
         lock::{
             parse_hex, to_hex, verify_lock_signature, ClusterLock, DistributedValidator,
             LockContent, Operator, LOCK_VERSION,
         },
     },
-    eth::{
-        deposit::{DepositDataJson, DepositMessage},
-        types::{BlsPubkey, BlsSignature, Root, Version},
-    },
+    eth::types::{BlsPubkey, BlsSignature, Root, Version},
     keys::{
         tbls,
         vss::{self, Commitments, Dealing, Proof, G1_BYTES, PROOF_BYTES, SCALAR_BYTES},

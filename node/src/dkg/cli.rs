@@ -20,7 +20,7 @@ use crate::{
         definition::{ClusterDefinition, CreateDefinition, Definition, FULL_DEPOSIT_GWEI},
         lock::default_threshold,
     },
-    p2p::{self, key as p2p_key},
+    p2p::key as p2p_key,
 };
 
 /// `dvnode p2p-key …`.
@@ -213,7 +213,7 @@ pub struct DkgArgs {
     #[arg(long, default_value_t = 600)]
     connect_timeout: u64,
     /// Seconds each later round may take before the silent operators are named and the
-    /// ceremony aborts.
+    /// ceremony aborts; also how long a node that completed waits for the others to confirm.
     #[arg(long, default_value_t = 60)]
     round_timeout: u64,
     /// Testing only: make this node misbehave (bad-share, equivocate, stall-after-deal,
@@ -236,9 +236,9 @@ impl DkgArgs {
             insecure_keys: self.insecure_keys,
             connect_timeout: Duration::from_secs(self.connect_timeout),
             round_timeout: Duration::from_secs(self.round_timeout),
-            done_timeout: Duration::from_secs(self.round_timeout.min(10)),
+            done_timeout: Duration::from_secs(self.round_timeout),
             fault: self.test_fault,
-            limits: p2p::Limits::default(),
+            limits: super::run::limits(),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -29,8 +29,22 @@ pub const DEPOSIT_FILE: &str = "deposit-data.json";
 /// How often messages that may have been lost are sent again.
 const RESEND_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long an aborting node keeps its connections open so that its abort reaches the others.
-const ABORT_LINGER: Duration = Duration::from_millis(500);
+/// How long a node leaving the ceremony (done or aborted) waits for its last messages to be
+/// acknowledged.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// p2p limits for a ceremony: messages are large (a deal for 100 validators at threshold 7 is
+/// ~45 kB) and a round may keep a node's CPU busy for seconds, so requests get longer to be
+/// acknowledged and connections longer to answer pings than in a running cluster.
+pub fn limits() -> p2p::Limits {
+    p2p::Limits {
+        request_timeout: Duration::from_secs(30),
+        pending_ttl: Duration::from_secs(60),
+        ping_interval: Duration::from_secs(2),
+        ping_timeout: Duration::from_secs(20),
+        ..p2p::Limits::default()
+    }
+}
 
 /// Settings of one node's ceremony.
 #[derive(Clone)]
@@ -193,7 +207,10 @@ async fn drive(
                 if msg.protocol != Protocol::Dkg {
                     continue;
                 }
-                match ceremony.on_message(msg.from, &msg.payload) {
+                // Verifying a round's messages is CPU-bound (pairings, multi-scalar
+                // multiplications): keep it off the async workers so the swarm stays responsive.
+                let result = compute(|| ceremony.on_message(msg.from, &msg.payload));
+                match result {
                     Ok(out) => {
                         if ceremony.outcome().is_some() && written.is_none() {
                             let t = Instant::now();
@@ -235,6 +252,8 @@ async fn drive(
                 }
                 if ceremony.all_done() {
                     let (summary, _) = written.expect("done implies written");
+                    // Our own done messages are the others' signal to leave.
+                    network.flush(FLUSH_TIMEOUT).await;
                     return Ok(summary);
                 }
             }
@@ -261,11 +280,23 @@ fn send(network: &NetworkHandle, out: Vec<Outgoing>) {
     }
 }
 
-/// Sends `notify` (complaint, abort), lingers so that it goes out, and returns the error.
+/// Sends `notify` (complaint, abort), waits (briefly) until it is delivered, and returns the
+/// error.
 async fn abort(network: &NetworkHandle, error: DkgError, notify: Vec<Outgoing>) -> anyhow::Error {
     send(network, notify);
-    tokio::time::sleep(ABORT_LINGER).await;
+    network.flush(FLUSH_TIMEOUT).await;
     anyhow!("DKG aborted, nothing was written: {error}")
+}
+
+/// Runs CPU-bound `f` outside the async worker (on a multi-threaded runtime), so that other
+/// tasks (the p2p swarm) keep running.
+fn compute<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// Writes the outputs: keystores and deposit data into a temporary directory first, moved into

@@ -5,7 +5,6 @@
 //! - [`config`]: the chain's genesis and spec constants as a beacon node serves them.
 //! - [`signing`]: domains, signing roots and the [`signing::ForkSchedule`] of a chain.
 //! - [`beacon`]: an async HTTP client for the standard beacon-node API, SSE events included.
-//! - [`deposit`]: deposit messages and the staking deposit CLI's `deposit-data.json` format.
 //!
 //! Everything here is checked against a real Lodestar v1.5.1 (`tests/lodestar_roots.rs`):
 //! blocks fetched from it re-hash to the roots it reports, and their proposer, attestation and
@@ -45,6 +44,5 @@
 pub mod aggregate;
 pub mod beacon;
 pub mod config;
-pub mod deposit;
 pub mod signing;
 pub mod types;

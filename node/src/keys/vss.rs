@@ -108,7 +108,10 @@ impl Dealing {
 
     /// Proves knowledge of the constant term `a_0` in `context`.
     pub fn prove<R: RngCore + CryptoRng>(&self, context: &[u8], rng: &mut R) -> Proof {
-        let c0 = self.commitments().0[0];
+        let c0 = self.coeffs[0]
+            .to_secret_key()
+            .expect("coefficients are non-zero by construction")
+            .sk_to_pk();
         loop {
             let k = Fr::random(rng);
             let Some(k_key) = k.to_secret_key() else {

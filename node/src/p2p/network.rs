@@ -24,7 +24,7 @@ use libp2p::{
 };
 use rand::Rng;
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
     time::Instant,
 };
@@ -237,6 +237,8 @@ enum Command {
         protocol: Protocol,
         payload: Vec<u8>,
     },
+    /// Answer once nothing queued before this command is waiting for an acknowledgement.
+    Flush(oneshot::Sender<()>),
 }
 
 #[derive(Default)]
@@ -332,6 +334,17 @@ impl NetworkHandle {
     /// The addresses the node actually listens on (with the real port when listening on 0).
     pub fn local_addrs(&self) -> Vec<Multiaddr> {
         lock(&self.inner.shared).listen_addrs.clone()
+    }
+
+    /// Waits until every message queued so far was acknowledged by its peer, failed for good or
+    /// expired (at most `timeout`). Returns whether that happened in time. For a node about to
+    /// stop that wants its last messages delivered (e.g. a DKG's final round).
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.cmd_tx.try_send(Command::Flush(tx)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
     }
 
     /// Stops the swarm task and waits until it has closed its listeners and connections.
@@ -440,6 +453,8 @@ pub struct Network {
     in_flight: HashMap<(Protocol, OutboundRequestId), InFlight>,
     /// Open cluster connections and their liveness.
     live: HashMap<ConnectionId, Liveness>,
+    /// [`Command::Flush`] callers waiting for `in_flight` and the pending queues to empty.
+    flush_waiters: Vec<oneshot::Sender<()>>,
 }
 
 struct Liveness {
@@ -532,6 +547,7 @@ impl Network {
             shared: shared.clone(),
             in_flight: HashMap::new(),
             live: HashMap::new(),
+            flush_waiters: Vec::new(),
         };
         net.listen(&listen_addrs).await?;
         for i in 0..net.slots.len() {
@@ -613,6 +629,14 @@ impl Network {
                 () = redial => self.dial_due(),
                 _ = liveness.tick() => self.close_silent(),
             }
+            if !self.flush_waiters.is_empty()
+                && self.in_flight.is_empty()
+                && self.slots.iter().all(|s| s.pending.is_empty())
+            {
+                for w in self.flush_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
         }
         info!(index = self.index, "p2p network stopped");
         for (i, s) in self.slots.iter().enumerate() {
@@ -643,6 +667,7 @@ impl Network {
             Command::Loopback { protocol, payload } => {
                 self.deliver(self.index, protocol, payload);
             }
+            Command::Flush(tx) => self.flush_waiters.push(tx),
         }
     }
 
@@ -1180,6 +1205,36 @@ mod tests {
         cfg.listen_addrs = vec!["/ip4/127.0.0.1/udp/1".parse().unwrap()];
         let err = start_err(cfg).await;
         assert!(err.contains("cannot listen"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_acknowledgements() {
+        let a = Keypair::generate_secp256k1();
+        let b = Keypair::generate_secp256k1();
+        let peers = vec![a.public().to_peer_id(), b.public().to_peer_id()];
+        let (hb, mut rx_b) = Network::start(config(&b, peers.clone())).await.unwrap();
+        let mut cfg = config(&a, peers.clone());
+        cfg.dial_addrs = vec![(peers[1], hb.local_addrs()[0].clone())];
+        let (ha, _rx_a) = Network::start(cfg).await.unwrap();
+        // Nothing queued: flushed at once.
+        assert!(ha.flush(Duration::from_secs(1)).await);
+        for i in 0..20u8 {
+            ha.send(1, Protocol::Dkg, vec![i; 1000]).unwrap();
+        }
+        // Sent before the connection is up: held, then sent and acknowledged.
+        assert!(ha.flush(Duration::from_secs(10)).await);
+        for i in 0..20u8 {
+            let m = rx_b
+                .try_recv()
+                .expect("acknowledged messages were delivered");
+            assert_eq!(m.payload, vec![i; 1000]);
+        }
+        hb.shutdown().await;
+        ha.send(1, Protocol::Dkg, vec![1]).unwrap();
+        // The peer is gone: the message is held for it and the flush times out.
+        assert!(!ha.flush(Duration::from_millis(300)).await);
+        ha.shutdown().await;
+        assert!(!ha.flush(Duration::from_millis(100)).await);
     }
 
     #[tokio::test]

@@ -12,9 +12,13 @@ use serde::{Deserialize, Serialize};
 use ssz_derive::{Decode, Encode};
 use tree_hash_derive::TreeHash;
 
-use super::signing::{compute_signing_root, deposit_domain};
-use super::types::{BlsPubkey, BlsSignature, DepositData, Gwei, Root, Version};
-use crate::keys::tbls;
+use crate::{
+    eth::{
+        signing::{compute_signing_root, deposit_domain},
+        types::{BlsPubkey, BlsSignature, DepositData, Gwei, Root, Version},
+    },
+    keys::tbls,
+};
 
 /// The deposit message: what a validator key signs to deposit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode, TreeHash)]
