@@ -284,7 +284,8 @@ fn send(network: &NetworkHandle, out: Vec<Outgoing>) {
 /// error.
 async fn abort(network: &NetworkHandle, error: DkgError, notify: Vec<Outgoing>) -> anyhow::Error {
     send(network, notify);
-    network.flush(FLUSH_TIMEOUT).await;
+    // Peers that already left hold their messages until the timeout: keep it short.
+    network.flush(FLUSH_TIMEOUT / 2).await;
     anyhow!("DKG aborted, nothing was written: {error}")
 }
 
