@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "slot clock; cluster lock; QBFT consensus engine and driver",
         &["clock", "cluster", "consensus"],
     ),
+    ("distributed key generation: `dvnode dkg`", &["dkg"]),
     ("duties: identity, kinds, definitions", &["duty"]),
     (
         "values between the stages: decided duty values, signed objects",
