@@ -66,10 +66,11 @@ k8s-validate:
 soak:
 	QBFT_SIM_SEEDS=$(SOAK_SEEDS) $(CARGO) test --release --locked -p dvnode --test qbft_sim
 
-## bench: criterion benchmarks (crypto, slashing DB, consensus).
+## bench: criterion benchmarks (crypto, slashing DB, consensus, DKG ceremonies).
 bench:
 	$(CARGO) bench --locked -p dvnode
 	$(CARGO) run --release --locked -p dvnode -- --log warn bench consensus
+	$(CARGO) run --release --locked -p dvnode -- --log warn bench dkg
 
 ## bench-scale: four release dvnodes over loopback libp2p (real slashing DBs, real blst) driven by a
 ## simulated mainnet-preset beacon node and simulated Lodestar-like validator clients, one run per

@@ -215,7 +215,9 @@ async fn drive(
                         if ceremony.outcome().is_some() && written.is_none() {
                             let t = Instant::now();
                             let outcome = ceremony.take_outcome().expect("checked");
-                            if let Err(e) = write_outputs(&cfg.node_dir, &outcome, cfg.insecure_keys) {
+                            // Keystore encryption (scrypt) is CPU-bound as well.
+                            let written_ok = compute(|| write_outputs(&cfg.node_dir, &outcome, cfg.insecure_keys));
+                            if let Err(e) = written_ok {
                                 let err = DkgError { culprits: vec![], message: format!("writing the outputs failed: {e:#}") };
                                 let notify = ceremony.abort_messages(&err);
                                 return Err(abort(network, err, notify).await);
