@@ -64,23 +64,22 @@ fn rejected(e: Rejection) -> BackendError {
     }
 }
 
-/// Submits every item of a batch in order and answers the first failure (a bad request names
-/// the item's index), after trying them all.
-async fn submit_each<F, Fut>(items: Vec<Value>, mut submit: F) -> Result<(), BackendError>
+/// Submits every item of a batch concurrently (so that their partial signatures are verified
+/// in one batch) and answers the first failure by position (a bad request names the item's
+/// index), after trying them all.
+async fn submit_each<F, Fut>(items: Vec<Value>, submit: F) -> Result<(), BackendError>
 where
     F: FnMut(Value) -> Fut,
     Fut: std::future::Future<Output = Result<(), BackendError>>,
 {
-    let mut first_error = None;
-    for (i, v) in items.into_iter().enumerate() {
-        if let Err(e) = submit(v).await {
-            first_error.get_or_insert(match e {
-                BackendError::BadRequest(m) => BackendError::BadRequest(format!("[{i}]: {m}")),
-                other => other,
-            });
+    let results = futures::future::join_all(items.into_iter().map(submit)).await;
+    match results.into_iter().enumerate().find(|(_, r)| r.is_err()) {
+        Some((i, Err(BackendError::BadRequest(m)))) => {
+            Err(BackendError::BadRequest(format!("[{i}]: {m}")))
         }
+        Some((_, r)) => r,
+        None => Ok(()),
     }
-    first_error.map_or(Ok(()), Err)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, BackendError> {
