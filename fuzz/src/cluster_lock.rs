@@ -134,6 +134,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 address: (i % 2 == 0).then(|| format!("/ip4/127.0.0.1/tcp/{}", 3610 + i)),
             })
             .collect(),
+        definition_hash: None,
         distributed_validators: dvs
             .iter()
             .map(|d| dvnode::cluster::lock::DistributedValidator {

@@ -232,6 +232,10 @@ impl ParSigTransport for NoTransport {
     fn broadcast(&self, _payload: Vec<u8>) -> Result<(), SendError> {
         Ok(())
     }
+
+    fn send(&self, _to: usize, _payload: Vec<u8>) -> Result<(), SendError> {
+        Ok(())
+    }
 }
 
 /// The partial-signature stage of node `own_share` over the fixture's duty DB.
