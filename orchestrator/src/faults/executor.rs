@@ -149,7 +149,9 @@ impl Executor {
             for a in timeline.actions {
                 let wait = a.time - unix_now().as_secs_f64();
                 if wait > 0.0 {
-                    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                    // try_: a wait too long for a Duration is a wait past the run.
+                    tokio::time::sleep(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX))
+                        .await;
                 }
                 if let Err(e) = this.execute(&a).await {
                     failures.push(format!(

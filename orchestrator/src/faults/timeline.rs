@@ -95,7 +95,14 @@ fn build_timeline(faults: &[FaultSpec], spec: &DevnetSpec, clock: SlotClock) -> 
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     let mut next_id = 1u16;
     let mut push = |out: &mut Vec<Fault>, f: Fault| -> Result<usize> {
-        out.push(Fault { id: next_id, ..f });
+        // An end at or after the end of the run (`for: 1000 epochs`, a restart after the
+        // run) is no end: the fault lasts to the end of the run, as `end: None` says.
+        let end = f.end.filter(|e| *e < run_end);
+        out.push(Fault {
+            id: next_id,
+            end,
+            ..f
+        });
         next_id = next_id
             .checked_add(1)
             .ok_or_else(|| anyhow!("more than 65534 fault occurrences"))?;
@@ -307,6 +314,22 @@ mod tests {
             .iter()
             .map(|a| (a.slot, a.phase, a.fault.effect.kind()))
             .collect()
+    }
+
+    /// A restart or an end after the run (here u64::MAX epochs or slots, which overflowed
+    /// before) is no end: the fault lasts to the end of the run and has no stop action.
+    #[test]
+    fn end_after_the_run_is_no_end() {
+        let big = u64::MAX;
+        for faults in [
+            format!("  - {{at: epoch 3, kind: crash, target: dv0-1, restart_after: {big} epochs}}\n"),
+            format!("  - {{at: epoch 3, kind: loss, percent: 10, targets: [dv0-2], for: {big} slots}}\n"),
+            "  - {at: epoch 3, kind: loss, percent: 10, targets: [dv0-2], for: 100 epochs}\n".into(),
+        ] {
+            let t = tl(&spec_with(&faults, 1));
+            assert_eq!(t.faults[0].end, None, "{faults}");
+            assert_eq!(steps(&t).len(), 1, "{faults}: only the start");
+        }
     }
 
     #[test]

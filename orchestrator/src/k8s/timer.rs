@@ -155,7 +155,8 @@ pub async fn run(
     for step in steps(objects)? {
         let wait = step.time - unix_now().as_secs_f64();
         if wait > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            // try_: a wait too long for a Duration is a wait past the run.
+            tokio::time::sleep(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX)).await;
         }
         let error = if step.start {
             create(&client, namespace, &step.object).await.err()

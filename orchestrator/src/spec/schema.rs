@@ -369,8 +369,11 @@ impl At {
     /// Seconds after genesis.
     pub fn seconds(self, seconds_per_slot: u64, slots_per_epoch: u64) -> f64 {
         match self {
-            At::Slot(n) => (n * seconds_per_slot) as f64,
-            At::Epoch(n) => (n * slots_per_epoch * seconds_per_slot) as f64,
+            // In f64: a slot or epoch number from the file may be any u64 (`epoch
+            // 99999999999999999`), and the product must not overflow; validation then reports
+            // it as outside the run.
+            At::Slot(n) => n as f64 * seconds_per_slot as f64,
+            At::Epoch(n) => n as f64 * slots_per_epoch as f64 * seconds_per_slot as f64,
             At::Secs(x) => x,
         }
     }
@@ -424,8 +427,9 @@ impl Span {
     pub fn seconds(self, seconds_per_slot: u64, slots_per_epoch: u64) -> f64 {
         match self {
             Span::Secs(x) => x,
-            Span::Slots(n) => (n * seconds_per_slot) as f64,
-            Span::Epochs(n) => (n * slots_per_epoch * seconds_per_slot) as f64,
+            // In f64, as in [`At::seconds`]: the count is any u64 the file names.
+            Span::Slots(n) => n as f64 * seconds_per_slot as f64,
+            Span::Epochs(n) => n as f64 * slots_per_epoch as f64 * seconds_per_slot as f64,
         }
     }
 }
@@ -578,9 +582,9 @@ impl DevnetSpec {
 
     /// Seconds from genesis to the end of the observed window.
     pub fn run_seconds(&self) -> f64 {
-        (self.duration.epochs
-            * self.network.preset.slots_per_epoch()
-            * self.network.seconds_per_slot) as f64
+        self.duration.epochs as f64
+            * self.network.preset.slots_per_epoch() as f64
+            * self.network.seconds_per_slot as f64
     }
 }
 

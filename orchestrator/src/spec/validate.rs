@@ -105,6 +105,12 @@ impl Problems {
     }
 }
 
+/// Upper bounds that keep every slot and time of a run far from u64 overflow (a year of
+/// 12-second mainnet epochs is ≈ 82,000 epochs).
+const MAX_EPOCHS: u64 = 1_000_000;
+const MAX_SECONDS_PER_SLOT: u64 = 3_600;
+const MAX_GENESIS_DELAY: u64 = 86_400;
+
 /// Every semantic problem of `spec`.
 fn problems(spec: &DevnetSpec) -> Vec<(String, String)> {
     let mut p = Problems::default();
@@ -115,6 +121,9 @@ fn problems(spec: &DevnetSpec) -> Vec<(String, String)> {
     validator_counts(spec, &mut p);
     if spec.duration.epochs == 0 {
         p.err("duration.epochs", "must be at least 1");
+    }
+    if spec.duration.epochs > MAX_EPOCHS {
+        p.err("duration.epochs", format!("must be at most {MAX_EPOCHS}"));
     }
     faults(spec, &mut p);
     assertions(spec, &mut p);
@@ -133,6 +142,18 @@ fn name_and_network(spec: &DevnetSpec, p: &mut Problems) {
     }
     if spec.network.seconds_per_slot == 0 {
         p.err("network.seconds_per_slot", "must be at least 1");
+    }
+    if spec.network.seconds_per_slot > MAX_SECONDS_PER_SLOT {
+        p.err(
+            "network.seconds_per_slot",
+            format!("must be at most {MAX_SECONDS_PER_SLOT}"),
+        );
+    }
+    if spec.network.genesis_delay > MAX_GENESIS_DELAY {
+        p.err(
+            "network.genesis_delay",
+            format!("must be at most {MAX_GENESIS_DELAY} s (one day)"),
+        );
     }
     if spec.network.genesis_delay < 10 {
         p.err(
@@ -858,6 +879,45 @@ keepers: {count: 48, beacon_node: bn0}\nduration: {epochs: 2}\n";
 
     fn line_of(text: &str, needle: &str) -> Option<usize> {
         text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+    }
+
+    /// Found by fuzz-smoke on CI: a slot, epoch or span count near u64::MAX overflowed while
+    /// being converted to seconds (a panic in validation). Every such number is now an error
+    /// naming its field, never a panic.
+    #[test]
+    fn huge_numbers_are_errors_not_panics() {
+        let big = u64::MAX;
+        for faults in [
+            format!("  - {{at: epoch {big}, kind: crash, target: dv0-1, restart_after: 30s}}\n"),
+            format!("  - {{at: slot {big}, kind: crash, target: dv0-1}}\n"),
+        ] {
+            let errs = errors(&with_faults(&faults));
+            assert!(
+                errs.iter().any(|e| e.field == "faults[0].at"),
+                "{faults}: {errs:?}"
+            );
+        }
+        for (from, to, field) in [
+            (
+                "duration: {epochs: 10}",
+                format!("duration: {{epochs: {big}}}"),
+                "duration.epochs",
+            ),
+            (
+                "seconds_per_slot: 4",
+                format!("seconds_per_slot: {big}"),
+                "network.seconds_per_slot",
+            ),
+            (
+                "genesis_delay: 20",
+                format!("genesis_delay: {big}"),
+                "network.genesis_delay",
+            ),
+        ] {
+            assert!(BASIC.contains(from), "{from}");
+            let errs = errors(&BASIC.replace(from, &to));
+            assert!(errs.iter().any(|e| e.field == field), "{to}: {errs:?}");
+        }
     }
 
     #[test]
