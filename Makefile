@@ -162,7 +162,7 @@ chaos: lodestar
 ## One build serves every target; 16 codegen units (cargo-fuzz's default is 1) let both cores
 ## compile the big crates.
 FUZZ_SECONDS ?= 600
-FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_OUT ?= target/fuzz
 FUZZ_TARGETS ?= $(sort $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs))))
 CARGO_FUZZ_VERSION := 0.13.2
