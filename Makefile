@@ -32,7 +32,9 @@ lodestar: check-shared
 
 ## test: formatting, lints, unit + property + simulation + loopback + EIP-3076 tests, real-Lodestar tests,
 ## e2e-local, e2e-docker, and every fuzz target for FUZZ_SMOKE_SECONDS (fuzz-smoke).
-test: check-shared lodestar lint unit k8s-validate e2e-local e2e-docker fuzz-smoke
+## The stages run one after the other (scripts/stages.sh); a table of their wall times ends the output.
+test: check-shared
+	MAKE="$(MAKE)" ./scripts/stages.sh lodestar lint unit k8s-validate e2e-local e2e-docker fuzz-smoke
 
 lint:
 	$(CARGO) fmt --all --check
