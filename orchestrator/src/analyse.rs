@@ -1,5 +1,9 @@
 //! Analysis of collected raw data with polars: per validator group and per epoch window.
 
+mod health;
+
+pub use health::{Finality, Participation, Reorgs};
+
 use crate::data::{fault_windows, FaultWindow, RawData, RunMeta};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -45,6 +49,12 @@ pub struct GroupStats {
     pub sync_duties: u64,
     /// Share of sync-committee duties that signed.
     pub sync_participation: Option<f64>,
+    /// Mean attestation effectiveness (SSV's formula; a missed duty counts 0).
+    #[serde(default)]
+    pub effectiveness: Option<f64>,
+    /// Timely participation by flag over the window's attestation duties.
+    #[serde(default)]
+    pub participation: Option<Participation>,
 }
 
 /// Inclusion rate of one group in one epoch.
@@ -58,6 +68,9 @@ pub struct EpochRate {
     pub duties: u64,
     /// Included.
     pub included: u64,
+    /// Timely participation by flag.
+    #[serde(default)]
+    pub participation: Participation,
 }
 
 /// One slashable pair found by the audit, or a DV validator slashed on chain.
@@ -154,6 +167,14 @@ pub struct NodeRounds {
     pub round_mean: Option<f64>,
     /// Highest deciding round.
     pub round_max: Option<u64>,
+    /// First slot at or after the heal whose successful duty record in the node's cluster
+    /// holds its partial signature (`None`: not seen again, or the fault never healed).
+    #[serde(default)]
+    pub recovery_slot: Option<u64>,
+    /// `recovery_slot` − the cluster's first slot at or after the heal with a successful
+    /// duty: slots the cluster went on without this node's partials.
+    #[serde(default)]
+    pub recovery_slots: Option<u64>,
 }
 
 /// What one fault cost.
@@ -234,6 +255,16 @@ pub struct Analysis {
     /// Per group and slot: attestation duties and inclusions (for the per-slot plot).
     #[serde(default)]
     pub slots: Vec<SlotRate>,
+    /// Share of sampled instants in the window at which every beacon node reported the same
+    /// head.
+    #[serde(default)]
+    pub head_agreement: Option<f64>,
+    /// Abandoned branches.
+    #[serde(default)]
+    pub reorgs: Reorgs,
+    /// Finality delay and time to the first finalized epoch.
+    #[serde(default)]
+    pub finality: Finality,
 }
 
 /// Attestation duties and inclusions of one group in one slot.
@@ -459,9 +490,25 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         .map(|w| fault_stats(meta, raw, w, &duty_rows, &duty_log))
         .collect::<PolarsResult<Vec<_>>>()?;
     let windows = FaultWindows::new(meta, &duty_rows, &duty_log, &faults);
+    let mut groups = group_stats(meta, &attestations, &proposals, &sync)?;
+    let effectiveness = health::effectiveness(&duty_rows, raw)?;
+    let participation =
+        health::participation(&duty_rows, meta.slots_per_epoch, |r| r.group.clone());
+    for (name, g) in groups.iter_mut() {
+        g.effectiveness = effectiveness.get(name).copied();
+        g.participation = participation.get(name).copied();
+    }
+    let mut epochs = epoch_rates(&attestations.rows)?;
+    let spe = meta.slots_per_epoch.max(1);
+    let per_epoch = health::participation(&duty_rows, spe, |r| (r.group.clone(), r.slot / spe));
+    for e in epochs.iter_mut() {
+        if let Some(p) = per_epoch.get(&(e.group.clone(), e.epoch)) {
+            e.participation = *p;
+        }
+    }
     Ok(Analysis {
-        groups: group_stats(meta, &attestations, &proposals, &sync)?,
-        epochs: epoch_rates(&attestations.rows)?,
+        groups,
+        epochs,
         slashing_audit: audit(meta, raw)?,
         finalized_epoch: finalized_epoch(raw)?,
         missed_duties: missed_duties(
@@ -479,6 +526,9 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         steady: windows.steady,
         faults,
         slots: slot_rates(&duty_rows),
+        head_agreement: health::head_agreement(meta, raw)?,
+        reorgs: health::reorgs(meta, raw)?,
+        finality: health::finality(meta, raw)?,
     })
 }
 
@@ -573,6 +623,7 @@ fn epoch_rates(attestations: &DataFrame) -> PolarsResult<Vec<EpochRate>> {
                 epoch: u64_col(&per_epoch, "epoch", i)?.unwrap_or(0),
                 duties: u64_col(&per_epoch, "duties", i)?.unwrap_or(0),
                 included: u64_col(&per_epoch, "included", i)?.unwrap_or(0),
+                participation: Participation::default(),
             })
         })
         .collect()
@@ -673,11 +724,15 @@ fn slot_rates(rows: &[DutyRowView]) -> Vec<SlotRate> {
         .collect()
 }
 
-/// One attestation duty in the analysed window.
+/// One attestation duty in the analysed window; the vote flags of its first inclusion
+/// (false when not included).
 struct DutyRowView {
     group: String,
     slot: u64,
     inclusion_slot: Option<u64>,
+    head_ok: bool,
+    target_ok: bool,
+    source_ok: bool,
 }
 
 fn duty_rows(duties: &DataFrame) -> PolarsResult<Vec<DutyRowView>> {
@@ -695,12 +750,26 @@ fn duty_rows(duties: &DataFrame) -> PolarsResult<Vec<DutyRowView>> {
         .as_materialized_series()
         .cast(&DataType::UInt64)?;
     let (slot, inc) = (slot.u64()?, inc.u64()?);
+    let flag = |name: &str| -> PolarsResult<Vec<bool>> {
+        Ok(duties
+            .column(name)?
+            .as_materialized_series()
+            .cast(&DataType::Boolean)?
+            .bool()?
+            .iter()
+            .map(|v| v.unwrap_or(false))
+            .collect())
+    };
+    let (head, target, source) = (flag("head_ok")?, flag("target_ok")?, flag("source_ok")?);
     Ok((0..duties.height())
         .filter_map(|i| {
             Some(DutyRowView {
                 group: group.get(i)?.to_string(),
                 slot: slot.get(i)?,
                 inclusion_slot: inc.get(i),
+                head_ok: head[i],
+                target_ok: target[i],
+                source_ok: source[i],
             })
         })
         .collect())
@@ -836,6 +905,12 @@ fn fault_stats(
         if let Some(n) = nodes.get_mut(&node) {
             n.round_mean = Some(r.iter().sum::<u64>() as f64 / r.len() as f64);
             n.round_max = r.iter().copied().max();
+        }
+    }
+    if let Some(h) = hi {
+        for (node, (slot, took)) in health::node_recovery(meta, raw, h)? {
+            let n = nodes.entry(node).or_default();
+            (n.recovery_slot, n.recovery_slots) = (slot, took);
         }
     }
     Ok(FaultStats {

@@ -394,7 +394,8 @@ impl Collector {
                 .flatten()
                 .and_then(|p| num_at(&p, &["data", "connected"]).ok())
                 .unwrap_or(0);
-            self.heads.head(now, &self.bns[i].name, h, f, p);
+            let root = head["data"]["root"].as_str().unwrap_or_default();
+            self.heads.head_at(now, &self.bns[i].name, h, root, f, p);
             out.push(HeadSample {
                 bn: self.bns[i].name.clone(),
                 head_slot: h,
@@ -600,17 +601,17 @@ impl Collector {
             self.add_votes(&mut b, &v);
         }
         for (bn, slot, root) in &shared.blocks {
-            let proposer = match self.blocks.get(root) {
-                Some(info) => Some(info.proposer),
+            let known = match self.blocks.get(root) {
+                Some(info) => Some((info.proposer, info.parent.clone())),
                 None => self
                     .fetch_block(root)
                     .await
                     .ok()
                     .flatten()
-                    .map(|(_, i)| i.proposer),
+                    .map(|(_, i)| (i.proposer, i.parent)),
             };
-            if let Some(p) = proposer {
-                b.block_seen_by(bn, *slot, p, root);
+            if let Some((p, parent)) = known {
+                b.block_seen_with_parent(bn, *slot, p, root, &parent);
             }
         }
         Ok(b.build()?)

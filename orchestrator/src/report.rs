@@ -177,7 +177,32 @@ pub fn metric(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<f64> {
         }
         Metric::FaultsExecuted => Some(a.faults.len() as f64),
         Metric::FaultErrors => Some(a.faults.iter().filter(|f| f.error.is_some()).count() as f64),
+        Metric::CorrectTargetRate => min(worst_participation(a, |p| p.target)),
+        Metric::CorrectHeadRate => min(worst_participation(a, |p| p.head)),
+        Metric::ReorgsPerEpoch => {
+            let slots = (meta.last_slot + 1).saturating_sub(meta.first_slot);
+            (slots > 0)
+                .then(|| a.reorgs.count as f64 * meta.slots_per_epoch.max(1) as f64 / slots as f64)
+        }
+        Metric::UnfinalizedEpochs => a.finality.max_delay_epochs.map(|e| e as f64),
+        Metric::HeadAgreement => a.head_agreement,
+        Metric::DvEffectiveness => min(dv
+            .iter()
+            .map(|g| a.groups.get(*g).and_then(|s| s.effectiveness))
+            .collect()),
     }
+}
+
+/// One participation flag of every group with attestation duties.
+fn worst_participation(
+    a: &Analysis,
+    flag: impl Fn(&crate::analyse::Participation) -> f64,
+) -> Vec<Option<f64>> {
+    a.groups
+        .values()
+        .filter(|g| g.attestation_duties > 0)
+        .map(|g| g.participation.as_ref().map(&flag))
+        .collect()
 }
 
 /// Builds the report (evaluating assertions).
@@ -631,6 +656,7 @@ fn html(report: &Report, plots: &[Plot], note: &str) -> String {
         faults_section(&mut h, report);
     }
     groups_section(&mut h, report);
+    chain_health_section(&mut h, report);
     if !report.analysis.missed_duties.is_empty() {
         missed_duties_section(&mut h, report);
     }
@@ -777,7 +803,10 @@ fn faults_section(h: &mut String, report: &Report) {
         "decided",
         "round mean",
         "round max",
+        "partials used again at slot",
+        "slots without its partials",
     ]));
+    let opt = |v: Option<u64>| v.map_or("–".into(), |x| x.to_string());
     for f in &report.analysis.faults {
         for (n, r) in &f.nodes {
             h.push_str(&table_row(&[
@@ -786,7 +815,9 @@ fn faults_section(h: &mut String, report: &Report) {
                 r.duties_logged.to_string(),
                 r.decided.to_string(),
                 fmt_opt(r.round_mean, 2),
-                r.round_max.map_or("–".into(), |x| x.to_string()),
+                opt(r.round_max),
+                opt(r.recovery_slot),
+                opt(r.recovery_slots),
             ]));
         }
     }
@@ -826,6 +857,47 @@ fn groups_section(h: &mut String, report: &Report) {
             format!("{}/{}", g.proposals_included, g.proposals_expected),
             fmt_opt(g.sync_participation, 3),
         ]));
+    }
+    h.push_str("</table>");
+}
+
+/// Head agreement, reorgs, finality; effectiveness and timely participation per group and
+/// per epoch.
+fn chain_health_section(h: &mut String, report: &Report) {
+    let a = &report.analysis;
+    let opt = |v: Option<u64>| v.map_or("–".into(), |x| x.to_string());
+    h.push_str(&format!(
+        "<h2>Chain health</h2><p>Head agreement across beacon nodes: {}. Reorgs: {} (deepest {} blocks). Finality: first finalized epoch after {} s; delay max {} epochs, at the end {}.</p>",
+        fmt_opt(a.head_agreement, 3),
+        a.reorgs.count,
+        a.reorgs.max_depth,
+        fmt_opt(a.finality.first_finalized_seconds, 0),
+        opt(a.finality.max_delay_epochs),
+        opt(a.finality.end_delay_epochs),
+    ));
+    h.push_str(&table_head(&[
+        "group, epoch",
+        "effectiveness",
+        "timely source",
+        "timely target",
+        "timely head",
+    ]));
+    let flags = |p: Option<&crate::analyse::Participation>| {
+        [
+            fmt_opt(p.map(|p| p.source), 3),
+            fmt_opt(p.map(|p| p.target), 3),
+            fmt_opt(p.map(|p| p.head), 3),
+        ]
+    };
+    for (n, g) in &a.groups {
+        let mut row = vec![format!("{} (window)", esc(n)), fmt_opt(g.effectiveness, 3)];
+        row.extend(flags(g.participation.as_ref()));
+        h.push_str(&table_row(&row));
+    }
+    for e in &a.epochs {
+        let mut row = vec![format!("{} epoch {}", esc(&e.group), e.epoch), "".into()];
+        row.extend(flags(Some(&e.participation)));
+        h.push_str(&table_row(&row));
     }
     h.push_str("</table>");
 }
@@ -1092,14 +1164,31 @@ mod tests {
                 epoch: 1,
                 duties: 8,
                 included: 8,
+                participation: Default::default(),
             },
             crate::analyse::EpochRate {
                 group: "dv0".into(),
                 epoch: 2,
                 duties: 8,
                 included: 7,
+                participation: crate::analyse::Participation {
+                    source: 0.875,
+                    target: 0.875,
+                    head: 0.75,
+                },
             },
         ];
+        a.head_agreement = Some(0.75);
+        a.reorgs = crate::analyse::Reorgs {
+            count: 3,
+            max_depth: 2,
+        };
+        a.finality = crate::analyse::Finality {
+            first_finalized_seconds: Some(70.0),
+            max_delay_epochs: Some(3),
+            end_delay_epochs: Some(2),
+        };
+        a.groups.get_mut("dv0").unwrap().effectiveness = Some(0.5);
         a.missed_duties = BTreeMap::from([(
             "dv0".to_string(),
             BTreeMap::from([(
@@ -1138,9 +1227,20 @@ mod tests {
         assert_eq!(json["assertions"][0]["passed"], true);
         assert_eq!(json["missed_duties"]["dv0"]["attester"]["no_consensus"], 1);
         assert_eq!(json["dvnodes"]["dvlab-t-dv0-0"]["duties_logged"], 16);
+        // The names issue 17 promises to tools.
+        assert_eq!(json["epochs"][1]["participation"]["target"], 0.875);
+        assert_eq!(json["groups"]["dv0"]["effectiveness"], 0.5);
+        assert_eq!(json["head_agreement"], 0.75);
+        assert_eq!(json["reorgs"]["count"], 3);
+        assert_eq!(json["reorgs"]["max_depth"], 2);
+        assert_eq!(json["finality"]["first_finalized_seconds"], 70.0);
+        assert_eq!(json["finality"]["max_delay_epochs"], 3);
+        assert_eq!(json["finality"]["end_delay_epochs"], 2);
         let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
         assert!(html.contains("PASS"));
         assert!(html.contains("Missed DV duties by reason"));
+        assert!(html.contains("Head agreement across beacon nodes: 0.750. Reorgs: 3 (deepest 2"));
+        assert!(html.contains("<td>dv0 epoch 2</td><td></td><td>0.875</td>"));
         assert!(html.contains("dvlab-t-dv0-0"));
         assert!(html.contains("on-chain slashings: none"));
         assert_eq!(

@@ -125,8 +125,9 @@ pub struct FaultWindow {
 /// Columns: `duties` (slot, committee_index, validator); `inclusions` (validator, slot,
 /// inclusion_slot, head_ok, target_ok, source_ok); `proposer_duties` (slot, validator);
 /// `blocks` — canonical chain (slot, proposer, root); `blocks_seen` — every block any BN
-/// saw (bn, slot, proposer, root); `sync` (slot, validator, participated); `heads` (time,
-/// bn, head_slot, finalized_epoch, peers); `votes` — attestations any BN saw, per
+/// saw (bn, slot, proposer, root, parent; parent empty when unknown); `sync` (slot,
+/// validator, participated); `heads` (time, bn, head_slot, finalized_epoch, peers,
+/// head_root; head_root empty when unknown); `votes` — attestations any BN saw, per
 /// validator (validator, source_epoch, target_epoch, data_root); `duty_log` — every
 /// dvnode's closed duties (node, slot, kind, outcome, detail, consensus_round,
 /// consensus_seconds, shares); `faults` — executed fault windows (fault, kind, targets,
@@ -230,17 +231,48 @@ impl RawData {
             if OPTIONAL_FRAMES.contains(name) && !path.exists() {
                 continue;
             }
-            let schema = Arc::new(schema_df.schema().as_ref().clone());
-            let read = CsvReadOptions::default()
-                .with_has_header(true)
-                .with_schema(Some(schema))
-                .try_into_reader_with_file_path(Some(path.clone()))
-                .and_then(|r| r.finish())
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            *df = read;
+            *df = read_frame(&path, schema_df)?;
         }
         Ok((meta, data))
     }
+}
+
+/// Reads one frame's CSV with the schema of `empty` (an empty frame of the current version).
+/// Columns later versions added and the file lacks are filled with nulls, so a run directory
+/// written by an older dvlab still loads.
+#[cfg(feature = "lab")]
+fn read_frame(path: &Path, empty: &DataFrame) -> anyhow::Result<DataFrame> {
+    let cannot = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot read {}: {e}", path.display());
+    let full = empty.schema();
+    let header = std::fs::read_to_string(path).map_err(|e| cannot(&e))?;
+    let header: Vec<&str> = header
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(|c| c.trim_matches('"'))
+        .collect();
+    let mut schema = Schema::default();
+    for name in &header {
+        if let Some(dtype) = full.get(name) {
+            schema.with_column((*name).into(), dtype.clone());
+        }
+    }
+    let mut df = CsvReadOptions::default()
+        .with_has_header(true)
+        .with_schema(Some(Arc::new(schema)))
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .map_err(|e| cannot(&e))?;
+    let height = df.height();
+    for (name, dtype) in full.iter() {
+        if !header.contains(&name.as_str()) {
+            df.with_column(Series::full_null(name.clone(), height, dtype).into())
+                .map_err(|e| cannot(&e))?;
+        }
+    }
+    df.select(full.iter_names().cloned())
+        .map_err(|e| cannot(&e))
 }
 
 /// Empty frames with the right schemas.
@@ -344,6 +376,7 @@ pub mod synthetic {
         seen_slot: Vec<u64>,
         seen_proposer: Vec<u64>,
         seen_root: Vec<String>,
+        seen_parent: Vec<String>,
         sync_slot: Vec<u64>,
         sync_validator: Vec<u64>,
         sync_ok: Vec<bool>,
@@ -352,6 +385,7 @@ pub mod synthetic {
         head_slot: Vec<u64>,
         head_fin: Vec<u64>,
         head_peers: Vec<u64>,
+        head_root: Vec<String>,
         vote_validator: Vec<u64>,
         vote_source: Vec<u64>,
         vote_target: Vec<u64>,
@@ -400,10 +434,22 @@ pub mod synthetic {
         }
         /// A block beacon node `bn` saw.
         pub fn block_seen_by(&mut self, bn: &str, slot: u64, proposer: u64, root: &str) {
+            self.block_seen_with_parent(bn, slot, proposer, root, "");
+        }
+        /// A block beacon node `bn` saw, with its parent root (empty: unknown).
+        pub fn block_seen_with_parent(
+            &mut self,
+            bn: &str,
+            slot: u64,
+            proposer: u64,
+            root: &str,
+            parent: &str,
+        ) {
             self.seen_bn.push(bn.to_string());
             self.seen_slot.push(slot);
             self.seen_proposer.push(proposer);
             self.seen_root.push(root.to_string());
+            self.seen_parent.push(parent.to_string());
         }
         /// Sync-committee member `v` at `slot` signed or not.
         pub fn sync(&mut self, slot: u64, v: u64, participated: bool) {
@@ -413,11 +459,24 @@ pub mod synthetic {
         }
         /// A head/finality sample of beacon node `bn` at UNIX `time`.
         pub fn head(&mut self, time: u64, bn: &str, slot: u64, finalized: u64, peers: u64) {
+            self.head_at(time, bn, slot, "", finalized, peers);
+        }
+        /// A head/finality sample of beacon node `bn` at UNIX `time` with its head block root.
+        pub fn head_at(
+            &mut self,
+            time: u64,
+            bn: &str,
+            slot: u64,
+            root: &str,
+            finalized: u64,
+            peers: u64,
+        ) {
             self.head_time.push(time);
             self.head_bn.push(bn.to_string());
             self.head_slot.push(slot);
             self.head_fin.push(finalized);
             self.head_peers.push(peers);
+            self.head_root.push(root.to_string());
         }
         /// Validator `v` signed attestation data `root` with `source → target`.
         pub fn vote(&mut self, v: u64, source: u64, target: u64, root: &str) {
@@ -489,7 +548,8 @@ pub mod synthetic {
                     "bn" => self.seen_bn,
                     "slot" => self.seen_slot,
                     "proposer" => self.seen_proposer,
-                    "root" => self.seen_root
+                    "root" => self.seen_root,
+                    "parent" => self.seen_parent
                 )?,
                 sync: df!(
                     "slot" => self.sync_slot,
@@ -501,7 +561,8 @@ pub mod synthetic {
                     "bn" => self.head_bn,
                     "head_slot" => self.head_slot,
                     "finalized_epoch" => self.head_fin,
-                    "peers" => self.head_peers
+                    "peers" => self.head_peers,
+                    "head_root" => self.head_root
                 )?,
                 votes: df!(
                     "validator" => self.vote_validator,
@@ -607,5 +668,15 @@ mod tests {
             r3.slashings
         );
         assert!(r3.votes.equals(&raw.votes));
+        // Columns added later (heads.head_root) are null when an older file lacks them.
+        std::fs::write(
+            dir.path().join("raw/heads.csv"),
+            "time,bn,head_slot,finalized_epoch,peers\n10,bn0,4,0,1\n",
+        )
+        .unwrap();
+        let (_, r4) = RawData::load(dir.path()).unwrap();
+        assert_eq!(r4.heads.schema(), raw.heads.schema());
+        assert_eq!(r4.heads.height(), 1);
+        assert_eq!(r4.heads.column("head_root").unwrap().null_count(), 1);
     }
 }

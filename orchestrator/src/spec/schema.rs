@@ -624,11 +624,24 @@ pub enum Metric {
     FaultsExecuted,
     /// `fault_errors`: fault occurrences with an executor error.
     FaultErrors,
+    /// `correct_target_rate` (Assertoor gate `>= 0.98`): the lowest, over the groups, share
+    /// of attestation duties included in time with the correct target.
+    CorrectTargetRate,
+    /// `correct_head_rate` (Assertoor gate `>= 0.8`): the same with the correct head.
+    CorrectHeadRate,
+    /// `reorgs_per_epoch` (Assertoor gate `<= 2`): abandoned branches per epoch of the window.
+    ReorgsPerEpoch,
+    /// `unfinalized_epochs` (Assertoor gate `<= 3`): the highest finality delay in epochs.
+    UnfinalizedEpochs,
+    /// `head_agreement`: share of sampled instants at which all beacon nodes had one head.
+    HeadAgreement,
+    /// `dv_effectiveness`: the lowest mean attestation effectiveness of the DV clusters.
+    DvEffectiveness,
 }
 
 impl Metric {
     /// Every metric, in the order error messages list them.
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 22] = [
         Metric::BaselineInclusionRate,
         Metric::KeepersInclusionRate,
         Metric::DvInclusionRate,
@@ -645,6 +658,12 @@ impl Metric {
         Metric::MaxRecoverySlots,
         Metric::FaultsExecuted,
         Metric::FaultErrors,
+        Metric::CorrectTargetRate,
+        Metric::CorrectHeadRate,
+        Metric::ReorgsPerEpoch,
+        Metric::UnfinalizedEpochs,
+        Metric::HeadAgreement,
+        Metric::DvEffectiveness,
     ];
 
     /// Name as written in a devnet file and in `report.json`.
@@ -666,6 +685,12 @@ impl Metric {
             Metric::MaxRecoverySlots => "max_recovery_slots",
             Metric::FaultsExecuted => "faults_executed",
             Metric::FaultErrors => "fault_errors",
+            Metric::CorrectTargetRate => "correct_target_rate",
+            Metric::CorrectHeadRate => "correct_head_rate",
+            Metric::ReorgsPerEpoch => "reorgs_per_epoch",
+            Metric::UnfinalizedEpochs => "unfinalized_epochs",
+            Metric::HeadAgreement => "head_agreement",
+            Metric::DvEffectiveness => "dv_effectiveness",
         }
     }
 
@@ -684,6 +709,7 @@ impl Metric {
                 | Metric::DvInclusionDuringFaults
                 | Metric::DvInclusionSteady
                 | Metric::DvAttestationsDuringPartition
+                | Metric::DvEffectiveness
         )
     }
 
