@@ -324,7 +324,7 @@ async fn run_preset<P: Preset>(
     }
     let parsig = Arc::new(parsig);
     tokio::spawn(parsig.clone().run_inbound(router.parsig));
-    let mut sigagg = SigAgg::new(cluster.threshold, dutydb.clone());
+    let mut sigagg = SigAgg::new(cluster.threshold, dutydb.clone(), &mut registry);
     if remote {
         sigagg = sigagg.with_aggregation(parsig.clone());
     }

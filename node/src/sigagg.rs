@@ -1,7 +1,9 @@
 //! Signature aggregation: threshold partials → the DV's signature → the signed object.
 //!
 //! Partials are Lagrange-combined ([`tbls::combine`]) and the result is verified against the DV
-//! pubkey over the signing root before anything leaves the node; it is kept in the [`DutyDb`]
+//! pubkey over the signing root before anything leaves the node — in random-linear-combination
+//! batches with the other DVs' combined signatures on a thread of its own ([`BatchVerifier`]),
+//! against DV public keys decompressed once and cached; it is kept in the [`DutyDb`]
 //! by DV and signing root (the remote-signer answers and the combined selection proofs come from
 //! there). The signed object is built from the decided value in the [`DutyDb`], never from what
 //! a peer sent.
@@ -9,8 +11,11 @@
 //! [`SigAgg::run`] runs the stage: every [`Threshold`] the partial-signature stage emits is
 //! aggregated and handed to the [`Broadcaster`]; the tracker learns each validator's outcome.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 use ssz_types::BitList;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -25,6 +30,7 @@ use crate::eth::types::{
     Attestation, BlsPubkey, BlsSignature, Preset, Root, SignedBeaconBlockAltair,
     SignedVoluntaryExit, SyncCommitteeMessage,
 };
+use crate::keys::batch::{BatchItem, BatchVerifier};
 use crate::keys::tbls;
 use crate::parsig::{ParSig, SignedObject, Threshold};
 use crate::tracker::{Inclusion, Reason, Stage, Tracker};
@@ -44,14 +50,8 @@ pub enum SigAggError {
     Build(String),
 }
 
-/// Combines `partials` (`(share index, signature)`) with threshold `t` and verifies the result
-/// against `pubkey` over `signing_root`.
-pub fn aggregate(
-    partials: &[(u64, BlsSignature)],
-    t: usize,
-    pubkey: &BlsPubkey,
-    signing_root: &Root,
-) -> Result<BlsSignature, SigAggError> {
+/// Combines `partials` (`(share index, signature)`) with threshold `t` (not verified).
+fn combine(partials: &[(u64, BlsSignature)], t: usize) -> Result<tbls::Signature, SigAggError> {
     let sigs = partials
         .iter()
         .map(|(i, s)| {
@@ -60,7 +60,19 @@ pub fn aggregate(
                 .map_err(|e| SigAggError::Combine(format!("share {i}: {e:?}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let combined = tbls::combine(&sigs, t).map_err(|e| SigAggError::Combine(e.to_string()))?;
+    tbls::combine(&sigs, t).map_err(|e| SigAggError::Combine(e.to_string()))
+}
+
+/// Combines `partials` (`(share index, signature)`) with threshold `t` and verifies the result
+/// against `pubkey` over `signing_root` (one signature on its own; [`SigAgg`] verifies many in
+/// batches).
+pub fn aggregate(
+    partials: &[(u64, BlsSignature)],
+    t: usize,
+    pubkey: &BlsPubkey,
+    signing_root: &Root,
+) -> Result<BlsSignature, SigAggError> {
+    let combined = combine(partials, t)?;
     let pk = tbls::PublicKey::from_bytes(&pubkey.0).map_err(|_| SigAggError::Verify(*pubkey))?;
     if !tbls::verify(&pk, &signing_root.0, &combined) {
         return Err(SigAggError::Verify(*pubkey));
@@ -72,17 +84,30 @@ pub fn aggregate(
 pub struct SigAgg<P: Preset> {
     threshold: usize,
     dutydb: Arc<DutyDb<P>>,
+    /// Checks the combined signatures (a thread of its own, `sigagg_verify_seconds`).
+    verifier: BatchVerifier,
+    /// DV public keys, decompressed and validated once.
+    keys: RwLock<HashMap<BlsPubkey, tbls::PublicKey>>,
     /// Rebuilds aggregate and contribution messages from the decided values (remote-signer
     /// mode).
     parsig: Option<Arc<ParSig<P>>>,
 }
 
 impl<P: Preset> SigAgg<P> {
-    /// An aggregator with threshold `t`.
-    pub fn new(threshold: usize, dutydb: Arc<DutyDb<P>>) -> SigAgg<P> {
+    /// An aggregator with threshold `t`; registers `sigagg_verify_seconds` in `registry`.
+    pub fn new(threshold: usize, dutydb: Arc<DutyDb<P>>, registry: &mut Registry) -> SigAgg<P> {
+        // 0.1 ms … ~3 s.
+        let verify_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
+        registry.register(
+            "sigagg_verify_seconds",
+            "Time of each batch verification of combined signatures (all DVs)",
+            verify_seconds.clone(),
+        );
         SigAgg {
             threshold,
             dutydb,
+            verifier: BatchVerifier::new(Some(verify_seconds)),
+            keys: RwLock::new(HashMap::new()),
             parsig: None,
         }
     }
@@ -92,6 +117,40 @@ impl<P: Preset> SigAgg<P> {
     pub fn with_aggregation(mut self, parsig: Arc<ParSig<P>>) -> SigAgg<P> {
         self.parsig = Some(parsig);
         self
+    }
+
+    /// The validated public key of DV `pubkey` (decompressed on first use).
+    fn key(&self, pubkey: &BlsPubkey) -> Result<tbls::PublicKey, SigAggError> {
+        if let Some(pk) = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pubkey)
+        {
+            return Ok(*pk);
+        }
+        let pk =
+            tbls::PublicKey::key_validate(&pubkey.0).map_err(|_| SigAggError::Verify(*pubkey))?;
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*pubkey, pk);
+        Ok(pk)
+    }
+
+    /// Combines `th`'s partials and verifies the result against the DV key (in a batch with
+    /// the other DVs' combined signatures checked meanwhile).
+    async fn combine_verified(&self, th: &Threshold) -> Result<BlsSignature, SigAggError> {
+        let combined = combine(&th.partials, self.threshold)?;
+        let item = BatchItem {
+            public_key: self.key(&th.pubkey)?,
+            message: th.signing_root.0,
+            signature: combined,
+        };
+        if !self.verifier.verify(item).await {
+            return Err(SigAggError::Verify(th.pubkey));
+        }
+        Ok(BlsSignature(combined.to_bytes()))
     }
 
     fn messages(&self) -> Result<&ParSig<P>, SigAggError> {
@@ -144,7 +203,7 @@ impl<P: Preset> SigAgg<P> {
 
     /// Combines, verifies and builds the signed object of `th`.
     pub async fn aggregate(&self, th: &Threshold) -> Result<Signed<P>, SigAggError> {
-        let sig = aggregate(&th.partials, self.threshold, &th.pubkey, &th.signing_root)?;
+        let sig = self.combine_verified(th).await?;
         let slot = th.duty.slot;
         // Exits are kept until the node stops (one per validator, ever); the rest with its slot.
         let keep_for = if th.duty.kind == DutyKind::Exit {
@@ -298,5 +357,70 @@ mod tests {
             aggregate(&bad, 3, &pk, &root),
             Err(SigAggError::Combine(_))
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batch_verified_aggregation_names_each_bad_dv() {
+        use crate::duty::Duty;
+        use crate::eth::types::Minimal;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let mut registry = Registry::default();
+        let sigagg = Arc::new(SigAgg::<Minimal>::new(
+            3,
+            Arc::new(DutyDb::new()),
+            &mut registry,
+        ));
+        let root = Root([7; 32]);
+        let duty = Duty {
+            slot: 5,
+            kind: DutyKind::Randao,
+        };
+        // 12 DVs' thresholds checked concurrently (so in shared batches); DV 4's partials sign
+        // another root and DV 9's come from another key's shares.
+        let mut tasks = Vec::new();
+        for dv in 0..12 {
+            let sk = tbls::random_secret(&mut rng);
+            let pubkey = BlsPubkey(sk.sk_to_pk().to_bytes());
+            let signer = if dv == 9 {
+                tbls::random_secret(&mut rng)
+            } else {
+                sk.clone()
+            };
+            let shares = tbls::split(&signer, 4, 3, &mut rng).unwrap();
+            let msg = if dv == 4 { [8; 32] } else { root.0 };
+            let th = Threshold {
+                duty,
+                pubkey,
+                object: SignedObject::Randao { epoch: 0 },
+                signing_root: root,
+                partials: [0, 1, 3]
+                    .iter()
+                    .map(|&i| {
+                        (
+                            i as u64 + 1,
+                            BlsSignature(tbls::sign(&shares[i], &msg).to_bytes()),
+                        )
+                    })
+                    .collect(),
+            };
+            let sigagg = sigagg.clone();
+            let expected = BlsSignature(tbls::sign(&sk, &root.0).to_bytes());
+            tasks.push(tokio::spawn(async move {
+                (dv, sigagg.aggregate(&th).await, expected, pubkey)
+            }));
+        }
+        for t in tasks {
+            let (dv, got, expected, pubkey) = t.await.unwrap();
+            match dv {
+                4 | 9 => assert_eq!(got, Err(SigAggError::Verify(pubkey)), "DV {dv}"),
+                _ => assert_eq!(got, Ok(Signed::Randao(expected)), "DV {dv}"),
+            }
+        }
+        let text = {
+            let mut t = String::new();
+            prometheus_client::encoding::text::encode(&mut t, &registry).unwrap();
+            t
+        };
+        assert!(text.contains("sigagg_verify_seconds_count"), "{text}");
     }
 }

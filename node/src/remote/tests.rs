@@ -107,7 +107,8 @@ fn cluster() -> Cluster {
             )
             .with_share_keys(Arc::new(keys)),
         );
-        let sigagg = SigAgg::new(fixtures::T, dutydb.clone()).with_aggregation(parsig.clone());
+        let sigagg = SigAgg::new(fixtures::T, dutydb.clone(), &mut registry)
+            .with_aggregation(parsig.clone());
         tokio::spawn(async move {
             while let Some(th) = ready.recv().await {
                 let _ = sigagg.aggregate(&th).await;
