@@ -274,6 +274,30 @@ const COLORS: [RGBColor; 6] = [
 
 type Series = Vec<(String, Vec<(f64, f64)>)>;
 
+/// Axis labels at whole numbers (slots, epochs) on a range padded by half a unit: one more
+/// label than the whole numbers in it (at most 12), so the step (1, 2, 5, … ×10ⁿ) is never a
+/// fraction.
+fn integer_labels(lo: f64, hi: f64) -> usize {
+    ((hi.floor() - lo.ceil()).max(0.0) as usize + 2).clamp(2, 12)
+}
+
+/// A label: whole numbers without decimals.
+fn label(v: &f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{}", (v * 1000.0).round() / 1000.0)
+    }
+}
+
+/// Which axes count whole units (slots, epochs).
+#[derive(Clone, Copy)]
+struct IntegerAxes {
+    x: bool,
+    y: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn line_chart<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
@@ -282,6 +306,7 @@ fn line_chart<DB: DrawingBackend>(
     series: &Series,
     y_range: Option<(f64, f64)>,
     shade: &[(f64, f64)],
+    integer: IntegerAxes,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -307,6 +332,9 @@ where
     if let Some((a, b)) = y_range {
         (y0, y1) = (a, b);
     }
+    if integer.x {
+        (x0, x1) = (x0 - 0.5, x1 + 0.5);
+    }
     let pad = (y1 - y0) * 0.05;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
@@ -315,12 +343,18 @@ where
         .y_label_area_size(55)
         .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x_desc)
         .y_desc(y_desc)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .x_label_formatter(&label)
+        .y_label_formatter(&label);
+    if integer.x {
+        mesh.x_labels(integer_labels(x0, x1));
+    }
+    if integer.y {
+        mesh.y_labels(integer_labels(y0 - pad, y1 + pad));
+    }
+    mesh.draw().map_err(|e| anyhow::anyhow!("{e}"))?;
     // Fault windows, shaded behind the lines.
     let (ylo, yhi) = (y0 - pad, y1 + pad);
     chart
@@ -331,13 +365,40 @@ where
             )
         }))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Series that coincide stay apart: each has its own colour, every other one is dashed,
+    // and each point carries a marker whose shape differs from series to series.
     for (i, (name, pts)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        let line = c.stroke_width(2);
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("{e}");
+        if i % 2 == 0 {
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), line))
+                .map_err(err)?;
+        } else {
+            chart
+                .draw_series(DashedLineSeries::new(pts.iter().copied(), 8, 5, line))
+                .map_err(err)?;
+        }
+        let dots = pts.len() <= 200;
+        let pts = pts.iter().copied().filter(|_| dots);
+        let anno = match i % 4 {
+            0 => chart.draw_series(pts.map(|p| Circle::new(p, 3, c.filled()))),
+            1 => chart.draw_series(pts.map(|p| TriangleMarker::new(p, 4, c.filled()))),
+            2 => chart.draw_series(pts.map(|p| Cross::new(p, 3, c.stroke_width(2)))),
+            _ => chart.draw_series(pts.map(|p| Circle::new(p, 3, c.stroke_width(2)))),
+        }
+        .map_err(err)?;
+        anno.label(name.clone()).legend(move |(x, y)| {
+            let path = if i % 2 == 0 {
+                vec![(x, y), (x + 18, y)]
+            } else {
+                vec![(x, y), (x + 7, y)]
+            };
+            EmptyElement::at((x, y))
+                + PathElement::new(path, c.stroke_width(2))
+                + Circle::new((9, 0), 3, c.filled())
+        });
     }
     chart
         .configure_series_labels()
@@ -417,10 +478,86 @@ where
     Ok(())
 }
 
-/// One plot: PNG and SVG files plus the SVG text for inlining.
+/// One plot: PNG and SVG files plus the SVG text for inlining, and the one-line verdict
+/// shown under it.
 struct Plot {
     title: String,
     svg: String,
+    verdict: String,
+}
+
+/// The one-line verdict under each plot of [`render_plots`], by plot name.
+fn plot_verdict(name: &str, report: &Report) -> String {
+    let a = &report.analysis;
+    let pct = |v: f64| format!("{:.0}%", v * 100.0);
+    match name {
+        "inclusion_rate" => {
+            let mut worst: BTreeMap<&str, (f64, u64)> = BTreeMap::new();
+            for e in a.epochs.iter().filter(|e| e.duties > 0) {
+                let r = e.included as f64 / e.duties as f64;
+                let w = worst.entry(&e.group).or_insert((r, e.epoch));
+                if r < w.0 {
+                    *w = (r, e.epoch);
+                }
+            }
+            let parts: Vec<String> = worst
+                .iter()
+                .map(|(g, (r, e))| format!("{g} {} (epoch {e})", pct(*r)))
+                .collect();
+            format!("Lowest epoch inclusion: {}.", or_none(&parts))
+        }
+        "inclusion_per_slot" => {
+            let mut missed: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+            for s in a.slots.iter().filter(|s| s.duties > 0) {
+                let m = missed.entry(&s.group).or_default();
+                m.1 += 1;
+                m.0 += u64::from(s.included < s.duties);
+            }
+            let parts: Vec<String> = missed
+                .iter()
+                .map(|(g, (m, n))| format!("{g} {m} of {n}"))
+                .collect();
+            format!(
+                "Slots with a missed attestation: {}; {} fault window(s) shaded.",
+                or_none(&parts),
+                a.faults.len()
+            )
+        }
+        "inclusion_distance" => {
+            let parts: Vec<String> = a
+                .groups
+                .iter()
+                .filter_map(|(g, s)| {
+                    Some(format!(
+                        "{g} mean {:.2}, p99 {:.0}",
+                        s.inclusion_distance.mean?, s.inclusion_distance.p99?
+                    ))
+                })
+                .collect();
+            format!("Inclusion distance in slots: {}.", or_none(&parts))
+        }
+        _ => format!(
+            "Head agreement {}; finality delay max {} epochs, {} at the end; {} reorg(s), \
+             deepest {} block(s).",
+            a.head_agreement.map_or("–".into(), pct),
+            a.finality
+                .max_delay_epochs
+                .map_or("–".into(), |d| d.to_string()),
+            a.finality
+                .end_delay_epochs
+                .map_or("–".into(), |d| d.to_string()),
+            a.reorgs.count,
+            a.reorgs.max_depth
+        ),
+    }
+}
+
+fn or_none(parts: &[String]) -> String {
+    if parts.is_empty() {
+        "no data".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> Result<Vec<Plot>> {
@@ -551,7 +688,12 @@ fn render_plots(dir: &Path, report: &Report, raw: &RawData, meta: &RunMeta) -> R
             )?;
         }
         std::fs::write(dir.join(format!("{name}.svg")), &svg)?;
-        plots.push(Plot { title, svg });
+        let verdict = plot_verdict(name, report);
+        plots.push(Plot {
+            title,
+            svg,
+            verdict,
+        });
     }
     Ok(plots)
 }
@@ -594,6 +736,7 @@ where
             rate,
             Some((0.0, 1.0)),
             &shades.epoch,
+            IntegerAxes { x: true, y: false },
         ),
         "inclusion_per_slot" => line_chart(
             root,
@@ -603,6 +746,7 @@ where
             slot_rate,
             Some((0.0, 1.0)),
             &shades.slot,
+            IntegerAxes { x: true, y: false },
         ),
         "inclusion_distance" => histogram(root, title, groups),
         _ => line_chart(
@@ -613,6 +757,7 @@ where
             progress,
             None,
             &shades.time,
+            IntegerAxes { x: true, y: true },
         ),
     }
 }
@@ -993,9 +1138,10 @@ fn plots_section(h: &mut String, plots: &[Plot], note: &str) {
     }
     for p in plots {
         h.push_str(&format!(
-            "<figure><figcaption>{}</figcaption>{}</figure>",
+            "<figure><figcaption>{}</figcaption>{}<p class=verdict>{}</p></figure>",
             esc(&p.title),
-            p.svg
+            p.svg,
+            esc(&p.verdict)
         ));
     }
 }
@@ -1262,7 +1408,27 @@ mod tests {
             page.contains("<tr><td>17</td><td>3</td><td>proposer</td><td>baseline</td></tr>"),
             "{page}"
         );
+        // A one-line verdict under each plot.
+        assert!(
+            html.contains("<p class=verdict>Lowest epoch inclusion: dv0 88% (epoch 2).</p>"),
+            "{html}"
+        );
+        assert!(html.contains(
+            "<p class=verdict>Head agreement 75%; finality delay max 3 epochs, 2 at the end; \
+             3 reorg(s), deepest 2 block(s).</p>"
+        ));
+        assert_eq!(html.matches("<p class=verdict>").count(), 4);
+        // Points carry markers; the epoch axis has whole-number labels only.
+        let svg = std::fs::read_to_string(dir.path().join("inclusion_rate.svg")).unwrap();
+        assert!(svg.contains("<circle"), "no markers");
+        // (plotters writes each label on a line of its own.)
+        let labels: Vec<&str> = svg.lines().filter(|l| l.len() < 8).collect();
+        assert!(
+            !labels.contains(&"1.5"),
+            "fractional epoch label: {labels:?}"
+        );
         if font_ready() {
+            assert!(labels.contains(&"2"), "no epoch label 2: {labels:?}");
             assert!(html.contains("<svg"));
             for f in ["inclusion_rate", "inclusion_distance", "chain_progress"] {
                 let png = std::fs::read(dir.path().join(format!("{f}.png"))).unwrap();
