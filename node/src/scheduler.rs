@@ -21,8 +21,18 @@
 //! when a head event names another dependent root for an epoch already resolved (attester
 //! duties of the head epoch: `previous_duty_dependent_root`; attester duties of the next epoch
 //! and proposer duties of the head epoch: `current_duty_dependent_root`), or a `chain_reorg`
-//! event arrives, that epoch's duties are fetched again and rescheduled. Duties that already
-//! fired are never fired again.
+//! event arrives, that epoch's duties are fetched again and rescheduled. Only the stale part is
+//! fetched again (attester and sync duties, or proposer duties), duties of the other part fire
+//! on time meanwhile, and a duty whose definition did not change keeps its place (a slot's
+//! attester duty made due by the slot's head event stays due). Duties that already fired are
+//! never fired again.
+//!
+//! Lodestar 1.5.1 answers next-epoch proposer duties with the current epoch's decision root, so
+//! the first head event of every epoch finds the proposer part stale; re-fetching it then turns
+//! the prediction into the epoch's final proposers. (Before the part-wise refresh, that re-fetch
+//! replaced the epoch's attester duties too and put the first slot's attester duty back to 1/3
+//! of the slot, after its head event had made it due: measured in latency-200ms, every first
+//! slot of an epoch broadcast 1.1 s later and missed the aggregation.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -207,6 +217,8 @@ pub struct Scheduler<P: Preset> {
     tracker: Tracker,
     out: mpsc::Sender<ScheduledDuty>,
     resolved: BTreeSet<Epoch>,
+    /// Resolved epochs with a part to fetch again.
+    stale: BTreeMap<Epoch, Parts>,
     queue: Vec<(u64, ScheduledDuty)>,
     /// Dependent roots of the resolved epochs' duties.
     dependent: BTreeMap<Epoch, DependentRoots>,
@@ -214,6 +226,31 @@ pub struct Scheduler<P: Preset> {
     fired: BTreeSet<Duty>,
     /// Whether the remote-signer duties are scheduled too.
     remote: bool,
+    /// Slot of the last head event.
+    head_slot: Option<Slot>,
+}
+
+/// Parts of an epoch's duties, which depend on different block roots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    /// Attester duties (with the sync committee duties, fetched alongside).
+    pub attester: bool,
+    /// Proposer duties.
+    pub proposer: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts {
+        attester: true,
+        proposer: true,
+    };
+
+    fn covers(self, kind: DutyKind) -> bool {
+        match kind {
+            DutyKind::Proposer | DutyKind::Randao => self.proposer,
+            _ => self.attester,
+        }
+    }
 }
 
 /// The block roots one epoch's duties depend on, as the beacon node answered them.
@@ -253,10 +290,12 @@ impl<P: Preset> Scheduler<P> {
             tracker,
             out,
             resolved: BTreeSet::new(),
+            stale: BTreeMap::new(),
             queue: Vec::new(),
             dependent: BTreeMap::new(),
             fired: BTreeSet::new(),
             remote: false,
+            head_slot: None,
         }
     }
 
@@ -267,24 +306,32 @@ impl<P: Preset> Scheduler<P> {
         self
     }
 
-    /// Marks the resolved epochs whose duties `event` invalidates as unresolved (they are
+    /// Marks the parts of resolved epochs whose duties `event` invalidates as stale (they are
     /// fetched again) and returns them.
-    pub fn on_event(&mut self, event: &ChainEvent) -> Vec<Epoch> {
-        let mut stale = BTreeSet::new();
+    pub fn on_event(&mut self, event: &ChainEvent) -> Vec<(Epoch, Parts)> {
+        let mut stale: BTreeMap<Epoch, Parts> = BTreeMap::new();
         match event {
             ChainEvent::Head(h) => {
                 let epoch = self.clock.epoch_of(h.slot);
                 let changed = |known: Option<Root>, now: Root| known.is_some_and(|k| k != now);
                 if let Some(d) = self.dependent.get(&epoch) {
-                    if changed(d.attester, h.previous_duty_dependent_root)
-                        || changed(d.proposer, h.current_duty_dependent_root)
-                    {
-                        stale.insert(epoch);
+                    let parts = Parts {
+                        attester: changed(d.attester, h.previous_duty_dependent_root),
+                        proposer: changed(d.proposer, h.current_duty_dependent_root),
+                    };
+                    if parts != Parts::default() {
+                        stale.insert(epoch, parts);
                     }
                 }
                 if let Some(d) = self.dependent.get(&(epoch + 1)) {
                     if changed(d.attester, h.current_duty_dependent_root) {
-                        stale.insert(epoch + 1);
+                        stale.insert(
+                            epoch + 1,
+                            Parts {
+                                attester: true,
+                                proposer: false,
+                            },
+                        );
                     }
                 }
             }
@@ -292,14 +339,16 @@ impl<P: Preset> Scheduler<P> {
                 let epoch = self.clock.epoch_of(r.slot);
                 for e in [epoch, epoch + 1] {
                     if self.resolved.contains(&e) {
-                        stale.insert(e);
+                        stale.insert(e, Parts::ALL);
                     }
                 }
             }
         }
-        for e in &stale {
-            info!(epoch = e, event = ?event, "duties depend on another block now; fetching them again");
-            self.resolved.remove(e);
+        for (e, parts) in &stale {
+            info!(epoch = e, ?parts, event = ?event, "duties depend on another block now; fetching them again");
+            let entry = self.stale.entry(*e).or_default();
+            entry.attester |= parts.attester;
+            entry.proposer |= parts.proposer;
         }
         stale.into_iter().collect()
     }
@@ -374,35 +423,48 @@ impl<P: Preset> Scheduler<P> {
         }
     }
 
-    /// Fetches the duties of `epoch` and queues them.
-    async fn resolve_epoch(&mut self, epoch: Epoch) -> Result<(), BeaconError> {
+    /// Fetches the `parts` of `epoch`'s duties and queues them: a queued duty whose definition
+    /// is unchanged keeps its fire time, what fired already stays fired.
+    async fn resolve_epoch(&mut self, epoch: Epoch, parts: Parts) -> Result<(), BeaconError> {
         self.resolve_indices().await?;
         let mut indices: Vec<ValidatorIndex> = self.indices.values().copied().collect();
         indices.sort_unstable();
         if indices.is_empty() {
             self.resolved.insert(epoch);
+            self.stale.remove(&epoch);
             return Ok(());
         }
         let ours: HashMap<ValidatorIndex, BlsPubkey> =
             self.indices.iter().map(|(pk, i)| (*i, *pk)).collect();
-        let att_answer = self.bn.attester_duties(epoch, &indices).await?;
-        let att = att_answer.data;
-        let att: Vec<_> = att
-            .iter()
-            .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
-            .collect();
-        let attesters: Vec<AttesterDef> = att.iter().map(|d| AttesterDef::from(*d)).collect();
-        let slots: Vec<Slot> = att.iter().map(|d| d.slot).collect();
-        let prop_answer = self.bn.proposer_duties::<P>(epoch).await?;
-        let proposers: Vec<(Slot, ProposerDef)> = prop_answer
-            .data
-            .iter()
-            .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
-            .map(|d| (d.slot, ProposerDef::from(d)))
-            .collect();
-        let sync_duties = self.sync_duties(epoch, &indices, &ours).await;
-        // The last slot signs for the next slot's committee (the next period's at a boundary).
-        let next_sync_duties = self.sync_duties(epoch + 1, &indices, &ours).await;
+        let mut roots = self.dependent.get(&epoch).copied().unwrap_or_default();
+        let (mut attesters, mut slots, mut proposers) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut sync_duties, mut next_sync_duties) = (Vec::new(), Vec::new());
+        if parts.attester {
+            let answer = self.bn.attester_duties(epoch, &indices).await?;
+            for d in answer
+                .data
+                .iter()
+                .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
+            {
+                attesters.push(AttesterDef::from(d));
+                slots.push(d.slot);
+            }
+            roots.attester = answer.dependent_root;
+            sync_duties = self.sync_duties(epoch, &indices, &ours).await;
+            // The last slot signs for the next slot's committee (the next period's at a
+            // boundary).
+            next_sync_duties = self.sync_duties(epoch + 1, &indices, &ours).await;
+        }
+        if parts.proposer {
+            let answer = self.bn.proposer_duties::<P>(epoch).await?;
+            proposers = answer
+                .data
+                .iter()
+                .filter(|d| ours.get(&d.validator_index) == Some(&d.pubkey))
+                .map(|d| (d.slot, ProposerDef::from(d)))
+                .collect();
+            roots.proposer = answer.dependent_root;
+        }
         let sync: Vec<SyncDef> = sync_duties.iter().map(SyncDef::from).collect();
         let sync_last: Vec<SyncDef> = next_sync_duties.iter().map(SyncDef::from).collect();
         let mut planned = plan_epoch(
@@ -458,6 +520,7 @@ impl<P: Preset> Scheduler<P> {
         planned.retain(|(_, d)| !self.fired.contains(&d.duty));
         info!(
             epoch,
+            ?parts,
             attester_slots = planned
                 .iter()
                 .filter(|(_, d)| d.duty.kind == DutyKind::Attester)
@@ -469,19 +532,77 @@ impl<P: Preset> Scheduler<P> {
         for (_, d) in &planned {
             self.dutydb.store_defs(d.duty, d.defs.clone());
         }
-        self.queue
-            .retain(|(_, d)| self.clock.epoch_of(d.duty.slot) != epoch);
-        self.queue.extend(planned);
+        let clock = self.clock;
+        let replaced =
+            |d: &ScheduledDuty| clock.epoch_of(d.duty.slot) == epoch && parts.covers(d.duty.kind);
+        let mut previous: HashMap<Duty, (u64, ScheduledDuty)> = HashMap::new();
+        self.queue.retain(|(t, d)| {
+            if replaced(d) {
+                previous.insert(d.duty, (*t, d.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        for (t, d) in planned {
+            let t = match previous.get(&d.duty) {
+                Some((old_t, old)) if old.defs == d.defs => *old_t,
+                _ => t,
+            };
+            self.queue.push((t, d));
+        }
         self.queue.sort_by_key(|(t, d)| (*t, d.duty));
         self.resolved.insert(epoch);
-        self.dependent.insert(
-            epoch,
-            DependentRoots {
-                attester: att_answer.dependent_root,
-                proposer: prop_answer.dependent_root,
-            },
-        );
+        self.dependent.insert(epoch, roots);
+        if let Some(left) = self.stale.get_mut(&epoch) {
+            left.attester &= !parts.attester;
+            left.proposer &= !parts.proposer;
+            if *left == Parts::default() {
+                self.stale.remove(&epoch);
+            }
+        }
+        // A duty that changed and is planned anew is still due at its slot's head event.
+        if let Some(head) = self.head_slot {
+            self.advance_on_head(head, self.time.now_ms());
+        }
         Ok(())
+    }
+
+    /// Sends the due duties (at most a slot late; older ones are dropped), except — with
+    /// `skip_stale` — those whose part of their epoch is to be fetched again; returns `false`
+    /// when the receiver is gone.
+    async fn fire_due(&mut self, slot_ms: u64, skip_stale: bool) -> bool {
+        let now = self.time.now_ms();
+        let clock = self.clock;
+        let stale = &self.stale;
+        let blocked = |d: &ScheduledDuty| {
+            skip_stale
+                && stale
+                    .get(&clock.epoch_of(d.duty.slot))
+                    .is_some_and(|p| p.covers(d.duty.kind))
+        };
+        let mut due = Vec::new();
+        let mut rest = Vec::with_capacity(self.queue.len());
+        for (t, d) in self.queue.drain(..) {
+            if t > now || blocked(&d) {
+                rest.push((t, d));
+            } else if now.saturating_sub(t) > slot_ms {
+                debug!(duty = %d.duty, "duty missed while starting up; skipped");
+            } else {
+                due.push(d);
+            }
+        }
+        self.queue = rest;
+        for d in due {
+            self.fired.insert(d.duty);
+            if d.duty.kind.participants_known_when_scheduled() {
+                self.tracker.scheduled(&d);
+            }
+            if self.out.send(d).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Runs until `shutdown` turns true or the receiver of due duties is gone, following the
@@ -504,41 +625,31 @@ impl<P: Preset> Scheduler<P> {
             let now = self.time.now_ms();
             let slot = self.clock.slot_at_ms(now);
             let epoch = self.clock.epoch_of(slot);
+            // What is due and not stale fires before any beacon node round trip.
+            if !self.fire_due(slot_ms, true).await {
+                return;
+            }
             for e in [epoch, epoch + 1] {
-                if !self.resolved.contains(&e) {
-                    if let Err(err) = self.resolve_epoch(e).await {
+                let parts = if self.resolved.contains(&e) {
+                    self.stale.get(&e).copied()
+                } else {
+                    Some(Parts::ALL)
+                };
+                if let Some(parts) = parts {
+                    if let Err(err) = self.resolve_epoch(e, parts).await {
                         warn!(epoch = e, error = %err, "cannot resolve duties from the beacon node; retrying");
                     }
                 }
             }
             self.resolved.retain(|e| *e + 1 >= epoch);
+            self.stale.retain(|e, _| *e + 1 >= epoch);
             self.dependent.retain(|e, _| *e + 1 >= epoch);
             let first_kept = self.clock.slots_of(epoch.saturating_sub(1)).start;
             self.fired.retain(|d| d.slot >= first_kept);
-            // Fire what is due; drop what is more than a slot late.
-            let now = self.time.now_ms();
-            let due: Vec<ScheduledDuty> = {
-                let split = self.queue.partition_point(|(t, _)| *t <= now);
-                self.queue
-                    .drain(..split)
-                    .filter_map(|(t, d)| {
-                        if now.saturating_sub(t) > slot_ms {
-                            debug!(duty = %d.duty, "duty missed while starting up; skipped");
-                            None
-                        } else {
-                            Some(d)
-                        }
-                    })
-                    .collect()
-            };
-            for d in due {
-                self.fired.insert(d.duty);
-                if d.duty.kind.participants_known_when_scheduled() {
-                    self.tracker.scheduled(&d);
-                }
-                if self.out.send(d).await.is_err() {
-                    return;
-                }
+            // Whether or not a re-fetch succeeded, nothing due waits any longer (a failed one
+            // leaves the previous definitions, which are still the best known).
+            if !self.fire_due(slot_ms, false).await {
+                return;
             }
             let next_slot_ms = self.clock.slot_start_ms(slot + 1);
             let next = self
@@ -553,6 +664,7 @@ impl<P: Preset> Scheduler<P> {
                     Some(ev) => {
                         self.on_event(&ev);
                         if let ChainEvent::Head(h) = &ev {
+                            self.head_slot = Some(h.slot);
                             self.advance_on_head(h.slot, self.time.now_ms());
                         }
                     }
@@ -774,6 +886,37 @@ mod reorg_tests {
         slot: AtomicU64,
         root: Mutex<Root>,
         attester_calls: AtomicUsize,
+        /// Dependent root of the proposer duties (default: `root`).
+        proposer_root: Mutex<Option<Root>>,
+        proposer_calls: AtomicUsize,
+        /// How long the proposer duties take to answer.
+        proposer_delay_ms: AtomicU64,
+    }
+
+    impl Sim {
+        fn new(slot: Slot, root: Root) -> Arc<Sim> {
+            Arc::new(Sim {
+                slot: AtomicU64::new(slot),
+                root: Mutex::new(root),
+                attester_calls: AtomicUsize::new(0),
+                proposer_root: Mutex::new(None),
+                proposer_calls: AtomicUsize::new(0),
+                proposer_delay_ms: AtomicU64::new(0),
+            })
+        }
+
+        async fn serve(self: &Arc<Self>) -> String {
+            let app = Router::new()
+                .route("/eth/v1/beacon/states/head/validators", get(validators))
+                .route("/eth/v1/validator/duties/attester/{epoch}", post(attester))
+                .route("/eth/v1/validator/duties/proposer/{epoch}", get(proposer))
+                .route("/eth/v1/validator/duties/sync/{epoch}", post(sync))
+                .with_state(self.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            url
+        }
     }
 
     fn head(slot: Slot, previous: Root, current: Root) -> ChainEvent {
@@ -824,7 +967,14 @@ mod reorg_tests {
     }
 
     async fn proposer(State(sim): State<Arc<Sim>>) -> Json<Value> {
-        let root = *sim.root.lock().unwrap();
+        sim.proposer_calls.fetch_add(1, Ordering::SeqCst);
+        let delay = sim.proposer_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let root = sim
+            .proposer_root
+            .lock()
+            .unwrap()
+            .unwrap_or(*sim.root.lock().unwrap());
         Json(json!({"dependent_root": root, "data": []}))
     }
 
@@ -834,20 +984,8 @@ mod reorg_tests {
 
     #[tokio::test]
     async fn a_changed_dependent_root_reschedules_the_epoch_without_firing_twice() {
-        let sim = Arc::new(Sim {
-            slot: AtomicU64::new(12),
-            root: Mutex::new(Root([2; 32])),
-            attester_calls: AtomicUsize::new(0),
-        });
-        let app = Router::new()
-            .route("/eth/v1/beacon/states/head/validators", get(validators))
-            .route("/eth/v1/validator/duties/attester/{epoch}", post(attester))
-            .route("/eth/v1/validator/duties/proposer/{epoch}", get(proposer))
-            .route("/eth/v1/validator/duties/sync/{epoch}", post(sync))
-            .with_state(sim.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let sim = Sim::new(12, Root([2; 32]));
+        let url = sim.serve().await;
 
         // 1-second slots; now is slot 6 of epoch 0: the DV attests in epoch 1.
         let genesis = SystemClock.now_ms() / 1000 - 6;
@@ -913,6 +1051,67 @@ mod reorg_tests {
             }
         }
         assert!(calls() > before, "chain_reorg re-fetches the epoch");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    /// The first head event of an epoch finds the proposer duties' dependent root changed (as
+    /// Lodestar 1.5.1's next-epoch proposer duties always do): only the proposer duties are
+    /// fetched again, and the slot's attester duty fires at the head event, not at 1/3 of the
+    /// slot after the re-fetch.
+    #[tokio::test]
+    async fn a_stale_proposer_part_neither_delays_nor_resets_the_heads_attester_duty() {
+        // 3-second slots: the 1/3-slot fallback is 1 s after the slot start.
+        let now_s = SystemClock.now_ms() / 1000;
+        let schedule = altair_schedule(now_s + 1 - 9 * 3, 3);
+        let clock = SlotClock::of(&schedule);
+        // Slot 8 (the first of epoch 1) is a slot or less away; the DV attests in slot 9.
+        let sim = Sim::new(9, Root([2; 32]));
+        *sim.proposer_root.lock().unwrap() = Some(Root([4; 32]));
+        let url = sim.serve().await;
+        let (out, mut fired) = mpsc::channel(16);
+        let scheduler = dv_scheduler(&url, &schedule, out);
+        let (events, events_rx) = mpsc::channel(4);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(scheduler.run_with_events(events_rx, stop_rx));
+        while sim.attester_calls.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let proposer_calls = sim.proposer_calls.load(Ordering::SeqCst);
+        // The proposer re-fetch takes 2 s.
+        sim.proposer_delay_ms.store(2_000, Ordering::SeqCst);
+        let start = clock.slot_start_ms(9);
+        while SystemClock.now_ms() < start + 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Slot 9's head: the attester roots of epochs 1 and 2 are unchanged, epoch 1's proposer
+        // root is not.
+        events
+            .send(head(9, Root([2; 32]), Root([1; 32])))
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(3), fired.recv())
+            .await
+            .expect("a duty fires")
+            .unwrap();
+        let at = SystemClock.now_ms();
+        assert_eq!(first.duty, Duty::new(9, DutyKind::Attester));
+        assert!(
+            at < start + 600,
+            "fired {} ms into the slot, not at its head event",
+            at - start
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            sim.proposer_calls.load(Ordering::SeqCst),
+            proposer_calls + 1,
+            "the proposer duties are fetched again"
+        );
+        assert_eq!(
+            sim.attester_calls.load(Ordering::SeqCst),
+            2,
+            "the attester duties are not"
+        );
         stop.send(true).unwrap();
         task.await.unwrap();
     }
