@@ -6,6 +6,15 @@
 //!   for this duty's slot and DVs, and **allowed by the slashing DB for every DV** (rules 1, 2).
 //!   Aggregates and sync contributions are not slashable: a proposal must aggregate over the
 //!   attestation data (sync root) this node decided for the slot ([`DecidedData`]).
+//!   The proposal guard (its compare hook): a node whose own attestation data already votes
+//!   for the block of the duty's slot, as its beacon node announced it, refuses a leader's data
+//!   voting for another head. A leader whose clock runs ahead fetches before the slot's block
+//!   exists and proposes a vote for the parent, which the committee's aggregators never pick up
+//!   (measured: +2 s on one node of four lost every duty it led); with the guard, the honest
+//!   nodes that saw the block refuse it and the round fails over to the next leader. It only
+//!   acts before a node PREPAREs a fresh proposal: values locked by a prepared certificate are
+//!   never refused, so it cannot cost safety, and a node that fetched before the block arrived
+//!   accepts either vote.
 //! - [`Gate`]: one consensus at a time per DV (rule 3), attester consensus started in increasing
 //!   slot order (rule 5).
 //! - [`DutyRunner`]: runs one duty: takes the gate, checks its own input against the slashing DB
@@ -29,6 +38,7 @@ use crate::consensus::qbft::ValuePolicy;
 use crate::duty::{Duty, DutyKind};
 use crate::dutydb::DutyDb;
 use crate::eth::aggregate::{SyncCommitteeContribution, SYNC_COMMITTEE_SUBNET_COUNT};
+use crate::eth::heads::Heads;
 use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{AttestationData, BlsPubkey, CommitteeIndex, Preset, Root, Slot};
 use crate::slashing::interchange::SignedAttestation;
@@ -103,6 +113,7 @@ pub struct DutyPolicy {
     slashing: Arc<SlashingDb>,
     dvs: Arc<HashSet<BlsPubkey>>,
     decided: Option<Arc<dyn DecidedData>>,
+    heads: Option<Heads>,
 }
 
 impl DutyPolicy {
@@ -119,6 +130,7 @@ impl DutyPolicy {
             slashing,
             dvs,
             decided: None,
+            heads: None,
         }
     }
 
@@ -215,6 +227,39 @@ impl DutyPolicy {
             }
         }
         Ok(())
+    }
+
+    /// Enables the proposal guard with the beacon node's head blocks `heads` (see the
+    /// [module docs](self)).
+    pub fn with_heads(mut self, heads: Heads) -> DutyPolicy {
+        self.heads = Some(heads);
+        self
+    }
+
+    /// The proposal guard: why `leader`'s attestation data is refused given this node's `own`
+    /// data, if it is (own data votes for the slot's block its beacon node announced, the
+    /// leader's for another head).
+    pub fn stale_head<P: Preset>(
+        &self,
+        leader: &DutyValue<P>,
+        own: &DutyValue<P>,
+    ) -> Option<String> {
+        let (DutyValue::Attester(leader), DutyValue::Attester(own)) = (leader, own) else {
+            return None;
+        };
+        let block = self.heads.as_ref()?.block_at(self.duty.slot)?;
+        if !own.iter().any(|e| e.data.beacon_block_root == block) {
+            return None;
+        }
+        leader
+            .iter()
+            .find(|e| e.data.beacon_block_root != block)
+            .map(|e| {
+                format!(
+                    "the proposal votes for head {} but this node's beacon node had the block {block} of slot {} when it fetched",
+                    e.data.beacon_block_root, self.duty.slot
+                )
+            })
     }
 
     fn slashing_verdict(
@@ -358,6 +403,16 @@ impl<P: Preset> ValuePolicy<DutyValue<P>> for DutyPolicy {
             }
         }
     }
+
+    fn compare(&self, leader_value: &DutyValue<P>, own_value: &DutyValue<P>) -> bool {
+        match self.stale_head(leader_value, own_value) {
+            Some(why) => {
+                warn!(duty = %self.duty, "consensus proposal refused by the proposal guard: {why}");
+                false
+            }
+            None => true,
+        }
+    }
 }
 
 /// A decision of consensus.
@@ -466,6 +521,7 @@ pub struct DutyRunner<P: Preset> {
     dutydb: Arc<DutyDb<P>>,
     tracker: Tracker,
     slashing_db_seconds: Histogram,
+    heads: Option<Heads>,
 }
 
 impl<P: Preset> DutyRunner<P> {
@@ -488,6 +544,7 @@ impl<P: Preset> DutyRunner<P> {
             tracker,
             // 0.1 ms … ~3 s.
             slashing_db_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+            heads: None,
         }
     }
 
@@ -502,15 +559,25 @@ impl<P: Preset> DutyRunner<P> {
         self
     }
 
+    /// Guards proposals with the beacon node's head blocks `heads` ([`DutyPolicy::with_heads`]).
+    pub fn with_heads(mut self, heads: Heads) -> DutyRunner<P> {
+        self.heads = Some(heads);
+        self
+    }
+
     /// The validity predicate of `duty`.
     pub fn policy(&self, duty: Duty) -> DutyPolicy {
-        DutyPolicy::new(
+        let policy = DutyPolicy::new(
             duty,
             self.schedule.clone(),
             self.slashing.clone(),
             self.dvs.clone(),
         )
-        .with_decided(self.dutydb.clone())
+        .with_decided(self.dutydb.clone());
+        match &self.heads {
+            Some(h) => policy.with_heads(h.clone()),
+            None => policy,
+        }
     }
 
     /// Runs `duty` with this node's `input`: gate, rule-1 check, consensus, rule-2/4 record,
@@ -928,6 +995,55 @@ mod tests {
         assert!(ValuePolicy::<V>::is_valid(
             &policy,
             &V::Attester(vec![other])
+        ));
+    }
+
+    #[test]
+    fn proposal_guard_refuses_a_vote_for_an_older_head_only_when_own_data_has_the_slots_block() {
+        let s = setup();
+        let duty = Duty::new(9, DutyKind::Attester);
+        let heads = Heads::new();
+        let policy = s.runner.policy(duty).with_heads(heads.clone());
+        // Head 5 is the block of slot 9 (own data after the head event), 4 its parent.
+        let fresh = V::Attester(vec![
+            attester(s.pks[0], 9, 1, 5),
+            attester(s.pks[1], 9, 2, 5),
+        ]);
+        let stale = V::Attester(vec![
+            attester(s.pks[0], 9, 1, 4),
+            attester(s.pks[1], 9, 2, 4),
+        ]);
+        let compare = |leader: &V, own: &V| ValuePolicy::<V>::compare(&policy, leader, own);
+        // The beacon node has not announced slot 9's block: no opinion.
+        assert!(compare(&stale, &fresh));
+        heads.record(8, Root([4; 32]));
+        assert!(compare(&stale, &fresh));
+        heads.record(9, Root([5; 32]));
+        // Own data votes for slot 9's block: a proposal voting for the parent is refused…
+        assert!(!compare(&stale, &fresh));
+        assert!(policy
+            .stale_head(&stale, &fresh)
+            .unwrap()
+            .contains("slot 9"));
+        // …a proposal voting for it accepted…
+        assert!(compare(&fresh, &fresh));
+        // …and a node that fetched before the block arrived accepts either.
+        assert!(compare(&stale, &stale));
+        assert!(compare(&fresh, &stale));
+        // The validity predicate itself is unchanged: the stale vote is not invalid.
+        assert!(ValuePolicy::<V>::is_valid(&policy, &stale));
+        // Other duties are not guarded.
+        let sync = DutyPolicy::new(
+            Duty::new(9, DutyKind::SyncMessage),
+            fixtures::schedule(),
+            s.slashing.clone(),
+            Arc::new(s.pks.iter().copied().collect()),
+        )
+        .with_heads(heads);
+        assert!(ValuePolicy::<V>::compare(
+            &sync,
+            &V::SyncMessage(Root([4; 32])),
+            &V::SyncMessage(Root([5; 32]))
         ));
     }
 

@@ -196,6 +196,25 @@ struct RunArgs {
     /// and sync contribution duties.
     #[arg(long, env = "DVNODE_SIGNER", value_enum, default_value_t = dvnode::node::SignerMode::Middleware)]
     signer: dvnode::node::SignerMode,
+    /// Follow the beacon node's clock (measured from its `Date` headers) while the local clock
+    /// is off it by more than this many milliseconds; 0 only measures (`clock_offset_seconds`).
+    #[arg(
+        long,
+        env = "DVNODE_CLOCK_FOLLOW_BOUND_MS",
+        value_name = "MS",
+        default_value_t = 500
+    )]
+    clock_follow_bound_ms: u64,
+    /// On SIGTERM/SIGINT keep running until two thirds into the current slot (the slot's
+    /// duties and the validator client's requests complete), at most this many milliseconds;
+    /// 0 stops at once.
+    #[arg(
+        long,
+        env = "DVNODE_SHUTDOWN_GRACE_MS",
+        value_name = "MS",
+        default_value_t = 8000
+    )]
+    shutdown_grace_ms: u64,
 }
 
 /// `dvnode exit` flags.
@@ -256,6 +275,8 @@ fn run_node(a: RunArgs) -> Result<()> {
         metrics_addr: a.metrics_addr,
         duty_log: a.duty_log,
         signer: a.signer,
+        clock_follow_bound: std::time::Duration::from_millis(a.clock_follow_bound_ms),
+        shutdown_grace: std::time::Duration::from_millis(a.shutdown_grace_ms),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

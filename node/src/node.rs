@@ -36,7 +36,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::broadcast::Broadcaster;
-use crate::clock::{SlotClock, SlotTicker, SystemClock};
+use crate::clock::follow::{self, ClockMetrics, Follower};
+use crate::clock::{self as time, Clock, SlotClock, SlotTicker, SystemClock, UncorrectedClock};
 use crate::cluster::lock::ClusterLock;
 use crate::cluster::shares::ShareKeys;
 use crate::cluster::Cluster;
@@ -45,6 +46,7 @@ use crate::decide::DutyRunner;
 use crate::duty::ScheduledDuty;
 use crate::dutydb::DutyDb;
 use crate::eth::beacon::BeaconClient;
+use crate::eth::heads::Heads;
 use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{BlsPubkey, Mainnet, Minimal, Preset, Root};
 use crate::fetcher::{FetchStage, Fetcher};
@@ -88,6 +90,11 @@ pub struct NodeConfig {
     pub duty_log: Option<PathBuf>,
     /// Who signs: the VC with this node's key shares, or this node as the VC's remote signer.
     pub signer: SignerMode,
+    /// The node's clock follows the beacon node's while the local clock is off it by more
+    /// ([`crate::clock::follow`]); zero only measures.
+    pub clock_follow_bound: Duration,
+    /// Longest drain after a stop signal ([`drain_until_ms`]); zero stops at once.
+    pub shutdown_grace: Duration,
 }
 
 /// Who makes this node's partial signatures.
@@ -203,11 +210,11 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (signal_tx, mut signal_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         info!("shutting down");
-        let _ = stop_tx.send(true);
+        let _ = signal_tx.send(true);
     });
 
     let cluster = ClusterLock::load(&config.lock_file)?;
@@ -222,10 +229,14 @@ pub async fn run(
         validators = cluster.validators.len(), "cluster lock loaded");
 
     let bn = BeaconClient::new(&config.beacon_node_url)?;
-    let (schedule, preset) = wait_for_bn(&bn, &mut stop_rx).await?;
+    let (schedule, preset) = wait_for_bn(&bn, &mut signal_rx).await?;
     match preset.as_str() {
-        "minimal" => run_preset::<Minimal>(config, cluster, own, key, bn, schedule, stop_rx).await,
-        "mainnet" => run_preset::<Mainnet>(config, cluster, own, key, bn, schedule, stop_rx).await,
+        "minimal" => {
+            run_preset::<Minimal>(config, cluster, own, key, bn, schedule, signal_rx).await
+        }
+        "mainnet" => {
+            run_preset::<Mainnet>(config, cluster, own, key, bn, schedule, signal_rx).await
+        }
         other => bail!("beacon node runs the unsupported preset {other:?}"),
     }
 }
@@ -238,7 +249,7 @@ async fn run_preset<P: Preset>(
     key: libp2p::identity::Keypair,
     bn: BeaconClient,
     schedule: ForkSchedule,
-    mut stop_rx: watch::Receiver<bool>,
+    signal: watch::Receiver<bool>,
 ) -> Result<()> {
     schedule.ensure_preset::<P>()?;
     let gvr = schedule.genesis_validators_root();
@@ -255,6 +266,24 @@ async fn run_preset<P: Preset>(
     slashing.set_genesis_validators_root(gvr.0)?;
 
     let mut registry = Registry::default();
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(drain_then_stop(
+        signal,
+        SlotClock::of(&schedule),
+        config.shutdown_grace,
+        stop_tx,
+    ));
+    tokio::spawn(follow::run(
+        bn.clone(),
+        Follower::new(
+            Arc::new(UncorrectedClock),
+            config.clock_follow_bound,
+            time::correction(),
+        ),
+        ClockMetrics::new(&mut registry),
+        stop_rx.clone(),
+    ));
+    let heads = Heads::new();
     let p2p_metrics = p2p::Metrics::new(&mut registry);
     let (network, inbound) = p2p::Network::start(p2p::Config {
         key: key.clone(),
@@ -346,7 +375,8 @@ async fn run_preset<P: Preset>(
             dutydb.clone(),
             tracker.clone(),
         )
-        .with_metrics(&mut registry),
+        .with_metrics(&mut registry)
+        .with_heads(heads.clone()),
     );
     let (due_tx, due_rx) = mpsc::channel::<ScheduledDuty>(256);
     let mut scheduler = Scheduler::<P>::new(
@@ -357,7 +387,8 @@ async fn run_preset<P: Preset>(
         dutydb.clone(),
         tracker.clone(),
         due_tx,
-    );
+    )
+    .with_heads(heads);
     let clock = SlotClock::of(&schedule);
     let fetch = FetchStage {
         clock,
@@ -439,6 +470,41 @@ async fn run_preset<P: Preset>(
     Ok(())
 }
 
+/// When a node told to stop at `now_ms` stops: two thirds into the current slot (when the slot's
+/// attestations are aggregated), so that the slot's duties and the validator client's requests
+/// in flight complete — among them the epoch-start duty poll of a Lodestar VC, which polls the
+/// next epoch only then and would otherwise miss that epoch's first slot — but at most `grace`
+/// later, and at once after that point of the slot.
+pub fn drain_until_ms(clock: &SlotClock, now_ms: u64, grace: Duration) -> u64 {
+    let slot = clock.slot_at_ms(now_ms);
+    let two_thirds = clock.slot_start_ms(slot) + clock.slot_duration().as_millis() as u64 * 2 / 3;
+    two_thirds
+        .min(now_ms.saturating_add(grace.as_millis() as u64))
+        .max(now_ms)
+}
+
+/// Waits for the stop `signal`, drains ([`drain_until_ms`]) and stops the node.
+async fn drain_then_stop(
+    mut signal: watch::Receiver<bool>,
+    clock: SlotClock,
+    grace: Duration,
+    stop: watch::Sender<bool>,
+) {
+    if signal.wait_for(|s| *s).await.is_err() {
+        return;
+    }
+    let now = SystemClock.now_ms();
+    let until = drain_until_ms(&clock, now, grace);
+    if until > now {
+        info!(
+            drain_ms = until - now,
+            "finishing the current slot's duties before stopping"
+        );
+        tokio::time::sleep(Duration::from_millis(until - now)).await;
+    }
+    let _ = stop.send(true);
+}
+
 /// Keeps the decided values and partial signatures of the last [`KEEP_SLOTS`] slots.
 async fn retain_recent<P: Preset>(
     clock: SlotClock,
@@ -450,5 +516,27 @@ async fn retain_recent<P: Preset>(
     while let Some(slot) = slots.tick().await {
         dutydb.prune(slot.saturating_sub(KEEP_SLOTS));
         parsig.prune(slot.saturating_sub(KEEP_SLOTS));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_drains_to_two_thirds_of_the_slot_at_most_the_grace() {
+        // 4-second slots from t = 1000 s: slot 3 runs 1012 s..1016 s, 2/3 at 1014.666 s.
+        let clock = SlotClock::new(1_000, 4, 8);
+        let grace = Duration::from_secs(8);
+        assert_eq!(drain_until_ms(&clock, 1_012_100, grace), 1_014_666);
+        assert_eq!(drain_until_ms(&clock, 1_014_000, grace), 1_014_666);
+        // After two thirds: at once.
+        assert_eq!(drain_until_ms(&clock, 1_015_000, grace), 1_015_000);
+        // Bounded by the grace, and no grace means at once.
+        assert_eq!(
+            drain_until_ms(&clock, 1_012_100, Duration::from_secs(1)),
+            1_013_100
+        );
+        assert_eq!(drain_until_ms(&clock, 1_012_100, Duration::ZERO), 1_012_100);
     }
 }

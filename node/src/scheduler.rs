@@ -52,6 +52,7 @@ use crate::eth::beacon::{
     BeaconClient, BeaconError, BeaconEvent, ChainReorgEvent, EventTopic, HeadEvent, StateId,
     SyncDuty, ValidatorId,
 };
+use crate::eth::heads::Heads;
 use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{BlsPubkey, Epoch, Preset, Root, Slot, ValidatorIndex};
 use crate::tracker::Tracker;
@@ -228,6 +229,8 @@ pub struct Scheduler<P: Preset> {
     remote: bool,
     /// Slot of the last head event.
     head_slot: Option<Slot>,
+    /// Where head blocks are recorded for the proposal guard.
+    heads: Heads,
 }
 
 /// Parts of an epoch's duties, which depend on different block roots.
@@ -296,6 +299,7 @@ impl<P: Preset> Scheduler<P> {
             fired: BTreeSet::new(),
             remote: false,
             head_slot: None,
+            heads: Heads::new(),
         }
     }
 
@@ -303,6 +307,12 @@ impl<P: Preset> Scheduler<P> {
     /// slot, aggregations, sync contributions).
     pub fn with_remote_duties(mut self) -> Scheduler<P> {
         self.remote = true;
+        self
+    }
+
+    /// Records the head blocks of the beacon node's events in `heads`.
+    pub fn with_heads(mut self, heads: Heads) -> Scheduler<P> {
+        self.heads = heads;
         self
     }
 
@@ -663,6 +673,10 @@ impl<P: Preset> Scheduler<P> {
                 ev = events.recv(), if events_open => match ev {
                     Some(ev) => {
                         self.on_event(&ev);
+                        match &ev {
+                            ChainEvent::Head(h) => self.heads.record(h.slot, h.block),
+                            ChainEvent::Reorg(r) => self.heads.record(r.slot, r.new_head_block),
+                        }
                         if let ChainEvent::Head(h) = &ev {
                             self.head_slot = Some(h.slot);
                             self.advance_on_head(h.slot, self.time.now_ms());

@@ -5,6 +5,7 @@
 //! - [`config`]: the chain's genesis and spec constants as a beacon node serves them.
 //! - [`signing`]: domains, signing roots and the [`signing::ForkSchedule`] of a chain.
 //! - [`beacon`]: an async HTTP client for the standard beacon-node API, SSE events included.
+//! - [`heads`]: the beacon node's recent head blocks as its events announced them.
 //!
 //! Everything here is checked against a real Lodestar v1.5.1 (`tests/lodestar_roots.rs`):
 //! blocks fetched from it re-hash to the roots it reports, and their proposer, attestation and
@@ -44,5 +45,6 @@
 pub mod aggregate;
 pub mod beacon;
 pub mod config;
+pub mod heads;
 pub mod signing;
 pub mod types;

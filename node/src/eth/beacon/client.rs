@@ -342,6 +342,39 @@ impl BeaconClient {
         self.post_raw(url, body).await.map(|_| ())
     }
 
+    /// The beacon node's clock: the `Date` header (Unix seconds) of its answer to
+    /// `GET /eth/v1/node/version` (any answer will do; this one is cheap). See
+    /// [`crate::clock::follow`].
+    pub async fn server_date(&self) -> Result<i64> {
+        let url = self.url("/eth/v1/node/version", &[])?;
+        let endpoint = endpoint_of(&url);
+        let resp = self
+            .http
+            .get(url)
+            .timeout(self.request_timeout)
+            .send()
+            .await
+            .map_err(|e| Self::transport_error(&Method::GET, &endpoint, e))?;
+        let unexpected = |message: String| BeaconError::Unexpected {
+            method: Method::GET,
+            endpoint: endpoint.clone(),
+            message,
+        };
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .ok_or_else(|| unexpected("the answer has no Date header".into()))?
+            .to_str()
+            .map_err(|e| unexpected(format!("unreadable Date header: {e}")))?;
+        let t = httpdate::parse_http_date(date)
+            .map_err(|e| unexpected(format!("invalid Date header {date:?}: {e}")))?;
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| unexpected(format!("Date header {date:?} is before 1970")))?
+            .as_secs();
+        Ok(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+
     /// `GET /eth/v1/beacon/genesis`.
     pub async fn genesis(&self) -> Result<Genesis> {
         self.get_data("/eth/v1/beacon/genesis", &[]).await

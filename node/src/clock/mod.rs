@@ -1,12 +1,18 @@
 //! Time: the Unix clock and slot arithmetic — one definition for the node, the lab and the
 //! tests.
 //!
-//! - [`unix_now`]: the wall clock as time since the Unix epoch.
+//! - [`unix_now`]: the wall clock as time since the Unix epoch — the system clock minus the
+//!   node's [`correction`], which only the clock follower of `dvnode run` ([`follow`]) sets
+//!   (while the local clock is off the beacon node's by more than a bound); zero otherwise, so
+//!   the lab and the tests read the plain system clock. Everything in the node that asks for the
+//!   time (slot clock, deadlines, tickers, duty-log stamps) goes through it, so all of it
+//!   follows together. [`system_now`] is the uncorrected system clock.
 //! - [`Clock`] / [`SystemClock`]: the wall clock in milliseconds, behind a trait so tests can
 //!   substitute a fake one.
 //! - [`SlotClock`]: slots and epochs of a chain, in Unix milliseconds.
 //! - [`SlotTicker`]: wakes a loop at every slot start until it is told to stop.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -15,11 +21,33 @@ use tokio::time::Instant;
 use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{Epoch, Slot};
 
-/// Time since the Unix epoch (zero if the system clock is set before it).
-pub fn unix_now() -> Duration {
+pub mod follow;
+
+/// Milliseconds subtracted from the system clock by [`unix_now`].
+static CORRECTION_MS: AtomicI64 = AtomicI64::new(0);
+
+/// The node's correction of the system clock (ms subtracted from it), set by [`follow`].
+pub fn correction() -> &'static AtomicI64 {
+    &CORRECTION_MS
+}
+
+/// Time since the Unix epoch by the system clock, uncorrected (zero before the epoch).
+pub fn system_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
+}
+
+/// Time since the Unix epoch: the system clock minus the node's [`correction`] (zero if that
+/// is before the epoch).
+pub fn unix_now() -> Duration {
+    let correction = CORRECTION_MS.load(Ordering::Relaxed);
+    let now = system_now();
+    if correction >= 0 {
+        now.saturating_sub(Duration::from_millis(correction as u64))
+    } else {
+        now.saturating_add(Duration::from_millis(correction.unsigned_abs()))
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -28,13 +56,23 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
 }
 
-/// The system clock.
+/// The system clock, with the node's [`correction`] ([`unix_now`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         unix_now().as_millis() as u64
+    }
+}
+
+/// The system clock without any correction ([`system_now`]): what the clock follower measures.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UncorrectedClock;
+
+impl Clock for UncorrectedClock {
+    fn now_ms(&self) -> u64 {
+        system_now().as_millis() as u64
     }
 }
 
