@@ -37,6 +37,19 @@ use super::{
 /// Values at or above this are invalid under [`SimPolicy`].
 pub const INVALID_VALUE_BASE: u64 = 1 << 40;
 
+/// Valid values with this bit set are "stale": data fetched before the slot's block, as a node
+/// whose clock runs ahead proposes it. [`SimPolicy`]'s compare hook is the proposal guard: a
+/// node whose own input is fresh refuses a stale proposal (`decide::DutyPolicy` does the same
+/// with attestation data voting for an older head).
+pub const STALE_VALUE_BIT: u64 = 1 << 39;
+
+impl SimValue {
+    /// Whether the value is stale ([`STALE_VALUE_BIT`]).
+    pub fn is_stale(&self) -> bool {
+        self.0 & STALE_VALUE_BIT != 0
+    }
+}
+
 /// Simulated value: a number, valid below [`INVALID_VALUE_BASE`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SimValue(pub u64);
@@ -63,13 +76,17 @@ impl Value for SimValue {
 }
 
 /// Validity predicate of the simulation: values below [`INVALID_VALUE_BASE`] are valid; the
-/// compare hook accepts everything.
+/// compare hook (the proposal guard) refuses a stale leader value when one's own is fresh.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SimPolicy;
 
 impl ValuePolicy<SimValue> for SimPolicy {
     fn is_valid(&self, value: &SimValue) -> bool {
         value.0 < INVALID_VALUE_BASE
+    }
+
+    fn compare(&self, leader_value: &SimValue, own_value: &SimValue) -> bool {
+        !leader_value.is_stale() || own_value.is_stale()
     }
 }
 
