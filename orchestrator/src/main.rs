@@ -283,6 +283,10 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                 "run `{}` up; genesis at {}",
                 d.plan.run, d.plan.genesis_time
             );
+            println!(
+                "key material (removed by `dvlab down`): {}",
+                runtime::state::state_dir(&d.plan.run).display()
+            );
             for bn in d.beacon_nodes {
                 println!("{}: {}", bn.name, bn.api_url);
             }

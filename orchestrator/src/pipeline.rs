@@ -76,7 +76,8 @@ pub fn run_meta(plan: &Plan, bns: Vec<BeaconNodeMeta>, dvnodes: Vec<DvNodeMeta>)
     }
 }
 
-/// Starts the devnet of `spec` (key material and dvnode output under `run_dir`). The fault
+/// Starts the devnet of `spec` (dvnode output under `run_dir`, key material in the run's
+/// private state directory, [`runtime::state`]). The fault
 /// timeline is built (and checked) before any container starts; containers with a clock-skew
 /// fault start with libfaketime. Faults are not started here: see [`start_faults`].
 pub async fn up(docker: &Docker, spec: &DevnetSpec, run_dir: &Path) -> Result<Devnet> {

@@ -97,15 +97,18 @@ pub struct ContainerPlan {
     pub labels: BTreeMap<String, String>,
 }
 
-/// A bind mount of a directory under the run directory.
+/// A bind mount of a directory under the run directory, or under the run's private state
+/// directory for key material.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mount {
-    /// Host directory, relative to the run directory.
+    /// Host directory, relative to the run directory (the state directory when `secret`).
     pub host: String,
     /// Path inside the container.
     pub container: String,
     /// Writable (and created by the runtime when missing) rather than read-only.
     pub writable: bool,
+    /// Key material: under the run's private state directory, never the report directory.
+    pub secret: bool,
 }
 
 impl Mount {
@@ -114,6 +117,7 @@ impl Mount {
             host: host.into(),
             container: container.into(),
             writable: false,
+            secret: false,
         }
     }
 
@@ -122,6 +126,15 @@ impl Mount {
             host: host.into(),
             container: container.into(),
             writable: true,
+            secret: false,
+        }
+    }
+
+    /// The same mount under the private state directory.
+    fn secret(self) -> Mount {
+        Mount {
+            secret: true,
+            ..self
         }
     }
 }
@@ -387,7 +400,7 @@ impl Plan {
                     // starting the VC and scrapes the metrics.
                     publish: vec![DVNODE_API_PORT, DVNODE_METRICS_PORT],
                     mounts: vec![
-                        Mount::read_only(format!("{key_dir}/node{n}"), DVNODE_NODE_DIR),
+                        Mount::read_only(format!("{key_dir}/node{n}"), DVNODE_NODE_DIR).secret(),
                         Mount::writable(format!("nodes/{node_name}"), DVNODE_OUT_DIR),
                     ],
                     static_host: Some(static_host),
@@ -420,7 +433,7 @@ impl Plan {
                     env: env.clone(),
                     publish: vec![],
                     // Writable: Lodestar puts a lock file beside each keystore it imports.
-                    mounts: vec![Mount::writable(format!("{key_dir}/vc{n}"), VC_KEYS_DIR)],
+                    mounts: vec![Mount::writable(format!("{key_dir}/vc{n}"), VC_KEYS_DIR).secret()],
                     static_host: None,
                     run_as_owner: false,
                 });
@@ -575,7 +588,7 @@ mod tests {
         assert_eq!(
             n3.mounts,
             [
-                Mount::read_only("keys/dv0/node3", "/node"),
+                Mount::read_only("keys/dv0/node3", "/node").secret(),
                 Mount::writable("nodes/dvlab-basic-dv0-3", "/out")
             ]
         );
@@ -611,7 +624,10 @@ mod tests {
             ),
             "{vc}"
         );
-        assert_eq!(vcs[1].mounts, [Mount::writable("keys/dv0/vc1", "/keys")]);
+        assert_eq!(
+            vcs[1].mounts,
+            [Mount::writable("keys/dv0/vc1", "/keys").secret()]
+        );
         assert!(vcs
             .iter()
             .all(|c| c.static_host.is_none() && c.publish.is_empty()));

@@ -1,5 +1,8 @@
 //! Runtime: Docker network and containers of a plan, via bollard. Everything created
-//! carries the label `dvlab.run=<name>`; teardown removes only what carries it.
+//! carries the label `dvlab.run=<name>`; teardown removes only what carries it, and the
+//! run's private state directory ([`state`]: key material, outside the report directory).
+
+pub mod state;
 
 use crate::plan::{
     ClusterPlan, ContainerPlan, Plan, Role, DVNODE_API_PORT, DVNODE_IMAGE, DVNODE_METRICS_PORT,
@@ -82,6 +85,24 @@ pub async fn up(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<Star
     }
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
+    // Key material of an earlier run of the same name (its chain is gone), and of runs
+    // before key material moved out of the report directory.
+    state::remove(Some(&plan.run))?;
+    let old_keys = run_dir.join("keys");
+    if old_keys.exists() {
+        std::fs::remove_dir_all(&old_keys)
+            .with_context(|| format!("removing old key material {}", old_keys.display()))?;
+    }
+    let state_dir = state::state_dir(&plan.run);
+    state::create_private(&state_dir)?;
+    if state_dir.starts_with(std::path::absolute(run_dir)?) {
+        bail!(
+            "the state directory {} lies inside the report directory {}: set DVLAB_STATE_DIR \
+             elsewhere",
+            state_dir.display(),
+            run_dir.display()
+        );
+    }
     let nodes = run_dir.join("nodes");
     if nodes.exists() {
         // dvnode output of an earlier run of the same name.
@@ -217,9 +238,11 @@ fn owner_of(dir: &Path) -> Result<String> {
 async fn up_inner(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<Started>> {
     let subnet = create_network(docker, plan).await?;
     let owner = owner_of(run_dir)?;
+    let state_dir = state::state_dir(&plan.run);
     let ctx = StartCtx {
         plan,
         run_dir,
+        state_dir: &state_dir,
         subnet,
         owner: &owner,
     };
@@ -348,7 +371,7 @@ async fn ensure_running(docker: &Docker, name: &str) -> Result<()> {
 }
 
 /// Runs `dvnode create-cluster` for `cluster` in the dvnode image (as the run directory's
-/// owner, writing into `RUN_DIR/keys/`), then gives each node's VC its share keystores
+/// owner, writing into `STATE_DIR/keys/`), then gives each node's VC its share keystores
 /// re-encrypted under one password, as Lodestar's `--importKeystoresPassword` needs.
 async fn create_cluster(
     ctx: &StartCtx<'_>,
@@ -356,14 +379,9 @@ async fn create_cluster(
     cluster: &ClusterPlan,
     chain: &ChainId,
 ) -> Result<()> {
-    let key_dir = ctx.run_dir.join(&cluster.key_dir);
-    if key_dir.exists() {
-        // Key material of an earlier run of the same name: the chain is new.
-        std::fs::remove_dir_all(&key_dir)
-            .with_context(|| format!("removing old key material {}", key_dir.display()))?;
-    }
+    let key_dir = ctx.state_dir.join(&cluster.key_dir);
     std::fs::create_dir_all(&key_dir)?;
-    let keys_root = ctx.run_dir.join("keys");
+    let keys_root = ctx.state_dir.join("keys");
     let addresses: Vec<String> = cluster
         .node_containers
         .iter()
@@ -478,6 +496,7 @@ fn abs(p: &Path) -> Result<PathBuf> {
 struct StartCtx<'a> {
     plan: &'a Plan,
     run_dir: &'a Path,
+    state_dir: &'a Path,
     subnet: Subnet,
     owner: &'a str,
 }
@@ -523,7 +542,8 @@ async fn create_and_start(docker: &Docker, ctx: &StartCtx<'_>, c: &ContainerPlan
         .collect();
     let mut binds = Vec::new();
     for m in &c.mounts {
-        let host = abs(&ctx.run_dir.join(&m.host))?;
+        let base = if m.secret { ctx.state_dir } else { ctx.run_dir };
+        let host = abs(&base.join(&m.host))?;
         if m.writable {
             std::fs::create_dir_all(&host)
                 .with_context(|| format!("creating {}", host.display()))?;
@@ -699,15 +719,19 @@ pub async fn list(docker: &Docker, run: Option<&str>) -> Result<Vec<Listed>> {
     Ok(out)
 }
 
-/// Removes the containers and networks labelled for `run` (or for every run). Returns the
-/// number of containers removed.
+/// Removes the containers and networks labelled for `run` (or for every run) and the run's
+/// private state directory ([`state::remove`]). Returns the number of containers removed.
 pub async fn down(docker: &Docker, run: Option<&str>) -> Result<usize> {
     let containers = list(docker, run).await?;
+    let mut errors = Vec::new();
+    // Key material goes whatever else fails.
+    if let Err(e) = state::remove(run) {
+        errors.push(format!("{e:#}"));
+    }
     let opts = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
         .build();
-    let mut errors = Vec::new();
     for c in &containers {
         if let Err(e) = docker.remove_container(&c.name, Some(opts.clone())).await {
             errors.push(format!("{}: {e}", c.name));

@@ -3,7 +3,9 @@
 //! collection → analyse → report → heal → down): healthy, then a 2|2 partition of the dvnodes
 //! for 2 epochs, then healed. Checks `report.json` (the DV attests outside the partition,
 //! signs nothing during it, nothing slashable, recovers within a few slots, baseline
-//! unaffected) and that nothing of the run is left in Docker.
+//! unaffected, the chain-health figures), that the report directory holds no secret of the
+//! run's private state directory, and that `dvlab down` leaves nothing of the run in Docker
+//! nor its key material on disk.
 //!
 //! Runs only with `DVLAB_E2E=1` (`make e2e-docker` sets it and prepares Docker, Lodestar and
 //! the release dvnode binary); with it set, a missing Docker engine, Lodestar install or
@@ -131,7 +133,16 @@ async fn dv_cluster_partition_2_2_in_docker() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&name);
     let _ = std::fs::remove_dir_all(&out);
     println!("docker_devnet: run `{name}`, output in {}", out.display());
-    let outcome = dvlab::pipeline::run(&docker, &spec, &out, false).await;
+    // As `dvlab run --keep`: the devnet and its key material stay until `dvlab down`.
+    let outcome = dvlab::pipeline::run(&docker, &spec, &out, true).await;
+    let state = runtime::state::state_dir(&name);
+    let state_mode = std::fs::metadata(&state).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    let secrets = runtime::state::secrets(&state);
+    let leaks = runtime::state::leaks(&out, &secrets);
+    let removed = runtime::down(&docker, Some(&name)).await;
 
     // Nothing labelled with the run remains, whatever the outcome.
     let left = runtime::list(&docker, Some(&name))
@@ -154,6 +165,7 @@ async fn dv_cluster_partition_2_2_in_docker() {
         left.iter().map(|c| &c.name).collect::<Vec<_>>()
     );
     assert!(nets.is_empty(), "networks left: {nets:?}");
+    assert!(!state.exists(), "key material left in {}", state.display());
 
     let report = match outcome.expect("the run itself succeeds") {
         Outcome::Done(r) => r,
@@ -263,6 +275,60 @@ async fn dv_cluster_partition_2_2_in_docker() {
         assert!(num(&s["outcomes"]["success"]) > 0.0, "{node}: {s}");
         assert!(num(&s["consensus_decided"]) > 0.0, "{node}: {s}");
     }
+    // The run directory is safe to publish: the key material (4 nodes × 8 share keystores
+    // and their passwords, 4 × the VC's keystores and password, 4 libp2p keys) was in a
+    // private directory outside it, and none of it, nor any keystore, is under it.
+    removed.expect("dvlab down");
+    assert_eq!(state_mode.ok(), Some(0o700), "{}", state.display());
+    let kinds = |k: &str| secrets.iter().filter(|s| s.kind == k).count();
+    assert_eq!(kinds("p2p key"), 4, "{secrets:?}");
+    assert!(kinds("keystore ciphertext") >= 4 * 8 * 2, "{secrets:?}");
+    assert!(kinds("password") >= 4 * 8 + 4, "{secrets:?}");
+    assert!(
+        leaks.is_empty(),
+        "secrets under {}: {leaks:#?}",
+        out.display()
+    );
+    assert!(!out.join("keys").exists());
+
+    // Chain health (issue 17's names).
+    println!(
+        "docker_devnet: head_agreement {}, reorgs {}, finality {}, dv0 effectiveness {}, \
+         participation {}",
+        json["head_agreement"],
+        json["reorgs"],
+        json["finality"],
+        dv["effectiveness"],
+        dv["participation"]
+    );
+    let share = |v: &Value| (0.0..=1.0).contains(&num(v));
+    assert!(share(&json["head_agreement"]), "{}", json["head_agreement"]);
+    assert!(num(&json["reorgs"]["count"]) >= 0.0 && num(&json["reorgs"]["max_depth"]) >= 0.0);
+    let fin = &json["finality"];
+    assert!(num(&fin["first_finalized_seconds"]) > 0.0, "{fin}");
+    assert!(
+        num(&fin["max_delay_epochs"]) >= num(&fin["end_delay_epochs"]),
+        "{fin}"
+    );
+    for g in [dv, base] {
+        assert!(share(&g["effectiveness"]), "{g}");
+    }
+    assert!(num(&base["participation"]["target"]) >= 0.9, "{base}");
+    let epochs = json["epochs"].as_array().expect("epochs");
+    assert!(!epochs.is_empty());
+    for e in epochs {
+        for flag in ["source", "target", "head"] {
+            assert!(share(&e["participation"][flag]), "{e}");
+        }
+    }
+    // After the heal, the cluster uses the partials of at least a threshold of its nodes.
+    let back = p["nodes"]
+        .as_object()
+        .expect("nodes of the fault")
+        .values()
+        .filter(|n| n["recovery_slot"].is_number())
+        .count();
+    assert!(back >= 3, "per-node recovery: {}", p["nodes"]);
     assert!(report.passed(), "assertions: {:?}", report.assertions);
 }
 

@@ -69,6 +69,7 @@ pub fn prepare_containers(spec: &DevnetSpec, plan: &mut Plan, run_dir: &Path) ->
             host: clock_dir(short),
             container: CLOCK_DIR.into(),
             writable: false,
+            secret: false,
         });
         write_offset(&run_dir.join(clock_dir(short)), 0.0)?;
     }
@@ -107,6 +108,7 @@ mod tests {
                 host: "faults/clock/dv0-2".to_string(),
                 container: CLOCK_DIR.to_string(),
                 writable: false,
+                secret: false,
             }
         );
         let n = plan
