@@ -24,7 +24,7 @@
 //!   decided object (the workflow broadcasts it already: the submission is acknowledged and
 //!   not sent again, so n VCs submitting the same object cost the beacon node nothing);
 //! - `aggregate_attestation` / `sync_committee_contribution`: the aggregate (contribution) the
-//!   cluster decided; `aggregate_and_proofs` / `contribution_and_proofs` are acknowledged like
+//!   cluster decided (a contribution over the decided sync root even if the VC's head moved); `aggregate_and_proofs` / `contribution_and_proofs` are acknowledged like
 //!   the other submissions.
 
 use std::sync::Arc;
@@ -395,10 +395,9 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
             .await
             .map_err(|e| BackendError::Unavailable(e.to_string()))?;
         if c.beacon_block_root != root {
-            return Err(BackendError::NotFound(format!(
-                "beacon_block_root: the cluster's contribution of subcommittee {subcommittee_index} at slot {slot} is over {}",
-                c.beacon_block_root
-            )));
+            // The VC's head moved after the cluster decided the slot's sync root (it follows
+            // the beacon node's head events): the DV's contribution is the decided one.
+            tracing::debug!(slot, subcommittee_index, asked = %root, decided = %c.beacon_block_root, "sync committee contribution over the decided root, not the VC's head");
         }
         serde_json::to_value(c).map_err(|e| BackendError::Internal(e.to_string()))
     }

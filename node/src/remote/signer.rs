@@ -7,7 +7,10 @@
 //!   `SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF`, and `SYNC_COMMITTEE_MESSAGE` — must equal what the
 //!   cluster decided for the duty (the decided value is in the duty DB only once the slashing
 //!   DB recorded it). An aggregate and proof must carry the decided aggregate, the DV's
-//!   validator index and the **combined** selection proof. Anything else: 412, never signed;
+//!   validator index and the **combined** selection proof. Anything else: 412, never signed.
+//!   A sync message over another head than the decided one is refused too, but this node still
+//!   makes its partial of the decided message: the VC takes its head from the beacon node's
+//!   event stream, which may move between the cluster's decision and the request;
 //! - `RANDAO_REVEAL` needs a scheduled proposal of the DV in the epoch; `VOLUNTARY_EXIT` must
 //!   name the DV's validator index;
 //! - then this node's partial signature is made with its share ([`ParSig::sign_own`]: it
@@ -463,15 +466,23 @@ impl<P: Preset> Signer<P> for DvSigner<P> {
                     .await_sync_root(slot, deadline)
                     .await
                     .map_err(|e| SignError::unavailable(format!("{f}: {e} (no consensus)")))?;
+                let object = SignedObject::SyncMessage {
+                    block_root: decided,
+                };
                 if decided != beacon_block_root {
+                    // The VC takes the head from the beacon node's head events, which can move
+                    // between the cluster's decision and its request. It asked for the duty,
+                    // so this node still adds its partial to the message the cluster decided
+                    // (sync messages are not slashable; without it a cluster with a node down
+                    // misses the slot), but never signs the VC's other root.
+                    if let Err(e) = self.parsig.sign_own(duty, pubkey, object, deadline).await {
+                        warn!(%duty, %pubkey, error = %e, "sync message: no partial over the decided root");
+                    }
                     return Err(self.refuse(
                         "sync_committee_message.beacon_block_root",
-                        format!("{beacon_block_root} is not the root the cluster decided for slot {slot} ({decided})"),
+                        format!("{beacon_block_root} is not the root the cluster decided for slot {slot} ({decided}); this node signed the decided one"),
                     ));
                 }
-                let object = SignedObject::SyncMessage {
-                    block_root: beacon_block_root,
-                };
                 self.combine(f, duty, pubkey, object, root, deadline).await
             }
             SignObject::VoluntaryExit(exit) => {

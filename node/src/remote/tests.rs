@@ -489,3 +489,64 @@ async fn sync_selection_proofs_of_two_subcommittees_do_not_collide() {
         .unwrap_err();
     assert_eq!(err.status, StatusCode::PRECONDITION_FAILED, "{err}");
 }
+
+/// Lodestar's VC signs the head of its beacon node's event stream, which can move between the
+/// cluster's decision and the VC's request (measured in the real-Lodestar e2e: with one node
+/// down, one VC's other head left the decided message one partial short of the threshold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vc_on_another_head_still_adds_its_partial_to_the_decided_sync_message() {
+    let c = cluster();
+    let slot = c.current_slot() + 2;
+    let duty = Duty::new(slot, DutyKind::SyncMessage);
+    let decided = Root([7; 32]);
+    for n in &c.nodes {
+        n.dutydb.store_defs(
+            duty,
+            DutyDefs::SyncMessage(vec![crate::duty::SyncDef {
+                pubkey: c.dv.pubkey,
+                validator_index: 17,
+            }]),
+        );
+        n.dutydb
+            .store(duty, &DutyValue::SyncMessage(decided))
+            .unwrap();
+    }
+    let message = |beacon_block_root| SignObject::<P>::SyncCommitteeMessage {
+        beacon_block_root,
+        slot,
+    };
+    let root = message(decided).signing_root(&c.schedule);
+    let other = Root([8; 32]);
+    // Node 3 is down; the VCs of nodes 0 and 1 saw the decided head, node 2's VC a newer one.
+    let (agreeing, moved) = within(async {
+        tokio::join!(
+            c.sign_on(&[0, 1], message(decided)),
+            c.sign_on(&[2], message(other))
+        )
+    })
+    .await;
+    for a in agreeing {
+        assert_eq!(a.unwrap(), c.whole(root));
+    }
+    let err = moved.into_iter().next().unwrap().unwrap_err();
+    assert_eq!(err.status, StatusCode::PRECONDITION_FAILED, "{err}");
+    assert!(
+        err.message
+            .starts_with("sync_committee_message.beacon_block_root:"),
+        "{err}"
+    );
+    // Node 2 never signed its VC's root, and combined the decided message like the others.
+    assert!(!c.nodes[2].parsig.has_own(
+        duty,
+        c.dv.pubkey,
+        message(other).signing_root(&c.schedule)
+    ));
+    let combined = within(c.nodes[2].dutydb.await_combined(
+        c.dv.pubkey,
+        root,
+        Instant::now() + Duration::from_secs(5),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(combined, c.whole(root));
+}
