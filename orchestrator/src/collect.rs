@@ -93,21 +93,7 @@ pub fn parse_duty_log(node: &str, text: &str) -> (Vec<DutyRow>, usize) {
             bad += 1;
             continue;
         };
-        rows.push(DutyRow {
-            node: node.to_string(),
-            slot: r.duty.slot,
-            kind: r.duty.kind.as_str().to_string(),
-            outcome: r.outcome,
-            detail: r.detail,
-            consensus_round: r.consensus_round,
-            consensus_seconds: r.consensus_seconds,
-            shares: r
-                .shares
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        });
+        rows.push(DutyRow::from_report(node, &r));
     }
     (rows, bad)
 }

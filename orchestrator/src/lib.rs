@@ -6,11 +6,12 @@
 //! frames, `meta.json`, the fault log) live in [`data`], beneath the phases that use them;
 //! [`pipeline`] wires the phases together for `dvlab up`, `dvlab run` and `dvlab report`.
 //!
-//! Without the default `lab` feature only [`spec`], [`plan`], the fault [`faults::timeline`]
-//! and the [`data`] formats without frames are built (no Docker, Kubernetes or polars): the
-//! part of dvlab that reads a devnet file, for the fuzzer.
+//! Without the default `lab` feature only [`spec`], [`plan`], the fault [`faults::timeline`],
+//! the [`data`] formats (rows and their CSV files, without polars frames) and the [`analyse`]
+//! figures' types are built (no Docker, Kubernetes or polars): the part of dvlab that reads a
+//! devnet file, for the fuzzer, and that writes a run directory and reads its report, for
+//! harnesses such as `e2e-local`.
 
-#[cfg(feature = "lab")]
 pub mod analyse;
 #[cfg(feature = "lab")]
 pub mod collect;

@@ -3,49 +3,11 @@
 //! head agreement across beacon nodes, reorgs, finality delay, and per-dvnode recovery after
 //! a fault.
 
-use super::{str_at, u64_col, DutyRowView};
+use super::frames::{str_at, u64_col, DutyRowView};
+use super::{Finality, Participation, Reorgs};
 use crate::data::{RawData, RunMeta};
 use polars::prelude::PolarsResult;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-
-/// Share of attestation duties whose attestation was included on chain in time with a
-/// correct vote, flag by flag as the beacon state's Altair participation flags count them:
-/// `source` within ⌊√SLOTS_PER_EPOCH⌋ slots, `target` within SLOTS_PER_EPOCH slots, `head`
-/// in the next slot with the canonical head. A missed duty counts against all three.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Participation {
-    /// Timely correct source.
-    pub source: f64,
-    /// Timely correct target.
-    pub target: f64,
-    /// Timely correct head.
-    pub head: f64,
-}
-
-/// Abandoned branches: blocks some beacon node imported that are not on the final canonical
-/// chain, grouped by parent into branches (a branch is a chain of such blocks ending in one
-/// without a non-canonical child; its depth is its length in blocks).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reorgs {
-    /// Branches abandoned (blocks of the analysed window).
-    pub count: u64,
-    /// Longest branch abandoned, in blocks (0 without any).
-    pub max_depth: u64,
-}
-
-/// Finality as the beacon nodes reported it (sampled once per slot; at each instant the
-/// highest finalized epoch any beacon node reported).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Finality {
-    /// Seconds from genesis to the first sample with a finalized epoch above 0 (`None`:
-    /// never finalized).
-    pub first_finalized_seconds: Option<f64>,
-    /// Highest (current epoch − finalized epoch) over the samples in the analysed window.
-    pub max_delay_epochs: Option<u64>,
-    /// (current epoch − finalized epoch) at the last sample in the analysed window.
-    pub end_delay_epochs: Option<u64>,
-}
 
 /// Inclusion-distance limits of the (source, target, head) flags.
 fn timely_limits(slots_per_epoch: u64) -> (u64, u64, u64) {

@@ -97,6 +97,27 @@ pub struct DutyRow {
     pub shares: String,
 }
 
+impl DutyRow {
+    /// The row of one closed duty `r` of dvnode `node`'s duty log.
+    pub fn from_report(node: &str, r: &dvnode::tracker::DutyReport) -> DutyRow {
+        DutyRow {
+            node: node.to_string(),
+            slot: r.duty.slot,
+            kind: r.duty.kind.as_str().to_string(),
+            outcome: r.outcome.clone(),
+            detail: r.detail.clone(),
+            consensus_round: r.consensus_round,
+            consensus_seconds: r.consensus_seconds,
+            shares: r
+                .shares
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
 /// One executed fault occurrence (from the executor's `faults.jsonl`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultWindow {
@@ -284,17 +305,7 @@ pub fn empty() -> PolarsResult<RawData> {
 /// The `faults` frame of executed fault windows.
 #[cfg(feature = "lab")]
 pub fn fault_frame(f: &[FaultWindow]) -> PolarsResult<DataFrame> {
-    df!(
-        "fault" => f.iter().map(|w| w.fault).collect::<Vec<_>>(),
-        "kind" => f.iter().map(|w| w.kind.clone()).collect::<Vec<_>>(),
-        "targets" => f.iter().map(|w| w.targets.clone()).collect::<Vec<_>>(),
-        "detail" => f.iter().map(|w| w.detail.clone()).collect::<Vec<_>>(),
-        "start_time" => f.iter().map(|w| w.start_time).collect::<Vec<_>>(),
-        "start_slot" => f.iter().map(|w| w.start_slot).collect::<Vec<_>>(),
-        "end_time" => f.iter().map(|w| w.end_time).collect::<Vec<_>>(),
-        "end_slot" => f.iter().map(|w| w.end_slot).collect::<Vec<_>>(),
-        "error" => f.iter().map(|w| w.error.clone()).collect::<Vec<_>>()
-    )
+    synthetic::frame(synthetic::fault_columns(f))
 }
 
 /// Reads the fault windows back from a `faults` frame.
@@ -351,12 +362,13 @@ pub fn fault_windows(df: &DataFrame) -> PolarsResult<Vec<FaultWindow>> {
         .collect())
 }
 
-/// Row-wise construction of [`RawData`], used by `collect` and by tests.
-#[cfg(feature = "lab")]
+/// Row-wise construction of the raw frames, used by `collect`, by tests and (without polars)
+/// by harnesses that record a chain themselves, e.g. `e2e-local`, which writes a run
+/// directory with [`Builder::save`] for `dvlab report` to analyse.
 pub mod synthetic {
     use super::*;
 
-    /// Accumulates rows, then [`Builder::build`]s the frames.
+    /// Accumulates rows, then [`Builder::build`]s the frames or [`Builder::save`]s them.
     #[derive(Debug, Default, Clone)]
     pub struct Builder {
         duty_slot: Vec<u64>,
@@ -509,76 +521,257 @@ pub mod synthetic {
             self.vote_validator.len()
         }
 
-        /// Builds the frames.
-        pub fn build(self) -> PolarsResult<RawData> {
+        /// The frames as named columns, in [`RawData`]'s order: the one definition of the
+        /// raw frames' columns, for [`Builder::build`] and [`Builder::save`].
+        fn frames(self) -> Vec<(&'static str, Vec<(&'static str, Col)>)> {
+            use Col::*;
             let n = self.inc_validator.len();
-            let d = &self.duty_rows;
-            let duty_log = df!(
-                "node" => d.iter().map(|r| r.node.clone()).collect::<Vec<_>>(),
-                "slot" => d.iter().map(|r| r.slot).collect::<Vec<_>>(),
-                "kind" => d.iter().map(|r| r.kind.clone()).collect::<Vec<_>>(),
-                "outcome" => d.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>(),
-                "detail" => d.iter().map(|r| r.detail.clone()).collect::<Vec<_>>(),
-                "consensus_round" => d.iter().map(|r| r.consensus_round).collect::<Vec<_>>(),
-                "consensus_seconds" => d.iter().map(|r| r.consensus_seconds).collect::<Vec<_>>(),
-                "shares" => d.iter().map(|r| r.shares.clone()).collect::<Vec<_>>()
-            )?;
-            let faults = fault_frame(&self.fault_rows)?;
+            let d = self.duty_rows;
+            vec![
+                (
+                    "duties",
+                    vec![
+                        ("slot", U64(self.duty_slot)),
+                        ("committee_index", U64(self.duty_committee)),
+                        ("validator", U64(self.duty_validator)),
+                    ],
+                ),
+                (
+                    "inclusions",
+                    vec![
+                        ("validator", U64(self.inc_validator)),
+                        ("slot", U64(self.inc_slot)),
+                        ("inclusion_slot", U64(self.inc_at)),
+                        ("head_ok", Bool(self.inc_head)),
+                        ("target_ok", Bool(self.inc_target)),
+                        ("source_ok", Bool(vec![true; n])),
+                    ],
+                ),
+                (
+                    "proposer_duties",
+                    vec![
+                        ("slot", U64(self.prop_slot)),
+                        ("validator", U64(self.prop_validator)),
+                    ],
+                ),
+                (
+                    "blocks",
+                    vec![
+                        ("slot", U64(self.block_slot)),
+                        ("proposer", U64(self.block_proposer)),
+                        ("root", Str(self.block_root)),
+                    ],
+                ),
+                (
+                    "blocks_seen",
+                    vec![
+                        ("bn", Str(self.seen_bn)),
+                        ("slot", U64(self.seen_slot)),
+                        ("proposer", U64(self.seen_proposer)),
+                        ("root", Str(self.seen_root)),
+                        ("parent", Str(self.seen_parent)),
+                    ],
+                ),
+                (
+                    "sync",
+                    vec![
+                        ("slot", U64(self.sync_slot)),
+                        ("validator", U64(self.sync_validator)),
+                        ("participated", Bool(self.sync_ok)),
+                    ],
+                ),
+                (
+                    "heads",
+                    vec![
+                        ("time", U64(self.head_time)),
+                        ("bn", Str(self.head_bn)),
+                        ("head_slot", U64(self.head_slot)),
+                        ("finalized_epoch", U64(self.head_fin)),
+                        ("peers", U64(self.head_peers)),
+                        ("head_root", Str(self.head_root)),
+                    ],
+                ),
+                (
+                    "votes",
+                    vec![
+                        ("validator", U64(self.vote_validator)),
+                        ("source_epoch", U64(self.vote_source)),
+                        ("target_epoch", U64(self.vote_target)),
+                        ("data_root", Str(self.vote_root)),
+                    ],
+                ),
+                (
+                    "duty_log",
+                    vec![
+                        ("node", Str(d.iter().map(|r| r.node.clone()).collect())),
+                        ("slot", U64(d.iter().map(|r| r.slot).collect())),
+                        ("kind", Str(d.iter().map(|r| r.kind.clone()).collect())),
+                        (
+                            "outcome",
+                            Str(d.iter().map(|r| r.outcome.clone()).collect()),
+                        ),
+                        (
+                            "detail",
+                            OptStr(d.iter().map(|r| r.detail.clone()).collect()),
+                        ),
+                        (
+                            "consensus_round",
+                            OptU64(d.iter().map(|r| r.consensus_round).collect()),
+                        ),
+                        (
+                            "consensus_seconds",
+                            OptF64(d.iter().map(|r| r.consensus_seconds).collect()),
+                        ),
+                        ("shares", Str(d.iter().map(|r| r.shares.clone()).collect())),
+                    ],
+                ),
+                ("faults", fault_columns(&self.fault_rows)),
+                (
+                    "slashings",
+                    vec![
+                        ("slot", U64(self.slash_slot)),
+                        ("validator", U64(self.slash_validator)),
+                        ("kind", Str(self.slash_kind)),
+                    ],
+                ),
+            ]
+        }
+
+        /// Builds the frames.
+        #[cfg(feature = "lab")]
+        pub fn build(self) -> PolarsResult<RawData> {
+            let mut frames = self
+                .frames()
+                .into_iter()
+                .map(|(_, cols)| frame(cols))
+                .collect::<PolarsResult<Vec<_>>>()?
+                .into_iter();
+            let mut next = || frames.next().expect("one frame per field");
             Ok(RawData {
-                duties: df!(
-                    "slot" => self.duty_slot,
-                    "committee_index" => self.duty_committee,
-                    "validator" => self.duty_validator
-                )?,
-                inclusions: df!(
-                    "validator" => self.inc_validator,
-                    "slot" => self.inc_slot,
-                    "inclusion_slot" => self.inc_at,
-                    "head_ok" => self.inc_head,
-                    "target_ok" => self.inc_target,
-                    "source_ok" => vec![true; n]
-                )?,
-                proposer_duties: df!("slot" => self.prop_slot, "validator" => self.prop_validator)?,
-                blocks: df!(
-                    "slot" => self.block_slot,
-                    "proposer" => self.block_proposer,
-                    "root" => self.block_root
-                )?,
-                blocks_seen: df!(
-                    "bn" => self.seen_bn,
-                    "slot" => self.seen_slot,
-                    "proposer" => self.seen_proposer,
-                    "root" => self.seen_root,
-                    "parent" => self.seen_parent
-                )?,
-                sync: df!(
-                    "slot" => self.sync_slot,
-                    "validator" => self.sync_validator,
-                    "participated" => self.sync_ok
-                )?,
-                heads: df!(
-                    "time" => self.head_time,
-                    "bn" => self.head_bn,
-                    "head_slot" => self.head_slot,
-                    "finalized_epoch" => self.head_fin,
-                    "peers" => self.head_peers,
-                    "head_root" => self.head_root
-                )?,
-                votes: df!(
-                    "validator" => self.vote_validator,
-                    "source_epoch" => self.vote_source,
-                    "target_epoch" => self.vote_target,
-                    "data_root" => self.vote_root
-                )?,
-                duty_log,
-                faults,
-                slashings: df!(
-                    "slot" => self.slash_slot,
-                    "validator" => self.slash_validator,
-                    "kind" => self.slash_kind
-                )?,
+                duties: next(),
+                inclusions: next(),
+                proposer_duties: next(),
+                blocks: next(),
+                blocks_seen: next(),
+                sync: next(),
+                heads: next(),
+                votes: next(),
+                duty_log: next(),
+                faults: next(),
+                slashings: next(),
             })
         }
+
+        /// Writes `DIR/raw/<frame>.csv` and `DIR/meta.json` as [`RawData::save`] does, without
+        /// polars: what [`RawData::load`] and `dvlab report DIR` read.
+        pub fn save(self, meta: &RunMeta, dir: &std::path::Path) -> anyhow::Result<()> {
+            let raw = dir.join("raw");
+            std::fs::create_dir_all(&raw)?;
+            for (name, cols) in self.frames() {
+                let path = raw.join(format!("{name}.csv"));
+                std::fs::write(&path, csv(&cols))
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            }
+            std::fs::write(dir.join("meta.json"), serde_json::to_vec_pretty(meta)?)?;
+            Ok(())
+        }
+    }
+
+    /// One column of a raw frame.
+    pub(super) enum Col {
+        U64(Vec<u64>),
+        OptU64(Vec<Option<u64>>),
+        F64(Vec<f64>),
+        OptF64(Vec<Option<f64>>),
+        Bool(Vec<bool>),
+        Str(Vec<String>),
+        OptStr(Vec<Option<String>>),
+    }
+
+    impl Col {
+        fn len(&self) -> usize {
+            match self {
+                Col::U64(v) => v.len(),
+                Col::OptU64(v) => v.len(),
+                Col::F64(v) => v.len(),
+                Col::OptF64(v) => v.len(),
+                Col::Bool(v) => v.len(),
+                Col::Str(v) => v.len(),
+                Col::OptStr(v) => v.len(),
+            }
+        }
+
+        /// Row `i` as a CSV field (null: empty; strings quoted where CSV needs it and when
+        /// empty, so that an empty string is not read back as null).
+        fn field(&self, i: usize) -> String {
+            let text = |s: &str| {
+                if s.is_empty() || s.contains([',', '"', '\n', '\r']) {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                } else {
+                    s.to_string()
+                }
+            };
+            match self {
+                Col::U64(v) => v[i].to_string(),
+                Col::OptU64(v) => v[i].map(|x| x.to_string()).unwrap_or_default(),
+                Col::F64(v) => v[i].to_string(),
+                Col::OptF64(v) => v[i].map(|x| x.to_string()).unwrap_or_default(),
+                Col::Bool(v) => v[i].to_string(),
+                Col::Str(v) => text(&v[i]),
+                Col::OptStr(v) => v[i].as_deref().map(text).unwrap_or_default(),
+            }
+        }
+
+        #[cfg(feature = "lab")]
+        fn series(self, name: &str) -> Column {
+            let name = PlSmallStr::from(name);
+            match self {
+                Col::U64(v) => Column::new(name, v),
+                Col::OptU64(v) => Column::new(name, v),
+                Col::F64(v) => Column::new(name, v),
+                Col::OptF64(v) => Column::new(name, v),
+                Col::Bool(v) => Column::new(name, v),
+                Col::Str(v) => Column::new(name, v),
+                Col::OptStr(v) => Column::new(name, v),
+            }
+        }
+    }
+
+    /// The columns of the `faults` frame.
+    pub(super) fn fault_columns(f: &[FaultWindow]) -> Vec<(&'static str, Col)> {
+        use Col::*;
+        vec![
+            ("fault", U64(f.iter().map(|w| w.fault).collect())),
+            ("kind", Str(f.iter().map(|w| w.kind.clone()).collect())),
+            (
+                "targets",
+                Str(f.iter().map(|w| w.targets.clone()).collect()),
+            ),
+            ("detail", Str(f.iter().map(|w| w.detail.clone()).collect())),
+            ("start_time", F64(f.iter().map(|w| w.start_time).collect())),
+            ("start_slot", U64(f.iter().map(|w| w.start_slot).collect())),
+            ("end_time", OptF64(f.iter().map(|w| w.end_time).collect())),
+            ("end_slot", OptU64(f.iter().map(|w| w.end_slot).collect())),
+            ("error", OptStr(f.iter().map(|w| w.error.clone()).collect())),
+        ]
+    }
+
+    /// A frame of `cols`.
+    #[cfg(feature = "lab")]
+    pub(super) fn frame(cols: Vec<(&'static str, Col)>) -> PolarsResult<DataFrame> {
+        DataFrame::new_infer_height(cols.into_iter().map(|(n, c)| c.series(n)).collect())
+    }
+
+    /// `cols` as CSV text with a header line.
+    fn csv(cols: &[(&'static str, Col)]) -> String {
+        let mut out = cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(",");
+        out.push('\n');
+        for i in 0..cols.first().map_or(0, |(_, c)| c.len()) {
+            let row: Vec<String> = cols.iter().map(|(_, c)| c.field(i)).collect();
+            out.push_str(&row.join(","));
+            out.push('\n');
+        }
+        out
     }
 }
 
@@ -678,5 +871,78 @@ mod tests {
         assert_eq!(r4.heads.schema(), raw.heads.schema());
         assert_eq!(r4.heads.height(), 1);
         assert_eq!(r4.heads.column("head_root").unwrap().null_count(), 1);
+    }
+
+    /// The polars-free writer (what harnesses without polars use) writes the format
+    /// `RawData::load` reads: every frame loads back equal to the polars frames of the same rows.
+    #[test]
+    fn rows_saved_without_polars_load_as_the_frames() {
+        let mut b = synthetic::Builder::default();
+        b.duty_in(3, 1, 7);
+        b.inclusion(7, 3, 4, true, false);
+        b.proposer(3, 9);
+        b.block(4, 9, "0xaa");
+        b.block_seen_by("bn1", 4, 9, "0xbb");
+        b.sync(3, 7, true);
+        b.sync(3, 8, false);
+        b.head(10, "bn0", 4, 0, 1);
+        b.vote(7, 0, 1, "0xab");
+        for (detail, round, seconds, shares) in [
+            (
+                Some("a \"quoted\", comma\nand a line".to_string()),
+                None,
+                None,
+                "",
+            ),
+            (None, Some(2), Some(0.125), "1,2,4"),
+            (Some(String::new()), Some(1), Some(3.0), "3"),
+        ] {
+            b.duty_record(DutyRow {
+                node: "dvnode0".into(),
+                slot: 9,
+                kind: "attester".into(),
+                outcome: "success".into(),
+                detail,
+                consensus_round: round,
+                consensus_seconds: seconds,
+                shares: shares.into(),
+            });
+        }
+        b.fault(FaultWindow {
+            fault: 0,
+            kind: "crash".into(),
+            targets: "dvnode1".into(),
+            detail: String::new(),
+            start_time: 100.5,
+            start_slot: 24,
+            end_time: Some(132.0),
+            end_slot: Some(32),
+            error: Some("x, y".into()),
+        });
+        b.slashing(12, 7, "proposer");
+        let meta = RunMeta {
+            run: "rows".into(),
+            genesis_time: 5,
+            seconds_per_slot: 4,
+            slots_per_epoch: 8,
+            first_slot: 0,
+            last_slot: 7,
+            groups: vec![],
+            beacon_nodes: vec![],
+            assertions: BTreeMap::new(),
+            dvnodes: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        b.clone().save(&meta, dir.path()).unwrap();
+        let (m2, mut loaded) = RawData::load(dir.path()).unwrap();
+        assert_eq!(m2, meta);
+        let mut built = b.build().unwrap();
+        for (name, (l, f)) in FRAMES
+            .iter()
+            .zip(loaded.frames_mut().into_iter().zip(built.frames_mut()))
+        {
+            assert!(l.height() > 0, "{name} is empty");
+            assert!(l.equals_missing(f), "{name}: loaded {l}, built {f}");
+        }
     }
 }

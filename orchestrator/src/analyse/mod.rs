@@ -1,0 +1,326 @@
+//! Analysis of collected raw data: per validator group, per epoch window and per fault, and
+//! the chain-health figures.
+//!
+//! The figures ([`Analysis`] and its parts, the keys of `report.json`) are plain types, built
+//! without polars, so that harnesses reading a report (e.g. `e2e-local`) need not compile it;
+//! the polars computation ([`analyse`], [`audit`]; `frames.rs` and `frames/health.rs`) is part
+//! of the `lab` feature.
+
+#[cfg(feature = "lab")]
+mod frames;
+#[cfg(feature = "lab")]
+mod health;
+
+#[cfg(feature = "lab")]
+pub use frames::{analyse, audit};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Inclusion-distance summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Distance {
+    /// Mean distance in slots.
+    pub mean: Option<f64>,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+}
+
+/// Results of one validator group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupStats {
+    /// Validators in the group.
+    pub validators: u64,
+    /// Attestation duties in the window.
+    pub attestation_duties: u64,
+    /// Duties whose attestation was included on chain.
+    pub attestations_included: u64,
+    /// `attestations_included / attestation_duties`.
+    pub inclusion_rate: Option<f64>,
+    /// Inclusion distance (inclusion slot − attestation slot).
+    pub inclusion_distance: Distance,
+    /// Histogram of inclusion distance: distance → count.
+    pub distance_histogram: BTreeMap<u64, u64>,
+    /// Share of included attestations with the canonical head vote.
+    pub correct_head_rate: Option<f64>,
+    /// Share of included attestations with the canonical target vote.
+    pub correct_target_rate: Option<f64>,
+    /// Share of included attestations with a correct source (always 1 on chain).
+    pub correct_source_rate: Option<f64>,
+    /// Proposer duties in the window.
+    pub proposals_expected: u64,
+    /// Proposals that made it into the canonical chain.
+    pub proposals_included: u64,
+    /// Sync-committee duties (validator × slot) in the window.
+    pub sync_duties: u64,
+    /// Share of sync-committee duties that signed.
+    pub sync_participation: Option<f64>,
+    /// Mean attestation effectiveness (SSV's formula; a missed duty counts 0).
+    #[serde(default)]
+    pub effectiveness: Option<f64>,
+    /// Timely participation by flag over the window's attestation duties.
+    #[serde(default)]
+    pub participation: Option<Participation>,
+}
+
+/// Inclusion rate of one group in one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRate {
+    /// Group name.
+    pub group: String,
+    /// Epoch.
+    pub epoch: u64,
+    /// Duties.
+    pub duties: u64,
+    /// Included.
+    pub included: u64,
+    /// Timely participation by flag.
+    #[serde(default)]
+    pub participation: Participation,
+}
+
+/// One slashable pair found by the audit, or a DV validator slashed on chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    /// `double_vote`, `surround_vote`, `double_proposal` (messages seen on the beacon nodes),
+    /// `onchain_proposer_slashing` or `onchain_attester_slashing` (a DV validator slashed by a
+    /// canonical block).
+    pub kind: String,
+    /// Validator index.
+    pub validator: u64,
+    /// Group of the validator.
+    pub group: String,
+    /// Human-readable description of the two messages.
+    pub detail: String,
+}
+
+/// A slashing included in a canonical block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnchainSlashing {
+    /// Slot of the including block.
+    pub slot: u64,
+    /// Slashed validator.
+    pub validator: u64,
+    /// `proposer` or `attester`.
+    pub kind: String,
+    /// Group of the validator (`other` when in none).
+    pub group: String,
+}
+
+/// Slashing-freedom audit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlashingAudit {
+    /// Distinct signed messages examined.
+    pub messages_checked: u64,
+    /// Slashable pairs, and on-chain slashings of DV validators.
+    pub violations: Vec<Violation>,
+    /// Every slashing on the canonical chain, whatever the group.
+    #[serde(default)]
+    pub onchain_slashings: Vec<OnchainSlashing>,
+}
+
+/// Consensus and signing figures of one dvnode, from its duty log (duties in the window).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Cluster.
+    pub cluster: String,
+    /// Closed duties the node logged.
+    pub duties_logged: u64,
+    /// Outcome (`success` or the tracker's reason) → count.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Duties with a consensus decision.
+    pub consensus_decided: u64,
+    /// Mean deciding round.
+    pub consensus_round_mean: Option<f64>,
+    /// Highest deciding round.
+    pub consensus_round_max: Option<u64>,
+    /// Median consensus duration (seconds).
+    pub consensus_seconds_p50: Option<f64>,
+    /// 99th percentile of the consensus duration (seconds).
+    pub consensus_seconds_p99: Option<f64>,
+    /// Share of the cluster's successful duty records (on every node) that hold this node's
+    /// partial signature.
+    pub partial_participation: Option<f64>,
+}
+
+/// Attestation figures of one group over a set of slots (a fault window, or outside all).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowStats {
+    /// Attestation duties.
+    pub duties: u64,
+    /// Duties whose attestation was included on chain.
+    pub included: u64,
+    /// `included / duties`.
+    pub inclusion_rate: Option<f64>,
+    /// Missed attestation duties of a DV cluster by the dvnode tracker's reason.
+    pub missed_by_reason: BTreeMap<String, u64>,
+    /// DV clusters: attestations of duties inside the window that were included in a block
+    /// of the window itself, i.e. signed while the fault was active.
+    pub included_during: u64,
+    /// First slot at or after the heal whose attestation duties of the group were all
+    /// included (`None`: not within the analysed window, or the fault never healed).
+    pub recovery_slot: Option<u64>,
+}
+
+/// Consensus of one dvnode during a fault window, from its duty log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeRounds {
+    /// Closed duties the node logged for slots in the window.
+    pub duties_logged: u64,
+    /// Of those, decided by consensus.
+    pub decided: u64,
+    /// Mean deciding round.
+    pub round_mean: Option<f64>,
+    /// Highest deciding round.
+    pub round_max: Option<u64>,
+    /// First slot at or after the heal whose successful duty record in the node's cluster
+    /// holds its partial signature (`None`: not seen again, or the fault never healed).
+    #[serde(default)]
+    pub recovery_slot: Option<u64>,
+    /// `recovery_slot` − the cluster's first slot at or after the heal with a successful
+    /// duty: slots the cluster went on without this node's partials.
+    #[serde(default)]
+    pub recovery_slots: Option<u64>,
+}
+
+/// What one fault cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultStats {
+    /// Fault id in the run's timeline.
+    pub fault: u64,
+    /// Kind (`partition`, `crash`, …).
+    pub kind: String,
+    /// Targets (container short names).
+    pub targets: Vec<String>,
+    /// Parameters, e.g. partition groups or delay.
+    pub detail: String,
+    /// Slot the fault started in.
+    pub start_slot: u64,
+    /// Slot the fault ended (healed, restarted) in; `None`: lasted to the end.
+    pub end_slot: Option<u64>,
+    /// Wall time (UNIX seconds) it started.
+    pub start_time: f64,
+    /// Wall time it ended.
+    pub end_time: Option<f64>,
+    /// First attestation slot counted inside the window (the start slot, or the next one
+    /// when the fault began after the slot's attestation deadline at 1/3 of the slot).
+    pub first_duty_slot: u64,
+    /// First attestation slot after the window, by the same rule (`None`: never healed).
+    pub heal_slot: Option<u64>,
+    /// Figures per group for duties inside the window.
+    pub groups: BTreeMap<String, WindowStats>,
+    /// Latest recovery slot over the DV clusters (`None` when one did not recover).
+    pub recovery_slot: Option<u64>,
+    /// Worst, over the DV clusters, of (recovery slot − the cluster's first duty slot at or
+    /// after the heal): slots a cluster with something to do took to be whole again. Slots
+    /// after the heal in which it had no duty do not count against it. `None` as above.
+    #[serde(default)]
+    pub recovery_slots: Option<u64>,
+    /// Consensus per dvnode during the window.
+    pub nodes: BTreeMap<String, NodeRounds>,
+    /// Errors the executor reported for this fault.
+    pub error: Option<String>,
+}
+
+/// Missed duties of the DV clusters: group → duty kind → reason → count.
+pub type MissedDuties = BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>;
+
+/// Everything the report shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Per group.
+    pub groups: BTreeMap<String, GroupStats>,
+    /// Per group and epoch.
+    pub epochs: Vec<EpochRate>,
+    /// Audit.
+    pub slashing_audit: SlashingAudit,
+    /// Highest finalized epoch any beacon node reported.
+    pub finalized_epoch: Option<u64>,
+    /// Missed duties of the DV clusters with the tracker's reason: group → duty kind
+    /// (`attester`, `proposer`, `sync_message`) → reason → count. The reason of a miss is
+    /// `not_included_onchain` when some dvnode broadcast the duty, else the outcome most of
+    /// the nodes logged, else `no_duty_record`.
+    #[serde(default)]
+    pub missed_duties: MissedDuties,
+    /// Per dvnode (container name).
+    #[serde(default)]
+    pub dvnodes: BTreeMap<String, NodeStats>,
+    /// Per executed fault: what it cost.
+    #[serde(default)]
+    pub faults: Vec<FaultStats>,
+    /// Per group: duties outside every fault window.
+    #[serde(default)]
+    pub outside_faults: BTreeMap<String, WindowStats>,
+    /// Per group: duties inside any fault window.
+    #[serde(default)]
+    pub during_faults: BTreeMap<String, WindowStats>,
+    /// Per group: duties outside every fault window and every recovery period (heal slot up
+    /// to the recovery slot; to the end when a fault never recovered): the steady state.
+    #[serde(default)]
+    pub steady: BTreeMap<String, WindowStats>,
+    /// Per group and slot: attestation duties and inclusions (for the per-slot plot).
+    #[serde(default)]
+    pub slots: Vec<SlotRate>,
+    /// Share of sampled instants in the window at which every beacon node reported the same
+    /// head.
+    #[serde(default)]
+    pub head_agreement: Option<f64>,
+    /// Abandoned branches.
+    #[serde(default)]
+    pub reorgs: Reorgs,
+    /// Finality delay and time to the first finalized epoch.
+    #[serde(default)]
+    pub finality: Finality,
+}
+
+/// Attestation duties and inclusions of one group in one slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotRate {
+    /// Group.
+    pub group: String,
+    /// Slot.
+    pub slot: u64,
+    /// Duties.
+    pub duties: u64,
+    /// Included.
+    pub included: u64,
+}
+
+/// Share of attestation duties whose attestation was included on chain in time with a
+/// correct vote, flag by flag as the beacon state's Altair participation flags count them:
+/// `source` within ⌊√SLOTS_PER_EPOCH⌋ slots, `target` within SLOTS_PER_EPOCH slots, `head`
+/// in the next slot with the canonical head. A missed duty counts against all three.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Participation {
+    /// Timely correct source.
+    pub source: f64,
+    /// Timely correct target.
+    pub target: f64,
+    /// Timely correct head.
+    pub head: f64,
+}
+
+/// Abandoned branches: blocks some beacon node imported that are not on the final canonical
+/// chain, grouped by parent into branches (a branch is a chain of such blocks ending in one
+/// without a non-canonical child; its depth is its length in blocks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reorgs {
+    /// Branches abandoned (blocks of the analysed window).
+    pub count: u64,
+    /// Longest branch abandoned, in blocks (0 without any).
+    pub max_depth: u64,
+}
+
+/// Finality as the beacon nodes reported it (sampled once per slot; at each instant the
+/// highest finalized epoch any beacon node reported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Finality {
+    /// Seconds from genesis to the first sample with a finalized epoch above 0 (`None`:
+    /// never finalized).
+    pub first_finalized_seconds: Option<f64>,
+    /// Highest (current epoch − finalized epoch) over the samples in the analysed window.
+    pub max_delay_epochs: Option<u64>,
+    /// (current epoch − finalized epoch) at the last sample in the analysed window.
+    pub end_delay_epochs: Option<u64>,
+}
