@@ -105,9 +105,12 @@ devnet: lodestar
 ## a `lodestar dev` BN with keepers, a baseline VC, a 4-node dvnode cluster with one Lodestar VC
 ## each; one dvnode is SIGKILLed for 2 epochs. Writes target/e2e-local/summary.json and logs.
 ## E2E_ARGS passes extra flags, e.g. `make e2e-local E2E_ARGS="--epochs 10"` or "--no-dv".
+## The figures come from dvlab's analyser: the run is written as a dvlab run directory and
+## `target/debug/dvlab report` analyses it (target/e2e-local/report.html).
 E2E_ARGS ?=
 e2e-local: lodestar
 	$(CARGO) build --release --locked -p dvnode -p dvlab-tests
+	$(CARGO) build --locked -p dvlab
 	./target/release/e2e-local --out target/e2e-local $(E2E_ARGS)
 
 ## e2e-local-remote: e2e-local with the cluster in remote-signer mode (each Lodestar VC signs through
@@ -116,6 +119,7 @@ e2e-local: lodestar
 ## for by every operator (`dvnode exit`) is accepted. Writes target/e2e-local-remote/summary.json.
 e2e-local-remote: lodestar
 	$(CARGO) build --release --locked -p dvnode -p dvlab-tests
+	$(CARGO) build --locked -p dvlab
 	./target/release/e2e-local --signer remote --out target/e2e-local-remote $(E2E_ARGS)
 
 ## e2e-docker: the Docker end-to-end test (tests/tests/docker_devnet.rs): builds the images

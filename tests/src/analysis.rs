@@ -1,5 +1,6 @@
-//! Chain analysis of a run: attestation inclusion and distance, proposals, sync committee
-//! participation, signature verification of everything on chain, slashings.
+//! What the harness checks on the chain that dvlab's analyser (see [`crate::rundir`]) does not:
+//! signature verification of everything on chain, and the dvnode trackers' duty-log outcomes
+//! against the chain (with the inclusion distances they need).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -22,54 +23,6 @@ use serde::{Deserialize, Serialize};
 use crate::chain::ChainRecord;
 use crate::dutylog::DutyLog;
 
-/// Attestation duties of a group of validators over some epochs.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AttestationStats {
-    /// Duties (one per validator per epoch with a recorded committee).
-    pub duties: u64,
-    /// Duties whose vote is in some canonical block.
-    pub included: u64,
-    /// `included / duties` (0 without duties).
-    pub inclusion_rate: f64,
-    /// Mean of the smallest inclusion distance (block slot − attestation slot) per included
-    /// duty.
-    pub mean_distance: f64,
-    /// Median distance.
-    pub p50_distance: u64,
-    /// 99th percentile distance.
-    pub p99_distance: u64,
-    /// Epochs without recorded committees (their duties are unknown, not counted).
-    pub epochs_without_committees: Vec<Epoch>,
-    /// `(slot, validator)` of duties not included.
-    pub missed: Vec<(Slot, ValidatorIndex)>,
-}
-
-/// Block proposals of a group.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProposalStats {
-    /// Slots where a group member was the proposer.
-    pub duties: Vec<(Slot, ValidatorIndex)>,
-    /// Duty slots with a canonical block by that proposer.
-    pub proposed: u64,
-    /// Duty slots without one.
-    pub missed: Vec<(Slot, ValidatorIndex)>,
-    /// Slots of the epochs without recorded proposers (unknown, not counted).
-    pub slots_without_duties: u64,
-}
-
-/// Sync committee participation of a group.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SyncStats {
-    /// Committee positions held by the group in the periods looked at.
-    pub positions: BTreeSet<(u64, u64)>,
-    /// (block, position held by the group) pairs: chances to participate.
-    pub opportunities: u64,
-    /// Of those, the participation bit was set.
-    pub participated: u64,
-    /// `participated / opportunities` (`None` without opportunities).
-    pub rate: Option<f64>,
-}
-
 /// Signature verification results.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SignatureStats {
@@ -89,22 +42,6 @@ pub struct SignatureStats {
     pub group_failures: Vec<String>,
     /// Failures not involving the group.
     pub other_failures: Vec<String>,
-}
-
-/// Slashings found in blocks.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SlashingStats {
-    /// Proposer slashings in canonical blocks, as `slot: proposer index`.
-    pub proposer_slashings: Vec<String>,
-    /// Attester slashings in canonical blocks, as `slot: indices`.
-    pub attester_slashings: Vec<String>,
-}
-
-impl SlashingStats {
-    /// Total slashings.
-    pub fn total(&self) -> usize {
-        self.proposer_slashings.len() + self.attester_slashings.len()
-    }
 }
 
 /// The smallest distance at which each `(attestation slot, validator)` vote was included.
@@ -130,117 +67,6 @@ pub fn inclusion_distances<P: Preset>(
         }
     }
     best
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// Attestation inclusion of `validators` for their duties in `epochs`.
-pub fn attestation_stats<P: Preset>(
-    rec: &ChainRecord<P>,
-    validators: &[ValidatorIndex],
-    epochs: RangeInclusive<Epoch>,
-    distances: &HashMap<(Slot, ValidatorIndex), u64>,
-) -> AttestationStats {
-    let group: BTreeSet<ValidatorIndex> = validators.iter().copied().collect();
-    let mut s = AttestationStats::default();
-    let mut ds = Vec::new();
-    for epoch in epochs {
-        let Some(committees) = rec.committees.get(&epoch) else {
-            s.epochs_without_committees.push(epoch);
-            continue;
-        };
-        for c in committees {
-            for v in c.validators.iter().filter(|v| group.contains(v)) {
-                s.duties += 1;
-                match distances.get(&(c.slot, *v)) {
-                    Some(d) => {
-                        s.included += 1;
-                        ds.push(*d);
-                    }
-                    None => s.missed.push((c.slot, *v)),
-                }
-            }
-        }
-    }
-    ds.sort_unstable();
-    if s.duties > 0 {
-        s.inclusion_rate = s.included as f64 / s.duties as f64;
-    }
-    if !ds.is_empty() {
-        s.mean_distance = ds.iter().sum::<u64>() as f64 / ds.len() as f64;
-        s.p50_distance = percentile(&ds, 50.0);
-        s.p99_distance = percentile(&ds, 99.0);
-    }
-    s.missed.sort_unstable();
-    s
-}
-
-/// Proposals of `validators` in `epochs`.
-pub fn proposal_stats<P: Preset>(
-    rec: &ChainRecord<P>,
-    validators: &[ValidatorIndex],
-    epochs: RangeInclusive<Epoch>,
-) -> ProposalStats {
-    let group: BTreeSet<ValidatorIndex> = validators.iter().copied().collect();
-    let mut s = ProposalStats::default();
-    let first = *epochs.start() * rec.slots_per_epoch;
-    let end = (*epochs.end() + 1) * rec.slots_per_epoch;
-    for slot in first..end {
-        let Some(&proposer) = rec.proposers.get(&slot) else {
-            s.slots_without_duties += 1;
-            continue;
-        };
-        if !group.contains(&proposer) {
-            continue;
-        }
-        s.duties.push((slot, proposer));
-        match rec.blocks.get(&slot) {
-            Some(b) if b.message.proposer_index == proposer => s.proposed += 1,
-            _ => s.missed.push((slot, proposer)),
-        }
-    }
-    s
-}
-
-/// Sync committee participation of `validators` in the blocks of `epochs`.
-///
-/// The aggregate in the block at slot `b` is signed by the sync committee of `b`'s period.
-pub fn sync_stats<P: Preset>(
-    rec: &ChainRecord<P>,
-    validators: &[ValidatorIndex],
-    epochs: RangeInclusive<Epoch>,
-) -> SyncStats {
-    let group: BTreeSet<ValidatorIndex> = validators.iter().copied().collect();
-    let mut s = SyncStats::default();
-    let first = *epochs.start() * rec.slots_per_epoch;
-    let end = (*epochs.end() + 1) * rec.slots_per_epoch;
-    for (&slot, block) in rec.blocks.range(first..end) {
-        let period = rec.period_of(rec.epoch_of(slot));
-        let Some(committee) = rec.sync_committees.get(&period) else {
-            continue;
-        };
-        let bits = &block.message.body.sync_aggregate.sync_committee_bits;
-        for (pos, v) in committee.iter().enumerate() {
-            if !group.contains(v) {
-                continue;
-            }
-            s.positions.insert((period, pos as u64));
-            s.opportunities += 1;
-            if bits.get(pos).unwrap_or(false) {
-                s.participated += 1;
-            }
-        }
-    }
-    if s.opportunities > 0 {
-        s.rate = Some(s.participated as f64 / s.opportunities as f64);
-    }
-    s
 }
 
 /// Public keys parsed once (and validated) for verification.
@@ -408,44 +234,6 @@ pub fn verify_signatures<P: Preset>(
         }
     }
     s
-}
-
-/// Slashings included in canonical blocks.
-pub fn slashing_stats<P: Preset>(rec: &ChainRecord<P>) -> SlashingStats {
-    let mut s = SlashingStats::default();
-    for (slot, block) in &rec.blocks {
-        let body = &block.message.body;
-        for ps in body.proposer_slashings.iter() {
-            s.proposer_slashings.push(format!(
-                "{slot}: {}",
-                ps.signed_header_1.message.proposer_index
-            ));
-        }
-        for a in body.attester_slashings.iter() {
-            let one: BTreeSet<u64> = a.attestation_1.attesting_indices.iter().copied().collect();
-            let both: Vec<u64> = a
-                .attestation_2
-                .attesting_indices
-                .iter()
-                .filter(|v| one.contains(v))
-                .copied()
-                .collect();
-            s.attester_slashings.push(format!("{slot}: {both:?}"));
-        }
-    }
-    s
-}
-
-/// Per-epoch inclusion rates of a group (for the table and the fault window).
-pub fn inclusion_by_epoch<P: Preset>(
-    rec: &ChainRecord<P>,
-    validators: &[ValidatorIndex],
-    epochs: RangeInclusive<Epoch>,
-    distances: &HashMap<(Slot, ValidatorIndex), u64>,
-) -> BTreeMap<Epoch, AttestationStats> {
-    epochs
-        .map(|e| (e, attestation_stats(rec, validators, e..=e, distances)))
-        .collect()
 }
 
 /// How the dvnode trackers' duty-log outcomes compare with the chain.
@@ -619,162 +407,15 @@ pub fn tracker_agreement<P: Preset>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dvnode::{
-        eth::{
-            beacon::Committee,
-            signing::{ForkName, ScheduledFork},
-            types::{
-                Attestation, AttestationData, BeaconBlockAltair, BeaconBlockBodyAltair, Checkpoint,
-                Eth1Data, Graffiti, Minimal, SignedBeaconBlockAltair, SyncAggregate, Version,
-            },
-        },
-        keys::interop::interop_secret,
-    };
-    use ssz_types::{BitList, BitVector, VariableList};
-
-    const N: u64 = 16;
-
-    fn schedule() -> ForkSchedule {
-        ForkSchedule::new(
-            1000,
-            Root([7; 32]),
-            4,
-            8,
-            vec![ScheduledFork {
-                name: ForkName::Altair,
-                version: Version([1, 0, 0, 1]),
-                epoch: 0,
-            }],
-        )
-        .unwrap()
-    }
-
-    fn sign(v: u64, root: &Root) -> blst::min_pk::Signature {
-        interop_secret(v).sign(root.as_bytes(), DST, &[])
-    }
-
-    fn aggregate(sigs: &[blst::min_pk::Signature]) -> BlsSignature {
-        if sigs.is_empty() {
-            return BlsSignature::infinity();
-        }
-        let refs: Vec<&blst::min_pk::Signature> = sigs.iter().collect();
-        let agg = blst::min_pk::AggregateSignature::aggregate(&refs, true).unwrap();
-        BlsSignature(agg.to_signature().to_bytes())
-    }
-
-    /// Two epochs of a 16-validator chain: committee per slot = the two validators
-    /// `2*(slot%8)`, `2*(slot%8)+1`; sync committee = validators 0..4 twice.
-    fn record() -> ChainRecord<Minimal> {
-        let pubkeys = (0..N)
-            .map(|v| BlsPubkey(interop_secret(v).sk_to_pk().to_bytes()))
-            .collect();
-        let mut rec = ChainRecord::<Minimal>::new(8, pubkeys);
-        for epoch in 0..3 {
-            rec.committees.insert(
-                epoch,
-                (0..8)
-                    .map(|i| Committee {
-                        index: 0,
-                        slot: epoch * 8 + i,
-                        validators: vec![2 * i, 2 * i + 1],
-                    })
-                    .collect(),
-            );
-            for i in 0..8 {
-                rec.proposers.insert(epoch * 8 + i, 8 + i);
-            }
-        }
-        rec.sync_committees.insert(0, vec![0, 1, 2, 3, 0, 1, 2, 3]);
-        rec
-    }
-
-    /// A block at `slot` including attestations `(att_slot, positions)` and sync bits.
-    fn block(
-        rec: &ChainRecord<Minimal>,
-        slot: u64,
-        atts: &[(u64, &[usize])],
-        sync: &[usize],
-        corrupt_att: bool,
-    ) -> SignedBeaconBlockAltair<Minimal> {
-        let sch = schedule();
-        let mut attestations = Vec::new();
-        for (att_slot, positions) in atts {
-            let data = AttestationData {
-                slot: *att_slot,
-                index: 0,
-                beacon_block_root: Root([9; 32]),
-                source: Checkpoint::default(),
-                target: Checkpoint {
-                    epoch: att_slot / 8,
-                    root: Root([3; 32]),
-                },
-            };
-            let committee = rec.committee(*att_slot, 0).unwrap();
-            let mut bits = BitList::with_capacity(committee.validators.len()).unwrap();
-            let mut sigs = Vec::new();
-            for &p in *positions {
-                bits.set(p, true).unwrap();
-                let mut root = sch.attestation_signing_root(&data);
-                if corrupt_att {
-                    root.0[0] ^= 1;
-                }
-                sigs.push(sign(committee.validators[p], &root));
-            }
-            attestations.push(Attestation {
-                aggregation_bits: bits,
-                data,
-                signature: aggregate(&sigs),
-            });
-        }
-        let parent_root = Root([slot as u8; 32]);
-        let committee = &rec.sync_committees[&0];
-        let mut sync_bits = BitVector::new();
-        let mut sync_sigs = Vec::new();
-        for &p in sync {
-            sync_bits.set(p, true).unwrap();
-            sync_sigs.push(sign(
-                committee[p],
-                &sch.sync_committee_signing_root(parent_root, slot - 1),
-            ));
-        }
-        let proposer = rec.proposers[&slot];
-        let message = BeaconBlockAltair {
-            slot,
-            proposer_index: proposer,
-            parent_root,
-            state_root: Root::ZERO,
-            body: BeaconBlockBodyAltair {
-                randao_reveal: BlsSignature::infinity(),
-                eth1_data: Eth1Data::default(),
-                graffiti: Graffiti::ZERO,
-                proposer_slashings: VariableList::empty(),
-                attester_slashings: VariableList::empty(),
-                attestations: VariableList::new(attestations).unwrap(),
-                deposits: VariableList::empty(),
-                voluntary_exits: VariableList::empty(),
-                sync_aggregate: SyncAggregate {
-                    sync_committee_bits: sync_bits,
-                    sync_committee_signature: aggregate(&sync_sigs),
-                },
-                extra: Default::default(),
-            },
-            extra: Default::default(),
-        };
-        let signature = BlsSignature(sign(proposer, &sch.block_signing_root(&message)).to_bytes());
-        SignedBeaconBlockAltair {
-            message,
-            signature,
-            extra: Default::default(),
-        }
-    }
+    use crate::chain::fixture::{block, record, schedule, sign};
 
     #[test]
-    fn inclusion_distance_and_rates() {
+    fn inclusion_distances_and_signatures() {
         let mut rec = record();
         // Epoch 1 = slots 8..16; validators 2k, 2k+1 attest at slot 8+k.
         // Slot 9 includes slot 8 fully (distance 1); slot 11 includes slot 9 position 0 only
         // (distance 2) and slot 10 fully (distance 1); slot 12 re-includes slot 10 (distance 2,
-        // ignored as not the smallest). Slots 11..15 of epoch 1 have no votes → missed.
+        // ignored as not the smallest).
         let b9 = block(&rec, 9, &[(8, &[0, 1])], &[0, 1], false);
         let b11 = block(&rec, 11, &[(9, &[0]), (10, &[0, 1])], &[], false);
         let b12 = block(&rec, 12, &[(10, &[1])], &[0], false);
@@ -787,37 +428,6 @@ mod tests {
         assert_eq!(d[&(10, 5)], 1);
         assert!(!d.contains_key(&(9, 3)));
 
-        // Group: validators 0..6 (slots 8, 9, 10 of epoch 1).
-        let group: Vec<u64> = (0..6).collect();
-        let s = attestation_stats(&rec, &group, 1..=1, &d);
-        assert_eq!(s.duties, 6);
-        assert_eq!(s.included, 5);
-        assert_eq!(s.missed, vec![(9, 3)]);
-        assert!((s.mean_distance - 6.0 / 5.0).abs() < 1e-9);
-        assert_eq!(s.p50_distance, 1);
-        assert_eq!(s.p99_distance, 2);
-        assert!((s.inclusion_rate - 5.0 / 6.0).abs() < 1e-9);
-
-        // Epoch 2 has committees but no blocks: all missed. Epochs 3..=5 have no committees:
-        // reported, not counted.
-        let s = attestation_stats(&rec, &group, 1..=5, &d);
-        assert_eq!(s.duties, 12);
-        assert_eq!(s.included, 5);
-        assert_eq!(s.epochs_without_committees, vec![3, 4, 5]);
-
-        // Proposals: proposers of slots 8..16 are validators 8..16; blocks only at 9, 11, 12.
-        let p = proposal_stats(&rec, &[9, 10, 11], 1..=1);
-        assert_eq!(p.duties, vec![(9, 9), (10, 10), (11, 11)]);
-        assert_eq!(p.proposed, 2);
-        assert_eq!(p.missed, vec![(10, 10)]);
-
-        // Sync: validator 0 holds positions 0 and 4; bits set at slot 9 (pos 0) and 12 (pos 0).
-        let sy = sync_stats(&rec, &[0], 1..=1);
-        assert_eq!(sy.opportunities, 6);
-        assert_eq!(sy.participated, 2);
-        assert_eq!(sy.positions.len(), 2);
-        assert!(sync_stats(&rec, &[15], 1..=1).rate.is_none());
-
         // All signatures verify; the group {0} sees its attestations and sync aggregates.
         let v = verify_signatures(&rec, &schedule(), &[0, 9]);
         assert!(v.group_failures.is_empty(), "{:?}", v.group_failures);
@@ -827,7 +437,6 @@ mod tests {
         assert_eq!(v.group_attestations, 1);
         assert_eq!(v.other_attestations, 3);
         assert_eq!(v.group_sync_aggregates, 2);
-        assert_eq!(slashing_stats(&rec).total(), 0);
     }
 
     #[test]

@@ -255,3 +255,157 @@ impl Recorder {
         }
     }
 }
+
+/// A small signed chain for tests: two epochs of 16 interop validators (see [`fixture::record`]).
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::*;
+    use dvnode::{
+        eth::{
+            signing::{ForkName, ForkSchedule, ScheduledFork},
+            types::{
+                Attestation, AttestationData, BeaconBlockAltair, BeaconBlockBodyAltair,
+                BlsSignature, Checkpoint, Eth1Data, Graffiti, Minimal, Root, SyncAggregate,
+                Version,
+            },
+        },
+        keys::{interop::interop_secret, tbls::DST},
+    };
+    use ssz_types::{BitList, BitVector, VariableList};
+
+    const N: u64 = 16;
+
+    pub(crate) fn schedule() -> ForkSchedule {
+        ForkSchedule::new(
+            1000,
+            Root([7; 32]),
+            4,
+            8,
+            vec![ScheduledFork {
+                name: ForkName::Altair,
+                version: Version([1, 0, 0, 1]),
+                epoch: 0,
+            }],
+        )
+        .unwrap()
+    }
+
+    pub(crate) fn sign(v: u64, root: &Root) -> blst::min_pk::Signature {
+        interop_secret(v).sign(root.as_bytes(), DST, &[])
+    }
+
+    pub(crate) fn aggregate(sigs: &[blst::min_pk::Signature]) -> BlsSignature {
+        if sigs.is_empty() {
+            return BlsSignature::infinity();
+        }
+        let refs: Vec<&blst::min_pk::Signature> = sigs.iter().collect();
+        let agg = blst::min_pk::AggregateSignature::aggregate(&refs, true).unwrap();
+        BlsSignature(agg.to_signature().to_bytes())
+    }
+
+    /// Two epochs of a 16-validator chain: committee per slot = the two validators
+    /// `2*(slot%8)`, `2*(slot%8)+1`; sync committee = validators 0..4 twice.
+    pub(crate) fn record() -> ChainRecord<Minimal> {
+        let pubkeys = (0..N)
+            .map(|v| BlsPubkey(interop_secret(v).sk_to_pk().to_bytes()))
+            .collect();
+        let mut rec = ChainRecord::<Minimal>::new(8, pubkeys);
+        for epoch in 0..3 {
+            rec.committees.insert(
+                epoch,
+                (0..8)
+                    .map(|i| Committee {
+                        index: 0,
+                        slot: epoch * 8 + i,
+                        validators: vec![2 * i, 2 * i + 1],
+                    })
+                    .collect(),
+            );
+            for i in 0..8 {
+                rec.proposers.insert(epoch * 8 + i, 8 + i);
+            }
+        }
+        rec.sync_committees.insert(0, vec![0, 1, 2, 3, 0, 1, 2, 3]);
+        rec
+    }
+
+    /// A block at `slot` including attestations `(att_slot, positions)` and sync bits.
+    pub(crate) fn block(
+        rec: &ChainRecord<Minimal>,
+        slot: u64,
+        atts: &[(u64, &[usize])],
+        sync: &[usize],
+        corrupt_att: bool,
+    ) -> SignedBeaconBlockAltair<Minimal> {
+        let sch = schedule();
+        let mut attestations = Vec::new();
+        for (att_slot, positions) in atts {
+            let data = AttestationData {
+                slot: *att_slot,
+                index: 0,
+                beacon_block_root: Root([9; 32]),
+                source: Checkpoint::default(),
+                target: Checkpoint {
+                    epoch: att_slot / 8,
+                    root: Root([3; 32]),
+                },
+            };
+            let committee = rec.committee(*att_slot, 0).unwrap();
+            let mut bits = BitList::with_capacity(committee.validators.len()).unwrap();
+            let mut sigs = Vec::new();
+            for &p in *positions {
+                bits.set(p, true).unwrap();
+                let mut root = sch.attestation_signing_root(&data);
+                if corrupt_att {
+                    root.0[0] ^= 1;
+                }
+                sigs.push(sign(committee.validators[p], &root));
+            }
+            attestations.push(Attestation {
+                aggregation_bits: bits,
+                data,
+                signature: aggregate(&sigs),
+            });
+        }
+        let parent_root = Root([slot as u8; 32]);
+        let committee = &rec.sync_committees[&0];
+        let mut sync_bits = BitVector::new();
+        let mut sync_sigs = Vec::new();
+        for &p in sync {
+            sync_bits.set(p, true).unwrap();
+            sync_sigs.push(sign(
+                committee[p],
+                &sch.sync_committee_signing_root(parent_root, slot - 1),
+            ));
+        }
+        let proposer = rec.proposers[&slot];
+        let message = BeaconBlockAltair {
+            slot,
+            proposer_index: proposer,
+            parent_root,
+            state_root: Root::ZERO,
+            body: BeaconBlockBodyAltair {
+                randao_reveal: BlsSignature::infinity(),
+                eth1_data: Eth1Data::default(),
+                graffiti: Graffiti::ZERO,
+                proposer_slashings: VariableList::empty(),
+                attester_slashings: VariableList::empty(),
+                attestations: VariableList::new(attestations).unwrap(),
+                deposits: VariableList::empty(),
+                voluntary_exits: VariableList::empty(),
+                sync_aggregate: SyncAggregate {
+                    sync_committee_bits: sync_bits,
+                    sync_committee_signature: aggregate(&sync_sigs),
+                },
+                extra: Default::default(),
+            },
+            extra: Default::default(),
+        };
+        let signature = BlsSignature(sign(proposer, &sch.block_signing_root(&message)).to_bytes());
+        SignedBeaconBlockAltair {
+            message,
+            signature,
+            extra: Default::default(),
+        }
+    }
+}

@@ -11,8 +11,10 @@
 //! - [`lodestar`]: Lodestar launch helpers and keystore re-encryption for its VC.
 //! - [`chain`]: what is recorded from the beacon node (with the Lodestar v1.5.1 committee
 //!   quirk handled).
-//! - [`analysis`]: inclusion, proposals, sync participation, signature verification,
-//!   slashings.
+//! - [`rundir`]: a recorded run as dvlab's run directory, analysed by dvlab's own analyser
+//!   (`dvlab report`): inclusion, proposals, sync participation, fault windows, slashings.
+//! - [`analysis`]: what dvlab does not compute: signature verification of everything on chain,
+//!   the dvnode trackers against the chain.
 //! - [`dutylog`]: dvnode duty logs: outcomes, miss reasons, node-added latency.
 //! - [`record`]: a recording HTTP proxy (`e2e-local --record`) for the fuzzers' seed corpora.
 //! - [`remote`]: remote-signer mode: aggregation and sync contribution duties expected from
@@ -30,6 +32,7 @@ pub mod lodestar;
 pub mod ports;
 pub mod record;
 pub mod remote;
+pub mod rundir;
 pub mod simbn;
 pub mod simvc;
 pub mod supervisor;

@@ -25,14 +25,19 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
+use dvlab::{
+    analyse::{Analysis, GroupStats},
+    data::{BeaconNodeMeta, DvNodeMeta, FaultWindow, GroupMeta},
+};
 use dvlab_tests::{
-    analysis::{self, AttestationStats, ProposalStats, SignatureStats, SlashingStats, SyncStats},
+    analysis::{self, SignatureStats},
     chain::{ChainRecord, Recorder},
     dutylog::{self, DutyLog, Latency},
     lodestar::{self, ChainParams, DevBeaconNode, ValidatorClient, VcKeys},
     ports::PortAllocator,
     record,
     remote::{self, AggregationStats},
+    rundir::{self, RunFacts},
     supervisor::{self, Supervisor},
 };
 use dvnode::clock::unix_now;
@@ -87,6 +92,10 @@ struct Args {
     /// dvnode binary (default: `dvnode` next to this executable).
     #[arg(long)]
     dvnode_bin: Option<PathBuf>,
+    /// dvlab binary that analyses the run (`dvlab report`; default: $DVLAB_BIN, then
+    /// `target/debug/dvlab` beside this release build, then `dvlab` on PATH).
+    #[arg(long)]
+    dvlab_bin: Option<PathBuf>,
     /// Lodestar launcher (default: $LODESTAR_BIN, then `lodestar` on PATH).
     #[arg(long)]
     lodestar_bin: Option<PathBuf>,
@@ -709,58 +718,113 @@ fn check(name: &str, value: String, expected: &str, pass: bool) -> Check {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
-struct GroupReport {
-    validators: Vec<ValidatorIndex>,
-    attestations: AttestationStats,
-    attestations_by_epoch: BTreeMap<Epoch, (u64, u64)>,
-    proposals: ProposalStats,
-    sync: SyncStats,
-}
-
-fn group_report(
-    chain: &ChainRecord<P>,
-    validators: &[ValidatorIndex],
-    epochs: u64,
-    distances: &std::collections::HashMap<(Slot, ValidatorIndex), u64>,
-) -> GroupReport {
-    // Attestations of epochs 2..=epochs-1: their inclusion window is fully on the record.
-    let att_epochs = 2..=epochs.saturating_sub(1).max(2);
-    GroupReport {
-        validators: validators.to_vec(),
-        attestations: analysis::attestation_stats(chain, validators, att_epochs.clone(), distances),
-        attestations_by_epoch: analysis::inclusion_by_epoch(
-            chain,
-            validators,
-            0..=epochs,
-            distances,
-        )
-        .into_iter()
-        .map(|(e, s)| (e, (s.included, s.duties)))
-        .collect(),
-        proposals: analysis::proposal_stats(chain, validators, 2..=epochs),
-        sync: analysis::sync_stats(chain, validators, 2..=epochs),
-    }
-}
-
 fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
+/// `rate` as a percentage, `-` without duties.
+fn pct_or_dash(rate: Option<f64>) -> String {
+    rate.map(pct).unwrap_or_else(|| "-".into())
+}
+
+/// The first epoch whose duties are analysed (the chain settles in epochs 0 and 1) and the last
+/// one (its attestations' inclusion window is on the record: the run ends one epoch later).
+fn analysed_epochs(epochs: u64) -> std::ops::RangeInclusive<Epoch> {
+    2..=epochs.saturating_sub(1).max(2)
+}
+
+/// Writes the run as dvlab's run directory into `out` and has dvlab analyse it: the one
+/// analyser of attestation inclusion, proposals, sync participation, the kill window and the
+/// slashing audit (`out/report.json`, `out/report.html`).
+fn dvlab_analysis(
+    out: &Path,
+    chain: &ChainRecord<P>,
+    info: &RunInfo,
+    duty_logs: &[DutyLog],
+    dvlab_bin: &Path,
+) -> Result<Analysis> {
+    let spe = chain.slots_per_epoch;
+    let epochs = analysed_epochs(info.epochs);
+    let slot_time =
+        |slot: Slot| info.genesis.genesis_time as f64 + (slot * info.seconds_per_slot) as f64;
+    let group = |name: &str, v: &[ValidatorIndex], distributed: bool| GroupMeta {
+        name: name.into(),
+        first: v.first().copied().unwrap_or(0),
+        count: v.len() as u64,
+        distributed,
+    };
+    let mut groups = vec![
+        group("keepers", &info.keepers, false),
+        group("baseline", &info.baseline, false),
+    ];
+    if info.dv_enabled {
+        groups.push(group("dv", &info.dv, true));
+    }
+    let dvnodes = duty_logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| {
+            let meta = DvNodeMeta {
+                name: format!("dvnode{i}"),
+                cluster: "dv".into(),
+                index: i as u64,
+                metrics_url: None,
+            };
+            (meta, log)
+        })
+        .collect();
+    // The kill as a fault window: dvlab measures the DVs' inclusion during it.
+    let faults = info
+        .kill
+        .iter()
+        .map(|&(node, from, to)| {
+            let restarted = to <= info.epochs;
+            FaultWindow {
+                fault: 0,
+                kind: "crash".into(),
+                targets: format!("dvnode{node}"),
+                detail: format!("dvnode{node} SIGKILLed, restarted at epoch {to}"),
+                start_time: slot_time(from * spe),
+                start_slot: from * spe,
+                end_time: restarted.then(|| slot_time(to * spe)),
+                end_slot: restarted.then_some(to * spe),
+                error: None,
+            }
+        })
+        .collect();
+    let end_slot = (info.epochs + 1) * spe;
+    let facts = RunFacts {
+        run: "e2e-local".into(),
+        genesis_time: info.genesis.genesis_time,
+        seconds_per_slot: info.seconds_per_slot,
+        window: (epochs.start() * spe, (epochs.end() + 1) * spe - 1),
+        groups,
+        beacon_node: BeaconNodeMeta {
+            name: "beacon".into(),
+            api_url: String::new(),
+        },
+        dvnodes,
+        faults,
+        heads: vec![(
+            slot_time(end_slot) as u64,
+            info.final_head_slot,
+            info.final_finalized_epoch,
+        )],
+    };
+    rundir::write(out, chain, &facts)?;
+    rundir::analyse(dvlab_bin, out)
+}
+
 /// Analyses a run and writes the summary; returns whether every check passed.
-fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
+fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo, dvlab_bin: &Path) -> Result<bool> {
     let schedule = ForkSchedule::from_spec(&info.spec, &info.genesis)?;
     let distances = analysis::inclusion_distances(chain);
-    let baseline = group_report(chain, &info.baseline, info.epochs, &distances);
-    let keepers = group_report(chain, &info.keepers, info.epochs, &distances);
-    let dv = group_report(chain, &info.dv, info.epochs, &distances);
     let focus = if info.dv_enabled {
         &info.dv
     } else {
         &info.baseline
     };
     let sigs: SignatureStats = analysis::verify_signatures(chain, &schedule, focus);
-    let slashings: SlashingStats = analysis::slashing_stats(chain);
 
     // Duty logs of the dvnodes (copied next to the process logs by the caller).
     let duty_logs: Vec<DutyLog> = if info.dv_enabled {
@@ -770,6 +834,12 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
     } else {
         Vec::new()
     };
+
+    let a = dvlab_analysis(out, chain, info, &duty_logs, dvlab_bin)?;
+    let no_group = GroupStats::default();
+    let stats = |name: &str| a.groups.get(name).unwrap_or(&no_group);
+    let (keepers, baseline, dv) = (stats("keepers"), stats("baseline"), stats("dv"));
+    let onchain_slashings = a.slashing_audit.onchain_slashings.len();
 
     let mut checks = Vec::new();
     checks.push(check(
@@ -783,12 +853,17 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
         info.committee_check_errors.is_empty()
             && info.committee_checked_epochs.len() as u64 > info.epochs,
     ));
-    let b = &baseline.attestations;
+    let b = baseline;
     checks.push(check(
         "baseline attestation inclusion (sanity)",
-        format!("{} ({}/{})", pct(b.inclusion_rate), b.included, b.duties),
+        format!(
+            "{} ({}/{})",
+            pct_or_dash(b.inclusion_rate),
+            b.attestations_included,
+            b.attestation_duties
+        ),
         ">= 95%",
-        b.duties > 0 && b.inclusion_rate >= 0.95,
+        b.inclusion_rate.is_some_and(|r| r >= 0.95),
     ));
     let all_sig_failures = sigs.group_failures.len() + sigs.other_failures.len();
     checks.push(check(
@@ -805,32 +880,68 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
     ));
     checks.push(check(
         "slashings in blocks",
-        slashings.total().to_string(),
+        onchain_slashings.to_string(),
         "0",
-        slashings.total() == 0,
+        onchain_slashings == 0,
+    ));
+    checks.push(check(
+        "no slashable votes among those on chain (dvlab audit)",
+        format!(
+            "{} violations over {} signed messages",
+            a.slashing_audit.violations.len(),
+            a.slashing_audit.messages_checked
+        ),
+        "0",
+        a.slashing_audit.violations.is_empty() && a.slashing_audit.messages_checked > 0,
     ));
 
     let mut proposal_misses = Vec::new();
     if info.dv_enabled {
-        let d = &dv.attestations;
+        let d = dv;
         checks.push(check(
             "DV attestation inclusion (epochs 2..)",
-            format!("{} ({}/{})", pct(d.inclusion_rate), d.included, d.duties),
+            format!(
+                "{} ({}/{})",
+                pct_or_dash(d.inclusion_rate),
+                d.attestations_included,
+                d.attestation_duties
+            ),
             ">= 95%",
-            d.duties > 0 && d.inclusion_rate >= 0.95,
+            d.inclusion_rate.is_some_and(|r| r >= 0.95),
         ));
+        let (dm, bm) = (d.inclusion_distance.mean, b.inclusion_distance.mean);
         checks.push(check(
             "DV mean inclusion distance",
-            format!("{:.3} (baseline {:.3})", d.mean_distance, b.mean_distance),
+            format!(
+                "{:.3} (baseline {:.3})",
+                dm.unwrap_or(f64::NAN),
+                bm.unwrap_or(f64::NAN)
+            ),
             "<= baseline + 0.1",
-            d.included > 0 && d.mean_distance <= b.mean_distance + 0.1,
+            matches!((dm, bm), (Some(dm), Some(bm)) if dm <= bm + 0.1),
         ));
         // Proposals: a miss fails unless it lies in the kill window and the duty logs name
-        // its reason.
+        // its reason. dvlab counts them; the slots, for the reasons, are the DV proposer duties
+        // of the analysed window without a block by that proposer.
+        let spe = chain.slots_per_epoch;
+        let epochs = analysed_epochs(info.epochs);
+        let window = epochs.start() * spe..(epochs.end() + 1) * spe;
+        let missed: Vec<(Slot, ValidatorIndex)> = chain
+            .proposers
+            .range(window)
+            .filter(|(slot, v)| {
+                info.dv.contains(v)
+                    && chain
+                        .blocks
+                        .get(slot)
+                        .is_none_or(|b| b.message.proposer_index != **v)
+            })
+            .map(|(s, v)| (*s, *v))
+            .collect();
         let mut unexplained = 0;
-        for &(slot, v) in &dv.proposals.missed {
+        for &(slot, v) in &missed {
             let reason = dutylog::miss_reason(&duty_logs, slot, DutyKind::Proposer);
-            let epoch = slot / chain.slots_per_epoch;
+            let epoch = slot / spe;
             let in_window = info
                 .kill
                 .is_some_and(|(_, from, to)| (from..to).contains(&epoch));
@@ -840,19 +951,18 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
             }
             proposal_misses.push(json!({"slot": slot, "validator": v, "in_kill_window": in_window, "reason": reason}));
         }
+        let dvlab_missed = d.proposals_expected.saturating_sub(d.proposals_included);
         checks.push(check(
             "DV proposer slots with a block",
             format!(
                 "{}/{} ({} missed)",
-                dv.proposals.proposed,
-                dv.proposals.duties.len(),
-                dv.proposals.missed.len()
+                d.proposals_included, d.proposals_expected, dvlab_missed
             ),
             "all (kill-window misses with a logged reason allowed)",
-            unexplained == 0,
+            unexplained == 0 && dvlab_missed == missed.len() as u64,
         ));
-        let sync_ref = baseline.sync.rate.or(keepers.sync.rate);
-        let (value, pass) = match (dv.sync.rate, sync_ref) {
+        let sync_ref = baseline.sync_participation.or(keepers.sync_participation);
+        let (value, pass) = match (dv.sync_participation, sync_ref) {
             (Some(r), Some(base)) => (
                 format!("{} vs baseline {}", pct(r), pct(base)),
                 r >= 0.9 * base,
@@ -879,17 +989,22 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
             sigs.group_failures.is_empty() && sigs.group_attestations > 0,
         ));
         if let Some((node, from, to)) = info.kill {
-            let w = analysis::attestation_stats(
-                chain,
-                &info.dv,
-                from..=to.saturating_sub(1).min(info.epochs.saturating_sub(1)),
-                &distances,
-            );
+            let w = a
+                .faults
+                .first()
+                .and_then(|f| f.groups.get("dv"))
+                .cloned()
+                .unwrap_or_default();
             checks.push(check(
                 &format!("DV attests while dvnode{node} is down (epochs {from}..{to})"),
-                format!("{} ({}/{})", pct(w.inclusion_rate), w.included, w.duties),
+                format!(
+                    "{} ({}/{})",
+                    pct_or_dash(w.inclusion_rate),
+                    w.included,
+                    w.duties
+                ),
                 ">= 90%",
-                w.duties > 0 && w.inclusion_rate >= 0.9,
+                w.inclusion_rate.is_some_and(|r| r >= 0.9),
             ));
         }
     }
@@ -897,7 +1012,7 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
     // Remote signer: the aggregation duties the selection proofs imply, performed; the exit.
     let mut remote_summary = serde_json::Value::Null;
     if info.dv_enabled && info.remote {
-        let epochs = 2..=info.epochs.saturating_sub(1).max(2);
+        let epochs = analysed_epochs(info.epochs);
         let slots =
             epochs.start() * chain.slots_per_epoch..=(epochs.end() + 1) * chain.slots_per_epoch - 1;
         let expected = remote::expected_aggregations(chain, &schedule, &info.dv, epochs.clone());
@@ -969,7 +1084,7 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
     let agreement = analysis::tracker_agreement(
         chain,
         &info.dv,
-        2..=info.epochs.saturating_sub(1).max(2),
+        analysed_epochs(info.epochs),
         &distances,
         &duty_logs,
     );
@@ -1021,21 +1136,22 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
         "{:<10} {:>9} {:>9} {:>8} {:>9} {:>5} {:>10} {:>10}",
         "group", "att.duty", "included", "rate", "mean.dist", "p99", "proposals", "sync.rate"
     );
-    for (name, g) in [("keepers", &keepers), ("baseline", &baseline), ("dv", &dv)] {
+    for (name, g) in [("keepers", keepers), ("baseline", baseline), ("dv", dv)] {
         if name == "dv" && !info.dv_enabled {
             continue;
         }
-        let a = &g.attestations;
         println!(
             "{:<10} {:>9} {:>9} {:>8} {:>9.3} {:>5} {:>10} {:>10}",
             name,
-            a.duties,
-            a.included,
-            pct(a.inclusion_rate),
-            a.mean_distance,
-            a.p99_distance,
-            format!("{}/{}", g.proposals.proposed, g.proposals.duties.len()),
-            g.sync.rate.map(pct).unwrap_or_else(|| "-".into()),
+            g.attestation_duties,
+            g.attestations_included,
+            pct_or_dash(g.inclusion_rate),
+            g.inclusion_distance.mean.unwrap_or(f64::NAN),
+            g.inclusion_distance
+                .p99
+                .map_or("-".into(), |p| format!("{p:.2}")),
+            format!("{}/{}", g.proposals_included, g.proposals_expected),
+            pct_or_dash(g.sync_participation),
         );
     }
     if info.dv_enabled {
@@ -1105,9 +1221,19 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo) -> Result<bool> {
             "final_finalized_epoch": info.final_finalized_epoch,
             "record_errors": info.record_errors,
         },
+        "analysed_epochs": analysed_epochs(info.epochs),
         "groups": {"keepers": keepers, "baseline": baseline, "dv": if info.dv_enabled { json!(dv) } else { json!(null) }},
+        "attestations_by_epoch": a.epochs,
+        "kill_window": a.faults.first(),
+        "missed_duties": a.missed_duties,
+        "dvnodes": a.dvnodes,
         "signatures": sigs,
-        "slashings": slashings,
+        "slashings": a.slashing_audit.onchain_slashings,
+        "slashing_audit": {
+            "messages_checked": a.slashing_audit.messages_checked,
+            "violations": a.slashing_audit.violations,
+        },
+        "dvlab_report": out.join("report.html"),
         "dv_proposal_misses": proposal_misses,
         "duty_outcomes": dutylog::outcomes(&duty_logs),
         "tracker": {
@@ -1192,9 +1318,10 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let dvlab_bin = rundir::dvlab_bin(args.dvlab_bin.as_deref());
 
     if args.reanalyze {
-        return match load(&args.out).and_then(|(c, i)| analyse(&args.out, &c, &i)) {
+        return match load(&args.out).and_then(|(c, i)| analyse(&args.out, &c, &i, &dvlab_bin)) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
             Err(e) => {
@@ -1236,7 +1363,7 @@ async fn main() -> ExitCode {
     if let Err(e) = save(&args.out, &chain, &info) {
         eprintln!("error: saving the chain record: {e:#}");
     }
-    match analyse(&args.out, &chain, &info) {
+    match analyse(&args.out, &chain, &info, &dvlab_bin) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
