@@ -3,7 +3,7 @@
 //! against the chain (with the inclusion distances they need).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     ops::RangeInclusive,
 };
 
