@@ -407,21 +407,11 @@ pub fn tracker_agreement<P: Preset>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::fixture::{block, record, schedule, sign};
+    use crate::chain::fixture::{block, record, schedule, sign, three_blocks};
 
     #[test]
     fn inclusion_distances_and_signatures() {
-        let mut rec = record();
-        // Epoch 1 = slots 8..16; validators 2k, 2k+1 attest at slot 8+k.
-        // Slot 9 includes slot 8 fully (distance 1); slot 11 includes slot 9 position 0 only
-        // (distance 2) and slot 10 fully (distance 1); slot 12 re-includes slot 10 (distance 2,
-        // ignored as not the smallest).
-        let b9 = block(&rec, 9, &[(8, &[0, 1])], &[0, 1], false);
-        let b11 = block(&rec, 11, &[(9, &[0]), (10, &[0, 1])], &[], false);
-        let b12 = block(&rec, 12, &[(10, &[1])], &[0], false);
-        rec.blocks.insert(9, b9);
-        rec.blocks.insert(11, b11);
-        rec.blocks.insert(12, b12);
+        let rec = three_blocks();
         let d = inclusion_distances(&rec);
         assert_eq!(d[&(8, 0)], 1);
         assert_eq!(d[&(9, 2)], 2);

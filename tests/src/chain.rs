@@ -408,4 +408,20 @@ pub(crate) mod fixture {
             extra: Default::default(),
         }
     }
+
+    /// [`record`] with blocks at slots 9, 11 and 12. Epoch 1 = slots 8..16; validators 2k,
+    /// 2k+1 attest at slot 8+k. Slot 9 includes slot 8 fully (distance 1) with sync bits 0
+    /// and 1; slot 11 includes slot 9 position 0 only (distance 2) and slot 10 fully (distance
+    /// 1); slot 12 re-includes slot 10 position 1 (distance 2, not the smallest) with sync
+    /// bit 0.
+    pub(crate) fn three_blocks() -> ChainRecord<Minimal> {
+        let mut rec = record();
+        let b9 = block(&rec, 9, &[(8, &[0, 1])], &[0, 1], false);
+        let b11 = block(&rec, 11, &[(9, &[0]), (10, &[0, 1])], &[], false);
+        let b12 = block(&rec, 12, &[(10, &[1])], &[0], false);
+        rec.blocks.insert(9, b9);
+        rec.blocks.insert(11, b11);
+        rec.blocks.insert(12, b12);
+        rec
+    }
 }

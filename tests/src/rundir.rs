@@ -201,7 +201,7 @@ pub fn analyse(dvlab: &Path, dir: &Path) -> Result<Analysis> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::fixture::{block, record};
+    use crate::chain::fixture::three_blocks;
     use dvlab::data::RawData;
 
     fn group(name: &str, first: u64, count: u64) -> GroupMeta {
@@ -217,17 +217,8 @@ mod tests {
     /// directory written from a chain record.
     #[test]
     fn dvlab_analyses_a_recorded_chain() {
-        let mut rec = record();
-        // Epoch 1 = slots 8..16; validators 2k, 2k+1 attest at slot 8+k. Slot 9 includes
-        // slot 8 fully (distance 1); slot 11 includes slot 9 position 0 only (distance 2) and
-        // slot 10 fully (distance 1); slot 12 re-includes slot 10 (distance 2, not the
-        // smallest). Slots 11..15 of epoch 1 have no votes → missed.
-        let b9 = block(&rec, 9, &[(8, &[0, 1])], &[0, 1], false);
-        let b11 = block(&rec, 11, &[(9, &[0]), (10, &[0, 1])], &[], false);
-        let b12 = block(&rec, 12, &[(10, &[1])], &[0], false);
-        rec.blocks.insert(9, b9);
-        rec.blocks.insert(11, b11);
-        rec.blocks.insert(12, b12);
+        // Slots 11..15 of epoch 1 have no votes: missed.
+        let rec = three_blocks();
         let facts = |window: (Slot, Slot)| RunFacts {
             run: "t".into(),
             genesis_time: 1000,
