@@ -1,7 +1,7 @@
 //! Plan: resolves a validated [`DevnetSpec`] into containers, a network, ports, key material
 //! and commands. Pure: the clock is an input, nothing touches Docker.
 
-use crate::spec::{DevnetSpec, DEFAULT_LODESTAR_IMAGE};
+use crate::spec::{DevnetSpec, Signer, DEFAULT_LODESTAR_IMAGE};
 use dvnode::clock::SlotClock;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -368,7 +368,7 @@ impl Plan {
                     node: n,
                 };
                 let duty_log = format!("{DVNODE_OUT_DIR}/{DUTY_LOG_FILE}");
-                let cmd: Vec<String> = [
+                let mut cmd: Vec<String> = [
                     "run",
                     "--node-dir",
                     DVNODE_NODE_DIR,
@@ -388,6 +388,10 @@ impl Plan {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
+                if c.signer == Signer::Remote {
+                    // Decrypts the share keystores of its node directory (passwords beside).
+                    cmd.extend(["--signer".into(), "remote".into()]);
+                }
                 containers.push(ContainerPlan {
                     name: node_name.clone(),
                     labels: labels(&role),
@@ -418,11 +422,22 @@ impl Plan {
                     "/data".into(),
                     "--beaconNodes".into(),
                     format!("http://{node_name}:{DVNODE_API_PORT}"),
-                    "--importKeystores".into(),
-                    format!("{VC_KEYS_DIR}/keystores"),
-                    "--importKeystoresPassword".into(),
-                    format!("{VC_KEYS_DIR}/password.txt"),
                 ];
+                match c.signer {
+                    Signer::Middleware => cmd.extend([
+                        "--importKeystores".into(),
+                        format!("{VC_KEYS_DIR}/keystores"),
+                        "--importKeystoresPassword".into(),
+                        format!("{VC_KEYS_DIR}/password.txt"),
+                    ]),
+                    // The DV keys are read once at start from the dvnode's Web3Signer API,
+                    // which is up before the VC starts (dvlab waits for the validator API).
+                    Signer::Remote => cmd.extend([
+                        "--externalSigner.url".into(),
+                        format!("http://{node_name}:{DVNODE_API_PORT}"),
+                        "--externalSigner.fetch".into(),
+                    ]),
+                }
                 cmd.extend(params.iter().cloned());
                 containers.push(ContainerPlan {
                     name: format!("{node_name}-vc"),
@@ -557,6 +572,42 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_signer_cluster_runs_its_vcs_against_the_dvnodes_web3signer_api() {
+        let spec = DevnetSpec::parse(
+            include_str!("../../devnets/remote-signer.yaml"),
+            "remote-signer.yaml",
+        )
+        .unwrap();
+        let plan = Plan::new(&spec, 0);
+        let of = |pred: fn(&Role) -> bool| -> Vec<String> {
+            plan.containers
+                .iter()
+                .filter(|c| pred(&c.role))
+                .map(|c| c.cmd.join(" "))
+                .collect()
+        };
+        let nodes = of(|r| matches!(r, Role::DvNode { .. }));
+        assert_eq!(nodes.len(), 4);
+        assert!(
+            nodes.iter().all(|c| c.ends_with("--signer remote")),
+            "{nodes:?}"
+        );
+        let vcs = of(|r| matches!(r, Role::DvVc { .. }));
+        assert!(
+            vcs[2].contains(
+                "--beaconNodes http://dvlab-remote-signer-dv0-2:3600 \
+                 --externalSigner.url http://dvlab-remote-signer-dv0-2:3600 --externalSigner.fetch"
+            ),
+            "{}",
+            vcs[2]
+        );
+        assert!(
+            vcs.iter().all(|c| !c.contains("importKeystores")),
+            "{vcs:?}"
+        );
+    }
+
+    #[test]
     fn clusters_get_nodes_vcs_and_key_material() {
         let plan = Plan::new(&basic(), 0);
         let c = &plan.clusters[0];
@@ -628,6 +679,11 @@ mod tests {
             vcs[1].mounts,
             [Mount::writable("keys/dv0/vc1", "/keys").secret()]
         );
+        assert!(
+            !cmd.contains("--signer"),
+            "middleware is dvnode's default: {cmd}"
+        );
+        assert!(!vc.contains("externalSigner"), "{vc}");
         assert!(vcs
             .iter()
             .all(|c| c.static_host.is_none() && c.publish.is_empty()));

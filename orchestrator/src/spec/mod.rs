@@ -13,6 +13,6 @@ pub use locate::locate;
 pub use schema::{
     parse_offset, parse_rate, At, BaselineSpec, BeaconNodeSpec, Client, ClusterSpec, CmpOp,
     Comparison, DevnetSpec, DurationSpec, FaultKind, FaultSpec, KeepersSpec, Metric, NetworkSpec,
-    Preset, Scalar, Span, DEFAULT_LODESTAR_IMAGE,
+    Preset, Scalar, Signer, Span, DEFAULT_LODESTAR_IMAGE,
 };
 pub use validate::{SpecError, SpecErrors};

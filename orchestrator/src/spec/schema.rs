@@ -144,6 +144,23 @@ pub struct ClusterSpec {
     pub vc: Client,
     /// Beacon node of each dvnode, one per node.
     pub beacon_nodes: Vec<String>,
+    /// Who signs for the DVs (default `middleware`).
+    #[serde(default)]
+    pub signer: Signer,
+}
+
+/// Who makes a dvnode's partial signatures.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Signer {
+    /// Each VC holds its node's key shares and signs partials (`dvnode run --signer
+    /// middleware`); DVs do not aggregate.
+    #[default]
+    Middleware,
+    /// Each VC signs through its dvnode's Web3Signer API (`--externalSigner.url`), which holds
+    /// the shares and answers with combined signatures (`dvnode run --signer remote`): every
+    /// duty, aggregation and sync contributions included.
+    Remote,
 }
 
 /// Run length.
