@@ -155,6 +155,14 @@ pub fn metric(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<f64> {
             .during_faults
             .get("baseline")
             .and_then(|w| w.inclusion_rate),
+        Metric::DvBaselineGapDuringFaults => {
+            let b = a
+                .during_faults
+                .get("baseline")
+                .and_then(|w| w.inclusion_rate)?;
+            let worst = metric(Metric::DvInclusionDuringFaults, meta, a)?;
+            Some(b - worst)
+        }
         Metric::DvAttestationsDuringPartition => Some(
             a.faults
                 .iter()

@@ -1051,6 +1051,9 @@ mod tests {
         assert_eq!(metric(Metric::MaxRecoverySlots), Some(2.0));
         assert_eq!(metric(Metric::DvAttestationsDuringPartition), Some(0.0));
         assert_eq!(metric(Metric::DvInclusionDuringFaults), Some(0.0));
+        // The baseline kept every duty inside the partition, the DV none: a gap of 1.
+        assert_eq!(a.during_faults["baseline"].inclusion_rate, Some(1.0));
+        assert_eq!(metric(Metric::DvBaselineGapDuringFaults), Some(1.0));
         assert!(
             r.fault_lines[0].contains("recovered at slot 27"),
             "{:?}",

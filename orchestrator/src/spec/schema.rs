@@ -633,6 +633,10 @@ pub enum Metric {
     BaselineInclusionOutsideFaults,
     /// `baseline_inclusion_during_faults`: the baseline's, inside any fault window.
     BaselineInclusionDuringFaults,
+    /// `dv_baseline_gap_during_faults`: how far the lowest DV cluster's inclusion rate inside
+    /// the fault windows falls below the baseline's in the same windows (baseline − DV; ≤ 0 when
+    /// the DV does as well as the baseline).
+    DvBaselineGapDuringFaults,
     /// `dv_attestations_during_partition`: DV attestations signed while partitioned.
     DvAttestationsDuringPartition,
     /// `max_recovery_slots`: the worst recovery after a heal, in slots.
@@ -658,7 +662,7 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in the order error messages list them.
-    pub const ALL: [Metric; 22] = [
+    pub const ALL: [Metric; 23] = [
         Metric::BaselineInclusionRate,
         Metric::KeepersInclusionRate,
         Metric::DvInclusionRate,
@@ -671,6 +675,7 @@ impl Metric {
         Metric::DvInclusionSteady,
         Metric::BaselineInclusionOutsideFaults,
         Metric::BaselineInclusionDuringFaults,
+        Metric::DvBaselineGapDuringFaults,
         Metric::DvAttestationsDuringPartition,
         Metric::MaxRecoverySlots,
         Metric::FaultsExecuted,
@@ -698,6 +703,7 @@ impl Metric {
             Metric::DvInclusionSteady => "dv_inclusion_steady",
             Metric::BaselineInclusionOutsideFaults => "baseline_inclusion_outside_faults",
             Metric::BaselineInclusionDuringFaults => "baseline_inclusion_during_faults",
+            Metric::DvBaselineGapDuringFaults => "dv_baseline_gap_during_faults",
             Metric::DvAttestationsDuringPartition => "dv_attestations_during_partition",
             Metric::MaxRecoverySlots => "max_recovery_slots",
             Metric::FaultsExecuted => "faults_executed",
@@ -725,6 +731,7 @@ impl Metric {
                 | Metric::DvInclusionOutsideFaults
                 | Metric::DvInclusionDuringFaults
                 | Metric::DvInclusionSteady
+                | Metric::DvBaselineGapDuringFaults
                 | Metric::DvAttestationsDuringPartition
                 | Metric::DvEffectiveness
         )
@@ -738,6 +745,7 @@ impl Metric {
                 | Metric::BaselineInclusionDistanceP99
                 | Metric::BaselineInclusionOutsideFaults
                 | Metric::BaselineInclusionDuringFaults
+                | Metric::DvBaselineGapDuringFaults
                 | Metric::DvVsBaselineRatio
         )
     }
