@@ -1,6 +1,7 @@
 //! Fetcher: the unsigned data of a duty, from this node's beacon node.
 //!
-//! - attester: attestation data once per committee of the slot, one entry per DV;
+//! - attester: attestation data once per committee of the slot (concurrently), one entry per
+//!   DV;
 //! - proposer: the block, produced with the combined RANDAO reveal;
 //! - sync message: the head block root;
 //! - aggregation: for each committee with a DV aggregator, the beacon node's aggregate of the
@@ -18,7 +19,7 @@
 //! object is fixed) and picks the aggregators of an aggregation duty from the combined
 //! selection proofs, reporting only those to the tracker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ use crate::eth::aggregate::{
 };
 use crate::eth::beacon::{BeaconClient, BeaconError, BlockId};
 use crate::eth::signing::ForkSchedule;
-use crate::eth::types::{Attestation, BlsSignature, Preset, Root, Slot};
+use crate::eth::types::{Attestation, BlsSignature, CommitteeIndex, Preset, Root, Slot};
 use crate::parsig::{ParSig, SignedObject};
 use crate::tracker::{Reason, Stage, Tracker};
 use crate::value::{AggregateEntry, AttesterEntry, DutyValue, ProposerEntry};
@@ -74,24 +75,26 @@ impl Fetcher {
     }
 
     /// Attestation data for every DV of `defs` at `slot`, sorted by pubkey (one beacon node
-    /// request per committee).
+    /// request per committee, all at once: one after the other, a slot whose DVs sit in k
+    /// committees waited k round trips; measured with 200 ms links in latency-200ms, such slots
+    /// were fetched ~250 ms later than the one-committee slots).
     pub async fn attester(
         &self,
         slot: Slot,
         defs: &[AttesterDef],
         deadline: Instant,
     ) -> Result<Vec<AttesterEntry>, BeaconError> {
-        let mut per_committee = BTreeMap::new();
-        for d in defs {
-            if per_committee.contains_key(&d.committee_index) {
-                continue;
-            }
-            let data = retry(deadline, "attestation data", || {
-                self.bn.attestation_data(slot, d.committee_index)
-            })
+        let committees: BTreeSet<CommitteeIndex> = defs.iter().map(|d| d.committee_index).collect();
+        let answers =
+            futures::future::try_join_all(committees.iter().map(|&committee| async move {
+                let data = retry(deadline, "attestation data", || {
+                    self.bn.attestation_data(slot, committee)
+                })
+                .await?;
+                Ok::<_, BeaconError>((committee, data))
+            }))
             .await?;
-            per_committee.insert(d.committee_index, data);
-        }
+        let per_committee: BTreeMap<CommitteeIndex, _> = answers.into_iter().collect();
         let mut entries: Vec<AttesterEntry> = defs
             .iter()
             .filter_map(|d| {
@@ -481,5 +484,82 @@ impl<P: Preset> FetchStage<P> {
             _ => return,
         };
         self.sign_ahead(duty, objects).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::extract::{Query, State};
+    use axum::routing::get;
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::eth::types::{AttestationData, BlsPubkey};
+
+    /// In flight now and at most, of the attestation data requests.
+    #[derive(Default)]
+    struct Load {
+        now: AtomicUsize,
+        max: AtomicUsize,
+    }
+
+    async fn attestation_data(
+        State(load): State<Arc<Load>>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Json<Value> {
+        let n = load.now.fetch_add(1, Ordering::SeqCst) + 1;
+        load.max.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        load.now.fetch_sub(1, Ordering::SeqCst);
+        let data = AttestationData {
+            slot: q["slot"].parse().unwrap(),
+            index: q["committee_index"].parse().unwrap(),
+            ..AttestationData::default()
+        };
+        Json(json!({ "data": data }))
+    }
+
+    /// A slot whose DVs sit in three committees costs one beacon node round trip, not three.
+    #[tokio::test]
+    async fn attestation_data_of_all_committees_is_fetched_at_once() {
+        let load = Arc::new(Load::default());
+        let app = Router::new()
+            .route("/eth/v1/validator/attestation_data", get(attestation_data))
+            .with_state(load.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let fetcher = Fetcher::new(BeaconClient::new(&url).unwrap());
+        let def = |pk: u8, committee_index: u64| AttesterDef {
+            pubkey: BlsPubkey([pk; 48]),
+            validator_index: u64::from(pk),
+            committee_index,
+            committee_length: 16,
+            committees_at_slot: 3,
+            validator_committee_index: 1,
+        };
+        let defs = [def(4, 2), def(1, 0), def(3, 1), def(2, 0)];
+        let start = Instant::now();
+        let entries = fetcher
+            .attester(9, &defs, start + Duration::from_secs(5))
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        assert_eq!(
+            load.max.load(Ordering::SeqCst),
+            3,
+            "one request per committee, together"
+        );
+        assert!(took < Duration::from_millis(600), "took {took:?}");
+        let got: Vec<(u8, u64, u64)> = entries
+            .iter()
+            .map(|e| (e.def.pubkey.0[0], e.def.committee_index, e.data.index))
+            .collect();
+        assert_eq!(got, vec![(1, 0, 0), (2, 0, 0), (3, 1, 1), (4, 2, 2)]);
+        assert!(entries.iter().all(|e| e.data.slot == 9));
     }
 }
