@@ -136,7 +136,7 @@ e2e-docker: lodestar
 ## (0 pass, 1 assertion failed, 2 run failed). CHAOS picks scenarios, e.g.
 ## `make chaos CHAOS="partition-2-2 leader-crash"`; reports go to CHAOS_OUT/<scenario>/.
 CHAOS ?= basic partition-2-2 partition-minority leader-crash node-down-1-of-4 bn-down \
-	latency-200ms loss-10pct clock-skew rolling-restarts chaos-mix
+	latency-200ms loss-10pct clock-skew clock-skew-behind clock-skew-two rolling-restarts chaos-mix
 CHAOS_OUT ?= target/chaos
 chaos: lodestar
 	./scripts/setup-docker.sh
