@@ -31,10 +31,13 @@ lodestar: check-shared
 	else rm -rf "$(LODESTAR_DIR)" && bash "$(LODESTAR_RECIPE)/install.sh" "$(LODESTAR_DIR)"; fi
 
 ## test: formatting, lints, unit + property + simulation + loopback + EIP-3076 tests, real-Lodestar tests,
-## e2e-local, e2e-docker, and every fuzz target for FUZZ_SMOKE_SECONDS (fuzz-smoke).
+## e2e-local-remote, e2e-docker, and every fuzz target for FUZZ_SMOKE_SECONDS (fuzz-smoke).
+## The real-Lodestar e2e runs the cluster in remote-signer mode (every check of e2e-local plus
+## aggregation, sync contributions and an exit); middleware mode is covered end to end by
+## e2e-docker (attestations, proposals, sync messages of a Lodestar VC holding key shares).
 ## The stages run one after the other (scripts/stages.sh); a table of their wall times ends the output.
 test: check-shared
-	MAKE="$(MAKE)" ./scripts/stages.sh lodestar lint unit k8s-validate e2e-local e2e-docker fuzz-smoke
+	MAKE="$(MAKE)" ./scripts/stages.sh lodestar lint unit k8s-validate e2e-local-remote e2e-docker fuzz-smoke
 
 lint:
 	$(CARGO) fmt --all --check

@@ -3,9 +3,10 @@
 //! collection → analyse → report → heal → down): healthy, then a 2|2 partition of the dvnodes
 //! for 2 epochs, then healed. Checks `report.json` (the DV attests outside the partition,
 //! signs nothing during it, nothing slashable, recovers within a few slots, baseline
-//! unaffected, the chain-health figures), that the report directory holds no secret of the
-//! run's private state directory, and that `dvlab down` leaves nothing of the run in Docker
-//! nor its key material on disk.
+//! unaffected, the chain-health figures; in middleware mode, which `make test` covers only here,
+//! every DV proposal and the DVs' sync messages outside the partition are on chain), that the
+//! report directory holds no secret of the run's private state directory, and that `dvlab down`
+//! leaves nothing of the run in Docker nor its key material on disk.
 //!
 //! Runs only with `DVLAB_E2E=1` (`make e2e-docker` sets it and prepares Docker, Lodestar and
 //! the release dvnode binary); with it set, a missing Docker engine, Lodestar install or
@@ -261,6 +262,7 @@ async fn dv_cluster_partition_2_2_in_docker() {
     ] {
         assert!(num(&w["inclusion_rate"]) >= 0.9, "baseline: {w}");
     }
+    middleware_duties_outside(&out, &json, p);
     // The slashing-freedom verdict is enforced although the spec did not assert it.
     assert!(report
         .assertions
@@ -330,6 +332,101 @@ async fn dv_cluster_partition_2_2_in_docker() {
         .count();
     assert!(back >= 3, "per-node recovery: {}", p["nodes"]);
     assert!(report.passed(), "assertions: {:?}", report.assertions);
+}
+
+/// Rows of the run's `raw/NAME.csv` (plain values, no quoting) by header name.
+fn raw_csv(out: &Path, name: &str) -> Vec<HashMap<String, String>> {
+    let text = std::fs::read_to_string(out.join("raw").join(format!("{name}.csv")))
+        .unwrap_or_else(|e| panic!("raw/{name}.csv: {e}"));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(','))
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The cluster of this devnet runs in middleware mode (each Lodestar VC holds its node's key
+/// shares); `make test` runs the real-Lodestar e2e-local in remote-signer mode, so this is where
+/// middleware proposals and sync messages are checked end to end: outside the partition and
+/// its recovery, every proposer duty of the DVs has its block on chain, and the DVs' sync
+/// committee participation is at least 90 % of the baseline's over the same slots.
+fn middleware_duties_outside(out: &Path, json: &Value, partition: &Value) {
+    let meta: Value = serde_json::from_slice(&std::fs::read(out.join("meta.json")).unwrap())
+        .expect("meta.json parses");
+    let group = |name: &str| {
+        let g = meta["groups"]
+            .as_array()
+            .and_then(|gs| gs.iter().find(|g| g["name"] == name))
+            .unwrap_or_else(|| panic!("group {name} in meta.json"));
+        let first = num(&g["first"]) as u64;
+        first..first + num(&g["count"]) as u64
+    };
+    let (dv, baseline) = (group("dv0"), group("baseline"));
+    let window =
+        num(&json["window"]["first_slot"]) as u64..=num(&json["window"]["last_slot"]) as u64;
+    // A sync aggregate in block s + 1 carries the messages of slot s: one more slot excluded.
+    let fault = num(&partition["start_slot"]) as u64..=num(&partition["recovery_slot"]) as u64 + 1;
+    let field = |r: &HashMap<String, String>, k: &str| -> u64 {
+        r[k].parse()
+            .unwrap_or_else(|e| panic!("{k} = {}: {e}", r[k]))
+    };
+    let outside = |slot: u64| window.contains(&slot) && !fault.contains(&slot);
+
+    let blocks: std::collections::HashSet<(u64, u64)> = raw_csv(out, "blocks")
+        .iter()
+        .map(|r| (field(r, "slot"), field(r, "proposer")))
+        .collect();
+    let duties: Vec<(u64, u64)> = raw_csv(out, "proposer_duties")
+        .iter()
+        .map(|r| (field(r, "slot"), field(r, "validator")))
+        .filter(|&(slot, v)| dv.contains(&v) && outside(slot))
+        .collect();
+    let missed: Vec<_> = duties.iter().filter(|d| !blocks.contains(*d)).collect();
+    println!(
+        "docker_devnet: middleware DV proposals outside the partition: {}/{} (missed {missed:?})",
+        duties.len() - missed.len(),
+        duties.len()
+    );
+    assert!(
+        !duties.is_empty(),
+        "no DV proposer duty outside the partition"
+    );
+    assert!(
+        missed.is_empty(),
+        "DV proposals missed outside the partition: {missed:?}"
+    );
+
+    let sync = raw_csv(out, "sync");
+    let rate = |range: &std::ops::Range<u64>| {
+        let rows: Vec<_> = sync
+            .iter()
+            .filter(|r| range.contains(&field(r, "validator")) && outside(field(r, "slot")))
+            .collect();
+        let signed = rows.iter().filter(|r| r["participated"] == "true").count();
+        (signed, rows.len())
+    };
+    let ((dv_signed, dv_duties), (b_signed, b_duties)) = (rate(&dv), rate(&baseline));
+    println!(
+        "docker_devnet: middleware DV sync messages outside the partition: {dv_signed}/{dv_duties} \
+         (baseline {b_signed}/{b_duties})"
+    );
+    if dv_duties > 0 {
+        let reference = if b_duties > 0 {
+            b_signed as f64 / b_duties as f64
+        } else {
+            1.0
+        };
+        assert!(
+            dv_signed as f64 >= 0.9 * reference * dv_duties as f64,
+            "DV sync participation {dv_signed}/{dv_duties} < 90 % of baseline {b_signed}/{b_duties}"
+        );
+    }
 }
 
 /// A dvnode that exits mid-run fails the run (naming the container and its last log lines)
