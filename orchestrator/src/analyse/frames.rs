@@ -417,6 +417,12 @@ impl FaultWindows {
                 .iter()
                 .any(|f| slot >= f.first_duty_slot && f.heal_slot.is_none_or(|h| slot < h))
         };
+        // The slot a fault began in part-way (see `start_boundary`): neither inside nor outside.
+        let transition = |slot: u64| {
+            faults
+                .iter()
+                .any(|f| slot == f.start_slot && f.first_duty_slot > f.start_slot)
+        };
         let recovering = |slot: u64| {
             faults.iter().any(|f| {
                 f.heal_slot
@@ -424,9 +430,15 @@ impl FaultWindows {
             })
         };
         FaultWindows {
-            outside: window_stats(meta, rows, duty_log, |s| !inside(s), None),
+            outside: window_stats(meta, rows, duty_log, |s| !inside(s) && !transition(s), None),
             during: window_stats(meta, rows, duty_log, inside, None),
-            steady: window_stats(meta, rows, duty_log, |s| !inside(s) && !recovering(s), None),
+            steady: window_stats(
+                meta,
+                rows,
+                duty_log,
+                |s| !inside(s) && !transition(s) && !recovering(s),
+                None,
+            ),
         }
     }
 }
@@ -557,6 +569,22 @@ fn duty_boundary(meta: &RunMeta, slot: u64, time: f64) -> u64 {
     }
 }
 
+/// First attestation slot counted inside a fault that began at `time` (in `slot`): the slot
+/// itself only when the fault was in effect from its start, else the next. A slot in which a
+/// fault begins part-way is a transition slot, counted neither inside nor outside (see
+/// [`FaultWindows::new`]): whether its duties were done before the fault took effect depends on
+/// when the head block came and how fast the cluster decided, not on the 1/3-slot deadline
+/// (measured: a DV decided slot 16 0.02 s after its block, before a partition the executor put
+/// in place 0.9 s into the slot; in another run a slower DV had not, and lost the slot).
+fn start_boundary(meta: &RunMeta, slot: u64, time: f64) -> u64 {
+    let slot_start = (meta.genesis_time + slot * meta.seconds_per_slot) as f64;
+    if time <= slot_start {
+        slot
+    } else {
+        slot + 1
+    }
+}
+
 fn fault_stats(
     meta: &RunMeta,
     raw: &RawData,
@@ -564,7 +592,7 @@ fn fault_stats(
     rows: &[DutyRowView],
     duty_log: &DutyLogIndex,
 ) -> PolarsResult<FaultStats> {
-    let lo = duty_boundary(meta, w.start_slot, w.start_time);
+    let lo = start_boundary(meta, w.start_slot, w.start_time);
     let hi = match (w.end_slot, w.end_time) {
         (Some(s), Some(t)) => Some(duty_boundary(meta, s, t).max(lo)),
         _ => None,
@@ -982,9 +1010,10 @@ mod tests {
     use crate::data::{synthetic, DutyRow, GroupMeta};
     use crate::spec::Metric;
 
-    /// DV validator 4 attests every slot 8..40; a partition from slot 16 (started 0.5 s in,
-    /// before the 1/3 deadline) to slot 24 (healed 2 s in, after it): duties 16..=24 are
-    /// inside. Inclusions stop at 16 and resume at slot 27; the duty log says `no_consensus`.
+    /// DV validator 4 attests every slot 8..40; a partition from slot 16 (started 0.5 s in:
+    /// slot 16 is a transition slot, neither inside nor outside) to slot 24 (healed 2 s in,
+    /// after the 1/3 deadline): duties 17..=24 are inside. Inclusions stop at 16 and resume at
+    /// slot 27; the duty log says `no_consensus`.
     #[test]
     fn fault_windows_cost_and_recovery() {
         let mut m = meta_with_dv6();
@@ -1029,23 +1058,24 @@ mod tests {
         let a = analyse(&m, &b.build().unwrap()).unwrap();
         assert_eq!(a.faults.len(), 1);
         let f = &a.faults[0];
-        assert_eq!((f.first_duty_slot, f.heal_slot), (16, Some(25)));
+        assert_eq!((f.first_duty_slot, f.heal_slot), (17, Some(25)));
         let dv = &f.groups["dv0"];
-        assert_eq!((dv.duties, dv.included, dv.included_during), (9, 0, 0));
+        assert_eq!((dv.duties, dv.included, dv.included_during), (8, 0, 0));
         assert_eq!(
             dv.missed_by_reason,
-            BTreeMap::from([("no_consensus".into(), 9)])
+            BTreeMap::from([("no_consensus".into(), 8)])
         );
         assert_eq!(f.recovery_slot, Some(27));
         assert_eq!(f.groups["baseline"].inclusion_rate, Some(1.0));
-        assert_eq!(f.nodes["n0"].duties_logged, 9);
+        assert_eq!(f.nodes["n0"].duties_logged, 8);
         assert_eq!(f.nodes["n0"].decided, 0);
-        // Outside: 8..16 and 25..40 = 23 duties, 2 missed (25, 26) during the recovery.
+        // Outside: 8..16 and 25..40 = 23 duties (not the transition slot 16), 2 missed (25,
+        // 26) during the recovery.
         let out = &a.outside_faults["dv0"];
         assert_eq!((out.duties, out.included), (23, 21));
         assert_eq!(a.steady["dv0"].inclusion_rate, Some(1.0));
         assert_eq!(a.steady["dv0"].duties, 21);
-        assert_eq!(a.during_faults["dv0"].duties, 9);
+        assert_eq!(a.during_faults["dv0"].duties, 8);
         let r = crate::report::build(&m, &a);
         let metric = |n: Metric| crate::report::metric(n, &m, &a);
         assert_eq!(metric(Metric::MaxRecoverySlots), Some(2.0));

@@ -203,8 +203,9 @@ pub struct FaultStats {
     pub start_time: f64,
     /// Wall time it ended.
     pub end_time: Option<f64>,
-    /// First attestation slot counted inside the window (the start slot, or the next one
-    /// when the fault began after the slot's attestation deadline at 1/3 of the slot).
+    /// First attestation slot counted inside the window: the start slot when the fault was in
+    /// effect from its start, else the next one (the start slot is then a transition slot,
+    /// counted neither inside nor outside any window).
     pub first_duty_slot: u64,
     /// First attestation slot after the window, by the same rule (`None`: never healed).
     pub heal_slot: Option<u64>,
