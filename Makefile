@@ -138,9 +138,12 @@ e2e-docker: lodestar
 ## with the debug dvlab binary, then a summary table; the exit code is the worst scenario's
 ## (0 pass, 1 assertion failed, 2 run failed). CHAOS picks scenarios, e.g.
 ## `make chaos CHAOS="partition-2-2 leader-crash"`; reports go to CHAOS_OUT/<scenario>/.
+## CHAOS_SIGNER=remote runs every cluster in remote-signer mode (`dvlab run --signer remote`); the
+## table's aggr/contrib columns are dv0's submitted/duties (– in middleware mode).
 CHAOS ?= basic partition-2-2 partition-minority leader-crash node-down-1-of-4 bn-down \
 	latency-200ms loss-10pct clock-skew clock-skew-behind clock-skew-two rolling-restarts chaos-mix
 CHAOS_OUT ?= target/chaos
+CHAOS_SIGNER ?=
 chaos: lodestar
 	./scripts/setup-docker.sh
 	$(CARGO) build --release --locked -p dvnode -p dvlab-netem
@@ -149,16 +152,19 @@ chaos: lodestar
 	@mkdir -p $(CHAOS_OUT); worst=0; rows=""; \
 	for s in $(CHAOS); do \
 	  echo "=== chaos: $$s"; \
-	  ./target/debug/dvlab run devnets/$$s.yaml --out $(CHAOS_OUT)/$$s; rc=$$?; \
+	  ./target/debug/dvlab run devnets/$$s.yaml --out $(CHAOS_OUT)/$$s $(if $(CHAOS_SIGNER),--signer $(CHAOS_SIGNER)); rc=$$?; \
 	  [ $$rc -gt $$worst ] && worst=$$rc; \
 	  r=$(CHAOS_OUT)/$$s/report.json; \
 	  fig=$$(jq -r '[(.groups.dv0.inclusion_rate // "-"), (.outside_faults.dv0.inclusion_rate // "-"), \
 	    (.during_faults.dv0.inclusion_rate // "-"), ((.assertions[] | select(.name=="max_recovery_slots") | .value) // "-"), \
-	    (.slashing_audit.violations | length), ([.assertions[] | select(.passed | not) | .name] | join(","))] \
+	    (.slashing_audit.violations | length), \
+	    (if .groups.dv0.aggregation_duties == null then "-" else "\(.groups.dv0.aggregations_submitted)/\(.groups.dv0.aggregation_duties)" end), \
+	    (if .groups.dv0.sync_contribution_duties == null then "-" else "\(.groups.dv0.sync_contributions_submitted)/\(.groups.dv0.sync_contribution_duties)" end), \
+	    ([.assertions[] | select(.passed | not) | .name] | join(","))] \
 	    | map(if type=="number" then (.*1000|round/1000|tostring) else tostring end) | join("\t")' $$r 2>/dev/null || echo "no report"); \
 	  rows="$$rows$$s\t$$rc\t$$fig\n"; \
 	done; \
-	printf "\nscenario\texit\tdv_incl\toutside\tduring\trecovery\tslashable\tfailed\n$$rows" | column -t -s "$$(printf '\t')"; \
+	printf "\nscenario\texit\tdv_incl\toutside\tduring\trecovery\tslashable\taggr\tcontrib\tfailed\n$$rows" | column -t -s "$$(printf '\t')"; \
 	exit $$worst
 
 ## fuzz: coverage-guided fuzzing (libFuzzer via cargo-fuzz on the stable toolchain, fuzz/) of

@@ -709,7 +709,7 @@ mod tests {
 
     #[test]
     fn duty_logs_parse_leniently() {
-        let text = r#"{"ts_ms":5,"duty":{"slot":"12","kind":"attester"},"outcome":"success","stages":{"scheduled":1},"consensus_round":2,"consensus_seconds":0.5,"shares":[1,2,4],"new_field":true}
+        let text = r#"{"ts_ms":5,"duty":{"slot":"12","kind":"attester"},"validator_index":"61","outcome":"success","stages":{"scheduled":1},"consensus_round":2,"consensus_seconds":0.5,"shares":[1,2,4],"new_field":true}
 {"ts_ms":6,"duty":{"slot":13,"kind":"proposer"},"outcome":"no_consensus","detail":"round timeout","stages":{},"shares":[]}
 {"duty":{"slot":"14","kind":"attes
 {"outcome":"success"}
@@ -723,6 +723,7 @@ mod tests {
                 node: "n0".into(),
                 slot: 12,
                 kind: "attester".into(),
+                validator: Some(61),
                 outcome: "success".into(),
                 detail: None,
                 consensus_round: Some(2),
@@ -733,6 +734,7 @@ mod tests {
         assert_eq!(rows[1].slot, 13);
         assert_eq!(rows[1].detail.as_deref(), Some("round timeout"));
         assert_eq!(rows[1].shares, "");
+        assert_eq!(rows[1].validator, None);
     }
 
     /// Lodestar's Altair block of slot 20 (node/src/eth/testdata/block20.json) carrying one

@@ -67,6 +67,9 @@ enum Cmd {
         /// Leave the devnet running afterwards.
         #[arg(long)]
         keep: bool,
+        /// Sets every DV cluster's `signer` (e.g. the chaos library with remote-signer clusters).
+        #[arg(long, value_parser = ["middleware", "remote"])]
+        signer: Option<String>,
     },
     /// Re-render report.json, plots and report.html from a run directory's raw data.
     Report {
@@ -348,8 +351,20 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             println!("removed {n} container(s)");
             Ok(0)
         }
-        Cmd::Run { file, out, keep } => {
-            let spec = DevnetSpec::load(&file)?;
+        Cmd::Run {
+            file,
+            out,
+            keep,
+            signer,
+        } => {
+            let mut spec = DevnetSpec::load(&file)?;
+            if let Some(s) = signer {
+                let s = match s.as_str() {
+                    "remote" => dvlab::spec::Signer::Remote,
+                    _ => dvlab::spec::Signer::Middleware,
+                };
+                spec.clusters.iter_mut().for_each(|c| c.signer = s);
+            }
             let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&spec.name));
             let docker = runtime::connect().await?;
             match pipeline::run(&docker, &spec, &out, keep).await? {

@@ -105,6 +105,23 @@ impl Report {
     }
 }
 
+/// `submitted / duties` of each DV group in `dv` that reports the figures (remote-signer
+/// mode); a group with figures but no duty counts as unknown (the assertion then fails:
+/// nothing was shown).
+fn remote_rates(
+    a: &Analysis,
+    dv: &[&str],
+    figures: impl Fn(&GroupStats) -> (Option<u64>, Option<u64>),
+) -> Vec<Option<f64>> {
+    dv.iter()
+        .filter_map(|g| a.groups.get(*g))
+        .filter_map(|s| match figures(s) {
+            (Some(duties), Some(done)) => Some((duties > 0).then(|| done as f64 / duties as f64)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Value of an assertion metric.
 pub fn metric(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<f64> {
     let rate = |g: &str| a.groups.get(g).and_then(|s| s.inclusion_rate);
@@ -198,6 +215,12 @@ pub fn metric(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<f64> {
             .iter()
             .map(|g| a.groups.get(*g).and_then(|s| s.effectiveness))
             .collect()),
+        Metric::DvAggregationRate => min(remote_rates(a, &dv, |s| {
+            (s.aggregation_duties, s.aggregations_submitted)
+        })),
+        Metric::DvSyncContributionRate => min(remote_rates(a, &dv, |s| {
+            (s.sync_contribution_duties, s.sync_contributions_submitted)
+        })),
     }
 }
 
@@ -993,6 +1016,8 @@ fn groups_section(h: &mut String, report: &Report) {
         "source ok",
         "proposals",
         "sync participation",
+        "aggregations",
+        "sync contributions",
     ]));
     for (n, g) in &report.analysis.groups {
         h.push_str(&table_row(&[
@@ -1009,9 +1034,19 @@ fn groups_section(h: &mut String, report: &Report) {
             fmt_opt(g.correct_source_rate, 3),
             format!("{}/{}", g.proposals_included, g.proposals_expected),
             fmt_opt(g.sync_participation, 3),
+            submitted_of(g.aggregations_submitted, g.aggregation_duties),
+            submitted_of(g.sync_contributions_submitted, g.sync_contribution_duties),
         ]));
     }
     h.push_str("</table>");
+}
+
+/// `submitted/duties`, or `–` for a group without aggregation figures.
+fn submitted_of(submitted: Option<u64>, duties: Option<u64>) -> String {
+    match (submitted, duties) {
+        (Some(s), Some(d)) => format!("{s}/{d}"),
+        _ => "–".into(),
+    }
 }
 
 /// Head agreement, reorgs, finality; effectiveness and timely participation per group and
@@ -1275,6 +1310,30 @@ mod tests {
         // A cluster without data makes the DV metric unknown.
         let a = analysis(&[("baseline", 0.9), ("dv0", 0.99)], 0);
         assert_eq!(metric(Metric::DvInclusionRate, &m, &a), None);
+    }
+
+    /// The aggregation metrics look only at clusters with figures (remote-signer mode): the
+    /// worst of them; a remote cluster without any duty is unknown; none at all is unknown.
+    #[test]
+    fn aggregation_metrics_take_the_worst_remote_cluster() {
+        let m = meta(&[]);
+        let mut a = analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.45)], 0);
+        assert_eq!(metric(Metric::DvAggregationRate, &m, &a), None);
+        let dv0 = a.groups.get_mut("dv0").unwrap();
+        dv0.aggregation_duties = Some(8);
+        dv0.aggregations_submitted = Some(6);
+        dv0.sync_contribution_duties = Some(0);
+        dv0.sync_contributions_submitted = Some(0);
+        assert_eq!(metric(Metric::DvAggregationRate, &m, &a), Some(0.75));
+        assert_eq!(metric(Metric::DvSyncContributionRate, &m, &a), None);
+        let dv1 = a.groups.get_mut("dv1").unwrap();
+        dv1.aggregation_duties = Some(4);
+        dv1.aggregations_submitted = Some(4);
+        assert_eq!(metric(Metric::DvAggregationRate, &m, &a), Some(0.75));
+        assert_eq!(
+            Metric::parse("dv_sync_contribution_rate"),
+            Some(Metric::DvSyncContributionRate)
+        );
     }
 
     #[test]

@@ -232,20 +232,22 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
             e.participation = *p;
         }
     }
+    let mut missed_duties = missed_duties(
+        meta,
+        &duty_log,
+        [
+            ("attester", &attestations.missed),
+            ("proposer", &proposals.missed),
+            ("sync_message", &sync.missed),
+        ],
+    )?;
+    super::aggregation::fill(meta, raw, &mut groups, &mut missed_duties)?;
     Ok(Analysis {
         groups,
         epochs,
         slashing_audit: audit(meta, raw)?,
         finalized_epoch: finalized_epoch(raw)?,
-        missed_duties: missed_duties(
-            meta,
-            &duty_log,
-            [
-                ("attester", &attestations.missed),
-                ("proposer", &proposals.missed),
-                ("sync_message", &sync.missed),
-            ],
-        )?,
+        missed_duties,
         dvnodes: node_stats(meta, raw)?,
         outside_faults: windows.outside,
         during_faults: windows.during,
@@ -731,16 +733,21 @@ impl DutyLogIndex {
         if list.iter().any(|o| o == "success") {
             return "not_included_onchain".into();
         }
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for o in list {
-            *counts.entry(o.as_str()).or_default() += 1;
-        }
-        // Most frequent; ties go to the alphabetically first, for determinism.
-        counts
-            .into_iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
-            .map_or_else(|| "no_duty_record".into(), |(o, _)| o.to_string())
+        miss_reason(list)
     }
+}
+
+/// The outcome most of the nodes logged for a duty none performed; ties go to the
+/// alphabetically first, for determinism (`no_duty_record` for an empty list).
+pub(super) fn miss_reason(list: &[String]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in list {
+        *counts.entry(o.as_str()).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map_or_else(|| "no_duty_record".into(), |(o, _)| o.to_string())
 }
 
 fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
@@ -1037,6 +1044,7 @@ mod tests {
                 node: "n0".into(),
                 slot,
                 kind: "attester".into(),
+                validator: None,
                 outcome: if ok { "success" } else { "no_consensus" }.into(),
                 detail: None,
                 consensus_round: ok.then_some(1),

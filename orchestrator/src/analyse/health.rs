@@ -472,6 +472,7 @@ mod tests {
                 node: "n0".into(),
                 slot,
                 kind: "attester".into(),
+                validator: None,
                 outcome: outcome.into(),
                 detail: None,
                 consensus_round: Some(1),

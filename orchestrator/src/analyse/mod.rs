@@ -7,6 +7,8 @@
 //! of the `lab` feature.
 
 #[cfg(feature = "lab")]
+mod aggregation;
+#[cfg(feature = "lab")]
 mod frames;
 #[cfg(feature = "lab")]
 mod health;
@@ -62,6 +64,23 @@ pub struct GroupStats {
     /// Timely participation by flag over the window's attestation duties.
     #[serde(default)]
     pub participation: Option<Participation>,
+    /// DV clusters in remote-signer mode: aggregation duties (validator × slot) in the window,
+    /// i.e. those for which the cluster's combined selection proof makes the DV an aggregator
+    /// (the dvnodes' duty logs: one `aggregation` line per elected DV). `None` for a group whose
+    /// dvnodes combined no selection proof (plain validators; middleware mode, in which a DV
+    /// never aggregates).
+    #[serde(default)]
+    pub aggregation_duties: Option<u64>,
+    /// Of those, aggregates some dvnode submitted and its beacon node accepted.
+    #[serde(default)]
+    pub aggregations_submitted: Option<u64>,
+    /// Sync-committee contribution duties (validator × slot, with at least one subcommittee
+    /// whose combined selection proof elects the DV), as `aggregation_duties`.
+    #[serde(default)]
+    pub sync_contribution_duties: Option<u64>,
+    /// Of those, contributions some dvnode submitted and its beacon node accepted.
+    #[serde(default)]
+    pub sync_contributions_submitted: Option<u64>,
 }
 
 /// Inclusion rate of one group in one epoch.
@@ -239,7 +258,9 @@ pub struct Analysis {
     /// Highest finalized epoch any beacon node reported.
     pub finalized_epoch: Option<u64>,
     /// Missed duties of the DV clusters with the tracker's reason: group → duty kind
-    /// (`attester`, `proposer`, `sync_message`) → reason → count. The reason of a miss is
+    /// (`attester`, `proposer`, `sync_message`; in remote-signer mode also `aggregation` and
+    /// `sync_contribution`, whose reason is the outcome most of the nodes logged) → reason →
+    /// count. The reason of a miss is
     /// `not_included_onchain` when some dvnode broadcast the duty, else the outcome most of
     /// the nodes logged, else `no_duty_record`.
     #[serde(default)]

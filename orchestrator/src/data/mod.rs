@@ -83,8 +83,11 @@ pub struct DutyRow {
     pub node: String,
     /// Slot of the duty.
     pub slot: u64,
-    /// `attester`, `proposer`, `randao`, `sync_message`.
+    /// `attester`, `proposer`, `randao`, `sync_message`, `aggregation`, `sync_contribution`, …
+    /// ([`dvnode::duty::DutyKind`]).
     pub kind: String,
+    /// The DV's validator index, when the log line names one.
+    pub validator: Option<u64>,
     /// `success` or the tracker's failure reason.
     pub outcome: String,
     /// Failure detail.
@@ -104,6 +107,7 @@ impl DutyRow {
             node: node.to_string(),
             slot: r.duty.slot,
             kind: r.duty.kind.as_str().to_string(),
+            validator: r.validator_index,
             outcome: r.outcome.clone(),
             detail: r.detail.clone(),
             consensus_round: r.consensus_round,
@@ -151,7 +155,7 @@ pub struct FaultWindow {
 /// head_root; head_root empty when unknown); `votes` — attestations any BN saw, per
 /// validator (validator, source_epoch, target_epoch, data_root); `duty_log` — every
 /// dvnode's closed duties (node, slot, kind, outcome, detail, consensus_round,
-/// consensus_seconds, shares); `faults` — executed fault windows (fault, kind, targets,
+/// consensus_seconds, shares, validator — null when the line names none); `faults` — executed fault windows (fault, kind, targets,
 /// detail, start_time, start_slot, end_time, end_slot, error); `slashings` — slashings
 /// included in canonical blocks, one row per slashed validator (slot of the including
 /// block, validator, kind `proposer` or `attester`).
@@ -623,6 +627,7 @@ pub mod synthetic {
                             OptF64(d.iter().map(|r| r.consensus_seconds).collect()),
                         ),
                         ("shares", Str(d.iter().map(|r| r.shares.clone()).collect())),
+                        ("validator", OptU64(d.iter().map(|r| r.validator).collect())),
                     ],
                 ),
                 ("faults", fault_columns(&self.fault_rows)),
@@ -790,6 +795,7 @@ mod tests {
             node: "dvlab-x-dv0-0".into(),
             slot: 9,
             kind: "attester".into(),
+            validator: None,
             outcome: "no_consensus".into(),
             detail: Some("round timeout, then \"gave up\"".into()),
             consensus_round: None,
@@ -800,6 +806,7 @@ mod tests {
             node: "dvlab-x-dv0-0".into(),
             slot: 10,
             kind: "attester".into(),
+            validator: Some(61),
             outcome: "success".into(),
             detail: None,
             consensus_round: Some(1),
@@ -871,6 +878,15 @@ mod tests {
         assert_eq!(r4.heads.schema(), raw.heads.schema());
         assert_eq!(r4.heads.height(), 1);
         assert_eq!(r4.heads.column("head_root").unwrap().null_count(), 1);
+        // A duty log written before the validator column existed: the column is null.
+        std::fs::write(
+            dir.path().join("raw/duty_log.csv"),
+            "node,slot,kind,outcome,detail,consensus_round,consensus_seconds,shares\nn,9,attester,success,,1,0.2,\"1,2\"\n",
+        )
+        .unwrap();
+        let (_, r5) = RawData::load(dir.path()).unwrap();
+        assert_eq!(r5.duty_log.schema(), raw.duty_log.schema());
+        assert_eq!(r5.duty_log.column("validator").unwrap().null_count(), 1);
     }
 
     /// The polars-free writer (what harnesses without polars use) writes the format
@@ -901,6 +917,7 @@ mod tests {
                 node: "dvnode0".into(),
                 slot: 9,
                 kind: "attester".into(),
+                validator: None,
                 outcome: "success".into(),
                 detail,
                 consensus_round: round,

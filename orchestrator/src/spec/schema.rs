@@ -658,11 +658,16 @@ pub enum Metric {
     HeadAgreement,
     /// `dv_effectiveness`: the lowest mean attestation effectiveness of the DV clusters.
     DvEffectiveness,
+    /// `dv_aggregation_rate`: the lowest, over the DV clusters in remote-signer mode, share of
+    /// aggregation duties whose aggregate a beacon node accepted.
+    DvAggregationRate,
+    /// `dv_sync_contribution_rate`: the same for sync-committee contribution duties.
+    DvSyncContributionRate,
 }
 
 impl Metric {
     /// Every metric, in the order error messages list them.
-    pub const ALL: [Metric; 23] = [
+    pub const ALL: [Metric; 25] = [
         Metric::BaselineInclusionRate,
         Metric::KeepersInclusionRate,
         Metric::DvInclusionRate,
@@ -686,6 +691,8 @@ impl Metric {
         Metric::UnfinalizedEpochs,
         Metric::HeadAgreement,
         Metric::DvEffectiveness,
+        Metric::DvAggregationRate,
+        Metric::DvSyncContributionRate,
     ];
 
     /// Name as written in a devnet file and in `report.json`.
@@ -714,6 +721,8 @@ impl Metric {
             Metric::UnfinalizedEpochs => "unfinalized_epochs",
             Metric::HeadAgreement => "head_agreement",
             Metric::DvEffectiveness => "dv_effectiveness",
+            Metric::DvAggregationRate => "dv_aggregation_rate",
+            Metric::DvSyncContributionRate => "dv_sync_contribution_rate",
         }
     }
 
@@ -734,6 +743,8 @@ impl Metric {
                 | Metric::DvBaselineGapDuringFaults
                 | Metric::DvAttestationsDuringPartition
                 | Metric::DvEffectiveness
+                | Metric::DvAggregationRate
+                | Metric::DvSyncContributionRate
         )
     }
 

@@ -729,6 +729,14 @@ fn pct_or_dash(rate: Option<f64>) -> String {
 
 /// The first epoch whose duties are analysed (the chain settles in epochs 0 and 1) and the last
 /// one (its attestations' inclusion window is on the record: the run ends one epoch later).
+/// `done/of` of a report's figures, `–` when it has none.
+fn fraction((done, of): (Option<u64>, Option<u64>)) -> String {
+    match (done, of) {
+        (Some(d), Some(o)) => format!("{d}/{o}"),
+        _ => "–".into(),
+    }
+}
+
 fn analysed_epochs(epochs: u64) -> std::ops::RangeInclusive<Epoch> {
     2..=epochs.saturating_sub(1).max(2)
 }
@@ -1018,17 +1026,22 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo, dvlab_bin: &Path)
         let expected = remote::expected_aggregations(chain, &schedule, &info.dv, epochs.clone());
         let aggs =
             AggregationStats::of(&expected, &duty_logs, DutyKind::Aggregation, slots.clone());
+        // dvlab's report carries the same figures (from the duty logs): they must equal the
+        // recomputation from the interop keys.
+        let dv = a.groups.get("dv").cloned().unwrap_or_default();
+        let report_aggs = (dv.aggregations_submitted, dv.aggregation_duties);
         checks.push(check(
             &format!("DV aggregation duties performed (epochs {}..={})", epochs.start(), epochs.end()),
             format!(
-                "{}/{} performed; taken vs implied by the selection proofs: {} unexpected, {} not taken",
+                "{}/{} performed; taken vs implied by the selection proofs: {} unexpected, {} not taken; dvlab report {}",
                 aggs.performed,
                 aggs.expected,
                 aggs.unexpected.len(),
-                aggs.not_taken.len()
+                aggs.not_taken.len(),
+                fraction(report_aggs)
             ),
-            "all, exactly the implied duties",
-            aggs.complete(),
+            "all, exactly the implied duties; the report says the same",
+            aggs.complete() && report_aggs == (Some(aggs.performed as u64), Some(aggs.expected as u64)),
         ));
         let expected = remote::expected_contributions(chain, &schedule, &info.dv, slots.clone());
         let contribs = AggregationStats::of(
@@ -1037,6 +1050,7 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo, dvlab_bin: &Path)
             DutyKind::SyncContribution,
             slots.clone(),
         );
+        let report_contribs = (dv.sync_contributions_submitted, dv.sync_contribution_duties);
         checks.push(check(
             &format!(
                 "DV sync contributions submitted (epochs {}..={})",
@@ -1044,14 +1058,20 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo, dvlab_bin: &Path)
                 epochs.end()
             ),
             format!(
-                "{}/{} submitted; taken vs implied: {} unexpected, {} not taken",
+                "{}/{} submitted; taken vs implied: {} unexpected, {} not taken; dvlab report {}",
                 contribs.performed,
                 contribs.expected,
                 contribs.unexpected.len(),
-                contribs.not_taken.len()
+                contribs.not_taken.len(),
+                fraction(report_contribs)
             ),
-            "all, exactly the implied duties",
-            contribs.complete(),
+            "all, exactly the implied duties; the report says the same",
+            contribs.complete()
+                && report_contribs
+                    == (
+                        Some(contribs.performed as u64),
+                        Some(contribs.expected as u64),
+                    ),
         ));
         let exit = info.exit.clone().unwrap_or_default();
         checks.push(check(
