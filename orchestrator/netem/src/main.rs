@@ -10,6 +10,11 @@
 //! Typical use, in a container sharing the target's network namespace with `NET_ADMIN`:
 //! `dvlab-netem --queue 7 --delay-ms 200 --jitter-ms 20` and then
 //! `iptables -A OUTPUT -d PEER -j NFQUEUE --queue-num 7`.
+//!
+//! With `--http-error-port P` it is instead a beacon node that only fails: an HTTP server on
+//! port P answering every request with `--status` (default 503) and a JSON error body in the
+//! Beacon API's shape (`{"code", "message"}`). The `bn_errors` fault redirects a dvnode's
+//! connections to its beacon node there (iptables `nat` REDIRECT in the dvnode's namespace).
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -26,17 +31,65 @@ use std::time::{Duration, Instant};
 #[command(version, about)]
 struct Args {
     /// NFQUEUE queue number to bind.
-    #[arg(long)]
-    queue: u16,
+    #[arg(long, required_unless_present = "http_error_port")]
+    queue: Option<u16>,
     /// Mean added delay in milliseconds.
-    #[arg(long)]
-    delay_ms: f64,
+    #[arg(long, required_unless_present = "http_error_port")]
+    delay_ms: Option<f64>,
     /// Jitter in milliseconds: each packet waits uniformly in [delay - jitter, delay + jitter].
     #[arg(long, default_value_t = 0.0)]
     jitter_ms: f64,
     /// Kernel queue length (packets beyond it are dropped by the kernel).
     #[arg(long, default_value_t = 65_536)]
     max_len: u32,
+    /// Instead of delaying packets: answer every HTTP request on this port with `--status`.
+    #[arg(long, conflicts_with_all = ["queue", "delay_ms"])]
+    http_error_port: Option<u16>,
+    /// Status code of `--http-error-port`'s answers (4xx or 5xx).
+    #[arg(long, default_value_t = 503, value_parser = clap::value_parser!(u16).range(400..600))]
+    status: u16,
+}
+
+/// The `--http-error-port` app: every request, any method and path, gets `status` with a
+/// Beacon-API-shaped JSON error body.
+fn error_app(status: u16) -> Result<axum::Router> {
+    use axum::http::StatusCode;
+    let code = StatusCode::from_u16(status).context("status code")?;
+    let body = serde_json::json!({
+        "code": status,
+        "message": format!("dvlab bn_errors fault: {}", code.canonical_reason().unwrap_or("error")),
+    });
+    Ok(axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { (code, axum::Json(body)) }
+    }))
+}
+
+/// Serves [`error_app`] on `port` until SIGTERM/SIGINT.
+fn serve_errors(port: u16, status: u16) -> Result<()> {
+    let app = error_app(status)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .with_context(|| format!("binding port {port}"))?;
+        eprintln!("dvlab-netem: http-error port {port} status {status}");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .context("serving")
+    })
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -86,13 +139,19 @@ fn release(queue: &mut Queue, mut msg: Message) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(port) = args.http_error_port {
+        return serve_errors(port, args.status);
+    }
+    let (Some(queue_num), Some(delay_ms)) = (args.queue, args.delay_ms) else {
+        bail!("--queue and --delay-ms are required without --http-error-port");
+    };
     let ms = |v: f64, what: &str| -> Result<Duration> {
         if !v.is_finite() || !(0.0..=60_000.0).contains(&v) {
             bail!("--{what} {v} must be between 0 and 60000 ms");
         }
         Ok(Duration::from_secs_f64(v / 1000.0))
     };
-    let delay = ms(args.delay_ms, "delay-ms")?;
+    let delay = ms(delay_ms, "delay-ms")?;
     let jitter = ms(args.jitter_ms, "jitter-ms")?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -101,14 +160,14 @@ fn main() -> Result<()> {
     }
     let mut queue = Queue::open().context("opening the netfilter queue socket (NET_ADMIN?)")?;
     queue
-        .bind(args.queue)
-        .with_context(|| format!("binding NFQUEUE {}", args.queue))?;
-    queue.set_copy_range(args.queue, 0)?;
-    queue.set_queue_max_len(args.queue, args.max_len)?;
+        .bind(queue_num)
+        .with_context(|| format!("binding NFQUEUE {queue_num}"))?;
+    queue.set_copy_range(queue_num, 0)?;
+    queue.set_queue_max_len(queue_num, args.max_len)?;
     queue.set_nonblocking(true);
     eprintln!(
         "dvlab-netem: queue {} delay {:?} jitter {:?}",
-        args.queue, delay, jitter
+        queue_num, delay, jitter
     );
     let mut rng = rand::thread_rng();
     let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
@@ -155,6 +214,35 @@ fn main() -> Result<()> {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    /// A request of any method and path gets the status and a Beacon API error body.
+    #[test]
+    fn error_server_answers_every_request_with_the_status() {
+        use std::io::{Read, Write};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = error_app(500).unwrap();
+        std::thread::spawn(move || rt.block_on(async { axum::serve(listener, app).await }));
+        for req in [
+            "GET /eth/v1/node/syncing HTTP/1.1\r\nHost: bn\r\nConnection: close\r\n\r\n",
+            "POST /eth/v1/validator/duties/attester/3 HTTP/1.1\r\nHost: bn\r\nContent-Length: 5\r\nConnection: close\r\n\r\n[\"1\"]",
+        ] {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            assert!(out.starts_with("HTTP/1.1 500 Internal Server Error"), "{out}");
+            let body = out.split("\r\n\r\n").nth(1).unwrap();
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["code"], 500, "{out}");
+        }
+    }
 
     #[test]
     fn delay_without_jitter_is_exact() {

@@ -15,6 +15,8 @@ pub enum Scope {
     Egress(Vec<String>),
     /// Both directions between two containers.
     Link(String, String),
+    /// What the first containers send to the second ones only (one direction).
+    To(Vec<String>, Vec<String>),
 }
 
 impl Scope {
@@ -22,6 +24,7 @@ impl Scope {
         match self {
             Scope::Egress(v) => v.clone(),
             Scope::Link(a, b) => vec![a.clone(), b.clone()],
+            Scope::To(from, to) => from.iter().chain(to).cloned().collect(),
         }
     }
 
@@ -31,6 +34,10 @@ impl Scope {
         match self {
             Scope::Egress(v) => v.iter().map(|t| (t.clone(), None)).collect(),
             Scope::Link(a, b) => vec![(a.clone(), Some(b.clone())), (b.clone(), Some(a.clone()))],
+            Scope::To(from, to) => from
+                .iter()
+                .flat_map(|f| to.iter().map(move |t| (f.clone(), Some(t.clone()))))
+                .collect(),
         }
     }
 }
@@ -91,6 +98,15 @@ pub enum Effect {
         /// Seconds added to the container's clock.
         offset_secs: f64,
     },
+    /// A dvnode's beacon node answers with HTTP errors (to that dvnode only).
+    BnErrors {
+        /// The dvnode.
+        target: String,
+        /// Its beacon node.
+        beacon_node: String,
+        /// HTTP status of every answer.
+        status: u16,
+    },
 }
 
 /// The index of the largest group of a partition (the first of equal ones): the group that
@@ -115,6 +131,7 @@ impl Effect {
             Effect::Stop { .. } => "stop",
             Effect::Pause { .. } => "pause",
             Effect::ClockSkew { .. } => "clock_skew",
+            Effect::BnErrors { .. } => "bn_errors",
         }
     }
 
@@ -128,6 +145,11 @@ impl Effect {
             | Effect::Stop { target }
             | Effect::Pause { target }
             | Effect::ClockSkew { target, .. } => vec![target.clone()],
+            Effect::BnErrors {
+                target,
+                beacon_node,
+                ..
+            } => vec![target.clone(), beacon_node.clone()],
         }
     }
 
@@ -140,6 +162,7 @@ impl Effect {
                 | Effect::Latency { .. }
                 | Effect::Loss { .. }
                 | Effect::Bandwidth { .. }
+                | Effect::BnErrors { .. }
         )
     }
 
@@ -167,6 +190,11 @@ impl Effect {
             Effect::Loss { percent, .. } => format!("{percent}%"),
             Effect::Bandwidth { bits_per_sec, .. } => format!("{bits_per_sec} bit/s"),
             Effect::ClockSkew { offset_secs, .. } => format!("{offset_secs:+}s"),
+            Effect::BnErrors {
+                beacon_node,
+                status,
+                ..
+            } => format!("{beacon_node} answers {status}"),
             Effect::Crash { .. } | Effect::Stop { .. } | Effect::Pause { .. } => String::new(),
         }
     }

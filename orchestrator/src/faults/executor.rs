@@ -6,7 +6,7 @@
 
 use super::skew::{clock_dir, write_offset, FAKETIME_LIB};
 use super::timeline::{slot_at, Action, Fault, Phase, Timeline};
-use crate::data::{largest_group, Effect, FaultLogLine, LogPhase};
+use crate::data::{largest_group, Effect, FaultLogLine, LogPhase, Scope};
 use crate::plan::{Plan, Role, BN_REST_PORT, NETEM_IMAGE, ROLE_LABEL, RUN_LABEL};
 use crate::runtime::exec;
 use anyhow::{anyhow, bail, Context, Result};
@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
+
+/// Port of the `bn_errors` fault's failing server in the dvnode's namespace.
+const BN_ERRORS_PORT: u16 = 39_596;
 
 /// Role label value of fault sidecars and delayers.
 pub const SIDECAR_ROLE: &str = "fault-sidecar";
@@ -58,6 +61,8 @@ impl FaultContainer {
 #[derive(Debug, Clone)]
 struct Rule {
     container: String,
+    /// `filter` or `nat`.
+    table: &'static str,
     chain: &'static str,
     spec: Vec<String>,
 }
@@ -371,16 +376,21 @@ impl Executor {
     async fn apply_network(&self, st: &mut State, f: &Fault) -> Result<()> {
         let mut rules: Vec<Rule> = Vec::new();
         let comment = format!("dvlab-fault-{}", f.id);
-        let mut add = |container: &str, chain: &'static str, spec: Vec<String>| {
+        let mut add_to = |container: &str, table, chain: &'static str, spec: Vec<String>| {
             let mut spec = spec;
             spec.extend(["-m", "comment", "--comment", &comment].map(String::from));
             rules.push(Rule {
                 container: container.to_string(),
+                table,
                 chain,
                 spec,
             });
         };
+        let mut add = |container: &str, chain: &'static str, spec: Vec<String>| {
+            add_to(container, "filter", chain, spec)
+        };
         let mut delayers: Vec<(String, u16, f64, f64)> = Vec::new();
+        let mut error_servers: Vec<(String, u16)> = Vec::new();
         match &f.effect {
             Effect::Partition { groups } => {
                 // Rules on INPUT and OUTPUT of one side block both directions; they go on every
@@ -419,24 +429,72 @@ impl Executor {
                 }
             }
             Effect::Loss { scope, percent } => {
+                // One-way (`to`): only what carries data is lost: TCP segments with PSH or
+                // longer than any bare ACK (20 + 20 + 40 bytes of options), and every
+                // non-TCP packet. The targets' acknowledgements pass, so the peers' data keeps
+                // reaching them over the same connections while theirs never arrives.
+                let matches: Vec<Vec<&str>> = if matches!(scope, Scope::To(..)) {
+                    vec![
+                        vec!["-p", "tcp", "--tcp-flags", "PSH", "PSH"],
+                        vec!["-p", "tcp", "-m", "length", "--length", "81:65535"],
+                        vec!["!", "-p", "tcp"],
+                    ]
+                } else {
+                    vec![vec![]]
+                };
                 for (t, peer) in scope.legs() {
-                    let Some(mut spec) = self.egress_match(&t, peer).await? else {
+                    let Some(base) = self.egress_match(&t, peer).await? else {
                         continue;
                     };
-                    spec.extend(
-                        [
-                            "-m",
-                            "statistic",
-                            "--mode",
-                            "random",
-                            "--probability",
-                            &format!("{:.6}", percent / 100.0),
-                            "-j",
-                            "DROP",
-                        ]
-                        .map(String::from),
+                    for m in &matches {
+                        let mut spec = base.clone();
+                        spec.extend(m.iter().map(|s| s.to_string()));
+                        spec.extend(
+                            [
+                                "-m",
+                                "statistic",
+                                "--mode",
+                                "random",
+                                "--probability",
+                                &format!("{:.6}", percent / 100.0),
+                                "-j",
+                                "DROP",
+                            ]
+                            .map(String::from),
+                        );
+                        add(&t, "OUTPUT", spec);
+                    }
+                }
+            }
+            Effect::BnErrors {
+                target,
+                beacon_node,
+                status,
+            } => {
+                // A dvnode that is down gets the fault when it starts again.
+                let bn = match self.running(target).await? {
+                    true => self.ip(beacon_node).await?,
+                    false => None,
+                };
+                if let Some(bn) = bn {
+                    let to_bn = ["-p", "tcp", "-d", &bn, "--dport", &BN_REST_PORT.to_string()]
+                        .map(String::from)
+                        .to_vec();
+                    // New connections to the beacon node's REST port go to the failing
+                    // server in the dvnode's namespace...
+                    let mut redirect = to_bn.clone();
+                    redirect.extend(
+                        ["-j", "REDIRECT", "--to-ports", &BN_ERRORS_PORT.to_string()]
+                            .map(String::from),
                     );
-                    add(&t, "OUTPUT", spec);
+                    add_to(target, "nat", "OUTPUT", redirect);
+                    // ...and those opened before (pooled keep-alive connections, the event
+                    // stream) are reset, so that they reconnect there. Redirected packets
+                    // no longer match: their destination is already the local port.
+                    let mut reset = to_bn;
+                    reset.extend(["-j", "REJECT", "--reject-with", "tcp-reset"].map(String::from));
+                    add_to(target, "filter", "OUTPUT", reset);
+                    error_servers.push((target.clone(), *status));
                 }
             }
             Effect::Latency {
@@ -472,6 +530,22 @@ impl Executor {
             let name = self.start_delayer(t.as_str(), queue, delay, jitter).await?;
             st.delayers.entry(f.id).or_default().push(name);
         }
+        // Likewise the failing server listens before connections are redirected to it.
+        for (t, status) in error_servers {
+            let name = format!("dvlab-{}-fx-{t}-e{}", self.inner.run, f.id);
+            let cmd = [
+                "dvlab-netem",
+                "--http-error-port",
+                &BN_ERRORS_PORT.to_string(),
+                "--status",
+                &status.to_string(),
+            ]
+            .map(String::from)
+            .to_vec();
+            self.start_helper(&t, &name, cmd, "dvlab-netem: http-error")
+                .await?;
+            st.delayers.entry(f.id).or_default().push(name);
+        }
         for r in &rules {
             // DROP rules go first: an NFQUEUE ACCEPT verdict ends the chain.
             let op = if r.spec.iter().any(|s| s == "NFQUEUE") {
@@ -482,6 +556,8 @@ impl Executor {
             let mut cmd = vec![
                 "iptables".to_string(),
                 "-w".into(),
+                "-t".into(),
+                r.table.into(),
                 op.into(),
                 r.chain.into(),
             ];
@@ -503,6 +579,8 @@ impl Executor {
             let mut cmd = vec![
                 "iptables".to_string(),
                 "-w".into(),
+                "-t".into(),
+                r.table.into(),
                 "-D".into(),
                 r.chain.into(),
             ];
@@ -697,23 +775,37 @@ impl Executor {
             "--jitter-ms".into(),
             format!("{jitter_ms}"),
         ];
-        self.start_in_netns(short, &name, cmd).await?;
+        self.start_helper(short, &name, cmd, "dvlab-netem: queue")
+            .await?;
+        Ok(name)
+    }
+
+    /// Starts `dvlab-netem` helper `name` in `short`'s namespace and waits until its log says
+    /// `ready` (queue bound, port listening).
+    async fn start_helper(
+        &self,
+        short: &str,
+        name: &str,
+        cmd: Vec<String>,
+        ready: &str,
+    ) -> Result<()> {
+        self.start_in_netns(short, name, cmd).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let logs = crate::runtime::logs(&self.inner.docker, &name, None).await?;
-            if logs.contains("dvlab-netem: queue") {
-                return Ok(name);
+            let logs = crate::runtime::logs(&self.inner.docker, name, None).await?;
+            if logs.contains(ready) {
+                return Ok(());
             }
             let state = self
                 .inner
                 .docker
-                .inspect_container(&name, None)
+                .inspect_container(name, None)
                 .await?
                 .state
                 .and_then(|s| s.running);
             if state != Some(true) || tokio::time::Instant::now() > deadline {
-                self.remove(&name).await;
-                bail!("delayer {name} did not start: {}", logs.trim());
+                self.remove(name).await;
+                bail!("fault helper {name} did not start: {}", logs.trim());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

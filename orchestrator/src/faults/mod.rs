@@ -7,6 +7,9 @@
 //! | --- | --- |
 //! | partition / isolate | iptables DROP on INPUT (from) and OUTPUT (to) the other groups' IPs, installed from a `NET_ADMIN` sidecar sharing the container's network namespace |
 //! | loss | iptables `-m statistic --mode random --probability p -j DROP` on OUTPUT |
+//! | loss with `to` (one-way) | the same, only on what the targets send to those peers that carries data (TCP with PSH or longer than a bare ACK, non-TCP): their ACKs pass, so they still hear the peers |
+//! | bn_latency | a latency fault on the dvnode's beacon node's packets to the dvnode |
+//! | bn_errors | iptables `nat` REDIRECT of the dvnode's new connections to its BN's REST port to `dvlab-netem --http-error-port` (answers every request with the status) in a sidecar, and a TCP reset of the connections opened before |
 //! | latency / jitter | iptables `-j NFQUEUE` on OUTPUT and the `dvlab-netem` delayer in a sidecar, holding each packet for delay ± jitter before ACCEPT |
 //! | bandwidth | TBF root qdisc on the container's `eth0` |
 //! | crash | SIGKILL, then start again after `restart_after` |

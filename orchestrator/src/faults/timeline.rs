@@ -125,7 +125,15 @@ fn build_timeline(faults: &[FaultSpec], spec: &DevnetSpec, clock: SlotClock) -> 
         };
         let scope = || match &f.link {
             Some(l) if l.len() == 2 => Scope::Link(l[0].clone(), l[1].clone()),
+            _ if !f.to.is_empty() => Scope::To(f.targets.clone(), f.to.clone()),
             _ => Scope::Egress(f.targets.clone()),
+        };
+        let beacon_node = || -> Result<(String, String)> {
+            let t = target()?;
+            let bn = spec
+                .beacon_node_of(&t)
+                .ok_or_else(|| anyhow!("{}: `{t}` is not a dvnode", ctx()))?;
+            Ok((t, bn.to_string()))
         };
         let ms = |v: &Option<String>| -> Result<f64> {
             match v {
@@ -164,6 +172,23 @@ fn build_timeline(faults: &[FaultSpec], spec: &DevnetSpec, clock: SlotClock) -> 
                 scope: scope(),
                 percent: f.percent.unwrap_or(0.0),
             },
+            FaultKind::BnErrors => {
+                let (target, beacon_node) = beacon_node()?;
+                Effect::BnErrors {
+                    target,
+                    beacon_node,
+                    status: f.status.unwrap_or(503),
+                }
+            }
+            // Late answers: every packet the beacon node sends to the dvnode waits.
+            FaultKind::BnLatency => {
+                let (target, beacon_node) = beacon_node()?;
+                Effect::Latency {
+                    scope: Scope::To(vec![beacon_node], vec![target]),
+                    delay_ms: ms(&f.delay).with_context(ctx)?,
+                    jitter_ms: ms(&f.jitter).with_context(ctx)?,
+                }
+            }
             FaultKind::Bandwidth => Effect::Bandwidth {
                 targets: f.targets.clone(),
                 bits_per_sec: match &f.rate {
@@ -416,6 +441,48 @@ mod tests {
             e => panic!("{e:?}"),
         }
         assert_eq!(t.faults[2].end, None);
+    }
+
+    /// `bn_latency` delays what the dvnode's beacon node sends to it; `bn_errors` names the
+    /// beacon node; a loss with `to` has one leg per (target, peer).
+    #[test]
+    fn beacon_node_faults_and_one_way_loss() {
+        let spec = spec_with(
+            "  - {at: slot 8, kind: bn_latency, target: dv0-2, delay: 5s, for: 2 epochs}\n\
+             \x20 - {at: slot 8, kind: bn_errors, target: dv0-1, for: 2 epochs}\n\
+             \x20 - {at: slot 8, kind: loss, percent: 100, targets: [dv0-2], to: [dv0-0, dv0-3], for: 2 epochs}\n",
+            1,
+        );
+        let t = tl(&spec);
+        let bn_of = |n: &str| spec.beacon_node_of(n).unwrap().to_string();
+        match &t.faults[0].effect {
+            Effect::Latency {
+                scope, delay_ms, ..
+            } => {
+                assert_eq!(*delay_ms, 5000.0);
+                assert_eq!(scope.legs(), [(bn_of("dv0-2"), Some("dv0-2".to_string()))]);
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(
+            t.faults[1].effect,
+            Effect::BnErrors {
+                target: "dv0-1".into(),
+                beacon_node: bn_of("dv0-1"),
+                status: 503
+            }
+        );
+        assert_eq!(t.faults[1].end, Some(t.faults[1].start + 64.0));
+        match &t.faults[2].effect {
+            Effect::Loss { scope, .. } => assert_eq!(
+                scope.legs(),
+                [
+                    ("dv0-2".to_string(), Some("dv0-0".to_string())),
+                    ("dv0-2".to_string(), Some("dv0-3".to_string()))
+                ]
+            ),
+            e => panic!("{e:?}"),
+        }
     }
 
     #[test]

@@ -256,6 +256,14 @@ impl ChaosRender<'_> {
                     selector: self.selector(std::slice::from_ref(b)),
                 }),
             ),
+            Scope::To(from, to) => (
+                self.selector(from),
+                "to",
+                Some(PodSet {
+                    mode: "all",
+                    selector: self.selector(to),
+                }),
+            ),
         }
     }
 
@@ -327,6 +335,20 @@ impl ChaosRender<'_> {
                     value(&network(sel, dir, target, Some(delay), None, None, "delay")),
                 )
             }
+            Effect::Loss {
+                scope: Scope::To(..),
+                ..
+            } => bail!(
+                "{}: a loss with `to` is one-way (the targets' data is lost, their \
+                 acknowledgements pass), which Chaos Mesh cannot express: its loss drops every \
+                 packet in the direction, acknowledgements included",
+                self.source.describe(f.source)
+            ),
+            Effect::BnErrors { target, .. } => bail!(
+                "{}: bn_errors answers errors to `{target}` only, which Chaos Mesh cannot \
+                 express: its HTTPChaos acts on the beacon node's port for every client",
+                self.source.describe(f.source)
+            ),
             Effect::Loss { scope, percent } => {
                 let (sel, dir, target) = self.scope(scope);
                 let loss = Loss {

@@ -200,6 +200,13 @@ pub enum FaultKind {
     RandomStop,
     /// Ends the fault whose `id` is `fault`.
     Heal,
+    /// A dvnode's (`target`'s) beacon node answers every request with an HTTP error `status`
+    /// (default 503) for `for`: its connections to the beacon node's REST port go to a
+    /// failing server instead (the beacon node itself stays healthy for everyone else).
+    BnErrors,
+    /// A dvnode's (`target`'s) beacon node answers `delay` (± `jitter`) late for `for`: every
+    /// packet from the beacon node to the dvnode is held that long (answers and events).
+    BnLatency,
 }
 
 impl FaultKind {
@@ -217,6 +224,8 @@ impl FaultKind {
             FaultKind::RandomCrash => "random_crash",
             FaultKind::RandomStop => "random_stop",
             FaultKind::Heal => "heal",
+            FaultKind::BnErrors => "bn_errors",
+            FaultKind::BnLatency => "bn_latency",
         }
     }
 
@@ -224,8 +233,8 @@ impl FaultKind {
     pub(super) fn fields(self) -> &'static [&'static str] {
         match self {
             FaultKind::Partition => &["groups", "isolate", "for"],
-            FaultKind::Latency => &["delay", "jitter", "targets", "link", "for"],
-            FaultKind::Loss => &["percent", "targets", "link", "for"],
+            FaultKind::Latency => &["delay", "jitter", "targets", "to", "link", "for"],
+            FaultKind::Loss => &["percent", "targets", "to", "link", "for"],
             FaultKind::Bandwidth => &["rate", "targets", "for"],
             FaultKind::Crash | FaultKind::Stop => &["target", "restart_after"],
             FaultKind::Pause => &["target", "for"],
@@ -234,6 +243,8 @@ impl FaultKind {
                 &["rate", "targets", "restart_after", "for"]
             }
             FaultKind::Heal => &["fault"],
+            FaultKind::BnErrors => &["target", "status", "for"],
+            FaultKind::BnLatency => &["target", "delay", "jitter", "for"],
         }
     }
 
@@ -247,6 +258,8 @@ impl FaultKind {
                 | FaultKind::Bandwidth
                 | FaultKind::Pause
                 | FaultKind::ClockSkew
+                | FaultKind::BnErrors
+                | FaultKind::BnLatency
         )
     }
 }
@@ -294,6 +307,12 @@ pub struct FaultSpec {
     /// Targets (latency, loss, bandwidth, random faults).
     #[serde(default)]
     pub targets: Vec<String>,
+    /// Only what `targets` send to these containers (latency, loss). A loss with `to` is
+    /// one-way: it drops the targets' messages (TCP segments carrying data, and any non-TCP
+    /// packet) but lets their bare acknowledgements through, so they keep hearing those peers
+    /// while not being heard.
+    #[serde(default)]
+    pub to: Vec<String>,
     /// The two ends of a link (latency, loss).
     #[serde(default)]
     pub link: Option<Vec<String>>,
@@ -321,6 +340,9 @@ pub struct FaultSpec {
     /// The `id` of the fault a `heal` entry ends.
     #[serde(default)]
     pub fault: Option<String>,
+    /// HTTP status of a `bn_errors` fault's answers (400-599, default 503).
+    #[serde(default)]
+    pub status: Option<u16>,
 }
 
 impl FaultSpec {
@@ -336,6 +358,7 @@ impl FaultSpec {
         f(self.isolate.is_some(), "isolate");
         f(self.target.is_some(), "target");
         f(!self.targets.is_empty(), "targets");
+        f(!self.to.is_empty(), "to");
         f(self.link.is_some(), "link");
         f(self.delay.is_some(), "delay");
         f(self.jitter.is_some(), "jitter");
@@ -345,6 +368,7 @@ impl FaultSpec {
         f(self.for_.is_some(), "for");
         f(self.restart_after.is_some(), "restart_after");
         f(self.fault.is_some(), "fault");
+        f(self.status.is_some(), "status");
         v
     }
 }
@@ -595,6 +619,18 @@ impl DevnetSpec {
             }
         }
         v
+    }
+
+    /// The beacon node a dvnode (short name `dv0-2`) talks to; `None` for any other name.
+    pub fn beacon_node_of(&self, dvnode: &str) -> Option<&str> {
+        self.clusters.iter().find_map(|c| {
+            let n: usize = dvnode
+                .strip_prefix(&c.name)?
+                .strip_prefix('-')?
+                .parse()
+                .ok()?;
+            c.beacon_nodes.get(n).map(String::as_str)
+        })
     }
 
     /// Seconds from genesis to the end of the observed window.

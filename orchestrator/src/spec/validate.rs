@@ -371,6 +371,7 @@ fn faults(spec: &DevnetSpec, p: &mut Problems) {
             FaultKind::ClockSkew => c.clock_skew(),
             FaultKind::RandomCrash | FaultKind::RandomStop => c.random(),
             FaultKind::Heal => c.heal(&ids, &mut healed, start),
+            FaultKind::BnErrors | FaultKind::BnLatency => c.beacon_node_path(),
         }
     }
 }
@@ -549,19 +550,26 @@ impl<'a> FaultCheck<'a, '_> {
                 self.known(format!("faults[{i}].link[{j}]"), name);
             }
         }
-        if f.kind == FaultKind::Latency {
-            self.need(f.delay.is_some(), "delay", "e.g. `200ms`");
-            for (k, v) in [("delay", &f.delay), ("jitter", &f.jitter)] {
-                if let Some(v) = v {
-                    match Span::parse(v) {
-                        Ok(Span::Secs(x)) if (0.0..=60.0).contains(&x) => {}
-                        _ => self.err(
-                            k,
-                            format!("`{v}` must be a time between 0 and 60s, e.g. `200ms`"),
-                        ),
-                    }
+        if !f.to.is_empty() {
+            if f.link.is_some() {
+                self.err(
+                    "to",
+                    "`to` narrows `targets`; a `link` already names both ends",
+                );
+            }
+            for (j, name) in f.to.iter().enumerate() {
+                let k = format!("faults[{i}].to[{j}]");
+                self.known(k.clone(), name);
+                if f.targets.contains(name) {
+                    self.p.err(
+                        k,
+                        format!("`{name}` is both a target and a peer it sends to"),
+                    );
                 }
             }
+        }
+        if f.kind == FaultKind::Latency {
+            self.delay();
         } else {
             match f.percent {
                 None => self.need(false, "percent", "e.g. `10`"),
@@ -570,6 +578,50 @@ impl<'a> FaultCheck<'a, '_> {
                 }
                 Some(_) => {}
             }
+        }
+    }
+
+    /// `delay` (required) and `jitter`: times between 0 and 60 s.
+    fn delay(&mut self) {
+        let f = self.f;
+        self.need(f.delay.is_some(), "delay", "e.g. `200ms`");
+        for (k, v) in [("delay", &f.delay), ("jitter", &f.jitter)] {
+            if let Some(v) = v {
+                match Span::parse(v) {
+                    Ok(Span::Secs(x)) if (0.0..=60.0).contains(&x) => {}
+                    _ => self.err(
+                        k,
+                        format!("`{v}` must be a time between 0 and 60s, e.g. `200ms`"),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// `bn_errors` / `bn_latency`: the target is a dvnode (whose beacon node is known), the
+    /// status an HTTP error, the delay a time.
+    fn beacon_node_path(&mut self) {
+        let f = self.f;
+        self.need(f.target.is_some(), "target", "a dvnode, e.g. `dv0-1`");
+        if let Some(t) = &f.target {
+            if self.names.contains(t) && self.spec.beacon_node_of(t).is_none() {
+                let kind = self.kind();
+                self.err(
+                    "target",
+                    format!("`{t}` is not a dvnode; a {kind} fault acts on a dvnode's beacon node"),
+                );
+            }
+        }
+        if let Some(s) = f.status {
+            if !(400..=599).contains(&s) {
+                self.err(
+                    "status",
+                    format!("{s} is not an HTTP error status (400-599)"),
+                );
+            }
+        }
+        if f.kind == FaultKind::BnLatency {
+            self.delay();
         }
     }
 
@@ -944,10 +996,42 @@ keepers: {count: 48, beacon_node: bn0}\nduration: {epochs: 2}\n";
              \x20 - {at: epoch 4, kind: pause, target: baseline, for: 1500ms}\n\
              \x20 - {at: epoch 4, kind: clock_skew, target: dv0-0, offset: -2s, for: 1 epoch}\n\
              \x20 - {at: epoch 1, kind: random_crash, rate: 0.5, targets: [dv0-0, dv0-1], restart_after: 20s}\n\
-             \x20 - {at: epoch 1, kind: random_stop, rate: 1, targets: [bn1], restart_after: 1 epoch, for: 4 epochs}\n",
+             \x20 - {at: epoch 1, kind: random_stop, rate: 1, targets: [bn1], restart_after: 1 epoch, for: 4 epochs}\n\
+             \x20 - {at: epoch 3, kind: loss, percent: 100, targets: [dv0-2], to: [dv0-0, dv0-1, dv0-3], for: 2 epochs}\n\
+             \x20 - {at: epoch 3, kind: bn_errors, target: dv0-1, for: 2 epochs}\n\
+             \x20 - {at: epoch 3, kind: bn_latency, target: dv0-1, delay: 5s, for: 2 epochs}\n",
         );
         let spec = DevnetSpec::parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(spec.faults.len(), 11);
+        assert_eq!(spec.faults.len(), 14);
+        assert_eq!(spec.beacon_node_of("dv0-1"), Some("bn0"));
+        assert_eq!(spec.beacon_node_of("dv0-1-vc"), None);
+        assert_eq!(spec.beacon_node_of("dv0-9"), None);
+    }
+
+    #[test]
+    fn beacon_node_faults_and_one_way_loss_are_checked() {
+        let text = with_faults(
+            "  - {at: epoch 3, kind: bn_errors, target: bn0, status: 200, for: 2 epochs}\n\
+             \x20 - {at: epoch 3, kind: bn_latency, target: dv0-1, for: 2 epochs}\n\
+             \x20 - {at: epoch 3, kind: loss, percent: 100, targets: [dv0-2], to: [dv0-2, dv0-9], for: 2 epochs}\n\
+             \x20 - {at: epoch 3, kind: loss, percent: 100, link: [dv0-1, dv0-2], to: [dv0-0], for: 2 epochs}\n\
+             \x20 - {at: epoch 3, kind: bn_errors, target: dv0-1, to: [dv0-0], for: 2 epochs}\n",
+        );
+        let errs = errors(&text);
+        let has = |field: &str, needle: &str| {
+            assert!(
+                errs.iter()
+                    .any(|e| e.field == field && e.message.contains(needle)),
+                "{field}: {needle}: {errs:?}"
+            )
+        };
+        has("faults[0].target", "`bn0` is not a dvnode");
+        has("faults[0].status", "200 is not an HTTP error status");
+        has("faults[1].delay", "needs `delay`");
+        has("faults[2].to[0]", "both a target and a peer");
+        has("faults[2].to[1]", "unknown container `dv0-9`");
+        has("faults[3].to", "a `link` already names both ends");
+        has("faults[4].to", "does not apply to a bn_errors fault");
     }
 
     #[test]
