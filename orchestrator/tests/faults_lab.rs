@@ -10,7 +10,7 @@ use bollard::Docker;
 use dvlab::data::{Effect, Scope};
 use dvlab::faults::{self, Action, Executor, Fault, FaultContainer, Phase, Timeline, CLOCK_DIR};
 use dvlab::images::{self, ImageInputs};
-use dvlab::plan::{ROLE_LABEL, RUN_LABEL};
+use dvlab::plan::{BN_REST_PORT, ROLE_LABEL, RUN_LABEL};
 use dvlab::runtime;
 use dvnode::clock::{unix_now, SlotClock};
 use std::collections::HashMap;
@@ -361,6 +361,57 @@ async fn loss_drops_about_the_configured_share() {
         let p = lab.ping("a", "b", 200, 0.01).await?;
         eprintln!("healed: {} of {} answered", p.received, p.sent);
         assert!(p.received >= 199, "{p:?}");
+        Ok(())
+    })
+    .await;
+}
+
+/// The first line `from` gets for `GET /eth/v1/node/health` on `to`'s REST port (bash's
+/// `/dev/tcp`; the lab image has no HTTP client), or `refused` when nothing listens.
+async fn http_status_line(lab: &Lab, from: &str, to: &str) -> Result<String> {
+    let ip = lab.ip(to).await?;
+    let out = lab
+        .sh(
+            from,
+            &format!(
+                "exec 3<>/dev/tcp/{ip}/{BN_REST_PORT} 2>/dev/null || {{ echo refused; exit 0; }}; \
+                 printf 'GET /eth/v1/node/health HTTP/1.1\\r\\nHost: bn\\r\\nConnection: close\\r\\n\\r\\n' >&3; \
+                 timeout 5 head -n 1 <&3"
+            ),
+        )
+        .await?;
+    Ok(out.trim().to_string())
+}
+
+/// bn_errors: the dvnode's requests to its beacon node's REST port are answered with the
+/// status, another client of the same beacon node is not affected, and healing restores the
+/// path (here nothing listens on the "beacon node", so the real answer is a refusal).
+#[tokio::test]
+async fn bn_errors_answers_the_dvnode_only_and_heals() {
+    if !enabled("bn_errors_answers_the_dvnode_only_and_heals") {
+        return;
+    }
+    let cs = [("dv", None), ("other", None), ("bn", None)];
+    with_lab("flab-bnerr", &cs, &[], |lab| async move {
+        assert_eq!(http_status_line(&lab, "dv", "bn").await?, "refused");
+        let f = fault(
+            7,
+            Effect::BnErrors {
+                target: "dv".into(),
+                beacon_node: "bn".into(),
+                status: 503,
+            },
+        );
+        lab.apply(&f).await?;
+        let dv = http_status_line(&lab, "dv", "bn").await?;
+        let other = http_status_line(&lab, "other", "bn").await?;
+        eprintln!("bn_errors: dv gets `{dv}`, other gets `{other}`");
+        assert!(dv.starts_with("HTTP/1.1 503"), "{dv}");
+        assert_eq!(other, "refused");
+        lab.heal(&f).await?;
+        let dv = http_status_line(&lab, "dv", "bn").await?;
+        eprintln!("healed: dv gets `{dv}`");
+        assert_eq!(dv, "refused");
         Ok(())
     })
     .await;
