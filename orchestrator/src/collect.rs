@@ -2,6 +2,8 @@
 //! duties each epoch (Lodestar's head state only serves epochs head−1..head+1), head and
 //! finality samples, canonical blocks, and SSE events (gossip attestations, blocks).
 
+pub mod shuffling;
+
 use crate::data::{synthetic::Builder, BeaconNodeMeta, DutyRow, DvNodeMeta, RawData};
 use crate::plan::DUTY_LOG_FILE;
 use anyhow::{anyhow, bail, Context, Result};

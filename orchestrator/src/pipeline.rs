@@ -68,6 +68,7 @@ pub fn run_meta(plan: &Plan, bns: Vec<BeaconNodeMeta>, dvnodes: Vec<DvNodeMeta>)
                 first: g.indices.start,
                 count: g.indices.end - g.indices.start,
                 distributed: g.distributed,
+                indices: Vec::new(),
             })
             .collect(),
         beacon_nodes: bns,

@@ -210,6 +210,7 @@ mod tests {
             first,
             count,
             distributed: false,
+            indices: Vec::new(),
         }
     }
 

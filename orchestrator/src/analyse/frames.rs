@@ -40,7 +40,7 @@ fn group_frame(meta: &RunMeta) -> PolarsResult<DataFrame> {
     let mut v = Vec::new();
     let mut g = Vec::new();
     for grp in &meta.groups {
-        for i in grp.first..grp.first + grp.count {
+        for i in grp.members() {
             v.push(i);
             g.push(grp.name.clone());
         }
@@ -840,7 +840,7 @@ pub fn audit(meta: &RunMeta, raw: &RawData) -> PolarsResult<SlashingAudit> {
     let group_of = |v: u64| {
         meta.groups
             .iter()
-            .find(|g| v >= g.first && v < g.first + g.count)
+            .find(|g| g.contains(v))
             .map_or_else(|| "other".to_string(), |g| g.name.clone())
     };
     // validator → target epoch → (source epoch, data root), deduplicated.
@@ -1148,6 +1148,7 @@ mod tests {
             first: 6,
             count: 1,
             distributed: true,
+            indices: Vec::new(),
         });
         m
     }
@@ -1166,12 +1167,14 @@ mod tests {
                     first: 0,
                     count: 4,
                     distributed: false,
+                    indices: Vec::new(),
                 },
                 GroupMeta {
                     name: "baseline".into(),
                     first: 4,
                     count: 2,
                     distributed: false,
+                    indices: Vec::new(),
                 },
             ],
             beacon_nodes: vec![],
@@ -1278,6 +1281,7 @@ mod tests {
             first: 6,
             count: 4,
             distributed: true,
+            indices: Vec::new(),
         });
         let verdict = |raw: &RawData| {
             let a = analyse(&m, raw).unwrap();

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 #[cfg(feature = "lab")]
 use std::path::Path;
 
-/// A validator group as the analysis sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A validator group as the analysis sees it: the index range `first..first + count` of a
+/// devnet's group, or any set of indices (`indices`, e.g. `dvlab analyze --validators FILE`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupMeta {
     /// Name.
     pub name: String,
@@ -25,6 +26,48 @@ pub struct GroupMeta {
     pub count: u64,
     /// Whether it is a DV cluster.
     pub distributed: bool,
+    /// The members when they are not one range (sorted, distinct; `first`/`count` are then
+    /// their lowest index and number). Empty: the range.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indices: Vec<u64>,
+}
+
+impl GroupMeta {
+    /// A group of the indices `members` (a range when they are consecutive).
+    pub fn of(name: &str, members: &std::collections::BTreeSet<u64>, distributed: bool) -> Self {
+        let first = members.first().copied().unwrap_or(0);
+        let count = members.len() as u64;
+        let consecutive = members.last().is_none_or(|l| l - first + 1 == count);
+        GroupMeta {
+            name: name.to_string(),
+            first,
+            count,
+            distributed,
+            indices: if consecutive {
+                Vec::new()
+            } else {
+                members.iter().copied().collect()
+            },
+        }
+    }
+
+    /// Its validator indices, ascending.
+    pub fn members(&self) -> Box<dyn Iterator<Item = u64> + '_> {
+        if self.indices.is_empty() {
+            Box::new(self.first..self.first + self.count)
+        } else {
+            Box::new(self.indices.iter().copied())
+        }
+    }
+
+    /// Whether validator `v` belongs to it.
+    pub fn contains(&self, v: u64) -> bool {
+        if self.indices.is_empty() {
+            v >= self.first && v < self.first + self.count
+        } else {
+            self.indices.binary_search(&v).is_ok()
+        }
+    }
 }
 
 /// A beacon node of the run.

@@ -760,6 +760,7 @@ fn dvlab_analysis(
         first: v.first().copied().unwrap_or(0),
         count: v.len() as u64,
         distributed,
+        indices: Vec::new(),
     };
     let mut groups = vec![
         group("keepers", &info.keepers, false),

@@ -1,0 +1,231 @@
+//! Attester committees of a past epoch, computed as the consensus spec's
+//! `get_beacon_committee` does from a later state: the epoch's active validators (their
+//! activation and exit epochs stay in the registry) and the RANDAO mix the epoch's seed is
+//! drawn from (kept in `randao_mixes` for `EPOCHS_PER_HISTORICAL_VECTOR` epochs).
+//!
+//! Why: a beacon node's committees endpoint needs a state of the epoch (or the next) in
+//! memory; Lodestar 1.5.1 answers it only for epochs near its head (its state cache drops
+//! states before the finalized epoch, archived states carry no shuffling), so `dvlab analyze`
+//! of older epochs computes them. No Rust crate implements the swap-or-not shuffle apart from
+//! client internals; [`shuffled_positions`] is checked against Lodestar's
+//! `computeShuffledIndex`, and `dvlab analyze` compares computed committees with the beacon
+//! node's wherever the node serves them.
+
+use super::Committees;
+use anyhow::{bail, Result};
+use sha2::{Digest, Sha256};
+
+/// The chain constants committee computation needs (from `/eth/v1/config/spec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShufflingParams {
+    /// `SLOTS_PER_EPOCH`.
+    pub slots_per_epoch: u64,
+    /// `SHUFFLE_ROUND_COUNT`.
+    pub shuffle_round_count: u8,
+    /// `TARGET_COMMITTEE_SIZE`.
+    pub target_committee_size: u64,
+    /// `MAX_COMMITTEES_PER_SLOT`.
+    pub max_committees_per_slot: u64,
+    /// `EPOCHS_PER_HISTORICAL_VECTOR`.
+    pub epochs_per_historical_vector: u64,
+    /// `MIN_SEED_LOOKAHEAD`.
+    pub min_seed_lookahead: u64,
+    /// `DOMAIN_BEACON_ATTESTER`.
+    pub domain_beacon_attester: [u8; 4],
+}
+
+/// What committee computation reads from a state.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryView {
+    /// Epoch of the state.
+    pub epoch: u64,
+    /// (activation epoch, exit epoch) of every validator, by index.
+    pub validators: Vec<(u64, u64)>,
+    /// `randao_mixes`.
+    pub randao_mixes: Vec<[u8; 32]>,
+}
+
+/// `out[i]` = the spec's `compute_shuffled_index(i, count, seed)` for every `i < count`,
+/// computing each round's pivot once and each 256-position source hash once.
+pub fn shuffled_positions(count: usize, seed: &[u8; 32], rounds: u8) -> Vec<usize> {
+    let mut cur: Vec<usize> = (0..count).collect();
+    if count <= 1 {
+        return cur;
+    }
+    let n = count as u64;
+    for round in 0..rounds {
+        let mut h = Sha256::new();
+        h.update(seed);
+        h.update([round]);
+        let p = h.finalize();
+        let pivot = u64::from_le_bytes(p[..8].try_into().expect("8 bytes")) % n;
+        let mut sources: Vec<Option<[u8; 32]>> = vec![None; count / 256 + 1];
+        for c in cur.iter_mut() {
+            let index = *c as u64;
+            let flip = (pivot + n - index) % n;
+            let position = index.max(flip);
+            let source = sources[(position / 256) as usize].get_or_insert_with(|| {
+                let mut h = Sha256::new();
+                h.update(seed);
+                h.update([round]);
+                h.update(((position / 256) as u32).to_le_bytes());
+                h.finalize().into()
+            });
+            let byte = source[((position % 256) / 8) as usize];
+            if (byte >> (position % 8)) & 1 == 1 {
+                *c = flip as usize;
+            }
+        }
+    }
+    cur
+}
+
+impl RegistryView {
+    /// The attester seed of `epoch` (`get_seed(state, epoch, DOMAIN_BEACON_ATTESTER)`), or
+    /// why this state cannot give it (its mix not yet final, or already overwritten).
+    pub fn attester_seed(&self, p: &ShufflingParams, epoch: u64) -> Result<[u8; 32]> {
+        let n = p.epochs_per_historical_vector;
+        if epoch > self.epoch + p.min_seed_lookahead {
+            bail!(
+                "the state of epoch {} cannot give the shuffling of the later epoch {epoch}",
+                self.epoch
+            );
+        }
+        if epoch + n <= self.epoch + p.min_seed_lookahead + 1 {
+            bail!(
+                "epoch {epoch} is more than EPOCHS_PER_HISTORICAL_VECTOR ({n}) epochs behind the \
+                 state (epoch {}): its RANDAO mix is overwritten",
+                self.epoch
+            );
+        }
+        if self.randao_mixes.len() as u64 != n {
+            bail!(
+                "the state has {} RANDAO mixes, EPOCHS_PER_HISTORICAL_VECTOR is {n}",
+                self.randao_mixes.len()
+            );
+        }
+        let mix = &self.randao_mixes[((epoch + n - p.min_seed_lookahead - 1) % n) as usize];
+        let mut h = Sha256::new();
+        h.update(p.domain_beacon_attester);
+        h.update(epoch.to_le_bytes());
+        h.update(mix);
+        Ok(h.finalize().into())
+    }
+
+    /// Every attester committee of `epoch`: (slot, committee index) → validator indices.
+    pub fn committees(&self, p: &ShufflingParams, epoch: u64) -> Result<Committees> {
+        let seed = self.attester_seed(p, epoch)?;
+        let active: Vec<u64> = self
+            .validators
+            .iter()
+            .enumerate()
+            .filter(|(_, (act, exit))| *act <= epoch && epoch < *exit)
+            .map(|(i, _)| i as u64)
+            .collect();
+        let len = active.len() as u64;
+        let spe = p.slots_per_epoch;
+        let per_slot = (len / spe / p.target_committee_size).clamp(1, p.max_committees_per_slot);
+        let count = per_slot * spe;
+        let shuffled = shuffled_positions(active.len(), &seed, p.shuffle_round_count);
+        let mut out = Committees::new();
+        for k in 0..count {
+            let (start, end) = (len * k / count, len * (k + 1) / count);
+            let members = (start..end).map(|i| active[shuffled[i as usize]]).collect();
+            out.insert((epoch * spe + k / per_slot, k % per_slot), members);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lodestar 1.5.1's `computeShuffledIndex` (@lodestar/state-transition, run under node with
+    /// LODESTAR_PRESET=minimal, 10 rounds, and mainnet, 90 rounds) for seed sha256("dvlab").
+    #[test]
+    fn matches_lodestar_compute_shuffled_index() {
+        let seed: [u8; 32] = Sha256::digest(b"dvlab").into();
+        assert_eq!(
+            hex::encode(seed),
+            "3c6f461a44aae1fe56c3ef9ea9774ccbde9b7f98891a8af1ac52b5edb1946345"
+        );
+        assert_eq!(
+            shuffled_positions(20, &seed, 10),
+            [15, 3, 13, 8, 14, 4, 12, 19, 10, 11, 0, 6, 17, 2, 1, 5, 7, 16, 18, 9]
+        );
+        assert_eq!(
+            shuffled_positions(20, &seed, 90),
+            [13, 4, 15, 17, 6, 0, 9, 11, 5, 16, 1, 18, 2, 8, 14, 12, 10, 7, 19, 3]
+        );
+        // 1000 positions span four source hashes.
+        let big = shuffled_positions(1000, &seed, 10);
+        assert_eq!(
+            [0, 1, 299, 600, 999].map(|i| big[i]),
+            [552, 24, 522, 266, 732]
+        );
+        let big = shuffled_positions(1000, &seed, 90);
+        assert_eq!(
+            [0, 1, 299, 600, 999].map(|i| big[i]),
+            [716, 345, 684, 220, 956]
+        );
+        let mut sorted = big.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+    }
+
+    fn params() -> ShufflingParams {
+        ShufflingParams {
+            slots_per_epoch: 8,
+            shuffle_round_count: 10,
+            target_committee_size: 4,
+            max_committees_per_slot: 4,
+            epochs_per_historical_vector: 64,
+            min_seed_lookahead: 1,
+            domain_beacon_attester: [1, 0, 0, 0],
+        }
+    }
+
+    #[test]
+    fn committees_cover_the_active_validators_once() {
+        let far = u64::MAX;
+        let mut view = RegistryView {
+            epoch: 10,
+            validators: vec![(0, far); 100],
+            randao_mixes: (0..64u8).map(|i| [i; 32]).collect(),
+        };
+        view.validators[7] = (0, 5); // exited at epoch 5
+        view.validators[8] = (12, far); // not yet active
+        let p = params();
+        let c = view.committees(&p, 9).unwrap();
+        // 98 active (7 exited, 8 not yet active) / 8 slots / 4 = 3 committees per slot.
+        assert_eq!(c.len(), 24);
+        assert_eq!(c.keys().next(), Some(&(72, 0)));
+        assert_eq!(c.keys().last(), Some(&(79, 2)));
+        let mut all: Vec<u64> = c.values().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..100).filter(|v| *v != 7 && *v != 8).collect::<Vec<_>>()
+        );
+        // Epoch 4: validator 7 is still active.
+        assert_eq!(
+            view.committees(&p, 4).unwrap().values().flatten().count(),
+            99
+        );
+        // The seed of epoch e uses the mix of epoch e - 2.
+        let s9 = view.attester_seed(&p, 9).unwrap();
+        view.randao_mixes[7] = [0xff; 32];
+        assert_ne!(view.attester_seed(&p, 9).unwrap(), s9);
+        // Too late (the mix is not final) and too old (overwritten).
+        assert!(view.committees(&p, 12).is_err());
+        assert!(view.committees(&p, 11).is_ok());
+        assert!(view.attester_seed(&p, 0).is_ok());
+        view.epoch = 70;
+        let e = view.attester_seed(&p, 3).unwrap_err().to_string();
+        assert!(e.contains("overwritten"), "{e}");
+        // Epoch 8 needs epoch 6's mix, overwritten when epoch 70 began; epoch 9's is kept.
+        assert!(view.attester_seed(&p, 8).is_err());
+        assert!(view.attester_seed(&p, 9).is_ok());
+    }
+}
