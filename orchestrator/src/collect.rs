@@ -2,6 +2,7 @@
 //! duties each epoch (Lodestar's head state only serves epochs head−1..head+1), head and
 //! finality samples, canonical blocks, and SSE events (gossip attestations, blocks).
 
+pub mod history;
 pub mod shuffling;
 
 use crate::data::{synthetic::Builder, BeaconNodeMeta, DutyRow, DvNodeMeta, RawData};
@@ -539,7 +540,19 @@ impl Collector {
             t.abort();
         }
         let chain = self.sync_chain().await?;
-        let mut b = std::mem::take(&mut self.heads);
+        let shared = std::mem::take(&mut *self.shared.lock().expect("poisoned"));
+        let heads = std::mem::take(&mut self.heads);
+        self.frames(&chain, heads, &shared).await
+    }
+
+    /// The raw frames of the canonical `chain` (slot → root of known blocks), with the rows
+    /// `b` holds and what the SSE streams saw (`shared`).
+    async fn frames(
+        &self,
+        chain: &BTreeMap<u64, String>,
+        mut b: Builder,
+        shared: &Shared,
+    ) -> Result<RawData> {
         for ((slot, index), vs) in &self.committees {
             for v in vs {
                 b.duty_in(*slot, *index, *v);
@@ -583,7 +596,6 @@ impl Collector {
                 }
             }
         }
-        let shared = std::mem::take(&mut *self.shared.lock().expect("poisoned"));
         for a in &shared.attestations {
             let v = serde_json::json!({"aggregation_bits": a.bits, "data": a.data});
             self.add_votes(&mut b, &v);

@@ -71,6 +71,40 @@ enum Cmd {
         #[arg(long, value_parser = ["middleware", "remote"])]
         signer: Option<String>,
     },
+    /// Report on validators of any chain a beacon node serves: missed duties, inclusion,
+    /// distance, head/target votes, proposals, sync participation, against a comparison group;
+    /// the same report.json / report.html / plots / raw CSV as a run (no fault section).
+    /// SPEC: an index range `100..164`, a file of indices or 0x public keys, or a
+    /// cluster-lock.json. Exit 0: assertions hold; 1: an assertion failed; 2: bad input or
+    /// the beacon node failed.
+    Analyze {
+        /// Beacon node REST URL.
+        #[arg(long)]
+        beacon_node: String,
+        /// The validators analysed (the `dv_*` metrics).
+        #[arg(long, value_name = "SPEC")]
+        validators: String,
+        /// A comparison group (the `baseline_*` metrics).
+        #[arg(long, value_name = "SPEC")]
+        compare: Option<String>,
+        /// Epochs `A..B` (B excluded) or `A..=B`; with --follow, optional.
+        #[arg(long)]
+        epochs: Option<String>,
+        /// Output directory.
+        #[arg(long, default_value = "reports/analyze")]
+        out: PathBuf,
+        /// Keep collecting from the head (or the range's start) until Ctrl-C, re-rendering
+        /// the report every epoch.
+        #[arg(long)]
+        follow: bool,
+        /// An assertion `metric=expr`, e.g. `dv_inclusion_rate=>=0.95` (repeatable).
+        #[arg(long = "assert", value_name = "METRIC=EXPR")]
+        assertions: Vec<String>,
+        /// dvnode duty logs (`<node>/duty-log.jsonl` or `<node>.jsonl`): the tracker's reason
+        /// for each missed duty.
+        #[arg(long, value_name = "DIR")]
+        duty_log: Option<PathBuf>,
+    },
     /// Re-render report.json, plots and report.html from a run directory's raw data.
     Report {
         /// Run directory.
@@ -438,6 +472,37 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             let mut out = std::io::stdout();
             dvlab::k8s::timer::run(client, &namespace, clock, objects, &mut out).await?;
             Ok(0)
+        }
+        Cmd::Analyze {
+            beacon_node,
+            validators,
+            compare,
+            epochs,
+            out,
+            follow,
+            assertions,
+            duty_log,
+        } => {
+            use dvlab::spec::analyze::{parse_assertions, EpochRange, ValidatorSpec};
+            let req = pipeline::AnalyzeRequest {
+                beacon_node,
+                validators: ValidatorSpec::parse(&validators)?,
+                compare: compare.as_deref().map(ValidatorSpec::parse).transpose()?,
+                epochs: epochs.as_deref().map(EpochRange::parse).transpose()?,
+                follow,
+                assertions: parse_assertions(&assertions)?,
+                duty_log,
+            };
+            match pipeline::analyze(&req, &out).await? {
+                Outcome::Interrupted => {
+                    eprintln!("interrupted before an epoch was complete: no report");
+                    Ok(2)
+                }
+                Outcome::Done(r) => {
+                    print_report(&r, &out);
+                    Ok(if r.passed() { 0 } else { 1 })
+                }
+            }
         }
         Cmd::Report { dir } => {
             let r = pipeline::rerender(&dir)?;

@@ -1,14 +1,18 @@
 //! The pipeline behind `dvlab up`, `dvlab run` and `dvlab report`: the one place that wires
 //! the phases together — plan → containers → fault timeline with collection → analysis →
-//! report → teardown, with healing and teardown on failure and on Ctrl-C or SIGTERM.
+//! report → teardown, with healing and teardown on failure and on Ctrl-C or SIGTERM; and
+//! behind `dvlab analyze` ([`analyze`]): collection of any chain's past epochs from a beacon
+//! node ([`History`]) into the same analysis and report.
 
 use crate::analyse;
+use crate::collect::history::History;
 use crate::collect::Collector;
 use crate::data::{self, BeaconNodeMeta, DvNodeMeta, GroupMeta, RawData, RunMeta};
 use crate::faults::{self, Executor, Timeline};
 use crate::plan::{Plan, Role};
 use crate::report::{self, Report};
 use crate::runtime;
+use crate::spec::analyze::{EpochRange, ValidatorSpec};
 use crate::spec::DevnetSpec;
 use anyhow::{anyhow, Result};
 use bollard::Docker;
@@ -369,4 +373,190 @@ pub fn rerender(dir: &Path) -> Result<Report> {
     let (meta, raw) = RawData::load(dir)?;
     let analysis = analyse::analyse(&meta, &raw)?;
     report::write(dir, &meta, &raw, &analysis)
+}
+
+/// What `dvlab analyze` is asked: validators of any chain one beacon node serves.
+#[derive(Debug, Clone)]
+pub struct AnalyzeRequest {
+    /// Beacon node REST URL.
+    pub beacon_node: String,
+    /// The validators analysed (the report's DV role: `dv_*` metrics).
+    pub validators: ValidatorSpec,
+    /// A comparison group (the report's `baseline`).
+    pub compare: Option<ValidatorSpec>,
+    /// Epochs; with `follow`, optional (from the head epoch on).
+    pub epochs: Option<EpochRange>,
+    /// Keep collecting as the chain grows, re-rendering every epoch, until Ctrl-C (or the end
+    /// of `epochs`).
+    pub follow: bool,
+    /// Assertions (metric → expression).
+    pub assertions: std::collections::BTreeMap<String, String>,
+    /// dvnode duty logs (`--duty-log DIR`).
+    pub duty_log: Option<std::path::PathBuf>,
+}
+
+/// Resolves the request's groups through the beacon node.
+async fn analyze_groups(h: &History, req: &AnalyzeRequest) -> Result<Vec<GroupMeta>> {
+    let ours = h.resolve(&req.validators).await?;
+    let name = if req.validators.name.is_empty() {
+        "validators".to_string()
+    } else {
+        req.validators.name.clone()
+    };
+    let mut groups = vec![GroupMeta::of(&name, &ours, true)];
+    if let Some(c) = &req.compare {
+        let theirs = h.resolve(c).await?;
+        if let Some(v) = ours.intersection(&theirs).next() {
+            anyhow::bail!(
+                "validator {v} is in both --validators {} and --compare {}: the groups must not overlap",
+                req.validators.source,
+                c.source
+            );
+        }
+        groups.push(GroupMeta::of("baseline", &theirs, false));
+    }
+    Ok(groups)
+}
+
+/// Collects `epochs` and writes the report (as a run's: report.json / report.html / plots /
+/// raw CSV, plus `collection.json`: where the committees came from and what was not served).
+async fn analyze_once(
+    h: &mut History,
+    meta: &mut RunMeta,
+    epochs: EpochRange,
+    out: &Path,
+) -> Result<Report> {
+    let spe = h.facts.params.slots_per_epoch;
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] slot {pos}/{len} {wide_bar} {msg}",
+        )
+        .expect("valid template"),
+    );
+    pb.set_message(format!("epochs {}..{}", epochs.first, epochs.end));
+    h.collect(epochs, &pb).await?;
+    pb.finish_and_clear();
+    h.head().await?;
+    meta.first_slot = epochs.first_slot(spe);
+    meta.last_slot = epochs.last_slot(spe);
+    let mut raw = h.raw().await?;
+    raw.save(meta, out)?;
+    let collection = serde_json::json!({
+        "beacon_node": h.url(),
+        "epochs": format!("{}..{}", epochs.first, epochs.end),
+        "committees": h.committee_sources,
+        "not_served": h.notes,
+    });
+    std::fs::write(
+        out.join("collection.json"),
+        serde_json::to_vec_pretty(&collection)?,
+    )?;
+    let analysis = analyse::analyse(meta, &raw)?;
+    report::write(out, meta, &raw, &analysis)
+}
+
+/// `dvlab analyze`: the run's analysis and report for validators of any chain. Bad input
+/// (unknown key or index, a range beyond the head, an unreachable node) is an error.
+pub async fn analyze(req: &AnalyzeRequest, out: &Path) -> Result<Outcome> {
+    let mut h = History::connect(&req.beacon_node).await?;
+    let groups = analyze_groups(&h, req).await?;
+    let spe = h.facts.params.slots_per_epoch;
+    let (head_slot, _) = h.head().await?;
+    let mut dvnodes = Vec::new();
+    if let Some(dir) = &req.duty_log {
+        for (i, name) in h.read_duty_logs(dir)?.into_iter().enumerate() {
+            dvnodes.push(DvNodeMeta {
+                name,
+                cluster: groups[0].name.clone(),
+                index: i as u64,
+                metrics_url: None,
+            });
+        }
+    }
+    let mut meta = RunMeta {
+        run: "analyze".into(),
+        genesis_time: h.facts.genesis_time,
+        seconds_per_slot: h.facts.seconds_per_slot,
+        slots_per_epoch: spe,
+        first_slot: 0,
+        last_slot: 0,
+        groups,
+        beacon_nodes: vec![h.meta()],
+        assertions: req.assertions.clone(),
+        dvnodes,
+    };
+    std::fs::create_dir_all(out)?;
+    if !req.follow {
+        let epochs = req
+            .epochs
+            .ok_or_else(|| anyhow!("--epochs A..B is needed without --follow"))?;
+        epochs.check_head(spe, head_slot)?;
+        let r = analyze_once(&mut h, &mut meta, epochs, out).await?;
+        print_notes(&h);
+        return Ok(Outcome::Done(Box::new(r)));
+    }
+    // --follow: from the range's first epoch (default: the head's), every epoch whose
+    // inclusion window has passed, until Ctrl-C or the range's end.
+    let first = req.epochs.map_or(head_slot / spe, |e| e.first);
+    let end = req.epochs.map(|e| e.end);
+    let mut last: Option<Report> = None;
+    let mut done_to = first;
+    let body = async {
+        loop {
+            let (head, _) = h.head().await?;
+            let ready = ((head + 1) / spe)
+                .saturating_sub(1)
+                .min(end.unwrap_or(u64::MAX));
+            if ready > done_to {
+                let epochs = EpochRange { first, end: ready };
+                let r = analyze_once(&mut h, &mut meta, epochs, out).await?;
+                println!("{}", follow_line(&r, &epochs));
+                last = Some(r);
+                done_to = ready;
+            }
+            if Some(done_to) == end {
+                return Ok::<_, anyhow::Error>(());
+            }
+            // Next epoch boundary plus half a slot.
+            let slot = (head / spe + 1) * spe;
+            sleep_until(
+                h.facts.genesis_time
+                    + slot * h.facts.seconds_per_slot
+                    + h.facts.seconds_per_slot / 2,
+            )
+            .await;
+        }
+    };
+    tokio::select! {
+        r = body => r?,
+        () = interrupted() => println!("interrupted: the report covers the epochs collected so far"),
+    }
+    print_notes(&h);
+    match last {
+        Some(r) => Ok(Outcome::Done(Box::new(r))),
+        None => Ok(Outcome::Interrupted),
+    }
+}
+
+fn print_notes(h: &History) {
+    for n in &h.notes {
+        eprintln!("note: {n}");
+    }
+}
+
+/// One line per re-render in `--follow` mode.
+fn follow_line(r: &Report, epochs: &EpochRange) -> String {
+    let parts: Vec<String> = r
+        .analysis
+        .groups
+        .iter()
+        .map(|(n, g)| format!("{n} {}/{}", g.attestations_included, g.attestation_duties))
+        .collect();
+    format!(
+        "epochs {}..{} | attestations included: {}",
+        epochs.first,
+        epochs.end,
+        parts.join(", ")
+    )
 }

@@ -1,0 +1,589 @@
+//! Collection for `dvlab analyze`: an epoch range of any chain, from one beacon node, through
+//! the standard beacon API only, into the same [`Collector`] (and so the same raw frames) a
+//! devnet run fills.
+//!
+//! What a beacon node serves of the past decides what can be analysed:
+//! - blocks and headers by slot: every canonical slot (finalized ones from the archive);
+//! - attester committees (`/eth/v1/beacon/states/{id}/committees`): only while a state of the
+//!   epoch or the next is in memory — Lodestar 1.5.1 keeps states from the finalized epoch on,
+//!   so roughly the last 2–3 epochs. Older committees are computed from the head state
+//!   (`/eth/v2/debug/beacon/states/head`, [`super::shuffling`]) as far back as its RANDAO mixes
+//!   reach (`EPOCHS_PER_HISTORICAL_VECTOR`), and compared with the node's wherever it still
+//!   answers; without the debug endpoint, older epochs are refused with the reason;
+//! - proposer duties: Lodestar 1.5.1 answers only the current and next epoch, so a past
+//!   epoch's proposals are counted only with `--follow`;
+//! - sync committees: the head state's current and next period only.
+//!
+//! Requests are bounded ([`CONCURRENCY`] at once) and retried ([`ATTEMPTS`]) on connection
+//! errors, timeouts and 5xx answers.
+
+use super::shuffling::{RegistryView, ShufflingParams};
+use super::{field, num, num_at, parse_block, parse_committees, Collector, Shared};
+use crate::data::{BeaconNodeMeta, RawData};
+use crate::spec::analyze::{EpochRange, ValidatorSpec};
+use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+/// Requests in flight at once.
+pub const CONCURRENCY: usize = 8;
+/// Attempts per request (connection errors, timeouts, 5xx).
+pub const ATTEMPTS: u32 = 4;
+
+/// A beacon node's failed answer.
+#[derive(Debug)]
+enum Failure {
+    /// HTTP error status with the node's message.
+    Status(u16, String),
+    /// No answer (connection refused, timeout, bad body).
+    Transport(anyhow::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Status(s, m) => write!(f, "HTTP {s}: {m}"),
+            Failure::Transport(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// Chain facts read once from the beacon node.
+#[derive(Debug, Clone)]
+pub struct ChainFacts {
+    /// Genesis UNIX time.
+    pub genesis_time: u64,
+    /// Seconds per slot.
+    pub seconds_per_slot: u64,
+    /// Committee parameters (slots per epoch among them).
+    pub params: ShufflingParams,
+}
+
+/// One beacon node and what was collected from it so far.
+pub struct History {
+    c: Collector,
+    http: reqwest::Client,
+    url: String,
+    /// Chain constants.
+    pub facts: ChainFacts,
+    view: Option<RegistryView>,
+    /// Canonical roots by slot of the collected slots.
+    chain: BTreeMap<u64, String>,
+    /// Slots fetched (whether or not they had a block).
+    fetched: BTreeSet<u64>,
+    /// Epochs whose committees came from the node / were computed / were compared equal.
+    pub committee_sources: BTreeMap<u64, &'static str>,
+    /// What could not be collected, one line each.
+    pub notes: BTreeSet<String>,
+}
+
+/// `url` without user or password, for reports and messages.
+pub fn display_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+fn spec_u64(spec: &Value, key: &str) -> Result<u64> {
+    num_at(spec, &["data", key]).with_context(|| format!("/eth/v1/config/spec: {key}"))
+}
+
+impl History {
+    /// Connects to the beacon node at `url` and reads its genesis and chain constants. An
+    /// unreachable node or one that does not speak the beacon API is an error naming it.
+    pub async fn connect(url: &str) -> Result<History> {
+        let shown = display_url(url);
+        reqwest::Url::parse(url).map_err(|e| anyhow!("--beacon-node `{url}` is not a URL: {e}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(5))
+            .no_proxy()
+            .build()?;
+        let bn = BeaconNodeMeta {
+            name: "bn".into(),
+            api_url: url.trim_end_matches('/').to_string(),
+        };
+        let mut h = History {
+            c: Collector::new(vec![bn], 0)?,
+            http,
+            url: shown.clone(),
+            facts: ChainFacts {
+                genesis_time: 0,
+                seconds_per_slot: 0,
+                params: ShufflingParams {
+                    slots_per_epoch: 0,
+                    shuffle_round_count: 0,
+                    target_committee_size: 0,
+                    max_committees_per_slot: 0,
+                    epochs_per_historical_vector: 0,
+                    min_seed_lookahead: 0,
+                    domain_beacon_attester: [0; 4],
+                },
+            },
+            view: None,
+            chain: BTreeMap::new(),
+            fetched: BTreeSet::new(),
+            committee_sources: BTreeMap::new(),
+            notes: BTreeSet::new(),
+        };
+        let genesis = h
+            .get("/eth/v1/beacon/genesis")
+            .await
+            .map_err(|e| anyhow!("beacon node {shown} is unreachable or not a beacon node: {e}"))?
+            .ok_or_else(|| anyhow!("beacon node {shown} has no genesis yet"))?;
+        let spec = h
+            .get("/eth/v1/config/spec")
+            .await
+            .map_err(|e| anyhow!("beacon node {shown}: /eth/v1/config/spec: {e}"))?
+            .ok_or_else(|| anyhow!("beacon node {shown} does not serve /eth/v1/config/spec"))?;
+        let domain = field(&spec, &["data", "DOMAIN_BEACON_ATTESTER"])?
+            .as_str()
+            .and_then(|s| hex::decode(s.trim_start_matches("0x")).ok())
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .ok_or_else(|| {
+                anyhow!("/eth/v1/config/spec: DOMAIN_BEACON_ATTESTER is not 4 bytes of hex")
+            })?;
+        h.facts = ChainFacts {
+            genesis_time: num_at(&genesis, &["data", "genesis_time"])?,
+            seconds_per_slot: spec_u64(&spec, "SECONDS_PER_SLOT")?,
+            params: ShufflingParams {
+                slots_per_epoch: spec_u64(&spec, "SLOTS_PER_EPOCH")?,
+                shuffle_round_count: spec_u64(&spec, "SHUFFLE_ROUND_COUNT")?
+                    .try_into()
+                    .map_err(|_| anyhow!("SHUFFLE_ROUND_COUNT is above 255"))?,
+                target_committee_size: spec_u64(&spec, "TARGET_COMMITTEE_SIZE")?,
+                max_committees_per_slot: spec_u64(&spec, "MAX_COMMITTEES_PER_SLOT")?,
+                epochs_per_historical_vector: spec_u64(&spec, "EPOCHS_PER_HISTORICAL_VECTOR")?,
+                min_seed_lookahead: spec_u64(&spec, "MIN_SEED_LOOKAHEAD")?,
+                domain_beacon_attester: domain,
+            },
+        };
+        if h.facts.params.slots_per_epoch == 0 || h.facts.params.target_committee_size == 0 {
+            bail!(
+                "beacon node {shown}: SLOTS_PER_EPOCH and TARGET_COMMITTEE_SIZE must be positive"
+            );
+        }
+        h.c.slots_per_epoch = h.facts.params.slots_per_epoch;
+        Ok(h)
+    }
+
+    /// The node's URL without credentials.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The beacon node as the report names it.
+    pub fn meta(&self) -> BeaconNodeMeta {
+        BeaconNodeMeta {
+            name: "bn".into(),
+            api_url: self.url.clone(),
+        }
+    }
+
+    async fn get_once(&self, path: &str) -> Result<Option<Value>, Failure> {
+        let url = format!("{}{path}", self.c.bns[0].api_url);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(anyhow!(e).context(format!("GET {path}"))))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(body);
+            return Err(Failure::Status(status.as_u16(), message));
+        }
+        resp.json()
+            .await
+            .map(Some)
+            .map_err(|e| Failure::Transport(anyhow!(e).context(format!("GET {path}: bad JSON"))))
+    }
+
+    /// GET with retries: `None` on 404.
+    async fn get_answer(&self, path: &str) -> Result<Option<Value>, Failure> {
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.get_once(path).await {
+                Err(Failure::Status(s, _)) if s >= 500 && attempt < ATTEMPTS => {}
+                Err(Failure::Transport(_)) if attempt < ATTEMPTS => {}
+                other => return other,
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            attempt += 1;
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Option<Value>> {
+        self.get_answer(path)
+            .await
+            .map_err(|e| anyhow!("GET {}{path}: {e}", self.url))
+    }
+
+    /// Head slot and finalized epoch; also recorded as a head sample for the report.
+    pub async fn head(&mut self) -> Result<(u64, u64)> {
+        let now = dvnode::clock::unix_now().as_secs();
+        let samples = self.c.sample_heads(now).await;
+        let s = samples.first().ok_or_else(|| {
+            anyhow!(
+                "beacon node {}: no head (headers/head, finality_checkpoints)",
+                self.url
+            )
+        })?;
+        Ok((s.head_slot, s.finalized_epoch))
+    }
+
+    /// The indices `spec` names: its indices (checked to exist) and its public keys resolved
+    /// through the head state. An unknown key or index is an error naming where it came from.
+    pub async fn resolve(&self, spec: &ValidatorSpec) -> Result<BTreeSet<u64>> {
+        let mut out = spec.indices.clone();
+        if let Some(max) = spec.indices.last() {
+            if self
+                .get(&format!("/eth/v1/beacon/states/head/validators/{max}"))
+                .await?
+                .is_none()
+            {
+                bail!(
+                    "validators {}: index {max} is not a validator of this chain (beacon node {})",
+                    spec.source,
+                    self.url
+                );
+            }
+        }
+        for chunk in spec.pubkeys.chunks(30) {
+            let ids: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+            let body = self
+                .get(&format!(
+                    "/eth/v1/beacon/states/head/validators?id={}",
+                    ids.join(",")
+                ))
+                .await?
+                .unwrap_or_default();
+            let mut known = BTreeMap::new();
+            for v in body
+                .get("data")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let key = v
+                    .get("validator")
+                    .and_then(|x| x.get("pubkey"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                known.insert(key, num_at(v, &["index"])?);
+            }
+            for (key, at) in chunk {
+                let i = known.get(key).ok_or_else(|| {
+                    anyhow!(
+                        "{at}: public key {key} is not a validator of this chain (beacon node {})",
+                        self.url
+                    )
+                })?;
+                out.insert(*i);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The head state's registry and RANDAO mixes (debug API), fetched once.
+    async fn registry(&mut self, refresh: bool) -> Result<&RegistryView> {
+        if refresh || self.view.is_none() {
+            let state = self
+                .get("/eth/v2/debug/beacon/states/head")
+                .await?
+                .ok_or_else(|| anyhow!("the node has no head state"))?;
+            let data = field(&state, &["data"])?;
+            let slot = num_at(data, &["slot"])?;
+            let validators = field(data, &["validators"])?
+                .as_array()
+                .ok_or_else(|| anyhow!("state.validators is not a list"))?
+                .iter()
+                .map(|v| {
+                    Ok((
+                        num_at(v, &["activation_epoch"])?,
+                        num_at(v, &["exit_epoch"])?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let randao_mixes = field(data, &["randao_mixes"])?
+                .as_array()
+                .ok_or_else(|| anyhow!("state.randao_mixes is not a list"))?
+                .iter()
+                .map(|m| {
+                    m.as_str()
+                        .and_then(|s| hex::decode(s.trim_start_matches("0x")).ok())
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| anyhow!("state.randao_mixes holds {m}, not 32 bytes of hex"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.view = Some(RegistryView {
+                epoch: slot / self.facts.params.slots_per_epoch,
+                validators,
+                randao_mixes,
+            });
+        }
+        Ok(self.view.as_ref().expect("set above"))
+    }
+
+    /// Committees of `epoch`: the node's if it serves them (compared with the computed ones
+    /// when the head state is at hand), else computed from the head state.
+    async fn committees(&mut self, epoch: u64) -> Result<()> {
+        if self.committee_sources.contains_key(&epoch) {
+            return Ok(());
+        }
+        let spe = self.facts.params.slots_per_epoch;
+        let served = self
+            .get_answer(&format!(
+                "/eth/v1/beacon/states/head/committees?epoch={epoch}"
+            ))
+            .await;
+        let params = self.facts.params;
+        let served = match served {
+            Ok(Some(body)) => Some(parse_committees(&body, epoch, spe)?),
+            Ok(None) | Err(Failure::Status(..)) => None,
+            Err(e) => bail!("committees of epoch {epoch}: GET {}: {e}", self.url),
+        };
+        let computed = match self.registry(false).await {
+            Ok(view) => match view.committees(&params, epoch) {
+                Ok(c) => Ok(c),
+                // A state older than the epoch: fetch the head state again, once.
+                Err(_) if epoch > view.epoch => match self.registry(true).await {
+                    Ok(v) => v.committees(&params, epoch),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let (committees, source) = match (served, computed) {
+            (Some(s), Ok(c)) => {
+                if s != c {
+                    bail!(
+                        "committees of epoch {epoch}: computed from the head state they differ \
+                         from what the beacon node serves (a dvlab bug: please report it)"
+                    );
+                }
+                (s, "served = computed")
+            }
+            (Some(s), Err(_)) => (s, "served"),
+            (None, Ok(c)) => (c, "computed"),
+            (None, Err(e)) => bail!(
+                "committees of epoch {epoch} are unavailable: the beacon node serves them only \
+                 for epochs near its head (Lodestar 1.5.1: from about the finalized epoch on), \
+                 and computing them from its head state failed: {e:#}. Analyse recent epochs, or \
+                 use --follow to collect as the chain grows"
+            ),
+        };
+        self.c.committees.extend(committees);
+        self.committee_sources.insert(epoch, source);
+        Ok(())
+    }
+
+    /// Proposer duties and the sync committee of `epoch`, where the node serves them.
+    async fn duties(&mut self, epoch: u64) -> Result<()> {
+        match self
+            .get_answer(&format!("/eth/v1/validator/duties/proposer/{epoch}"))
+            .await
+        {
+            Ok(Some(body)) => {
+                for d in field(&body, &["data"])?.as_array().into_iter().flatten() {
+                    self.c
+                        .proposers
+                        .insert(num_at(d, &["slot"])?, num_at(d, &["validator_index"])?);
+                }
+            }
+            _ => {
+                self.notes.insert(format!(
+                    "proposer duties of epoch {epoch} are not served by the beacon node (Lodestar \
+                     1.5.1: current and next epoch only): its proposals are not counted"
+                ));
+            }
+        }
+        if self.c.sync_committees.contains_key(&epoch) {
+            return Ok(());
+        }
+        match self
+            .get_answer(&format!(
+                "/eth/v1/beacon/states/head/sync_committees?epoch={epoch}"
+            ))
+            .await
+        {
+            Ok(Some(body)) => {
+                let v = field(&body, &["data", "validators"])?
+                    .as_array()
+                    .ok_or_else(|| anyhow!("sync committee validators is not a list"))?
+                    .iter()
+                    .filter_map(num)
+                    .collect();
+                self.c.sync_committees.insert(epoch, v);
+            }
+            _ => {
+                self.notes.insert(format!(
+                    "the sync committee of epoch {epoch} is not served by the beacon node (the \
+                     head state's periods only): its sync messages are not counted"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical block at `slot`, if any: (root, block).
+    async fn block_at(&self, slot: u64) -> Result<Option<(String, super::BlockInfo)>> {
+        let Some(header) = self.get(&format!("/eth/v1/beacon/headers/{slot}")).await? else {
+            return Ok(None);
+        };
+        let root = field(&header, &["data", "root"])?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let block = self
+            .get(&format!("/eth/v2/beacon/blocks/{root}"))
+            .await?
+            .ok_or_else(|| anyhow!("block {root} of slot {slot}: header served, block not"))?;
+        let info = parse_block(&root, &block).with_context(|| format!("block {root}"))?;
+        if info.slot != slot {
+            // Some nodes answer an empty slot with the block before it.
+            return Ok(None);
+        }
+        Ok(Some((root, info)))
+    }
+
+    /// Collects `epochs`: their committees and duties, and the canonical blocks from one epoch
+    /// before them (for head and target votes) to the end of their inclusion window; slots
+    /// collected before are not fetched again. `progress` is advanced by one per slot.
+    pub async fn collect(
+        &mut self,
+        epochs: EpochRange,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let spe = self.facts.params.slots_per_epoch;
+        for e in epochs.first..epochs.end {
+            self.committees(e).await?;
+            self.duties(e).await?;
+        }
+        // The sync aggregate of a block signs the slot before it.
+        self.duties(epochs.end).await?;
+        let from = epochs.first_slot(spe).saturating_sub(spe).max(1);
+        let to = epochs.last_inclusion_slot(spe);
+        let slots: Vec<u64> = (from..=to).filter(|s| !self.fetched.contains(s)).collect();
+        progress.set_length(progress.length().unwrap_or(0) + slots.len() as u64);
+        let this = &*self;
+        let mut answers = futures::stream::iter(
+            slots
+                .iter()
+                .map(|s| async move { (*s, this.block_at(*s).await) }),
+        )
+        .buffer_unordered(CONCURRENCY);
+        let mut got = Vec::new();
+        while let Some((slot, r)) = answers.next().await {
+            progress.inc(1);
+            got.push((slot, r?));
+        }
+        drop(answers);
+        for (slot, b) in got {
+            self.fetched.insert(slot);
+            if let Some((root, info)) = b {
+                self.chain.insert(slot, root.clone());
+                self.c.blocks.insert(root, info);
+            }
+        }
+        self.check_links()?;
+        Ok(())
+    }
+
+    /// Each collected block's parent is the collected block before it (a reorg while
+    /// collecting would break this).
+    fn check_links(&self) -> Result<()> {
+        let mut prev: Option<(&u64, &String)> = None;
+        for (slot, root) in &self.chain {
+            if let Some((ps, pr)) = prev {
+                let parent = &self.c.blocks[root].parent;
+                if parent != pr && (ps + 1..*slot).all(|s| self.fetched.contains(&s)) {
+                    bail!(
+                        "the chain changed while it was collected: block {root} of slot {slot} \
+                         has parent {parent}, the canonical block of slot {ps} is {pr}; run again"
+                    );
+                }
+            }
+            prev = Some((slot, root));
+        }
+        Ok(())
+    }
+
+    /// Reads dvnode duty logs under `dir`: `DIR/<node>/duty-log.jsonl` or `DIR/<node>.jsonl`
+    /// (the node named after its directory or file). Returns the node names.
+    pub fn read_duty_logs(&mut self, dir: &Path) -> Result<Vec<String>> {
+        let mut files = Vec::new();
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("--duty-log {}: cannot read the directory", dir.display()))?;
+        for e in entries {
+            let p = e?.path();
+            let nested = p.join(crate::plan::DUTY_LOG_FILE);
+            if p.is_dir() && nested.is_file() {
+                files.push((
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    nested,
+                ));
+            } else if p.extension().is_some_and(|x| x == "jsonl") {
+                files.push((
+                    p.file_stem()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    p,
+                ));
+            }
+        }
+        if files.is_empty() {
+            bail!(
+                "--duty-log {}: no duty log (expected <node>/{} or <node>.jsonl files)",
+                dir.display(),
+                crate::plan::DUTY_LOG_FILE
+            );
+        }
+        files.sort();
+        for (node, path) in &files {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let (rows, bad) = super::parse_duty_log(node, &text);
+            if bad > 0 {
+                eprintln!(
+                    "warning: {}: {bad} duty-log line(s) did not parse",
+                    path.display()
+                );
+            }
+            for r in rows {
+                self.c.heads.duty_record(r);
+            }
+        }
+        Ok(files.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// The raw frames of what was collected.
+    pub async fn raw(&self) -> Result<RawData> {
+        self.c
+            .frames(&self.chain, self.c.heads.clone(), &Shared::default())
+            .await
+    }
+}
