@@ -15,7 +15,9 @@
 //! - sync committees: the head state's current and next period only.
 //!
 //! Requests are bounded ([`CONCURRENCY`] at once) and retried ([`ATTEMPTS`]) on connection
-//! errors, timeouts and 5xx answers.
+//! errors, timeouts and 5xx answers — except those for committees, proposer duties and sync
+//! committees, which nodes refuse for the past with 4xx or 5xx (Lodestar 1.5.1: 500) and which
+//! have another source or are reported as not served.
 
 use super::shuffling::{RegistryView, ShufflingParams};
 use super::{field, num, num_at, parse_block, parse_committees, Collector, Shared};
@@ -195,7 +197,7 @@ impl History {
             .get(&url)
             .send()
             .await
-            .map_err(|e| Failure::Transport(anyhow!(e).context(format!("GET {path}"))))?;
+            .map_err(|e| Failure::Transport(anyhow!(e)))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -211,7 +213,7 @@ impl History {
         resp.json()
             .await
             .map(Some)
-            .map_err(|e| Failure::Transport(anyhow!(e).context(format!("GET {path}: bad JSON"))))
+            .map_err(|e| Failure::Transport(anyhow!(e).context("bad JSON")))
     }
 
     /// GET with retries: `None` on 404.
@@ -358,8 +360,7 @@ impl History {
         let params = self.facts.params;
         let served = match served {
             Ok(Some(body)) => Some(parse_committees(&body, epoch, spe)?),
-            Ok(None) | Err(Failure::Status(..)) => None,
-            Err(e) => bail!("committees of epoch {epoch}: GET {}: {e}", self.url),
+            Ok(None) | Err(_) => None,
         };
         let computed = match self.registry(false).await {
             Ok(view) => match view.committees(&params, epoch) {
@@ -400,7 +401,7 @@ impl History {
     /// Proposer duties and the sync committee of `epoch`, where the node serves them.
     async fn duties(&mut self, epoch: u64) -> Result<()> {
         match self
-            .get_answer(&format!("/eth/v1/validator/duties/proposer/{epoch}"))
+            .get_once(&format!("/eth/v1/validator/duties/proposer/{epoch}"))
             .await
         {
             Ok(Some(body)) => {
