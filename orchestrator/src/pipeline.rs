@@ -462,7 +462,7 @@ pub async fn analyze(req: &AnalyzeRequest, out: &Path) -> Result<Outcome> {
     let mut h = History::connect(&req.beacon_node).await?;
     let groups = analyze_groups(&h, req).await?;
     let spe = h.facts.params.slots_per_epoch;
-    let (head_slot, _) = h.head().await?;
+    let head_slot = h.complete_slot().await?;
     let mut dvnodes = Vec::new();
     if let Some(dir) = &req.duty_log {
         for (i, name) in h.read_duty_logs(dir)?.into_iter().enumerate() {
@@ -504,7 +504,7 @@ pub async fn analyze(req: &AnalyzeRequest, out: &Path) -> Result<Outcome> {
     let mut done_to = first;
     let body = async {
         loop {
-            let (head, _) = h.head().await?;
+            let head = h.complete_slot().await?;
             let ready = ((head + 1) / spe)
                 .saturating_sub(1)
                 .min(end.unwrap_or(u64::MAX));

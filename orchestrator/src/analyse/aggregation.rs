@@ -130,6 +130,7 @@ mod tests {
             first,
             count: 4,
             distributed,
+            indices: Vec::new(),
         };
         RunMeta {
             run: "t".into(),

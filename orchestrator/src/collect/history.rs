@@ -251,6 +251,24 @@ impl History {
         Ok((s.head_slot, s.finalized_epoch))
     }
 
+    /// The last complete slot as far as this node can tell: the previous slot by the clock
+    /// (an empty slot leaves the head block behind it), or the head block's slot while the
+    /// node is syncing.
+    pub async fn complete_slot(&mut self) -> Result<u64> {
+        let (head, _) = self.head().await?;
+        let syncing = self
+            .get("/eth/v1/node/syncing")
+            .await?
+            .and_then(|v| v["data"]["is_syncing"].as_bool())
+            .unwrap_or(true);
+        if syncing || self.facts.seconds_per_slot == 0 {
+            return Ok(head);
+        }
+        let now = dvnode::clock::unix_now().as_secs();
+        let clock = now.saturating_sub(self.facts.genesis_time) / self.facts.seconds_per_slot;
+        Ok(head.max(clock.saturating_sub(1)))
+    }
+
     /// The indices `spec` names: its indices (checked to exist) and its public keys resolved
     /// through the head state. An unknown key or index is an error naming where it came from.
     pub async fn resolve(&self, spec: &ValidatorSpec) -> Result<BTreeSet<u64>> {

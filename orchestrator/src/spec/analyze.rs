@@ -197,21 +197,20 @@ impl EpochRange {
         self.last_slot(slots_per_epoch) + slots_per_epoch
     }
 
-    /// Checks the range against the beacon node's head: every analysed slot and the epoch
-    /// of inclusions after it must be behind the head. The error says what to do.
+    /// Checks the range against the last complete slot of the chain (`head_slot`): every
+    /// analysed slot and the epoch of inclusions after it must be behind it. The error says
+    /// what to do.
     pub fn check_head(&self, slots_per_epoch: u64, head_slot: u64) -> Result<()> {
         let need = self.last_inclusion_slot(slots_per_epoch);
         if need > head_slot {
-            let head_epoch = head_slot / slots_per_epoch;
+            let ready = ((head_slot + 1) / slots_per_epoch).saturating_sub(1);
             bail!(
                 "epochs {}..{} reach beyond the head: their attestations can be included until \
-                 slot {need}, the beacon node's head is slot {head_slot} (epoch {head_epoch}); \
-                 analyse epochs up to {} now ({}..{}), or use --follow to collect as the chain grows",
+                 slot {need}, the chain's last complete slot is {head_slot} (epoch {}); epochs \
+                 before {ready} can be analysed now, or use --follow to collect as the chain grows",
                 self.first,
                 self.end,
-                (head_slot + 1) / slots_per_epoch - 1,
-                self.first.min(((head_slot + 1) / slots_per_epoch).saturating_sub(2)),
-                ((head_slot + 1) / slots_per_epoch).saturating_sub(1).max(1),
+                head_slot / slots_per_epoch,
             );
         }
         Ok(())
@@ -385,7 +384,14 @@ mod tests {
             e.contains("beyond the head") && e.contains("--follow"),
             "{e}"
         );
-        assert!(e.contains("slot 47") && e.contains("slot 46"), "{e}");
+        assert!(e.contains("slot 47") && e.contains("slot is 46"), "{e}");
+        assert!(e.contains("before 4 can"), "{e}");
+        // Before the first epoch is complete nothing can be analysed, without underflow.
+        assert!(r
+            .check_head(8, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("before 0"));
     }
 
     #[test]
