@@ -146,7 +146,8 @@ e2e-docker: lodestar
 ## CHAOS_SIGNER=remote runs every cluster in remote-signer mode (`dvlab run --signer remote`); the
 ## table's aggr/contrib columns are dv0's submitted/duties (– in middleware mode).
 CHAOS ?= basic partition-2-2 partition-minority leader-crash node-down-1-of-4 bn-down \
-	latency-200ms loss-10pct clock-skew clock-skew-behind clock-skew-two rolling-restarts chaos-mix
+	latency-200ms loss-10pct clock-skew clock-skew-behind clock-skew-two rolling-restarts chaos-mix \
+	bn-errors
 CHAOS_OUT ?= target/chaos
 CHAOS_SIGNER ?=
 chaos: lodestar
