@@ -367,7 +367,8 @@ async fn loss_drops_about_the_configured_share() {
 }
 
 /// The first line `from` gets for `GET /eth/v1/node/health` on `to`'s REST port (bash's
-/// `/dev/tcp`; the lab image has no HTTP client), or `refused` when nothing listens.
+/// `/dev/tcp`; the lab image has no HTTP client), or `refused` when nothing listens (the last
+/// line: bash reports the refusal on stderr before it).
 async fn http_status_line(lab: &Lab, from: &str, to: &str) -> Result<String> {
     let ip = lab.ip(to).await?;
     let out = lab
@@ -380,7 +381,7 @@ async fn http_status_line(lab: &Lab, from: &str, to: &str) -> Result<String> {
             ),
         )
         .await?;
-    Ok(out.trim().to_string())
+    Ok(out.trim().lines().last().unwrap_or_default().to_string())
 }
 
 /// bn_errors: the dvnode's requests to its beacon node's REST port are answered with the
