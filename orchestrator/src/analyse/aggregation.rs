@@ -168,6 +168,19 @@ mod tests {
         }
     }
 
+    /// The groups of [`meta`] and the misses after [`fill`] over the duty log of `b`.
+    fn filled(b: synthetic::Builder) -> (BTreeMap<String, GroupStats>, MissedDuties) {
+        let m = meta();
+        let mut groups: BTreeMap<String, GroupStats> = m
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), GroupStats::default()))
+            .collect();
+        let mut missed = MissedDuties::new();
+        fill(&m, &b.build().unwrap(), &mut groups, &mut missed).unwrap();
+        (groups, missed)
+    }
+
     /// Cluster `remote` (nodes r0, r1): aggregation duties at slot 9 (v4: r0 fails, r1
     /// succeeds → submitted once), slot 10 (v5: both fail, r0 and r1 with different reasons,
     /// a third line tips the majority), slot 30 (outside the window: ignored); a sync
@@ -198,15 +211,7 @@ mod tests {
         ] {
             b.duty_record(r);
         }
-        let raw = b.build().unwrap();
-        let m = meta();
-        let mut groups: BTreeMap<String, GroupStats> = m
-            .groups
-            .iter()
-            .map(|g| (g.name.clone(), GroupStats::default()))
-            .collect();
-        let mut missed = MissedDuties::new();
-        fill(&m, &raw, &mut groups, &mut missed).unwrap();
+        let (groups, missed) = filled(b);
         let r = &groups["remote"];
         assert_eq!(r.aggregation_duties, Some(2));
         assert_eq!(r.aggregations_submitted, Some(1));
@@ -231,14 +236,7 @@ mod tests {
     fn a_remote_cluster_without_aggregators_reports_zero() {
         let mut b = synthetic::Builder::default();
         b.duty_record(row("r0", 8, "sync_selection_proof", Some(4), "success"));
-        let raw = b.build().unwrap();
-        let m = meta();
-        let mut groups: BTreeMap<String, GroupStats> = m
-            .groups
-            .iter()
-            .map(|g| (g.name.clone(), GroupStats::default()))
-            .collect();
-        fill(&m, &raw, &mut groups, &mut MissedDuties::new()).unwrap();
+        let (groups, _) = filled(b);
         assert_eq!(groups["remote"].aggregation_duties, Some(0));
         assert_eq!(groups["remote"].sync_contributions_submitted, Some(0));
     }
