@@ -132,9 +132,12 @@ e2e-local-remote: lodestar
 
 ## e2e-docker: the Docker end-to-end test (tests/tests/docker_devnet.rs): builds the images
 ## (cached), runs a short devnet with a 4-node dvnode cluster through the dvlab library and
-## checks its report and that nothing of the run is left in Docker.
+## checks its report, the kept devnet's Prometheus (every target up, every query of
+## dashboards/dvnode.json answered), report.html in headless chromium, and that nothing of the
+## run is left in Docker.
 e2e-docker: lodestar
 	./scripts/setup-docker.sh
+	./scripts/setup-chromium.sh
 	$(CARGO) build --release --locked -p dvnode -p dvlab-netem
 	DVLAB_E2E=1 $(CARGO) test -p dvlab --test faults_lab --locked -- --nocapture
 	DVLAB_E2E=1 $(CARGO) test -p dvlab-tests --test docker_devnet --locked -- --nocapture

@@ -94,6 +94,13 @@ pub async fn build_all(docker: &Docker, inputs: &ImageInputs) -> Result<()> {
             netem.display()
         );
     }
+    match prometheus_binary(inputs) {
+        Ok(bin) => build_prometheus(docker, inputs, &base, &bin).await?,
+        Err(e) => println!(
+            "skipping {}: {e:#} (devnets then need `prometheus: false`)",
+            crate::plan::PROMETHEUS_IMAGE
+        ),
+    }
     if inputs.dvnode_binary.exists() {
         build_dvnode(docker, inputs, &base).await?;
     } else {
@@ -351,6 +358,86 @@ pub async fn build_dvlab(docker: &Docker, inputs: &ImageInputs, bin: &Path) -> R
         "dvlab",
         bin,
         DVLAB_DOCKERFILE,
+    )
+    .await
+}
+
+const PROMETHEUS_DOCKERFILE: &str = "FROM dvlab/base:bookworm\n\
+COPY prometheus /usr/local/bin/prometheus\n\
+WORKDIR /prometheus\n\
+ENTRYPOINT [\"/usr/local/bin/prometheus\"]\n";
+
+/// Debian package the Prometheus image takes its binary from.
+const PROMETHEUS_PACKAGE: &str = "prometheus";
+
+/// Debian's `prometheus` binary, unpacked under the cache directory: the package of the
+/// host's apt sources (bookworm: 2.42) is fetched once with `apt-get download` and unpacked
+/// with `dpkg-deb -x`, without installing it (no service starts on the host).
+pub fn prometheus_binary(inputs: &ImageInputs) -> Result<PathBuf> {
+    let root = inputs.cache_dir.join("prometheus-deb");
+    let bin = root.join("usr/bin/prometheus");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let dl = inputs.cache_dir.join("prometheus-download");
+    let _ = std::fs::remove_dir_all(&dl);
+    std::fs::create_dir_all(&dl).with_context(|| format!("creating {}", dl.display()))?;
+    let run = |cmd: &mut Command, what: &str| -> Result<()> {
+        let out = cmd
+            .output()
+            .with_context(|| format!("cannot run {what} (a Debian host is needed)"))?;
+        if !out.status.success() {
+            bail!(
+                "{what} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    let pb = spinner("apt-get download prometheus");
+    let res = run(
+        Command::new("apt-get")
+            .args(["download", PROMETHEUS_PACKAGE])
+            .current_dir(&dl),
+        "`apt-get download prometheus` (after `apt-get update`)",
+    );
+    pb.finish_and_clear();
+    res?;
+    let deb = std::fs::read_dir(&dl)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| anyhow!("apt-get download left no .deb in {}", dl.display()))?;
+    let tmp = inputs.cache_dir.join("prometheus-deb.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    run(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp),
+        "dpkg-deb -x",
+    )?;
+    std::fs::rename(&tmp, &root)?;
+    let _ = std::fs::remove_dir_all(&dl);
+    if !bin.exists() {
+        bail!("{} has no usr/bin/prometheus", deb.display());
+    }
+    Ok(bin)
+}
+
+/// `dvlab/prometheus`: the base image plus Debian's `prometheus` binary `bin` (the HTTP API
+/// and the scraper; the web UI's JavaScript libraries are separate Debian packages).
+async fn build_prometheus(
+    docker: &Docker,
+    inputs: &ImageInputs,
+    base: &str,
+    bin: &Path,
+) -> Result<()> {
+    build_binary_image(
+        docker,
+        inputs,
+        base,
+        crate::plan::PROMETHEUS_IMAGE,
+        "prometheus",
+        bin,
+        PROMETHEUS_DOCKERFILE,
     )
     .await
 }

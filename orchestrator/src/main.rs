@@ -336,6 +336,9 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                     n.metrics_url.as_deref().unwrap_or("–")
                 );
             }
+            if let Some(url) = &d.prometheus {
+                println!("prometheus: {url}");
+            }
             if !d.timeline.faults.is_empty() {
                 println!(
                     "executing {} fault(s); Ctrl-C heals them and leaves the devnet up",
@@ -360,6 +363,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             if list.is_empty() {
                 println!("no dvlab containers");
             }
+            let proms = runtime::prometheus_urls(&list);
             for c in list {
                 println!(
                     "{:<28} {:<12} {:<12} {:<10} {} {}",
@@ -370,6 +374,13 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                     c.status,
                     c.ports.join(",")
                 );
+            }
+            for (run, url) in &proms {
+                if proms.len() == 1 {
+                    println!("prometheus: {url}");
+                } else {
+                    println!("prometheus: {url} (run {run})");
+                }
             }
             Ok(0)
         }

@@ -51,6 +51,8 @@ pub struct Devnet {
     pub beacon_nodes: Vec<BeaconNodeMeta>,
     /// dvnodes.
     pub dvnodes: Vec<DvNodeMeta>,
+    /// Host URL of the run's Prometheus (`http://127.0.0.1:PORT`), if it has one.
+    pub prometheus: Option<String>,
 }
 
 /// Metadata of a planned run, for analysis.
@@ -115,11 +117,18 @@ pub async fn up(docker: &Docker, spec: &DevnetSpec, run_dir: &Path) -> Result<De
             _ => None,
         })
         .collect();
+    let prometheus = plan.prometheus().and_then(|p| {
+        started
+            .iter()
+            .find(|s| s.name == p.name)
+            .and_then(|s| s.api_url.clone())
+    });
     Ok(Devnet {
         plan,
         timeline,
         beacon_nodes,
         dvnodes,
+        prometheus,
     })
 }
 
@@ -233,9 +242,23 @@ async fn timeline(
     );
     let first_block_wait = unix_now().as_secs();
     let mut time_to_first_block: Option<u64> = None;
+    let mut fault_targets = String::new();
     for slot in 0..=end_slot {
         sleep_until(plan.slot_time(slot) + plan.seconds_per_slot / 2).await;
         pb.set_position(slot);
+        if plan.prometheus().is_some() && !faults_timeline.faults.is_empty() {
+            // Active faults as Prometheus targets (dashboards' fault annotations).
+            let t = crate::plan::prometheus_fault_targets(&read_fault_log(out));
+            if t != fault_targets {
+                let path = out
+                    .join(crate::plan::PROMETHEUS_RUN_DIR)
+                    .join(crate::plan::PROMETHEUS_FAULTS_FILE);
+                if let Err(e) = std::fs::write(&path, &t) {
+                    eprintln!("warning: writing {}: {e}", path.display());
+                }
+                fault_targets = t;
+            }
+        }
         let samples = c.sample_heads(unix_now().as_secs()).await;
         if time_to_first_block.is_none() && samples.iter().any(|s| s.head_slot > 0) {
             time_to_first_block = Some(unix_now().as_secs().saturating_sub(first_block_wait));
@@ -324,6 +347,7 @@ pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> 
             timeline: faults_timeline,
             beacon_nodes,
             dvnodes,
+            prometheus,
         } = up(docker, spec, out).await?;
         if !faults_timeline.faults.is_empty() {
             println!(
@@ -339,6 +363,9 @@ pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> 
         }
         for n in &dvnodes {
             println!("{}: cluster {} node {}", n.name, n.cluster, n.index);
+        }
+        if let Some(url) = &prometheus {
+            println!("prometheus: {url}");
         }
         std::fs::write(out.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
         let meta = run_meta(&plan, beacon_nodes, dvnodes);

@@ -31,6 +31,25 @@ pub const VC_KEYS_DIR: &str = "/keys";
 pub const DVNODE_IMAGE: &str = "dvlab/dvnode:latest";
 /// Image of the fault sidecars: `dvlab/base` plus the `dvlab-netem` delayer.
 pub const NETEM_IMAGE: &str = "dvlab/netem:latest";
+/// Image of the run's Prometheus: `dvlab/base` plus Debian's `prometheus` binary.
+pub const PROMETHEUS_IMAGE: &str = "dvlab/prometheus:latest";
+/// Short name of the Prometheus container (`dvlab-<run>-prometheus`).
+pub const PROMETHEUS_NAME: &str = "prometheus";
+/// Prometheus HTTP port inside its container (published on 127.0.0.1).
+pub const PROMETHEUS_PORT: u16 = 9090;
+/// Where the Prometheus container sees its run-directory folder: `prometheus.yml` and `data/`.
+pub const PROMETHEUS_DIR: &str = "/prometheus";
+/// Run-directory folder of Prometheus: its scrape config and its data directory.
+pub const PROMETHEUS_RUN_DIR: &str = "prometheus";
+/// File (in [`PROMETHEUS_RUN_DIR`]) listing the active faults as scrape targets of the job
+/// `dvlab_faults` ([`prometheus_fault_targets`]): `up{job="dvlab_faults"}` is 1 while a fault
+/// is active, for dashboards' fault annotations.
+pub const PROMETHEUS_FAULTS_FILE: &str = "faults.json";
+/// Lodestar beacon-node metrics port (its default with `--metrics`).
+pub const BN_METRICS_PORT: u16 = 8008;
+/// Lodestar validator-client metrics port (its default with `--metrics`; also the keepers'
+/// validator client inside the first beacon node's container).
+pub const VC_METRICS_PORT: u16 = 5064;
 
 /// What a container does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,6 +76,8 @@ pub enum Role {
         /// Node index.
         node: u64,
     },
+    /// The run's Prometheus.
+    Prometheus,
 }
 
 impl Role {
@@ -67,6 +88,7 @@ impl Role {
             Role::BaselineVc => "baseline-vc",
             Role::DvNode { .. } => "dvnode",
             Role::DvVc { .. } => "dv-vc",
+            Role::Prometheus => "prometheus",
         }
     }
 }
@@ -217,6 +239,17 @@ impl Plan {
             spec.network.altair_fork_epoch.to_string(),
         ];
         let env = vec![format!("LODESTAR_PRESET={preset}")];
+        // Lodestar's metrics servers (BN on 8008; VC, also bn0's keepers VC, on 5064) for
+        // the run's Prometheus. `--metrics.port` stays unset: bn0's in-process keepers VC
+        // takes the same arguments, and one port for both would collide.
+        let metrics: Vec<String> = if spec.prometheus {
+            ["--metrics", "--metrics.address", "0.0.0.0"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let cname = |s: &str| format!("dvlab-{run}-{s}");
         let labels = |role: &Role| {
             BTreeMap::from([
@@ -283,6 +316,7 @@ impl Plan {
                 cmd.push(format!("{}..{}", keepers.start, keepers.end - 1));
             }
             cmd.extend(params.iter().cloned());
+            cmd.extend(metrics.iter().cloned());
             containers.push(ContainerPlan {
                 name: cname(&bn.name),
                 labels: labels(&role),
@@ -314,6 +348,7 @@ impl Plan {
                 bn_url(&b.beacon_node),
             ];
             cmd.extend(params.iter().cloned());
+            cmd.extend(metrics.iter().cloned());
             containers.push(ContainerPlan {
                 name: cname("baseline"),
                 labels: labels(&Role::BaselineVc),
@@ -439,6 +474,7 @@ impl Plan {
                     ]),
                 }
                 cmd.extend(params.iter().cloned());
+                cmd.extend(metrics.iter().cloned());
                 containers.push(ContainerPlan {
                     name: format!("{node_name}-vc"),
                     labels: labels(&role),
@@ -453,6 +489,26 @@ impl Plan {
                     run_as_owner: false,
                 });
             }
+        }
+        if spec.prometheus {
+            let role = Role::Prometheus;
+            containers.push(ContainerPlan {
+                name: cname(PROMETHEUS_NAME),
+                labels: labels(&role),
+                role,
+                image: PROMETHEUS_IMAGE.into(),
+                cmd: vec![
+                    format!("--config.file={PROMETHEUS_DIR}/prometheus.yml"),
+                    format!("--storage.tsdb.path={PROMETHEUS_DIR}/data"),
+                    format!("--web.listen-address=0.0.0.0:{PROMETHEUS_PORT}"),
+                ],
+                env: vec![],
+                publish: vec![PROMETHEUS_PORT],
+                // Its data directory is part of the run output (no secrets in it).
+                mounts: vec![Mount::writable(PROMETHEUS_RUN_DIR, PROMETHEUS_DIR)],
+                static_host: None,
+                run_as_owner: true,
+            });
         }
         Plan {
             network: format!("dvlab-{run}"),
@@ -496,6 +552,186 @@ impl Plan {
             self.slots_per_epoch,
         )
     }
+
+    /// The Prometheus container, if the run has one.
+    pub fn prometheus(&self) -> Option<&ContainerPlan> {
+        self.containers.iter().find(|c| c.role == Role::Prometheus)
+    }
+
+    /// Short name of container `c` (`dvlab-<run>-x` → `x`).
+    pub fn short_name<'c>(&self, c: &'c ContainerPlan) -> &'c str {
+        c.name
+            .strip_prefix(&format!("dvlab-{}-", self.run))
+            .unwrap_or(&c.name)
+    }
+
+    /// The scrape targets of the run's Prometheus: every dvnode (`job="dvnode"`), beacon node
+    /// (`beacon_node`), validator client (`validator_client`, the keepers' one inside the first
+    /// beacon node's container) and Prometheus itself, by container DNS name on the run
+    /// network. Labels: `node` (the short name faults use), `cluster` and `group` (the
+    /// validator group the report analyses).
+    pub fn scrape_targets(&self) -> Vec<ScrapeTarget> {
+        let mut v = Vec::new();
+        let mut add = |job: &str, c: &ContainerPlan, port: u16, labels: &[(&str, &str)]| {
+            let mut l = BTreeMap::from([("node".to_string(), self.short_name(c).to_string())]);
+            l.extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            v.push(ScrapeTarget {
+                job: job.into(),
+                address: format!("{}:{port}", c.name),
+                labels: l,
+            });
+        };
+        for (i, c) in self.beacon_nodes().enumerate() {
+            add("beacon_node", c, BN_METRICS_PORT, &[]);
+            if i == 0 {
+                add(
+                    "validator_client",
+                    c,
+                    VC_METRICS_PORT,
+                    &[("group", "keepers")],
+                );
+            }
+        }
+        for c in &self.containers {
+            match &c.role {
+                Role::BaselineVc => add(
+                    "validator_client",
+                    c,
+                    VC_METRICS_PORT,
+                    &[("group", "baseline")],
+                ),
+                Role::DvNode { cluster, .. } => add(
+                    "dvnode",
+                    c,
+                    DVNODE_METRICS_PORT,
+                    &[("cluster", cluster), ("group", cluster)],
+                ),
+                Role::DvVc { cluster, .. } => add(
+                    "validator_client",
+                    c,
+                    VC_METRICS_PORT,
+                    &[("cluster", cluster), ("group", cluster)],
+                ),
+                Role::Prometheus | Role::BeaconNode { .. } => {}
+            }
+        }
+        if self.prometheus().is_some() {
+            v.push(ScrapeTarget {
+                job: "prometheus".into(),
+                address: format!("localhost:{PROMETHEUS_PORT}"),
+                labels: BTreeMap::from([("node".into(), PROMETHEUS_NAME.into())]),
+            });
+        }
+        v
+    }
+
+    /// The run's `prometheus.yml` (`None` without Prometheus): every [`Self::scrape_targets`]
+    /// once per slot (at most every 15 s), the run name as the external label `run`.
+    pub fn prometheus_config(&self) -> Option<String> {
+        self.prometheus()?;
+        let interval = format!("{}s", self.seconds_per_slot.clamp(1, 15));
+        let mut jobs: Vec<ScrapeJob> = Vec::new();
+        for t in self.scrape_targets() {
+            let cfg = StaticConfig {
+                targets: vec![t.address],
+                labels: t.labels,
+            };
+            match jobs.iter_mut().find(|j| j.job_name == t.job) {
+                Some(j) => j.static_configs.push(cfg),
+                None => jobs.push(ScrapeJob {
+                    job_name: t.job,
+                    static_configs: vec![cfg],
+                    file_sd_configs: vec![],
+                }),
+            }
+        }
+        jobs.push(ScrapeJob {
+            job_name: "dvlab_faults".into(),
+            static_configs: vec![],
+            file_sd_configs: vec![FileSdConfig {
+                files: vec![format!("{PROMETHEUS_DIR}/{PROMETHEUS_FAULTS_FILE}")],
+                refresh_interval: interval.clone(),
+            }],
+        });
+        let file = PrometheusConfig {
+            global: PrometheusGlobal {
+                scrape_interval: interval.clone(),
+                scrape_timeout: interval.clone(),
+                evaluation_interval: interval,
+                external_labels: BTreeMap::from([("run".into(), self.run.clone())]),
+            },
+            scrape_configs: jobs,
+        };
+        Some(serde_yaml::to_string(&file).expect("a Prometheus config serializes"))
+    }
+}
+
+/// One scrape target of the run's Prometheus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScrapeTarget {
+    /// `job` label: `dvnode`, `beacon_node`, `validator_client` or `prometheus`.
+    pub job: String,
+    /// `host:port` on the run network.
+    pub address: String,
+    /// Target labels (`node`, and `cluster`/`group` where they apply).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `prometheus.yml`: the subset of Prometheus's configuration file dvlab writes.
+#[derive(Serialize)]
+struct PrometheusConfig {
+    global: PrometheusGlobal,
+    scrape_configs: Vec<ScrapeJob>,
+}
+
+#[derive(Serialize)]
+struct PrometheusGlobal {
+    scrape_interval: String,
+    scrape_timeout: String,
+    evaluation_interval: String,
+    external_labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct ScrapeJob {
+    job_name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    static_configs: Vec<StaticConfig>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    file_sd_configs: Vec<FileSdConfig>,
+}
+
+#[derive(Serialize)]
+struct FileSdConfig {
+    files: Vec<String>,
+    refresh_interval: String,
+}
+
+/// A target group of a static config or of a `file_sd` file.
+#[derive(Serialize)]
+struct StaticConfig {
+    targets: Vec<String>,
+    labels: BTreeMap<String, String>,
+}
+
+/// The [`PROMETHEUS_FAULTS_FILE`] for the faults of `windows` still active (no end): one
+/// target group per fault, scraping Prometheus itself, labelled `fault` (id), `kind`,
+/// `targets` and `detail`.
+pub fn prometheus_fault_targets(windows: &[crate::data::FaultWindow]) -> String {
+    let groups: Vec<StaticConfig> = windows
+        .iter()
+        .filter(|w| w.end_time.is_none())
+        .map(|w| StaticConfig {
+            targets: vec![format!("localhost:{PROMETHEUS_PORT}")],
+            labels: BTreeMap::from([
+                ("fault".into(), w.fault.to_string()),
+                ("kind".into(), w.kind.clone()),
+                ("targets".into(), w.targets.clone()),
+                ("detail".into(), w.detail.clone()),
+            ]),
+        })
+        .collect();
+    serde_json::to_string_pretty(&groups).expect("target groups serialize")
 }
 
 #[cfg(test)]
@@ -605,6 +841,137 @@ mod tests {
             vcs.iter().all(|c| !c.contains("importKeystores")),
             "{vcs:?}"
         );
+    }
+
+    #[test]
+    fn prometheus_scrapes_every_dvnode_beacon_node_and_validator_client() {
+        let plan = Plan::new(&basic(), 0);
+        let p = plan.prometheus().expect("Prometheus is on by default");
+        assert_eq!(p.name, "dvlab-basic-prometheus");
+        assert_eq!(p.image, PROMETHEUS_IMAGE);
+        assert_eq!(p.publish, [PROMETHEUS_PORT]);
+        assert_eq!(p.mounts, [Mount::writable("prometheus", "/prometheus")]);
+        assert!(p.run_as_owner);
+        assert!(p
+            .cmd
+            .contains(&"--storage.tsdb.path=/prometheus/data".to_string()));
+        // Every Lodestar process serves metrics on all interfaces of its container, on its
+        // default port (bn0 also runs the keepers' VC: one --metrics.port would collide).
+        for c in plan
+            .containers
+            .iter()
+            .filter(|c| c.role != Role::Prometheus)
+        {
+            let cmd = c.cmd.join(" ");
+            if c.image == DVNODE_IMAGE {
+                assert!(cmd.contains("--metrics-addr 0.0.0.0:3620"), "{cmd}");
+            } else {
+                assert!(
+                    cmd.ends_with("--metrics --metrics.address 0.0.0.0"),
+                    "{cmd}"
+                );
+                assert!(!cmd.contains("--metrics.port"), "{cmd}");
+            }
+        }
+        let targets: Vec<(String, String, String)> = plan
+            .scrape_targets()
+            .into_iter()
+            .map(|t| (t.job, t.address, t.labels["node"].clone()))
+            .collect();
+        let t = |job: &str, addr: &str, node: &str| (job.into(), addr.into(), node.into());
+        let mut want = vec![
+            t("beacon_node", "dvlab-basic-bn0:8008", "bn0"),
+            t("validator_client", "dvlab-basic-bn0:5064", "bn0"),
+            t("beacon_node", "dvlab-basic-bn1:8008", "bn1"),
+            t("validator_client", "dvlab-basic-baseline:5064", "baseline"),
+        ];
+        for n in 0..4 {
+            want.push(t(
+                "dvnode",
+                &format!("dvlab-basic-dv0-{n}:3620"),
+                &format!("dv0-{n}"),
+            ));
+            want.push(t(
+                "validator_client",
+                &format!("dvlab-basic-dv0-{n}-vc:5064"),
+                &format!("dv0-{n}-vc"),
+            ));
+        }
+        want.push(t("prometheus", "localhost:9090", "prometheus"));
+        assert_eq!(targets, want);
+
+        // The config file: one job per kind, scraped once per slot, the run as external label.
+        let cfg: serde_yaml::Value =
+            serde_yaml::from_str(&plan.prometheus_config().unwrap()).unwrap();
+        assert_eq!(cfg["global"]["scrape_interval"], "4s");
+        assert_eq!(cfg["global"]["scrape_timeout"], "4s");
+        assert_eq!(cfg["global"]["external_labels"]["run"], "basic");
+        let jobs = cfg["scrape_configs"].as_sequence().unwrap();
+        let names: Vec<_> = jobs
+            .iter()
+            .map(|j| j["job_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "beacon_node",
+                "validator_client",
+                "dvnode",
+                "prometheus",
+                "dvlab_faults"
+            ]
+        );
+        assert_eq!(
+            jobs[4]["file_sd_configs"][0]["files"][0],
+            "/prometheus/faults.json"
+        );
+        let vcs = jobs[1]["static_configs"].as_sequence().unwrap();
+        assert_eq!(vcs.len(), 6);
+        assert_eq!(vcs[0]["labels"]["group"], "keepers");
+        assert_eq!(vcs[2]["targets"][0], "dvlab-basic-dv0-0-vc:5064");
+        assert_eq!(vcs[2]["labels"]["cluster"], "dv0");
+    }
+
+    #[test]
+    fn active_faults_become_prometheus_targets() {
+        let w = |fault: u64, end: Option<f64>| crate::data::FaultWindow {
+            fault,
+            kind: "partition".into(),
+            targets: "dv0-0,dv0-1".into(),
+            detail: "dv0-0,dv0-1 | dv0-2,dv0-3".into(),
+            start_time: 100.0,
+            start_slot: 16,
+            end_time: end,
+            end_slot: end.map(|_| 32),
+            error: None,
+        };
+        let groups: serde_json::Value =
+            serde_json::from_str(&prometheus_fault_targets(&[w(0, Some(160.0)), w(1, None)]))
+                .unwrap();
+        assert_eq!(
+            groups,
+            serde_json::json!([{
+                "targets": ["localhost:9090"],
+                "labels": {"fault": "1", "kind": "partition", "targets": "dv0-0,dv0-1",
+                           "detail": "dv0-0,dv0-1 | dv0-2,dv0-3"}
+            }])
+        );
+        assert_eq!(prometheus_fault_targets(&[]), "[]");
+    }
+
+    #[test]
+    fn prometheus_false_leaves_prometheus_and_lodestar_metrics_off() {
+        let yaml = format!(
+            "{}prometheus: false\n",
+            include_str!("../../devnets/basic.yaml")
+        );
+        let plan = Plan::new(&DevnetSpec::parse(&yaml, "basic.yaml").unwrap(), 0);
+        assert!(plan.prometheus().is_none());
+        assert!(plan.prometheus_config().is_none());
+        assert!(plan
+            .containers
+            .iter()
+            .all(|c| !c.cmd.contains(&"--metrics".to_string())));
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod state;
 
 use crate::plan::{
     ClusterPlan, ContainerPlan, Plan, Role, DVNODE_API_PORT, DVNODE_IMAGE, DVNODE_METRICS_PORT,
-    DVNODE_P2P_PORT, ROLE_LABEL, RUN_LABEL,
+    DVNODE_P2P_PORT, PROMETHEUS_IMAGE, PROMETHEUS_PORT, PROMETHEUS_RUN_DIR, ROLE_LABEL, RUN_LABEL,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use bollard::container::LogOutput;
@@ -51,7 +51,7 @@ pub struct Started {
     pub name: String,
     /// Spec name of a beacon node, if it is one.
     pub beacon_node: Option<String>,
-    /// Host URL of the REST API for beacon nodes (`http://127.0.0.1:PORT`).
+    /// Host URL of the REST API for beacon nodes and of Prometheus (`http://127.0.0.1:PORT`).
     pub api_url: Option<String>,
     /// Host URL of a dvnode's `/metrics` and `/health` (`http://127.0.0.1:PORT`).
     pub metrics_url: Option<String>,
@@ -80,7 +80,12 @@ pub async fn up(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<Star
     }
     for image in plan.containers.iter().map(|c| c.image.as_str()) {
         if docker.inspect_image(image).await.is_err() {
-            bail!("image `{image}` is missing; build it with `dvlab images build`");
+            let or = if image == PROMETHEUS_IMAGE {
+                " (or set `prometheus: false` in the devnet)"
+            } else {
+                ""
+            };
+            bail!("image `{image}` is missing; build it with `dvlab images build`{or}");
         }
     }
     std::fs::create_dir_all(run_dir)
@@ -103,11 +108,13 @@ pub async fn up(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<Star
             run_dir.display()
         );
     }
-    let nodes = run_dir.join("nodes");
-    if nodes.exists() {
-        // dvnode output of an earlier run of the same name.
-        std::fs::remove_dir_all(&nodes)
-            .with_context(|| format!("removing old output {}", nodes.display()))?;
+    // dvnode output and Prometheus data of an earlier run of the same name.
+    for old in ["nodes", PROMETHEUS_RUN_DIR] {
+        let old = run_dir.join(old);
+        if old.exists() {
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("removing old output {}", old.display()))?;
+        }
     }
     match up_inner(docker, plan, run_dir).await {
         Ok(s) => Ok(s),
@@ -280,6 +287,17 @@ async fn up_inner(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<St
         for c in by_role(|r| matches!(r, Role::DvVc { .. })) {
             started.push(ctx.start(docker, c).await?);
         }
+    }
+    if let Some(config) = plan.prometheus_config() {
+        let dir = run_dir.join(PROMETHEUS_RUN_DIR);
+        std::fs::create_dir_all(dir.join("data"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("prometheus.yml"), config)
+            .with_context(|| format!("writing {}/prometheus.yml", dir.display()))?;
+        std::fs::write(
+            dir.join(crate::plan::PROMETHEUS_FAULTS_FILE),
+            crate::plan::prometheus_fault_targets(&[]),
+        )?;
     }
     for c in by_role(|r| {
         !matches!(
@@ -513,6 +531,7 @@ impl StartCtx<'_> {
         let (beacon_node, api_url, metrics_url) = match &c.role {
             Role::BeaconNode { name } => (Some(name.clone()), Some(url(c.publish[0]).await?), None),
             Role::DvNode { .. } => (None, None, Some(url(DVNODE_METRICS_PORT).await?)),
+            Role::Prometheus => (None, Some(url(PROMETHEUS_PORT).await?), None),
             _ => (None, None, None),
         };
         Ok(Started {
@@ -717,6 +736,25 @@ pub async fn list(docker: &Docker, run: Option<&str>) -> Result<Vec<Listed>> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Host URLs (`http://127.0.0.1:PORT`) of the running Prometheus containers in `list`, with
+/// their runs.
+pub fn prometheus_urls(list: &[Listed]) -> Vec<(String, String)> {
+    let suffix = format!("->{PROMETHEUS_PORT}");
+    list.iter()
+        .filter(|c| c.role == Role::Prometheus.label() && c.state == "running")
+        .filter_map(|c| {
+            let p = c.ports.iter().find_map(|p| p.strip_suffix(&suffix))?;
+            Some((c.run.clone(), format!("http://{p}")))
+        })
+        .collect()
+}
+
+/// Host URL of the Prometheus of `run`, while it runs.
+pub async fn prometheus_url(docker: &Docker, run: &str) -> Result<Option<String>> {
+    let list = list(docker, Some(run)).await?;
+    Ok(prometheus_urls(&list).into_iter().next().map(|(_, u)| u))
 }
 
 /// Removes the containers and networks labelled for `run` (or for every run) and the run's

@@ -143,6 +143,8 @@ async fn dv_cluster_partition_2_2_in_docker() {
     });
     let secrets = runtime::state::secrets(&state);
     let leaks = runtime::state::leaks(&out, &secrets);
+    // The kept devnet's Prometheus, before teardown (asserted after it).
+    let prometheus = check_prometheus(&docker, &spec).await;
     let removed = runtime::down(&docker, Some(&name)).await;
 
     // Nothing labelled with the run remains, whatever the outcome.
@@ -335,7 +337,326 @@ async fn dv_cluster_partition_2_2_in_docker() {
         .filter(|n| n["recovery_slot"].is_number())
         .count();
     assert!(back >= 3, "per-node recovery: {}", p["nodes"]);
+
+    // Prometheus of the kept devnet: every target up, every dashboard query answered, the
+    // partition as a fault annotation; its data directory is in the run output.
+    let prom = prometheus.unwrap_or_else(|e| panic!("Prometheus of the kept devnet: {e}"));
+    println!(
+        "docker_devnet: prometheus {} — {} targets up, {} dashboard queries and {} variables \
+         answered, fault annotations {:?}, checked in {:.2} s",
+        prom.url,
+        prom.up.len(),
+        prom.queries,
+        prom.variables,
+        prom.fault_annotations,
+        prom.took.as_secs_f64()
+    );
+    assert!(prom.down.is_empty(), "targets not up: {:?}", prom.down);
+    assert!(
+        prom.empty.is_empty(),
+        "dashboard queries without series: {:#?}",
+        prom.empty
+    );
+    assert_eq!(
+        prom.fault_annotations,
+        [format!("partition #{}", p["fault"])],
+        "fault annotations (up{{job=\"dvlab_faults\"}})"
+    );
+    assert!(
+        out.join("prometheus/data/wal").is_dir(),
+        "Prometheus data directory in the run output"
+    );
+
+    // The HTML report in headless Chromium: no console error, every plot visible.
+    let t0 = std::time::Instant::now();
+    let page = report_in_chromium(&out.join("report.html"));
+    let plots = std::fs::read_dir(&out)
+        .expect("run dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg"))
+        })
+        .count();
+    println!(
+        "docker_devnet: report.html in chromium ({:.1} s): {} console error(s), plots {:?}",
+        t0.elapsed().as_secs_f64(),
+        page.errors.len(),
+        page.plots
+    );
+    assert!(page.errors.is_empty(), "console errors: {:#?}", page.errors);
+    assert!(plots >= 4, "{plots} plot files");
+    assert_eq!(page.plots.len(), plots, "plots on the page vs plot files");
+    for (i, p) in page.plots.iter().enumerate() {
+        assert!(
+            p.visible && p.width > 100.0 && p.height > 100.0 && p.marks > 10,
+            "plot {i} not visible: {p:?}"
+        );
+    }
     assert!(report.passed(), "assertions: {:?}", report.assertions);
+}
+
+/// One inline SVG plot of the report as Chromium laid it out.
+#[derive(Debug, serde::Deserialize)]
+struct PlotOnPage {
+    width: f64,
+    height: f64,
+    /// `Element.checkVisibility` (display, visibility, opacity) and inside the page.
+    visible: bool,
+    /// Drawn elements (paths, lines, circles, rects, texts).
+    marks: usize,
+}
+
+/// What Chromium saw of the report.
+#[derive(Debug, serde::Deserialize)]
+struct ReportPage {
+    /// Console messages and page/resource errors.
+    errors: Vec<String>,
+    plots: Vec<PlotOnPage>,
+}
+
+/// Opens `report` in headless Chromium (Debian's `chromium`; `make e2e-docker` installs it)
+/// and reads back, from the DOM it dumps after the load event, the errors a probe script
+/// caught (page errors, failed resources, `console.error`) and the layout of every plot;
+/// console messages Chromium logs count as errors too. The probe goes into a copy of the
+/// report, beside it, so that relative links resolve as in the original.
+fn report_in_chromium(report: &Path) -> ReportPage {
+    const PROBE: &str = "<script>\
+window.__dvlab = [];\
+addEventListener('error', e => __dvlab.push(String(e.message || (e.target && e.target.outerHTML || '').slice(0, 200))), true);\
+addEventListener('unhandledrejection', e => __dvlab.push(String(e.reason)));\
+for (const k of ['error', 'warn']) { const f = console[k]; console[k] = (...a) => { __dvlab.push(a.join(' ')); f(...a); }; }\
+addEventListener('load', () => {\
+  const plots = [...document.querySelectorAll('svg')].map(s => { const r = s.getBoundingClientRect();\
+    return { width: r.width, height: r.height, marks: s.querySelectorAll('path,polyline,polygon,line,circle,rect,text').length,\
+      visible: s.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true }) && r.bottom > 0 && r.right > 0 }; });\
+  const pre = document.createElement('pre'); pre.id = 'dvlab-probe';\
+  pre.textContent = JSON.stringify({ errors: __dvlab, plots }); document.body.appendChild(pre);\
+});\
+</script>";
+    let html = std::fs::read_to_string(report).expect("report.html");
+    let at = html.find("<head>").map_or(0, |i| i + "<head>".len());
+    let probed = report.with_file_name("report-probe.html");
+    std::fs::write(&probed, format!("{}{PROBE}{}", &html[..at], &html[at..])).expect("probe copy");
+    let profile = tempfile::tempdir().expect("chromium profile dir");
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", std::path::absolute(&probed).unwrap().display()))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run chromium ({e}): `make e2e-docker` installs it (apt-get install chromium)")
+        });
+    let _ = std::fs::remove_file(&probed);
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let json = dom
+        .split_once("<pre id=\"dvlab-probe\">")
+        .and_then(|(_, rest)| rest.split_once("</pre>"))
+        .map(|(j, _)| {
+            j.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        })
+        .unwrap_or_else(|| panic!("the probe did not run; DOM: {}", &dom[..dom.len().min(500)]));
+    let mut page: ReportPage = serde_json::from_str(&json).expect("probe JSON");
+    // Console messages Chromium logged ("INFO:CONSOLE…] \"msg\", source: …").
+    page.errors.extend(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains(":CONSOLE"))
+            .map(str::to_string),
+    );
+    page
+}
+
+/// What [`check_prometheus`] found.
+struct PrometheusCheck {
+    url: String,
+    /// `job/node` of every target answering `up == 1`.
+    up: Vec<String>,
+    /// Planned targets missing from `up` or not 1.
+    down: Vec<String>,
+    /// Dashboard queries (panel title: PromQL) that returned no series.
+    empty: Vec<String>,
+    queries: usize,
+    variables: usize,
+    /// `kind #fault` of each series of the dashboard's fault annotation over the run.
+    fault_annotations: Vec<String>,
+    took: std::time::Duration,
+}
+
+/// One call of the Prometheus HTTP API (`/api/v1/PATH?PARAMS`); its `data`.
+async fn prom_api(
+    client: &reqwest::Client,
+    url: &str,
+    path: &str,
+    params: &[(&str, &str)],
+) -> Result<Value, String> {
+    let qs = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let body: Value = client
+        .get(format!("{url}/api/v1/{path}?{qs}"))
+        .send()
+        .await
+        .map_err(|e| format!("{path} {params:?}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{path} {params:?}: {e}"))?;
+    if body["status"] != "success" {
+        return Err(format!("{path} {params:?}: {body}"));
+    }
+    Ok(body["data"].clone())
+}
+
+/// Queries the Prometheus of the kept devnet `spec`: `up` of every target the plan scrapes
+/// (every dvnode, beacon node and validator client, and Prometheus itself), every query and
+/// template variable of `dashboards/dvnode.json` (variables as "All", `$__rate_interval` as
+/// 1m), and the dashboard's fault annotation over the last hour.
+async fn check_prometheus(
+    docker: &bollard::Docker,
+    spec: &DevnetSpec,
+) -> Result<PrometheusCheck, String> {
+    let url = runtime::prometheus_url(docker, &spec.name)
+        .await
+        .map_err(|e| format!("{e:#}"))?
+        .ok_or("no running Prometheus container")?;
+    let t0 = std::time::Instant::now();
+    let client = reqwest::Client::new();
+    let q = |expr: String| {
+        let (client, url) = (&client, &url);
+        async move { prom_api(client, url, "query", &[("query", &expr)]).await }
+    };
+    let up = q("up".into()).await?;
+    let up: HashMap<(String, String), String> = up["result"]
+        .as_array()
+        .ok_or("up: no result")?
+        .iter()
+        .map(|r| {
+            let l = |k: &str| r["metric"][k].as_str().unwrap_or_default().to_string();
+            (
+                (l("job"), l("node")),
+                r["value"][1].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    let mut check = PrometheusCheck {
+        url: url.clone(),
+        up: Vec::new(),
+        down: Vec::new(),
+        empty: Vec::new(),
+        queries: 0,
+        variables: 0,
+        fault_annotations: Vec::new(),
+        took: Default::default(),
+    };
+    let planned = dvlab::plan::Plan::new(spec, 0).scrape_targets();
+    for jobs in ["dvnode", "beacon_node", "validator_client", "prometheus"] {
+        assert!(
+            planned.iter().any(|t| t.job == jobs),
+            "no {jobs} target planned"
+        );
+    }
+    for t in planned {
+        let id = format!("{}/{}", t.job, t.labels["node"]);
+        match up.get(&(t.job.clone(), t.labels["node"].clone())) {
+            Some(v) if v == "1" => check.up.push(id),
+            other => check.down.push(format!("{id}: {other:?}")),
+        }
+    }
+    let dash: Value = serde_json::from_str(include_str!("../../dashboards/dvnode.json"))
+        .map_err(|e| format!("dashboards/dvnode.json: {e}"))?;
+    let fill = |e: &str| {
+        e.replace("$__rate_interval", "1m")
+            .replace("$cluster", ".*")
+            .replace("$node", ".*")
+    };
+    for panel in dash["panels"]
+        .as_array()
+        .ok_or("dashboard without panels")?
+    {
+        for target in panel["targets"].as_array().ok_or("panel without targets")? {
+            let expr = target["expr"].as_str().ok_or("target without expr")?;
+            check.queries += 1;
+            let data = q(fill(expr)).await?;
+            if data["result"].as_array().is_none_or(Vec::is_empty) {
+                check.empty.push(format!("{}: {expr}", panel["title"]));
+            }
+        }
+    }
+    for var in dash["templating"]["list"]
+        .as_array()
+        .ok_or("no templating")?
+    {
+        let Some(def) = var["definition"].as_str() else {
+            continue;
+        };
+        // label_values(SELECTOR, LABEL)
+        let (sel, label) = def
+            .strip_prefix("label_values(")
+            .and_then(|d| d.strip_suffix(')'))
+            .and_then(|d| d.rsplit_once(", "))
+            .ok_or_else(|| format!("variable {}: {def}", var["name"]))?;
+        check.variables += 1;
+        let data = prom_api(
+            &client,
+            &url,
+            &format!("label/{label}/values"),
+            &[("match[]", &fill(sel))],
+        )
+        .await?;
+        if data.as_array().is_none_or(Vec::is_empty) {
+            check.empty.push(format!("variable {}: {def}", var["name"]));
+        }
+    }
+    let now = dvnode::clock::unix_now().as_secs();
+    let (start, end) = ((now - 3600).to_string(), now.to_string());
+    for a in dash["annotations"]["list"]
+        .as_array()
+        .ok_or("no annotations")?
+    {
+        let Some(expr) = a["expr"].as_str() else {
+            continue;
+        };
+        let data = prom_api(
+            &client,
+            &url,
+            "query_range",
+            &[
+                ("query", expr),
+                ("start", &start),
+                ("end", &end),
+                ("step", "4"),
+            ],
+        )
+        .await?;
+        for s in data["result"].as_array().ok_or("annotation: no result")? {
+            let m = &s["metric"];
+            check.fault_annotations.push(format!(
+                "{} #{}",
+                m["kind"].as_str().unwrap_or("?"),
+                m["fault"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    check.took = t0.elapsed();
+    Ok(check)
 }
 
 /// Rows of the run's `raw/NAME.csv` (plain values, no quoting) by header name.

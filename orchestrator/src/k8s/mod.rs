@@ -179,7 +179,14 @@ pub fn render(
     }
     let mut services = Vec::new();
     let mut workloads = Vec::new();
-    for c in &plan.containers {
+    // The Docker runs' Prometheus container is not rendered: a Kubernetes cluster has its own
+    // monitoring (e.g. kube-prometheus), and the Lodestar `--metrics` servers and dvnodes'
+    // `/metrics` (port 3620, in each dvnode Service) are there for it to scrape.
+    for c in plan
+        .containers
+        .iter()
+        .filter(|c| c.role != Role::Prometheus)
+    {
         if let Some(s) = objects::service(&scope, c) {
             services.push(json(&s)?);
         }

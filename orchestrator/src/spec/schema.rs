@@ -38,6 +38,14 @@ pub struct DevnetSpec {
     /// Seed for everything random in the run.
     #[serde(default)]
     pub seed: u64,
+    /// Run a Prometheus scraping every dvnode, beacon node and validator client (default
+    /// `true`; `false` also leaves the Lodestar metrics servers off).
+    #[serde(default = "yes")]
+    pub prometheus: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Chain parameters.

@@ -185,6 +185,12 @@ fn beacon_nodes<'a>(spec: &'a DevnetSpec, p: &mut Problems) -> BTreeSet<&'a str>
                 format!("duplicate beacon node `{}`", bn.name),
             );
         }
+        if spec.prometheus && bn.name == "prometheus" {
+            p.err(
+                format!("beacon_nodes[{i}].name"),
+                "`prometheus` is the Prometheus container's name (or set `prometheus: false`)",
+            );
+        }
     }
     names
 }
