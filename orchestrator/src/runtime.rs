@@ -869,3 +869,44 @@ pub async fn check_alive(docker: &Docker, run: &str, intended_down: &[String]) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(name: &str, run: &str, role: &str, state: &str, ports: &[&str]) -> Listed {
+        Listed {
+            name: name.into(),
+            run: run.into(),
+            role: role.into(),
+            state: state.into(),
+            status: String::new(),
+            ports: ports.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn status_lists_the_published_url_of_each_running_prometheus() {
+        let list = [
+            listed(
+                "dvlab-a-bn0",
+                "a",
+                "beacon-node",
+                "running",
+                &["127.0.0.1:32801->9596"],
+            ),
+            listed(
+                "dvlab-a-prometheus",
+                "a",
+                "prometheus",
+                "running",
+                &["127.0.0.1:32817->9090"],
+            ),
+            listed("dvlab-b-prometheus", "b", "prometheus", "exited", &[]),
+        ];
+        assert_eq!(
+            prometheus_urls(&list),
+            [("a".to_string(), "http://127.0.0.1:32817".to_string())]
+        );
+    }
+}
