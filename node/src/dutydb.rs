@@ -247,6 +247,25 @@ impl<P: Preset> DutyDb<P> {
         }
     }
 
+    /// The proposer scheduled for `slot` (one of the cluster's DVs), waiting until `deadline`:
+    /// a peer's partial made ahead of time (RANDAO at the epoch start) can arrive before this
+    /// node's scheduler has fetched the epoch's proposer duties.
+    pub async fn await_proposer(
+        &self,
+        slot: Slot,
+        deadline: Instant,
+    ) -> Result<ProposerDef, DutyDbError> {
+        self.await_with(
+            deadline,
+            || format!("a DV proposer duty at slot {slot}"),
+            |s| match s.defs.get(&Duty::new(slot, DutyKind::Proposer)) {
+                Some(DutyDefs::Proposer(p)) => Some(*p),
+                _ => None,
+            },
+        )
+        .await
+    }
+
     /// The DV sync committee member with `validator_index` at `slot`, if scheduled.
     pub fn sync_member(&self, slot: Slot, validator_index: ValidatorIndex) -> Option<SyncDef> {
         match self

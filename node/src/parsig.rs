@@ -474,15 +474,22 @@ impl<P: Preset> ParSig<P> {
                     self.schedule.block_signing_root(&p.block),
                 ))
             }
-            DutyKind::Randao => match self.dutydb.proposer(slot) {
-                Some(p) if p.pubkey == pubkey => {
+            // Waits for the proposer duties: peers combine RANDAO ahead at the epoch start, and
+            // a partial refused because this node's scheduler had not fetched them yet was lost
+            // for good (remote-signer.yaml in Docker: two nodes never combined slot 48's reveal
+            // after a restart, and the DV's block was missed).
+            DutyKind::Randao => match self.dutydb.await_proposer(slot, deadline).await {
+                Ok(p) if p.pubkey == pubkey => {
                     let epoch = self.schedule.epoch_at_slot(slot);
                     Ok((
                         SignedObject::Randao { epoch },
                         self.schedule.randao_signing_root(epoch),
                     ))
                 }
-                _ => Err(unknown("not the scheduled proposer of the slot".into())),
+                Ok(_) => Err(unknown("not the scheduled proposer of the slot".into())),
+                Err(e) => Err(unknown(format!(
+                    "not the scheduled proposer of the slot ({e})"
+                ))),
             },
             DutyKind::SyncMessage => {
                 let member = matches!(
@@ -936,6 +943,7 @@ impl<P: Preset> ParSig<P> {
 mod tests {
     use super::*;
     use crate::duty::fixtures::{self, attester, Dv};
+    use crate::duty::ProposerDef;
     use crate::eth::types::Minimal;
     use crate::sigagg;
     use crate::value::DutyValue;
@@ -1043,6 +1051,50 @@ mod tests {
         }
         // Node 2 saw three valid peer partials and no local one.
         assert!(metrics(&nodes[2].registry).contains("parsig_accepted_total{source=\"peer\"} 3"));
+    }
+
+    /// A peer's RANDAO partial (made ahead at the epoch start) that arrives before this node
+    /// knows the epoch's proposer duties waits for them instead of being refused and lost; one
+    /// for a slot whose scheduled proposer is another DV is still refused.
+    #[tokio::test]
+    async fn an_early_randao_partial_waits_for_the_proposer_duty() {
+        let dvs = fixtures::dvs(2);
+        let db = Arc::new(DutyDb::new());
+        let n = node(0, &dvs, db.clone());
+        let slot = 16;
+        let epoch = fixtures::schedule().epoch_at_slot(slot);
+        let root = fixtures::schedule().randao_signing_root(epoch);
+        let randao = |dv: &Dv| ParSigMsg {
+            duty: Duty::new(slot, DutyKind::Randao),
+            pubkey: dv.pubkey,
+            share_index: 2,
+            object: SignedObject::Randao { epoch },
+            signature: BlsSignature(tbls::sign(&dv.shares[1], &root.0).to_bytes()),
+        };
+        let payload = serde_json::to_vec(&randao(&dvs[0])).unwrap();
+        let early = {
+            let p = n.parsig.clone();
+            tokio::spawn(async move { p.handle_peer(1, &payload).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!early.is_finished(), "waits for the proposer duty");
+        db.store_defs(
+            Duty::new(slot, DutyKind::Proposer),
+            DutyDefs::Proposer(ProposerDef {
+                pubkey: dvs[0].pubkey,
+                validator_index: 0,
+            }),
+        );
+        early
+            .await
+            .unwrap()
+            .expect("accepted once the duty is known");
+        assert!(metrics(&n.registry).contains("parsig_accepted_total{source=\"peer\"} 1"));
+        let other = serde_json::to_vec(&randao(&dvs[1])).unwrap();
+        assert!(matches!(
+            n.parsig.handle_peer(1, &other).await,
+            Err(Rejection::UnknownDuty { .. })
+        ));
     }
 
     #[tokio::test]
