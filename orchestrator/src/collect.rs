@@ -55,6 +55,16 @@ pub fn parse_committees(body: &Value, epoch: u64, slots_per_epoch: u64) -> Resul
         .collect())
 }
 
+/// The members of a sync committees answer.
+fn sync_members(body: &Value) -> Result<Vec<u64>> {
+    Ok(field(body, &["data", "validators"])?
+        .as_array()
+        .ok_or_else(|| anyhow!("sync committee validators is not a list"))?
+        .iter()
+        .filter_map(num)
+        .collect())
+}
+
 /// Indices of set bits of an SSZ bitlist given as hex (the highest set bit is the length
 /// delimiter and is dropped).
 pub fn bitlist_indices(hex_bits: &str) -> Result<Vec<usize>> {
@@ -349,13 +359,7 @@ impl Collector {
             )
             .await
         {
-            let v = field(&body, &["data", "validators"])?
-                .as_array()
-                .ok_or_else(|| anyhow!("sync committee validators is not a list"))?
-                .iter()
-                .filter_map(num)
-                .collect();
-            self.sync_committees.insert(epoch, v);
+            self.sync_committees.insert(epoch, sync_members(&body)?);
         }
         Ok(())
     }

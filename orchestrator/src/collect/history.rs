@@ -20,7 +20,7 @@
 //! have another source or are reported as not served.
 
 use super::shuffling::{RegistryView, ShufflingParams};
-use super::{field, num, num_at, parse_block, parse_committees, Collector, Shared};
+use super::{field, num_at, parse_block, parse_committees, sync_members, Collector, Shared};
 use crate::data::{BeaconNodeMeta, RawData};
 use crate::spec::analyze::{EpochRange, ValidatorSpec};
 use anyhow::{anyhow, bail, Context, Result};
@@ -286,39 +286,33 @@ impl History {
                 );
             }
         }
-        for chunk in spec.pubkeys.chunks(30) {
-            let ids: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
-            let body = self
-                .get(&format!(
-                    "/eth/v1/beacon/states/head/validators?id={}",
-                    ids.join(",")
-                ))
-                .await?
-                .unwrap_or_default();
-            let mut known = BTreeMap::new();
-            for v in body
-                .get("data")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let key = v
-                    .get("validator")
-                    .and_then(|x| x.get("pubkey"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_ascii_lowercase();
-                known.insert(key, num_at(v, &["index"])?);
+        // One request per key (`/validators/{pubkey}`): nodes differ in how they read a list
+        // in `?id=` (Lodestar 1.5.1 does not split `a,b`).
+        let answers: Vec<_> =
+            futures::stream::iter(spec.pubkeys.iter().map(|(key, at)| async move {
+                let r = self
+                    .get(&format!("/eth/v1/beacon/states/head/validators/{key}"))
+                    .await;
+                (key, at, r)
+            }))
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
+        for (key, at, r) in answers {
+            let v = r?.ok_or_else(|| {
+                anyhow!(
+                    "{at}: public key {key} is not a validator of this chain (beacon node {})",
+                    self.url
+                )
+            })?;
+            let served = v["data"]["validator"]["pubkey"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if &served != key {
+                bail!("{at}: the beacon node answered public key {key} with validator {served}");
             }
-            for (key, at) in chunk {
-                let i = known.get(key).ok_or_else(|| {
-                    anyhow!(
-                        "{at}: public key {key} is not a validator of this chain (beacon node {})",
-                        self.url
-                    )
-                })?;
-                out.insert(*i);
-            }
+            out.insert(num_at(&v, &["data", "index"])?);
         }
         Ok(out)
     }
@@ -371,7 +365,7 @@ impl History {
         }
         let spe = self.facts.params.slots_per_epoch;
         let served = self
-            .get_answer(&format!(
+            .get_once(&format!(
                 "/eth/v1/beacon/states/head/committees?epoch={epoch}"
             ))
             .await;
@@ -440,19 +434,13 @@ impl History {
             return Ok(());
         }
         match self
-            .get_answer(&format!(
+            .get_once(&format!(
                 "/eth/v1/beacon/states/head/sync_committees?epoch={epoch}"
             ))
             .await
         {
             Ok(Some(body)) => {
-                let v = field(&body, &["data", "validators"])?
-                    .as_array()
-                    .ok_or_else(|| anyhow!("sync committee validators is not a list"))?
-                    .iter()
-                    .filter_map(num)
-                    .collect();
-                self.c.sync_committees.insert(epoch, v);
+                self.c.sync_committees.insert(epoch, sync_members(&body)?);
             }
             _ => {
                 self.notes.insert(format!(
