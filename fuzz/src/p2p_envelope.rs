@@ -1,7 +1,7 @@
 //! p2p: a request frame as a peer sends it (big-endian length prefix, SSZ envelope) through the
 //! frame codec and the envelope checks (version, protocol, sender index, secp256k1 signature),
 //! as the network task does for every inbound stream of `/dvlab/qbft/1.0.0` and
-//! `/dvlab/parsig/1.0.0`.
+//! `/dvlab/parsig/2.0.0`.
 //!
 //! Input: byte 0 picks the protocol (bit 0) and the mode (bit 1):
 //! - raw: the rest is the frame as read from the stream. Whatever is accepted must be the
@@ -125,7 +125,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     let payloads: Vec<Vec<u8>> = crate::qbft::seeds_payloads()
         .into_iter()
         .take(4)
-        .chain(crate::parsig::seed_payloads().into_iter().take(4))
+        .chain(crate::parsig::seed_payloads().into_iter().skip(2).take(4))
         .collect();
     for (i, payload) in payloads.iter().enumerate() {
         let p = if i < 4 {

@@ -1,11 +1,12 @@
-//! Partial signatures from peers: payloads of `/dvlab/parsig/1.0.0` into the real
+//! Partial signatures from peers: payloads of `/dvlab/parsig/2.0.0` into the real
 //! [`ParSig::handle_peer`](dvnode::parsig::ParSig::handle_peer) of node 0 (share 1) of the
-//! fixture cluster, with its duty DB of decided duties: JSON decoding, sender/share check,
+//! fixture cluster, with its duty DB of decided duties: JSON decoding of the list of partials
+//! (at most `MAX_PARTIALS_PER_MESSAGE`), sender/share check,
 //! decided-object match, BLS verification against the public share, storage, equivocation and
 //! threshold detection. The clock is paused, so waits for undecided duties end at once.
 //!
-//! Input: messages separated by NUL bytes, each `sender byte` + JSON payload (the sender is
-//! the authenticated node index, byte % 4).
+//! Input: messages separated by NUL bytes, each `sender byte` + JSON payload (a list of
+//! partials; the sender is the authenticated node index, byte % 4).
 //!
 //! Properties: every emitted threshold holds exactly `t` partials of distinct shares, each
 //! valid, combining into the DV's valid signature over the signing root; at most one threshold
@@ -14,7 +15,7 @@
 use std::collections::HashSet;
 
 use dvnode::duty::{Duty, DutyKind};
-use dvnode::parsig::{ParSigMsg, SignedObject};
+use dvnode::parsig::{encode_partials, ParSigMsg, SignedObject};
 
 use crate::fixture::{self, Dv};
 
@@ -107,35 +108,42 @@ pub fn seed_msgs() -> Vec<Vec<ParSigMsg>> {
         .collect()
 }
 
-/// JSON payloads of single valid partials (for the p2p seeds).
+/// Payloads of valid partials (for the p2p seeds): one partial each, then all of share 2's.
 pub fn seed_payloads() -> Vec<Vec<u8>> {
-    seed_msgs()
-        .into_iter()
-        .map(|m| serde_json::to_vec(&m[1]).expect("JSON"))
-        .collect()
+    let msgs = seed_msgs();
+    let mut out: Vec<Vec<u8>> = msgs.iter().map(|m| encode_partials(&m[1..2])).collect();
+    let share2: Vec<ParSigMsg> = msgs.iter().map(|m| m[1]).collect();
+    out.push(encode_partials(&share2));
+    out
+}
+
+fn frame(sender: u64, msgs: &[ParSigMsg]) -> Vec<u8> {
+    let mut f = vec![(sender - 1) as u8];
+    f.extend(encode_partials(msgs));
+    f
 }
 
 /// Per decided duty: the partials of shares 2..4 from their nodes (a threshold), and one with
-/// a share sent by the wrong node and an equivocation.
+/// a share sent by the wrong node and an equivocation; then every duty's partials of shares 2..4
+/// in one message per node, one of them with a partial of another share among them.
 pub fn seeds() -> Vec<Vec<u8>> {
+    let msgs = seed_msgs();
     let mut out = Vec::new();
-    for msgs in seed_msgs() {
-        let frames: Vec<Vec<u8>> = msgs[1..]
+    for m in &msgs {
+        let frames: Vec<Vec<u8>> = m[1..]
             .iter()
-            .map(|m| {
-                let mut f = vec![(m.share_index - 1) as u8];
-                f.extend(serde_json::to_vec(m).expect("JSON"));
-                f
-            })
+            .map(|p| frame(p.share_index, &[*p]))
             .collect();
         out.push(frames.join(&0u8));
         let mut wrong = vec![1u8];
-        wrong.extend(serde_json::to_vec(&msgs[2]).expect("JSON"));
-        let mut equivocation = msgs[1];
-        equivocation.signature = msgs[2].signature;
-        let mut eq = vec![1u8];
-        eq.extend(serde_json::to_vec(&equivocation).expect("JSON"));
-        out.push([frames[0].clone(), wrong, eq].join(&0u8));
+        wrong.extend(encode_partials(&m[2..3]));
+        let mut equivocation = m[1];
+        equivocation.signature = m[2].signature;
+        out.push([frames[0].clone(), wrong, frame(2, &[equivocation])].join(&0u8));
     }
+    let by_share = |share: usize| -> Vec<ParSigMsg> { msgs.iter().map(|m| m[share]).collect() };
+    let mut mixed = by_share(3);
+    mixed.insert(1, msgs[0][1]);
+    out.push([frame(2, &by_share(1)), frame(3, &by_share(2)), frame(4, &mixed)].join(&0u8));
     out
 }

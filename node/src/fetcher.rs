@@ -207,8 +207,11 @@ impl<P: Preset> FetchStage<P> {
             return;
         };
         let deadline = self.clock.deadline(duty.slot, 1);
-        for (pubkey, object) in objects {
-            if let Err(e) = parsig.sign_own(duty, pubkey, object, deadline).await {
+        let pubkeys: Vec<_> = objects.iter().map(|(pubkey, _)| *pubkey).collect();
+        // All of them in one batch verification and one message to the peers.
+        let results = parsig.sign_own_many(duty, objects, deadline).await;
+        for (pubkey, result) in pubkeys.into_iter().zip(results) {
+            if let Err(e) = result {
                 warn!(%duty, %pubkey, error = %e, "cannot make this node's partial signature");
                 self.tracker.fail_validator(
                     duty,

@@ -17,8 +17,15 @@
 //! 4. the signature verifies against the sender's public share over the signing root computed
 //!    **here** from the decided data — a peer's claim about the root is never used.
 //!
+//! The partials of one submission (a VC request, a peer's message) are checked together: step 4
+//! for all of them in one batch verification ([`BatchVerifier::verify_many`]).
+//!
 //! Refusals are counted by reason (`parsig_rejected_total{source,reason}`). Accepted local
-//! partials are broadcast to the peers (a repeated local partial is not sent again). When
+//! partials are broadcast to the peers (a repeated local partial is not sent again): all new
+//! partials of one submission in one message ([`encode_partials`]: a JSON array of at most
+//! [`MAX_PARTIALS_PER_MESSAGE`] [`ParSigMsg`]s in one signed envelope), so a slot costs a peer a
+//! few streams and envelope signatures, not one per DV. A peer's message is refused whole only
+//! if it is not such a list; otherwise each partial is accepted or refused on its own. When
 //! `threshold` partials over the same signing root exist for a duty and DV, one [`Threshold`]
 //! is emitted for aggregation. A peer whose partial arrives after that (it was down or late:
 //! e.g. a restarted node asking for next epoch's selection proofs again) is sent this node's
@@ -115,7 +122,7 @@ pub enum SignedObject {
     },
 }
 
-/// One partial signature (the wire format of the exchange: JSON).
+/// One partial signature (an element of the exchange's wire format, [`encode_partials`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParSigMsg {
     /// The duty.
@@ -129,6 +136,72 @@ pub struct ParSigMsg {
     pub object: SignedObject,
     /// The share's signature.
     pub signature: BlsSignature,
+}
+
+/// Most partial signatures in one p2p message. A sender splits larger sets (a VC request with
+/// more items) into several messages; a receiver refuses a longer list as `malformed` without
+/// decoding past the limit. A slot of a 10,000-validator cluster has at most 512 sync committee
+/// messages and ~313 attestations per node; 1,024 of the largest partial (an attestation, ~0.8
+/// KiB of JSON) fit the 4 MiB frame of the protocol with room to spare.
+pub const MAX_PARTIALS_PER_MESSAGE: usize = 1024;
+
+/// The payload of one [`Protocol::Parsig`] message: `msgs` (1 to
+/// [`MAX_PARTIALS_PER_MESSAGE`]) as a JSON array of [`ParSigMsg`].
+pub fn encode_partials(msgs: &[ParSigMsg]) -> Vec<u8> {
+    serde_json::to_vec(msgs).expect("partial signatures serialize to JSON")
+}
+
+/// The partials of one [`Protocol::Parsig`] payload ([`encode_partials`]). An empty list, or
+/// one longer than [`MAX_PARTIALS_PER_MESSAGE`], is `malformed`; the element after the limit is
+/// skipped, never stored, so memory stays bounded by the limit whatever the frame holds.
+pub fn decode_partials(payload: &[u8]) -> Result<Vec<ParSigMsg>, Rejection> {
+    let Bounded(msgs) =
+        serde_json::from_slice(payload).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    if msgs.is_empty() {
+        return Err(Rejection::Malformed(
+            "a message without partial signatures".into(),
+        ));
+    }
+    Ok(msgs)
+}
+
+/// A list of at most [`MAX_PARTIALS_PER_MESSAGE`] partials.
+struct Bounded(Vec<ParSigMsg>);
+
+impl<'de> Deserialize<'de> for Bounded {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Bounded;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a list of at most {MAX_PARTIALS_PER_MESSAGE} partial signatures"
+                )
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Bounded, A::Error> {
+                let mut msgs = Vec::new();
+                while msgs.len() < MAX_PARTIALS_PER_MESSAGE {
+                    match seq.next_element()? {
+                        Some(m) => msgs.push(m),
+                        None => return Ok(Bounded(msgs)),
+                    }
+                }
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_PARTIALS_PER_MESSAGE} partial signatures in one message"
+                    )));
+                }
+                Ok(Bounded(msgs))
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
 }
 
 /// Why a partial signature was refused.
@@ -308,6 +381,22 @@ struct Stored {
     catch_up: Option<ParSigMsg>,
 }
 
+/// A partial after [`ParSig::check_all`]: its position in the submission, and what storing it
+/// did (or why it was refused).
+struct Checked {
+    pos: usize,
+    msg: ParSigMsg,
+    stored: Result<Stored, Rejection>,
+}
+
+fn invalid_signature(msg: &ParSigMsg) -> Rejection {
+    Rejection::InvalidSignature {
+        duty: msg.duty,
+        pubkey: msg.pubkey,
+        share_index: msg.share_index,
+    }
+}
+
 /// Slots around the current one for which selection proofs are accepted.
 const SELECTION_WINDOW_EPOCHS: u64 = 2;
 /// How long partial exits are kept (they combine only once a threshold of operators asked for
@@ -397,31 +486,65 @@ impl<P: Preset> ParSig<P> {
         object: SignedObject,
         deadline: Instant,
     ) -> Result<Root, Rejection> {
+        self.sign_own_many(duty, vec![(pubkey, object)], deadline)
+            .await
+            .pop()
+            .unwrap_or(Err(Rejection::UnknownPubkey(pubkey)))
+    }
+
+    /// [`ParSig::sign_own`] for several DVs' objects of one duty at once: the new partials go
+    /// to the peers together ([`ParSig::submit_local_many`]). Results in the order of
+    /// `objects`.
+    pub async fn sign_own_many(
+        &self,
+        duty: Duty,
+        objects: Vec<(BlsPubkey, SignedObject)>,
+        deadline: Instant,
+    ) -> Vec<Result<Root, Rejection>> {
         let Some(shares) = &self.shares else {
-            return Err(Rejection::Malformed(
-                "this node holds no key shares (middleware mode)".into(),
-            ));
+            let e = Rejection::Malformed("this node holds no key shares (middleware mode)".into());
+            return vec![Err(e); objects.len()];
         };
-        let (expected, root) = self.expected(duty, pubkey, &object, deadline).await?;
-        if expected != object {
-            let rejection = Rejection::MismatchingData { duty, pubkey };
-            self.count("local", &Err(rejection.clone()));
-            return Err(rejection);
-        }
-        if self.has_own(duty, pubkey, root) {
-            return Ok(root);
-        }
-        let signature = shares
-            .sign(&pubkey, &root)
-            .ok_or(Rejection::UnknownPubkey(pubkey))?;
-        let msg = ParSigMsg {
-            duty,
-            pubkey,
-            share_index: self.own_share,
-            object,
-            signature,
-        };
-        self.submit_local(msg, deadline).await.map(|()| root)
+        let signed =
+            futures::future::join_all(objects.into_iter().map(|(pubkey, object)| async move {
+                let (expected, root) = self.expected(duty, pubkey, &object, deadline).await?;
+                if expected != object {
+                    let rejection = Rejection::MismatchingData { duty, pubkey };
+                    self.count("local", &Err(rejection.clone()));
+                    return Err(rejection);
+                }
+                if self.has_own(duty, pubkey, root) {
+                    return Ok((root, None));
+                }
+                let signature = shares
+                    .sign(&pubkey, &root)
+                    .ok_or(Rejection::UnknownPubkey(pubkey))?;
+                let msg = ParSigMsg {
+                    duty,
+                    pubkey,
+                    share_index: self.own_share,
+                    object,
+                    signature,
+                };
+                Ok((root, Some(msg)))
+            }))
+            .await;
+        let new: Vec<(ParSigMsg, Instant)> = signed
+            .iter()
+            .filter_map(|r| r.as_ref().ok().and_then(|(_, m)| *m))
+            .map(|m| (m, deadline))
+            .collect();
+        let mut submitted = self.submit_local_many(new).await.into_iter();
+        signed
+            .into_iter()
+            .map(|r| {
+                let (root, msg) = r?;
+                match msg {
+                    Some(_) => submitted.next().unwrap_or(Ok(())).map(|()| root),
+                    None => Ok(root),
+                }
+            })
+            .collect()
     }
 
     /// This node's share index.
@@ -699,12 +822,15 @@ impl<P: Preset> ParSig<P> {
         })
     }
 
-    async fn verify(
+    /// Checks everything about `msg` but its signature (steps 1–3 of the [module docs](self)),
+    /// waiting for the decided value until `deadline`: the signing root, and the signature to
+    /// verify.
+    async fn prepare(
         &self,
         msg: &ParSigMsg,
         sender_share: u64,
         deadline: Instant,
-    ) -> Result<Root, Rejection> {
+    ) -> Result<(Root, BatchItem), Rejection> {
         if msg.share_index != sender_share {
             return Err(Rejection::WrongShareIndex {
                 expected: sender_share,
@@ -725,27 +851,76 @@ impl<P: Preset> ParSig<P> {
                 pubkey: msg.pubkey,
             });
         }
-        let invalid = || Rejection::InvalidSignature {
-            duty: msg.duty,
-            pubkey: msg.pubkey,
-            share_index: msg.share_index,
-        };
         let share = usize::try_from(sender_share.saturating_sub(1))
             .ok()
             .and_then(|i| shares.get(i))
-            .ok_or_else(invalid)?;
-        let sig = tbls::Signature::from_bytes(&msg.signature.0).map_err(|_| invalid())?;
-        // Checked together with the other partials arriving meanwhile (all DVs, local and
-        // peers'), on the verifier's thread.
-        let item = BatchItem {
-            public_key: *share,
-            message: root.0,
-            signature: sig,
-        };
-        if !self.verifier.verify(item).await {
-            return Err(invalid());
+            .ok_or_else(|| invalid_signature(msg))?;
+        let sig =
+            tbls::Signature::from_bytes(&msg.signature.0).map_err(|_| invalid_signature(msg))?;
+        Ok((
+            root,
+            BatchItem {
+                public_key: *share,
+                message: root.0,
+                signature: sig,
+            },
+        ))
+    }
+
+    /// Checks and stores `items` (`(position, partial, deadline)`, all from the node of share
+    /// `sender_share`) concurrently, yielding them in groups as they are done: the partials
+    /// whose duties are known (all of them, usually) form one group, verified in one batch with
+    /// whatever else the verifier has queued; partials still waiting for their decided value
+    /// come in later groups, so that one of them never holds back the others.
+    fn check_all(
+        &self,
+        items: Vec<(usize, ParSigMsg, Instant)>,
+        sender_share: u64,
+    ) -> impl futures::Stream<Item = Vec<Checked>> + '_ {
+        use futures::StreamExt;
+        items
+            .into_iter()
+            .map(|(pos, msg, deadline)| async move {
+                let prepared = self.prepare(&msg, sender_share, deadline).await;
+                (pos, msg, prepared)
+            })
+            .collect::<futures::stream::FuturesUnordered<_>>()
+            .ready_chunks(MAX_PARTIALS_PER_MESSAGE)
+            .then(move |ready| async move {
+                let items: Vec<BatchItem> = ready
+                    .iter()
+                    .filter_map(|(_, _, p)| p.as_ref().ok().map(|(_, item)| *item))
+                    .collect();
+                let mut valid = self.verifier.verify_many(items).await.into_iter();
+                ready
+                    .into_iter()
+                    .map(|(pos, msg, prepared)| {
+                        let stored = prepared.and_then(|(root, _)| {
+                            if valid.next() == Some(true) {
+                                self.store(&msg, root)
+                            } else {
+                                Err(invalid_signature(&msg))
+                            }
+                        });
+                        Checked { pos, msg, stored }
+                    })
+                    .collect()
+            })
+    }
+
+    /// Sends `msgs` to the peer at index `to`, or to every peer: one message per
+    /// [`MAX_PARTIALS_PER_MESSAGE`] partials.
+    fn send_partials(&self, to: Option<usize>, msgs: &[ParSigMsg]) {
+        for chunk in msgs.chunks(MAX_PARTIALS_PER_MESSAGE) {
+            let payload = encode_partials(chunk);
+            let sent = match to {
+                Some(peer) => self.transport.send(peer, payload),
+                None => self.transport.broadcast(payload),
+            };
+            if let Err(e) = sent {
+                warn!(peer = ?to, partials = chunk.len(), duty = %chunk[0].duty, error = %e, "cannot send partial signatures");
+            }
         }
-        Ok(root)
     }
 
     /// Stores a verified partial. Returns whether it was new, the threshold it completed, and
@@ -842,71 +1017,155 @@ impl<P: Preset> ParSig<P> {
     /// Accepts a partial made by the local VC: checks it (waiting for the decided value until
     /// `deadline`), stores it and sends it to the peers.
     pub async fn submit_local(&self, msg: ParSigMsg, deadline: Instant) -> Result<(), Rejection> {
-        let result = async {
-            let root = self.verify(&msg, self.own_share, deadline).await?;
-            let stored = self.store(&msg, root)?;
-            if !stored.new {
-                // Signed and sent before (a repeated request): nothing to do.
-                return Ok(());
-            }
-            self.tracker
-                .validator_stage(msg.duty, msg.pubkey, Stage::LocalSigned);
-            self.tracker.partial(msg.duty, msg.pubkey, msg.share_index);
-            let payload = serde_json::to_vec(&msg).map_err(|e| Rejection::Malformed(e.to_string()))?;
-            if let Err(e) = self.transport.broadcast(payload) {
-                warn!(duty = %msg.duty, error = %e, "cannot send the partial signature to the peers");
-            }
-            self.emit(stored.threshold).await;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = &result {
-            warn!(error = %e, "local partial signature refused");
-        }
-        self.count("local", &result);
-        result
+        self.submit_local_many(vec![(msg, deadline)])
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
     }
 
-    /// Handles a partial from the peer at node index `from` (share `from + 1`).
+    /// Accepts the partials of one VC request (e.g. all attestations of a POST), each checked
+    /// until its deadline like [`ParSig::submit_local`]: the new ones go to the peers in one
+    /// message (more when they exceed [`MAX_PARTIALS_PER_MESSAGE`] or some wait longer for
+    /// their decided value than others). The results are in the order of `items`.
+    pub async fn submit_local_many(
+        &self,
+        items: Vec<(ParSigMsg, Instant)>,
+    ) -> Vec<Result<(), Rejection>> {
+        use futures::StreamExt;
+        let mut results: Vec<Result<(), Rejection>> = vec![Ok(()); items.len()];
+        let items = items
+            .into_iter()
+            .enumerate()
+            .map(|(pos, (msg, deadline))| (pos, msg, deadline))
+            .collect();
+        let mut groups = std::pin::pin!(self.check_all(items, self.own_share));
+        while let Some(group) = groups.next().await {
+            let mut fresh = Vec::new();
+            let mut thresholds = Vec::new();
+            for Checked { pos, msg, stored } in group {
+                let result = match stored {
+                    // Signed and sent before (a repeated request): nothing to do.
+                    Ok(stored) if !stored.new => Ok(()),
+                    Ok(stored) => {
+                        self.tracker
+                            .validator_stage(msg.duty, msg.pubkey, Stage::LocalSigned);
+                        self.tracker.partial(msg.duty, msg.pubkey, msg.share_index);
+                        fresh.push(msg);
+                        thresholds.extend(stored.threshold);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "local partial signature refused");
+                        Err(e)
+                    }
+                };
+                self.count("local", &result);
+                results[pos] = result;
+            }
+            self.send_partials(None, &fresh);
+            for t in thresholds {
+                self.emit(Some(t)).await;
+            }
+        }
+        results
+    }
+
+    /// Handles a message of partials from the peer at node index `from` (share `from + 1`).
+    /// Returns the first refusal, if any (each one is counted).
     pub async fn handle_peer(&self, from: usize, payload: &[u8]) -> Result<(), Rejection> {
-        let result = async {
-            let msg: ParSigMsg =
-                serde_json::from_slice(payload).map_err(|e| Rejection::Malformed(e.to_string()))?;
-            let deadline = Instant::now() + self.peer_wait;
-            let root = self.verify(&msg, from as u64 + 1, deadline).await?;
-            let stored = self.store(&msg, root)?;
-            if stored.new {
-                self.tracker.partial(msg.duty, msg.pubkey, msg.share_index);
+        match decode_partials(payload) {
+            Ok(msgs) => self.handle_peer_partials(from, msgs).await,
+            Err(e) => {
+                debug!(peer = from, error = %e, "peer partial signatures refused");
+                self.count("peer", &Err(e.clone()));
+                Err(e)
             }
-            if let Some(own) = stored.catch_up {
-                debug!(peer = from, duty = %own.duty, pubkey = %own.pubkey, "peer is behind; sending it this node's partial");
-                let payload =
-                    serde_json::to_vec(&own).map_err(|e| Rejection::Malformed(e.to_string()))?;
-                if let Err(e) = self.transport.send(from, payload) {
-                    debug!(peer = from, error = %e, "cannot send the partial signature to the peer");
-                }
-            }
-            self.emit(stored.threshold).await;
-            Ok(())
         }
-        .await;
-        if let Err(e) = &result {
-            debug!(peer = from, error = %e, "peer partial signature refused");
-        }
-        self.count("peer", &result);
-        result
     }
 
-    /// Handles peers' messages from `inbound` until it closes, each in its own task (bounded).
+    /// Handles the decoded partials of one message from the peer at node index `from`: each is
+    /// checked (waiting for its decided value up to two slots: peers may be ahead) and stored;
+    /// this node's own partials for the ones arriving after their threshold go back to the
+    /// peer in one message. Returns the first refusal, if any (each one is counted).
+    pub async fn handle_peer_partials(
+        &self,
+        from: usize,
+        msgs: Vec<ParSigMsg>,
+    ) -> Result<(), Rejection> {
+        use futures::StreamExt;
+        let deadline = Instant::now() + self.peer_wait;
+        let items = msgs
+            .into_iter()
+            .enumerate()
+            .map(|(pos, msg)| (pos, msg, deadline))
+            .collect();
+        let mut first_refusal: Option<(usize, Rejection)> = None;
+        let mut groups = std::pin::pin!(self.check_all(items, from as u64 + 1));
+        while let Some(group) = groups.next().await {
+            let mut catch_up = Vec::new();
+            let mut thresholds = Vec::new();
+            for Checked { pos, msg, stored } in group {
+                let result = match stored {
+                    Ok(stored) => {
+                        if stored.new {
+                            self.tracker.partial(msg.duty, msg.pubkey, msg.share_index);
+                        }
+                        catch_up.extend(stored.catch_up);
+                        thresholds.extend(stored.threshold);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        debug!(peer = from, error = %e, "peer partial signature refused");
+                        if first_refusal.as_ref().is_none_or(|(p, _)| pos < *p) {
+                            first_refusal = Some((pos, e.clone()));
+                        }
+                        Err(e)
+                    }
+                };
+                self.count("peer", &result);
+            }
+            if !catch_up.is_empty() {
+                debug!(
+                    peer = from,
+                    partials = catch_up.len(),
+                    "peer is behind; sending it this node's partials"
+                );
+                self.send_partials(Some(from), &catch_up);
+            }
+            for t in thresholds {
+                self.emit(Some(t)).await;
+            }
+        }
+        first_refusal.map_or(Ok(()), |(_, e)| Err(e))
+    }
+
+    /// Handles peers' messages from `inbound` until it closes, each in its own task. At most
+    /// [`MAX_INFLIGHT`] partials are being handled at once: a message that would exceed it is
+    /// refused whole (its partials counted as `overloaded`).
     pub async fn run_inbound(self: Arc<Self>, mut inbound: mpsc::Receiver<crate::p2p::Inbound>) {
         while let Some(msg) = inbound.recv().await {
-            let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
-                self.count("peer", &Err(Rejection::Overloaded));
+            let msgs = match decode_partials(&msg.payload) {
+                Ok(msgs) => msgs,
+                Err(e) => {
+                    debug!(peer = msg.from, error = %e, "peer partial signatures refused");
+                    self.count("peer", &Err(e));
+                    continue;
+                }
+            };
+            // At most MAX_PARTIALS_PER_MESSAGE (decode_partials), so this fits a u32.
+            let Ok(permit) = self
+                .inflight
+                .clone()
+                .try_acquire_many_owned(msgs.len() as u32)
+            else {
+                for _ in &msgs {
+                    self.count("peer", &Err(Rejection::Overloaded));
+                }
                 continue;
             };
             let this = self.clone();
             tokio::spawn(async move {
-                let _ = this.handle_peer(msg.from, &msg.payload).await;
+                let _ = this.handle_peer_partials(msg.from, msgs).await;
                 drop(permit);
             });
         }
@@ -1106,7 +1365,7 @@ mod tests {
         db.store(duty, &DutyValue::Attester(vec![entry])).unwrap();
         let n = node(0, &dvs, db);
         let p = &n.parsig;
-        let encode = |m: &ParSigMsg| serde_json::to_vec(m).unwrap();
+        let encode = |m: &ParSigMsg| encode_partials(&[*m]);
 
         // A peer speaking for another share.
         let m = partial(&dvs[0], 2, duty, entry.data);
@@ -1132,8 +1391,13 @@ mod tests {
         let m = partial(&dvs[1], 1, duty, entry.data);
         let err = p.handle_peer(1, &encode(&m)).await.unwrap_err();
         assert_eq!(err.reason(), "unknown_duty");
-        // Garbage.
-        let err = p.handle_peer(1, b"{\"duty\":").await.unwrap_err();
+        // Garbage, an empty list, and a lone partial that is not in a list (version 1.0.0).
+        let err = p.handle_peer(1, b"[{\"duty\":").await.unwrap_err();
+        assert_eq!(err.reason(), "malformed");
+        let err = p.handle_peer(1, b"[]").await.unwrap_err();
+        assert_eq!(err.reason(), "malformed");
+        let lone = serde_json::to_vec(&partial(&dvs[0], 1, duty, entry.data)).unwrap();
+        let err = p.handle_peer(1, &lone).await.unwrap_err();
         assert_eq!(err.reason(), "malformed");
         // A local VC partial over data that was not decided.
         let m = partial(&dvs[0], 0, duty, other);
@@ -1153,12 +1417,8 @@ mod tests {
         assert!(
             text.contains("parsig_rejected_total{source=\"peer\",reason=\"invalid_signature\"} 2")
         );
-        for reason in [
-            "wrong_share_index",
-            "unknown_pubkey",
-            "unknown_duty",
-            "malformed",
-        ] {
+        assert!(text.contains("parsig_rejected_total{source=\"peer\",reason=\"malformed\"} 3"));
+        for reason in ["wrong_share_index", "unknown_pubkey", "unknown_duty"] {
             assert!(
                 text.contains(&format!(
                     "parsig_rejected_total{{source=\"peer\",reason=\"{reason}\"}} 1"
@@ -1170,5 +1430,159 @@ mod tests {
             text.contains("parsig_rejected_total{source=\"local\",reason=\"mismatching_data\"} 1")
         );
         assert!(n.ready.is_empty(), "no threshold from one valid partial");
+    }
+    #[test]
+    fn partial_lists_are_bounded_and_fit_the_frame() {
+        let dvs = fixtures::dvs(1);
+        let duty = Duty::new(9, DutyKind::Attester);
+        // The largest partial: attestation data with the biggest numbers JSON can hold here.
+        let mut data = attester(dvs[0].pubkey, 9, 3, 0xff).data;
+        data.slot = u64::MAX;
+        data.index = u64::MAX;
+        data.source.epoch = u64::MAX;
+        data.target.epoch = u64::MAX;
+        let mut msg = partial(&dvs[0], 1, duty, data);
+        msg.duty = Duty::new(u64::MAX, DutyKind::SyncContribution);
+        msg.share_index = u64::MAX;
+        let full = vec![msg; MAX_PARTIALS_PER_MESSAGE];
+        let payload = encode_partials(&full);
+        let room = crate::p2p::Limits::default().max_payload(Protocol::Parsig);
+        assert!(
+            payload.len() <= room,
+            "{} partials take {} bytes, the frame holds {room}",
+            full.len(),
+            payload.len()
+        );
+        assert_eq!(decode_partials(&payload).unwrap(), full);
+        // One more is refused, naming the limit.
+        let over = encode_partials(&vec![msg; MAX_PARTIALS_PER_MESSAGE + 1]);
+        let err = decode_partials(&over).unwrap_err();
+        assert_eq!(err.reason(), "malformed");
+        assert!(err.to_string().contains("more than 1024"), "{err}");
+        // The element past the limit is not decoded into memory, whatever it holds.
+        let mut tail = encode_partials(&full);
+        tail.pop();
+        tail.extend(b",{\"not\":\"a partial\"}]");
+        assert!(decode_partials(&tail)
+            .unwrap_err()
+            .to_string()
+            .contains("more than 1024"));
+    }
+
+    /// Delivers every message in the nodes' outboxes to its peers (broadcasts to all others),
+    /// until none is left; returns how many messages were delivered.
+    async fn deliver_all(nodes: &mut [Node]) -> usize {
+        let mut delivered = 0;
+        loop {
+            let mut any = false;
+            for from in 0..nodes.len() {
+                while let Ok((to, payload)) = nodes[from].outbox.try_recv() {
+                    any = true;
+                    delivered += 1;
+                    for peer in
+                        (0..nodes.len()).filter(|&p| p != from && (to == usize::MAX || to == p))
+                    {
+                        let _ = nodes[peer].parsig.handle_peer(from, &payload).await;
+                    }
+                }
+            }
+            if !any {
+                return delivered;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn one_message_carries_a_requests_partials_and_each_is_judged_alone() {
+        let dvs = fixtures::dvs(6);
+        let duty = Duty::new(9, DutyKind::Attester);
+        let entries: Vec<_> = dvs
+            .iter()
+            .enumerate()
+            .map(|(i, dv)| attester(dv.pubkey, 9, i as u64, 5))
+            .collect();
+        let mut nodes: Vec<Node> = (0..fixtures::N)
+            .map(|i| {
+                let db = Arc::new(DutyDb::new());
+                db.store(duty, &DutyValue::Attester(entries.clone()))
+                    .unwrap();
+                node(i, &dvs, db)
+            })
+            .collect();
+        let mut other = entries[2].data;
+        other.beacon_block_root = Root([7; 32]);
+        for (i, n) in nodes.iter_mut().enumerate().take(3) {
+            let mut items: Vec<(ParSigMsg, Instant)> = dvs
+                .iter()
+                .zip(&entries)
+                .map(|(dv, e)| (partial(dv, i, duty, e.data), soon()))
+                .collect();
+            if i == 0 {
+                // Node 0's VC signed DV 2 over data that was not decided.
+                items[2].0 = partial(&dvs[2], 0, duty, other);
+            }
+            let results = n.parsig.submit_local_many(items).await;
+            let refused: Vec<_> = results
+                .iter()
+                .enumerate()
+                .filter_map(|(k, r)| r.as_ref().err().map(|e| (k, e.reason())))
+                .collect();
+            let expected = if i == 0 {
+                vec![(2, "mismatching_data")]
+            } else {
+                vec![]
+            };
+            assert_eq!(refused, expected, "node {i}");
+            // All accepted partials of the request in one broadcast.
+            let (to, payload) = n.outbox.try_recv().expect("a broadcast");
+            assert_eq!(to, usize::MAX);
+            let sent = decode_partials(&payload).unwrap();
+            assert_eq!(sent.len(), if i == 0 { 5 } else { 6 }, "node {i}");
+            assert!(n.outbox.try_recv().is_err(), "one message per request");
+            // Put it back for delivery.
+            n.parsig.transport.broadcast(payload).unwrap();
+        }
+        assert_eq!(deliver_all(&mut nodes).await, 3);
+        // Every node combines the five DVs with three valid partials; DV 2 has two (shares 2
+        // and 3) anywhere, node 0's refused one was never sent.
+        for (i, n) in nodes.iter_mut().enumerate() {
+            let mut combined = Vec::new();
+            while let Ok(t) = n.ready.try_recv() {
+                combined.push(t.pubkey);
+            }
+            assert_eq!(combined.len(), 5, "node {i}: {combined:?}");
+            assert!(!combined.contains(&dvs[2].pubkey), "node {i}");
+        }
+        // A repeated request sends nothing.
+        let again = vec![(partial(&dvs[0], 1, duty, entries[0].data), soon())];
+        assert_eq!(nodes[1].parsig.submit_local_many(again).await, vec![Ok(())]);
+        assert!(nodes[1].outbox.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_partial_waiting_for_its_decision_holds_back_no_other() {
+        let dvs = fixtures::dvs(2);
+        let decided = Duty::new(9, DutyKind::Attester);
+        let pending = Duty::new(10, DutyKind::Attester);
+        let e0 = attester(dvs[0].pubkey, 9, 0, 5);
+        let e1 = attester(dvs[1].pubkey, 10, 1, 5);
+        let db = Arc::new(DutyDb::new());
+        db.store(decided, &DutyValue::Attester(vec![e0])).unwrap();
+        let mut n = node(0, &dvs, db.clone());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let items = vec![
+            (partial(&dvs[1], 0, pending, e1.data), deadline),
+            (partial(&dvs[0], 0, decided, e0.data), deadline),
+        ];
+        let p = n.parsig.clone();
+        let task = tokio::spawn(async move { p.submit_local_many(items).await });
+        // DV 0's partial goes out while DV 1's waits for slot 10's decision.
+        let (_, first) = n.outbox.recv().await.unwrap();
+        assert_eq!(decode_partials(&first).unwrap()[0].pubkey, dvs[0].pubkey);
+        assert!(!task.is_finished());
+        db.store(pending, &DutyValue::Attester(vec![e1])).unwrap();
+        assert_eq!(task.await.unwrap(), vec![Ok(()), Ok(())]);
+        let (_, second) = n.outbox.recv().await.unwrap();
+        assert_eq!(decode_partials(&second).unwrap()[0].pubkey, dvs[1].pubkey);
     }
 }

@@ -64,15 +64,17 @@ fn rejected(e: Rejection) -> BackendError {
     }
 }
 
-/// Submits every item of a batch concurrently (so that their partial signatures are verified
-/// in one batch) and answers the first failure by position (a bad request names the item's
-/// index), after trying them all.
-async fn submit_each<F, Fut>(items: Vec<Value>, submit: F) -> Result<(), BackendError>
-where
-    F: FnMut(Value) -> Fut,
-    Fut: std::future::Future<Output = Result<(), BackendError>>,
-{
-    let results = futures::future::join_all(items.into_iter().map(submit)).await;
+/// A signature from the VC: of `object` for `duty` and DV `pubkey`, taken until `deadline`.
+struct Signed {
+    duty: Duty,
+    pubkey: BlsPubkey,
+    object: SignedObject,
+    signature: BlsSignature,
+    deadline: Instant,
+}
+
+/// The first failure by position (a bad request names the item's index), if any.
+fn first_failure(results: Vec<Result<(), BackendError>>) -> Result<(), BackendError> {
     match results.into_iter().enumerate().find(|(_, r)| r.is_err()) {
         Some((i, Err(BackendError::BadRequest(m)))) => {
             Err(BackendError::BadRequest(format!("[{i}]: {m}")))
@@ -120,7 +122,7 @@ impl<P: Preset> WorkflowBackend<P> {
         Ok(())
     }
 
-    async fn submit_sync_message(&self, share_index: u64, v: Value) -> Result<(), BackendError> {
+    fn sync_message(&self, v: Value) -> Result<Signed, BackendError> {
         let m: SyncCommitteeMessage = parse(v, "sync committee message")?;
         let def = self
             .dutydb
@@ -131,45 +133,73 @@ impl<P: Preset> WorkflowBackend<P> {
                     m.validator_index, m.slot
                 ))
             })?;
-        self.take(
-            share_index,
-            Duty::new(m.slot, DutyKind::SyncMessage),
-            def.pubkey,
-            SignedObject::SyncMessage {
+        Ok(Signed {
+            duty: Duty::new(m.slot, DutyKind::SyncMessage),
+            pubkey: def.pubkey,
+            object: SignedObject::SyncMessage {
                 block_root: m.beacon_block_root,
             },
-            m.signature,
-            self.deadline(m.slot, 1),
-        )
-        .await
+            signature: m.signature,
+            deadline: self.deadline(m.slot, 1),
+        })
     }
 
-    /// Takes a signature of `object` for `duty` and DV `pubkey` from the VC: a partial (the
-    /// VC holds this node's share) goes to [`ParSig`]; in remote-signer mode it must be the
-    /// combined signature this node made for exactly that object.
-    async fn take(
+    /// Takes a signature from the VC (see [`WorkflowBackend::take_all`]).
+    async fn take(&self, share_index: u64, signed: Signed) -> Result<(), BackendError> {
+        self.take_all(share_index, vec![Ok(signed)]).await
+    }
+
+    /// Takes the signatures of one VC request (`items`: each parsed, or why not) and answers the
+    /// first failure by position, after trying them all. Partials (the VC holds this node's
+    /// share) go to [`ParSig`] together, so that they are verified in one batch and reach the
+    /// peers in one message; in remote-signer mode each must be the combined signature this
+    /// node made for exactly that object.
+    async fn take_all(
         &self,
         share_index: u64,
-        duty: Duty,
-        pubkey: BlsPubkey,
-        object: SignedObject,
-        signature: BlsSignature,
-        deadline: Instant,
+        items: Vec<Result<Signed, BackendError>>,
     ) -> Result<(), BackendError> {
-        if !self.parsig.signs_itself() {
-            let msg = ParSigMsg {
-                duty,
-                pubkey,
-                share_index,
-                object,
-                signature,
-            };
-            return self
-                .parsig
-                .submit_local(msg, deadline)
-                .await
-                .map_err(rejected);
+        if self.parsig.signs_itself() {
+            let checked = items
+                .into_iter()
+                .map(|item| async move { self.check_combined(item?).await });
+            return first_failure(futures::future::join_all(checked).await);
         }
+        let partials = items
+            .iter()
+            .filter_map(|item| item.as_ref().ok())
+            .map(|s| {
+                let msg = ParSigMsg {
+                    duty: s.duty,
+                    pubkey: s.pubkey,
+                    share_index,
+                    object: s.object,
+                    signature: s.signature,
+                };
+                (msg, s.deadline)
+            })
+            .collect();
+        let mut submitted = self.parsig.submit_local_many(partials).await.into_iter();
+        let results = items
+            .into_iter()
+            .map(|item| {
+                item?;
+                submitted.next().unwrap_or(Ok(())).map_err(rejected)
+            })
+            .collect();
+        first_failure(results)
+    }
+
+    /// Remote-signer mode: `signed` must carry the combined signature this node made for
+    /// exactly the decided object.
+    async fn check_combined(&self, signed: Signed) -> Result<(), BackendError> {
+        let Signed {
+            duty,
+            pubkey,
+            object,
+            signature,
+            deadline,
+        } = signed;
         let (expected, root) = self
             .parsig
             .expected(duty, pubkey, &object, deadline)
@@ -191,7 +221,7 @@ impl<P: Preset> WorkflowBackend<P> {
         }
     }
 
-    async fn submit_attestation(&self, share_index: u64, v: Value) -> Result<(), BackendError> {
+    fn attestation(&self, v: Value) -> Result<Signed, BackendError> {
         let att: Attestation<P> = parse(v, "attestation")?;
         let mut bits = att.aggregation_bits.iter().enumerate().filter(|(_, b)| *b);
         let bit = match (bits.next(), bits.next()) {
@@ -212,15 +242,13 @@ impl<P: Preset> WorkflowBackend<P> {
                     att.data.index
                 ))
             })?;
-        self.take(
-            share_index,
-            Duty::new(slot, DutyKind::Attester),
-            entry.def.pubkey,
-            SignedObject::Attestation { data: att.data },
-            att.signature,
-            self.deadline(slot, 1),
-        )
-        .await
+        Ok(Signed {
+            duty: Duty::new(slot, DutyKind::Attester),
+            pubkey: entry.def.pubkey,
+            object: SignedObject::Attestation { data: att.data },
+            signature: att.signature,
+            deadline: self.deadline(slot, 1),
+        })
     }
 
     /// The DV with validator index `index`.
@@ -324,7 +352,11 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
         attestations: Vec<Value>,
     ) -> Result<(), BackendError> {
         self.check_share(share_index)?;
-        submit_each(attestations, |v| self.submit_attestation(share_index, v)).await
+        let items = attestations
+            .into_iter()
+            .map(|v| self.attestation(v))
+            .collect();
+        self.take_all(share_index, items).await
     }
 
     async fn submit_block(&self, share_index: u64, block: Value) -> Result<(), BackendError> {
@@ -342,15 +374,14 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
                 "block {block_root} is not the block decided for slot {slot}"
             )));
         }
-        self.take(
-            share_index,
-            Duty::new(slot, DutyKind::Proposer),
-            decided.pubkey,
-            SignedObject::Block { block_root },
-            signed.signature,
-            self.deadline(slot, 1),
-        )
-        .await
+        let signed = Signed {
+            duty: Duty::new(slot, DutyKind::Proposer),
+            pubkey: decided.pubkey,
+            object: SignedObject::Block { block_root },
+            signature: signed.signature,
+            deadline: self.deadline(slot, 1),
+        };
+        self.take(share_index, signed).await
     }
 
     async fn submit_sync_committee_messages(
@@ -359,7 +390,8 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
         messages: Vec<Value>,
     ) -> Result<(), BackendError> {
         self.check_share(share_index)?;
-        submit_each(messages, |v| self.submit_sync_message(share_index, v)).await
+        let items = messages.into_iter().map(|v| self.sync_message(v)).collect();
+        self.take_all(share_index, items).await
     }
 
     async fn aggregate_attestation(
@@ -409,25 +441,26 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
     ) -> Result<(), BackendError> {
         self.check_share(share_index)?;
         self.check_remote("submit_aggregate_and_proofs")?;
-        submit_each(aggregates, |v| async move {
-            let a: SignedAggregateAndProof<P> = parse(v, "signed aggregate and proof")?;
-            let slot = a.message.aggregate.data.slot;
-            let pubkey = self.dv_of(a.message.aggregator_index, "message.aggregator_index")?;
-            let object = SignedObject::AggregateAndProof {
-                message_root: Root::of(&a.message),
-            };
-            let duty = Duty::new(slot, DutyKind::Aggregation);
-            self.take(
-                share_index,
-                duty,
-                pubkey,
-                object,
-                a.signature,
-                self.deadline(slot, 1),
-            )
-            .await
-        })
-        .await
+        let items = aggregates
+            .into_iter()
+            .map(|v| {
+                let a: SignedAggregateAndProof<P> = parse(v, "signed aggregate and proof")?;
+                let slot = a.message.aggregate.data.slot;
+                let pubkey = self.dv_of(a.message.aggregator_index, "message.aggregator_index")?;
+                let object = SignedObject::AggregateAndProof {
+                    message_root: Root::of(&a.message),
+                };
+                let duty = Duty::new(slot, DutyKind::Aggregation);
+                Ok(Signed {
+                    duty,
+                    pubkey,
+                    object,
+                    signature: a.signature,
+                    deadline: self.deadline(slot, 1),
+                })
+            })
+            .collect();
+        self.take_all(share_index, items).await
     }
 
     async fn submit_contribution_and_proofs(
@@ -437,26 +470,27 @@ impl<P: Preset> DutyBackend for WorkflowBackend<P> {
     ) -> Result<(), BackendError> {
         self.check_share(share_index)?;
         self.check_remote("submit_contribution_and_proofs")?;
-        submit_each(contributions, |v| async move {
-            let c: SignedContributionAndProof<P> = parse(v, "signed contribution and proof")?;
-            let slot = c.message.contribution.slot;
-            let pubkey = self.dv_of(c.message.aggregator_index, "message.aggregator_index")?;
-            let object = SignedObject::ContributionAndProof {
-                subcommittee_index: c.message.contribution.subcommittee_index,
-                message_root: Root::of(&c.message),
-            };
-            let duty = Duty::new(slot, DutyKind::SyncContribution);
-            self.take(
-                share_index,
-                duty,
-                pubkey,
-                object,
-                c.signature,
-                self.deadline(slot, 1),
-            )
-            .await
-        })
-        .await
+        let items = contributions
+            .into_iter()
+            .map(|v| {
+                let c: SignedContributionAndProof<P> = parse(v, "signed contribution and proof")?;
+                let slot = c.message.contribution.slot;
+                let pubkey = self.dv_of(c.message.aggregator_index, "message.aggregator_index")?;
+                let object = SignedObject::ContributionAndProof {
+                    subcommittee_index: c.message.contribution.subcommittee_index,
+                    message_root: Root::of(&c.message),
+                };
+                let duty = Duty::new(slot, DutyKind::SyncContribution);
+                Ok(Signed {
+                    duty,
+                    pubkey,
+                    object,
+                    signature: c.signature,
+                    deadline: self.deadline(slot, 1),
+                })
+            })
+            .collect();
+        self.take_all(share_index, items).await
     }
 
     async fn submit_voluntary_exit(

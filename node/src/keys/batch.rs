@@ -120,12 +120,15 @@ pub fn verify_batch(items: &[BatchItem]) -> Vec<bool> {
 /// Most signatures checked in one batch.
 const MAX_BATCH: usize = 1024;
 
-type Job = (BatchItem, tokio::sync::oneshot::Sender<bool>);
+/// Items submitted together, and where their answers go (in the same order).
+type Job = (Vec<BatchItem>, tokio::sync::oneshot::Sender<Vec<bool>>);
 
 /// Verifies signatures submitted from many tasks in batches, on a thread of its own (off the
 /// async runtime). While one batch is checked, new submissions queue up; the next batch takes
-/// all of them (at most [`MAX_BATCH`]). A lone signature costs what a single verification costs;
-/// the partial signatures of a slot's many DVs arriving together cost little more than one.
+/// all of them (whole submissions, until they hold at least [`MAX_BATCH`] signatures). A lone
+/// signature costs what a single verification costs; the partial signatures of a slot's many DVs
+/// arriving together (or submitted together, [`BatchVerifier::verify_many`]) cost little more
+/// than one.
 /// The thread ends when the last clone of the verifier is dropped.
 #[derive(Clone, Debug)]
 pub struct BatchVerifier {
@@ -146,22 +149,25 @@ impl BatchVerifier {
             .name("bls-batch-verify".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
+                    let mut items = first.0;
+                    let mut replies = vec![(items.len(), first.1)];
+                    while items.len() < MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(job) => batch.push(job),
+                            Ok((more, reply)) => {
+                                replies.push((more.len(), reply));
+                                items.extend(more);
+                            }
                             Err(_) => break,
                         }
                     }
-                    let items: Vec<BatchItem> = batch.iter().map(|(item, _)| *item).collect();
                     let started = std::time::Instant::now();
-                    let valid = verify_batch(&items);
+                    let mut valid = verify_batch(&items).into_iter();
                     if let Some(h) = &batch_seconds {
                         h.observe(started.elapsed().as_secs_f64());
                     }
-                    for ((_, reply), ok) in batch.into_iter().zip(valid) {
+                    for (n, reply) in replies {
                         // The submitter may have given up waiting.
-                        let _ = reply.send(ok);
+                        let _ = reply.send(valid.by_ref().take(n).collect());
                     }
                 }
             })
@@ -171,11 +177,21 @@ impl BatchVerifier {
 
     /// Whether `item`'s signature is valid (checked in the next batch).
     pub async fn verify(&self, item: BatchItem) -> bool {
-        let (reply, result) = tokio::sync::oneshot::channel();
-        if self.jobs.send((item, reply)).is_err() {
-            return false;
+        self.verify_many(vec![item]).await.first() == Some(&true)
+    }
+
+    /// Whether each of `items`' signatures is valid, in order: checked together (in one batch,
+    /// with whatever else is queued).
+    pub async fn verify_many(&self, items: Vec<BatchItem>) -> Vec<bool> {
+        if items.is_empty() {
+            return Vec::new();
         }
-        result.await.unwrap_or(false)
+        let n = items.len();
+        let (reply, result) = tokio::sync::oneshot::channel();
+        if self.jobs.send((items, reply)).is_err() {
+            return vec![false; n];
+        }
+        result.await.unwrap_or_else(|_| vec![false; n])
     }
 }
 
@@ -257,18 +273,31 @@ mod tests {
         batch[7].message = [9; 32];
         batch[150].signature = batch[151].signature;
         let verifier = BatchVerifier::default();
-        let tasks: Vec<_> = batch
-            .iter()
-            .map(|item| {
-                let (v, item) = (verifier.clone(), *item);
-                tokio::spawn(async move { v.verify(item).await })
-            })
-            .collect();
+        // Singles and groups of several sizes at once: each submitter gets its own answers,
+        // in order, whatever batch they were checked in.
+        let mut tasks = Vec::new();
+        let mut rest = &batch[..];
+        for size in [1, 37, 1, 1, 62, 0, 5].into_iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (group, tail) = rest.split_at(size.min(rest.len()));
+            rest = tail;
+            let (v, group) = (verifier.clone(), group.to_vec());
+            tasks.push(tokio::spawn(async move {
+                if let [one] = group[..] {
+                    vec![v.verify(one).await]
+                } else {
+                    v.verify_many(group).await
+                }
+            }));
+        }
         let mut got = Vec::new();
         for t in tasks {
-            got.push(t.await.unwrap());
+            got.extend(t.await.unwrap());
         }
         let expected: Vec<bool> = (0..200).map(|i| i != 7 && i != 150).collect();
         assert_eq!(got, expected);
+        assert!(verifier.verify_many(Vec::new()).await.is_empty());
     }
 }

@@ -21,7 +21,7 @@ pub const ENVELOPE_DOMAIN: &[u8] = b"dvlab-p2p-v1";
 pub enum Protocol {
     /// QBFT consensus messages (`/dvlab/qbft/1.0.0`).
     Qbft,
-    /// Partial signature exchange (`/dvlab/parsig/1.0.0`).
+    /// Partial signature exchange (`/dvlab/parsig/2.0.0`).
     Parsig,
     /// Distributed key generation ceremony (`/dvlab/dkg/1.0.0`, `dvnode dkg`).
     Dkg,
@@ -35,7 +35,7 @@ impl Protocol {
     pub const fn stream_protocol(self) -> &'static str {
         match self {
             Protocol::Qbft => "/dvlab/qbft/1.0.0",
-            Protocol::Parsig => "/dvlab/parsig/1.0.0",
+            Protocol::Parsig => "/dvlab/parsig/2.0.0",
             Protocol::Dkg => "/dvlab/dkg/1.0.0",
         }
     }

@@ -22,9 +22,13 @@
 //!
 //! # Protocols and wire format
 //! Three request-response protocols, `/dvlab/qbft/1.0.0` (consensus, frame limit 1 MiB by
-//! default), `/dvlab/parsig/1.0.0` (partial signatures, 4 MiB) and `/dvlab/dkg/1.0.0` (the key
+//! default), `/dvlab/parsig/2.0.0` (partial signatures, 4 MiB) and `/dvlab/dkg/1.0.0` (the key
 //! generation ceremony of `dvnode dkg`, 32 MiB; a running node drops these). Each message is one
-//! request on its own stream:
+//! request on its own stream. A parsig message carries all of a node's new partials of one
+//! validator-client request or duty (up to 1,024, `parsig::MAX_PARTIALS_PER_MESSAGE`): version
+//! 1.0.0 sent one message per partial, and a slot of 1,000 validators (512 sync committee
+//! partials per peer) ran into the request-response limit of 256 concurrent inbound streams
+//! per connection (streams beyond it are dropped) and yamux's stream limit.
 //!
 //! Streams are opened with multistream-select V1Lazy: the dialer proposes the protocol and
 //! writes the request at once instead of waiting a round trip for the confirmation, so one

@@ -45,7 +45,7 @@ pub const ENVELOPE_OVERHEAD: usize = 18 + 72;
 pub struct Limits {
     /// Largest accepted `/dvlab/qbft/1.0.0` request frame (SSZ envelope), in bytes.
     pub max_qbft_frame: usize,
-    /// Largest accepted `/dvlab/parsig/1.0.0` request frame (SSZ envelope), in bytes.
+    /// Largest accepted `/dvlab/parsig/2.0.0` request frame (SSZ envelope), in bytes.
     pub max_parsig_frame: usize,
     /// Largest accepted `/dvlab/dkg/1.0.0` request frame (SSZ envelope), in bytes.
     pub max_dkg_frame: usize,
