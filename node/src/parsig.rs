@@ -1330,7 +1330,7 @@ mod tests {
             object: SignedObject::Randao { epoch },
             signature: BlsSignature(tbls::sign(&dv.shares[1], &root.0).to_bytes()),
         };
-        let payload = serde_json::to_vec(&randao(&dvs[0])).unwrap();
+        let payload = encode_partials(&[randao(&dvs[0])]);
         let early = {
             let p = n.parsig.clone();
             tokio::spawn(async move { p.handle_peer(1, &payload).await })
@@ -1349,7 +1349,7 @@ mod tests {
             .unwrap()
             .expect("accepted once the duty is known");
         assert!(metrics(&n.registry).contains("parsig_accepted_total{source=\"peer\"} 1"));
-        let other = serde_json::to_vec(&randao(&dvs[1])).unwrap();
+        let other = encode_partials(&[randao(&dvs[1])]);
         assert!(matches!(
             n.parsig.handle_peer(1, &other).await,
             Err(Rejection::UnknownDuty { .. })
