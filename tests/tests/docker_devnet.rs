@@ -104,6 +104,102 @@ fn num(v: &Value) -> f64 {
         .unwrap_or_else(|| panic!("expected a number, got {v}"))
 }
 
+/// The first `cluster-lock.json` under `dir`.
+fn find_lock(dir: &Path) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == "cluster-lock.json") {
+            return Some(p);
+        }
+        if p.is_dir() {
+            if let Some(l) = find_lock(&p) {
+                return Some(l);
+            }
+        }
+    }
+    None
+}
+
+/// `dvlab analyze` against the kept devnet of the run in `out` (key material in `state`): the
+/// DV cluster named by its cluster-lock.json (public keys resolved through the beacon node)
+/// against the baseline's index range, over the run's analysed epochs; returns its
+/// report.json. Also checks that bad input is refused with the cause: an unknown public key,
+/// epochs beyond the head, an unreachable beacon node.
+async fn analyze_kept(out: &Path, state: &Path) -> Result<Value, String> {
+    use dvlab::pipeline::{analyze, AnalyzeRequest};
+    use dvlab::spec::analyze::{EpochRange, ValidatorSpec};
+    let meta: Value = serde_json::from_slice(
+        &std::fs::read(out.join("meta.json")).map_err(|e| format!("meta.json: {e}"))?,
+    )
+    .map_err(|e| e.to_string())?;
+    let bn = meta["beacon_nodes"][0]["api_url"]
+        .as_str()
+        .ok_or("no beacon node in meta.json")?
+        .to_string();
+    let spe = num(&meta["slots_per_epoch"]) as u64;
+    let epochs = EpochRange {
+        first: num(&meta["first_slot"]) as u64 / spe,
+        end: (num(&meta["last_slot"]) as u64 + 1) / spe,
+    };
+    let baseline = meta["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == "baseline"))
+        .ok_or("no baseline group")?;
+    let first = num(&baseline["first"]) as u64;
+    let base_range = format!("{first}..{}", first + num(&baseline["count"]) as u64);
+    let lock = find_lock(state)
+        .ok_or_else(|| format!("no cluster-lock.json under {}", state.display()))?;
+    let spec = |s: &str| ValidatorSpec::parse(s).map_err(|e| format!("{e:#}"));
+    let req = AnalyzeRequest {
+        beacon_node: bn.clone(),
+        validators: spec(lock.to_str().ok_or("lock path")?)?,
+        compare: Some(spec(&base_range)?),
+        epochs: Some(epochs),
+        follow: false,
+        assertions: Default::default(),
+        duty_log: None,
+    };
+    let dir = out.join("analyze");
+    match analyze(&req, &dir).await.map_err(|e| format!("{e:#}"))? {
+        Outcome::Done(r) => assert!(r.passed(), "{:?}", r.assertions),
+        Outcome::Interrupted => return Err("interrupted".into()),
+    }
+    let bad_dir = dir.join("bad");
+    let fails = |r: AnalyzeRequest, what: &'static str| {
+        let bad_dir = bad_dir.clone();
+        async move {
+            let e = match analyze(&r, &bad_dir).await {
+                Ok(_) => panic!("dvlab analyze accepted {what}"),
+                Err(e) => format!("{e:#}"),
+            };
+            println!("docker_devnet: dvlab analyze refuses {what}: {e}");
+            e
+        }
+    };
+    let mut unknown = req.clone();
+    unknown.validators.pubkeys = vec![(format!("0x{}", "a1".repeat(48)), "test:1".into())];
+    assert!(fails(unknown, "an unknown public key")
+        .await
+        .contains("test:1"));
+    let mut beyond = req.clone();
+    beyond.epochs = Some(EpochRange {
+        first: 1,
+        end: 1000,
+    });
+    assert!(fails(beyond, "epochs beyond the head")
+        .await
+        .contains("beyond the head"));
+    let mut gone = req.clone();
+    gone.beacon_node = "http://127.0.0.1:9".into();
+    assert!(fails(gone, "an unreachable beacon node")
+        .await
+        .contains("unreachable"));
+    serde_json::from_slice(
+        &std::fs::read(out.join("analyze/report.json")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Partition: epochs 2 and 3 (slots 16–31).
 const PARTITION: &str =
     "[{at: epoch 2, kind: partition, groups: [[dv0-0, dv0-1], [dv0-2, dv0-3]], \
@@ -137,6 +233,10 @@ async fn dv_cluster_partition_2_2_in_docker() {
     // As `dvlab run --keep`: the devnet and its key material stay until `dvlab down`.
     let outcome = dvlab::pipeline::run(&docker, &spec, &out, true).await;
     let state = runtime::state::state_dir(&name);
+    // `dvlab analyze` on the kept devnet's beacon node, before `dvlab down`.
+    let analyze_started = std::time::Instant::now();
+    let analyzed = analyze_kept(&out, &state).await;
+    let analyze_seconds = analyze_started.elapsed().as_secs_f64();
     let state_mode = std::fs::metadata(&state).map(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o777
@@ -269,6 +369,25 @@ async fn dv_cluster_partition_2_2_in_docker() {
         assert!(num(&w["inclusion_rate"]) >= 0.9, "baseline: {w}");
     }
     middleware_duties_outside(&out, &json, p);
+    // `dvlab analyze` of the DV group and the baseline gives the run's inclusion figures.
+    let analyzed = analyzed.expect("dvlab analyze on the kept devnet");
+    println!(
+        "docker_devnet: dvlab analyze took {analyze_seconds:.1} s; groups {}",
+        serde_json::to_string_pretty(&analyzed["groups"]).unwrap_or_default()
+    );
+    for g in ["dv0", "baseline"] {
+        for k in [
+            "attestation_duties",
+            "attestations_included",
+            "inclusion_rate",
+            "inclusion_distance",
+        ] {
+            assert_eq!(
+                analyzed["groups"][g][k], json["groups"][g][k],
+                "{g}.{k}: dvlab analyze vs the run's report.json"
+            );
+        }
+    }
     // The slashing-freedom verdict is enforced although the spec did not assert it.
     assert!(report
         .assertions
