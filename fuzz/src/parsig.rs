@@ -130,10 +130,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     let msgs = seed_msgs();
     let mut out = Vec::new();
     for m in &msgs {
-        let frames: Vec<Vec<u8>> = m[1..]
-            .iter()
-            .map(|p| frame(p.share_index, &[*p]))
-            .collect();
+        let frames: Vec<Vec<u8>> = m[1..].iter().map(|p| frame(p.share_index, &[*p])).collect();
         out.push(frames.join(&0u8));
         let mut wrong = vec![1u8];
         wrong.extend(encode_partials(&m[2..3]));
@@ -144,6 +141,13 @@ pub fn seeds() -> Vec<Vec<u8>> {
     let by_share = |share: usize| -> Vec<ParSigMsg> { msgs.iter().map(|m| m[share]).collect() };
     let mut mixed = by_share(3);
     mixed.insert(1, msgs[0][1]);
-    out.push([frame(2, &by_share(1)), frame(3, &by_share(2)), frame(4, &mixed)].join(&0u8));
+    out.push(
+        [
+            frame(2, &by_share(1)),
+            frame(3, &by_share(2)),
+            frame(4, &mixed),
+        ]
+        .join(&0u8),
+    );
     out
 }
