@@ -367,15 +367,16 @@ async fn loss_drops_about_the_configured_share() {
 }
 
 /// The first line `from` gets for `GET /eth/v1/node/health` on `to`'s REST port (bash's
-/// `/dev/tcp`; the lab image has no HTTP client), or `refused` when nothing listens (the last
-/// line: bash reports the refusal on stderr before it).
+/// `/dev/tcp`; the lab image has no HTTP client), or `refused` when nothing listens. bash's own
+/// report of a refused connection goes to stderr, which `Lab::sh` returns with stdout in no fixed
+/// order, so the connect runs in a group whose stderr is discarded.
 async fn http_status_line(lab: &Lab, from: &str, to: &str) -> Result<String> {
     let ip = lab.ip(to).await?;
     let out = lab
         .sh(
             from,
             &format!(
-                "exec 3<>/dev/tcp/{ip}/{BN_REST_PORT} 2>/dev/null || {{ echo refused; exit 0; }}; \
+                "{{ exec 3<>/dev/tcp/{ip}/{BN_REST_PORT}; }} 2>/dev/null || {{ echo refused; exit 0; }}; \
                  printf 'GET /eth/v1/node/health HTTP/1.1\\r\\nHost: bn\\r\\nConnection: close\\r\\n\\r\\n' >&3; \
                  timeout 5 head -n 1 <&3"
             ),
