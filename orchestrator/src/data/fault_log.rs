@@ -346,6 +346,15 @@ cut mid-li"#;
                 target: "x".into(),
                 offset_secs: -2.5,
             },
+            Effect::Loss {
+                scope: Scope::To(vec!["dv0-3".into()], vec!["dv0-0".into(), "dv0-1".into()]),
+                percent: 100.0,
+            },
+            Effect::BnErrors {
+                target: "dv0-3".into(),
+                beacon_node: "bn1".into(),
+                status: 503,
+            },
         ];
         let details = [
             "a | b,c",
@@ -356,6 +365,8 @@ cut mid-li"#;
             "",
             "",
             "-2.5s",
+            "100%",
+            "bn1 answers 503",
         ];
         for (i, (e, detail)) in effects.into_iter().zip(details).enumerate() {
             assert_eq!(e.detail(), detail);
