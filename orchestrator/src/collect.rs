@@ -517,24 +517,28 @@ impl Collector {
             }
             let path = dir.join(DUTY_LOG_FILE);
             match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    let (rows, bad) = parse_duty_log(&n.name, &text);
-                    if bad > 0 {
-                        eprintln!(
-                            "warning: {}: {bad} duty-log line(s) did not parse",
-                            path.display()
-                        );
-                    }
-                    for r in rows {
-                        self.heads.duty_record(r);
-                    }
-                }
+                Ok(text) => self.add_duty_log(&n.name, &path, &text),
                 Err(e) => eprintln!(
                     "warning: no duty log of {} ({}): {e}",
                     n.name,
                     path.display()
                 ),
             }
+        }
+    }
+
+    /// Adds the duty log of dvnode `node` (the text of `path`) to the duty records; lines that
+    /// do not parse are skipped with a warning naming the file.
+    pub fn add_duty_log(&mut self, node: &str, path: &Path, text: &str) {
+        let (rows, bad) = parse_duty_log(node, text);
+        if bad > 0 {
+            eprintln!(
+                "warning: {}: {bad} duty-log line(s) did not parse",
+                path.display()
+            );
+        }
+        for r in rows {
+            self.heads.duty_record(r);
         }
     }
 

@@ -573,16 +573,7 @@ impl History {
         for (node, path) in &files {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let (rows, bad) = super::parse_duty_log(node, &text);
-            if bad > 0 {
-                eprintln!(
-                    "warning: {}: {bad} duty-log line(s) did not parse",
-                    path.display()
-                );
-            }
-            for r in rows {
-                self.c.heads.duty_record(r);
-            }
+            self.c.add_duty_log(node, path, &text);
         }
         Ok(files.into_iter().map(|(n, _)| n).collect())
     }
