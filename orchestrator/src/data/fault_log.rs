@@ -109,14 +109,48 @@ pub enum Effect {
     },
 }
 
-/// The index of the largest group of a partition (the first of equal ones): the group that
+/// The index of the largest group of a partition (the last of equal ones: `max_by_key`): the group that
 /// is left alone, so that isolating one container touches only it.
-pub fn largest_group(groups: &[Vec<String>]) -> usize {
+fn largest_group(groups: &[Vec<String>]) -> usize {
     groups
         .iter()
         .enumerate()
         .max_by_key(|(_, g)| g.len())
         .map_or(0, |(i, _)| i)
+}
+
+/// One side of a partition: a group that gets the blocking rules, and every member of the
+/// other groups it is cut from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSide<'a> {
+    /// Index of the group in the partition.
+    pub index: usize,
+    /// Its members (short names).
+    pub group: &'a [String],
+    /// The members of every other group.
+    pub others: Vec<&'a String>,
+}
+
+/// The sides of a partition that carry its rules, both backends alike: every group but the
+/// largest (rules on one side block both directions, so isolating one container touches only
+/// it), each cut from all the other groups.
+pub fn partition_sides(groups: &[Vec<String>]) -> Vec<PartitionSide<'_>> {
+    let largest = largest_group(groups);
+    groups
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != largest)
+        .map(|(index, group)| PartitionSide {
+            index,
+            group,
+            others: groups
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != index)
+                .flat_map(|(_, g)| g)
+                .collect(),
+        })
+        .collect()
 }
 
 impl Effect {
@@ -390,5 +424,35 @@ cut mid-li"#;
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn partition_sides_are_every_group_but_the_largest_cut_from_all_others() {
+        let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let groups = vec![g(&["a"]), g(&["b", "c", "d"]), g(&["e", "f"])];
+        let sides = partition_sides(&groups);
+        let got: Vec<(usize, Vec<&str>, Vec<&str>)> = sides
+            .iter()
+            .map(|s| {
+                (
+                    s.index,
+                    s.group.iter().map(String::as_str).collect(),
+                    s.others.iter().map(|o| o.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, vec!["a"], vec!["b", "c", "d", "e", "f"]),
+                (2, vec!["e", "f"], vec!["a", "b", "c", "d"]),
+            ]
+        );
+        // Isolating one container touches only it; of equal groups the last is left alone.
+        let two = vec![g(&["x", "y"]), g(&["z"])];
+        assert_eq!(partition_sides(&two).len(), 1);
+        assert_eq!(partition_sides(&two)[0].group, ["z".to_string()]);
+        let even = vec![g(&["x"]), g(&["z"])];
+        assert_eq!(partition_sides(&even)[0].index, 0);
     }
 }

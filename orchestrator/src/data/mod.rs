@@ -5,7 +5,9 @@
 
 pub mod fault_log;
 
-pub use fault_log::{fault_windows_from_log, largest_group, Effect, FaultLogLine, LogPhase, Scope};
+pub use fault_log::{
+    fault_windows_from_log, partition_sides, Effect, FaultLogLine, LogPhase, PartitionSide, Scope,
+};
 
 #[cfg(feature = "lab")]
 use polars::prelude::*;

@@ -6,7 +6,7 @@
 
 use super::skew::{clock_dir, write_offset, FAKETIME_LIB};
 use super::timeline::{slot_at, Action, Fault, Phase, Timeline};
-use crate::data::{largest_group, Effect, FaultLogLine, LogPhase, Scope};
+use crate::data::{partition_sides, Effect, FaultLogLine, LogPhase, Scope};
 use crate::plan::{Plan, Role, BN_REST_PORT, NETEM_IMAGE, ROLE_LABEL, RUN_LABEL};
 use crate::runtime::exec;
 use anyhow::{anyhow, bail, Context, Result};
@@ -395,22 +395,12 @@ impl Executor {
             Effect::Partition { groups } => {
                 // Rules on INPUT and OUTPUT of one side block both directions; they go on every
                 // group but the largest, so isolating one container touches only it.
-                let largest = largest_group(groups);
-                for (gi, group) in groups.iter().enumerate() {
-                    if gi == largest {
-                        continue;
-                    }
-                    let others: Vec<&String> = groups
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != gi)
-                        .flat_map(|(_, g)| g)
-                        .collect();
-                    for m in group {
+                for side in partition_sides(groups) {
+                    for m in side.group {
                         if !self.running(m).await? {
                             continue;
                         }
-                        for o in &others {
+                        for o in &side.others {
                             let Some(ip) = self.ip(o).await? else {
                                 continue;
                             };

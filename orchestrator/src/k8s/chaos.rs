@@ -7,7 +7,7 @@
 //! ([`START_ANNOTATION`], [`END_ANNOTATION`]) and its `duration` is the fault's window: the
 //! fault timer ([`super::timer`]) creates it at its start.
 
-use crate::data::{largest_group, Effect, Scope};
+use crate::data::{partition_sides, Effect, Scope};
 use crate::faults::{slot_at, Fault, Timeline};
 use anyhow::{bail, Result};
 use dvnode::clock::SlotClock;
@@ -290,20 +290,11 @@ impl ChaosRender<'_> {
         let one = |kind, spec: Value| Ok(vec![self.object(f, None, kind, spec)]);
         match &f.effect {
             Effect::Partition { groups } => {
-                let largest = largest_group(groups);
                 let mut out = Vec::new();
-                for (gi, group) in groups.iter().enumerate() {
-                    if gi == largest {
-                        continue;
-                    }
-                    let others: Vec<String> = groups
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != gi)
-                        .flat_map(|(_, g)| g.iter().cloned())
-                        .collect();
+                for side in partition_sides(groups) {
+                    let others: Vec<String> = side.others.into_iter().cloned().collect();
                     let spec = network(
-                        self.selector(group),
+                        self.selector(side.group),
                         "both",
                         Some(PodSet {
                             mode: "all",
@@ -314,7 +305,7 @@ impl ChaosRender<'_> {
                         None,
                         "partition",
                     );
-                    let part = (groups.len() > 2).then_some(gi);
+                    let part = (groups.len() > 2).then_some(side.index);
                     out.push(self.object(f, part, "NetworkChaos", value(&spec)));
                 }
                 Ok(out)
