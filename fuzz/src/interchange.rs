@@ -10,6 +10,7 @@
 //! nothing.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use dvnode::slashing::interchange::Interchange;
 use dvnode::slashing::SlashingDb;
@@ -20,7 +21,12 @@ const GVR: [u8; 32] = [0; 32];
 const FRESH_ROOT: [u8; 32] = [0xfe; 32];
 
 /// History recorded before the import: a validator of the EIP-3076 vectors and one other.
-fn base() -> Interchange {
+fn base() -> &'static Interchange {
+    static B: OnceLock<Interchange> = OnceLock::new();
+    B.get_or_init(base_parsed)
+}
+
+fn base_parsed() -> Interchange {
     let json = format!(
         r#"{{"metadata":{{"interchange_format_version":"5","genesis_validators_root":"0x{}"}},
         "data":[{{"pubkey":"0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c",
@@ -48,7 +54,7 @@ pub fn run(data: &[u8]) {
         }
     };
     let db = SlashingDb::in_memory().expect("in-memory DB");
-    db.import_interchange(&base()).expect("base import");
+    db.import_interchange(base()).expect("base import");
     let before = export(&db);
     match db.import_interchange(&interchange) {
         Err(e) => {
