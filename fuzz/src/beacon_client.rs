@@ -7,10 +7,7 @@
 //!
 //! Properties: no panic; errors render (they name the endpoint and carry a bounded snippet).
 
-use std::sync::OnceLock;
-use std::time::Duration;
-
-use dvnode::eth::beacon::{BeaconClient, BlockId, StateId, ValidatorId};
+use dvnode::eth::beacon::{BlockId, StateId, ValidatorId};
 use dvnode::eth::types::{BlsSignature, Graffiti};
 
 use crate::fakebn::{self, Canned};
@@ -36,23 +33,6 @@ pub const ENDPOINTS: &[&str] = &[
     "committees",
 ];
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(crate::runtime)
-}
-
-fn client() -> &'static BeaconClient {
-    static C: OnceLock<BeaconClient> = OnceLock::new();
-    C.get_or_init(|| {
-        BeaconClient::with_timeouts(
-            &fakebn::get().url,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        )
-        .expect("client")
-    })
-}
-
 fn done<T: std::fmt::Debug>(r: Result<T, dvnode::eth::beacon::BeaconError>) {
     match r {
         Ok(v) => {
@@ -74,10 +54,10 @@ pub fn run(data: &[u8]) {
         content_type: "application/json",
         chunks: Canned::chunked(body, chunk),
     });
-    let c = client();
+    let c = fakebn::client();
     let reveal = BlsSignature::infinity();
     let graffiti = Graffiti::default();
-    runtime().block_on(async {
+    fakebn::runtime().block_on(async {
         match usize::from(endpoint) % ENDPOINTS.len() {
             0 => done(c.genesis().await),
             1 => done(c.spec().await),

@@ -8,31 +8,11 @@
 //! Properties: no panic; the stream ends when the body ends; each undecodable event is an
 //! error item that names the endpoint, and the stream goes on.
 
-use std::sync::OnceLock;
-use std::time::Duration;
-
-use dvnode::eth::beacon::{BeaconClient, BeaconEvent, EventTopic};
+use dvnode::eth::beacon::{BeaconEvent, EventTopic};
 use futures::StreamExt;
 
 use crate::fakebn::{self, Canned};
 use crate::fixture::P;
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(crate::runtime)
-}
-
-fn client() -> &'static BeaconClient {
-    static C: OnceLock<BeaconClient> = OnceLock::new();
-    C.get_or_init(|| {
-        BeaconClient::with_timeouts(
-            &fakebn::get().url,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        )
-        .expect("client")
-    })
-}
 
 const TOPICS: [EventTopic; 7] = [
     EventTopic::Head,
@@ -54,8 +34,8 @@ pub fn run(data: &[u8]) {
         content_type: "text/event-stream",
         chunks: Canned::chunked(body, chunk),
     });
-    runtime().block_on(async {
-        let mut stream = client()
+    fakebn::runtime().block_on(async {
+        let mut stream = fakebn::client()
             .events::<P>(&TOPICS)
             .await
             .expect("the stream opens (status 200)");
