@@ -166,10 +166,16 @@ pub fn attester_entries() -> Vec<AttesterEntry> {
 }
 
 /// A real block (`GET /eth/v2/beacon/blocks/20` of a Lodestar 1.5.1 minimal devnet).
+/// Parsed once per process: the fixture's duty DB is rebuilt for every execution, and parsing
+/// this block each time was a quarter of a parsig execution's own time.
 pub fn lodestar_signed_block() -> SignedBeaconBlockAltair<P> {
-    let text = include_str!("../../node/src/eth/testdata/block20.json");
-    let v: serde_json::Value = serde_json::from_str(text).expect("block20.json");
-    from_json_value(v["data"].clone()).expect("block20.json decodes")
+    static B: OnceLock<SignedBeaconBlockAltair<P>> = OnceLock::new();
+    B.get_or_init(|| {
+        let text = include_str!("../../node/src/eth/testdata/block20.json");
+        let v: serde_json::Value = serde_json::from_str(text).expect("block20.json");
+        from_json_value(v["data"].clone()).expect("block20.json decodes")
+    })
+    .clone()
 }
 
 /// The decided block at [`PROPOSER_SLOT`]: the Lodestar block moved to that slot, proposed by

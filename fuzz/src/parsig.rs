@@ -13,6 +13,7 @@
 //! per duty and DV.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use dvnode::duty::{Duty, DutyKind};
 use dvnode::parsig::{encode_partials, ParSigMsg, SignedObject};
@@ -21,9 +22,10 @@ use crate::fixture::{self, Dv};
 
 /// One execution.
 pub fn run(data: &[u8]) {
-    let rt = crate::paused_runtime();
+    // One runtime per process (a paused clock: waits for undecided duties end at once).
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     let mut wf = fixture::workflow(1);
-    rt.block_on(async {
+    RT.get_or_init(crate::paused_runtime).block_on(async {
         for msg in data.split(|b| *b == 0).take(64) {
             let Some((&sender, payload)) = msg.split_first() else {
                 continue;

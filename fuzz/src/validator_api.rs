@@ -12,17 +12,25 @@
 //!
 //! Properties: no panic; the intercepted endpoints never answer 500 (an internal error means a
 //! request reached a state the API did not foresee); every response body can be read.
+//!
+//! The router (with its beacon-node HTTP client and connection pool) is built once per process,
+//! as a node builds it once; every execution gets a fresh workflow (duty DB, partial-signature
+//! stage, tracker) behind it through [`Fresh`].
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode, Uri};
 use dvnode::eth::types::{
     Attestation, BlsPubkey, BlsSignature, SignedBeaconBlockAltair, SyncCommitteeMessage,
 };
-use dvnode::validator_api::{PubkeyMap, ValidatorApi, ValidatorApiConfig};
+use dvnode::validator_api::{
+    BackendError, DutyBackend, ProducedBlock, PubkeyMap, ValidatorApi, ValidatorApiConfig,
+};
 use dvnode::vc_backend::WorkflowBackend;
+use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::fakebn::{self, Canned};
@@ -72,16 +80,110 @@ fn config() -> ValidatorApiConfig {
         connect_timeout: Duration::from_secs(5),
         bn_timeout: Duration::from_secs(5),
         // Requests for undecided duties of future slots wait this long (the rest end at once:
-        // their slots have passed).
-        backend_timeout: Duration::from_millis(5),
+        // their slots have passed): tokio's timer resolution, so that the wait is taken.
+        backend_timeout: Duration::from_millis(1),
         max_request_body: 1 << 20,
         max_response_body: 1 << 20,
     }
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(crate::runtime)
+/// The execution's [`WorkflowBackend`], behind the router built once per process: forwards every
+/// call, defaults included, to the backend [`run`] installed for the current input.
+#[derive(Default)]
+pub struct Fresh(Mutex<Option<Arc<WorkflowBackend<P>>>>);
+
+impl Fresh {
+    fn set(&self, backend: Option<Arc<WorkflowBackend<P>>>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = backend;
+    }
+
+    fn get(&self) -> Arc<WorkflowBackend<P>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .expect("a backend for the execution")
+    }
+}
+
+#[async_trait]
+impl DutyBackend for Fresh {
+    async fn attestation_data(&self, slot: u64, index: u64) -> Result<Value, BackendError> {
+        self.get().attestation_data(slot, index).await
+    }
+
+    async fn produce_block(
+        &self,
+        share: u64,
+        slot: u64,
+        randao_reveal: String,
+        graffiti: Option<String>,
+    ) -> Result<ProducedBlock, BackendError> {
+        let b = self.get();
+        b.produce_block(share, slot, randao_reveal, graffiti).await
+    }
+
+    async fn submit_attestations(&self, share: u64, a: Vec<Value>) -> Result<(), BackendError> {
+        self.get().submit_attestations(share, a).await
+    }
+
+    async fn submit_block(&self, share: u64, block: Value) -> Result<(), BackendError> {
+        self.get().submit_block(share, block).await
+    }
+
+    async fn submit_sync_committee_messages(
+        &self,
+        share: u64,
+        m: Vec<Value>,
+    ) -> Result<(), BackendError> {
+        self.get().submit_sync_committee_messages(share, m).await
+    }
+
+    async fn submit_voluntary_exit(&self, share: u64, exit: Value) -> Result<(), BackendError> {
+        self.get().submit_voluntary_exit(share, exit).await
+    }
+
+    async fn aggregate_attestation(&self, slot: u64, root: String) -> Result<Value, BackendError> {
+        self.get().aggregate_attestation(slot, root).await
+    }
+
+    async fn sync_committee_contribution(
+        &self,
+        slot: u64,
+        subcommittee: u64,
+        root: String,
+    ) -> Result<Value, BackendError> {
+        let b = self.get();
+        b.sync_committee_contribution(slot, subcommittee, root)
+            .await
+    }
+
+    async fn submit_aggregate_and_proofs(
+        &self,
+        share: u64,
+        a: Vec<Value>,
+    ) -> Result<(), BackendError> {
+        self.get().submit_aggregate_and_proofs(share, a).await
+    }
+
+    async fn submit_contribution_and_proofs(
+        &self,
+        share: u64,
+        c: Vec<Value>,
+    ) -> Result<(), BackendError> {
+        self.get().submit_contribution_and_proofs(share, c).await
+    }
+}
+
+/// The process's router over [`Fresh`].
+fn api() -> &'static (axum::Router, Arc<Fresh>) {
+    static API: OnceLock<(axum::Router, Arc<Fresh>)> = OnceLock::new();
+    API.get_or_init(|| {
+        let fresh = Arc::new(Fresh::default());
+        let _guard = fakebn::runtime().enter();
+        let api = ValidatorApi::new(config(), fresh.clone()).expect("validator API");
+        (api.router(), fresh)
+    })
 }
 
 fn request(route: u8, target: &[u8], body: &[u8]) -> Option<(Request<Body>, bool)> {
@@ -130,17 +232,17 @@ pub fn run(data: &[u8]) {
         content_type: "application/json",
         chunks: Canned::chunked(bn_body, chunk),
     });
-    runtime().block_on(async {
-        let wf = fixture::workflow(1);
-        let backend = Arc::new(WorkflowBackend::new(
-            wf.dutydb.clone(),
-            wf.parsig.clone(),
-            fixture::schedule(),
-            wf.tracker.clone(),
-        ));
-        let api = ValidatorApi::new(config(), backend).expect("validator API");
-        let resp = api
-            .router()
+    let (router, fresh) = api();
+    let wf = fixture::workflow(1);
+    fresh.set(Some(Arc::new(WorkflowBackend::new(
+        wf.dutydb.clone(),
+        wf.parsig.clone(),
+        fixture::schedule(),
+        wf.tracker.clone(),
+    ))));
+    fakebn::runtime().block_on(async {
+        let resp = router
+            .clone()
             .oneshot(req)
             .await
             .expect("the router is infallible");
@@ -156,6 +258,7 @@ pub fn run(data: &[u8]) {
             );
         }
     });
+    fresh.set(None);
 }
 
 fn route(path: &str) -> u8 {
