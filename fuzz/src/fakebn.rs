@@ -3,6 +3,7 @@
 //! (the beacon-node client, the validator API's proxy) read fuzzed answers over a real socket.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -62,9 +63,15 @@ pub struct FakeBn {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     canned: Arc<Mutex<Canned>>,
+    answered: Arc<AtomicU64>,
 }
 
 impl FakeBn {
+    /// Requests answered so far.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::SeqCst)
+    }
+
     /// Sets the answer of the following requests.
     pub fn set(&self, canned: Canned) {
         *self.canned.lock().unwrap_or_else(|e| e.into_inner()) = canned;
@@ -85,7 +92,8 @@ pub fn get() -> &'static FakeBn {
     static BN: OnceLock<FakeBn> = OnceLock::new();
     BN.get_or_init(|| {
         let canned = Arc::new(Mutex::new(Canned::default()));
-        let state = canned.clone();
+        let answered = Arc::new(AtomicU64::new(0));
+        let (state, count) = (canned.clone(), answered.clone());
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the fake BN");
         std_listener
             .set_nonblocking(true)
@@ -95,6 +103,7 @@ pub fn get() -> &'static FakeBn {
         let listener = tokio::net::TcpListener::from_std(std_listener).expect("fake BN listener");
         let app = axum::Router::new().fallback(move || {
             let c = state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            count.fetch_add(1, Ordering::SeqCst);
             async move { respond(c) }
         });
         // Each chunk is its own write: without TCP_NODELAY, Nagle holds the second one back
@@ -106,6 +115,7 @@ pub fn get() -> &'static FakeBn {
         FakeBn {
             url: format!("http://{addr}"),
             canned,
+            answered,
         }
     })
 }
