@@ -70,6 +70,23 @@ enum Cmd {
         /// Sets every DV cluster's `signer` (e.g. the chaos library with remote-signer clusters).
         #[arg(long, value_parser = ["middleware", "remote"])]
         signer: Option<String>,
+        /// Where the devnet runs: local Docker, or a Kubernetes cluster with Chaos Mesh (the
+        /// manifests of `dvlab k8s render`, applied, collected and deleted through its API).
+        #[arg(long, value_parser = ["docker", "kubernetes"], default_value = "docker")]
+        backend: String,
+        /// Kubernetes: kubeconfig context (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+        /// Kubernetes: namespace (default `dvlab-<name>`).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Kubernetes: registry the images were pushed to (`R/dvlab/dvnode:latest`).
+        #[arg(long)]
+        image_registry: Option<String>,
+        /// Kubernetes: seconds from now to genesis (default: the file's `genesis_delay`; give
+        /// the cluster time to pull images and schedule pods).
+        #[arg(long)]
+        genesis_delay: Option<u64>,
     },
     /// Report on validators of any chain a beacon node serves: missed duties, inclusion,
     /// distance, head/target votes, proposals, sync participation, against a comparison group;
@@ -401,6 +418,11 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             out,
             keep,
             signer,
+            backend,
+            context,
+            namespace,
+            image_registry,
+            genesis_delay,
         } => {
             let mut spec = DevnetSpec::load(&file)?;
             if let Some(s) = signer {
@@ -411,8 +433,26 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                 spec.clusters.iter_mut().for_each(|c| c.signer = s);
             }
             let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&spec.name));
-            let docker = runtime::connect().await?;
-            match pipeline::run(&docker, &spec, &out, keep).await? {
+            let outcome = if backend == "kubernetes" {
+                let text = std::fs::read_to_string(&file)?;
+                let client = dvlab::k8s::runner::connect(context.as_deref()).await?;
+                let req = pipeline::KubernetesRun {
+                    spec: &spec,
+                    path: &file.display().to_string(),
+                    text: &text,
+                    options: dvlab::k8s::RenderOptions {
+                        namespace,
+                        image_registry,
+                        genesis_delay,
+                    },
+                    keep,
+                };
+                pipeline::run_kubernetes(client, req, &out, pipeline::interrupted()).await?
+            } else {
+                let docker = runtime::connect().await?;
+                pipeline::run(&docker, &spec, &out, keep).await?
+            };
+            match outcome {
                 Outcome::Interrupted => {
                     eprintln!("interrupted");
                     Ok(2)

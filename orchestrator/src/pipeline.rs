@@ -9,6 +9,7 @@ use crate::collect::history::History;
 use crate::collect::Collector;
 use crate::data::{self, BeaconNodeMeta, DvNodeMeta, GroupMeta, RawData, RunMeta};
 use crate::faults::{self, Executor, Timeline};
+use crate::k8s;
 use crate::plan::{Plan, Role};
 use crate::report::{self, Report};
 use crate::runtime;
@@ -36,6 +37,67 @@ pub async fn interrupted() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+/// What the collection loop needs from the backend running a devnet; everything else of a
+/// run (plan, fault timeline, collection, analysis, report) is the same on both.
+#[allow(async_fn_in_trait)] // used with the crate's two backends only, never as `dyn`
+pub trait Backend {
+    /// Fails, naming the container and its last log lines, when a container of the run is
+    /// down that no fault of `timeline` intends down (checked once per epoch, at `now`).
+    async fn check_alive(&mut self, plan: &Plan, timeline: &Timeline, now: f64) -> Result<()>;
+    /// Brings what the containers wrote into `out` before collection: each dvnode's duty log
+    /// into `OUT/nodes/<container>/`, the fault log into `OUT/faults.jsonl`.
+    async fn fetch_outputs(&mut self, plan: &Plan, out: &Path) -> Result<()>;
+    /// Whether the run has the plan's Prometheus (the loop writes its fault targets).
+    fn prometheus(&self, plan: &Plan) -> bool;
+}
+
+/// Seconds after a crash, stop or pause fault's end during which its container may still be
+/// down (restarting).
+fn restart_grace(plan: &Plan) -> f64 {
+    2.0 * plan.seconds_per_slot as f64
+}
+
+/// Docker: `runtime::check_alive`; the containers write into the run directory's bind mounts
+/// and the fault executor runs in this process, so there is nothing to fetch.
+impl Backend for Docker {
+    async fn check_alive(&mut self, plan: &Plan, timeline: &Timeline, now: f64) -> Result<()> {
+        let exempt = faults::intended_down(plan, timeline, now, restart_grace(plan));
+        runtime::check_alive(self, &plan.run, &exempt).await
+    }
+
+    async fn fetch_outputs(&mut self, _: &Plan, _: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    fn prometheus(&self, plan: &Plan) -> bool {
+        plan.prometheus().is_some()
+    }
+}
+
+/// Kubernetes: pod states and restart counts (the kubelet restarts a crashed container at
+/// once, so every fault intending a container down since the previous check exempts it); duty
+/// logs by exec and the fault timer Job's log through the API. No Prometheus is rendered.
+pub struct Kubernetes {
+    cluster: k8s::collect::Cluster,
+    last_check: Option<f64>,
+}
+
+impl Backend for Kubernetes {
+    async fn check_alive(&mut self, plan: &Plan, timeline: &Timeline, now: f64) -> Result<()> {
+        let from = self.last_check.replace(now).unwrap_or(now);
+        let exempt = faults::intended_down_between(plan, timeline, from, now, restart_grace(plan));
+        self.cluster.check_alive(plan, &exempt).await
+    }
+
+    async fn fetch_outputs(&mut self, plan: &Plan, out: &Path) -> Result<()> {
+        self.cluster.fetch_outputs(plan, out).await
+    }
+
+    fn prometheus(&self, _: &Plan) -> bool {
+        false
     }
 }
 
@@ -101,22 +163,12 @@ pub async fn up(docker: &Docker, spec: &DevnetSpec, run_dir: &Path) -> Result<De
             })
         })
         .collect();
-    let dvnodes = plan
-        .containers
-        .iter()
-        .filter_map(|c| match &c.role {
-            Role::DvNode { cluster, node } => Some(DvNodeMeta {
-                name: c.name.clone(),
-                cluster: cluster.clone(),
-                index: *node,
-                metrics_url: started
-                    .iter()
-                    .find(|s| s.name == c.name)
-                    .and_then(|s| s.metrics_url.clone()),
-            }),
-            _ => None,
-        })
-        .collect();
+    let dvnodes = dvnode_metas(&plan, |name| {
+        started
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.metrics_url.clone())
+    });
     let prometheus = plan.prometheus().and_then(|p| {
         started
             .iter()
@@ -130,6 +182,22 @@ pub async fn up(docker: &Docker, spec: &DevnetSpec, run_dir: &Path) -> Result<De
         dvnodes,
         prometheus,
     })
+}
+
+/// The plan's dvnodes, with the host URL of each one's metrics server.
+fn dvnode_metas(plan: &Plan, metrics_url: impl Fn(&str) -> Option<String>) -> Vec<DvNodeMeta> {
+    plan.containers
+        .iter()
+        .filter_map(|c| match &c.role {
+            Role::DvNode { cluster, node } => Some(DvNodeMeta {
+                name: c.name.clone(),
+                cluster: cluster.clone(),
+                index: *node,
+                metrics_url: metrics_url(&c.name),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Fault executor of a running devnet and the task running its timeline.
@@ -215,7 +283,7 @@ async fn sleep_until(t: u64) {
 
 /// Runs the timeline: duties each epoch, heads, a live line, container health.
 async fn timeline(
-    docker: &Docker,
+    backend: &mut impl Backend,
     plan: &Plan,
     faults_timeline: &Timeline,
     meta: &RunMeta,
@@ -246,7 +314,7 @@ async fn timeline(
     for slot in 0..=end_slot {
         sleep_until(plan.slot_time(slot) + plan.seconds_per_slot / 2).await;
         pb.set_position(slot);
-        if plan.prometheus().is_some() && !faults_timeline.faults.is_empty() {
+        if backend.prometheus(plan) && !faults_timeline.faults.is_empty() {
             // Active faults as Prometheus targets (dashboards' fault annotations).
             let t = crate::plan::prometheus_fault_targets(&read_fault_log(out));
             if t != fault_targets {
@@ -266,13 +334,9 @@ async fn timeline(
         if slot % spe == 1 {
             let epoch = slot / spe;
             c.record_duties(epoch).await?;
-            let exempt = faults::intended_down(
-                plan,
-                faults_timeline,
-                unix_now().as_secs_f64(),
-                2.0 * plan.seconds_per_slot as f64,
-            );
-            runtime::check_alive(docker, &plan.run, &exempt).await?;
+            backend
+                .check_alive(plan, faults_timeline, unix_now().as_secs_f64())
+                .await?;
             if epoch >= 1 {
                 let chain = c.sync_chain().await?;
                 let mut parts = Vec::new();
@@ -308,6 +372,7 @@ async fn timeline(
         }
     }
     pb.finish_and_clear();
+    backend.fetch_outputs(plan, out).await?;
     c.collect_dvnodes(&meta.dvnodes, out).await;
     let mut raw = c.finish().await?;
     raw.faults = data::fault_frame(&read_fault_log(out))?;
@@ -325,6 +390,27 @@ async fn timeline(
     });
     std::fs::write(out.join("timing.json"), serde_json::to_vec_pretty(&stats)?)?;
     Ok(raw)
+}
+
+/// A started devnet, as either backend hands it to the collection.
+struct Running {
+    plan: Plan,
+    timeline: Timeline,
+    beacon_nodes: Vec<BeaconNodeMeta>,
+    dvnodes: Vec<DvNodeMeta>,
+    /// When `dvlab up` (or the apply) started.
+    up_started: f64,
+}
+
+/// The part of a run both backends share: the plan saved, the timeline collected, the raw
+/// data saved, analysed and reported.
+async fn collect_and_report(backend: &mut impl Backend, s: Running, out: &Path) -> Result<Report> {
+    std::fs::write(out.join("plan.json"), serde_json::to_vec_pretty(&s.plan)?)?;
+    let meta = run_meta(&s.plan, s.beacon_nodes, s.dvnodes);
+    let mut raw = timeline(backend, &s.plan, &s.timeline, &meta, out, s.up_started).await?;
+    raw.save(&meta, out)?;
+    let analysis = analyse::analyse(&meta, &raw)?;
+    report::write(out, &meta, &raw, &analysis)
 }
 
 /// Outcome of `dvlab run`.
@@ -367,13 +453,15 @@ pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> 
         if let Some(url) = &prometheus {
             println!("prometheus: {url}");
         }
-        std::fs::write(out.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
-        let meta = run_meta(&plan, beacon_nodes, dvnodes);
-        let mut raw = timeline(docker, &plan, &faults_timeline, &meta, out, up_started).await?;
-        raw.save(&meta, out)?;
-        let analysis = analyse::analyse(&meta, &raw)?;
-        let report = report::write(out, &meta, &raw, &analysis)?;
-        Ok::<_, anyhow::Error>(report)
+        let mut docker = docker.clone();
+        let started = Running {
+            plan,
+            timeline: faults_timeline,
+            beacon_nodes,
+            dvnodes,
+            up_started,
+        };
+        collect_and_report(&mut docker, started, out).await
     };
     let result = tokio::select! {
         r = body => r.map(|r| Outcome::Done(Box::new(r))),
@@ -390,6 +478,122 @@ pub async fn run(docker: &Docker, spec: &DevnetSpec, out: &Path, keep: bool) -> 
         match runtime::down(docker, Some(&spec.name)).await {
             Ok(n) => println!("removed {n} container(s) of run `{}`", spec.name),
             Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    result
+}
+
+/// What `dvlab run --backend kubernetes` is asked.
+pub struct KubernetesRun<'a> {
+    /// The devnet.
+    pub spec: &'a DevnetSpec,
+    /// Its file's path and text (error locations of the rendering).
+    pub path: &'a str,
+    /// The file's text.
+    pub text: &'a str,
+    /// Namespace, image registry, genesis delay.
+    pub options: k8s::RenderOptions,
+    /// Leave the run on the cluster afterwards.
+    pub keep: bool,
+}
+
+/// `dvlab run --backend kubernetes`: the devnet rendered from the same plan and fault
+/// timeline as Docker, applied (server-side), waited for, collected through the API
+/// (port-forwards of each beacon node's REST port and each dvnode's metrics port, duty logs
+/// and the fault timer's log) into the same raw data, analysed and reported as a Docker run;
+/// the run's namespace (everything labelled for the run; Chaos Mesh heals the faults of
+/// deleted objects) is deleted unless `keep`, and always on errors and when `stop` resolves
+/// (Ctrl-C or SIGTERM: pass [`interrupted`]). The fault timer Job in the cluster creates the
+/// Chaos Mesh objects; nothing here injects faults.
+pub async fn run_kubernetes(
+    client: kube::Client,
+    req: KubernetesRun<'_>,
+    out: &Path,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Outcome> {
+    std::fs::create_dir_all(out)?;
+    let up_started = unix_now().as_secs_f64();
+    let r = k8s::render(
+        req.spec,
+        req.path,
+        req.text,
+        up_started as u64,
+        &req.options,
+    )?;
+    let (namespace, run) = (r.namespace.clone(), r.plan.run.clone());
+    let body = async {
+        let n = k8s::runner::apply_rendered(&client, &r).await?;
+        println!(
+            "applied {n} objects in namespace {namespace}; genesis in {} s",
+            r.plan.genesis_time.saturating_sub(unix_now().as_secs())
+        );
+        if !r.timeline.faults.is_empty() {
+            println!(
+                "{} fault(s) scheduled: {} Chaos Mesh object(s), created by the Job {}",
+                r.timeline.faults.len(),
+                r.chaos.len(),
+                k8s::FAULTS_NAME
+            );
+        }
+        let wait = r.plan.genesis_time.saturating_sub(unix_now().as_secs()) + 300;
+        k8s::runner::wait_ready(&client, &namespace, &run, Duration::from_secs(wait)).await?;
+        let mut forwards = Vec::new();
+        let mut beacon_nodes = Vec::new();
+        let mut metrics = std::collections::HashMap::new();
+        for c in &r.plan.containers {
+            let pod = k8s::collect::pod_name(c);
+            match &c.role {
+                Role::BeaconNode { name } => {
+                    let f =
+                        k8s::collect::forward(&client, &namespace, &pod, crate::plan::BN_REST_PORT)
+                            .await?;
+                    println!("{name}: {} (port-forward to {pod})", f.url);
+                    beacon_nodes.push(BeaconNodeMeta {
+                        name: name.clone(),
+                        api_url: f.url.clone(),
+                    });
+                    forwards.push(f);
+                }
+                Role::DvNode { .. } => {
+                    let f = k8s::collect::forward(
+                        &client,
+                        &namespace,
+                        &pod,
+                        crate::plan::DVNODE_METRICS_PORT,
+                    )
+                    .await?;
+                    metrics.insert(c.name.clone(), f.url.clone());
+                    forwards.push(f);
+                }
+                _ => {}
+            }
+        }
+        let dvnodes = dvnode_metas(&r.plan, |name| metrics.get(name).cloned());
+        let mut backend = Kubernetes {
+            cluster: k8s::collect::Cluster::new(client.clone(), &namespace),
+            last_check: None,
+        };
+        let started = Running {
+            plan: r.plan.clone(),
+            timeline: r.timeline.clone(),
+            beacon_nodes,
+            dvnodes,
+            up_started,
+        };
+        let report = collect_and_report(&mut backend, started, out).await;
+        drop(forwards);
+        report
+    };
+    let result = tokio::select! {
+        r = body => r.map(|r| Outcome::Done(Box::new(r))),
+        () = stop => Ok(Outcome::Interrupted),
+    };
+    let interrupted = matches!(result, Ok(Outcome::Interrupted));
+    if !req.keep || result.is_err() || interrupted {
+        match k8s::runner::delete_run(&client, &namespace, &run).await {
+            Ok(true) => println!("deleting namespace {namespace} of run `{run}`"),
+            Ok(false) => {}
+            Err(e) => eprintln!("warning: {e:#}"),
         }
     }
     result

@@ -35,7 +35,9 @@ pub use executor::{Executor, FaultContainer, SIDECAR_ROLE};
 pub use skew::{
     clock_dir, faketime_env, prepare_containers, write_offset, CLOCK_DIR, CLOCK_FILE, FAKETIME_LIB,
 };
-pub use timeline::{intended_down, slot_at, timeline, Action, Fault, Phase, Timeline};
+pub use timeline::{
+    intended_down, intended_down_between, slot_at, timeline, Action, Fault, Phase, Timeline,
+};
 
 #[cfg(test)]
 pub(crate) mod test_support {

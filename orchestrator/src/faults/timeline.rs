@@ -311,10 +311,23 @@ fn build_timeline(faults: &[FaultSpec], spec: &DevnetSpec, clock: SlotClock) -> 
 /// fault of `timeline` intends it: inside the fault's window, plus `grace` seconds after it
 /// for the restart. Full Docker names.
 pub fn intended_down(plan: &Plan, timeline: &Timeline, now: f64, grace: f64) -> Vec<String> {
+    intended_down_between(plan, timeline, now, now, grace)
+}
+
+/// Containers that a fault of `timeline` intends down (as [`intended_down`]) at any time
+/// from `from` to `to`: a Kubernetes pod restarted by a crash fault between two checks is
+/// running again at the second.
+pub fn intended_down_between(
+    plan: &Plan,
+    timeline: &Timeline,
+    from: f64,
+    to: f64,
+    grace: f64,
+) -> Vec<String> {
     timeline
         .faults
         .iter()
-        .filter(|f| now >= f.start && f.end.is_none_or(|e| now <= e + grace))
+        .filter(|f| to >= f.start && f.end.is_none_or(|e| from <= e + grace))
         .filter_map(|f| match &f.effect {
             Effect::Crash { target } | Effect::Stop { target } | Effect::Pause { target } => {
                 Some(format!("dvlab-{}-{target}", plan.run))
@@ -516,5 +529,31 @@ mod tests {
         assert_eq!(t.actions[1].phase, Phase::Stop);
         assert_eq!(t.actions[2].phase, Phase::Start);
         assert_eq!(t.actions[1].time, t.actions[2].time);
+    }
+
+    /// A crash from t to t + 30 s: down inside its window and `grace` after it; between two
+    /// checks that straddle it (Kubernetes restarts at once), also when neither check falls
+    /// inside it.
+    #[test]
+    fn intended_down_between_covers_every_fault_window_the_interval_touches() {
+        let spec = spec_with(
+            "  - {at: epoch 6, kind: crash, target: dv0-1, restart_after: 30s}\n",
+            1,
+        );
+        let plan = Plan::new(&spec, 1_000);
+        let t = tl(&spec);
+        let f = &t.faults[0];
+        let (start, end) = (f.start, f.end.unwrap());
+        let name = vec![format!("dvlab-{}-dv0-1", plan.run)];
+        assert!(intended_down(&plan, &t, start - 1.0, 5.0).is_empty());
+        assert_eq!(intended_down(&plan, &t, start, 5.0), name);
+        assert_eq!(intended_down(&plan, &t, end + 5.0, 5.0), name);
+        assert!(intended_down(&plan, &t, end + 5.1, 5.0).is_empty());
+        assert_eq!(
+            intended_down_between(&plan, &t, start - 100.0, end + 100.0, 5.0),
+            name
+        );
+        assert!(intended_down_between(&plan, &t, start - 100.0, start - 1.0, 5.0).is_empty());
+        assert!(intended_down_between(&plan, &t, end + 6.0, end + 100.0, 5.0).is_empty());
     }
 }

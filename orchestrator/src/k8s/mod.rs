@@ -26,6 +26,7 @@
 //! | clock_skew | libfaketime offset file | TimeChaos `timeOffset` on `CLOCK_REALTIME` |
 
 pub mod chaos;
+pub mod collect;
 pub mod genesis;
 pub mod keys;
 pub mod objects;
