@@ -37,7 +37,7 @@ use crate::eth::aggregate::{
 };
 use crate::eth::beacon::{BeaconClient, BeaconError, BlockId};
 use crate::eth::signing::ForkSchedule;
-use crate::eth::types::{Attestation, BlsSignature, CommitteeIndex, Preset, Root, Slot};
+use crate::eth::types::{Attestation, BlsPubkey, BlsSignature, CommitteeIndex, Preset, Root, Slot};
 use crate::parsig::{ParSig, SignedObject};
 use crate::tracker::{Reason, Stage, Tracker};
 use crate::value::{AggregateEntry, AttesterEntry, DutyValue, ProposerEntry};
@@ -198,11 +198,7 @@ impl<P: Preset> FetchStage<P> {
 
     /// Makes this node's partial signature of each `(pubkey, object)` of `duty` (selection
     /// proofs, RANDAO reveal): combined with the peers', they wait in the duty DB for the VC.
-    async fn sign_ahead(
-        &self,
-        duty: Duty,
-        objects: Vec<(crate::eth::types::BlsPubkey, SignedObject)>,
-    ) {
+    async fn sign_ahead(&self, duty: Duty, objects: Vec<(BlsPubkey, SignedObject)>) {
         let Some((parsig, _)) = &self.signing else {
             return;
         };
@@ -440,53 +436,118 @@ impl<P: Preset> FetchStage<P> {
         }
     }
 
-    /// Remote-signer mode: this node's partials of the non-slashable messages whose content
-    /// the cluster just decided — sync messages over the decided root, the contributions and
-    /// proofs of the DV sync aggregators — without waiting for the VC. A Lodestar VC runs its
-    /// sync tasks at most once at a time: one that waits out a slot whose message cannot
-    /// combine skips the next slots (measured in e2e-local-remote: the VCs of a healthy cluster
-    /// locked into signing every third slot, pairs of them different ones, 39 % participation).
-    /// The VC's own requests then find the combined signature (or are refused: another root).
+    /// Remote-signer mode: this node's partials of what the cluster just decided
+    /// ([`decided_objects`]), made without waiting for the VC. The VC's own requests then find
+    /// the combined signature (or are refused: another root).
     async fn sign_decided(&self, duty: Duty, defs: &DutyDefs, value: &DutyValue<P>) {
         let Some((parsig, _)) = &self.signing else {
             return;
         };
-        let objects = match (defs, value) {
-            (DutyDefs::SyncMessage(members), DutyValue::SyncMessage(root)) => members
-                .iter()
-                .map(|m| (m.pubkey, SignedObject::SyncMessage { block_root: *root }))
-                .collect(),
-            (DutyDefs::SyncContribution(seats), DutyValue::SyncContribution(decided)) => {
-                let deadline = self.clock.deadline(duty.slot, 1);
-                let mut objects = Vec::new();
-                for s in seats {
-                    let sub = s.subcommittee_index;
-                    if !decided.iter().any(|c| c.subcommittee_index == sub) {
-                        continue;
+        let deadline = self.clock.deadline(duty.slot, 1);
+        let objects = decided_objects(parsig, duty, defs, value, deadline).await;
+        if !objects.is_empty() {
+            self.sign_ahead(duty, objects).await;
+        }
+    }
+}
+
+/// What this node signs as soon as `duty` is decided, in remote-signer mode: the decided value
+/// itself, which is in the duty DB only once the slashing DB accepted it (rules 2 and 4), so
+/// no partial is ever made of anything else.
+///
+/// - attestations of the DVs the decided value names, blocks, aggregates and proofs: a Lodestar
+///   VC runs its attestation task (attest, then aggregate at 2/3 of the slot) at most once at
+///   a time; when the aggregation ends after the next slot's start — 200 ms of latency on every
+///   hop made it end 0.45-0.6 s into it — the VC skips that slot, and a cluster that waited
+///   for its VCs' requests lost every other slot's attestation and aggregation
+///   (latency-200ms --signer remote: 0.708 during the fault, every loss
+///   `no_local_vc_signature`);
+/// - sync messages over the decided root, the contributions and proofs of the DV sync
+///   aggregators: the VC's sync task skips slots the same way (measured in e2e-local-remote:
+///   the VCs of a healthy cluster locked into signing every third slot, 39 % participation).
+///
+/// Aggregates and contributions are signed only with the **combined** selection proof that
+/// elects the DV.
+pub(crate) async fn decided_objects<P: Preset>(
+    parsig: &ParSig<P>,
+    duty: Duty,
+    defs: &DutyDefs,
+    value: &DutyValue<P>,
+    deadline: Instant,
+) -> Vec<(BlsPubkey, SignedObject)> {
+    match (defs, value) {
+        (DutyDefs::Attester(_), DutyValue::Attester(entries)) => entries
+            .iter()
+            .map(|e| (e.def.pubkey, SignedObject::Attestation { data: e.data }))
+            .collect(),
+        (DutyDefs::Proposer(_), DutyValue::Proposer(p)) => vec![(
+            p.pubkey,
+            SignedObject::Block {
+                block_root: Root::of(&p.block),
+            },
+        )],
+        (DutyDefs::SyncMessage(members), DutyValue::SyncMessage(root)) => members
+            .iter()
+            .map(|m| (m.pubkey, SignedObject::SyncMessage { block_root: *root }))
+            .collect(),
+        (DutyDefs::Aggregation(aggregators), DutyValue::Aggregation(decided)) => {
+            let mut objects = Vec::new();
+            for a in aggregators {
+                if !decided
+                    .iter()
+                    .any(|e| e.committee_index == a.committee_index)
+                {
+                    continue;
+                }
+                match parsig
+                    .aggregate_and_proof(duty.slot, a.pubkey, deadline)
+                    .await
+                {
+                    Ok(m) if is_aggregator(a.committee_length, &m.selection_proof) => {
+                        objects.push((
+                            a.pubkey,
+                            SignedObject::AggregateAndProof {
+                                message_root: Root::of(&m),
+                            },
+                        ))
                     }
-                    match parsig
-                        .contribution_and_proof(duty.slot, s.pubkey, sub, deadline)
-                        .await
-                    {
-                        Ok(m) if is_sync_committee_aggregator::<P>(&m.selection_proof) => objects
-                            .push((
-                                s.pubkey,
-                                SignedObject::ContributionAndProof {
-                                    subcommittee_index: sub,
-                                    message_root: Root::of(&m),
-                                },
-                            )),
-                        Ok(_) => {}
-                        Err(e) => {
-                            debug!(%duty, pubkey = %s.pubkey, error = %e, "no contribution and proof to sign")
-                        }
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!(%duty, pubkey = %a.pubkey, error = %e, "no aggregate and proof to sign")
                     }
                 }
-                objects
             }
-            _ => return,
-        };
-        self.sign_ahead(duty, objects).await;
+            objects
+        }
+        (DutyDefs::SyncContribution(seats), DutyValue::SyncContribution(decided)) => {
+            let mut objects = Vec::new();
+            for s in seats {
+                let sub = s.subcommittee_index;
+                if !decided.iter().any(|c| c.subcommittee_index == sub) {
+                    continue;
+                }
+                match parsig
+                    .contribution_and_proof(duty.slot, s.pubkey, sub, deadline)
+                    .await
+                {
+                    Ok(m) if is_sync_committee_aggregator::<P>(&m.selection_proof) => {
+                        objects.push((
+                            s.pubkey,
+                            SignedObject::ContributionAndProof {
+                                subcommittee_index: sub,
+                                message_root: Root::of(&m),
+                            },
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!(%duty, pubkey = %s.pubkey, error = %e, "no contribution and proof to sign")
+                    }
+                }
+            }
+            objects
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -501,7 +562,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::eth::types::{AttestationData, BlsPubkey};
+    use crate::eth::types::AttestationData;
 
     /// In flight now and at most, of the attestation data requests.
     #[derive(Default)]

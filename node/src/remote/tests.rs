@@ -550,3 +550,115 @@ async fn a_vc_on_another_head_still_adds_its_partial_to_the_decided_sync_message
     .unwrap();
     assert_eq!(combined, c.whole(root));
 }
+
+/// What the fetch stage signs as soon as a duty is decided ([`crate::fetcher::decided_objects`]):
+/// with no VC asking at all the cluster combines the decided attestation and the aggregate
+/// and proof; a VC that asks later gets the same signatures at once; nothing but the decided
+/// value is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decided_attestations_and_aggregates_combine_without_any_vc_request() {
+    use crate::fetcher::decided_objects;
+    let c = cluster();
+    let slot = c.current_slot() + 9;
+    let e = c.decide_attestation(slot, 5);
+    let deadline = || Instant::now() + Duration::from_secs(5);
+    let attester = Duty::new(slot, DutyKind::Attester);
+    let defs = DutyDefs::Attester(vec![e.def]);
+    let value = DutyValue::<P>::Attester(vec![e]);
+    // Node 3 is down: three nodes sign what they decided.
+    for n in &c.nodes[..3] {
+        let objects = decided_objects(&n.parsig, attester, &defs, &value, deadline()).await;
+        assert_eq!(
+            objects,
+            vec![(c.dv.pubkey, SignedObject::Attestation { data: e.data })],
+            "exactly the decided data"
+        );
+        for r in within(n.parsig.sign_own_many(attester, objects, deadline())).await {
+            r.unwrap();
+        }
+    }
+    let root = c.schedule.attestation_signing_root(&e.data);
+    for n in &c.nodes[..3] {
+        let sig = within(n.dutydb.await_combined(c.dv.pubkey, root, deadline()))
+            .await
+            .unwrap();
+        assert_eq!(sig, c.whole(root), "the DV's own signature, no VC asked");
+    }
+    // A VC asking afterwards is answered from the combined signature.
+    let start = Instant::now();
+    let answer = within(c.sign_on(&[1], SignObject::Attestation(e.data)))
+        .await
+        .remove(0);
+    assert_eq!(answer.unwrap(), c.whole(root));
+    assert!(start.elapsed() < Duration::from_millis(500));
+
+    // Aggregation: the combined selection proof elects the DV (committee below the target).
+    let proof_duty = Duty::new(slot, DutyKind::SelectionProof);
+    for n in &c.nodes[..3] {
+        within(n.parsig.sign_own(
+            proof_duty,
+            c.dv.pubkey,
+            SignedObject::SelectionProof { slot },
+            deadline(),
+        ))
+        .await
+        .unwrap();
+    }
+    let proof_root = c.schedule.selection_proof_signing_root(slot);
+    let mut bits = BitList::with_capacity(16).unwrap();
+    bits.set(2, true).unwrap();
+    let aggregate = Attestation::<P> {
+        aggregation_bits: bits,
+        data: e.data,
+        signature: BlsSignature([0xc0; 96]),
+    };
+    let aggregation = Duty::new(slot, DutyKind::Aggregation);
+    let defs = DutyDefs::Aggregation(vec![e.def]);
+    let value = DutyValue::<P>::Aggregation(vec![AggregateEntry {
+        committee_index: e.def.committee_index,
+        aggregate: aggregate.clone(),
+    }]);
+    let mut message_root = None;
+    for n in &c.nodes[..3] {
+        let proof = within(n.dutydb.await_combined(c.dv.pubkey, proof_root, deadline()))
+            .await
+            .unwrap();
+        n.dutydb.store(aggregation, &value).unwrap();
+        let want = AggregateAndProof {
+            aggregator_index: e.def.validator_index,
+            aggregate: aggregate.clone(),
+            selection_proof: proof,
+        };
+        let objects = decided_objects(&n.parsig, aggregation, &defs, &value, deadline()).await;
+        assert_eq!(
+            objects,
+            vec![(
+                c.dv.pubkey,
+                SignedObject::AggregateAndProof {
+                    message_root: Root::of(&want),
+                }
+            )]
+        );
+        message_root = Some(c.schedule.aggregate_and_proof_signing_root(&want));
+        for r in within(n.parsig.sign_own_many(aggregation, objects, deadline())).await {
+            r.unwrap();
+        }
+    }
+    let message_root = message_root.unwrap();
+    let sig = within(
+        c.nodes[0]
+            .dutydb
+            .await_combined(c.dv.pubkey, message_root, deadline()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sig, c.whole(message_root));
+
+    // A committee the cluster decided no aggregate for: nothing to sign.
+    let other = DutyValue::<P>::Aggregation(vec![AggregateEntry {
+        committee_index: e.def.committee_index + 1,
+        aggregate,
+    }]);
+    let objects = decided_objects(&c.nodes[0].parsig, aggregation, &defs, &other, deadline()).await;
+    assert!(objects.is_empty());
+}
