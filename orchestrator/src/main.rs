@@ -77,16 +77,9 @@ enum Cmd {
         /// Kubernetes: kubeconfig context (default: the current one).
         #[arg(long)]
         context: Option<String>,
-        /// Kubernetes: namespace (default `dvlab-<name>`).
-        #[arg(long)]
-        namespace: Option<String>,
-        /// Kubernetes: registry the images were pushed to (`R/dvlab/dvnode:latest`).
-        #[arg(long)]
-        image_registry: Option<String>,
-        /// Kubernetes: seconds from now to genesis (default: the file's `genesis_delay`; give
-        /// the cluster time to pull images and schedule pods).
-        #[arg(long)]
-        genesis_delay: Option<u64>,
+        /// Kubernetes: the rendering's options.
+        #[command(flatten)]
+        k8s: K8sOptions,
     },
     /// Report on validators of any chain a beacon node serves: missed duties, inclusion,
     /// distance, head/target votes, proposals, sync participation, against a comparison group;
@@ -142,26 +135,40 @@ struct RenderArgs {
     /// Output directory of the manifests.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    k8s: K8sOptions,
+}
+
+/// Options of a Kubernetes rendering (`dvlab k8s render|up`, `dvlab run --backend kubernetes`).
+#[derive(clap::Args, Debug, Clone)]
+struct K8sOptions {
     /// Namespace (default `dvlab-<name>`).
     #[arg(long)]
     namespace: Option<String>,
     /// Registry the images were pushed to (`R/dvlab/dvnode:latest`).
     #[arg(long)]
     image_registry: Option<String>,
-    /// Seconds from now to genesis (default: the file's `genesis_delay`).
+    /// Seconds from now to genesis (default: the file's `genesis_delay`; give the cluster time
+    /// to pull images and schedule pods).
     #[arg(long)]
     genesis_delay: Option<u64>,
+}
+
+impl K8sOptions {
+    fn render_options(self) -> dvlab::k8s::RenderOptions {
+        dvlab::k8s::RenderOptions {
+            namespace: self.namespace,
+            image_registry: self.image_registry,
+            genesis_delay: self.genesis_delay,
+        }
+    }
 }
 
 impl RenderArgs {
     fn render(&self) -> Result<dvlab::k8s::Rendered> {
         let spec = DevnetSpec::load(&self.file)?;
         let text = std::fs::read_to_string(&self.file)?;
-        let opts = dvlab::k8s::RenderOptions {
-            namespace: self.namespace.clone(),
-            image_registry: self.image_registry.clone(),
-            genesis_delay: self.genesis_delay,
-        };
+        let opts = self.k8s.clone().render_options();
         let path = self.file.display().to_string();
         let r = dvlab::k8s::render(&spec, &path, &text, unix_now().as_secs(), &opts)?;
         dvlab::k8s::write(&r, &self.out)?;
@@ -420,9 +427,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             signer,
             backend,
             context,
-            namespace,
-            image_registry,
-            genesis_delay,
+            k8s,
         } => {
             let mut spec = DevnetSpec::load(&file)?;
             if let Some(s) = signer {
@@ -440,11 +445,7 @@ async fn main_inner(cli: Cli) -> Result<i32> {
                     spec: &spec,
                     path: &file.display().to_string(),
                     text: &text,
-                    options: dvlab::k8s::RenderOptions {
-                        namespace,
-                        image_registry,
-                        genesis_delay,
-                    },
+                    options: k8s.render_options(),
                     keep,
                 };
                 pipeline::run_kubernetes(client, req, &out, pipeline::interrupted()).await?
