@@ -20,7 +20,7 @@
 //! The partials of one submission (a VC request, a peer's message) are checked together: step 4
 //! for all of them in one batch verification ([`BatchVerifier::verify_many`]).
 //!
-//! Refusals are counted by reason (`parsig_rejected_total{source,reason}`). Accepted local
+//! Refusals are counted by reason (`parsig_rejected_total{source,reason,kind}`). Accepted local
 //! partials are broadcast to the peers (a repeated local partial is not sent again): all new
 //! partials of one submission in one message ([`encode_partials`]: a JSON array of at most
 //! [`MAX_PARTIALS_PER_MESSAGE`] [`ParSigMsg`]s in one signed envelope), so a slot costs a peer a
@@ -265,6 +265,20 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The duty the refused partial named, if it got that far.
+    pub fn duty(&self) -> Option<Duty> {
+        match self {
+            Rejection::UnknownDuty { duty, .. }
+            | Rejection::MismatchingData { duty, .. }
+            | Rejection::InvalidSignature { duty, .. }
+            | Rejection::Equivocation { duty, .. } => Some(*duty),
+            Rejection::Malformed(_)
+            | Rejection::WrongShareIndex { .. }
+            | Rejection::UnknownPubkey(_)
+            | Rejection::Overloaded => None,
+        }
+    }
+
     /// Metric label.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -318,6 +332,8 @@ impl ParSigTransport for NetworkHandle {
 struct SourceReason {
     source: String,
     reason: String,
+    /// The duty kind the refused partial named (`none` when it named none, e.g. malformed).
+    kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -349,7 +365,7 @@ impl ParSigMetrics {
         );
         registry.register(
             "parsig_rejected",
-            "Refused partial signatures by source (local, peer) and reason",
+            "Refused partial signatures by source (local, peer), reason and the duty kind they named",
             m.rejected.clone(),
         );
         registry.register(
@@ -998,6 +1014,7 @@ impl<P: Preset> ParSig<P> {
                 .get_or_create(&SourceReason {
                     source: source.into(),
                     reason: e.reason().into(),
+                    kind: e.duty().map_or("none", |d| d.kind.as_str()).into(),
                 })
                 .inc(),
         };
@@ -1414,21 +1431,18 @@ mod tests {
         assert_eq!(err.reason(), "invalid_signature");
 
         let text = metrics(&n.registry);
-        assert!(
-            text.contains("parsig_rejected_total{source=\"peer\",reason=\"invalid_signature\"} 2")
-        );
-        assert!(text.contains("parsig_rejected_total{source=\"peer\",reason=\"malformed\"} 3"));
-        for reason in ["wrong_share_index", "unknown_pubkey", "unknown_duty"] {
-            assert!(
-                text.contains(&format!(
-                    "parsig_rejected_total{{source=\"peer\",reason=\"{reason}\"}} 1"
-                )),
-                "{reason} not counted:\n{text}"
-            );
-        }
-        assert!(
-            text.contains("parsig_rejected_total{source=\"local\",reason=\"mismatching_data\"} 1")
-        );
+        let counted = |source: &str, reason: &str, kind: &str, n: u64| {
+            let line =
+                format!("parsig_rejected_total{{source=\"{source}\",reason=\"{reason}\",kind=\"{kind}\"}} {n}");
+            assert!(text.contains(&line), "{line} not counted:\n{text}");
+        };
+        counted("peer", "invalid_signature", "attester", 2);
+        counted("peer", "malformed", "none", 3);
+        counted("peer", "wrong_share_index", "none", 1);
+        counted("peer", "unknown_pubkey", "none", 1);
+        // Early partials are told apart by the duty kind they name.
+        counted("peer", "unknown_duty", "attester", 1);
+        counted("local", "mismatching_data", "attester", 1);
         assert!(n.ready.is_empty(), "no threshold from one valid partial");
     }
     #[test]
