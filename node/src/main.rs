@@ -150,7 +150,8 @@ struct RunArgs {
     /// Cluster lock file (default: `NODE_DIR/cluster-lock.json`).
     #[arg(long, env = "DVNODE_LOCK_FILE", value_name = "FILE")]
     lock_file: Option<PathBuf>,
-    /// Beacon node REST API URL.
+    /// Beacon node REST API URL, or a comma-separated list `A,B,…`: A is the primary, the others
+    /// fallbacks, failed over (and back) per request class with health tracking.
     #[arg(
         long,
         env = "DVNODE_BEACON_NODE_URL",

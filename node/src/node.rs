@@ -74,7 +74,8 @@ pub struct NodeConfig {
     pub lock_file: PathBuf,
     /// Node directory (`p2p-key`, `validator_keys/`).
     pub node_dir: PathBuf,
-    /// Beacon node URL.
+    /// Beacon node URL, or a comma-separated list of them: primary first, then fallbacks
+    /// ([`crate::eth::beacon::fallback`]).
     pub beacon_node_url: String,
     /// Validator API listen address.
     pub validator_api_addr: SocketAddr,
@@ -284,6 +285,7 @@ async fn run_preset<P: Preset>(
         stop_rx.clone(),
     ));
     let heads = Heads::new();
+    bn.endpoints().register_metrics(&mut registry);
     let p2p_metrics = p2p::Metrics::new(&mut registry);
     let (network, inbound) = p2p::Network::start(p2p::Config {
         key: key.clone(),
@@ -426,6 +428,7 @@ async fn run_preset<P: Preset>(
             tracker.clone(),
         )),
     )?
+    .with_beacon_endpoints(bn.endpoints().clone())?
     .with_metrics(crate::validator_api::Metrics::new(&mut registry));
     if remote {
         let signer = DvSigner::new(

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use async_trait::async_trait;
-use axum::http::Method;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method};
 use serde_json::Value;
 
 use super::{
@@ -148,19 +149,29 @@ impl PassthroughBackend {
         })
     }
 
-    async fn round_trip(&self, req: reqwest::RequestBuilder) -> Result<Value, BackendError> {
+    async fn round_trip(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        json: Option<Vec<u8>>,
+    ) -> Result<Value, BackendError> {
         let url = self.bn.base();
+        let mut headers = HeaderMap::new();
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        if json.is_some() {
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+        }
         let resp = self
             .bn
-            .send(req.header("accept", "application/json"))
+            .send(method, path_and_query, headers, json.map(Bytes::from))
             .await
-            .map_err(|e| e.into_backend(url))?;
+            .map_err(|e| e.into_backend(&url))?;
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| BackendError::BeaconNodeUnreachable {
-                url: url.to_owned(),
+                url: url.clone(),
                 reason: format!("reading the response: {}", error_chain(&e)),
             })?;
         let body = if bytes.is_empty() {
@@ -179,20 +190,20 @@ impl PassthroughBackend {
     }
 
     async fn get_data(&self, path_and_query: &str) -> Result<Value, BackendError> {
-        let mut body = self
-            .round_trip(self.bn.request(Method::GET, path_and_query))
-            .await?;
+        let mut body = self.round_trip(Method::GET, path_and_query, None).await?;
         match body.get_mut("data") {
             Some(data) => Ok(data.take()),
             None => Err(BackendError::BeaconNodeUnreachable {
-                url: self.bn.base().to_owned(),
+                url: self.bn.base(),
                 reason: format!("answer to {path_and_query} has no `data` field"),
             }),
         }
     }
 
     async fn post(&self, path: &str, body: &impl serde::Serialize) -> Result<(), BackendError> {
-        self.round_trip(self.bn.request(Method::POST, path).json(body))
+        let json = serde_json::to_vec(body)
+            .map_err(|e| BackendError::Internal(format!("cannot encode the body: {e}")))?;
+        self.round_trip(Method::POST, path, Some(json))
             .await
             .map(drop)
     }
@@ -233,7 +244,7 @@ impl DutyBackend for PassthroughBackend {
             pairs.push(("graffiti", g));
         }
         let path = format!("/eth/v2/validator/blocks/{slot}?{}", query(&pairs));
-        let mut body = self.round_trip(self.bn.request(Method::GET, &path)).await?;
+        let mut body = self.round_trip(Method::GET, &path, None).await?;
         let version = body
             .get("version")
             .and_then(Value::as_str)
@@ -244,7 +255,7 @@ impl DutyBackend for PassthroughBackend {
                 data: data.take(),
             }),
             _ => Err(BackendError::BeaconNodeUnreachable {
-                url: self.bn.base().to_owned(),
+                url: self.bn.base(),
                 reason: format!("answer to {path} lacks `version` or `data`"),
             }),
         }

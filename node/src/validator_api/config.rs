@@ -17,7 +17,8 @@ pub const DEFAULT_LISTEN: SocketAddr =
 pub struct ValidatorApiConfig {
     /// Listen address (default [`DEFAULT_LISTEN`], loopback).
     pub listen: SocketAddr,
-    /// Beacon node base URL (`http://host:port`).
+    /// Beacon node base URL (`http://host:port`), or a comma-separated list of them (primary
+    /// first, then fallbacks).
     pub bn_url: String,
     /// This node's 1-based share index.
     pub share_index: u64,

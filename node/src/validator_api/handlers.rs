@@ -34,8 +34,6 @@ pub(super) struct Inner {
 
 pub(super) type AppState = Arc<Inner>;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 // ---------------------------------------------------------------------------------------------
 // Logging and metrics
 
@@ -101,13 +99,21 @@ fn upstream_failed(s: &AppState, e: UpstreamError) -> ApiError {
         UpstreamError::Connect(_) => StatusCode::BAD_GATEWAY,
         UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
     };
-    let err = e.into_backend(s.bn.base());
+    let err = e.into_backend(&s.bn.base());
     ApiError::new(status, err.to_string())
 }
 
-/// Sends `req` to the beacon node, counting failures.
-async fn send(s: &AppState, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
-    s.bn.send(req).await.map_err(|e| upstream_failed(s, e))
+/// Sends a request to the beacon node(s), counting failures.
+async fn send(
+    s: &AppState,
+    method: Method,
+    path_and_query: &str,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+) -> Result<reqwest::Response, ApiError> {
+    s.bn.send(method, path_and_query, headers, body)
+        .await
+        .map_err(|e| upstream_failed(s, e))
 }
 
 /// Streams the beacon node's response to the VC, ending the stream at shutdown.
@@ -131,8 +137,9 @@ fn stream_response(s: &AppState, resp: reqwest::Response) -> Response {
     out
 }
 
-/// The transparent proxy: method, path, query, end-to-end headers and the body, streamed both
-/// ways.
+/// The transparent proxy: method, path, query, end-to-end headers and the body; the answer is
+/// streamed back. The request body is read first (at most the configured size) so that it can
+/// go to a fallback beacon node if the first one fails.
 pub(super) async fn proxy(State(s): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let limit = s.config.max_request_body;
@@ -142,25 +149,17 @@ pub(super) async fn proxy(State(s): State<AppState>, req: Request) -> Response {
     }
     let has_body =
         declared.is_some_and(|n| n > 0) || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let body = if has_body {
+        match read_body(&s, body).await {
+            Ok(b) => Some(b),
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        None
+    };
     let pq = path_and_query(&parts.uri);
-    let mut req =
-        s.bn.request(parts.method, &pq)
-            .headers(end_to_end_headers(&parts.headers, &["host"]));
-    if has_body {
-        let mut seen = 0usize;
-        let stream = body.into_data_stream().map(move |chunk| {
-            let chunk = chunk.map_err(BoxError::from)?;
-            seen += chunk.len();
-            if seen > limit {
-                return Err(BoxError::from(format!(
-                    "request body exceeds the limit of {limit} bytes"
-                )));
-            }
-            Ok::<_, BoxError>(chunk)
-        });
-        req = req.body(reqwest::Body::wrap_stream(stream));
-    }
-    match send(&s, req).await {
+    let headers = end_to_end_headers(&parts.headers, &["host", "content-length"]);
+    match send(&s, parts.method, &pq, headers, body).await {
         Ok(resp) => stream_response(&s, resp),
         Err(e) => e.into_response(),
     }
@@ -183,18 +182,12 @@ async fn forward_mapped(
     body: Option<Bytes>,
     map: impl FnOnce(&mut Value),
 ) -> Result<Response, ApiError> {
-    let headers = end_to_end_headers(
+    let mut headers = end_to_end_headers(
         headers,
         &["host", "content-length", "accept-encoding", "accept"],
     );
-    let mut req =
-        s.bn.request(method, path_and_query)
-            .headers(headers)
-            .header(header::ACCEPT, "application/json");
-    if let Some(body) = body {
-        req = req.body(body);
-    }
-    let resp = send(s, req).await?;
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    let resp = send(s, method, path_and_query, headers, body).await?;
     if !resp.status().is_success() {
         return Ok(stream_response(s, resp));
     }

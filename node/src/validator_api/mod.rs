@@ -50,6 +50,7 @@ pub use error::{ApiError, BackendError};
 pub use metrics::Metrics;
 pub use pubkeys::PubkeyMap;
 
+use crate::eth::beacon::Endpoints;
 use handlers::Inner;
 use upstream::Upstream;
 
@@ -93,6 +94,17 @@ impl ValidatorApi {
     pub fn with_routes(mut self, routes: Router) -> ValidatorApi {
         self.extra = self.extra.merge(routes);
         self
+    }
+
+    /// Proxies to `endpoints` instead of the config's `bn_url`, sharing their health record
+    /// with the node's own beacon client (one view of which beacon node is up).
+    pub fn with_beacon_endpoints(mut self, endpoints: Endpoints) -> Result<ValidatorApi> {
+        self.bn = Upstream::with_endpoints(
+            endpoints,
+            self.config.connect_timeout,
+            self.config.bn_timeout,
+        )?;
+        Ok(self)
     }
 
     /// Uses `metrics` (e.g. from [`Metrics::new`] on the node's registry).

@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use axum::body::Bytes;
 use axum::http::{HeaderMap, Method};
 
 use super::error::BackendError;
+use crate::eth::beacon::{Endpoints, RequestClass};
 
 /// A beacon node round trip that failed before a response head arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,31 +39,39 @@ impl UpstreamError {
     }
 }
 
-/// The beacon node: base URL, HTTP client and the time allowed until a response head.
+/// The beacon node (or nodes, failing over per request class: [`Endpoints`]): HTTP client and
+/// the time allowed until a response head.
 ///
 /// Only the wait for the response head is bounded: bodies are streamed without a deadline so
 /// that long-lived event streams (`/eth/v1/events`) pass through.
 #[derive(Debug, Clone)]
 pub(crate) struct Upstream {
     client: reqwest::Client,
-    base: String,
+    endpoints: Endpoints,
     timeout: Duration,
 }
 
 impl Upstream {
-    /// A client for the beacon node at `bn_url` (`http://host:port[/prefix]`).
+    /// A client for the beacon node at `bn_url` (`http://host:port[/prefix]`), or for a
+    /// comma-separated list of them (primary first).
     pub(crate) fn new(bn_url: &str, connect_timeout: Duration, timeout: Duration) -> Result<Self> {
-        let url = reqwest::Url::parse(bn_url)
-            .with_context(|| format!("beacon node URL {bn_url:?} is not a valid URL"))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => bail!(
-                "beacon node URL {bn_url:?}: https is not supported by this build; use http to a local beacon node"
-            ),
-            other => bail!("beacon node URL {bn_url:?}: unsupported scheme {other:?}"),
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            bail!("beacon node URL {bn_url:?} must not have a query or fragment");
+        let endpoints = Endpoints::parse(bn_url).map_err(anyhow::Error::msg)?;
+        Self::with_endpoints(endpoints, connect_timeout, timeout)
+    }
+
+    /// A client of `endpoints`, sharing their health with their other users.
+    pub(crate) fn with_endpoints(
+        endpoints: Endpoints,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Self> {
+        for i in 0..endpoints.len() {
+            let url = endpoints.url(i);
+            if url.scheme() == "https" {
+                bail!(
+                    "beacon node URL {url}: https is not supported by this build; use http to a local beacon node"
+                );
+            }
         }
         let client = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -70,32 +80,69 @@ impl Upstream {
             .context("building the beacon node HTTP client")?;
         Ok(Upstream {
             client,
-            base: url.as_str().trim_end_matches('/').to_owned(),
+            endpoints,
             timeout,
         })
     }
 
-    /// The beacon node base URL (no trailing slash).
-    pub(crate) fn base(&self) -> &str {
-        &self.base
+    /// The beacon node base URLs, comma-separated (no trailing slashes).
+    pub(crate) fn base(&self) -> String {
+        self.endpoints.describe()
     }
 
-    /// A request to `path_and_query` (starting with `/`) on the beacon node.
-    pub(crate) fn request(&self, method: Method, path_and_query: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{}", self.base, path_and_query))
-    }
-
-    /// Sends `req`, waiting at most the timeout for the response head.
+    /// Sends `method path_and_query` (starting with `/`) with `headers` and `body` to the beacon
+    /// nodes in order, waiting at most the timeout for each response head: a node that cannot
+    /// be reached, times out or answers 5xx is marked failed and the next one is asked; the
+    /// last one's answer or failure is returned.
     pub(crate) async fn send(
         &self,
-        req: reqwest::RequestBuilder,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Option<Bytes>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        match tokio::time::timeout(self.timeout, req.send()).await {
-            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(UpstreamError::Connect(error_chain(&e))),
-            Ok(Ok(resp)) => Ok(resp),
+        let class = RequestClass::of(&method, path_and_query);
+        let order = self.endpoints.order(class);
+        let mut last = None;
+        for (n, &i) in order.iter().enumerate() {
+            let base = self.endpoints.url(i).as_str().trim_end_matches('/');
+            let mut req = self
+                .client
+                .request(method.clone(), format!("{base}{path_and_query}"))
+                .headers(headers.clone());
+            if let Some(body) = &body {
+                req = req.body(body.clone());
+            }
+            let more = n + 1 < order.len();
+            let timeout = self
+                .endpoints
+                .attempt_timeout(i, class, n)
+                .map_or(self.timeout, |t| t.min(self.timeout));
+            match tokio::time::timeout(timeout, req.send()).await {
+                Ok(Ok(resp)) if resp.status().is_server_error() && more => {
+                    self.endpoints.failed(i, class);
+                }
+                Ok(Ok(resp)) => {
+                    if resp.status().is_server_error() {
+                        self.endpoints.failed(i, class);
+                    } else {
+                        self.endpoints.succeeded(i, class, n == 0);
+                    }
+                    return Ok(resp);
+                }
+                Ok(Err(e)) => {
+                    self.endpoints.failed(i, class);
+                    last = Some(UpstreamError::Connect(error_chain(&e)));
+                }
+                Err(_) => {
+                    self.endpoints.failed(i, class);
+                    last = Some(UpstreamError::Timeout(timeout));
+                }
+            }
         }
+        Err(last.unwrap_or(UpstreamError::Connect(
+            "every beacon node answered with a server error".into(),
+        )))
     }
 }
 
@@ -185,6 +232,12 @@ mod tests {
                 .unwrap()
                 .base(),
             "http://127.0.0.1:5052"
+        );
+        assert_eq!(
+            Upstream::new("http://127.0.0.1:5052,http://bn2:5052", t, t)
+                .unwrap()
+                .base(),
+            "http://127.0.0.1:5052,http://bn2:5052"
         );
         assert!(Upstream::new("https://bn:5052", t, t).is_err());
         assert!(Upstream::new("bn:5052", t, t).is_err());

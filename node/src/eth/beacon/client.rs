@@ -1,4 +1,5 @@
-//! The async client of one beacon node.
+//! The async client of a beacon node — or of several, failing over per request class
+//! ([`super::fallback`]).
 //!
 //! Every error names the method and endpoint (path and query) and, for HTTP errors, the status
 //! and the start of the body. Requests have a timeout; the SSE event stream has only a connect
@@ -19,6 +20,7 @@ use super::api::{
     ValidatorData, ValidatorId, Versioned,
 };
 use super::events::{BeaconEvent, EventTopic};
+use super::fallback::{Endpoints, RequestClass};
 use crate::eth::aggregate::{
     SignedAggregateAndProof, SignedContributionAndProof, SyncCommitteeContribution,
 };
@@ -141,11 +143,12 @@ impl BeaconError {
 
 type Result<T, E = BeaconError> = std::result::Result<T, E>;
 
-/// An async client of one beacon node's REST API.
+/// An async client of a beacon node's REST API, or of several ([`Endpoints`]): each request
+/// goes to the healthy ones in order and fails over on transport errors, timeouts and 5xx.
 #[derive(Clone, Debug)]
 pub struct BeaconClient {
     http: reqwest::Client,
-    base: Url,
+    endpoints: Endpoints,
     request_timeout: Duration,
 }
 
@@ -170,8 +173,8 @@ fn endpoint_of(url: &Url) -> String {
 }
 
 impl BeaconClient {
-    /// A client for the beacon node at `base_url` (e.g. `http://127.0.0.1:5052`) with the
-    /// default timeouts.
+    /// A client for the beacon node at `base_url` (e.g. `http://127.0.0.1:5052`), or for a
+    /// comma-separated list of them (primary first, then fallbacks), with the default timeouts.
     pub fn new(base_url: &str) -> Result<Self> {
         Self::with_timeouts(base_url, DEFAULT_REQUEST_TIMEOUT, DEFAULT_CONNECT_TIMEOUT)
     }
@@ -182,40 +185,52 @@ impl BeaconClient {
         request_timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<Self> {
-        let invalid = |reason: String| BeaconError::InvalidUrl {
+        let endpoints = Endpoints::parse(base_url).map_err(|reason| BeaconError::InvalidUrl {
             url: base_url.to_string(),
             reason,
-        };
-        let mut base = Url::parse(base_url).map_err(|e| invalid(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(invalid("expected an http:// URL".into()));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+        })?;
+        Self::with_endpoints(endpoints, request_timeout, connect_timeout)
+    }
+
+    /// A client of `endpoints` (shared with whoever else uses them, e.g. the validator API's
+    /// proxy, so that both see one health record).
+    pub fn with_endpoints(
+        endpoints: Endpoints,
+        request_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .build()
-            .map_err(|e| invalid(format!("cannot build HTTP client: {e}")))?;
+            .map_err(|e| BeaconError::InvalidUrl {
+                url: endpoints.describe(),
+                reason: format!("cannot build HTTP client: {e}"),
+            })?;
         Ok(Self {
             http,
-            base,
+            endpoints,
             request_timeout,
         })
     }
 
-    /// The beacon node's base URL.
+    /// The primary beacon node's base URL.
     pub fn base_url(&self) -> &Url {
-        &self.base
+        self.endpoints.url(0)
     }
 
+    /// The beacon nodes and their health.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// `path` and `query` on the primary beacon node ([`BeaconClient::on_endpoint`] moves it to
+    /// another).
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url> {
+        let base = self.endpoints.url(0);
         let mut url =
-            self.base
-                .join(path.trim_start_matches('/'))
+            base.join(path.trim_start_matches('/'))
                 .map_err(|e| BeaconError::InvalidUrl {
-                    url: format!("{}{path}", self.base),
+                    url: format!("{base}{path}"),
                     reason: e.to_string(),
                 })?;
         if !query.is_empty() {
@@ -225,6 +240,25 @@ impl BeaconClient {
             }
         }
         Ok(url)
+    }
+
+    /// `url` (built on the primary by [`BeaconClient::url`]) on endpoint `i`.
+    fn on_endpoint(&self, url: &Url, i: usize) -> Url {
+        if i == 0 {
+            return url.clone();
+        }
+        let primary = self.endpoints.url(0).as_str();
+        let rest = url.as_str().strip_prefix(primary).unwrap_or_default();
+        Url::parse(&format!("{}{rest}", self.endpoints.url(i))).unwrap_or_else(|_| url.clone())
+    }
+
+    /// Whether `e` is a failure of the beacon node (try another) rather than of the request.
+    fn node_failed(e: &BeaconError) -> bool {
+        match e {
+            BeaconError::Transport { .. } | BeaconError::Timeout { .. } => true,
+            BeaconError::Status { status, .. } => status.is_server_error(),
+            _ => false,
+        }
     }
 
     fn transport_error(method: &Method, endpoint: &str, e: reqwest::Error) -> BeaconError {
@@ -242,7 +276,8 @@ impl BeaconClient {
         }
     }
 
-    /// Sends a request and returns the body of a 2xx response.
+    /// Sends a request to the beacon nodes in order until one answers it, and returns the
+    /// body of that 2xx response (or the last failure).
     async fn call(
         &self,
         method: Method,
@@ -250,6 +285,48 @@ impl BeaconClient {
         body: Option<Vec<u8>>,
     ) -> Result<(String, Vec<u8>)> {
         let endpoint = endpoint_of(&url);
+        let class = RequestClass::of(&method, url.path());
+        let order = self.endpoints.order(class);
+        let mut last = None;
+        for (n, &i) in order.iter().enumerate() {
+            let attempt =
+                self.call_one(&method, self.on_endpoint(&url, i), &endpoint, body.clone());
+            let result = match self.endpoints.attempt_timeout(i, class, n) {
+                None => attempt.await,
+                Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| {
+                    Err(BeaconError::Timeout {
+                        method: method.clone(),
+                        endpoint: endpoint.clone(),
+                    })
+                }),
+            };
+            match result {
+                Ok(bytes) => {
+                    self.endpoints.succeeded(i, class, n == 0);
+                    return Ok((endpoint, bytes));
+                }
+                Err(e) if Self::node_failed(&e) => {
+                    self.endpoints.failed(i, class);
+                    last = Some(e);
+                }
+                Err(e) => {
+                    // The request's own fault: the same anywhere.
+                    self.endpoints.succeeded(i, class, n == 0);
+                    return Err(e);
+                }
+            }
+        }
+        Err(last.expect("at least one endpoint"))
+    }
+
+    /// One attempt at one beacon node.
+    async fn call_one(
+        &self,
+        method: &Method,
+        url: Url,
+        endpoint: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
         let mut req = self
             .http
             .request(method.clone(), url)
@@ -263,30 +340,30 @@ impl BeaconClient {
         let resp = req
             .send()
             .await
-            .map_err(|e| Self::transport_error(&method, &endpoint, e))?;
+            .map_err(|e| Self::transport_error(method, endpoint, e))?;
         let status = resp.status();
         let bytes = match read_limited(resp, MAX_RESPONSE_BODY).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 return Err(BeaconError::Unexpected {
-                    method,
-                    endpoint,
+                    method: method.clone(),
+                    endpoint: endpoint.to_string(),
                     message: format!(
                         "HTTP {status}: response body larger than {MAX_RESPONSE_BODY} bytes"
                     ),
                 })
             }
-            Err(e) => return Err(Self::transport_error(&method, &endpoint, e)),
+            Err(e) => return Err(Self::transport_error(method, endpoint, e)),
         };
         if !status.is_success() {
             return Err(BeaconError::Status {
-                method,
-                endpoint,
+                method: method.clone(),
+                endpoint: endpoint.to_string(),
                 status,
                 body: snippet(&bytes),
             });
         }
-        Ok((endpoint, bytes))
+        Ok(bytes)
     }
 
     fn decode<T: DeserializeOwned>(method: Method, endpoint: &str, body: &[u8]) -> Result<T> {
@@ -348,9 +425,11 @@ impl BeaconClient {
     pub async fn server_date(&self) -> Result<i64> {
         let url = self.url("/eth/v1/node/version", &[])?;
         let endpoint = endpoint_of(&url);
+        // The clock of the node the others are fetched from: the first in order.
+        let i = self.endpoints.order(RequestClass::Data)[0];
         let resp = self
             .http
-            .get(url)
+            .get(self.on_endpoint(&url, i))
             .timeout(self.request_timeout)
             .send()
             .await
@@ -706,42 +785,84 @@ impl BeaconClient {
         let url = self.url("/eth/v1/events", &query)?;
         let endpoint = endpoint_of(&url);
         let method = Method::GET;
-        let resp = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
-            .await
-            .map_err(|e| Self::transport_error(&method, &endpoint, e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = read_limited(resp, MAX_RESPONSE_BODY)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            return Err(BeaconError::Status {
-                method,
-                endpoint,
-                status,
-                body: snippet(&body),
-            });
-        }
-        let stream =
-            bounded_events(resp.bytes_stream())
-                .eventsource()
-                .map(move |item| match item {
-                    Ok(ev) => BeaconEvent::<P>::decode(&ev.event, &ev.data).map_err(|message| {
-                        BeaconError::EventStream {
+        let class = RequestClass::Events;
+        let order = self.endpoints.order(class);
+        let mut last = None;
+        let mut connected = None;
+        for (n, &i) in order.iter().enumerate() {
+            let connect = self
+                .http
+                .get(self.on_endpoint(&url, i))
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                .send();
+            let attempt = match self.endpoints.attempt_timeout(i, class, n) {
+                None => connect.await,
+                Some(t) => match tokio::time::timeout(t, connect).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.endpoints.failed(i, class);
+                        last = Some(BeaconError::Timeout {
+                            method: method.clone(),
                             endpoint: endpoint.clone(),
-                            message,
-                        }
-                    }),
-                    Err(e) => Err(BeaconError::EventStream {
+                        });
+                        continue;
+                    }
+                },
+            }
+            .map_err(|e| Self::transport_error(&method, &endpoint, e));
+            let err = match attempt {
+                Ok(resp) if resp.status().is_success() => {
+                    self.endpoints.succeeded(i, class, n == 0);
+                    connected = Some((i, resp));
+                    break;
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = read_limited(resp, MAX_RESPONSE_BODY)
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    BeaconError::Status {
+                        method: method.clone(),
                         endpoint: endpoint.clone(),
-                        message: e.to_string(),
-                    }),
-                });
+                        status,
+                        body: snippet(&body),
+                    }
+                }
+                Err(e) => e,
+            };
+            if !Self::node_failed(&err) {
+                return Err(err);
+            }
+            self.endpoints.failed(i, class);
+            last = Some(err);
+        }
+        let Some((i, resp)) = connected else {
+            return Err(last.expect("at least one endpoint"));
+        };
+        // A stream that ends counts as a failure of its node: the reconnect tries the others
+        // first.
+        let endpoints = self.endpoints.clone();
+        let ended = futures::stream::once(async move {
+            endpoints.failed(i, class);
+        })
+        .filter_map(|()| async { None });
+        let stream = bounded_events(resp.bytes_stream())
+            .eventsource()
+            .map(move |item| match item {
+                Ok(ev) => BeaconEvent::<P>::decode(&ev.event, &ev.data).map_err(|message| {
+                    BeaconError::EventStream {
+                        endpoint: endpoint.clone(),
+                        message,
+                    }
+                }),
+                Err(e) => Err(BeaconError::EventStream {
+                    endpoint: endpoint.clone(),
+                    message: e.to_string(),
+                }),
+            })
+            .chain(ended);
         Ok(stream.boxed())
     }
 }
@@ -821,6 +942,8 @@ fn bounded_events(
 mod tests {
     use super::*;
     use crate::eth::types::{BlsPubkey, Root};
+    use std::sync::Arc;
+    use std::time::Instant;
 
     /// A beacon node on loopback answering every request with `chunks` copies of 64 KiB of
     /// `fill` after `head`, as `content_type`.
@@ -995,6 +1118,124 @@ mod tests {
                 .contains("GET /eth/v1/validator/attestation_data?slot=5&committee_index=1"),
             "{err}"
         );
+    }
+
+    /// A beacon node on loopback that answers `/eth/v1/node/version` and attestation data,
+    /// counts its hits, and fails with 503 while `down` is set.
+    async fn counting_bn(
+        name: &'static str,
+    ) -> (
+        String,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let down = Arc::new(AtomicBool::new(false));
+        let (h, d) = (hits.clone(), down.clone());
+        let app = axum::Router::new().fallback(move || {
+            let (h, d) = (h.clone(), d.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                if d.load(Ordering::SeqCst) {
+                    return (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "down".to_string(),
+                    );
+                }
+                (
+                    axum::http::StatusCode::OK,
+                    serde_json::json!({"data": {"version": name}}).to_string(),
+                )
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, hits, down)
+    }
+
+    #[tokio::test]
+    async fn fails_over_to_the_fallback_and_back_to_the_primary() {
+        use std::sync::atomic::Ordering;
+        let (a, a_hits, a_down) = counting_bn("a").await;
+        let (b, b_hits, _) = counting_bn("b").await;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let c = BeaconClient::new(&format!("{a},{b}")).unwrap();
+        c.endpoints().register_metrics(&mut registry);
+        assert_eq!(c.node_version().await.unwrap(), "a");
+
+        // The primary fails: the same request is answered by the fallback, and the primary is
+        // skipped (not even tried) while it backs off.
+        a_down.store(true, Ordering::SeqCst);
+        assert_eq!(c.node_version().await.unwrap(), "b");
+        let tried = a_hits.load(Ordering::SeqCst);
+        assert_eq!(c.node_version().await.unwrap(), "b");
+        assert_eq!(
+            a_hits.load(Ordering::SeqCst),
+            tried,
+            "skipped while backing off"
+        );
+        assert!(c.endpoints().backing_off(0, RequestClass::Read));
+        // Per class: attestation data has not failed on the primary yet.
+        assert!(!c.endpoints().backing_off(0, RequestClass::Data));
+
+        // The primary recovers: after its backoff the next request goes to it again.
+        a_down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(c.node_version().await.unwrap(), "a");
+        assert!(!c.endpoints().backing_off(0, RequestClass::Read));
+        assert!(b_hits.load(Ordering::SeqCst) >= 2);
+
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("beacon_node_failovers_total{class=\"read\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("result=\"error\""), "{text}");
+
+        // Both down: the error is the last node's, after trying each once.
+        a_down.store(true, Ordering::SeqCst);
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let c = BeaconClient::new(&format!("{a},{dead}")).unwrap();
+        let err = c.node_version().await.unwrap_err();
+        assert!(matches!(err, BeaconError::Transport { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_primary_that_still_hangs_costs_a_probe_not_a_timeout() {
+        // A primary that accepts connections and never answers (a beacon node that hangs, or
+        // a host that is gone and times the connection out).
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hung_url = format!("http://{}", hung.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = hung.accept().await {
+                held.push(sock);
+            }
+        });
+        let (b, _, _) = counting_bn("b").await;
+        let ms = Duration::from_millis;
+        let endpoints = Endpoints::parse(&format!("{hung_url},{b}"))
+            .unwrap()
+            .with_backoff(ms(50))
+            .with_probe_timeout(ms(100));
+        let c = BeaconClient::with_endpoints(endpoints, ms(1_000), ms(1_000)).unwrap();
+
+        // First request: the primary looks healthy, so it gets the whole request timeout.
+        let t = Instant::now();
+        assert_eq!(c.node_version().await.unwrap(), "b");
+        assert!(t.elapsed() >= ms(1_000), "{:?}", t.elapsed());
+        // After the backoff the primary is tried first again, but only for the probe timeout.
+        tokio::time::sleep(ms(60)).await;
+        let t = Instant::now();
+        assert_eq!(c.node_version().await.unwrap(), "b");
+        assert!(t.elapsed() < ms(600), "{:?}", t.elapsed());
+        assert!(c.endpoints().backing_off(0, RequestClass::Read));
     }
 
     #[test]

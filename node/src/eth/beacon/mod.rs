@@ -5,7 +5,8 @@
 //!   with the Lodestar 1.5.1 answers normalised ([`normalize_committees`],
 //!   [`normalize_proposer_duties`]);
 //! - `events`: the server-sent events ([`BeaconEvent`]);
-//! - `client`: [`BeaconClient`] and its [`BeaconError`].
+//! - `client`: [`BeaconClient`] and its [`BeaconError`];
+//! - [`fallback`]: several beacon nodes, failing over per request class ([`Endpoints`]).
 //!
 //! [`Genesis`] and [`SpecConfig`] are defined beneath the signing rules, in
 //! [`eth::config`](crate::eth::config), and re-exported here with the other response types.
@@ -13,8 +14,10 @@
 mod api;
 mod client;
 mod events;
+pub mod fallback;
 
 pub use self::api::*;
 pub use self::client::*;
 pub use self::events::*;
+pub use self::fallback::{Endpoints, RequestClass};
 pub use crate::eth::config::{Genesis, SpecConfig};
