@@ -395,7 +395,14 @@ impl Plan {
                 ],
                 node_containers: node_containers.clone(),
             });
-            for (n, (bn, node_name)) in c.beacon_nodes.iter().zip(&node_containers).enumerate() {
+            for (n, node_name) in node_containers.iter().enumerate() {
+                // Primary first, then fallbacks: `--beacon-node-url A,B`.
+                let bn_urls = c
+                    .beacon_nodes_of(n)
+                    .into_iter()
+                    .map(&bn_url)
+                    .collect::<Vec<_>>()
+                    .join(",");
                 let n = n as u64;
                 static_host += 1;
                 let role = Role::DvNode {
@@ -408,7 +415,7 @@ impl Plan {
                     "--node-dir",
                     DVNODE_NODE_DIR,
                     "--beacon-node-url",
-                    &bn_url(bn),
+                    &bn_urls,
                     "--validator-api-addr",
                     &format!("0.0.0.0:{DVNODE_API_PORT}"),
                     "--p2p-listen",
@@ -975,6 +982,27 @@ mod tests {
     }
 
     #[test]
+    fn a_dvnode_with_fallback_beacon_nodes_gets_them_in_order() {
+        let text = include_str!("../../devnets/basic.yaml").replace(
+            "beacon_nodes: [bn0, bn0, bn1, bn1]",
+            "beacon_nodes: [bn0, bn0, bn1, [bn1, bn0]]",
+        );
+        let plan = Plan::new(&DevnetSpec::parse(&text, "t.yaml").unwrap(), 0);
+        let cmd = |name: &str| {
+            plan.containers
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap()
+                .cmd
+                .join(" ")
+        };
+        assert!(cmd("dvlab-basic-dv0-3").contains(
+            "--beacon-node-url http://dvlab-basic-bn1:9596,http://dvlab-basic-bn0:9596 "
+        ));
+        assert!(cmd("dvlab-basic-dv0-2").contains("--beacon-node-url http://dvlab-basic-bn1:9596 "));
+    }
+
+    #[test]
     fn clusters_get_nodes_vcs_and_key_material() {
         let plan = Plan::new(&basic(), 0);
         let c = &plan.clusters[0];
@@ -1001,7 +1029,7 @@ mod tests {
         assert!(nodes[2]
             .cmd
             .join(" ")
-            .contains("http://dvlab-basic-bn1:9596"));
+            .contains("--beacon-node-url http://dvlab-basic-bn1:9596 "));
         let n3 = nodes[3];
         assert_eq!(
             n3.mounts,

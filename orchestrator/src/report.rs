@@ -180,6 +180,13 @@ pub fn metric(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<f64> {
             let worst = metric(Metric::DvInclusionDuringFaults, meta, a)?;
             Some(b - worst)
         }
+        Metric::DvPartialParticipationDuringFaults => min(a
+            .faults
+            .iter()
+            .flat_map(|f| f.nodes.values())
+            .filter_map(|n| n.partial_participation)
+            .map(Some)
+            .collect()),
         Metric::DvAttestationsDuringPartition => Some(
             a.faults
                 .iter()

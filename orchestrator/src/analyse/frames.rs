@@ -642,6 +642,13 @@ fn fault_stats(
     let mut nodes: BTreeMap<String, NodeRounds> = BTreeMap::new();
     let d = &raw.duty_log;
     let mut rounds: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let cluster_of: HashMap<&str, &str> = meta
+        .dvnodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.cluster.as_str()))
+        .collect();
+    // cluster → (successful records in the window, per share index: records holding it)
+    let mut shares: HashMap<&str, (u64, HashMap<u64, u64>)> = HashMap::new();
     for i in 0..d.height() {
         let Some(slot) = u64_col(d, "slot", i)? else {
             continue;
@@ -650,11 +657,32 @@ fn fault_stats(
             continue;
         }
         let node = str_at(d, "node", i)?;
+        if let Some(cluster) = cluster_of.get(node.as_str()) {
+            if str_at(d, "outcome", i)? == "success" {
+                let e = shares.entry(cluster).or_default();
+                e.0 += 1;
+                for idx in str_at(d, "shares", i)?
+                    .split(',')
+                    .filter_map(|x| x.trim().parse::<u64>().ok())
+                {
+                    *e.1.entry(idx).or_default() += 1;
+                }
+            }
+        }
         let n = nodes.entry(node.clone()).or_default();
         n.duties_logged += 1;
         if let Some(r) = u64_col(d, "consensus_round", i)? {
             n.decided += 1;
             rounds.entry(node).or_default().push(r);
+        }
+    }
+    for n in &meta.dvnodes {
+        if let Some((total, by_share)) = shares.get(n.cluster.as_str()).filter(|s| s.0 > 0) {
+            let have = by_share.get(&(n.index + 1)).copied().unwrap_or(0);
+            nodes
+                .entry(n.name.clone())
+                .or_default()
+                .partial_participation = Some(have as f64 / *total as f64);
         }
     }
     for (node, r) in rounds {
@@ -1099,6 +1127,59 @@ mod tests {
         );
         // The slashing verdict is part of every report.
         assert!(r.assertions.iter().any(|x| x.name == "slashable_messages"));
+    }
+
+    /// Each node's own contribution during a fault: the share of its cluster's successful
+    /// records in the window holding its partial (dv_partial_participation_during_faults).
+    #[test]
+    fn partial_participation_during_a_fault_is_per_node() {
+        let mut m = meta_with_dv6();
+        m.dvnodes = (0..2)
+            .map(|i| crate::data::DvNodeMeta {
+                name: format!("n{i}"),
+                cluster: "dv0".into(),
+                index: i,
+                metrics_url: None,
+            })
+            .collect();
+        let mut b = synthetic::Builder::default();
+        for slot in 8..40u64 {
+            b.duty(slot, 6);
+            b.inclusion(6, slot, slot + 1, true, true);
+            // n1's partial is missing in the first half of the window (slots 17..21).
+            let shares = if (17..21).contains(&slot) { "1" } else { "1,2" };
+            for node in ["n0", "n1"] {
+                b.duty_record(DutyRow {
+                    node: node.into(),
+                    slot,
+                    kind: "attester".into(),
+                    validator: None,
+                    outcome: "success".into(),
+                    detail: None,
+                    consensus_round: Some(1),
+                    consensus_seconds: None,
+                    shares: shares.into(),
+                });
+            }
+        }
+        b.fault(FaultWindow {
+            fault: 1,
+            kind: "stop".into(),
+            targets: "bn1".into(),
+            detail: String::new(),
+            start_time: 16.0 * 4.0 + 0.5,
+            start_slot: 16,
+            end_time: Some(24.0 * 4.0 + 2.0),
+            end_slot: Some(24),
+            error: None,
+        });
+        let a = analyse(&m, &b.build().unwrap()).unwrap();
+        let f = &a.faults[0];
+        assert_eq!((f.first_duty_slot, f.heal_slot), (17, Some(25)));
+        assert_eq!(f.nodes["n0"].partial_participation, Some(1.0));
+        assert_eq!(f.nodes["n1"].partial_participation, Some(0.5));
+        let metric = crate::report::metric(Metric::DvPartialParticipationDuringFaults, &m, &a);
+        assert_eq!(metric, Some(0.5));
     }
 
     /// Recovery counts from the DV's first duty slot after the heal: a DV with no duty in

@@ -201,6 +201,10 @@ pub struct NodeRounds {
     /// duty: slots the cluster went on without this node's partials.
     #[serde(default)]
     pub recovery_slots: Option<u64>,
+    /// Share of the node's cluster's successful duty records (any node's) for slots in the
+    /// window that hold the node's partial signature (`None`: the cluster had none).
+    #[serde(default)]
+    pub partial_participation: Option<f64>,
 }
 
 /// What one fault cost.

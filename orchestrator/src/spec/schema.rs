@@ -150,11 +150,42 @@ pub struct ClusterSpec {
     pub validators: u64,
     /// Validator client run next to each dvnode.
     pub vc: Client,
-    /// Beacon node of each dvnode, one per node.
+    /// Beacon node of each dvnode, one per node: a name, or a list of names — the primary,
+    /// then fallbacks (`dvnode run --beacon-node-url A,B`) — kept as `a,b` (see
+    /// [`ClusterSpec::beacon_nodes_of`]).
+    #[serde(deserialize_with = "name_or_names")]
     pub beacon_nodes: Vec<String>,
     /// Who signs for the DVs (default `middleware`).
     #[serde(default)]
     pub signer: Signer,
+}
+
+impl ClusterSpec {
+    /// The beacon nodes of the cluster's node `n` in preference order (primary first); empty
+    /// when there is no such node.
+    pub fn beacon_nodes_of(&self, n: usize) -> Vec<&str> {
+        self.beacon_nodes
+            .get(n)
+            .map(|e| e.split(',').collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A list whose entries are a name or a list of names; a list is joined with `,`.
+fn name_or_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Vec::<Entry>::deserialize(d)?
+        .into_iter()
+        .map(|e| match e {
+            Entry::One(s) => s,
+            Entry::Many(v) => v.join(","),
+        })
+        .collect())
 }
 
 /// Who makes a dvnode's partial signatures.
@@ -629,7 +660,8 @@ impl DevnetSpec {
         v
     }
 
-    /// The beacon node a dvnode (short name `dv0-2`) talks to; `None` for any other name.
+    /// The (primary) beacon node a dvnode (short name `dv0-2`) talks to; `None` for any other
+    /// name.
     pub fn beacon_node_of(&self, dvnode: &str) -> Option<&str> {
         self.clusters.iter().find_map(|c| {
             let n: usize = dvnode
@@ -637,7 +669,7 @@ impl DevnetSpec {
                 .strip_prefix('-')?
                 .parse()
                 .ok()?;
-            c.beacon_nodes.get(n).map(String::as_str)
+            c.beacon_nodes_of(n).first().copied()
         })
     }
 
@@ -681,6 +713,11 @@ pub enum Metric {
     /// the fault windows falls below the baseline's in the same windows (baseline − DV; ≤ 0 when
     /// the DV does as well as the baseline).
     DvBaselineGapDuringFaults,
+    /// `dv_partial_participation_during_faults`: the lowest, over the fault windows and the
+    /// DV clusters' nodes, share of the cluster's successful duty records (any node's, any
+    /// kind) for slots in the window that hold the node's partial signature — whether each node
+    /// itself kept contributing, not only its cluster.
+    DvPartialParticipationDuringFaults,
     /// `dv_attestations_during_partition`: DV attestations signed while partitioned.
     DvAttestationsDuringPartition,
     /// `max_recovery_slots`: the worst recovery after a heal, in slots.
@@ -711,7 +748,7 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in the order error messages list them.
-    pub const ALL: [Metric; 25] = [
+    pub const ALL: [Metric; 26] = [
         Metric::BaselineInclusionRate,
         Metric::KeepersInclusionRate,
         Metric::DvInclusionRate,
@@ -725,6 +762,7 @@ impl Metric {
         Metric::BaselineInclusionOutsideFaults,
         Metric::BaselineInclusionDuringFaults,
         Metric::DvBaselineGapDuringFaults,
+        Metric::DvPartialParticipationDuringFaults,
         Metric::DvAttestationsDuringPartition,
         Metric::MaxRecoverySlots,
         Metric::FaultsExecuted,
@@ -755,6 +793,7 @@ impl Metric {
             Metric::BaselineInclusionOutsideFaults => "baseline_inclusion_outside_faults",
             Metric::BaselineInclusionDuringFaults => "baseline_inclusion_during_faults",
             Metric::DvBaselineGapDuringFaults => "dv_baseline_gap_during_faults",
+            Metric::DvPartialParticipationDuringFaults => "dv_partial_participation_during_faults",
             Metric::DvAttestationsDuringPartition => "dv_attestations_during_partition",
             Metric::MaxRecoverySlots => "max_recovery_slots",
             Metric::FaultsExecuted => "faults_executed",
@@ -785,6 +824,7 @@ impl Metric {
                 | Metric::DvInclusionDuringFaults
                 | Metric::DvInclusionSteady
                 | Metric::DvBaselineGapDuringFaults
+                | Metric::DvPartialParticipationDuringFaults
                 | Metric::DvAttestationsDuringPartition
                 | Metric::DvEffectiveness
                 | Metric::DvAggregationRate

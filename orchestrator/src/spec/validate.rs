@@ -278,12 +278,20 @@ fn clusters(spec: &DevnetSpec, bn_names: &BTreeSet<&str>, p: &mut Problems) {
                 ),
             );
         }
-        for (j, bn) in c.beacon_nodes.iter().enumerate() {
-            if !bn_names.contains(bn.as_str()) {
-                p.err(
-                    format!("clusters[{i}].beacon_nodes[{j}]"),
-                    format!("unknown beacon node `{bn}`"),
-                );
+        for j in 0..c.beacon_nodes.len() {
+            let names = c.beacon_nodes_of(j);
+            for (k, bn) in names.iter().enumerate() {
+                if !bn_names.contains(bn) {
+                    p.err(
+                        format!("clusters[{i}].beacon_nodes[{j}]"),
+                        format!("unknown beacon node `{bn}`"),
+                    );
+                } else if names[..k].contains(bn) {
+                    p.err(
+                        format!("clusters[{i}].beacon_nodes[{j}]"),
+                        format!("beacon node `{bn}` is listed twice"),
+                    );
+                }
             }
         }
     }
@@ -844,6 +852,34 @@ baseline:\n  count: 8\n  client: lodestar\n  beacon_node: bn9\nduration:\n  epoc
         assert!(errs[0].message.contains("unknown beacon node `bn7`"));
         let want = text.lines().position(|l| l.contains("bn7")).unwrap() + 1;
         assert_eq!(errs[0].line, Some(want));
+    }
+
+    #[test]
+    fn fallback_beacon_nodes_are_a_list_checked_name_by_name() {
+        let spec = DevnetSpec::parse(
+            &BASIC.replace(
+                "beacon_nodes: [bn0, bn0, bn1, bn1]",
+                "beacon_nodes: [bn0, bn0, bn1, [bn1, bn0]]",
+            ),
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(spec.clusters[0].beacon_nodes_of(3), ["bn1", "bn0"]);
+        assert_eq!(spec.clusters[0].beacon_nodes_of(0), ["bn0"]);
+        assert_eq!(spec.beacon_node_of("dv0-3"), Some("bn1"));
+        for (list, message) in [
+            ("[bn1, bn7]", "unknown beacon node `bn7`"),
+            ("[bn1, bn1]", "beacon node `bn1` is listed twice"),
+        ] {
+            let text = BASIC.replace(
+                "beacon_nodes: [bn0, bn0, bn1, bn1]",
+                &format!("beacon_nodes: [bn0, bn0, bn1, {list}]"),
+            );
+            let errs = errors(&text);
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert_eq!(errs[0].field, "clusters[0].beacon_nodes[3]");
+            assert!(errs[0].message.contains(message), "{errs:?}");
+        }
     }
 
     #[test]
