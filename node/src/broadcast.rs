@@ -14,7 +14,7 @@ use crate::clock::unix_now;
 use crate::duty::Duty;
 use crate::dutydb::DutyDb;
 use crate::eth::aggregate::{SignedAggregateAndProof, SignedContributionAndProof};
-use crate::eth::beacon::BeaconClient;
+use crate::eth::beacon::{already_known, BeaconClient};
 use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{
     Attestation, BlsSignature, Preset, SignedBeaconBlockAltair, SignedVoluntaryExit,
@@ -41,21 +41,6 @@ pub struct Broadcaster<P: Preset> {
     schedule: Arc<ForkSchedule>,
     dutydb: Arc<DutyDb<P>>,
     tracker: Tracker,
-}
-
-/// Whether a beacon node error says it has the object already (Lodestar 1.5.1 answers 500 with
-/// `ATTESTATION_ERROR_ATTESTATION_ALREADY_KNOWN`, `…PRIOR_SYNC_COMMITTEE_MESSAGE_KNOWN`,
-/// `…AGGREGATOR_ALREADY_KNOWN`, `VOLUNTARY_EXIT_ERROR_ALREADY_EXISTS` or
-/// `PublishError.Duplicate` when another node of the cluster submitted first).
-fn already_known(error: &str) -> bool {
-    [
-        "ALREADY_KNOWN",
-        "MESSAGE_KNOWN",
-        "ALREADY_EXISTS",
-        "PublishError.Duplicate",
-    ]
-    .iter()
-    .any(|m| error.contains(m))
 }
 
 impl<P: Preset> Broadcaster<P> {
@@ -181,7 +166,7 @@ impl<P: Preset> Broadcaster<P> {
 
 #[cfg(test)]
 mod tests {
-    use super::already_known;
+    use crate::eth::beacon::already_known;
 
     #[test]
     fn duplicate_answers_of_lodestar_count_as_broadcast() {

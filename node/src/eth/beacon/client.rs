@@ -143,6 +143,22 @@ impl BeaconError {
 
 type Result<T, E = BeaconError> = std::result::Result<T, E>;
 
+/// Whether a beacon node error says it has the object already (Lodestar 1.5.1 answers 500 with
+/// `ATTESTATION_ERROR_ATTESTATION_ALREADY_KNOWN`, `…PRIOR_SYNC_COMMITTEE_MESSAGE_KNOWN`,
+/// `…AGGREGATOR_ALREADY_KNOWN`, `VOLUNTARY_EXIT_ERROR_ALREADY_EXISTS` or
+/// `PublishError.Duplicate` when another node of the cluster submitted first). Such an answer
+/// is the request's outcome, not a failure of the node: no failover.
+pub fn already_known(error: &str) -> bool {
+    [
+        "ALREADY_KNOWN",
+        "MESSAGE_KNOWN",
+        "ALREADY_EXISTS",
+        "PublishError.Duplicate",
+    ]
+    .iter()
+    .any(|m| error.contains(m))
+}
+
 /// An async client of a beacon node's REST API, or of several ([`Endpoints`]): each request
 /// goes to the healthy ones in order and fails over on transport errors, timeouts and 5xx.
 #[derive(Clone, Debug)]
@@ -256,7 +272,9 @@ impl BeaconClient {
     fn node_failed(e: &BeaconError) -> bool {
         match e {
             BeaconError::Transport { .. } | BeaconError::Timeout { .. } => true,
-            BeaconError::Status { status, .. } => status.is_server_error(),
+            BeaconError::Status { status, body, .. } => {
+                status.is_server_error() && !already_known(body)
+            }
             _ => false,
         }
     }
@@ -307,7 +325,11 @@ impl BeaconClient {
                 }
                 Err(e) if Self::node_failed(&e) => {
                     self.endpoints.failed(i, class);
-                    last = Some(e);
+                    // Keep the first answer a node gave (e.g. a 503 saying why) over a later
+                    // node's transport failure.
+                    if !matches!(last, Some(BeaconError::Status { .. })) {
+                        last = Some(e);
+                    }
                 }
                 Err(e) => {
                     // The request's own fault: the same anywhere.
@@ -1204,6 +1226,48 @@ mod tests {
         let c = BeaconClient::new(&format!("{a},{dead}")).unwrap();
         let err = c.node_version().await.unwrap_err();
         assert!(matches!(err, BeaconError::Transport { .. }), "{err}");
+    }
+
+    /// A beacon node answering every request with `status` and `body`.
+    async fn answering_bn(status: u16, body: &'static str) -> String {
+        let app = axum::Router::new().fallback(move || async move {
+            (axum::http::StatusCode::from_u16(status).unwrap(), body)
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_answer_is_the_outcome_and_an_answer_beats_a_dead_fallback() {
+        use std::sync::atomic::Ordering;
+        // Lodestar answers 500 when another node of the cluster submitted the object first:
+        // the primary is fine, the request is done — no failover, no backoff.
+        let dup = answering_bn(
+            500,
+            r#"{"code":500,"message":"ATTESTATION_ERROR_ATTESTATION_ALREADY_KNOWN"}"#,
+        )
+        .await;
+        let (b, b_hits, _) = counting_bn("b").await;
+        let c = BeaconClient::new(&format!("{dup},{b}")).unwrap();
+        let err = c.node_version().await.unwrap_err();
+        assert!(already_known(&err.to_string()), "{err}");
+        assert_eq!(b_hits.load(Ordering::SeqCst), 0);
+        assert!(!c.endpoints().backing_off(0, RequestClass::Read));
+
+        // Every node failing: the answer of the one that answered (why it refused) is
+        // returned, not the dead fallback's connection error.
+        let syncing = answering_bn(503, r#"{"code":503,"message":"Node is syncing"}"#).await;
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let c = BeaconClient::new(&format!("{syncing},{dead}")).unwrap();
+        let err = c.node_version().await.unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE), "{err}");
+        assert!(c.endpoints().backing_off(0, RequestClass::Read));
+        assert!(c.endpoints().backing_off(1, RequestClass::Read));
     }
 
     #[tokio::test]
