@@ -150,7 +150,7 @@ e2e-docker: lodestar
 ## table's aggr/contrib columns are dv0's submitted/duties (– in middleware mode).
 CHAOS ?= basic partition-2-2 partition-minority leader-crash node-down-1-of-4 bn-down \
 	latency-200ms loss-10pct clock-skew clock-skew-behind clock-skew-two rolling-restarts chaos-mix \
-	bn-errors bn-latency one-way-loss
+	bn-errors bn-latency one-way-loss bn-fallback
 CHAOS_OUT ?= target/chaos
 CHAOS_SIGNER ?=
 chaos: lodestar
