@@ -598,7 +598,13 @@ mod tests {
         let behind = crate::clock::UncorrectedClock.now_ms() as i64 - clock.now_ms() as i64;
         assert!(behind.abs() <= 25, "corrected clock off by {behind} ms");
         assert_eq!(metrics.following.get(), 1);
-        assert!((metrics.offset.get() - 2.0).abs() <= 0.02);
+        // The latest estimate may be a later probe's than the applied one: within its own
+        // uncertainty (round trips grow on a loaded machine).
+        let (offset, uncertainty) = (metrics.offset.get(), metrics.uncertainty.get());
+        assert!(
+            (offset - 2.0).abs() <= 0.02 + uncertainty,
+            "offset {offset} s ± {uncertainty} s"
+        );
         stop.send(true).unwrap();
         task.await.unwrap();
     }

@@ -1216,16 +1216,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("result=\"error\""), "{text}");
-
-        // Both down: the error is the last node's, after trying each once.
-        a_down.store(true, Ordering::SeqCst);
-        let dead = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            format!("http://{}", l.local_addr().unwrap())
-        };
-        let c = BeaconClient::new(&format!("{a},{dead}")).unwrap();
-        let err = c.node_version().await.unwrap_err();
-        assert!(matches!(err, BeaconError::Transport { .. }), "{err}");
     }
 
     /// A beacon node answering every request with `status` and `body`.
