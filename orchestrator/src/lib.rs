@@ -17,6 +17,7 @@ pub mod analyse;
 pub mod collect;
 pub mod data;
 pub mod faults;
+pub mod genesis;
 #[cfg(feature = "lab")]
 pub mod images;
 #[cfg(feature = "lab")]

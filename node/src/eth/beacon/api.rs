@@ -269,8 +269,19 @@ impl ValidatorStatus {
     }
 }
 
-/// The registry record of a validator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The registry record of a validator (beacon-API JSON; SSZ and tree hash as in the state).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    ssz_derive::Encode,
+    ssz_derive::Decode,
+    tree_hash_derive::TreeHash,
+)]
 pub struct Validator {
     /// Public key.
     pub pubkey: BlsPubkey,
