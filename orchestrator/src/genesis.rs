@@ -13,6 +13,12 @@
 //! a test against the real Lodestar); replacing some deposits by the deposit data of a DKG
 //! cluster gives a genesis with those validators, which every beacon node then loads with
 //! `--genesisStateFile`.
+//!
+//! The chain identity a dealt (create-cluster) cluster's lock binds to is computed here too,
+//! before any beacon node runs: manifests for Kubernetes hold the key material as Secrets made
+//! at render time, and the genesis validators root of `lodestar dev --genesisValidators N`
+//! ([`interop_genesis_validators_root`]) is a pure function of N, independent of the genesis
+//! time. (The Docker backend reads both from the first beacon node instead.)
 
 use anyhow::{bail, ensure, Result};
 use dvnode::{
@@ -166,18 +172,74 @@ impl GenesisParams {
     /// The fork versions of the `minimal` or `mainnet` preset's default chain configuration
     /// (what `lodestar dev` runs), with Lodestar's dev eth1 block hash.
     pub fn lodestar_dev(preset: &str, genesis_time: u64) -> Result<Self> {
-        let (genesis, altair) = match preset {
-            "minimal" => ([0, 0, 0, 1], [1, 0, 0, 1]),
-            "mainnet" => ([0, 0, 0, 0], [1, 0, 0, 0]),
+        let preset = match preset {
+            "minimal" => crate::spec::Preset::Minimal,
+            "mainnet" => crate::spec::Preset::Mainnet,
             other => bail!("no chain configuration for preset {other:?}"),
+        };
+        let altair = match preset {
+            crate::spec::Preset::Minimal => [1, 0, 0, 1],
+            crate::spec::Preset::Mainnet => [1, 0, 0, 0],
         };
         Ok(GenesisParams {
             genesis_time,
             eth1_block_hash: LODESTAR_DEV_ETH1_BLOCK_HASH,
-            genesis_fork_version: Version(genesis),
+            genesis_fork_version: genesis_fork_version(preset),
             altair_fork_version: Version(altair),
         })
     }
+}
+
+/// `GENESIS_FORK_VERSION` of Lodestar's `dev` chain for a preset (what `/eth/v1/config/spec`
+/// reports; the Docker backend reads it from there): the deposits' signature domain.
+pub fn genesis_fork_version(preset: crate::spec::Preset) -> Version {
+    match preset {
+        crate::spec::Preset::Minimal => Version([0, 0, 0, 1]),
+        crate::spec::Preset::Mainnet => Version([0, 0, 0, 0]),
+    }
+}
+
+/// `0x00` withdrawal credentials of `pubkey`: `0x00 ‖ sha256(pubkey)[1..]`.
+fn bls_withdrawal_credentials(pubkey: &[u8; 48]) -> Root {
+    let mut wc: [u8; 32] = Sha256::digest(pubkey).into();
+    wc[0] = 0; // BLS_WITHDRAWAL_PREFIX
+    Root(wc)
+}
+
+/// The registry record of a validator deposited with `d` at genesis (active if the deposit is
+/// full).
+fn genesis_validator(d: &DepositData) -> Validator {
+    let effective = (d.amount - d.amount % EFFECTIVE_BALANCE_INCREMENT).min(MAX_EFFECTIVE_BALANCE);
+    let active = effective == MAX_EFFECTIVE_BALANCE;
+    Validator {
+        pubkey: d.pubkey,
+        withdrawal_credentials: d.withdrawal_credentials,
+        effective_balance: effective,
+        slashed: false,
+        activation_eligibility_epoch: if active { 0 } else { FAR_FUTURE_EPOCH },
+        activation_epoch: if active { 0 } else { FAR_FUTURE_EPOCH },
+        exit_epoch: FAR_FUTURE_EPOCH,
+        withdrawable_epoch: FAR_FUTURE_EPOCH,
+    }
+}
+
+/// Genesis validators root of `lodestar dev --genesisValidators count` (the interop
+/// validators: pubkey of interop key `i`, `0x00` credentials, 32 ETH, active from epoch 0).
+pub fn interop_genesis_validators_root(count: u64) -> Root {
+    let validators: Vec<Validator> = (0..count)
+        .map(|i| {
+            let pubkey = BlsPubkey(interop_secret(i).sk_to_pk().to_bytes());
+            genesis_validator(&DepositData {
+                pubkey,
+                withdrawal_credentials: bls_withdrawal_credentials(&pubkey.0),
+                amount: MAX_EFFECTIVE_BALANCE,
+                signature: BlsSignature::default(),
+            })
+        })
+        .collect();
+    let list: VariableList<Validator, ValidatorRegistryLimit> =
+        VariableList::new(validators).expect("validator count within the registry limit");
+    Root::of(&list)
 }
 
 /// The deposit `lodestar dev` makes for interop validator `index`: 32 ETH, `0x00` withdrawal
@@ -185,11 +247,9 @@ impl GenesisParams {
 pub fn interop_deposit(index: u64, genesis_fork_version: Version) -> DepositData {
     let sk = interop_secret(index);
     let pubkey = sk.sk_to_pk().to_bytes();
-    let mut wc: [u8; 32] = Sha256::digest(pubkey).into();
-    wc[0] = 0;
     let message = DepositMessage {
         pubkey: BlsPubkey(pubkey),
-        withdrawal_credentials: Root(wc),
+        withdrawal_credentials: bls_withdrawal_credentials(&pubkey),
         amount: MAX_EFFECTIVE_BALANCE,
     };
     let sig = tbls::sign(&sk, message.signing_root(genesis_fork_version).as_bytes());
@@ -233,19 +293,7 @@ pub fn build<P: StatePreset>(
             d.pubkey,
             params.genesis_fork_version
         );
-        let effective =
-            (d.amount - d.amount % EFFECTIVE_BALANCE_INCREMENT).min(MAX_EFFECTIVE_BALANCE);
-        let active = effective == MAX_EFFECTIVE_BALANCE;
-        validators.push(Validator {
-            pubkey: d.pubkey,
-            withdrawal_credentials: d.withdrawal_credentials,
-            effective_balance: effective,
-            slashed: false,
-            activation_eligibility_epoch: if active { 0 } else { FAR_FUTURE_EPOCH },
-            activation_epoch: if active { 0 } else { FAR_FUTURE_EPOCH },
-            exit_epoch: FAR_FUTURE_EPOCH,
-            withdrawable_epoch: FAR_FUTURE_EPOCH,
-        });
+        validators.push(genesis_validator(d));
         balances.push(d.amount);
     }
     let deposit_roots: VariableList<Root, DepositListLimit> =
@@ -421,6 +469,35 @@ pub fn decode<P: StatePreset>(ssz_bytes: &[u8]) -> Result<BeaconStateAltair<P>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Measured from Lodestar 1.5.1: `LODESTAR_PRESET=minimal lodestar dev --genesisValidators 64
+    /// --params.ALTAIR_FORK_EPOCH 0` serves this root at `/eth/v1/beacon/genesis` and
+    /// `GENESIS_FORK_VERSION = 0x00000001` at `/eth/v1/config/spec` (the `basic` devnet's chain).
+    #[test]
+    fn interop_root_matches_lodestar_dev() {
+        assert_eq!(
+            interop_genesis_validators_root(64).to_string(),
+            "0x83431ec7fcf92cfc44947fc0418e831c25e1d0806590231c439830db7ad54fda"
+        );
+        assert_ne!(
+            interop_genesis_validators_root(64),
+            interop_genesis_validators_root(65)
+        );
+        assert_eq!(
+            genesis_fork_version(crate::spec::Preset::Minimal),
+            Version([0, 0, 0, 1])
+        );
+        // The root of the state built from interop deposits is the same.
+        let params = GenesisParams::lodestar_dev("minimal", 1_700_000_000).unwrap();
+        let deposits: Vec<DepositData> = (0..64)
+            .map(|i| interop_deposit(i, params.genesis_fork_version))
+            .collect();
+        let state = build::<Minimal>(&params, &deposits).unwrap();
+        assert_eq!(
+            state.genesis_validators_root,
+            interop_genesis_validators_root(64)
+        );
+    }
 
     #[test]
     fn shuffling_is_a_permutation() {

@@ -5,6 +5,8 @@
 //! → [`analyse`] → [`report`]; each imports only earlier phases. The run's data formats (raw
 //! frames, `meta.json`, the fault log) live in [`data`], beneath the phases that use them;
 //! [`pipeline`] wires the phases together for `dvlab up`, `dvlab run` and `dvlab report`.
+//! [`genesis`] (the genesis state of a devnet whose cluster keys come from a DKG ceremony) sits
+//! beneath [`plan`] and [`runtime`], which use it.
 //!
 //! Without the default `lab` feature only [`spec`], [`plan`], the fault [`faults::timeline`],
 //! the [`data`] formats (rows and their CSV files, without polars frames) and the [`analyse`]

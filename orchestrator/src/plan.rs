@@ -1,7 +1,7 @@
 //! Plan: resolves a validated [`DevnetSpec`] into containers, a network, ports, key material
 //! and commands. Pure: the clock is an input, nothing touches Docker.
 
-use crate::spec::{DevnetSpec, Signer, DEFAULT_LODESTAR_IMAGE};
+use crate::spec::{DevnetSpec, KeySource, Signer, DEFAULT_LODESTAR_IMAGE};
 use dvnode::clock::SlotClock;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -27,6 +27,15 @@ pub const DVNODE_OUT_DIR: &str = "/out";
 pub const DUTY_LOG_FILE: &str = "duty-log.jsonl";
 /// Where a DV validator client sees its share keystores (read-only).
 pub const VC_KEYS_DIR: &str = "/keys";
+/// Run-directory folder of the genesis state dvlab builds when a cluster's keys come from a
+/// DKG ceremony ([`GENESIS_STATE_FILE`] in it; public data, part of the run output).
+pub const GENESIS_RUN_DIR: &str = "genesis";
+/// File name of that genesis state (SSZ, Lodestar's `--genesisStateFile` format).
+pub const GENESIS_STATE_FILE: &str = "genesis.ssz";
+/// Where beacon nodes see [`GENESIS_RUN_DIR`] (read-only).
+pub const BN_GENESIS_DIR: &str = "/genesis";
+/// Where a DKG ceremony's setup container sees the run's key directory (`STATE_DIR/keys`).
+pub const DKG_KEYS_DIR: &str = "/keys";
 /// Image of dvnode containers.
 pub const DVNODE_IMAGE: &str = "dvlab/dvnode:latest";
 /// Image of the fault sidecars: `dvlab/base` plus the `dvlab-netem` delayer.
@@ -78,6 +87,14 @@ pub enum Role {
     },
     /// The run's Prometheus.
     Prometheus,
+    /// One operator's `dvnode dkg` during a cluster's key-generation ceremony (before
+    /// genesis; removed once the ceremony ends).
+    Dkg {
+        /// Cluster name.
+        cluster: String,
+        /// Node index.
+        node: u64,
+    },
 }
 
 impl Role {
@@ -89,6 +106,7 @@ impl Role {
             Role::DvNode { .. } => "dvnode",
             Role::DvVc { .. } => "dv-vc",
             Role::Prometheus => "prometheus",
+            Role::Dkg { .. } => "dkg",
         }
     }
 }
@@ -181,7 +199,8 @@ pub struct ClusterPlan {
     pub nodes: u64,
     /// Threshold.
     pub threshold: u64,
-    /// Interop validator indices split into shares.
+    /// Validator indices: interop keys split into shares, or the genesis validators the
+    /// cluster's DKG deposits become.
     pub indices: Range<u64>,
     /// Host directory `dvnode create-cluster` writes to (relative to the run directory);
     /// node `i`'s directory is `KEY_DIR/node{i}`, its VC's keystores `KEY_DIR/vc{i}`.
@@ -192,6 +211,22 @@ pub struct ClusterPlan {
     pub create_cluster_args: Vec<String>,
     /// dvnode container names in node order.
     pub node_containers: Vec<String>,
+    /// The key-generation ceremony of a `keys: dkg` cluster (`create_cluster_args` is then
+    /// unused).
+    pub dkg: Option<DkgPlan>,
+}
+
+/// The distributed key generation of a `keys: dkg` cluster, run before any beacon node starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DkgPlan {
+    /// Shell script run once in the dvnode image (no network, `STATE_DIR/keys` at
+    /// [`DKG_KEYS_DIR`]): each operator's `dvnode p2p-key create`, `dvnode definition create`
+    /// with their peer ids and the chain's fork version, each operator's `dvnode definition
+    /// sign`, and a copy of the signed definition into every node directory.
+    pub setup_script: String,
+    /// One `dvnode dkg` container per operator on the run network, its node directory mounted
+    /// writable at [`DVNODE_NODE_DIR`]; peers dial each other by container name.
+    pub ceremony: Vec<ContainerPlan>,
 }
 
 /// A fully resolved devnet.
@@ -223,6 +258,10 @@ pub struct Plan {
     pub clusters: Vec<ClusterPlan>,
     /// Assertions (metric → expression).
     pub assertions: BTreeMap<String, String>,
+    /// Whether dvlab builds the genesis state (`GENESIS_RUN_DIR/GENESIS_STATE_FILE`, loaded by
+    /// every beacon node with `--genesisStateFile`) instead of `lodestar dev` deriving it from
+    /// interop keys: when a cluster's keys come from a DKG ceremony.
+    pub genesis_state: bool,
 }
 
 impl Plan {
@@ -258,6 +297,7 @@ impl Plan {
             ])
         };
         let bn_url = |bn: &str| format!("http://{}:{BN_REST_PORT}", cname(bn));
+        let genesis_state = spec.clusters.iter().any(|c| c.keys == KeySource::Dkg);
 
         let mut groups = Vec::new();
         let mut next = 0u64;
@@ -292,25 +332,37 @@ impl Plan {
             let role = Role::BeaconNode {
                 name: bn.name.clone(),
             };
-            let mut cmd: Vec<String> = [
-                "dev",
-                "--dataDir",
-                "/data",
-                "--genesisValidators",
-                &genesis_validators.to_string(),
-                "--genesisTime",
-                &genesis_time.to_string(),
-                "--rest.address",
-                "0.0.0.0",
-                "--rest.port",
-                &BN_REST_PORT.to_string(),
-                "--rest.namespace",
-                "*",
-                "--mdns",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let genesis_args = if genesis_state {
+                vec![
+                    "--genesisStateFile".to_string(),
+                    format!("{BN_GENESIS_DIR}/{GENESIS_STATE_FILE}"),
+                ]
+            } else {
+                vec![
+                    "--genesisValidators".to_string(),
+                    genesis_validators.to_string(),
+                    "--genesisTime".to_string(),
+                    genesis_time.to_string(),
+                ]
+            };
+            let mut cmd: Vec<String> = ["dev", "--dataDir", "/data"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(genesis_args)
+                .collect();
+            cmd.extend(
+                [
+                    "--rest.address",
+                    "0.0.0.0",
+                    "--rest.port",
+                    &BN_REST_PORT.to_string(),
+                    "--rest.namespace",
+                    "*",
+                    "--mdns",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
             if i == 0 {
                 cmd.push("--startValidators".into());
                 cmd.push(format!("{}..{}", keepers.start, keepers.end - 1));
@@ -328,7 +380,11 @@ impl Plan {
                 cmd,
                 env: env.clone(),
                 publish: vec![BN_REST_PORT],
-                mounts: vec![],
+                mounts: if genesis_state {
+                    vec![Mount::read_only(GENESIS_RUN_DIR, BN_GENESIS_DIR)]
+                } else {
+                    vec![]
+                },
                 static_host: None,
                 run_as_owner: false,
             });
@@ -394,7 +450,14 @@ impl Plan {
                     format!("/{key_dir}"),
                 ],
                 node_containers: node_containers.clone(),
+                dkg: (c.keys == KeySource::Dkg).then(|| {
+                    dkg_plan(spec, c, &key_dir, &node_containers, &|role: &Role| {
+                        labels(role)
+                    })
+                }),
             });
+            // A DKG lock records no addresses: the dvnodes dial each other by name.
+            let dkg_peers = (c.keys == KeySource::Dkg).then(|| p2p_peers(&node_containers));
             for (n, node_name) in node_containers.iter().enumerate() {
                 // Primary first, then fallbacks: `--beacon-node-url A,B`.
                 let bn_urls = c
@@ -430,6 +493,9 @@ impl Plan {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
+                if let Some(peers) = &dkg_peers {
+                    cmd.extend(["--p2p-peers".into(), peers.clone()]);
+                }
                 if c.signer == Signer::Remote {
                     // Decrypts the share keystores of its node directory (passwords beside).
                     cmd.extend(["--signer".into(), "remote".into()]);
@@ -531,6 +597,7 @@ impl Plan {
             groups,
             clusters,
             assertions: spec.assertions.clone(),
+            genesis_state,
         }
     }
 
@@ -619,7 +686,7 @@ impl Plan {
                     VC_METRICS_PORT,
                     &[("cluster", cluster), ("group", cluster)],
                 ),
-                Role::Prometheus | Role::BeaconNode { .. } => {}
+                Role::Prometheus | Role::BeaconNode { .. } | Role::Dkg { .. } => {}
             }
         }
         if self.prometheus().is_some() {
@@ -670,6 +737,108 @@ impl Plan {
             scrape_configs: jobs,
         };
         Some(serde_yaml::to_string(&file).expect("a Prometheus config serializes"))
+    }
+}
+
+/// `--p2p-peers` of a cluster whose nodes dial each other by container name (DNS on the run
+/// network), in node order.
+fn p2p_peers(containers: &[String]) -> String {
+    containers
+        .iter()
+        .map(|n| format!("/dns4/{n}/tcp/{DVNODE_P2P_PORT}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The ceremony of `keys: dkg` cluster `c` (its node directories `KEY_DIR/node{i}`): a setup
+/// script with the operators' key and definition commands, and one `dvnode dkg` container per
+/// operator, named after the dvnode with a `-dkg` suffix.
+fn dkg_plan(
+    spec: &DevnetSpec,
+    c: &crate::spec::ClusterSpec,
+    key_dir: &str,
+    node_containers: &[String],
+    labels: &dyn Fn(&Role) -> BTreeMap<String, String>,
+) -> DkgPlan {
+    // Relative to the mount of `STATE_DIR/keys`: key_dir is `keys/<cluster>`.
+    let dir = format!(
+        "{DKG_KEYS_DIR}/{}",
+        key_dir.strip_prefix("keys/").unwrap_or(key_dir)
+    );
+    let definition = format!("{dir}/cluster-definition.json");
+    let mut script = String::from("set -eu\nids=\n");
+    for n in 0..c.nodes {
+        script.push_str(&format!(
+            "id=$(dvnode --log warn p2p-key create --node-dir {dir}/node{n})\n\
+             ids=\"${{ids:+$ids,}}$id\"\n"
+        ));
+    }
+    script.push_str(&format!(
+        "dvnode --log warn definition create --name {} --operators \"$ids\" --threshold {} \
+         --validators {} --fork-version {} --out {definition}\n",
+        c.name,
+        c.threshold,
+        c.validators,
+        crate::genesis::genesis_fork_version(spec.network.preset),
+    ));
+    for n in 0..c.nodes {
+        script.push_str(&format!(
+            "dvnode --log warn definition sign --definition {definition} --node-dir {dir}/node{n}\n"
+        ));
+    }
+    // Each ceremony container sees only its own node directory.
+    for n in 0..c.nodes {
+        script.push_str(&format!(
+            "cp {definition} {dir}/node{n}/cluster-definition.json\n"
+        ));
+    }
+    let ceremony_names: Vec<String> = node_containers.iter().map(|n| format!("{n}-dkg")).collect();
+    let peers = p2p_peers(&ceremony_names);
+    let ceremony = ceremony_names
+        .iter()
+        .enumerate()
+        .map(|(n, name)| {
+            let role = Role::Dkg {
+                cluster: c.name.clone(),
+                node: n as u64,
+            };
+            ContainerPlan {
+                name: name.clone(),
+                labels: labels(&role),
+                role,
+                image: DVNODE_IMAGE.into(),
+                cmd: [
+                    "dkg",
+                    "--definition",
+                    &format!("{DVNODE_NODE_DIR}/cluster-definition.json"),
+                    "--node-dir",
+                    DVNODE_NODE_DIR,
+                    "--p2p-listen",
+                    &format!("/ip4/0.0.0.0/tcp/{DVNODE_P2P_PORT}"),
+                    "--p2p-peers",
+                    &peers,
+                    "--connect-timeout",
+                    "60",
+                    "--round-timeout",
+                    "30",
+                    "--insecure-keys",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+                env: vec!["DVNODE_LOG=info".into(), "NO_COLOR=1".into()],
+                publish: vec![],
+                mounts: vec![
+                    Mount::writable(format!("{key_dir}/node{n}"), DVNODE_NODE_DIR).secret(),
+                ],
+                static_host: None,
+                run_as_owner: true,
+            }
+        })
+        .collect();
+    DkgPlan {
+        setup_script: script,
+        ceremony,
     }
 }
 
@@ -1086,5 +1255,83 @@ mod tests {
             .containers
             .iter()
             .all(|c| c.labels[RUN_LABEL] == "basic"));
+    }
+
+    #[test]
+    fn a_dkg_cluster_runs_its_ceremony_and_the_beacon_nodes_load_dvlabs_genesis() {
+        let spec = DevnetSpec::parse(include_str!("../../devnets/dkg.yaml"), "dkg.yaml").unwrap();
+        let plan = Plan::new(&spec, 1_000);
+        assert!(plan.genesis_state);
+        for bn in plan.beacon_nodes() {
+            let cmd = bn.cmd.join(" ");
+            assert!(
+                cmd.contains("--genesisStateFile /genesis/genesis.ssz"),
+                "{cmd}"
+            );
+            assert!(!cmd.contains("--genesisValidators"), "{cmd}");
+            assert_eq!(bn.mounts, [Mount::read_only("genesis", "/genesis")]);
+        }
+        let c = &plan.clusters[0];
+        assert_eq!(c.indices, 56..64);
+        let dkg = c.dkg.as_ref().expect("a DKG plan");
+        let script = &dkg.setup_script;
+        assert_eq!(
+            script
+                .matches("p2p-key create --node-dir /keys/dv0/node")
+                .count(),
+            4
+        );
+        assert!(script.contains(
+            "definition create --name dv0 --operators \"$ids\" --threshold 3 --validators 8 \
+             --fork-version 0x00000001 --out /keys/dv0/cluster-definition.json"
+        ));
+        assert_eq!(script.matches("definition sign --definition").count(), 4);
+        // Every node gets the definition once all operators signed it.
+        let last_sign = script.rfind("definition sign").unwrap();
+        let first_copy = script.find("cp /keys/dv0/cluster-definition.json").unwrap();
+        assert!(last_sign < first_copy, "{script}");
+        assert!(script.contains("cp /keys/dv0/cluster-definition.json /keys/dv0/node3/"));
+        let peers = "/dns4/dvlab-dkg-dv0-0-dkg/tcp/3610,/dns4/dvlab-dkg-dv0-1-dkg/tcp/3610,\
+                     /dns4/dvlab-dkg-dv0-2-dkg/tcp/3610,/dns4/dvlab-dkg-dv0-3-dkg/tcp/3610";
+        assert_eq!(dkg.ceremony.len(), 4);
+        for (n, node) in dkg.ceremony.iter().enumerate() {
+            assert_eq!(node.name, format!("dvlab-dkg-dv0-{n}-dkg"));
+            let cmd = node.cmd.join(" ");
+            assert!(
+                cmd.starts_with("dkg --definition /node/cluster-definition.json --node-dir /node"),
+                "{cmd}"
+            );
+            assert!(cmd.contains(&format!("--p2p-peers {peers}")), "{cmd}");
+            assert!(cmd.contains("--insecure-keys"), "{cmd}");
+            assert_eq!(
+                node.mounts,
+                [Mount::writable(format!("keys/dv0/node{n}"), "/node").secret()]
+            );
+            assert_eq!(node.labels[ROLE_LABEL], "dkg");
+        }
+        // The ceremony's containers are not the run's: they are gone before genesis.
+        assert!(!plan
+            .containers
+            .iter()
+            .any(|c| matches!(c.role, Role::Dkg { .. })));
+        // The lock of a DKG records no addresses: the dvnodes dial each other by name.
+        let run_peers = peers.replace("-dkg/", "/");
+        for node in plan
+            .containers
+            .iter()
+            .filter(|c| matches!(c.role, Role::DvNode { .. }))
+        {
+            let cmd = node.cmd.join(" ");
+            assert!(cmd.contains(&format!("--p2p-peers {run_peers}")), "{cmd}");
+        }
+        // A devnet without DKG keeps `lodestar dev`'s interop genesis.
+        let basic = Plan::new(&basic(), 1_000);
+        assert!(!basic.genesis_state && basic.clusters[0].dkg.is_none());
+        let cmd = basic.containers[0].cmd.join(" ");
+        assert!(
+            cmd.contains("--genesisValidators 64 --genesisTime 1020"),
+            "{cmd}"
+        );
+        assert!(!cmd.contains("--p2p-peers"));
     }
 }

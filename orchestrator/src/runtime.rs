@@ -4,11 +4,13 @@
 
 pub mod state;
 
+use crate::genesis::{self, GenesisParams};
 use crate::plan::{
-    ClusterPlan, ContainerPlan, Plan, Role, DVNODE_API_PORT, DVNODE_IMAGE, DVNODE_METRICS_PORT,
-    DVNODE_P2P_PORT, PROMETHEUS_IMAGE, PROMETHEUS_PORT, PROMETHEUS_RUN_DIR, ROLE_LABEL, RUN_LABEL,
+    ClusterPlan, ContainerPlan, DkgPlan, Plan, Role, DKG_KEYS_DIR, DVNODE_API_PORT, DVNODE_IMAGE,
+    DVNODE_METRICS_PORT, DVNODE_P2P_PORT, GENESIS_RUN_DIR, GENESIS_STATE_FILE, PROMETHEUS_IMAGE,
+    PROMETHEUS_PORT, PROMETHEUS_RUN_DIR, ROLE_LABEL, RUN_LABEL,
 };
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
@@ -20,7 +22,10 @@ use bollard::query_parameters::{
     LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
+use dvnode::cluster::deposit::DepositDataJson;
+use dvnode::cluster::lock::ClusterLock;
 use dvnode::eth::beacon::BeaconClient;
+use dvnode::eth::types::DepositData;
 use dvnode::keys::keystore::{reencrypt_dir, KdfChoice};
 use futures::StreamExt;
 use rand::RngCore;
@@ -255,17 +260,29 @@ async fn up_inner(docker: &Docker, plan: &Plan, run_dir: &Path) -> Result<Vec<St
     };
     let mut started = Vec::new();
     let by_role = |pred: fn(&Role) -> bool| plan.containers.iter().filter(move |c| pred(&c.role));
+    if plan.genesis_state {
+        let mut dkg = Vec::new();
+        for cluster in &plan.clusters {
+            if let Some(ceremony) = &cluster.dkg {
+                dkg.push((cluster, run_dkg(&ctx, docker, cluster, ceremony).await?));
+            }
+        }
+        write_genesis_state(plan, run_dir, &dkg)?;
+    }
     for c in by_role(|r| matches!(r, Role::BeaconNode { .. })) {
         started.push(ctx.start(docker, c).await?);
     }
     if !plan.clusters.is_empty() {
-        let bn0 = started
-            .first()
-            .and_then(|s| s.api_url.clone())
-            .ok_or_else(|| anyhow!("DV clusters need a beacon node"))?;
-        let chain = wait_for_chain(docker, &started[0].name, &bn0).await?;
-        for cluster in &plan.clusters {
-            create_cluster(&ctx, docker, cluster, &chain).await?;
+        let dealt: Vec<&ClusterPlan> = plan.clusters.iter().filter(|c| c.dkg.is_none()).collect();
+        if !dealt.is_empty() {
+            let bn0 = started
+                .first()
+                .and_then(|s| s.api_url.clone())
+                .ok_or_else(|| anyhow!("DV clusters need a beacon node"))?;
+            let chain = wait_for_chain(docker, &started[0].name, &bn0).await?;
+            for cluster in dealt {
+                create_cluster(&ctx, docker, cluster, &chain).await?;
+            }
         }
         let mut apis = Vec::new();
         for c in by_role(|r| matches!(r, Role::DvNode { .. })) {
@@ -446,29 +463,8 @@ async fn create_cluster(
     };
     run_container(docker, &name, body).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    let code = loop {
-        let state = docker
-            .inspect_container(&name, None)
-            .await?
-            .state
-            .unwrap_or_default();
-        if state.running != Some(true) {
-            break state.exit_code.unwrap_or(-1);
-        }
-        if Instant::now() >= deadline {
-            bail!("{name}: dvnode create-cluster did not finish within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let logs = logs(docker, &name, Some(20)).await.unwrap_or_default();
+    let (code, logs) = wait_exit(docker, &name, deadline, Some(20)).await?;
     std::fs::write(key_dir.join("create-cluster.log"), &logs)?;
-    docker
-        .remove_container(
-            &name,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await
-        .with_context(|| format!("removing container {name}"))?;
     if code != 0 {
         bail!(
             "dvnode create-cluster for cluster {} failed (exit code {code}):\n{}",
@@ -476,6 +472,55 @@ async fn create_cluster(
             logs.trim_end()
         );
     }
+    vc_keystores(cluster, &key_dir)
+}
+
+/// Waits (until `deadline`) for the one-off container `name` to exit, then removes it; returns
+/// its exit code and its logs (the last `tail` lines).
+async fn wait_exit(
+    docker: &Docker,
+    name: &str,
+    deadline: Instant,
+    tail: Option<usize>,
+) -> Result<(i64, String)> {
+    let code = loop {
+        let state = docker
+            .inspect_container(name, None)
+            .await?
+            .state
+            .unwrap_or_default();
+        if state.running != Some(true) {
+            break state.exit_code.unwrap_or(-1);
+        }
+        if Instant::now() >= deadline {
+            let logs = logs(docker, name, Some(20)).await.unwrap_or_default();
+            let _ = remove_container(docker, name).await;
+            bail!(
+                "container {name} did not finish in time; last log lines:\n{}",
+                logs.trim_end()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let logs = logs(docker, name, tail).await.unwrap_or_default();
+    remove_container(docker, name).await?;
+    Ok((code, logs))
+}
+
+async fn remove_container(docker: &Docker, name: &str) -> Result<()> {
+    docker
+        .remove_container(
+            name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await
+        .with_context(|| format!("removing container {name}"))
+}
+
+/// Gives each node's VC of `cluster` its share keystores (`KEY_DIR/node{n}/validator_keys`,
+/// as `dvnode create-cluster` and `dvnode dkg` write them) re-encrypted under one password,
+/// as Lodestar's `--importKeystoresPassword` needs.
+fn vc_keystores(cluster: &ClusterPlan, key_dir: &Path) -> Result<()> {
     for n in 0..cluster.nodes {
         let count = reencrypt_keystores(
             &key_dir.join(format!("node{n}/validator_keys")),
@@ -491,6 +536,166 @@ async fn create_cluster(
     }
     Ok(())
 }
+
+/// How long a cluster's DKG (setup and ceremony) may take.
+const DKG_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// Runs the key-generation ceremony of `keys: dkg` cluster `cluster`: the setup script (every
+/// operator's p2p key, the definition they all sign) in the dvnode image without a network,
+/// then one `dvnode dkg` container per operator on the run network, all at once. Every node's
+/// log goes to `KEY_DIR/dkg-node{n}.log`; a failed ceremony fails the run with the nodes'
+/// errors (they name the operator at fault). Checks that every node wrote the same lock, gives
+/// the VCs their share keystores and returns the cluster's deposits (verified), in validator
+/// order.
+async fn run_dkg(
+    ctx: &StartCtx<'_>,
+    docker: &Docker,
+    cluster: &ClusterPlan,
+    dkg: &DkgPlan,
+) -> Result<Vec<DepositData>> {
+    let start = Instant::now();
+    let deadline = start + DKG_TIMEOUT;
+    let key_dir = ctx.state_dir.join(&cluster.key_dir);
+    std::fs::create_dir_all(&key_dir)?;
+    let keys_root = ctx.state_dir.join("keys");
+    let name = format!("dvlab-{}-dkg-setup-{}", ctx.plan.run, cluster.name);
+    let body = ContainerCreateBody {
+        image: Some(DVNODE_IMAGE.into()),
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+        cmd: Some(vec![dkg.setup_script.clone()]),
+        user: Some(ctx.owner.to_string()),
+        labels: Some(HashMap::from([
+            (RUN_LABEL.to_string(), ctx.plan.run.clone()),
+            (ROLE_LABEL.to_string(), "dkg-setup".to_string()),
+        ])),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            binds: Some(vec![format!(
+                "{}:{DKG_KEYS_DIR}",
+                abs(&keys_root)?.display()
+            )]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    run_container(docker, &name, body).await?;
+    let (code, logs) = wait_exit(docker, &name, deadline, None).await?;
+    std::fs::write(key_dir.join("dkg-setup.log"), &logs)?;
+    if code != 0 {
+        bail!(
+            "cluster {}: the DKG setup (p2p keys, cluster definition) failed (exit code \
+             {code}):\n{}",
+            cluster.name,
+            logs.trim_end()
+        );
+    }
+    for c in &dkg.ceremony {
+        create_and_start(docker, ctx, c).await?;
+    }
+    let mut failed = Vec::new();
+    for (n, c) in dkg.ceremony.iter().enumerate() {
+        let (code, logs) = wait_exit(docker, &c.name, deadline, None).await?;
+        std::fs::write(key_dir.join(format!("dkg-node{n}.log")), &logs)?;
+        if code != 0 {
+            let tail: Vec<&str> = logs.lines().rev().take(5).collect();
+            failed.push(format!(
+                "node {n} ({}) exit code {code}:\n  {}",
+                c.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "cluster {}: the DKG ceremony failed on {} of {} nodes (logs in {}):\n{}",
+            cluster.name,
+            failed.len(),
+            dkg.ceremony.len(),
+            key_dir.display(),
+            failed.join("\n")
+        );
+    }
+    let locks = (0..cluster.nodes)
+        .map(|n| ClusterLock::load(&key_dir.join(format!("node{n}/cluster-lock.json"))))
+        .collect::<Result<Vec<_>>>()?;
+    for (n, lock) in locks.iter().enumerate().skip(1) {
+        ensure!(
+            lock.lock.lock_hash == locks[0].lock.lock_hash,
+            "cluster {}: node {n}'s lock differs from node 0's after the DKG",
+            cluster.name
+        );
+    }
+    let text = std::fs::read_to_string(key_dir.join("node0/deposit-data.json"))
+        .context("reading node 0's deposit-data.json")?;
+    let deposits: Vec<DepositDataJson> = serde_json::from_str(&text)
+        .with_context(|| format!("cluster {}: node 0's deposit-data.json", cluster.name))?;
+    let deposits = deposits
+        .iter()
+        .enumerate()
+        .map(|(j, d)| {
+            d.verify()
+                .with_context(|| format!("cluster {}: deposit of validator {j}", cluster.name))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let want = cluster.indices.end - cluster.indices.start;
+    ensure!(
+        deposits.len() as u64 == want,
+        "cluster {}: the DKG made {} deposits, expected {want}",
+        cluster.name,
+        deposits.len()
+    );
+    for (j, (d, v)) in deposits.iter().zip(&locks[0].validators).enumerate() {
+        ensure!(
+            d.pubkey.0 == v.pubkey.to_bytes(),
+            "cluster {}: deposit {j} is not for the lock's validator {j}",
+            cluster.name
+        );
+    }
+    vc_keystores(cluster, &key_dir)?;
+    eprintln!(
+        "cluster {}: DKG of {want} validators among {} nodes in {:.1} s",
+        cluster.name,
+        cluster.nodes,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(deposits)
+}
+
+/// Writes the run's genesis state (`RUN_DIR/GENESIS_RUN_DIR/GENESIS_STATE_FILE`): every genesis
+/// validator is interop key `i` except those of `keys: dkg` clusters, which are their
+/// ceremony's deposits. Fails when genesis is too close for the beacon nodes to start.
+fn write_genesis_state(
+    plan: &Plan,
+    run_dir: &Path,
+    dkg: &[(&ClusterPlan, Vec<DepositData>)],
+) -> Result<()> {
+    let params = GenesisParams::lodestar_dev(&plan.preset, plan.genesis_time)?;
+    let deposits: Vec<DepositData> = (0..plan.genesis_validators)
+        .map(|i| {
+            dkg.iter()
+                .find(|(c, _)| c.indices.contains(&i))
+                .map_or_else(
+                    || genesis::interop_deposit(i, params.genesis_fork_version),
+                    |(c, d)| d[(i - c.indices.start) as usize],
+                )
+        })
+        .collect();
+    let ssz = genesis::build_ssz(&plan.preset, &params, &deposits)?;
+    let dir = run_dir.join(GENESIS_RUN_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join(GENESIS_STATE_FILE);
+    std::fs::write(&file, ssz).with_context(|| format!("writing {}", file.display()))?;
+    let left = plan.genesis_time as i64 - dvnode::clock::unix_now().as_secs() as i64;
+    ensure!(
+        left >= MIN_START_BEFORE_GENESIS,
+        "genesis is {left} s away once the DKG is done: too little for the beacon nodes to \
+         start; raise network.genesis_delay"
+    );
+    Ok(())
+}
+
+/// Seconds the beacon nodes need at least between the genesis state and genesis.
+const MIN_START_BEFORE_GENESIS: i64 = 10;
 
 /// Gives a validator client the share keystores of `src` (as `dvnode create-cluster` writes
 /// them, each with its password beside it) re-encrypted under one fresh random password:

@@ -4,7 +4,8 @@
 
 use dvlab::data::Effect;
 use dvlab::faults;
-use dvlab::k8s::{self, chaos, genesis, keys, RenderOptions, Rendered};
+use dvlab::genesis;
+use dvlab::k8s::{self, chaos, keys, RenderOptions, Rendered};
 use dvlab::spec::DevnetSpec;
 use dvnode::cluster::lock::ClusterLock;
 use dvnode::keys::keystore::Keystore;
@@ -277,10 +278,7 @@ fn key_secrets_hold_a_lock_with_dns_addresses_and_shares_the_vc_can_decrypt() {
     );
     assert_eq!(
         lock.content.genesis_validators_root,
-        format!(
-            "0x{}",
-            hex::encode(genesis::interop_genesis_validators_root(64))
-        )
+        genesis::interop_genesis_validators_root(64).to_string()
     );
     assert_eq!(lock.content.fork_version, "0x00000001");
     assert!(node.iter().any(|(k, _)| k == "p2p-key"));

@@ -1,10 +1,10 @@
 //! Key material of the DV clusters for Kubernetes Secrets, created at render time with
 //! `dvnode create-cluster`'s library function (the Docker backend runs the same command in the
 //! dvnode image once the chain is up): the lock records the chain's fork version and genesis
-//! validators root ([`super::genesis`]) and the dvnodes' Service DNS names
+//! validators root ([`crate::genesis`]) and the dvnodes' Service DNS names
 //! (`/dns4/<service>/tcp/3610`).
 
-use super::genesis;
+use crate::genesis;
 use crate::plan::{ClusterPlan, DVNODE_P2P_PORT};
 use crate::spec::Preset;
 use anyhow::{anyhow, Context, Result};
@@ -66,8 +66,8 @@ pub fn cluster_keys(
         nodes: cluster.nodes as usize,
         threshold: cluster.threshold as usize,
         keys: KeySource::Interop(cluster.indices.clone()),
-        fork_version: genesis::genesis_fork_version(preset),
-        genesis_validators_root: genesis::interop_genesis_validators_root(genesis_validators),
+        fork_version: genesis::genesis_fork_version(preset).0,
+        genesis_validators_root: genesis::interop_genesis_validators_root(genesis_validators).0,
         addresses: cluster
             .node_containers
             .iter()

@@ -27,7 +27,6 @@
 
 pub mod chaos;
 pub mod collect;
-pub mod genesis;
 pub mod keys;
 pub mod objects;
 pub mod runner;
@@ -36,7 +35,7 @@ pub mod timer;
 use crate::faults::{self, Timeline};
 use crate::plan::{Plan, Role, RUN_LABEL};
 use crate::spec::DevnetSpec;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use chaos::{ChaosObject, ChaosRender, FaultSource, Target};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -112,6 +111,24 @@ pub fn render(
     now: u64,
     opts: &RenderOptions,
 ) -> Result<Rendered> {
+    if let Some((i, c)) = spec
+        .clusters
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.keys == crate::spec::KeySource::Dkg)
+    {
+        let field = format!("clusters[{i}].keys");
+        let at = match crate::spec::locate(text, &field) {
+            Some(line) => format!("{path}:{line}: {field}"),
+            None => format!("{path}: {field}"),
+        };
+        bail!(
+            "{at}: cluster {} has `keys: dkg`, which only the Docker backend runs (its ceremony \
+             runs before genesis and its genesis state is built from the ceremony's deposits; \
+             manifests hold key material made at render time)",
+            c.name
+        );
+    }
     let delay = opts.genesis_delay.unwrap_or(spec.network.genesis_delay);
     let plan = Plan::new(
         spec,

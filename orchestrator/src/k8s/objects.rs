@@ -257,7 +257,7 @@ pub fn stateful_set(s: &Scope, c: &ContainerPlan, keys: Option<Volume>) -> Resul
                 probe = Some(http_probe("/eth/v1/node/version", BN_REST_PORT));
             }
         }
-        Role::Prometheus => bail!("{} is not rendered for Kubernetes", c.name),
+        Role::Prometheus | Role::Dkg { .. } => bail!("{} is not rendered for Kubernetes", c.name),
         Role::DvNode { .. } => {
             volumes.push(empty_dir("out"));
             mounts.push(mount("out", DVNODE_OUT_DIR, false));

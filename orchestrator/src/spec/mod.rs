@@ -13,7 +13,7 @@ pub mod validate;
 pub use locate::locate;
 pub use schema::{
     parse_offset, parse_rate, At, BaselineSpec, BeaconNodeSpec, Client, ClusterSpec, CmpOp,
-    Comparison, DevnetSpec, DurationSpec, FaultKind, FaultSpec, KeepersSpec, Metric, NetworkSpec,
-    Preset, Scalar, Signer, Span, DEFAULT_LODESTAR_IMAGE,
+    Comparison, DevnetSpec, DurationSpec, FaultKind, FaultSpec, KeepersSpec, KeySource, Metric,
+    NetworkSpec, Preset, Scalar, Signer, Span, DEFAULT_LODESTAR_IMAGE,
 };
 pub use validate::{SpecError, SpecErrors};

@@ -158,6 +158,23 @@ pub struct ClusterSpec {
     /// Who signs for the DVs (default `middleware`).
     #[serde(default)]
     pub signer: Signer,
+    /// Where the DV keys come from (default `interop`).
+    #[serde(default)]
+    pub keys: KeySource,
+}
+
+/// Where a cluster's validator keys come from.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySource {
+    /// Interop keys split by a trusted dealer (`dvnode create-cluster`) once the first beacon
+    /// node serves its genesis.
+    #[default]
+    Interop,
+    /// A distributed key generation ceremony (`dvnode dkg` in the dvnode containers) before
+    /// genesis: no party ever holds a validator key; the genesis state, built by dvlab from the
+    /// ceremony's deposit data, holds the distributed keys.
+    Dkg,
 }
 
 impl ClusterSpec {

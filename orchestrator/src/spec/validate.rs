@@ -5,8 +5,8 @@
 
 use super::locate::locate;
 use super::schema::{
-    parse_offset, parse_rate, At, Comparison, DevnetSpec, FaultKind, FaultSpec, Metric, Scalar,
-    Span,
+    parse_offset, parse_rate, At, Comparison, DevnetSpec, FaultKind, FaultSpec, KeySource, Metric,
+    Scalar, Span,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -110,6 +110,9 @@ impl Problems {
 const MAX_EPOCHS: u64 = 1_000_000;
 const MAX_SECONDS_PER_SLOT: u64 = 3_600;
 const MAX_GENESIS_DELAY: u64 = 86_400;
+/// Genesis delay a devnet with a `keys: dkg` cluster needs at least: the ceremony, the genesis
+/// state and the beacon nodes' start all happen before genesis.
+pub const MIN_DKG_GENESIS_DELAY: u64 = 45;
 
 /// Every semantic problem of `spec`.
 fn problems(spec: &DevnetSpec) -> Vec<(String, String)> {
@@ -277,6 +280,30 @@ fn clusters(spec: &DevnetSpec, bn_names: &BTreeSet<&str>, p: &mut Problems) {
                     c.nodes
                 ),
             );
+        }
+        if c.keys == KeySource::Dkg {
+            // dvlab builds the genesis state itself (crate::genesis): Altair from genesis on,
+            // and the ceremony (~10-30 s) runs before any beacon node starts.
+            if spec.network.altair_fork_epoch != 0 {
+                p.err(
+                    f("keys"),
+                    format!(
+                        "`dkg` needs network.altair_fork_epoch: 0 (dvlab builds an Altair genesis \
+                         state from the ceremony's deposits), not {}",
+                        spec.network.altair_fork_epoch
+                    ),
+                );
+            }
+            if spec.network.genesis_delay < MIN_DKG_GENESIS_DELAY {
+                p.err(
+                    f("keys"),
+                    format!(
+                        "`dkg` runs the ceremony before genesis: network.genesis_delay must be at \
+                         least {MIN_DKG_GENESIS_DELAY} s, not {}",
+                        spec.network.genesis_delay
+                    ),
+                );
+            }
         }
         for j in 0..c.beacon_nodes.len() {
             let names = c.beacon_nodes_of(j);
@@ -838,6 +865,35 @@ baseline:\n  count: 8\n  client: lodestar\n  beacon_node: bn9\nduration:\n  epoc
         assert_eq!(errs[0].field, "baseline.beacon_node");
         assert_eq!(errs[0].line, Some(15));
         assert!(errs[0].message.contains("`bn9`"));
+    }
+
+    #[test]
+    fn a_dkg_cluster_needs_an_altair_genesis_and_time_for_its_ceremony() {
+        let dkg = BASIC.replace("vc: lodestar,", "vc: lodestar, keys: dkg,");
+        assert_ne!(dkg, BASIC);
+        // basic.yaml: genesis_delay 20 < 45.
+        let errs = errors(&dkg);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "clusters[0].keys");
+        assert!(
+            errs[0]
+                .message
+                .contains("genesis_delay must be at least 45"),
+            "{errs:?}"
+        );
+        let dkg = dkg
+            .replace("genesis_delay: 20", "genesis_delay: 60")
+            .replace("altair_fork_epoch: 0", "altair_fork_epoch: 2");
+        let errs = errors(&dkg);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("altair_fork_epoch: 0"), "{errs:?}");
+        let ok = dkg.replace("altair_fork_epoch: 2", "altair_fork_epoch: 0");
+        DevnetSpec::parse(&ok, "t.yaml").unwrap();
+        assert!(
+            errors(&BASIC.replace("vc: lodestar,", "vc: lodestar, keys: shared,"))
+                .iter()
+                .any(|e| e.message.contains("unknown variant `shared`"))
+        );
     }
 
     #[test]
