@@ -1,6 +1,6 @@
 //! `dvlab` command line.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dvlab::images::ImageInputs;
 use dvlab::pipeline::{self, Outcome};
@@ -8,6 +8,7 @@ use dvlab::report::Report;
 use dvlab::spec::DevnetSpec;
 use dvlab::{images, plan, runtime};
 use dvnode::clock::{unix_now, SlotClock};
+use std::io::Write;
 use std::path::PathBuf;
 
 /// dvlab — YAML devnets of real Ethereum clients in Docker, watched, analysed and reported.
@@ -332,7 +333,15 @@ async fn main_inner(cli: Cli) -> Result<i32> {
         Cmd::Plan { file } => {
             let spec = DevnetSpec::load(&file)?;
             let plan = plan::Plan::new(&spec, unix_now().as_secs());
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            let mut out = std::io::stdout().lock();
+            let written = serde_json::to_writer_pretty(&mut out, &plan)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out));
+            match written {
+                // A reader that stopped early (`dvlab plan FILE | head`) is not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                r => r.context("writing the plan to stdout")?,
+            }
             Ok(0)
         }
         Cmd::Up { file, out } => {
