@@ -6,7 +6,8 @@
 //! frames, `meta.json`, the fault log) live in [`data`], beneath the phases that use them;
 //! [`pipeline`] wires the phases together for `dvlab up`, `dvlab run` and `dvlab report`.
 //! [`genesis`] (the genesis state of a devnet whose cluster keys come from a DKG ceremony) sits
-//! beneath [`plan`] and [`runtime`], which use it.
+//! beneath [`plan`] and [`runtime`], which use it; [`shuffle`] (the spec's swap-or-not shuffle)
+//! beneath [`genesis`] and [`collect`].
 //!
 //! Without the default `lab` feature only [`spec`], [`plan`], the fault [`faults::timeline`],
 //! the [`data`] formats (rows and their CSV files, without polars frames) and the [`analyse`]
@@ -31,4 +32,5 @@ pub mod plan;
 pub mod report;
 #[cfg(feature = "lab")]
 pub mod runtime;
+pub mod shuffle;
 pub mod spec;
