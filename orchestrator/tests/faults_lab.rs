@@ -4,7 +4,7 @@
 //! base and `dvlab/netem` images when they are missing or out of date). Every test removes
 //! its containers and network, also when it fails. Run with `--nocapture` to see the figures.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::Docker;
 use dvlab::data::{Effect, Scope};
@@ -637,10 +637,18 @@ async fn clock_skew_moves_the_clock_mid_run() {
 }
 
 /// Counts up every 0.1 s.
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done";
+/// Counts 10 per second into /tmp/n. Each value is written to a scratch file and renamed over
+/// /tmp/n, so a reader sees the previous or the next value, never the empty file that
+/// `echo > /tmp/n` leaves between its truncate and its write (a read in that gap once failed
+/// CI with "cannot parse integer from empty string").
+const COUNTER: &str =
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.1; done";
 
 async fn counter(lab: &Lab, c: &str) -> Result<u64> {
-    Ok(lab.sh(c, "cat /tmp/n").await?.trim().parse()?)
+    let out = lab.sh(c, "cat /tmp/n").await?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("{c}: counter file /tmp/n holds {out:?}"))
 }
 
 #[tokio::test]
