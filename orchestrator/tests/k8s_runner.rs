@@ -2,8 +2,10 @@
 //! service): server-side apply of every rendered object in order at its resource path,
 //! waiting for the run's StatefulSets, deleting only a namespace labelled for the run; the
 //! run's liveness checks and output collection; `dvlab run --backend kubernetes` deleting the
-//! run on Ctrl-C and on errors. (Port-forwards and exec are WebSocket upgrades a tower service
-//! cannot answer: their requests are checked, their streams are not.)
+//! run on Ctrl-C and on errors. Port-forwards and exec are WebSocket upgrades a tower service
+//! cannot answer: the collection's data paths run against a fake API server on a real socket
+//! (axum + hyper upgrade + tungstenite) speaking the `v4.channel.k8s.io` channel protocol, with
+//! kube's own client.
 
 use dvlab::k8s::{self, collect::Cluster, runner, RenderOptions};
 use dvlab::pipeline::{self, Outcome};
@@ -508,4 +510,481 @@ async fn a_failed_apply_deletes_what_was_applied() {
         "{err:#}"
     );
     assert!(deleted(&calls.lock().unwrap()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The collection's data paths: kube's client against a fake API server on a real socket.
+
+/// What the fake API server serves: the "pods" (pod/port → a local server), their files (for
+/// `cat` by exec), the fault timer's pod log, and every request it saw.
+#[derive(Default)]
+struct FakeCluster {
+    ports: Mutex<std::collections::HashMap<(String, u16), std::net::SocketAddr>>,
+    files: std::collections::HashMap<(String, String), Vec<u8>>,
+    timer_log: String,
+    seen: Mutex<Vec<String>>,
+}
+
+const V4: &str = "v4.channel.k8s.io";
+
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Answers a WebSocket upgrade as the API server does (101, the accept key, the channel
+/// subprotocol) and runs `session` on the upgraded connection.
+fn upgrade<F, Fut>(mut req: axum::extract::Request, session: F) -> axum::response::Response
+where
+    F: FnOnce(Ws) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use http::header;
+    let offered = req.headers()[header::SEC_WEBSOCKET_PROTOCOL]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(offered.split(", ").any(|p| p == V4), "{offered}");
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
+        req.headers()[header::SEC_WEBSOCKET_KEY].as_bytes(),
+    );
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let io = hyper_util::rt::TokioIo::new(on.await.expect("upgraded"));
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        session(ws).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .header(header::SEC_WEBSOCKET_PROTOCOL, V4)
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+fn frame(channel: u8, data: &[u8]) -> tokio_tungstenite::tungstenite::Message {
+    let mut v = vec![channel];
+    v.extend_from_slice(data);
+    tokio_tungstenite::tungstenite::Message::binary(v)
+}
+
+/// The kubelet's side of a WebSocket port-forward of one port: the port on the data (0) and
+/// error (1) channels first, then channel-0 frames both ways to and from `target`; a pod that
+/// is down gets an error message and the stream closes.
+async fn port_forward(ws: Ws, port: u16, target: Option<std::net::SocketAddr>) {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut sink, mut from_client) = ws.split();
+    sink.send(frame(0, &port.to_le_bytes())).await.unwrap();
+    sink.send(frame(1, &port.to_le_bytes())).await.unwrap();
+    let Some(target) = target else {
+        let _ = sink
+            .send(frame(1, b"error forwarding port: container not running"))
+            .await;
+        let _ = sink.send(Message::Close(None)).await;
+        return;
+    };
+    let (mut r, mut w) = tokio::net::TcpStream::connect(target)
+        .await
+        .unwrap()
+        .into_split();
+    let up = async move {
+        while let Some(Ok(m)) = from_client.next().await {
+            let written = match m {
+                Message::Binary(b) if b.len() > 1 && b[0] == 0 => w.write_all(&b[1..]).await,
+                Message::Close(_) => break,
+                _ => Ok(()),
+            };
+            if written.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = r.read(&mut buf).await {
+            if n == 0 || sink.send(frame(0, &buf[..n])).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    };
+    futures::join!(up, down);
+}
+
+/// The kubelet's side of `exec cat PATH` (stdout only): the file on channel 1 in 8 KiB frames
+/// and a Success status on channel 3, or cat's error on channel 2 and a Failure status with
+/// exit code 1.
+async fn exec_cat(mut ws: Ws, file: Option<Vec<u8>>, path: String) {
+    use futures::SinkExt;
+    let status = match file {
+        Some(bytes) => {
+            for chunk in bytes.chunks(8192) {
+                ws.send(frame(1, chunk)).await.unwrap();
+            }
+            json!({"metadata": {}, "status": "Success"})
+        }
+        None => {
+            let msg = format!("cat: {path}: No such file or directory\n");
+            ws.send(frame(2, msg.as_bytes())).await.unwrap();
+            json!({"metadata": {}, "status": "Failure",
+                   "message": "command terminated with non-zero exit code: exit status 1",
+                   "reason": "NonZeroExitCode",
+                   "details": {"causes": [{"reason": "ExitCode", "message": "1"}]}})
+        }
+    };
+    ws.send(frame(3, status.to_string().as_bytes()))
+        .await
+        .unwrap();
+    let _ = ws.close(None).await;
+}
+
+async fn fake_api(
+    axum::extract::State(k): axum::extract::State<Arc<FakeCluster>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let q = |key: &str| {
+        query
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    k.seen
+        .lock()
+        .unwrap()
+        .push(format!("{} {}", req.method(), req.uri()));
+    let path: Vec<String> = req.uri().path().split('/').map(String::from).collect();
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    match path.as_slice() {
+        ["", "api", "v1", "namespaces", "ns", "pods", pod, "portforward"] => {
+            let port: u16 = q("ports")[0].parse().unwrap();
+            let target = k
+                .ports
+                .lock()
+                .unwrap()
+                .get(&(pod.to_string(), port))
+                .copied();
+            upgrade(req, move |ws| port_forward(ws, port, target))
+        }
+        ["", "api", "v1", "namespaces", "ns", "pods", pod, "exec"] => {
+            let command = q("command");
+            assert_eq!(command[0], "cat", "{command:?}");
+            assert_eq!(q("stdout"), ["true"]);
+            assert!(q("stdin") != ["true"] && q("stderr") != ["true"]);
+            let file = k.files.get(&(pod.to_string(), command[1].clone())).cloned();
+            let path = command[1].clone();
+            upgrade(req, move |ws| exec_cat(ws, file, path))
+        }
+        ["", "api", "v1", "namespaces", "ns", "pods", "dvlab-faults-x1", "log"] => {
+            k.timer_log.clone().into_response()
+        }
+        ["", "api", "v1", "namespaces", "ns", "pods"] => axum::Json(json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [{"metadata": {"name": "dvlab-faults-x1",
+                                    "creationTimestamp": "2026-12-07T09:00:00Z"}}]}))
+        .into_response(),
+        _ => (StatusCode::NOT_FOUND, "not served").into_response(),
+    }
+}
+
+/// A beacon node's REST API as far as the collector reads it (two epochs of 8 slots, one
+/// committee of two per slot, one proposer duty, a head, no blocks), plus a large body and an
+/// echo to move bytes both ways.
+fn beacon_api() -> axum::Router {
+    use axum::extract::{Path as P, Query};
+    use axum::routing::{get, post};
+    let committees = |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+        let e: u64 = q["epoch"].parse().unwrap();
+        let data: Vec<Value> = (e * 8..e * 8 + 8)
+            .map(|s| {
+                json!({"index": "0", "slot": s.to_string(),
+                            "validators": [(s % 4 * 2).to_string(), (s % 4 * 2 + 1).to_string()]})
+            })
+            .collect();
+        axum::Json(json!({"data": data}))
+    };
+    axum::Router::new()
+        .route(
+            "/eth/v1/beacon/genesis",
+            get(|| async {
+                axum::Json(json!({"data": {"genesis_time": "1700000000",
+                    "genesis_validators_root": format!("0x{}", "83".repeat(32)),
+                    "genesis_fork_version": "0x00000001"}}))
+            }),
+        )
+        .route("/eth/v1/beacon/states/head/committees", get(committees))
+        .route(
+            "/eth/v1/validator/duties/proposer/{epoch}",
+            get(|P(e): P<u64>| async move {
+                axum::Json(json!({"data": [{"pubkey": format!("0x{}", "aa".repeat(48)),
+                    "validator_index": "3", "slot": (e * 8 + 1).to_string()}]}))
+            }),
+        )
+        .route(
+            "/eth/v1/beacon/headers/head",
+            get(|| async {
+                axum::Json(json!({"data": {"root": format!("0x{}", "11".repeat(32)),
+                    "header": {"message": {"slot": "5"}}}}))
+            }),
+        )
+        .route(
+            "/eth/v1/beacon/states/head/finality_checkpoints",
+            get(|| async { axum::Json(json!({"data": {"finalized": {"epoch": "0"}}})) }),
+        )
+        .route(
+            "/eth/v1/node/peer_count",
+            get(|| async { axum::Json(json!({"data": {"connected": "3"}})) }),
+        )
+        .route("/big", get(|| async { big_body() }))
+        .route("/echo", post(|body: axum::body::Bytes| async move { body }))
+}
+
+/// 3 MiB that are not one repeated byte.
+fn big_body() -> Vec<u8> {
+    (0..3u32 << 20).map(|i| (i % 251) as u8).collect()
+}
+
+fn duty_log(node: usize, lines: usize) -> String {
+    (0..lines)
+        .map(|i| {
+            format!(
+                "{{\"ts_ms\":{i},\"duty\":{{\"slot\":\"{i}\",\"kind\":\"attester\"}},\
+                 \"validator_index\":\"{node}\",\"outcome\":\"success\",\"stages\":{{\"scheduled\":1}},\
+                 \"consensus_round\":1,\"consensus_seconds\":0.25,\"shares\":[1,2,3]}}\n"
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn collection_moves_bytes_through_port_forwards_and_exec() {
+    use dvlab::collect::Collector;
+    use dvlab::data::{BeaconNodeMeta, DvNodeMeta, RunMeta};
+    use dvlab::plan::{BN_REST_PORT, DVNODE_METRICS_PORT};
+    let plan = render("chaos-mix").plan;
+    let bn = serve(beacon_api()).await;
+    let metrics_page = "# TYPE dvnode_duties_total counter\ndvnode_duties_total 42\n";
+    let metrics = serve(axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move { metrics_page }),
+    ))
+    .await;
+    let bn_pod = k8s::collect::pod_name(
+        plan.containers
+            .iter()
+            .find(|c| matches!(c.role, Role::BeaconNode { .. }))
+            .unwrap(),
+    );
+    let dvnodes: Vec<_> = plan
+        .containers
+        .iter()
+        .filter(|c| matches!(c.role, Role::DvNode { .. }))
+        .collect();
+    // 2,000 lines (~330 KB) per node, but the last node has written none.
+    let lines = 2000;
+    let mut k = FakeCluster {
+        timer_log: "{\"time\":12.5,\"fault\":0}\n".into(),
+        ..Default::default()
+    };
+    let mut ports = std::collections::HashMap::new();
+    ports.insert((bn_pod.clone(), BN_REST_PORT), bn);
+    for (i, d) in dvnodes.iter().enumerate() {
+        let pod = k8s::collect::pod_name(d);
+        ports.insert((pod.clone(), DVNODE_METRICS_PORT), metrics);
+        if i + 1 < dvnodes.len() {
+            k.files.insert(
+                (pod, "/out/duty-log.jsonl".into()),
+                duty_log(i, lines).into_bytes(),
+            );
+        }
+    }
+    k.ports = Mutex::new(ports);
+    let k = Arc::new(k);
+    let api = serve(axum::Router::new().fallback(fake_api).with_state(k.clone())).await;
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{api}").parse().unwrap()))
+            .unwrap();
+
+    // The BN's REST port through a port-forward: 3 MiB down, 1 MiB up and back, 20
+    // requests at once (one stream each).
+    let f = k8s::collect::forward(&client, "ns", &bn_pod, BN_REST_PORT)
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let big = http.get(format!("{}/big", f.url)).send().await.unwrap();
+    assert_eq!(big.bytes().await.unwrap().as_ref(), big_body().as_slice());
+    let up: Vec<u8> = big_body()[..1 << 20].iter().rev().copied().collect();
+    let echo = http
+        .post(format!("{}/echo", f.url))
+        .body(up.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo.bytes().await.unwrap().as_ref(), up.as_slice());
+    let many = (0..20).map(|_| {
+        // A client per request: one TCP connection, hence one port-forward stream, each.
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = format!("{}/eth/v1/node/peer_count", f.url);
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    for body in futures::future::join_all(many).await {
+        assert_eq!(body, r#"{"data":{"connected":"3"}}"#);
+    }
+
+    // The collector reads the forwarded BN and metrics, and the duty logs fetched by exec.
+    let mut metrics_forwards = Vec::new();
+    let mut metas = Vec::new();
+    for d in &dvnodes {
+        let m = k8s::collect::forward(
+            &client,
+            "ns",
+            &k8s::collect::pod_name(d),
+            DVNODE_METRICS_PORT,
+        )
+        .await
+        .unwrap();
+        let Role::DvNode { cluster, node } = &d.role else {
+            unreachable!()
+        };
+        metas.push(DvNodeMeta {
+            name: d.name.clone(),
+            cluster: cluster.clone(),
+            index: *node,
+            metrics_url: Some(m.url.clone()),
+        });
+        metrics_forwards.push(m);
+    }
+    let bns = vec![BeaconNodeMeta {
+        name: "bn0".into(),
+        api_url: f.url.clone(),
+    }];
+    let mut col = Collector::new(bns.clone(), 8).unwrap();
+    col.wait_ready(Duration::from_secs(10)).await.unwrap();
+    col.record_duties(0).await.unwrap();
+    assert_eq!(col.sample_heads(1_700_000_100).await.len(), 1);
+    let out = tempfile::tempdir().unwrap();
+    Cluster::new(client.clone(), "ns")
+        .fetch_outputs(&plan, out.path())
+        .await
+        .unwrap();
+    for (i, d) in dvnodes.iter().enumerate() {
+        let file = out
+            .path()
+            .join("nodes")
+            .join(&d.name)
+            .join("duty-log.jsonl");
+        if i + 1 < dvnodes.len() {
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), duty_log(i, lines));
+        } else {
+            // `cat` failed (exit code 1): a warning, no file.
+            assert!(!file.exists());
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("faults.jsonl")).unwrap(),
+        k.timer_log
+    );
+    col.collect_dvnodes(&metas, out.path()).await;
+    let mut raw = col.finish().await.unwrap();
+    let meta = RunMeta {
+        run: plan.run.clone(),
+        genesis_time: 1_700_000_000,
+        seconds_per_slot: plan.seconds_per_slot,
+        slots_per_epoch: 8,
+        first_slot: 0,
+        last_slot: 15,
+        groups: Vec::new(),
+        beacon_nodes: bns,
+        assertions: Default::default(),
+        dvnodes: metas,
+    };
+    raw.save(&meta, out.path()).unwrap();
+    let csv = |name: &str| {
+        std::fs::read_to_string(out.path().join("raw").join(format!("{name}.csv"))).unwrap()
+    };
+    // Two epochs of committees (16 slots × 2 validators), the proposer duty, the head sample.
+    assert_eq!(csv("duties").lines().count(), 1 + 32, "{}", csv("duties"));
+    assert!(csv("duties").contains("\n15,0,7"), "{}", csv("duties"));
+    assert_eq!(csv("proposer_duties").lines().nth(1), Some("1,3"));
+    assert_eq!(
+        csv("heads").lines().nth(1),
+        Some(format!("1700000100,bn0,5,0,3,0x{}", "11".repeat(32)).as_str()),
+        "{}",
+        csv("heads")
+    );
+    // Every line of every duty log that was there, attributed to its node.
+    let duty_csv = csv("duty_log");
+    assert_eq!(
+        duty_csv.lines().count(),
+        1 + lines * (dvnodes.len() - 1),
+        "{}",
+        duty_csv.lines().take(3).collect::<Vec<_>>().join("\n")
+    );
+    for d in &dvnodes[..dvnodes.len() - 1] {
+        assert!(duty_csv.contains(&format!("\n{},1999,attester", d.name)));
+    }
+    for d in &dvnodes {
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("nodes").join(&d.name).join("metrics.txt"))
+                .unwrap(),
+            metrics_page
+        );
+    }
+
+    // A crashed pod refuses the stream (the collector sees a closed connection); the
+    // replacement pod is reached by the next connection.
+    k.ports
+        .lock()
+        .unwrap()
+        .remove(&(bn_pod.clone(), BN_REST_PORT));
+    let fresh = || reqwest::Client::builder().no_proxy().build().unwrap();
+    let down = fresh()
+        .get(format!("{}/eth/v1/beacon/genesis", f.url))
+        .send()
+        .await;
+    assert!(down.is_err(), "{down:?}");
+    k.ports
+        .lock()
+        .unwrap()
+        .insert((bn_pod.clone(), BN_REST_PORT), bn);
+    let back = fresh()
+        .get(format!("{}/eth/v1/beacon/genesis", f.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(back.status().is_success());
+
+    // What the API server was asked.
+    let seen = k.seen.lock().unwrap().clone();
+    // One port-forward stream per connection: at least the 2 + 20 above and the collector's.
+    let streams = seen
+        .iter()
+        .filter(|s| {
+            s.starts_with(&format!(
+                "GET /api/v1/namespaces/ns/pods/{bn_pod}/portforward?"
+            )) && s.ends_with("ports=9596")
+        })
+        .count();
+    assert!(streams >= 23, "{seen:#?}");
+    let execs = seen.iter().filter(|s| s.contains("/exec?")).count();
+    assert_eq!(execs, dvnodes.len());
 }
