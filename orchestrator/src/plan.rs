@@ -556,8 +556,14 @@ impl Plan {
                     cmd,
                     env: env.clone(),
                     publish: vec![],
-                    // Writable: Lodestar puts a lock file beside each keystore it imports.
-                    mounts: vec![Mount::writable(format!("{key_dir}/vc{n}"), VC_KEYS_DIR).secret()],
+                    // Writable: Lodestar puts a lock file beside each keystore it imports. A
+                    // VC of a remote-signer cluster holds no key material at all.
+                    mounts: match c.signer {
+                        Signer::Middleware => {
+                            vec![Mount::writable(format!("{key_dir}/vc{n}"), VC_KEYS_DIR).secret()]
+                        }
+                        Signer::Remote => vec![],
+                    },
                     static_host: None,
                     run_as_owner: false,
                 });
@@ -1017,6 +1023,12 @@ mod tests {
             vcs.iter().all(|c| !c.contains("importKeystores")),
             "{vcs:?}"
         );
+        // No share keystores for the VCs: the dvnodes sign.
+        assert!(plan
+            .containers
+            .iter()
+            .filter(|c| matches!(c.role, Role::DvVc { .. }))
+            .all(|c| c.mounts.is_empty()));
     }
 
     #[test]

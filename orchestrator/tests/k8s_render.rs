@@ -359,3 +359,147 @@ fn written_directory_has_owner_only_secrets_and_one_file_per_stage() {
         }
     }
 }
+
+#[test]
+fn remote_signer_validator_clients_get_no_key_material() {
+    let r = render("remote-signer");
+    let secrets: Vec<&str> = file(&r, "10-secrets.yaml")
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    // One Secret per dvnode (its node directory), none for the VCs.
+    assert_eq!(secrets.len(), 4, "{secrets:?}");
+    assert!(
+        secrets.iter().all(|n| !n.ends_with("-vc-keys")),
+        "{secrets:?}"
+    );
+    let vcs: Vec<&Value> = file(&r, "30-workloads.yaml")
+        .iter()
+        .filter(|o| o["metadata"]["labels"]["dvlab.role"] == "dv-vc")
+        .collect();
+    assert_eq!(vcs.len(), 4);
+    for vc in vcs {
+        let pod = &vc["spec"]["template"]["spec"];
+        assert!(
+            pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v.get("secret").is_none()),
+            "{pod}"
+        );
+        let init: Vec<&str> = pod["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(init, ["wait-for-dvnode"]);
+        let args = pod["containers"][0]["args"].to_string();
+        assert!(args.contains("--externalSigner.fetch"), "{args}");
+    }
+}
+
+#[test]
+fn library_scenarios_chaos_mesh_cannot_express_are_refused_naming_fault_and_line() {
+    // `make k8s-validate` checks that these renders fail; here, that the error says why and where.
+    for (name, why) in [
+        ("one-way-loss", "a loss with `to` is one-way"),
+        ("bn-errors", "bn_errors answers errors to `dv0-3` only"),
+    ] {
+        let (spec, path, text) = devnet(name);
+        let err = match k8s::render(&spec, &path, &text, NOW, &RenderOptions::default()) {
+            Ok(_) => panic!("{name} rendered"),
+            Err(e) => format!("{e:#}"),
+        };
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().starts_with("- {at:"))
+            .unwrap()
+            + 1;
+        assert!(
+            err.contains(&format!("devnets/{name}.yaml:{line}: faults[0]")),
+            "{err}"
+        );
+        assert!(
+            err.contains(why) && err.contains("Chaos Mesh cannot"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn namespace_and_image_registry_reach_every_object() {
+    let (spec, path, text) = devnet("chaos-mix");
+    let options = RenderOptions {
+        namespace: Some("lab-7".into()),
+        image_registry: Some("registry.example:5000".into()),
+        genesis_delay: None,
+    };
+    let r = k8s::render(&spec, &path, &text, NOW, &options).unwrap();
+    assert_eq!(r.namespace, "lab-7");
+    // Every `image` and `namespace` field anywhere, the Chaos Mesh selectors' `namespaces`
+    // included (also inside the fault timer's ConfigMap).
+    fn walk(v: &Value, images: &mut Vec<String>, namespaces: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("image", Value::String(s)) => images.push(s.clone()),
+                        ("namespace", Value::String(s)) => namespaces.push(s.clone()),
+                        ("namespaces", Value::Array(a)) => {
+                            namespaces.extend(a.iter().map(|s| s.as_str().unwrap().to_string()))
+                        }
+                        _ => walk(x, images, namespaces),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, images, namespaces)),
+            Value::String(s) if s.contains("apiVersion: chaos-mesh.org") => {
+                walk(&serde_yaml::from_str(s).unwrap(), images, namespaces)
+            }
+            _ => {}
+        }
+    }
+    let (mut images, mut namespaces) = (Vec::new(), Vec::new());
+    let mut objects = 0;
+    for (file, objs) in &r.files {
+        for o in objs {
+            objects += 1;
+            if o["kind"] == "Namespace" {
+                assert_eq!(o["metadata"]["name"], "lab-7");
+            } else {
+                assert_eq!(o["metadata"]["namespace"], "lab-7", "{file}: {o}");
+            }
+            assert_eq!(o["metadata"]["labels"]["dvlab.run"], "chaos-mix", "{o}");
+            // Key material only in Secrets: the one ConfigMap is the fault timer's.
+            if o["kind"] == "ConfigMap" {
+                assert_eq!(o["metadata"]["name"], "dvlab-faults");
+                let text = o["data"].to_string();
+                assert!(
+                    !["keystore", "crypto", "password", "p2p-key"]
+                        .iter()
+                        .any(|k| text.contains(k)),
+                    "{text}"
+                );
+            }
+            walk(o, &mut images, &mut namespaces);
+        }
+    }
+    assert!(objects > 20);
+    // Containers, init containers and the fault timer: dvnode, Lodestar and dvlab images.
+    for image in ["/dvlab/dvnode:", "/dvlab/lodestar:", "/dvlab/dvlab:"] {
+        assert!(
+            images.iter().any(|i| i.contains(image)),
+            "{image}: {images:?}"
+        );
+    }
+    assert!(
+        images
+            .iter()
+            .all(|i| i.starts_with("registry.example:5000/dvlab/")),
+        "{images:?}"
+    );
+    assert!(namespaces.iter().all(|n| n == "lab-7"), "{namespaces:?}");
+    assert!(namespaces.len() > objects, "selectors were walked");
+}

@@ -272,29 +272,31 @@ pub fn stateful_set(s: &Scope, c: &ContainerPlan, keys: Option<Volume>) -> Resul
             volumes.push(empty_dir("data"));
             mounts.push(mount("data", DATA_DIR, false));
             // Lodestar writes a lock file beside each keystore it imports: the Secret is
-            // copied into a writable directory first.
-            match keys {
-                Some(v) => volumes.push(v),
-                None => bail!("validator client {} has no key material", c.name),
-            }
-            volumes.push(empty_dir("vc-keys"));
-            mounts.push(mount("vc-keys", VC_KEYS_DIR, false));
+            // copied into a writable directory first. A remote-signer VC has no keys.
             let dvnode = c.name.strip_suffix("-vc").unwrap_or(&c.name);
-            init.push(Container {
-                name: "copy-keys".into(),
-                image: Some(s.image(&c.image)),
-                image_pull_policy: Some("IfNotPresent".into()),
-                command: Some(vec![
-                    "sh".into(),
-                    "-c".into(),
-                    format!("cp -RL {VC_SECRET_DIR}/. {VC_KEYS_DIR}/"),
-                ]),
-                volume_mounts: Some(vec![
-                    mount("keys", VC_SECRET_DIR, true),
-                    mount("vc-keys", VC_KEYS_DIR, false),
-                ]),
-                ..Default::default()
-            });
+            if needs_vc_keys(c) {
+                match keys {
+                    Some(v) => volumes.push(v),
+                    None => bail!("validator client {} has no key material", c.name),
+                }
+                volumes.push(empty_dir("vc-keys"));
+                mounts.push(mount("vc-keys", VC_KEYS_DIR, false));
+                init.push(Container {
+                    name: "copy-keys".into(),
+                    image: Some(s.image(&c.image)),
+                    image_pull_policy: Some("IfNotPresent".into()),
+                    command: Some(vec![
+                        "sh".into(),
+                        "-c".into(),
+                        format!("cp -RL {VC_SECRET_DIR}/. {VC_KEYS_DIR}/"),
+                    ]),
+                    volume_mounts: Some(vec![
+                        mount("keys", VC_SECRET_DIR, true),
+                        mount("vc-keys", VC_KEYS_DIR, false),
+                    ]),
+                    ..Default::default()
+                });
+            }
             // As in Docker, the validator client starts once its dvnode serves the API.
             init.push(Container {
                 name: "wait-for-dvnode".into(),
@@ -378,8 +380,14 @@ pub fn stateful_set(s: &Scope, c: &ContainerPlan, keys: Option<Volume>) -> Resul
     })
 }
 
-/// The Secrets of a node's key material and the volumes mounting them in the dvnode's and its
-/// validator client's pods.
+/// Whether validator client `c` imports share keystores (the plan mounts them): not in a
+/// remote-signer cluster, whose VCs fetch the keys from their dvnode's Web3Signer API.
+fn needs_vc_keys(c: &ContainerPlan) -> bool {
+    c.mounts.iter().any(|m| m.container == VC_KEYS_DIR)
+}
+
+/// The Secrets of a node's key material and the volumes mounting them in the dvnode's and (if
+/// it imports keystores) its validator client's pods.
 pub fn key_secrets(
     s: &Scope,
     dvnode: &ContainerPlan,
@@ -387,6 +395,10 @@ pub fn key_secrets(
     keys: &NodeKeys,
 ) -> Result<Vec<(String, Secret, Volume)>> {
     let (a, av) = secret(s, &secret_name(dvnode), dvnode.role.label(), &keys.node_dir)?;
-    let (b, bv) = secret(s, &secret_name(vc), vc.role.label(), &keys.vc)?;
-    Ok(vec![(dvnode.name.clone(), a, av), (vc.name.clone(), b, bv)])
+    let mut out = vec![(dvnode.name.clone(), a, av)];
+    if needs_vc_keys(vc) {
+        let (b, bv) = secret(s, &secret_name(vc), vc.role.label(), &keys.vc)?;
+        out.push((vc.name.clone(), b, bv));
+    }
+    Ok(out)
 }
