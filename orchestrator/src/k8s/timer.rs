@@ -140,10 +140,13 @@ pub fn log_line(
     }
 }
 
-/// Runs the timeline of `objects`: creates each object in `namespace` at its start (an object
-/// that already exists, e.g. after the timer restarted, is left alone) and logs its start and
-/// its end (when Chaos Mesh's `duration` ends it) to `log`. Returns an error naming every
-/// object that could not be created, after the last step.
+/// Runs the timeline of `objects`: creates each object in `namespace` at its start and logs its
+/// start and its end (when Chaos Mesh's `duration` ends it) to `log`. Returns an error naming
+/// every object that could not be created, after the last step.
+///
+/// A restarted timer (the Job's pod retried; the kubelet keeps only the newest log) replays the
+/// whole timeline, so its log alone holds every step: an object that exists already is left
+/// alone and its start logged at its creation time, an end already past at its scheduled time.
 pub async fn run(
     client: kube::Client,
     namespace: &str,
@@ -158,10 +161,14 @@ pub async fn run(
             // try_: a wait too long for a Duration is a wait past the run.
             tokio::time::sleep(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX)).await;
         }
-        let error = if step.start {
-            create(&client, namespace, &step.object).await.err()
+        let (error, at) = if step.start {
+            match create(&client, namespace, &step.object).await {
+                Ok(created) => (None, created),
+                Err(e) => (Some(e), None),
+            }
         } else {
-            None
+            // More than a second late: a replay after a restart, not this run's own delay.
+            (None, (wait < -1.0).then_some(step.time))
         };
         if let Some(e) = &error {
             failures.push(format!(
@@ -171,7 +178,7 @@ pub async fn run(
         }
         let line = log_line(
             &clock,
-            unix_now().as_secs_f64(),
+            at.unwrap_or_else(|| unix_now().as_secs_f64()),
             &step.object,
             step.start,
             step.time,
@@ -191,8 +198,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Creates one Chaos Mesh object (without its annotations' status fields).
-pub async fn create(client: &kube::Client, namespace: &str, o: &DynamicObject) -> Result<()> {
+/// Creates one Chaos Mesh object (without its annotations' status fields). `Some(time)`: it
+/// existed already, created at that Unix time (a restarted timer's earlier instance).
+pub async fn create(
+    client: &kube::Client,
+    namespace: &str,
+    o: &DynamicObject,
+) -> Result<Option<f64>> {
     let kind = o
         .types
         .as_ref()
@@ -200,14 +212,16 @@ pub async fn create(client: &kube::Client, namespace: &str, o: &DynamicObject) -
         .ok_or_else(|| anyhow!("object without a kind"))?;
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &resource(&kind)?);
+    let name = o.metadata.name.as_deref().unwrap_or("?");
     match api.create(&PostParams::default(), o).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e).with_context(|| {
-            format!(
-                "creating {kind} {}",
-                o.metadata.name.as_deref().unwrap_or("?")
-            )
-        }),
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // Its creation time, if the API tells it; else "now" as before.
+            let existing = api.get(name).await.ok();
+            Ok(existing
+                .and_then(|x| x.metadata.creation_timestamp)
+                .map(|t| t.0.timestamp_millis() as f64 / 1000.0))
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {kind} {name}")),
     }
 }
