@@ -324,19 +324,24 @@ impl Collector {
     }
 
     /// Records committees, proposer duties and sync committees available now (the head
-    /// state serves epochs head−1..head+1).
+    /// state serves epochs head−1..head+1). The next epoch's committees are a look-ahead: while
+    /// the head is still an epoch behind (no block yet in `epoch`, e.g. at a slow devnet
+    /// start) Lodestar answers 500 for them, and they are asked again at the next epoch, when
+    /// they are `epoch`'s — whose failure ends the run, since its duties would be lost.
     pub async fn record_duties(&mut self, epoch: u64) -> Result<()> {
         for e in [epoch, epoch + 1] {
             if self.epochs_done.contains_key(&e) {
                 continue;
             }
-            let Some(body) = self
-                .get(
-                    0,
-                    &format!("/eth/v1/beacon/states/head/committees?epoch={e}"),
-                )
-                .await?
-            else {
+            let path = format!("/eth/v1/beacon/states/head/committees?epoch={e}");
+            let body = match self.get(0, &path).await {
+                Err(err) if e > epoch => {
+                    eprintln!("warning: committees of epoch {e} not served yet ({err:#}); asked again at epoch {e}");
+                    continue;
+                }
+                other => other?,
+            };
+            let Some(body) = body else {
                 continue;
             };
             self.committees
@@ -693,6 +698,73 @@ async fn sse_once(url: &str, bn: &str, shared: &Arc<Mutex<Shared>>) -> Result<()
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A loopback beacon node whose head state is in epoch 0 (as at a slow devnet start):
+    /// committees of epochs 0 and 1 are served, epoch 2's answer 500 until `serve_2` is set.
+    async fn head_in_epoch_0(serve_2: Arc<std::sync::atomic::AtomicBool>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let serve_2 = serve_2.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let epoch = req
+                        .split_once("epoch=")
+                        .and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next())
+                        .and_then(|e| e.parse::<u64>().ok());
+                    let (status, body) = match epoch {
+                        Some(e)
+                            if req.contains("/committees?")
+                                && (e < 2 || serve_2.load(std::sync::atomic::Ordering::SeqCst)) =>
+                        {
+                            let data: Vec<Value> = (0..8)
+                                .map(|k| json!({"slot": (e * 8 + k).to_string(), "index": "0", "validators": [k.to_string()]}))
+                                .collect();
+                            ("200 OK", json!({ "data": data }).to_string())
+                        }
+                        Some(_) if req.contains("/committees?") => (
+                            "500 Internal Server Error",
+                            json!({"code": 500, "message": "epoch out of range"}).to_string(),
+                        ),
+                        _ => ("404 Not Found", "{}".to_string()),
+                    };
+                    let resp = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn next_epochs_committees_not_served_yet_are_asked_again_not_fatal() {
+        let serve_2 = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = head_in_epoch_0(serve_2.clone()).await;
+        let bn = BeaconNodeMeta {
+            name: "bn0".into(),
+            api_url: url,
+        };
+        let mut c = Collector::new(vec![bn], 8).unwrap();
+        c.record_duties(1)
+            .await
+            .expect("epoch 2's 500 is a look-ahead, not an error");
+        assert!(c.epochs_done.contains_key(&1) && !c.epochs_done.contains_key(&2));
+        // The current epoch's committees failing would lose its duties: that ends the run.
+        let err = c.record_duties(2).await.unwrap_err();
+        assert!(format!("{err:#}").contains("HTTP 500"), "{err:#}");
+        serve_2.store(true, std::sync::atomic::Ordering::SeqCst);
+        c.record_duties(2).await.unwrap();
+        assert_eq!(
+            c.epochs_done.keys().copied().collect::<Vec<_>>(),
+            [1, 2, 3],
+            "epoch 2's and now the look-ahead epoch 3's"
+        );
+        assert_eq!(c.committees.len(), 24, "8 committees per epoch");
+    }
 
     #[test]
     fn lodestar_committee_quirk_is_rebuilt_from_order() {
