@@ -125,7 +125,8 @@ pub fn run_meta(plan: &Plan, bns: Vec<BeaconNodeMeta>, dvnodes: Vec<DvNodeMeta>)
         genesis_time: plan.genesis_time,
         seconds_per_slot: plan.seconds_per_slot,
         slots_per_epoch: spe,
-        // Epoch 0 is warm-up (validator clients connect) unless it is all there is.
+        // Epoch 0 is warm-up (validator clients connect) unless it is all there is; a devnet
+        // whose plain validator clients start later moves it after the run (analyse::warm_up).
         first_slot: if plan.epochs > 1 { spe } else { 1 },
         last_slot: plan.last_slot(),
         groups: plan
@@ -289,7 +290,7 @@ async fn timeline(
     meta: &RunMeta,
     out: &Path,
     up_started: f64,
-) -> Result<RawData> {
+) -> Result<(RawData, analyse::WarmUp)> {
     let mut c = Collector::new(meta.beacon_nodes.clone(), plan.slots_per_epoch)?;
     c.wait_ready(Duration::from_secs(
         plan.genesis_time.saturating_sub(unix_now().as_secs()) + 60,
@@ -381,15 +382,26 @@ async fn timeline(
     if let Some(t) = up_to_first_dv {
         println!("first DV attestation included {t:.0} s after `dvlab up`");
     }
+    let warm_up = analyse::warm_up(meta, &raw)?;
+    if let Some(miss) = warm_up.last_start_up_miss {
+        println!(
+            "analysed window starts at slot {} instead of {}: a plain validator client was still \
+             starting (its group missed slot {miss} before its first attestation on chain)",
+            warm_up.first_slot, meta.first_slot
+        );
+    }
     let stats = serde_json::json!({
         "time_to_first_block_s": time_to_first_block,
         "genesis_time": plan.genesis_time,
         "up_started": up_started,
         "first_dv_inclusion_slot": first_dv,
         "up_to_first_dv_attestation_included_s": up_to_first_dv,
+        "planned_first_slot": meta.first_slot,
+        "first_slot": warm_up.first_slot,
+        "last_start_up_miss_slot": warm_up.last_start_up_miss,
     });
     std::fs::write(out.join("timing.json"), serde_json::to_vec_pretty(&stats)?)?;
-    Ok(raw)
+    Ok((raw, warm_up))
 }
 
 /// A started devnet, as either backend hands it to the collection.
@@ -406,8 +418,10 @@ struct Running {
 /// data saved, analysed and reported.
 async fn collect_and_report(backend: &mut impl Backend, s: Running, out: &Path) -> Result<Report> {
     std::fs::write(out.join("plan.json"), serde_json::to_vec_pretty(&s.plan)?)?;
-    let meta = run_meta(&s.plan, s.beacon_nodes, s.dvnodes);
-    let mut raw = timeline(backend, &s.plan, &s.timeline, &meta, out, s.up_started).await?;
+    let mut meta = run_meta(&s.plan, s.beacon_nodes, s.dvnodes);
+    let (mut raw, warm_up) =
+        timeline(backend, &s.plan, &s.timeline, &meta, out, s.up_started).await?;
+    meta.first_slot = warm_up.first_slot;
     raw.save(&meta, out)?;
     let analysis = analyse::analyse(&meta, &raw)?;
     report::write(out, &meta, &raw, &analysis)

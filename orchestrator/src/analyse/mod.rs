@@ -12,11 +12,15 @@ mod aggregation;
 mod frames;
 #[cfg(feature = "lab")]
 mod health;
+#[cfg(feature = "lab")]
+mod warm_up;
 
 #[cfg(feature = "lab")]
 pub use frames::{analyse, audit};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+#[cfg(feature = "lab")]
+pub use warm_up::{warm_up, WarmUp};
 
 /// Inclusion-distance summary.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
