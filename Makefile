@@ -89,7 +89,7 @@ bench:
 ## test`. On the shared machine build first, then run it under the heavy lock:
 ## `flock /tmp/dvlab-heavy.lock make bench-scale`. Knobs (env or make variables):
 ## BENCH_SCALE_VALIDATORS=100,1000 BENCH_SCALE_EPOCHS=2 BENCH_SCALE_SECONDS_PER_SLOT=12
-## BENCH_SCALE_NETWORK_VALIDATORS=N BENCH_SCALE_APPEND=1 (keep the summary's other rows).
+## BENCH_SCALE_NETWORK_VALIDATORS=N BENCH_SCALE_APPEND=true (keep the summary's other rows).
 export BENCH_SCALE_VALIDATORS BENCH_SCALE_EPOCHS BENCH_SCALE_SECONDS_PER_SLOT BENCH_SCALE_MODES \
 	BENCH_SCALE_NETWORK_VALIDATORS BENCH_SCALE_APPEND
 bench-scale:
