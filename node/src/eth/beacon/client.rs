@@ -6,6 +6,7 @@
 //! timeout. See the [`eth` module docs](crate::eth) for the Lodestar quirks this client works
 //! around.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
@@ -863,13 +864,33 @@ impl BeaconClient {
         let Some((i, resp)) = connected else {
             return Err(last.expect("at least one endpoint"));
         };
-        // A stream that ends counts as a failure of its node: the reconnect tries the others
-        // first.
-        let endpoints = self.endpoints.clone();
-        let ended = futures::stream::once(async move {
-            endpoints.failed(i, class);
+        // A stream on a fallback goes back to a preferred endpoint once that one is healthy
+        // again: the events go on from it, without a gap (heads start duties, and a fallback
+        // may lag). A stream that ends by itself counts as a failure of its node: the reconnect
+        // tries the others first.
+        let back_to = Arc::new(std::sync::Mutex::new(None));
+        let recovered = {
+            let (client, back_to) = (self.clone(), back_to.clone());
+            async move {
+                let j = client.preferred_recovered(i).await;
+                *back_to.lock().unwrap_or_else(|e| e.into_inner()) = Some(j);
+            }
+        };
+        let (client, endpoints, topics) = (self.clone(), self.endpoints.clone(), topics.to_vec());
+        let then = futures::stream::once(async move {
+            let j = *back_to.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(j) = j else {
+                endpoints.failed(i, class);
+                return futures::stream::empty().boxed();
+            };
+            tracing::info!(from = %endpoints.url(i), to = %endpoints.url(j), "beacon node event stream fails back");
+            endpoints.succeeded(j, class, true);
+            match client.events_boxed::<P>(topics).await {
+                Ok(s) => s,
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            }
         })
-        .filter_map(|()| async { None });
+        .flatten();
         let stream = bounded_events(resp.bytes_stream())
             .eventsource()
             .map(move |item| match item {
@@ -884,8 +905,44 @@ impl BeaconClient {
                     message: e.to_string(),
                 }),
             })
-            .chain(ended);
+            .take_until(recovered)
+            .chain(then);
         Ok(stream.boxed())
+    }
+
+    /// [`BeaconClient::events`] as a boxed future (the fail-back reconnects from inside a
+    /// stream that `events` returns).
+    fn events_boxed<P: Preset>(
+        &self,
+        topics: Vec<EventTopic>,
+    ) -> futures::future::BoxFuture<'static, Result<BoxStream<'static, Result<BeaconEvent<P>>>>>
+    {
+        let client = self.clone();
+        Box::pin(async move { client.events::<P>(&topics).await })
+    }
+
+    /// Resolves, for a stream held on endpoint `current`, to the first endpoint configured
+    /// before it that answers `/eth/v1/node/health` with 200 (ready, not syncing); asks every
+    /// [`Endpoints::fail_back_probe`] interval. Never resolves on the primary.
+    async fn preferred_recovered(&self, current: usize) -> usize {
+        if current == 0 {
+            return std::future::pending().await;
+        }
+        let (every, timeout) = self.endpoints.fail_back_probe();
+        loop {
+            tokio::time::sleep(every).await;
+            for j in 0..current {
+                let Ok(url) = self.endpoints.url(j).join("eth/v1/node/health") else {
+                    continue;
+                };
+                let probe = self.http.get(url).send();
+                if let Ok(Ok(resp)) = tokio::time::timeout(timeout, probe).await {
+                    if resp.status() == StatusCode::OK {
+                        return j;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -1298,5 +1355,80 @@ mod tests {
         let s = snippet(long.as_bytes());
         assert!(s.ends_with('…'));
         assert!(s.len() <= BODY_SNIPPET_LEN + '…'.len_utf8());
+    }
+
+    /// A beacon node serving `head` events (slots `base`, `base + 1`, … every 50 ms) and
+    /// `/eth/v1/node/health`; everything answers 503 while `down` is set.
+    async fn heads_bn(base: u64) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+        use axum::response::IntoResponse;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let down = Arc::new(AtomicBool::new(false));
+        let d = down.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let d = d.clone();
+            async move {
+                if d.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+                }
+                if uri.path() != "/eth/v1/events" {
+                    return (axum::http::StatusCode::OK, "{}").into_response();
+                }
+                let z = format!("0x{}", "00".repeat(32));
+                let heads = futures::stream::unfold(base, move |slot| {
+                    let z = z.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let ev = format!(
+                            "event: head\ndata: {{\"slot\":\"{slot}\",\"block\":\"{z}\",\"state\":\"{z}\",\"epoch_transition\":false,\"previous_duty_dependent_root\":\"{z}\",\"current_duty_dependent_root\":\"{z}\",\"execution_optimistic\":false}}\n\n"
+                        );
+                        Some((Ok::<_, std::convert::Infallible>(ev), slot + 1))
+                    }
+                });
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(heads),
+                )
+                    .into_response()
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, down)
+    }
+
+    #[tokio::test]
+    async fn the_event_stream_fails_back_to_the_recovered_primary_without_ending() {
+        use std::sync::atomic::Ordering;
+        let (a, a_down) = heads_bn(100).await;
+        let (b, _) = heads_bn(200).await;
+        a_down.store(true, Ordering::SeqCst);
+        let ms = Duration::from_millis;
+        let endpoints = Endpoints::parse(&format!("{a},{b}"))
+            .unwrap()
+            .with_backoff(ms(50))
+            .with_probe_timeout(ms(100));
+        let c = BeaconClient::with_endpoints(endpoints, ms(5_000), ms(1_000)).unwrap();
+        let mut events = c
+            .events::<crate::eth::types::Minimal>(&[EventTopic::Head])
+            .await
+            .unwrap();
+        let mut next_slot = async || match tokio::time::timeout(ms(2_000), events.next()).await {
+            Ok(Some(Ok(BeaconEvent::Head(h)))) => h.slot,
+            other => panic!("the stream must go on with heads: {other:?}"),
+        };
+        // The primary is down: the stream runs on the fallback, and stays there while the
+        // primary's health probes (every 100 ms here) fail.
+        for _ in 0..8 {
+            assert!(next_slot().await >= 200);
+        }
+        a_down.store(false, Ordering::SeqCst);
+        let since = tokio::time::Instant::now();
+        while next_slot().await >= 200 {
+            assert!(since.elapsed() < ms(1_500), "still on the fallback");
+        }
+        // The same stream now carries the primary's heads, and the primary is preferred again.
+        assert!(next_slot().await < 200);
+        assert_eq!(c.endpoints().order(RequestClass::Events)[0], 0);
     }
 }

@@ -328,6 +328,12 @@ impl Endpoints {
         (health[i][class.index()].failures > 0).then_some(self.inner.probe_timeout)
     }
 
+    /// How often a stream held on a fallback asks the endpoints before it whether they are
+    /// healthy again (twice the first backoff), and how long each ask may take.
+    pub fn fail_back_probe(&self) -> (Duration, Duration) {
+        (self.inner.backoff_min * 2, self.inner.probe_timeout)
+    }
+
     /// Whether endpoint `i` is currently skipped for `class`.
     pub fn backing_off(&self, i: usize, class: RequestClass) -> bool {
         let health = self.inner.health.lock().unwrap_or_else(|e| e.into_inner());
