@@ -494,3 +494,48 @@ fn invalid_leader_value_never_decided() {
     );
     assert!(outcomes.iter().all(|o| !o.decisions.is_empty()));
 }
+
+/// A WAN of 200–220 ms per hop (the latency-200ms scenario) with a leader whose input came
+/// 300–400 ms after the others' (its beacon node answered later): with dvnode's default timer
+/// (750 ms + 250 ms per round) the others' round 1 ends before a quorum of PREPAREs reaches
+/// them (PRE-PREPARE ≥ 500 ms, PREPAREs ≥ 700 ms + processing), and round 2 needs four hops in
+/// 1 s. A round whose proposal was accepted is extended by its own timeout (1.5 s), so every
+/// node decides in round 1, before the attestation's 1/3 + 2/3-slot marks of a 4 s slot.
+/// Fails without the extension (decisions in rounds 2–3).
+#[test]
+fn slow_wan_and_late_leader_decide_in_round_one() {
+    run_seeds(
+        "slow_wan_and_late_leader_decide_in_round_one",
+        |rng| {
+            let net = NetConfig {
+                min_delay: ms(200),
+                max_delay: ms(220),
+                ..NetConfig::synchronous()
+            };
+            let mut sc = base(rng, 4, net);
+            sc.timer = LinearTimer::default();
+            for node in sc.nodes.iter_mut() {
+                node.start_at = ms(rng.gen_range(0..50));
+            }
+            let leader = scenario_leader(&sc, 1);
+            sc.nodes[leader].start_at = ms(rng.gen_range(300..400));
+            sc
+        },
+        |_, out| {
+            if out.decisions.len() != 4 {
+                return Err(format!("{} of 4 nodes decided", out.decisions.len()));
+            }
+            match out
+                .decisions
+                .iter()
+                .find(|d| d.round != 1 || d.at > ms(1600))
+            {
+                Some(d) => Err(format!(
+                    "node {} decided in round {} at {:?}",
+                    d.node, d.round, d.at
+                )),
+                None => Ok(()),
+            }
+        },
+    );
+}

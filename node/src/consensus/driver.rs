@@ -13,6 +13,7 @@
 //!   replays them when the instance starts;
 //! - carries out the engine's [`Output`]s: `Broadcast` → [`Transport::broadcast`], `SendTo` →
 //!   [`Transport::send`], `ScheduleTimeout` → a tokio timer (a newer one replaces the older),
+//!   `ExtendTimeout` → that timer pushed back (a round whose proposal was accepted),
 //!   `Decided` → the waiting `propose` call, `Dropped` → metrics and debug logs;
 //! - keeps a decided instance for [`DriverConfig::retention`] so that it answers lagging or
 //!   restarted peers with DECIDED, then forgets it, remembering its id for another `retention`
@@ -61,7 +62,7 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
-use tracing::{debug, info_span, Span};
+use tracing::{debug, info, info_span, Span};
 
 use super::{
     msg::{Hash, InstanceId, MsgKind, QbftMsg, SignedMsg, SIGNING_DOMAIN},
@@ -389,6 +390,10 @@ enum Action {
         round: u64,
         after: Duration,
     },
+    Extend {
+        round: u64,
+        by: Duration,
+    },
     Decided {
         round: u64,
         elapsed: Duration,
@@ -427,6 +432,7 @@ impl<V: Value + 'static> Typed<V> {
                 Output::Broadcast(m) => Action::Broadcast(m),
                 Output::SendTo { peer, msg } => Action::SendTo(peer, msg),
                 Output::ScheduleTimeout { round, after } => Action::Schedule { round, after },
+                Output::ExtendTimeout { round, by } => Action::Extend { round, by },
                 Output::Dropped { source, reason } => Action::Dropped { source, reason },
                 Output::Decided {
                     value,
@@ -891,6 +897,33 @@ impl Driver {
                 }
                 self.timers.insert(key, (id, TimerKind::Round(round)));
             }
+            Action::Extend { round, by } => {
+                let Some(Slot {
+                    state:
+                        State::Running {
+                            round_timer: Some(key),
+                            ..
+                        },
+                    ..
+                }) = self.instances.get(&id)
+                else {
+                    return;
+                };
+                let key = *key;
+                if self.timers.get(&key) != Some(&(id, TimerKind::Round(round))) {
+                    return;
+                }
+                self.timers.remove(&key);
+                let new = self.next_key(key.0 + by);
+                if let Some(Slot {
+                    state: State::Running { round_timer, .. },
+                    ..
+                }) = self.instances.get_mut(&id)
+                {
+                    *round_timer = Some(new);
+                }
+                self.timers.insert(new, (id, TimerKind::Round(round)));
+            }
             Action::Decided {
                 round,
                 elapsed,
@@ -937,10 +970,13 @@ impl Driver {
                 TimerKind::Round(round) => {
                     if let Some(Slot {
                         state: State::Running { round_timer, .. },
+                        span,
                         ..
                     }) = self.instances.get_mut(&id)
                     {
                         *round_timer = None;
+                        // A late duty's first clue: which instance changed round, and when.
+                        info!(parent: &*span, round, "consensus round timed out");
                     }
                     self.metrics.timeouts.inc();
                     self.with_instance(id, |inst| inst.handle_timeout(round));

@@ -53,6 +53,8 @@
 //! - `SendTo { peer, msg }`: send to one node (DECIDED replies);
 //! - `ScheduleTimeout { round, after }`: call `handle_timeout(round)` after `after`; a new one
 //!   supersedes the previous, stale ones are ignored, none is scheduled after the decision;
+//! - `ExtendTimeout { round, by }`: push the pending timer of `round` back by `by` (when the
+//!   node accepted the round's proposal; by default round 1 only); ignore it if that timer is gone;
 //! - `Decided { value, round, commits }`: exactly once per instance;
 //! - `Dropped { source, reason }`: for logs and metrics.
 //!

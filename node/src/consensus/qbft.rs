@@ -345,6 +345,17 @@ pub enum Output<V> {
         /// Delay from now.
         after: Duration,
     },
+    /// Push the pending timer of `round` back by `by` (from its current expiry, not from now).
+    /// Emitted at most once per round, when this node accepts the round's proposal (a leader
+    /// is alive and the round needs only PREPAREs and COMMITs more) and
+    /// [`TimerStrategy::proposal_extension`] is not zero (by default: round 1 only).
+    /// Ignored if that round's timer is no longer pending.
+    ExtendTimeout {
+        /// Round the timer belongs to.
+        round: u64,
+        /// Added to the timer's expiry.
+        by: Duration,
+    },
     /// Consensus decided `value` in `round`; `commits` is the quorum of COMMITs proving it.
     /// Emitted exactly once per instance.
     Decided {
@@ -1171,6 +1182,10 @@ impl<V: Value> Instance<V> {
             return true;
         }
         self.accepted_round = Some(round);
+        let by = self.cfg.timer.proposal_extension(round);
+        if !by.is_zero() {
+            out.push(Output::ExtendTimeout { round, by });
+        }
         let body = self.body(MsgKind::Prepare, round, hash, 0, ZERO_HASH);
         let signed = self.emit(body, Vec::new(), Vec::new(), out);
         self.rounds
@@ -1523,6 +1538,7 @@ mod tests {
         let mut nodes: Vec<_> = (0..4).map(|i| c.instance(i)).collect();
         let mut queue = std::collections::VecDeque::new();
         let mut decided = Vec::new();
+        let mut extended = Vec::new();
         for (i, node) in nodes.iter_mut().enumerate() {
             queue.extend(
                 node.start(SimValue(10 + i as u64))
@@ -1557,12 +1573,21 @@ mod tests {
                     verify_decision(&c.config(0), ID, round, value.value_hash(), &commits).unwrap();
                     decided.push((from, value, round));
                 }
+                Output::ExtendTimeout { round, by } => extended.push((from, round, by)),
                 Output::ScheduleTimeout { .. } => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
         let l = leader(ID, 1, 4);
         assert_eq!(decided.len(), 4);
+        // Every node accepted the round-1 proposal, and so doubled its round 1 (750 ms more).
+        extended.sort();
+        assert_eq!(
+            extended,
+            (0..4)
+                .map(|i| (i, 1, Duration::from_millis(750)))
+                .collect::<Vec<_>>()
+        );
         assert!(
             decided
                 .iter()
@@ -1701,6 +1726,10 @@ mod tests {
             round: 2,
             after: Duration::from_millis(1000)
         }));
+        // Only round 1 is extended on an accepted proposal (see `TimerStrategy::proposal_extension`).
+        assert!(!out
+            .iter()
+            .any(|o| matches!(o, Output::ExtendTimeout { .. })));
 
         // Fewer than a quorum of ROUND-CHANGEs.
         let (out, inst) = pre_prepare_round2(&c, v, rcs[..2].to_vec(), Box::new(SimPolicy));
@@ -1711,6 +1740,10 @@ mod tests {
         );
         assert_eq!(inst.round(), 1);
         assert!(!sent_kind(&out, MsgKind::Prepare));
+        // No proposal accepted: the round keeps its plain timeout.
+        assert!(!out
+            .iter()
+            .any(|o| matches!(o, Output::ExtendTimeout { .. })));
 
         // Duplicate sender padding the quorum.
         let dup = vec![rcs[0].clone(), rcs[1].clone(), rcs[1].clone()];

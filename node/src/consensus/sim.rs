@@ -316,6 +316,8 @@ enum Event {
         node: usize,
         incarnation: u32,
         round: u64,
+        /// Which arming of the node's timer this is: a newer (or extended) one supersedes it.
+        generation: u64,
     },
     Crash(usize),
     Restart(usize),
@@ -362,6 +364,9 @@ struct Node {
     incarnation: u32,
     decided: bool,
     crash_pending: Option<CrashPlan>,
+    /// The pending round timer: (round, expiry, generation), as the driver keeps it.
+    timer: Option<(u64, u64, u64)>,
+    timer_generation: u64,
 }
 
 struct Sim<'a> {
@@ -398,6 +403,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> Outcome {
             incarnation: 0,
             decided: false,
             crash_pending: spec.crash,
+            timer: None,
+            timer_generation: 0,
         })
         .collect();
     let mut sim = Sim {
@@ -515,11 +522,16 @@ impl Sim<'_> {
                 node,
                 incarnation,
                 round,
+                generation,
             } => {
-                let nd = &self.nodes[node];
-                if !nd.up || nd.incarnation != incarnation {
+                let nd = &mut self.nodes[node];
+                if !nd.up
+                    || nd.incarnation != incarnation
+                    || nd.timer.map(|t| t.2) != Some(generation)
+                {
                     return;
                 }
+                nd.timer = None;
                 self.step(node, |inst| inst.handle_timeout(round));
             }
             Event::Crash(i) => self.crash(i),
@@ -552,6 +564,24 @@ impl Sim<'_> {
         self.apply(node, outputs);
     }
 
+    /// Arms `node`'s round timer to fire at `at`, superseding the pending one (as the driver does).
+    fn arm_timer(&mut self, node: usize, round: u64, at: u64) {
+        let nd = &mut self.nodes[node];
+        nd.timer_generation += 1;
+        let generation = nd.timer_generation;
+        nd.timer = Some((round, at, generation));
+        let incarnation = nd.incarnation;
+        self.schedule(
+            at,
+            Event::Timeout {
+                node,
+                incarnation,
+                round,
+                generation,
+            },
+        );
+    }
+
     fn crash(&mut self, i: usize) {
         let nd = &mut self.nodes[i];
         if !nd.up {
@@ -577,15 +607,14 @@ impl Sim<'_> {
                 Output::Broadcast(msg) => self.broadcast(node, msg),
                 Output::SendTo { peer, msg } => self.send_from(node, peer as usize, msg),
                 Output::ScheduleTimeout { round, after } => {
-                    let incarnation = self.nodes[node].incarnation;
-                    self.schedule(
-                        self.now.saturating_add(micros(after)),
-                        Event::Timeout {
-                            node,
-                            incarnation,
-                            round,
-                        },
-                    );
+                    self.arm_timer(node, round, self.now.saturating_add(micros(after)));
+                }
+                Output::ExtendTimeout { round, by } => {
+                    if let Some((r, at, _)) = self.nodes[node].timer {
+                        if r == round {
+                            self.arm_timer(node, round, at.saturating_add(micros(by)));
+                        }
+                    }
                 }
                 Output::Decided {
                     value,
