@@ -20,7 +20,7 @@
 //! ([`interop_genesis_validators_root`]) is a pure function of N, independent of the genesis
 //! time. (The Docker backend reads both from the first beacon node instead.)
 
-use crate::shuffle::shuffled_positions;
+use crate::shuffle::sample_by_balance;
 use anyhow::{bail, ensure, Result};
 use dvnode::{
     cluster::deposit::DepositMessage,
@@ -412,21 +412,20 @@ fn next_sync_committee<P: StatePreset>(
         eth1_block_hash,
     ]);
     let size = P::SyncCommitteeSize::to_usize();
-    let count = active.len() as u64;
-    // compute_shuffled_index(i % count, …) for every i, computed once.
-    let shuffled = shuffled_positions(active.len(), &seed, P::SHUFFLE_ROUND_COUNT);
-    let mut members = Vec::with_capacity(size);
-    let mut i: u64 = 0;
-    while members.len() < size {
-        let candidate = active[shuffled[(i % count) as usize]];
-        let random_byte = sha256(&[&seed, &(i / 32).to_le_bytes()])[(i % 32) as usize];
-        if validators[candidate].effective_balance * 255
-            >= MAX_EFFECTIVE_BALANCE * random_byte as u64
-        {
-            members.push(validators[candidate].pubkey);
-        }
-        i += 1;
-    }
+    let balances: Vec<u64> = active
+        .iter()
+        .map(|i| validators[*i].effective_balance)
+        .collect();
+    let members: Vec<_> = sample_by_balance(
+        &balances,
+        MAX_EFFECTIVE_BALANCE,
+        &seed,
+        P::SHUFFLE_ROUND_COUNT,
+        size,
+    )
+    .into_iter()
+    .map(|p| validators[active[p]].pubkey)
+    .collect();
     let keys = members
         .iter()
         .map(|p| tbls::PublicKey::from_bytes(&p.0))

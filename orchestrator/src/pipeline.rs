@@ -664,7 +664,8 @@ async fn analyze_groups(h: &History, req: &AnalyzeRequest) -> Result<Vec<GroupMe
 }
 
 /// Collects `epochs` and writes the report (as a run's: report.json / report.html / plots /
-/// raw CSV, plus `collection.json`: where the committees came from and what was not served).
+/// raw CSV, plus `collection.json`: where the committees and proposers came from and what was
+/// not served).
 async fn analyze_once(
     h: &mut History,
     meta: &mut RunMeta,
@@ -691,6 +692,7 @@ async fn analyze_once(
         "beacon_node": h.url(),
         "epochs": format!("{}..{}", epochs.first, epochs.end),
         "committees": h.committee_sources,
+        "proposers": h.proposer_sources,
         "not_served": h.notes,
     });
     std::fs::write(

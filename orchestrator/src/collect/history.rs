@@ -11,7 +11,9 @@
 //!   reach (`EPOCHS_PER_HISTORICAL_VECTOR`), and compared with the node's wherever it still
 //!   answers; without the debug endpoint, older epochs are refused with the reason;
 //! - proposer duties: Lodestar 1.5.1 answers only the current and next epoch, so a past
-//!   epoch's proposals are counted only with `--follow`;
+//!   epoch's proposers are computed from the head state (spec `get_beacon_proposer_index`,
+//!   with the head state's effective balances) and kept only where every canonical block of
+//!   the epoch agrees with them;
 //! - sync committees: the head state's current and next period only.
 //!
 //! Requests are bounded ([`CONCURRENCY`] at once) and retried ([`ATTEMPTS`]) on connection
@@ -78,6 +80,10 @@ pub struct History {
     fetched: BTreeSet<u64>,
     /// Epochs whose committees came from the node / were computed / were compared equal.
     pub committee_sources: BTreeMap<u64, &'static str>,
+    /// Epochs whose proposer duties the node did not serve.
+    proposers_wanted: BTreeSet<u64>,
+    /// Where each epoch's proposers came from (served, or computed and checked against blocks).
+    pub proposer_sources: BTreeMap<u64, String>,
     /// What could not be collected, one line each.
     pub notes: BTreeSet<String>,
 }
@@ -128,12 +134,16 @@ impl History {
                     epochs_per_historical_vector: 0,
                     min_seed_lookahead: 0,
                     domain_beacon_attester: [0; 4],
+                    domain_beacon_proposer: [0; 4],
+                    max_effective_balance: 0,
                 },
             },
             view: None,
             chain: BTreeMap::new(),
             fetched: BTreeSet::new(),
             committee_sources: BTreeMap::new(),
+            proposers_wanted: BTreeSet::new(),
+            proposer_sources: BTreeMap::new(),
             notes: BTreeSet::new(),
         };
         let genesis = h
@@ -146,13 +156,13 @@ impl History {
             .await
             .map_err(|e| anyhow!("beacon node {shown}: /eth/v1/config/spec: {e}"))?
             .ok_or_else(|| anyhow!("beacon node {shown} does not serve /eth/v1/config/spec"))?;
-        let domain = field(&spec, &["data", "DOMAIN_BEACON_ATTESTER"])?
-            .as_str()
-            .and_then(|s| hex::decode(s.trim_start_matches("0x")).ok())
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .ok_or_else(|| {
-                anyhow!("/eth/v1/config/spec: DOMAIN_BEACON_ATTESTER is not 4 bytes of hex")
-            })?;
+        let domain = |key: &str| {
+            field(&spec, &["data", key])?
+                .as_str()
+                .and_then(|s| hex::decode(s.trim_start_matches("0x")).ok())
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .ok_or_else(|| anyhow!("/eth/v1/config/spec: {key} is not 4 bytes of hex"))
+        };
         h.facts = ChainFacts {
             genesis_time: num_at(&genesis, &["data", "genesis_time"])?,
             seconds_per_slot: spec_u64(&spec, "SECONDS_PER_SLOT")?,
@@ -165,7 +175,9 @@ impl History {
                 max_committees_per_slot: spec_u64(&spec, "MAX_COMMITTEES_PER_SLOT")?,
                 epochs_per_historical_vector: spec_u64(&spec, "EPOCHS_PER_HISTORICAL_VECTOR")?,
                 min_seed_lookahead: spec_u64(&spec, "MIN_SEED_LOOKAHEAD")?,
-                domain_beacon_attester: domain,
+                domain_beacon_attester: domain("DOMAIN_BEACON_ATTESTER")?,
+                domain_beacon_proposer: domain("DOMAIN_BEACON_PROPOSER")?,
+                max_effective_balance: spec_u64(&spec, "MAX_EFFECTIVE_BALANCE")?,
             },
         };
         if h.facts.params.slots_per_epoch == 0 || h.facts.params.target_committee_size == 0 {
@@ -326,9 +338,10 @@ impl History {
                 .ok_or_else(|| anyhow!("the node has no head state"))?;
             let data = field(&state, &["data"])?;
             let slot = num_at(data, &["slot"])?;
-            let validators = field(data, &["validators"])?
+            let registry = field(data, &["validators"])?
                 .as_array()
-                .ok_or_else(|| anyhow!("state.validators is not a list"))?
+                .ok_or_else(|| anyhow!("state.validators is not a list"))?;
+            let validators = registry
                 .iter()
                 .map(|v| {
                     Ok((
@@ -336,6 +349,10 @@ impl History {
                         num_at(v, &["exit_epoch"])?,
                     ))
                 })
+                .collect::<Result<Vec<_>>>()?;
+            let effective_balances = registry
+                .iter()
+                .map(|v| num_at(v, &["effective_balance"]))
                 .collect::<Result<Vec<_>>>()?;
             let randao_mixes = field(data, &["randao_mixes"])?
                 .as_array()
@@ -352,6 +369,7 @@ impl History {
                 epoch: slot / self.facts.params.slots_per_epoch,
                 validators,
                 randao_mixes,
+                effective_balances,
             });
         }
         Ok(self.view.as_ref().expect("set above"))
@@ -422,12 +440,10 @@ impl History {
                         .proposers
                         .insert(num_at(d, &["slot"])?, num_at(d, &["validator_index"])?);
                 }
+                self.proposer_sources.insert(epoch, "served".into());
             }
             _ => {
-                self.notes.insert(format!(
-                    "proposer duties of epoch {epoch} are not served by the beacon node (Lodestar \
-                     1.5.1: current and next epoch only): its proposals are not counted"
-                ));
+                self.proposers_wanted.insert(epoch);
             }
         }
         if self.c.sync_committees.contains_key(&epoch) {
@@ -513,6 +529,61 @@ impl History {
             }
         }
         self.check_links()?;
+        for e in epochs.first..epochs.end {
+            self.past_proposers(e).await?;
+        }
+        Ok(())
+    }
+
+    /// Proposers of a past `epoch` the node did not serve duties for: computed from the head
+    /// state (spec `get_beacon_proposer_index`) and kept only if every canonical block of the
+    /// epoch was proposed by the computed proposer of its slot (the head state's effective
+    /// balances may differ from the epoch's); otherwise the epoch's proposals are not counted.
+    async fn past_proposers(&mut self, epoch: u64) -> Result<()> {
+        if !self.proposers_wanted.remove(&epoch) || self.proposer_sources.contains_key(&epoch) {
+            return Ok(());
+        }
+        let params = self.facts.params;
+        let computed = match self.registry(false).await {
+            Ok(view) => view.proposers(&params, epoch),
+            Err(e) => Err(e),
+        };
+        let computed = match computed {
+            Ok(c) => c,
+            Err(e) => {
+                self.notes.insert(format!(
+                    "proposer duties of epoch {epoch} are not served by the beacon node (Lodestar \
+                     1.5.1: current and next epoch only) and cannot be computed from its head \
+                     state ({e:#}): its proposals are not counted"
+                ));
+                return Ok(());
+            }
+        };
+        let (mut blocks, mut differ) = (0, Vec::new());
+        for (slot, proposer) in &computed {
+            if let Some(root) = self.chain.get(slot) {
+                blocks += 1;
+                let by = self.c.blocks[root].proposer;
+                if by != *proposer {
+                    differ.push(format!("slot {slot}: block by {by}, computed {proposer}"));
+                }
+            }
+        }
+        if !differ.is_empty() {
+            self.notes.insert(format!(
+                "proposers of epoch {epoch} computed from the head state differ from its blocks \
+                 ({}; the effective balances changed since): its proposals are not counted",
+                differ.join(", ")
+            ));
+            self.proposer_sources
+                .insert(epoch, format!("not counted: {} of {blocks} blocks differ", differ.len()));
+            return Ok(());
+        }
+        self.c.proposers.extend(computed);
+        self.proposer_sources.insert(
+            epoch,
+            format!("computed, {blocks} blocks agree"),
+        );
         Ok(())
     }
 

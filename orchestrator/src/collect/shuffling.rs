@@ -12,9 +12,10 @@
 //! node's wherever the node serves them.
 
 use super::Committees;
-use crate::shuffle::shuffled_positions;
+use crate::shuffle::{sample_by_balance, shuffled_positions};
 use anyhow::{bail, Result};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 /// The chain constants committee computation needs (from `/eth/v1/config/spec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,10 @@ pub struct ShufflingParams {
     pub min_seed_lookahead: u64,
     /// `DOMAIN_BEACON_ATTESTER`.
     pub domain_beacon_attester: [u8; 4],
+    /// `DOMAIN_BEACON_PROPOSER`.
+    pub domain_beacon_proposer: [u8; 4],
+    /// `MAX_EFFECTIVE_BALANCE` (gwei).
+    pub max_effective_balance: u64,
 }
 
 /// What committee computation reads from a state.
@@ -44,12 +49,19 @@ pub struct RegistryView {
     pub validators: Vec<(u64, u64)>,
     /// `randao_mixes`.
     pub randao_mixes: Vec<[u8; 32]>,
+    /// Effective balance (gwei) of every validator, by index, as the state has them.
+    pub effective_balances: Vec<u64>,
 }
 
 impl RegistryView {
     /// The attester seed of `epoch` (`get_seed(state, epoch, DOMAIN_BEACON_ATTESTER)`), or
     /// why this state cannot give it (its mix not yet final, or already overwritten).
     pub fn attester_seed(&self, p: &ShufflingParams, epoch: u64) -> Result<[u8; 32]> {
+        self.seed(p, epoch, p.domain_beacon_attester)
+    }
+
+    /// `get_seed(state, epoch, domain)`.
+    fn seed(&self, p: &ShufflingParams, epoch: u64, domain: [u8; 4]) -> Result<[u8; 32]> {
         let n = p.epochs_per_historical_vector;
         if epoch > self.epoch + p.min_seed_lookahead {
             bail!(
@@ -72,22 +84,62 @@ impl RegistryView {
         }
         let mix = &self.randao_mixes[((epoch + n - p.min_seed_lookahead - 1) % n) as usize];
         let mut h = Sha256::new();
-        h.update(p.domain_beacon_attester);
+        h.update(domain);
         h.update(epoch.to_le_bytes());
         h.update(mix);
         Ok(h.finalize().into())
     }
 
-    /// Every attester committee of `epoch`: (slot, committee index) → validator indices.
-    pub fn committees(&self, p: &ShufflingParams, epoch: u64) -> Result<Committees> {
-        let seed = self.attester_seed(p, epoch)?;
-        let active: Vec<u64> = self
-            .validators
+    /// `get_active_validator_indices(state, epoch)`.
+    fn active(&self, epoch: u64) -> Vec<u64> {
+        self.validators
             .iter()
             .enumerate()
             .filter(|(_, (act, exit))| *act <= epoch && epoch < *exit)
             .map(|(i, _)| i as u64)
+            .collect()
+    }
+
+    /// The proposer of every slot of `epoch` (slot 0, the genesis block's, has none), as
+    /// `get_beacon_proposer_index` gives them — with this state's effective balances, which
+    /// are the epoch's only if they have not changed since: callers check the result against
+    /// the epoch's blocks.
+    pub fn proposers(&self, p: &ShufflingParams, epoch: u64) -> Result<BTreeMap<u64, u64>> {
+        let seed = self.seed(p, epoch, p.domain_beacon_proposer)?;
+        if self.effective_balances.len() != self.validators.len() {
+            bail!("the state has no effective balances");
+        }
+        let active = self.active(epoch);
+        let balances: Vec<u64> = active
+            .iter()
+            .map(|v| self.effective_balances[*v as usize])
             .collect();
+        let spe = p.slots_per_epoch;
+        let mut out = BTreeMap::new();
+        for slot in (epoch * spe..(epoch + 1) * spe).filter(|s| *s > 0) {
+            let slot_seed: [u8; 32] = Sha256::new()
+                .chain_update(seed)
+                .chain_update(slot.to_le_bytes())
+                .finalize()
+                .into();
+            let pick = sample_by_balance(
+                &balances,
+                p.max_effective_balance,
+                &slot_seed,
+                p.shuffle_round_count,
+                1,
+            );
+            if let Some(i) = pick.first() {
+                out.insert(slot, active[*i]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every attester committee of `epoch`: (slot, committee index) → validator indices.
+    pub fn committees(&self, p: &ShufflingParams, epoch: u64) -> Result<Committees> {
+        let seed = self.attester_seed(p, epoch)?;
+        let active = self.active(epoch);
         let len = active.len() as u64;
         let spe = p.slots_per_epoch;
         let per_slot = (len / spe / p.target_committee_size).clamp(1, p.max_committees_per_slot);
@@ -116,6 +168,8 @@ mod tests {
             epochs_per_historical_vector: 64,
             min_seed_lookahead: 1,
             domain_beacon_attester: [1, 0, 0, 0],
+            domain_beacon_proposer: [0, 0, 0, 0],
+            max_effective_balance: 32_000_000_000,
         }
     }
 
@@ -126,6 +180,7 @@ mod tests {
             epoch: 10,
             validators: vec![(0, far); 100],
             randao_mixes: (0..64u8).map(|i| [i; 32]).collect(),
+            effective_balances: vec![32_000_000_000; 100],
         };
         view.validators[7] = (0, 5); // exited at epoch 5
         view.validators[8] = (12, far); // not yet active
