@@ -213,9 +213,29 @@ struct Shared {
     blocks: Vec<(String, u64, String)>,
 }
 
+/// A beacon node's failed answer.
+#[derive(Debug)]
+enum Failure {
+    /// HTTP error status with the node's message.
+    Status(u16, String),
+    /// No answer (connection refused, timeout, bad body).
+    Transport(anyhow::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Status(s, m) => write!(f, "HTTP {s}: {m}"),
+            Failure::Transport(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
 /// Talks to the beacon nodes and accumulates everything for [`Collector::finish`].
 pub struct Collector {
     http: reqwest::Client,
+    /// Attempts per request on connection errors, timeouts and 5xx answers (1: no retry).
+    attempts: u32,
     bns: Vec<BeaconNodeMeta>,
     slots_per_epoch: u64,
     committees: Committees,
@@ -250,6 +270,7 @@ impl Collector {
             .build()?;
         Ok(Collector {
             http,
+            attempts: 1,
             bns,
             slots_per_epoch,
             committees: Committees::new(),
@@ -263,25 +284,58 @@ impl Collector {
         })
     }
 
-    async fn get(&self, bn: usize, path: &str) -> Result<Option<Value>> {
+    /// One GET of `path` on beacon node `bn`: `None` on 404.
+    async fn get_once(&self, bn: usize, path: &str) -> Result<Option<Value>, Failure> {
         let url = format!("{}{path}", self.bns[bn].api_url);
         let resp = self
             .http
             .get(&url)
             .send()
             .await
-            .with_context(|| format!("GET {url}"))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            .map_err(|e| Failure::Transport(anyhow!(e.without_url())))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        if !resp.status().is_success() {
-            bail!("GET {url}: HTTP {}", resp.status());
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(body);
+            return Err(Failure::Status(status.as_u16(), message));
         }
-        Ok(Some(
-            resp.json()
-                .await
-                .with_context(|| format!("GET {url}: bad JSON"))?,
-        ))
+        resp.json()
+            .await
+            .map(Some)
+            .map_err(|e| Failure::Transport(anyhow!(e.without_url()).context("bad JSON")))
+    }
+
+    /// GET with up to `attempts` tries (backoff from 250 ms) on connection errors, timeouts
+    /// and 5xx answers: `None` on 404.
+    async fn get_answer(&self, bn: usize, path: &str) -> Result<Option<Value>, Failure> {
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.get_once(bn, path).await {
+                Err(Failure::Status(s, _)) if s >= 500 && attempt < self.attempts => {}
+                Err(Failure::Transport(_)) if attempt < self.attempts => {}
+                other => return other,
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            attempt += 1;
+        }
+    }
+
+    /// [`Self::get_answer`] with the URL (without credentials) in the error.
+    async fn get(&self, bn: usize, path: &str) -> Result<Option<Value>> {
+        self.get_answer(bn, path).await.map_err(|e| {
+            anyhow!(
+                "GET {}{path}: {e}",
+                history::display_url(&self.bns[bn].api_url)
+            )
+        })
     }
 
     /// Waits until every beacon node answers `/eth/v1/beacon/genesis`.
@@ -404,6 +458,8 @@ impl Collector {
         out
     }
 
+    /// The block `id` names (`head`, a root or a slot) on the first beacon node, if any:
+    /// (root, block). A header served without its block is an error.
     async fn fetch_block(&self, id: &str) -> Result<Option<(String, BlockInfo)>> {
         let Some(header) = self.get(0, &format!("/eth/v1/beacon/headers/{id}")).await? else {
             return Ok(None);
@@ -412,12 +468,10 @@ impl Collector {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let Some(block) = self
+        let block = self
             .get(0, &format!("/eth/v2/beacon/blocks/{root}"))
             .await?
-        else {
-            return Ok(None);
-        };
+            .ok_or_else(|| anyhow!("block {root} ({id}): header served, block not"))?;
         let info = parse_block(&root, &block).with_context(|| format!("block {root}"))?;
         Ok(Some((root, info)))
     }

@@ -22,7 +22,7 @@
 //! have another source or are reported as not served.
 
 use super::shuffling::{RegistryView, ShufflingParams};
-use super::{field, num_at, parse_block, parse_committees, sync_members, Collector, Shared};
+use super::{field, num_at, parse_committees, sync_members, Collector, Shared};
 use crate::data::{BeaconNodeMeta, RawData};
 use crate::spec::analyze::{EpochRange, ValidatorSpec};
 use anyhow::{anyhow, bail, Context, Result};
@@ -36,24 +36,6 @@ use std::time::Duration;
 pub const CONCURRENCY: usize = 8;
 /// Attempts per request (connection errors, timeouts, 5xx).
 pub const ATTEMPTS: u32 = 4;
-
-/// A beacon node's failed answer.
-#[derive(Debug)]
-enum Failure {
-    /// HTTP error status with the node's message.
-    Status(u16, String),
-    /// No answer (connection refused, timeout, bad body).
-    Transport(anyhow::Error),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Status(s, m) => write!(f, "HTTP {s}: {m}"),
-            Failure::Transport(e) => write!(f, "{e:#}"),
-        }
-    }
-}
 
 /// Chain facts read once from the beacon node.
 #[derive(Debug, Clone)]
@@ -69,7 +51,6 @@ pub struct ChainFacts {
 /// One beacon node and what was collected from it so far.
 pub struct History {
     c: Collector,
-    http: reqwest::Client,
     url: String,
     /// Chain constants.
     pub facts: ChainFacts,
@@ -120,8 +101,11 @@ impl History {
             api_url: url.trim_end_matches('/').to_string(),
         };
         let mut h = History {
-            c: Collector::new(vec![bn], 0)?,
-            http,
+            c: Collector {
+                http,
+                attempts: ATTEMPTS,
+                ..Collector::new(vec![bn], 0)?
+            },
             url: shown.clone(),
             facts: ChainFacts {
                 genesis_time: 0,
@@ -202,52 +186,13 @@ impl History {
         }
     }
 
-    async fn get_once(&self, path: &str) -> Result<Option<Value>, Failure> {
-        let url = format!("{}{path}", self.c.bns[0].api_url);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| Failure::Transport(anyhow!(e)))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or(body);
-            return Err(Failure::Status(status.as_u16(), message));
-        }
-        resp.json()
-            .await
-            .map(Some)
-            .map_err(|e| Failure::Transport(anyhow!(e).context("bad JSON")))
+    async fn get_once(&self, path: &str) -> Result<Option<Value>, super::Failure> {
+        self.c.get_once(0, path).await
     }
 
     /// GET with retries: `None` on 404.
-    async fn get_answer(&self, path: &str) -> Result<Option<Value>, Failure> {
-        let mut delay = Duration::from_millis(250);
-        let mut attempt = 1;
-        loop {
-            match self.get_once(path).await {
-                Err(Failure::Status(s, _)) if s >= 500 && attempt < ATTEMPTS => {}
-                Err(Failure::Transport(_)) if attempt < ATTEMPTS => {}
-                other => return other,
-            }
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-            attempt += 1;
-        }
-    }
-
     async fn get(&self, path: &str) -> Result<Option<Value>> {
-        self.get_answer(path)
-            .await
-            .map_err(|e| anyhow!("GET {}{path}: {e}", self.url))
+        self.c.get(0, path).await
     }
 
     /// Head slot and finalized epoch; also recorded as a head sample for the report.
@@ -430,20 +375,22 @@ impl History {
 
     /// Proposer duties and the sync committee of `epoch`, where the node serves them.
     async fn duties(&mut self, epoch: u64) -> Result<()> {
-        match self
-            .get_once(&format!("/eth/v1/validator/duties/proposer/{epoch}"))
-            .await
-        {
-            Ok(Some(body)) => {
-                for d in field(&body, &["data"])?.as_array().into_iter().flatten() {
-                    self.c
-                        .proposers
-                        .insert(num_at(d, &["slot"])?, num_at(d, &["validator_index"])?);
+        if !self.proposer_sources.contains_key(&epoch) {
+            match self
+                .get_once(&format!("/eth/v1/validator/duties/proposer/{epoch}"))
+                .await
+            {
+                Ok(Some(body)) => {
+                    for d in field(&body, &["data"])?.as_array().into_iter().flatten() {
+                        self.c
+                            .proposers
+                            .insert(num_at(d, &["slot"])?, num_at(d, &["validator_index"])?);
+                    }
+                    self.proposer_sources.insert(epoch, "served".into());
                 }
-                self.proposer_sources.insert(epoch, "served".into());
-            }
-            _ => {
-                self.proposers_wanted.insert(epoch);
+                _ => {
+                    self.proposers_wanted.insert(epoch);
+                }
             }
         }
         if self.c.sync_committees.contains_key(&epoch) {
@@ -470,23 +417,12 @@ impl History {
 
     /// The canonical block at `slot`, if any: (root, block).
     async fn block_at(&self, slot: u64) -> Result<Option<(String, super::BlockInfo)>> {
-        let Some(header) = self.get(&format!("/eth/v1/beacon/headers/{slot}")).await? else {
-            return Ok(None);
-        };
-        let root = field(&header, &["data", "root"])?
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let block = self
-            .get(&format!("/eth/v2/beacon/blocks/{root}"))
+        Ok(self
+            .c
+            .fetch_block(&slot.to_string())
             .await?
-            .ok_or_else(|| anyhow!("block {root} of slot {slot}: header served, block not"))?;
-        let info = parse_block(&root, &block).with_context(|| format!("block {root}"))?;
-        if info.slot != slot {
             // Some nodes answer an empty slot with the block before it.
-            return Ok(None);
-        }
-        Ok(Some((root, info)))
+            .filter(|(_, info)| info.slot == slot))
     }
 
     /// Collects `epochs`: their committees and duties, and the canonical blocks from one epoch
@@ -575,15 +511,15 @@ impl History {
                  ({}; the effective balances changed since): its proposals are not counted",
                 differ.join(", ")
             ));
-            self.proposer_sources
-                .insert(epoch, format!("not counted: {} of {blocks} blocks differ", differ.len()));
+            self.proposer_sources.insert(
+                epoch,
+                format!("not counted: {} of {blocks} blocks differ", differ.len()),
+            );
             return Ok(());
         }
         self.c.proposers.extend(computed);
-        self.proposer_sources.insert(
-            epoch,
-            format!("computed, {blocks} blocks agree"),
-        );
+        self.proposer_sources
+            .insert(epoch, format!("computed, {blocks} blocks agree"));
         Ok(())
     }
 
