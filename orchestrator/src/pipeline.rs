@@ -693,6 +693,7 @@ async fn analyze_once(
         "epochs": format!("{}..{}", epochs.first, epochs.end),
         "committees": h.committee_sources,
         "proposers": h.proposer_sources,
+        "sync_committee_periods": h.sync_sources,
         "not_served": h.notes,
     });
     std::fs::write(
@@ -706,6 +707,15 @@ async fn analyze_once(
 /// `dvlab analyze`: the run's analysis and report for validators of any chain. Bad input
 /// (unknown key or index, a range beyond the head, an unreachable node) is an error.
 pub async fn analyze(req: &AnalyzeRequest, out: &Path) -> Result<Outcome> {
+    // The request's own mistakes first, before asking the node anything.
+    if !req.follow && req.epochs.is_none() {
+        anyhow::bail!("--epochs A..B is needed without --follow");
+    }
+    if let Some(dir) = &req.duty_log {
+        if !dir.is_dir() {
+            anyhow::bail!("--duty-log {}: not a directory", dir.display());
+        }
+    }
     let mut h = History::connect(&req.beacon_node).await?;
     let groups = analyze_groups(&h, req).await?;
     let spe = h.facts.params.slots_per_epoch;

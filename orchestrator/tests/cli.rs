@@ -21,3 +21,111 @@ fn plan_into_a_closed_pipe_exits_quietly() {
     assert!(out.status.success(), "{}: {stderr}", out.status);
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// `dvlab analyze` refuses bad input with exit 2 and a message naming the cause, without a
+/// beacon node to ask (the refusals that need one — an unknown public key, epochs beyond the
+/// head — are checked against a kept devnet in tests/tests/docker_devnet.rs).
+#[test]
+fn analyze_refuses_bad_input_with_exit_2() {
+    let out_dir = concat!(env!("CARGO_TARGET_TMPDIR"), "/cli-analyze");
+    let nothing = "http://127.0.0.1:9";
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--beacon-node",
+                nothing,
+                "--validators",
+                "0..4",
+                "--epochs",
+                "1..2",
+            ],
+            "beacon node http://127.0.0.1:9 is unreachable",
+        ),
+        (
+            &[
+                "--beacon-node",
+                "notaurl",
+                "--validators",
+                "0..4",
+                "--epochs",
+                "1..2",
+            ],
+            "--beacon-node `notaurl` is not a URL",
+        ),
+        (
+            &[
+                "--beacon-node",
+                nothing,
+                "--validators",
+                "5..1",
+                "--epochs",
+                "1..2",
+            ],
+            "validator range `5..1` is empty",
+        ),
+        (
+            &[
+                "--beacon-node",
+                nothing,
+                "--validators",
+                "/nonexistent/lock.json",
+                "--epochs",
+                "1..2",
+            ],
+            "validators `/nonexistent/lock.json`: no such file",
+        ),
+        (
+            &[
+                "--beacon-node",
+                nothing,
+                "--validators",
+                "0..4",
+                "--epochs",
+                "3..1",
+            ],
+            "epoch range `3..1` is empty",
+        ),
+        (
+            &["--beacon-node", nothing, "--validators", "0..4"],
+            "--epochs A..B is needed without --follow",
+        ),
+        (
+            &[
+                "--beacon-node",
+                nothing,
+                "--validators",
+                "0..4",
+                "--epochs",
+                "1..2",
+                "--assert",
+                "foo=1",
+            ],
+            "unknown metric `foo`",
+        ),
+        (
+            &[
+                "--beacon-node",
+                nothing,
+                "--validators",
+                "0..4",
+                "--epochs",
+                "1..2",
+                "--duty-log",
+                "/nonexistent",
+            ],
+            "--duty-log /nonexistent: not a directory",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_dvlab"))
+            .arg("analyze")
+            .args(*args)
+            .args(["--out", out_dir])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -14,7 +14,9 @@
 //!   epoch's proposers are computed from the head state (spec `get_beacon_proposer_index`,
 //!   with the head state's effective balances) and kept only where every canonical block of
 //!   the epoch agrees with them;
-//! - sync committees: the head state's current and next period only.
+//! - sync committees: the head state's current and next period only; those of earlier periods
+//!   are computed from the head state (spec `get_next_sync_committee_indices`), used only if
+//!   the same computation gives the head's current committee as the node serves it.
 //!
 //! Requests are bounded ([`CONCURRENCY`] at once) and retried ([`ATTEMPTS`]) on connection
 //! errors, timeouts and 5xx answers — except those for committees, proposer duties and sync
@@ -29,7 +31,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Requests in flight at once.
@@ -65,6 +67,11 @@ pub struct History {
     proposers_wanted: BTreeSet<u64>,
     /// Where each epoch's proposers came from (served, or computed and checked against blocks).
     pub proposer_sources: BTreeMap<u64, String>,
+    /// Sync-committee periods computed from the head state.
+    pub sync_sources: BTreeMap<u64, String>,
+    /// Whether the head state's computed sync committee equals the served one (the period),
+    /// or why not: checked once, before any past sync committee is computed.
+    sync_check: Option<Result<u64, String>>,
     /// What could not be collected, one line each.
     pub notes: BTreeSet<String>,
 }
@@ -120,6 +127,10 @@ impl History {
                     domain_beacon_attester: [0; 4],
                     domain_beacon_proposer: [0; 4],
                     max_effective_balance: 0,
+                    domain_sync_committee: [0; 4],
+                    sync_committee_size: 0,
+                    epochs_per_sync_committee_period: 0,
+                    altair_fork_epoch: 0,
                 },
             },
             view: None,
@@ -128,6 +139,8 @@ impl History {
             committee_sources: BTreeMap::new(),
             proposers_wanted: BTreeSet::new(),
             proposer_sources: BTreeMap::new(),
+            sync_sources: BTreeMap::new(),
+            sync_check: None,
             notes: BTreeSet::new(),
         };
         let genesis = h
@@ -162,6 +175,13 @@ impl History {
                 domain_beacon_attester: domain("DOMAIN_BEACON_ATTESTER")?,
                 domain_beacon_proposer: domain("DOMAIN_BEACON_PROPOSER")?,
                 max_effective_balance: spec_u64(&spec, "MAX_EFFECTIVE_BALANCE")?,
+                domain_sync_committee: domain("DOMAIN_SYNC_COMMITTEE")?,
+                sync_committee_size: spec_u64(&spec, "SYNC_COMMITTEE_SIZE")?,
+                epochs_per_sync_committee_period: spec_u64(
+                    &spec,
+                    "EPOCHS_PER_SYNC_COMMITTEE_PERIOD",
+                )?,
+                altair_fork_epoch: spec_u64(&spec, "ALTAIR_FORK_EPOCH")?,
             },
         };
         if h.facts.params.slots_per_epoch == 0 || h.facts.params.target_committee_size == 0 {
@@ -405,14 +425,61 @@ impl History {
             Ok(Some(body)) => {
                 self.c.sync_committees.insert(epoch, sync_members(&body)?);
             }
-            _ => {
-                self.notes.insert(format!(
-                    "the sync committee of epoch {epoch} is not served by the beacon node (the \
-                     head state's periods only): its sync messages are not counted"
-                ));
-            }
+            _ => match self.past_sync_committee(epoch).await {
+                Ok(members) => {
+                    self.c.sync_committees.insert(epoch, members);
+                }
+                Err(e) => {
+                    self.notes.insert(format!(
+                        "the sync committee of epoch {epoch} is not served by the beacon node \
+                         (the head state's periods only) and cannot be computed: {e:#}; its \
+                         sync messages are not counted"
+                    ));
+                }
+            },
         }
         Ok(())
+    }
+
+    /// The sync committee of a past `epoch`'s period, computed from the head state (spec
+    /// `get_next_sync_committee_indices`) — used only if the same computation gives the head
+    /// state's current sync committee as the node serves it (checked once).
+    async fn past_sync_committee(&mut self, epoch: u64) -> Result<Vec<u64>> {
+        let params = self.facts.params;
+        let period = epoch / params.epochs_per_sync_committee_period.max(1);
+        if self.sync_check.is_none() {
+            let served = self
+                .get("/eth/v1/beacon/states/head/sync_committees")
+                .await?
+                .ok_or_else(|| anyhow!("the node serves no current sync committee"))
+                .and_then(|b| sync_members(&b));
+            let view = self.registry(false).await?;
+            let head_period = view.epoch / params.epochs_per_sync_committee_period.max(1);
+            let check = match (served, view.sync_committee(&params, head_period)) {
+                (Ok(s), Ok(c)) if s == c => Ok(head_period),
+                (Ok(_), Ok(_)) => Err(format!(
+                    "computed from the head state, the sync committee of the head's period \
+                     {head_period} differs from the one the node serves (effective balances \
+                     changed since it was chosen)"
+                )),
+                (Err(e), _) | (_, Err(e)) => Err(format!("{e:#}")),
+            };
+            self.sync_check = Some(check);
+        }
+        match self.sync_check.clone().expect("set above") {
+            Ok(checked) => {
+                let members = self
+                    .registry(false)
+                    .await?
+                    .sync_committee(&params, period)?;
+                self.sync_sources.insert(
+                    period,
+                    format!("computed (period {checked}'s computation equals the node's)"),
+                );
+                Ok(members)
+            }
+            Err(e) => bail!("{e}"),
+        }
     }
 
     /// The canonical block at `slot`, if any: (root, block).
@@ -542,41 +609,9 @@ impl History {
         Ok(())
     }
 
-    /// Reads dvnode duty logs under `dir`: `DIR/<node>/duty-log.jsonl` or `DIR/<node>.jsonl`
-    /// (the node named after its directory or file). Returns the node names.
+    /// Reads dvnode duty logs under `dir` ([`duty_log_files`]). Returns the node names.
     pub fn read_duty_logs(&mut self, dir: &Path) -> Result<Vec<String>> {
-        let mut files = Vec::new();
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("--duty-log {}: cannot read the directory", dir.display()))?;
-        for e in entries {
-            let p = e?.path();
-            let nested = p.join(crate::plan::DUTY_LOG_FILE);
-            if p.is_dir() && nested.is_file() {
-                files.push((
-                    p.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned(),
-                    nested,
-                ));
-            } else if p.extension().is_some_and(|x| x == "jsonl") {
-                files.push((
-                    p.file_stem()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned(),
-                    p,
-                ));
-            }
-        }
-        if files.is_empty() {
-            bail!(
-                "--duty-log {}: no duty log (expected <node>/{} or <node>.jsonl files)",
-                dir.display(),
-                crate::plan::DUTY_LOG_FILE
-            );
-        }
-        files.sort();
+        let files = duty_log_files(dir)?;
         for (node, path) in &files {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
@@ -590,5 +625,65 @@ impl History {
         self.c
             .frames(&self.chain, self.c.heads.clone(), &Shared::default())
             .await
+    }
+}
+
+/// The dvnode duty logs under `dir`, sorted: `DIR/<node>/duty-log.jsonl` (a run's `nodes/`)
+/// or `DIR/<node>.jsonl`, each named after its node. None is an error.
+pub fn duty_log_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("--duty-log {}: cannot read the directory", dir.display()))?;
+    for e in entries {
+        let p = e?.path();
+        let nested = p.join(crate::plan::DUTY_LOG_FILE);
+        let name =
+            |n: Option<&std::ffi::OsStr>| n.unwrap_or_default().to_string_lossy().into_owned();
+        if p.is_dir() && nested.is_file() {
+            files.push((name(p.file_name()), nested));
+        } else if p.extension().is_some_and(|x| x == "jsonl") {
+            files.push((name(p.file_stem()), p));
+        }
+    }
+    if files.is_empty() {
+        bail!(
+            "--duty-log {}: no duty log (expected <node>/{} or <node>.jsonl files)",
+            dir.display(),
+            crate::plan::DUTY_LOG_FILE
+        );
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duty_logs_in_either_layout() {
+        let dir = std::env::temp_dir().join(format!("dvlab-duty-logs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("dv0-1")).unwrap();
+        std::fs::write(dir.join("dv0-1").join(crate::plan::DUTY_LOG_FILE), "").unwrap();
+        std::fs::write(dir.join("dv0-0.jsonl"), "").unwrap();
+        std::fs::write(dir.join("notes.txt"), "").unwrap();
+        std::fs::create_dir_all(dir.join("empty")).unwrap();
+        let files = duty_log_files(&dir).unwrap();
+        assert_eq!(
+            files,
+            [
+                ("dv0-0".to_string(), dir.join("dv0-0.jsonl")),
+                (
+                    "dv0-1".to_string(),
+                    dir.join("dv0-1").join(crate::plan::DUTY_LOG_FILE)
+                ),
+            ]
+        );
+        let e = duty_log_files(&dir.join("empty")).unwrap_err().to_string();
+        assert!(e.contains("no duty log"), "{e}");
+        let e = format!("{:#}", duty_log_files(&dir.join("missing")).unwrap_err());
+        assert!(e.contains("cannot read the directory"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -38,6 +38,14 @@ pub struct ShufflingParams {
     pub domain_beacon_proposer: [u8; 4],
     /// `MAX_EFFECTIVE_BALANCE` (gwei).
     pub max_effective_balance: u64,
+    /// `DOMAIN_SYNC_COMMITTEE`.
+    pub domain_sync_committee: [u8; 4],
+    /// `SYNC_COMMITTEE_SIZE`.
+    pub sync_committee_size: u64,
+    /// `EPOCHS_PER_SYNC_COMMITTEE_PERIOD`.
+    pub epochs_per_sync_committee_period: u64,
+    /// `ALTAIR_FORK_EPOCH`.
+    pub altair_fork_epoch: u64,
 }
 
 /// What committee computation reads from a state.
@@ -136,6 +144,43 @@ impl RegistryView {
         Ok(out)
     }
 
+    /// The sync committee of sync-committee `period` (member indices in committee order), as
+    /// `get_next_sync_committee_indices` chose it: at the start of period − 1 (epoch
+    /// `(period − 1) · EPOCHS_PER_SYNC_COMMITTEE_PERIOD`), or for the Altair fork's period and
+    /// the next one at the fork (epoch `ALTAIR_FORK_EPOCH + 1`) — with this state's effective
+    /// balances, which are that epoch's only if they have not changed since.
+    pub fn sync_committee(&self, p: &ShufflingParams, period: u64) -> Result<Vec<u64>> {
+        let len = p.epochs_per_sync_committee_period.max(1);
+        let fork_period = p.altair_fork_epoch / len;
+        if period < fork_period {
+            bail!("sync-committee period {period} is before the Altair fork");
+        }
+        let epoch = if period <= fork_period + 1 {
+            p.altair_fork_epoch + 1
+        } else {
+            (period - 1) * len
+        };
+        let seed = self.seed(p, epoch, p.domain_sync_committee)?;
+        if self.effective_balances.len() != self.validators.len() {
+            bail!("the state has no effective balances");
+        }
+        let active = self.active(epoch);
+        let balances: Vec<u64> = active
+            .iter()
+            .map(|v| self.effective_balances[*v as usize])
+            .collect();
+        Ok(sample_by_balance(
+            &balances,
+            p.max_effective_balance,
+            &seed,
+            p.shuffle_round_count,
+            p.sync_committee_size as usize,
+        )
+        .into_iter()
+        .map(|i| active[i])
+        .collect())
+    }
+
     /// Every attester committee of `epoch`: (slot, committee index) → validator indices.
     pub fn committees(&self, p: &ShufflingParams, epoch: u64) -> Result<Committees> {
         let seed = self.attester_seed(p, epoch)?;
@@ -170,6 +215,10 @@ mod tests {
             domain_beacon_attester: [1, 0, 0, 0],
             domain_beacon_proposer: [0, 0, 0, 0],
             max_effective_balance: 32_000_000_000,
+            domain_sync_committee: [7, 0, 0, 0],
+            sync_committee_size: 32,
+            epochs_per_sync_committee_period: 8,
+            altair_fork_epoch: 0,
         }
     }
 
@@ -215,5 +264,86 @@ mod tests {
         // Epoch 8 needs epoch 6's mix, overwritten when epoch 70 began; epoch 9's is kept.
         assert!(view.attester_seed(&p, 8).is_err());
         assert!(view.attester_seed(&p, 9).is_ok());
+    }
+
+    /// A real Lodestar 1.5.1 `lodestar dev` chain (minimal preset, 64 validators, 8 of them
+    /// offline), recorded at slot 92: its head state's registry and mixes, the sync committees
+    /// it served in periods 0 and 1, and every canonical block's proposer. Proposers and the
+    /// past period's sync committee computed from the head state equal Lodestar's.
+    #[test]
+    fn proposers_and_sync_committees_of_a_real_lodestar_chain() {
+        let rec: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/golden/lodestar-dev-chain.json"))
+                .unwrap();
+        let nums = |v: &serde_json::Value| -> Vec<u64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .collect()
+        };
+        let validators: Vec<Vec<u64>> = rec["validators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(nums)
+            .collect();
+        let view = RegistryView {
+            epoch: rec["slot"].as_u64().unwrap() / 8,
+            validators: validators.iter().map(|v| (v[0], v[1])).collect(),
+            effective_balances: validators.iter().map(|v| v[2]).collect(),
+            randao_mixes: rec["randao_mixes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    hex::decode(m.as_str().unwrap().trim_start_matches("0x"))
+                        .unwrap()
+                        .try_into()
+                        .unwrap()
+                })
+                .collect(),
+        };
+        let p = ShufflingParams {
+            slots_per_epoch: 8,
+            shuffle_round_count: 10,
+            target_committee_size: 4,
+            max_committees_per_slot: 4,
+            epochs_per_historical_vector: 64,
+            min_seed_lookahead: 1,
+            domain_beacon_attester: [1, 0, 0, 0],
+            domain_beacon_proposer: [0, 0, 0, 0],
+            max_effective_balance: 32_000_000_000,
+            domain_sync_committee: [7, 0, 0, 0],
+            sync_committee_size: 32,
+            epochs_per_sync_committee_period: 8,
+            altair_fork_epoch: 0,
+        };
+        let mut computed = BTreeMap::new();
+        for epoch in 0..=11 {
+            computed.extend(view.proposers(&p, epoch).unwrap());
+        }
+        let blocks = rec["block_proposers"].as_array().unwrap();
+        assert!(blocks.len() > 70, "{} blocks", blocks.len());
+        for b in blocks {
+            let (slot, proposer) = (b[0].as_u64().unwrap(), b[1].as_u64().unwrap());
+            assert_eq!(computed[&slot], proposer, "slot {slot}");
+        }
+        // Slots without a block were the offline validators' (56..63).
+        let with_block: Vec<u64> = blocks.iter().map(|b| b[0].as_u64().unwrap()).collect();
+        for (slot, v) in computed.range(1..=90) {
+            if !with_block.contains(slot) {
+                assert!(*v >= 56, "slot {slot}: no block, proposer {v} was online");
+            }
+        }
+        assert_eq!(
+            view.sync_committee(&p, 0).unwrap(),
+            nums(&rec["sync_period0"])
+        );
+        // The fork's period and the next share the committee chosen at the fork (epoch 1);
+        // later periods' (chosen at the start of the period before) are checked at run time:
+        // a past one is used only if the head's period computes as the node serves it.
+        assert_eq!(view.sync_committee(&p, 1).unwrap(), nums(&rec["sync_head"]));
+        assert_ne!(view.sync_committee(&p, 2).unwrap(), nums(&rec["sync_head"]));
     }
 }
