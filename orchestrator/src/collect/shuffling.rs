@@ -304,21 +304,8 @@ mod tests {
                 })
                 .collect(),
         };
-        let p = ShufflingParams {
-            slots_per_epoch: 8,
-            shuffle_round_count: 10,
-            target_committee_size: 4,
-            max_committees_per_slot: 4,
-            epochs_per_historical_vector: 64,
-            min_seed_lookahead: 1,
-            domain_beacon_attester: [1, 0, 0, 0],
-            domain_beacon_proposer: [0, 0, 0, 0],
-            max_effective_balance: 32_000_000_000,
-            domain_sync_committee: [7, 0, 0, 0],
-            sync_committee_size: 32,
-            epochs_per_sync_committee_period: 8,
-            altair_fork_epoch: 0,
-        };
+        // The minimal preset's constants, as Lodestar's /eth/v1/config/spec gives them.
+        let p = params();
         let mut computed = BTreeMap::new();
         for epoch in 0..=11 {
             computed.extend(view.proposers(&p, epoch).unwrap());
