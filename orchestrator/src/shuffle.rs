@@ -42,11 +42,17 @@ pub fn shuffled_positions(count: usize, seed: &[u8; 32], rounds: u8) -> Vec<usiz
 
 /// The spec's `compute_shuffled_index(index, count, seed)` for one position (`index < count`).
 pub fn shuffled_index(index: usize, count: usize, seed: &[u8; 32], rounds: u8) -> usize {
-    assert!(index < count, "shuffled_index: {index} is not below {count}");
+    assert!(
+        index < count,
+        "shuffled_index: {index} is not below {count}"
+    );
     let n = count as u64;
     let mut index = index as u64;
     for round in 0..rounds {
-        let p = Sha256::new().chain_update(seed).chain_update([round]).finalize();
+        let p = Sha256::new()
+            .chain_update(seed)
+            .chain_update([round])
+            .finalize();
         let pivot = u64::from_le_bytes(p[..8].try_into().expect("8 bytes")) % n;
         let flip = (pivot + n - index) % n;
         let position = index.max(flip);
@@ -144,7 +150,11 @@ mod tests {
         for (count, rounds) in [(1usize, 10u8), (20, 10), (20, 90), (1000, 10)] {
             let all = shuffled_positions(count, &seed, rounds);
             for (i, want) in all.iter().enumerate() {
-                assert_eq!(shuffled_index(i, count, &seed, rounds), *want, "{count}/{i}");
+                assert_eq!(
+                    shuffled_index(i, count, &seed, rounds),
+                    *want,
+                    "{count}/{i}"
+                );
             }
         }
     }
@@ -155,7 +165,9 @@ mod tests {
     #[test]
     fn proposer_sampling_matches_lodestar() {
         let seed: [u8; 32] = Sha256::digest(b"dvlab").into();
-        let balances: Vec<u64> = (0..20u64).map(|i| (32 - (i % 5) * 7) * 1_000_000_000).collect();
+        let balances: Vec<u64> = (0..20u64)
+            .map(|i| (32 - (i % 5) * 7) * 1_000_000_000)
+            .collect();
         let picks = |rounds: u8| -> Vec<usize> {
             (0..16u64)
                 .map(|slot| {
@@ -168,8 +180,14 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(picks(10), [5, 10, 5, 8, 10, 10, 12, 15, 16, 16, 11, 5, 2, 9, 15, 0]);
-        assert_eq!(picks(90), [0, 0, 10, 16, 11, 11, 11, 5, 16, 6, 11, 18, 0, 12, 6, 5]);
+        assert_eq!(
+            picks(10),
+            [5, 10, 5, 8, 10, 10, 12, 15, 16, 16, 11, 5, 2, 9, 15, 0]
+        );
+        assert_eq!(
+            picks(90),
+            [0, 0, 10, 16, 11, 11, 11, 5, 16, 6, 11, 18, 0, 12, 6, 5]
+        );
     }
 
     #[test]
@@ -189,7 +207,12 @@ mod tests {
         half[order[1]] = 0;
         let many = sample_by_balance(&half, max, &seed, 10, 5000);
         let share = |p: usize| many.iter().filter(|x| **x == p).count();
-        assert!(share(order[0]) < share(order[2]), "{} {}", share(order[0]), share(order[2]));
+        assert!(
+            share(order[0]) < share(order[2]),
+            "{} {}",
+            share(order[0]),
+            share(order[2])
+        );
         assert!(share(order[1]) < share(order[2]) / 10);
         assert!(sample_by_balance(&[], max, &seed, 10, 1).is_empty());
     }
