@@ -503,3 +503,37 @@ fn namespace_and_image_registry_reach_every_object() {
     assert!(namespaces.iter().all(|n| n == "lab-7"), "{namespaces:?}");
     assert!(namespaces.len() > objects, "selectors were walked");
 }
+
+#[test]
+fn bn_latency_delays_what_the_dvnodes_beacon_node_sends_it() {
+    let r = render("bn-latency");
+    assert_eq!(r.chaos.len(), 1);
+    let o = &r.chaos[0];
+    assert_eq!(
+        (o.kind, &o.spec["action"]),
+        ("NetworkChaos", &"delay".into())
+    );
+    assert_eq!(o.spec["delay"]["latency"], "5s");
+    assert_eq!(o.spec["direction"], "to");
+    assert_eq!(
+        o.spec["target"]["selector"]["expressionSelectors"][0]["values"],
+        serde_json::json!(["dv0-3"])
+    );
+    // The selected pod is the beacon node dv0-3 talks to.
+    let bn = o.spec["selector"]["expressionSelectors"][0]["values"][0]
+        .as_str()
+        .unwrap();
+    let dv = r
+        .plan
+        .containers
+        .iter()
+        .find(|c| c.name == "dvlab-bn-latency-dv0-3")
+        .unwrap();
+    assert!(
+        dv.cmd
+            .iter()
+            .any(|a| a.contains(&format!("http://dvlab-bn-latency-{bn}:9596"))),
+        "{bn}: {:?}",
+        dv.cmd
+    );
+}

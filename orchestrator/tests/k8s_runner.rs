@@ -2,10 +2,10 @@
 //! service): server-side apply of every rendered object in order at its resource path,
 //! waiting for the run's StatefulSets, deleting only a namespace labelled for the run; the
 //! run's liveness checks and output collection; `dvlab run --backend kubernetes` deleting the
-//! run on Ctrl-C and on errors. Port-forwards and exec are WebSocket upgrades a tower service
-//! cannot answer: the collection's data paths run against a fake API server on a real socket
-//! (axum + hyper upgrade + tungstenite) speaking the `v4.channel.k8s.io` channel protocol, with
-//! kube's own client.
+//! run on Ctrl-C, on SIGTERM and on errors. Port-forwards and exec are WebSocket upgrades a
+//! tower service cannot answer: the collection's data paths run against a fake API server on a
+//! real socket (axum + hyper upgrade + tungstenite) speaking the `v4.channel.k8s.io` channel
+//! protocol, with kube's own client.
 
 use dvlab::k8s::{self, collect::Cluster, runner, RenderOptions};
 use dvlab::pipeline::{self, Outcome};
@@ -454,30 +454,37 @@ fn deleted(calls: &[Call]) -> bool {
     })
 }
 
-#[tokio::test]
-async fn ctrl_c_while_waiting_deletes_the_run() {
+/// Resolves once the run asks for its StatefulSets (it waits for them).
+async fn waiting(calls: Arc<Mutex<Vec<Call>>>) {
+    while !calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.uri.contains("/statefulsets?"))
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs devnets/basic.yaml against [`run_api`] until `stop`: interrupted after it applied and
+/// waited, and the namespace deleted as the last call.
+async fn interrupted_run_deletes_the_namespace(
+    calls: Arc<Mutex<Vec<Call>>>,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let (spec, text) = spec_text();
-    let calls = Arc::new(Mutex::new(Vec::new()));
     let out = tempfile::tempdir().unwrap();
-    // Ctrl-C once the run waits for its StatefulSets.
-    let seen = calls.clone();
-    let stop = async move {
-        while !seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|c: &Call| c.uri.contains("/statefulsets?"))
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let outcome = pipeline::run_kubernetes(
-        run_api(calls.clone(), None),
-        k8s_run(&spec, &text),
-        out.path(),
-        stop,
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        pipeline::run_kubernetes(
+            run_api(calls.clone(), None),
+            k8s_run(&spec, &text),
+            out.path(),
+            stop,
+        ),
     )
     .await
+    .expect("the stop ends the run")
     .unwrap();
     assert!(matches!(outcome, Outcome::Interrupted));
     let calls = calls.lock().unwrap().clone();
@@ -489,6 +496,12 @@ async fn ctrl_c_while_waiting_deletes_the_run() {
     assert!(deleted(&calls), "{calls:#?}");
     // After the deletion, nothing more.
     assert_eq!(calls.last().unwrap().method, "DELETE");
+}
+
+#[tokio::test]
+async fn ctrl_c_while_waiting_deletes_the_run() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    interrupted_run_deletes_the_namespace(calls.clone(), waiting(calls)).await;
 }
 
 #[tokio::test]
@@ -987,4 +1000,23 @@ async fn collection_moves_bytes_through_port_forwards_and_exec() {
     assert!(streams >= 23, "{seen:#?}");
     let execs = seen.iter().filter(|s| s.contains("/exec?")).count();
     assert_eq!(execs, dvnodes.len());
+}
+
+#[tokio::test]
+async fn sigterm_while_waiting_deletes_the_run() {
+    // What `dvlab run --backend kubernetes` passes as its stop: Ctrl-C or SIGTERM. The signal
+    // is sent once the run waits for its StatefulSets (the handler is installed by then: were
+    // it not, SIGTERM would end this test process).
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let kill = tokio::spawn(async move {
+        waiting(seen).await;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    });
+    interrupted_run_deletes_the_namespace(calls, pipeline::interrupted()).await;
+    kill.await.unwrap();
 }
