@@ -720,10 +720,11 @@ async fn fake_api(
 }
 
 /// A beacon node's REST API as far as the collector reads it (two epochs of 8 slots, one
-/// committee of two per slot, one proposer duty, a head, no blocks), plus a large body and an
-/// echo to move bytes both ways.
+/// committee of two per slot, one proposer duty, a head block at slot 5 whose parent is not
+/// served), plus a large body and an echo to move bytes both ways.
 fn beacon_api() -> axum::Router {
     use axum::extract::{Path as P, Query};
+    use axum::response::IntoResponse;
     use axum::routing::{get, post};
     let committees = |Query(q): Query<std::collections::HashMap<String, String>>| async move {
         let e: u64 = q["epoch"].parse().unwrap();
@@ -757,6 +758,20 @@ fn beacon_api() -> axum::Router {
             get(|| async {
                 axum::Json(json!({"data": {"root": format!("0x{}", "11".repeat(32)),
                     "header": {"message": {"slot": "5"}}}}))
+            }),
+        )
+        .route(
+            "/eth/v2/beacon/blocks/{root}",
+            get(|P(root): P<String>| async move {
+                if root != format!("0x{}", "11".repeat(32)) {
+                    return (StatusCode::NOT_FOUND, "not served").into_response();
+                }
+                axum::Json(
+                    json!({"data": {"message": {"slot": "5", "proposer_index": "3",
+                    "parent_root": format!("0x{}", "22".repeat(32)),
+                    "body": {"attestations": []}}}}),
+                )
+                .into_response()
             }),
         )
         .route(
@@ -938,6 +953,12 @@ async fn collection_moves_bytes_through_port_forwards_and_exec() {
     assert_eq!(csv("duties").lines().count(), 1 + 32, "{}", csv("duties"));
     assert!(csv("duties").contains("\n15,0,7"), "{}", csv("duties"));
     assert_eq!(csv("proposer_duties").lines().nth(1), Some("1,3"));
+    assert_eq!(
+        csv("blocks").lines().nth(1),
+        Some(format!("5,3,0x{}", "11".repeat(32)).as_str()),
+        "{}",
+        csv("blocks")
+    );
     assert_eq!(
         csv("heads").lines().nth(1),
         Some(format!("1700000100,bn0,5,0,3,0x{}", "11".repeat(32)).as_str()),
