@@ -1227,46 +1227,23 @@ fn counts(m: &BTreeMap<String, u64>) -> String {
 mod tests {
     use super::*;
     use crate::analyse::{Distance, NodeStats, SlashingAudit, Violation};
-    use crate::data::GroupMeta;
+    use crate::data::{synthetic, GroupMeta};
 
     fn meta(assertions: &[(&str, &str)]) -> RunMeta {
-        RunMeta {
-            run: "t".into(),
-            genesis_time: 0,
-            seconds_per_slot: 4,
-            slots_per_epoch: 8,
-            first_slot: 8,
-            last_slot: 31,
-            groups: vec![
-                GroupMeta {
-                    name: "baseline".into(),
-                    first: 0,
-                    count: 8,
-                    distributed: false,
-                    indices: Vec::new(),
-                },
-                GroupMeta {
-                    name: "dv0".into(),
-                    first: 8,
-                    count: 8,
-                    distributed: true,
-                    indices: Vec::new(),
-                },
-                GroupMeta {
-                    name: "dv1".into(),
-                    first: 16,
-                    count: 8,
-                    distributed: true,
-                    indices: Vec::new(),
-                },
+        let mut m = synthetic::run_meta(
+            8,
+            31,
+            vec![
+                GroupMeta::range("baseline", 0, 8, false),
+                GroupMeta::range("dv0", 8, 8, true),
+                GroupMeta::range("dv1", 16, 8, true),
             ],
-            beacon_nodes: vec![],
-            assertions: assertions
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-            dvnodes: vec![],
-        }
+        );
+        m.assertions = assertions
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        m
     }
 
     fn analysis(rates: &[(&str, f64)], violations: usize) -> Analysis {

@@ -125,33 +125,21 @@ mod tests {
             index,
             metrics_url: None,
         };
-        let group = |name: &str, first, distributed| GroupMeta {
-            name: name.into(),
-            first,
-            count: 4,
-            distributed,
-            indices: Vec::new(),
-        };
-        RunMeta {
-            run: "t".into(),
-            genesis_time: 0,
-            seconds_per_slot: 4,
-            slots_per_epoch: 8,
-            first_slot: 8,
-            last_slot: 23,
-            groups: vec![
-                group("baseline", 0, false),
-                group("remote", 4, true),
-                group("middleware", 8, true),
+        let mut m = synthetic::run_meta(
+            8,
+            23,
+            vec![
+                GroupMeta::range("baseline", 0, 4, false),
+                GroupMeta::range("remote", 4, 4, true),
+                GroupMeta::range("middleware", 8, 4, true),
             ],
-            beacon_nodes: vec![],
-            assertions: BTreeMap::new(),
-            dvnodes: vec![
-                node("r0", "remote", 0),
-                node("r1", "remote", 1),
-                node("m0", "middleware", 0),
-            ],
-        }
+        );
+        m.dvnodes = vec![
+            node("r0", "remote", 0),
+            node("r1", "remote", 1),
+            node("m0", "middleware", 0),
+        ];
+        m
     }
 
     fn row(node: &str, slot: u64, kind: &str, validator: Option<u64>, outcome: &str) -> DutyRow {

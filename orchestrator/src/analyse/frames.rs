@@ -1224,44 +1224,19 @@ mod tests {
     fn meta_with_dv6() -> RunMeta {
         let mut m = meta();
         m.last_slot = 39;
-        m.groups.push(GroupMeta {
-            name: "dv0".into(),
-            first: 6,
-            count: 1,
-            distributed: true,
-            indices: Vec::new(),
-        });
+        m.groups.push(GroupMeta::range("dv0", 6, 1, true));
         m
     }
 
     fn meta() -> RunMeta {
-        RunMeta {
-            run: "t".into(),
-            genesis_time: 0,
-            seconds_per_slot: 4,
-            slots_per_epoch: 8,
-            first_slot: 8,
-            last_slot: 23,
-            groups: vec![
-                GroupMeta {
-                    name: "keepers".into(),
-                    first: 0,
-                    count: 4,
-                    distributed: false,
-                    indices: Vec::new(),
-                },
-                GroupMeta {
-                    name: "baseline".into(),
-                    first: 4,
-                    count: 2,
-                    distributed: false,
-                    indices: Vec::new(),
-                },
+        synthetic::run_meta(
+            8,
+            23,
+            vec![
+                GroupMeta::range("keepers", 0, 4, false),
+                GroupMeta::range("baseline", 4, 2, false),
             ],
-            beacon_nodes: vec![],
-            assertions: BTreeMap::new(),
-            dvnodes: vec![],
-        }
+        )
     }
 
     /// Each validator attests every slot; baseline validator 5 misses every other slot,
@@ -1357,13 +1332,7 @@ mod tests {
     #[test]
     fn onchain_slashings_of_dv_validators_are_violations() {
         let mut m = meta();
-        m.groups.push(GroupMeta {
-            name: "dv0".into(),
-            first: 6,
-            count: 4,
-            distributed: true,
-            indices: Vec::new(),
-        });
+        m.groups.push(GroupMeta::range("dv0", 6, 4, true));
         let verdict = |raw: &RawData| {
             let a = analyse(&m, raw).unwrap();
             let r = crate::report::build(&m, &a);

@@ -254,44 +254,27 @@ mod tests {
     use crate::data::{synthetic, DutyRow, DvNodeMeta, FaultWindow, GroupMeta, RunMeta};
     use crate::report::metric;
     use crate::spec::Metric;
-    use std::collections::BTreeMap;
 
     /// 8 slots per epoch, 4 s slots, genesis at 1000; window slots 8..=23 (epochs 1 and 2).
     fn meta() -> RunMeta {
-        RunMeta {
-            run: "t".into(),
-            genesis_time: 1000,
-            seconds_per_slot: 4,
-            slots_per_epoch: 8,
-            first_slot: 8,
-            last_slot: 23,
-            groups: vec![
-                GroupMeta {
-                    name: "baseline".into(),
-                    first: 0,
-                    count: 1,
-                    distributed: false,
-                    indices: Vec::new(),
-                },
-                GroupMeta {
-                    name: "dv0".into(),
-                    first: 1,
-                    count: 1,
-                    distributed: true,
-                    indices: Vec::new(),
-                },
+        let mut m = synthetic::run_meta(
+            8,
+            23,
+            vec![
+                GroupMeta::range("baseline", 0, 1, false),
+                GroupMeta::range("dv0", 1, 1, true),
             ],
-            beacon_nodes: vec![],
-            assertions: BTreeMap::new(),
-            dvnodes: (0..3)
-                .map(|i| DvNodeMeta {
-                    name: format!("n{i}"),
-                    cluster: "dv0".into(),
-                    index: i,
-                    metrics_url: None,
-                })
-                .collect(),
-        }
+        );
+        m.genesis_time = 1000;
+        m.dvnodes = (0..3)
+            .map(|i| DvNodeMeta {
+                name: format!("n{i}"),
+                cluster: "dv0".into(),
+                index: i,
+                metrics_url: None,
+            })
+            .collect();
+        m
     }
 
     /// A hand-made chain, slots 8..=23. Canonical blocks in every slot but 12 and 13.

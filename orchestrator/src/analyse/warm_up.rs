@@ -88,36 +88,18 @@ pub fn warm_up(meta: &RunMeta, raw: &RawData) -> PolarsResult<WarmUp> {
 mod tests {
     use super::*;
     use crate::data::{synthetic, FaultWindow, GroupMeta};
-    use std::collections::BTreeMap;
-
-    fn group(name: &str, first: u64, count: u64, distributed: bool) -> GroupMeta {
-        GroupMeta {
-            name: name.into(),
-            first,
-            count,
-            distributed,
-            indices: Vec::new(),
-        }
-    }
 
     /// keepers 0-3, baseline 4-5, dv0 6-7; 8 slots per epoch, window 8..=47 as planned.
     fn meta() -> RunMeta {
-        RunMeta {
-            run: "t".into(),
-            genesis_time: 0,
-            seconds_per_slot: 4,
-            slots_per_epoch: 8,
-            first_slot: 8,
-            last_slot: 47,
-            groups: vec![
-                group("keepers", 0, 4, false),
-                group("baseline", 4, 2, false),
-                group("dv0", 6, 2, true),
+        synthetic::run_meta(
+            8,
+            47,
+            vec![
+                GroupMeta::range("keepers", 0, 4, false),
+                GroupMeta::range("baseline", 4, 2, false),
+                GroupMeta::range("dv0", 6, 2, true),
             ],
-            beacon_nodes: vec![],
-            assertions: BTreeMap::new(),
-            dvnodes: vec![],
-        }
+        )
     }
 
     /// Every validator has a duty every slot; validator `v` attests from slot `start(v)` on.

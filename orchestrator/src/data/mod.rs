@@ -35,6 +35,17 @@ pub struct GroupMeta {
 }
 
 impl GroupMeta {
+    /// The group of the `count` validators from index `first` on.
+    pub fn range(name: &str, first: u64, count: u64, distributed: bool) -> Self {
+        GroupMeta {
+            name: name.to_string(),
+            first,
+            count,
+            distributed,
+            indices: Vec::new(),
+        }
+    }
+
     /// A group of the indices `members` (a range when they are consecutive).
     pub fn of(name: &str, members: &std::collections::BTreeSet<u64>, distributed: bool) -> Self {
         let first = members.first().copied().unwrap_or(0);
@@ -456,6 +467,24 @@ pub mod synthetic {
         slash_slot: Vec<u64>,
         slash_validator: Vec<u64>,
         slash_kind: Vec<String>,
+    }
+
+    /// A run of 4 s slots and 8-slot epochs from genesis time 0 that analyses slots
+    /// `first_slot..=last_slot` of the validator `groups`; no beacon nodes, dvnodes or
+    /// assertions (fixtures add what they need).
+    pub fn run_meta(first_slot: u64, last_slot: u64, groups: Vec<GroupMeta>) -> RunMeta {
+        RunMeta {
+            run: "t".into(),
+            genesis_time: 0,
+            seconds_per_slot: 4,
+            slots_per_epoch: 8,
+            first_slot,
+            last_slot,
+            groups,
+            beacon_nodes: vec![],
+            assertions: BTreeMap::new(),
+            dvnodes: vec![],
+        }
     }
 
     impl Builder {
