@@ -108,20 +108,26 @@ impl RegistryView {
             .collect()
     }
 
+    /// The validators active at `epoch` (ascending) and their effective balances in this state.
+    fn active_balances(&self, epoch: u64) -> Result<(Vec<u64>, Vec<u64>)> {
+        if self.effective_balances.len() != self.validators.len() {
+            bail!("the state has no effective balances");
+        }
+        let active = self.active(epoch);
+        let balances = active
+            .iter()
+            .map(|v| self.effective_balances[*v as usize])
+            .collect();
+        Ok((active, balances))
+    }
+
     /// The proposer of every slot of `epoch` (slot 0, the genesis block's, has none), as
     /// `get_beacon_proposer_index` gives them — with this state's effective balances, which
     /// are the epoch's only if they have not changed since: callers check the result against
     /// the epoch's blocks.
     pub fn proposers(&self, p: &ShufflingParams, epoch: u64) -> Result<BTreeMap<u64, u64>> {
         let seed = self.seed(p, epoch, p.domain_beacon_proposer)?;
-        if self.effective_balances.len() != self.validators.len() {
-            bail!("the state has no effective balances");
-        }
-        let active = self.active(epoch);
-        let balances: Vec<u64> = active
-            .iter()
-            .map(|v| self.effective_balances[*v as usize])
-            .collect();
+        let (active, balances) = self.active_balances(epoch)?;
         let spe = p.slots_per_epoch;
         let mut out = BTreeMap::new();
         for slot in (epoch * spe..(epoch + 1) * spe).filter(|s| *s > 0) {
@@ -161,14 +167,7 @@ impl RegistryView {
             (period - 1) * len
         };
         let seed = self.seed(p, epoch, p.domain_sync_committee)?;
-        if self.effective_balances.len() != self.validators.len() {
-            bail!("the state has no effective balances");
-        }
-        let active = self.active(epoch);
-        let balances: Vec<u64> = active
-            .iter()
-            .map(|v| self.effective_balances[*v as usize])
-            .collect();
+        let (active, balances) = self.active_balances(epoch)?;
         Ok(sample_by_balance(
             &balances,
             p.max_effective_balance,
