@@ -36,6 +36,7 @@ use crate::eth::aggregate::{
     SyncCommitteeContribution,
 };
 use crate::eth::beacon::{BeaconClient, BeaconError, BlockId};
+use crate::eth::heads::{Heads, OwnBlock};
 use crate::eth::signing::ForkSchedule;
 use crate::eth::types::{Attestation, BlsPubkey, BlsSignature, CommitteeIndex, Preset, Root, Slot};
 use crate::parsig::{ParSig, SignedObject};
@@ -182,6 +183,8 @@ pub struct FetchStage<P: Preset> {
     /// Remote-signer mode: this node's partial signatures, and the chain's signing roots
     /// (none: middleware mode).
     pub signing: Option<(Arc<ParSig<P>>, Arc<ForkSchedule>)>,
+    /// Where remote mode records the cluster's decided blocks, for the slot's attestation.
+    pub heads: Heads,
 }
 
 impl<P: Preset> FetchStage<P> {
@@ -352,12 +355,20 @@ impl<P: Preset> FetchStage<P> {
         let duty = d.duty;
         let deadline = self.clock.deadline(duty.slot, 1);
         let input: Result<DutyValue<P>, String> = match &d.defs {
-            DutyDefs::Attester(defs) => self
-                .fetcher
-                .attester(duty.slot, defs, deadline)
-                .await
-                .map(DutyValue::Attester)
-                .map_err(|e| e.to_string()),
+            DutyDefs::Attester(defs) => {
+                let own = self.heads.own_block(duty.slot);
+                let epoch_start = self.clock.slots_of(self.clock.epoch_of(duty.slot)).start;
+                self.fetcher
+                    .attester(duty.slot, defs, deadline)
+                    .await
+                    .map(|mut entries| {
+                        if let Some(own) = own {
+                            vote_for_own_block(&mut entries, own, duty.slot == epoch_start);
+                        }
+                        DutyValue::Attester(entries)
+                    })
+                    .map_err(|e| e.to_string())
+            }
             DutyDefs::SyncMessage(_) => self
                 .fetcher
                 .sync_root::<P>(deadline)
@@ -439,6 +450,16 @@ impl<P: Preset> FetchStage<P> {
                         .max(usize::from(kind == DutyKind::SyncMessage)),
                 };
                 info!(%duty, dvs = values, "duty decided");
+                if let (Some(_), DutyValue::Proposer(p)) = (&self.signing, &v) {
+                    // Remote mode signs it right below: the slot's attestation may start.
+                    self.heads.record_own(
+                        duty.slot,
+                        OwnBlock {
+                            root: Root::of(&p.block),
+                            parent_root: p.block.parent_root,
+                        },
+                    );
+                }
                 self.sign_decided(duty, &d.defs, &v).await;
             }
             Err(reason) => warn!(%duty, reason = reason.as_str(), "duty not decided"),
@@ -456,6 +477,24 @@ impl<P: Preset> FetchStage<P> {
         let objects = decided_objects(parsig, duty, defs, value, deadline).await;
         if !objects.is_empty() {
             self.sign_ahead(duty, objects).await;
+        }
+    }
+}
+
+/// Attestation data for the slot of `own`, the block this cluster decided to propose, voting
+/// for it while the beacon node's head is still its parent (the node has not imported it yet):
+/// the head vote becomes `own.root`, and so does the target at the epoch's first slot
+/// (`epoch_start`) — what Lodestar 1.5.1's `produceAttestationData` answers once the block is
+/// its head (the source is the state's justified checkpoint advanced to the slot's epoch,
+/// which the block does not change). Data already voting for another head is left alone.
+pub(crate) fn vote_for_own_block(entries: &mut [AttesterEntry], own: OwnBlock, epoch_start: bool) {
+    for e in entries {
+        if e.data.beacon_block_root != own.parent_root {
+            continue;
+        }
+        e.data.beacon_block_root = own.root;
+        if epoch_start && e.data.target.root == own.parent_root {
+            e.data.target.root = own.root;
         }
     }
 }
@@ -594,6 +633,71 @@ mod tests {
             ..AttestationData::default()
         };
         Json(json!({ "data": data }))
+    }
+
+    #[test]
+    fn the_clusters_own_block_is_voted_for_while_the_beacon_node_has_its_parent() {
+        let def = |pk: u8| AttesterDef {
+            pubkey: BlsPubkey([pk; 48]),
+            validator_index: u64::from(pk),
+            committee_index: 0,
+            committee_length: 16,
+            committees_at_slot: 1,
+            validator_committee_index: 1,
+        };
+        let (parent, own_root, other) = (Root([1; 32]), Root([2; 32]), Root([3; 32]));
+        let data = |head: Root, target: Root| {
+            let mut d = AttestationData {
+                slot: 16,
+                beacon_block_root: head,
+                ..AttestationData::default()
+            };
+            d.target.epoch = 2;
+            d.target.root = target;
+            d
+        };
+        let own = OwnBlock {
+            root: own_root,
+            parent_root: parent,
+        };
+        let entries = || {
+            vec![
+                AttesterEntry {
+                    def: def(1),
+                    data: data(parent, parent),
+                },
+                AttesterEntry {
+                    def: def(2),
+                    data: data(other, other),
+                },
+                AttesterEntry {
+                    def: def(3),
+                    data: data(own_root, own_root),
+                },
+            ]
+        };
+        let votes = |e: &[AttesterEntry]| -> Vec<(Root, Root)> {
+            e.iter()
+                .map(|e| (e.data.beacon_block_root, e.data.target.root))
+                .collect()
+        };
+        // The epoch's first slot: the parent was the target too.
+        let mut first = entries();
+        vote_for_own_block(&mut first, own, true);
+        assert_eq!(
+            votes(&first),
+            vec![(own_root, own_root), (other, other), (own_root, own_root)]
+        );
+        // Later in the epoch the target is the epoch's first block, whatever it is.
+        let mut later = entries();
+        vote_for_own_block(&mut later, own, false);
+        assert_eq!(
+            votes(&later),
+            vec![(own_root, parent), (other, other), (own_root, own_root)]
+        );
+        assert!(later
+            .iter()
+            .all(|e| e.data.source == AttestationData::default().source));
     }
 
     /// A slot whose DVs sit in three committees costs one beacon node round trip, not three.

@@ -390,7 +390,7 @@ async fn run_preset<P: Preset>(
         tracker.clone(),
         due_tx,
     )
-    .with_heads(heads);
+    .with_heads(heads.clone());
     let clock = SlotClock::of(&schedule);
     let fetch = FetchStage {
         clock,
@@ -399,6 +399,7 @@ async fn run_preset<P: Preset>(
         dutydb: dutydb.clone(),
         tracker: tracker.clone(),
         signing: remote.then(|| (parsig.clone(), schedule.clone())),
+        heads,
     };
     if remote {
         scheduler = scheduler.with_remote_duties();

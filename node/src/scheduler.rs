@@ -394,15 +394,30 @@ impl<P: Preset> Scheduler<P> {
     /// their time, so attester consensus still starts in increasing slot order (rule 5): every
     /// earlier slot's duties were due by 1/3 of that slot, before this slot began.
     pub fn advance_on_head(&mut self, head_slot: Slot, now_ms: u64) {
+        self.advance(
+            head_slot,
+            now_ms,
+            &[DutyKind::Attester, DutyKind::SyncMessage],
+        );
+    }
+
+    /// This cluster decided the block of the current slot ([`Heads::record_own`]): the slot's
+    /// attester duty becomes due now, before the beacon node's head event (the fetcher votes
+    /// for that block). The sync committee message still waits for the head event: it signs
+    /// the beacon node's head root. Rule 5 holds as in [`Scheduler::advance_on_head`].
+    pub fn advance_on_own_block(&mut self, slot: Slot, now_ms: u64) {
+        if self.heads.own_block(slot).is_some() {
+            self.advance(slot, now_ms, &[DutyKind::Attester]);
+        }
+    }
+
+    fn advance(&mut self, head_slot: Slot, now_ms: u64, kinds: &[DutyKind]) {
         if self.clock.slot_at_ms(now_ms) != head_slot {
             return;
         }
         let mut moved = false;
         for (t, d) in self.queue.iter_mut() {
-            if d.duty.slot == head_slot
-                && matches!(d.duty.kind, DutyKind::Attester | DutyKind::SyncMessage)
-                && *t > now_ms
-            {
+            if d.duty.slot == head_slot && kinds.contains(&d.duty.kind) && *t > now_ms {
                 *t = now_ms;
                 moved = true;
             }
@@ -719,6 +734,10 @@ impl<P: Preset> Scheduler<P> {
                     }
                     None => events_open = false,
                 },
+                _ = self.heads.own_block_decided() => {
+                    let now = self.time.now_ms();
+                    self.advance_on_own_block(self.clock.slot_at_ms(now), now);
+                }
                 _ = shutdown.changed() => return,
             }
             if *shutdown.borrow() {
@@ -895,6 +914,7 @@ mod tests {
 /// The scheduler against a simulated beacon node on loopback (real HTTP, scripted answers).
 #[cfg(test)]
 mod reorg_tests {
+    use crate::eth::heads::OwnBlock;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -1224,27 +1244,38 @@ mod reorg_tests {
         task.await.unwrap();
     }
 
+    /// A scheduler queue of `duties` (slot, kind) at their usual times, in firing order.
+    fn queue_of(clock: &SlotClock, duties: &[(Slot, DutyKind)]) -> Vec<(u64, ScheduledDuty)> {
+        let mut queue: Vec<_> = duties
+            .iter()
+            .map(|&(slot, kind)| {
+                let duty = Duty::new(slot, kind);
+                let defs = match kind {
+                    DutyKind::SyncMessage => DutyDefs::SyncMessage(vec![]),
+                    _ => DutyDefs::Attester(vec![]),
+                };
+                (fire_at_ms(clock, duty), ScheduledDuty { duty, defs })
+            })
+            .collect();
+        queue.sort_by_key(|(t, d)| (*t, d.duty));
+        queue
+    }
+
     #[test]
     fn the_slots_head_event_makes_its_attester_and_sync_duties_due_now() {
         let schedule = altair_schedule(1_000, 3);
         let clock = SlotClock::of(&schedule);
         let (out, _fired) = mpsc::channel(16);
         let mut scheduler = dv_scheduler("http://127.0.0.1:9", &schedule, out);
-        let queued = |slot, kind| {
-            let duty = Duty::new(slot, kind);
-            let defs = match kind {
-                DutyKind::SyncMessage => DutyDefs::SyncMessage(vec![]),
-                _ => DutyDefs::Attester(vec![]),
-            };
-            (fire_at_ms(&clock, duty), ScheduledDuty { duty, defs })
-        };
-        scheduler.queue = vec![
-            queued(3, DutyKind::Proposer),
-            queued(3, DutyKind::Attester),
-            queued(3, DutyKind::SyncMessage),
-            queued(4, DutyKind::Attester),
-        ];
-        scheduler.queue.sort_by_key(|(t, d)| (*t, d.duty));
+        scheduler.queue = queue_of(
+            &clock,
+            &[
+                (3, DutyKind::Proposer),
+                (3, DutyKind::Attester),
+                (3, DutyKind::SyncMessage),
+                (4, DutyKind::Attester),
+            ],
+        );
         let before = scheduler.queue.clone();
         let now = clock.slot_start_ms(3) + 150;
 
@@ -1264,6 +1295,53 @@ mod reorg_tests {
                     Duty::new(4, DutyKind::Attester),
                     fire_at_ms(&clock, Duty::new(4, DutyKind::Attester))
                 ),
+            ]
+        );
+    }
+    #[test]
+    fn the_clusters_own_block_makes_only_its_slots_attester_duty_due_now() {
+        let schedule = altair_schedule(1_000, 3);
+        let clock = SlotClock::of(&schedule);
+        let (out, _fired) = mpsc::channel(16);
+        let heads = Heads::new();
+        let mut scheduler =
+            dv_scheduler("http://127.0.0.1:9", &schedule, out).with_heads(heads.clone());
+        scheduler.queue = queue_of(
+            &clock,
+            &[
+                (3, DutyKind::Attester),
+                (3, DutyKind::SyncMessage),
+                (4, DutyKind::Attester),
+            ],
+        );
+        let before = scheduler.queue.clone();
+        let now = clock.slot_start_ms(3) + 150;
+        let block = OwnBlock {
+            root: Root([2; 32]),
+            parent_root: Root([1; 32]),
+        };
+
+        // No block of ours for the slot: nothing moves.
+        scheduler.advance_on_own_block(3, now);
+        assert_eq!(scheduler.queue, before);
+        // Our block of the next slot (decided early by a skewed clock) moves nothing either.
+        heads.record_own(4, block);
+        scheduler.advance_on_own_block(4, now);
+        assert_eq!(scheduler.queue, before);
+
+        heads.record_own(3, block);
+        scheduler.advance_on_own_block(3, now);
+        let times: Vec<(Duty, u64)> = scheduler.queue.iter().map(|(t, d)| (d.duty, *t)).collect();
+        let at = |slot, kind| fire_at_ms(&clock, Duty::new(slot, kind));
+        assert_eq!(
+            times,
+            vec![
+                (Duty::new(3, DutyKind::Attester), now),
+                (
+                    Duty::new(3, DutyKind::SyncMessage),
+                    at(3, DutyKind::SyncMessage)
+                ),
+                (Duty::new(4, DutyKind::Attester), at(4, DutyKind::Attester)),
             ]
         );
     }
