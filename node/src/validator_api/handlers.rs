@@ -19,7 +19,7 @@ use super::{
     backend::DutyBackend,
     config::ValidatorApiConfig,
     error::{ApiError, BackendError},
-    metrics::{normalise_path, EndpointLabel, Metrics, RequestLabels},
+    metrics::{method_label, EndpointLabel, Metrics, RequestLabels},
     upstream::{end_to_end_headers, error_chain, Upstream, UpstreamError},
 };
 
@@ -46,7 +46,7 @@ pub(super) async fn track(State(s): State<AppState>, req: Request, next: Next) -
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| normalise_path(&path));
+        .unwrap_or_else(|| s.metrics.proxied_endpoint(&path));
     let resp = next.run(req).await;
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
@@ -55,7 +55,7 @@ pub(super) async fn track(State(s): State<AppState>, req: Request, next: Next) -
         .requests
         .get_or_create(&RequestLabels {
             endpoint: endpoint.clone(),
-            method: method.to_string(),
+            method: method_label(&method),
             status,
         })
         .inc();

@@ -1,5 +1,9 @@
 //! Prometheus metrics of the validator API.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::http::Method;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -9,6 +13,11 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+
+/// Most distinct proxied endpoint labels: further paths are counted as `other`. The beacon API has
+/// fewer endpoints than this; without a bound, every new path a client sends (`/eth/v1/a`,
+/// `/eth/v1/b`, ...) would add series to the families below for the life of the process.
+pub const MAX_PROXIED_ENDPOINTS: usize = 128;
 
 /// Label set of one request: route, method and answered status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +66,8 @@ pub struct Metrics {
     /// `vapi_unsupported_requests_total{endpoint}`: requests a DV cannot serve (aggregation
     /// duties without DV selections), answered with an error and not forwarded.
     pub unsupported_requests: Family<EndpointLabel, Counter>,
+    /// The proxied endpoint labels in use (at most [`MAX_PROXIED_ENDPOINTS`]).
+    proxied_endpoints: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -67,6 +78,7 @@ impl Default for Metrics {
             proxy_errors: Family::default(),
             unknown_pubkeys: Counter::default(),
             unsupported_requests: Family::default(),
+            proxied_endpoints: Arc::default(),
         }
     }
 }
@@ -111,6 +123,24 @@ impl Metrics {
             })
             .inc();
     }
+
+    /// The endpoint label of a request no route matched: its [`normalise_path`], or `other`
+    /// once [`MAX_PROXIED_ENDPOINTS`] distinct labels are in use.
+    pub(crate) fn proxied_endpoint(&self, path: &str) -> String {
+        let label = normalise_path(path);
+        let mut seen = self
+            .proxied_endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&label) {
+            return label;
+        }
+        if seen.len() >= MAX_PROXIED_ENDPOINTS {
+            return "other".to_owned();
+        }
+        seen.insert(label.clone());
+        label
+    }
 }
 
 /// Normalises a proxied path for a metric label: segments that are numbers or `0x` hex become
@@ -132,6 +162,27 @@ pub(crate) fn normalise_path(path: &str) -> String {
         .join("/")
 }
 
+/// The method label: the method's name if HTTP defines it, else `other` (extension methods are
+/// any token a client chooses).
+pub(crate) fn method_label(method: &Method) -> String {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    if KNOWN.contains(method) {
+        method.as_str().to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +202,35 @@ mod tests {
             "/eth/v1/node/version"
         );
         assert_eq!(normalise_path("/favicon.ico"), "other");
+    }
+
+    #[test]
+    fn labels_of_unrouted_requests_are_bounded() {
+        let m = Metrics::default();
+        // Paths a client makes up: each would be a new series without the bound.
+        let labels: HashSet<String> = (0..10 * MAX_PROXIED_ENDPOINTS)
+            .map(|i| m.proxied_endpoint(&format!("/eth/v1/made_up_{i}/x")))
+            .collect();
+        assert_eq!(labels.len(), MAX_PROXIED_ENDPOINTS + 1);
+        assert!(labels.contains("other"));
+        // Labels admitted before the bound keep being used; numbers still fold into `{}`.
+        assert_eq!(
+            m.proxied_endpoint("/eth/v1/made_up_0/x"),
+            "/eth/v1/made_up_0/x"
+        );
+        assert_eq!(m.proxied_endpoint("/eth/v1/made_up_1000/x"), "other");
+        let fresh = Metrics::default();
+        assert_eq!(
+            fresh.proxied_endpoint("/eth/v1/beacon/blocks/123/root"),
+            "/eth/v1/beacon/blocks/{}/root"
+        );
+        // Clones share the set, as they share the series.
+        let clone = m.clone();
+        assert_eq!(clone.proxied_endpoint("/eth/v1/node/version"), "other");
+
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let made_up = Method::from_bytes(b"FROBNICATE").unwrap();
+        assert_eq!(method_label(&made_up), "other");
     }
 }
