@@ -12,6 +12,8 @@
 //! Properties checked after every step: each node decides at most once, with a quorum of
 //! COMMITs that [`verify_decision`] accepts, on a value its predicate accepts; honest nodes
 //! never decide different values (agreement with one byzantine node of four).
+//! Own messages survive the wire ([`QbftMsg::encode`] then [`QbftMsg::decode`]): checked once
+//! per message shape (kind, number of justifications, number of values) and execution.
 //!
 //! Input: a sequence of operations, one opcode byte each followed by its arguments (see
 //! [`run`]); missing argument bytes read as zero.
@@ -148,6 +150,9 @@ struct Cluster {
     seen: Vec<SignedMsg>,
     byz: KeyedHashSigner,
     policy: DutyPolicy,
+    /// Shapes (kind, justifications, values) of own messages whose wire round trip this
+    /// execution checked.
+    wire_checked: HashSet<(u8, usize, usize)>,
 }
 
 impl Cluster {
@@ -166,6 +171,7 @@ impl Cluster {
             seen: Vec::new(),
             byz: KeyedHashSigner::new(keys()[BYZ as usize]),
             policy: policy(),
+            wire_checked: HashSet::new(),
         }
     }
 
@@ -187,11 +193,16 @@ impl Cluster {
         for o in outputs {
             match o {
                 Output::Broadcast(msg) => {
-                    assert_eq!(
-                        QbftMsg::decode(&msg.encode()).as_ref(),
-                        Ok(&msg),
-                        "an own message does not survive the wire"
-                    );
+                    // Once per shape and execution: the round trips of every broadcast were
+                    // 28% of this target's CPU time (the same messages again and again).
+                    let shape = (msg.msg.body.kind, msg.justification.len(), msg.values.len());
+                    if self.wire_checked.insert(shape) {
+                        assert_eq!(
+                            QbftMsg::decode(&msg.encode()).as_ref(),
+                            Ok(&msg),
+                            "an own message does not survive the wire"
+                        );
+                    }
                     self.remember(&msg);
                     for to in (0..HONEST).filter(|&to| to != node) {
                         self.send(to, msg.clone());
