@@ -213,16 +213,6 @@ async fn run_row(args: &Args, bin: &Path, validators: u64, mode: &str) -> Result
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
-    let mut alloc = PortAllocator::new();
-    let ports: Vec<NodePorts> = (0..NODES)
-        .map(|_| {
-            Ok(NodePorts {
-                api: alloc.allocate()?,
-                p2p: alloc.allocate()?,
-                metrics: alloc.allocate()?,
-            })
-        })
-        .collect::<Result<_>>()?;
     let gvr = Root(Sha256::digest(format!("dvlab bench-scale {validators}")).into());
     let (cluster_dir, create_seconds) =
         cluster(bin, &args.out, validators, gvr, args.fresh_cluster)?;
@@ -271,6 +261,17 @@ async fn run_row(args: &Args, bin: &Path, validators: u64, mode: &str) -> Result
     })?;
     let servers = simbn::server::serve(bn.clone(), listeners);
 
+    // Allocated just before the nodes bind them (the cluster and its keys can take minutes).
+    let mut alloc = PortAllocator::new();
+    let ports: Vec<NodePorts> = (0..NODES)
+        .map(|_| {
+            Ok(NodePorts {
+                api: alloc.allocate()?,
+                p2p: alloc.allocate()?,
+                metrics: alloc.allocate()?,
+            })
+        })
+        .collect::<Result<_>>()?;
     let sup = Supervisor::new(dir.join("logs"))?;
     let peers: String = ports
         .iter()
