@@ -355,7 +355,19 @@ async fn run_preset<P: Preset>(
     }
     let parsig = Arc::new(parsig);
     tokio::spawn(parsig.clone().run_inbound(router.parsig));
-    let mut sigagg = SigAgg::new(cluster.threshold, dutydb.clone(), &mut registry);
+    let (mut sigagg, rechecked) = SigAgg::new(cluster.threshold, dutydb.clone(), &mut registry)
+        .trusting_verified_partials(
+            cluster
+                .validators
+                .iter()
+                .map(|v| (&v.pubkey, v.public_shares.as_slice())),
+        );
+    if rechecked > 0 {
+        warn!(
+            validators = rechecked,
+            "public shares that do not interpolate to their validator key: combined signatures of these validators are verified again (check the cluster lock)"
+        );
+    }
     if remote {
         sigagg = sigagg.with_aggregation(parsig.clone());
     }

@@ -1,9 +1,14 @@
 //! Signature aggregation: threshold partials → the DV's signature → the signed object.
 //!
-//! Partials are Lagrange-combined ([`tbls::combine`]) and the result is verified against the DV
-//! pubkey over the signing root before anything leaves the node — in random-linear-combination
-//! batches with the other DVs' combined signatures on a thread of its own ([`BatchVerifier`]),
-//! against DV public keys decompressed once and cached; it is kept in the [`DutyDb`]
+//! Partials are Lagrange-combined ([`tbls::combine`]). Every partial was verified against its
+//! public share by [`ParSig`] before it got here, so for a DV whose public shares interpolate to
+//! its key (checked once at start, [`SigAgg::trusting_verified_partials`]) the combination *is*
+//! the DV signature and is not checked again (Charon and SSV re-verify it; here that second
+//! check was the node's busiest queue at 1,000 validators). For any other DV the result is
+//! verified against the DV pubkey over the signing root before anything leaves the node — in
+//! random-linear-combination batches with the other DVs' combined signatures on a thread of its
+//! own ([`BatchVerifier`]), against DV public keys decompressed once and cached. The signature
+//! is kept in the [`DutyDb`]
 //! by DV and signing root (the remote-signer answers and the combined selection proofs come from
 //! there). The signed object is built from the decided value in the [`DutyDb`], never from what
 //! a peer sent.
@@ -11,7 +16,7 @@
 //! [`SigAgg::run`] runs the stage: every [`Threshold`] the partial-signature stage emits is
 //! aggregated and handed to the [`Broadcaster`]; the tracker learns each validator's outcome.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -88,6 +93,9 @@ pub struct SigAgg<P: Preset> {
     verifier: BatchVerifier,
     /// DV public keys, decompressed and validated once.
     keys: RwLock<HashMap<BlsPubkey, tbls::PublicKey>>,
+    /// DVs whose public shares interpolate to their key ([`SigAgg::trusting_verified_partials`]):
+    /// their combined signatures are not checked again.
+    consistent: HashSet<BlsPubkey>,
     /// Rebuilds aggregate and contribution messages from the decided values (remote-signer
     /// mode).
     parsig: Option<Arc<ParSig<P>>>,
@@ -108,8 +116,30 @@ impl<P: Preset> SigAgg<P> {
             dutydb,
             verifier: BatchVerifier::new(Some(verify_seconds)),
             keys: RwLock::new(HashMap::new()),
+            consistent: HashSet::new(),
             parsig: None,
         }
+    }
+
+    /// Skips the check of the combined signature for every DV of `dvs` (`(DV key, public shares
+    /// in share-index order)`) whose public shares lie on one polynomial with the DV key at 0
+    /// ([`tbls::shares_interpolate_to`]). Sound only when every partial is verified against its
+    /// public share before it reaches this stage, as [`ParSig`] does: the Lagrange combination
+    /// of `t` such partials is then the DV's signature. The other DVs (a broken lock) keep the
+    /// check. Returns the aggregator and how many DVs keep it.
+    pub fn trusting_verified_partials<'a>(
+        mut self,
+        dvs: impl IntoIterator<Item = (&'a tbls::PublicKey, &'a [tbls::PublicKey])>,
+    ) -> (SigAgg<P>, usize) {
+        let mut checked = 0;
+        for (group, shares) in dvs {
+            if tbls::shares_interpolate_to(group, shares, self.threshold) {
+                self.consistent.insert(BlsPubkey(group.to_bytes()));
+            } else {
+                checked += 1;
+            }
+        }
+        (self, checked)
     }
 
     /// Builds signed aggregates and contributions too (remote-signer mode), with the messages
@@ -138,10 +168,14 @@ impl<P: Preset> SigAgg<P> {
         Ok(pk)
     }
 
-    /// Combines `th`'s partials and verifies the result against the DV key (in a batch with
-    /// the other DVs' combined signatures checked meanwhile).
+    /// Combines `th`'s partials and, unless the DV's shares were found consistent, verifies the
+    /// result against the DV key (in a batch with the other DVs' combined signatures checked
+    /// meanwhile).
     async fn combine_verified(&self, th: &Threshold) -> Result<BlsSignature, SigAggError> {
         let combined = combine(&th.partials, self.threshold)?;
+        if self.consistent.contains(&th.pubkey) {
+            return Ok(BlsSignature(combined.to_bytes()));
+        }
         let item = BatchItem {
             public_key: self.key(&th.pubkey)?,
             message: th.signing_root.0,
@@ -422,5 +456,77 @@ mod tests {
             t
         };
         assert!(text.contains("sigagg_verify_seconds_count"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn dvs_with_consistent_shares_skip_the_second_check_the_others_keep_it() {
+        use crate::duty::Duty;
+        use crate::eth::types::Minimal;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut registry = Registry::default();
+        let root = Root([3; 32]);
+        let duty = Duty {
+            slot: 2,
+            kind: DutyKind::Randao,
+        };
+        // DV 0: a proper split. DV 1: its lock's share 4 belongs to another key, so its
+        // combinations keep being checked; its partials here come from another key entirely.
+        let keys: Vec<_> = (0..2).map(|_| tbls::random_secret(&mut rng)).collect();
+        let groups: Vec<_> = keys.iter().map(|k| k.sk_to_pk()).collect();
+        let mut lock_shares = Vec::new();
+        let mut ths = Vec::new();
+        for (dv, sk) in keys.iter().enumerate() {
+            let split = tbls::split(sk, 4, 3, &mut rng).unwrap();
+            let mut public: Vec<_> = split.iter().map(|s| s.sk_to_pk()).collect();
+            let signing = if dv == 1 {
+                public[3] = tbls::random_secret(&mut rng).sk_to_pk();
+                tbls::split(&tbls::random_secret(&mut rng), 4, 3, &mut rng).unwrap()
+            } else {
+                split
+            };
+            lock_shares.push(public);
+            ths.push(Threshold {
+                duty,
+                pubkey: BlsPubkey(groups[dv].to_bytes()),
+                object: SignedObject::Randao { epoch: 0 },
+                signing_root: root,
+                partials: [0, 1, 2]
+                    .iter()
+                    .map(|&i| {
+                        let sig = tbls::sign(&signing[i], &root.0);
+                        (i as u64 + 1, BlsSignature(sig.to_bytes()))
+                    })
+                    .collect(),
+            });
+        }
+        let (sigagg, rechecked) = SigAgg::<Minimal>::new(3, Arc::new(DutyDb::new()), &mut registry)
+            .trusting_verified_partials(
+                groups
+                    .iter()
+                    .zip(&lock_shares)
+                    .map(|(g, s)| (g, s.as_slice())),
+            );
+        assert_eq!(rechecked, 1);
+        assert_eq!(
+            sigagg.aggregate(&ths[0]).await,
+            Ok(Signed::Randao(BlsSignature(
+                tbls::sign(&keys[0], &root.0).to_bytes()
+            )))
+        );
+        let verified = |registry: &Registry| {
+            let mut t = String::new();
+            prometheus_client::encoding::text::encode(&mut t, registry).unwrap();
+            t.lines()
+                .find_map(|l| l.strip_prefix("sigagg_verify_seconds_count "))
+                .map(str::to_owned)
+        };
+        // No batch was checked for DV 0 ...
+        assert_eq!(verified(&registry).as_deref(), Some("0"));
+        // ... DV 1 is checked and refused.
+        assert_eq!(
+            sigagg.aggregate(&ths[1]).await,
+            Err(SigAggError::Verify(ths[1].pubkey))
+        );
+        assert_eq!(verified(&registry).as_deref(), Some("1"));
     }
 }

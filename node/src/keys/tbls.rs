@@ -458,6 +458,24 @@ pub fn combine_public_keys(shares: &[(u64, PublicKey)], t: usize) -> Result<Publ
     Ok(PublicKey::from(affine))
 }
 
+/// Whether the public shares `shares` (`shares[i]` of share index `i + 1`) lie on one polynomial
+/// of degree `t − 1` whose value at 0 is `group`: then every `t` of them interpolate to `group`,
+/// and the combination of any `t` partial signatures each verified against its public share is
+/// a valid signature of `group` (the signature is linear in the key). Checks the `n − t + 1`
+/// subsets `{1, …, t − 1, j}` (two polynomials of degree `t − 1` that agree in `t` points are
+/// equal). `false` when fewer than `t` shares are given.
+pub fn shares_interpolate_to(group: &PublicKey, shares: &[PublicKey], t: usize) -> bool {
+    if t == 0 || shares.len() < t {
+        return false;
+    }
+    let indexed: Vec<(u64, PublicKey)> = (1u64..).zip(shares.iter().copied()).collect();
+    (t - 1..shares.len()).all(|j| {
+        let mut subset: Vec<(u64, PublicKey)> = indexed[..t - 1].to_vec();
+        subset.push(indexed[j]);
+        combine_public_keys(&subset, t).ok().as_ref() == Some(group)
+    })
+}
+
 /// Verifies every partial signature against its public share and combines the valid ones.
 ///
 /// `public_shares[i - 1]` is the public share of share index `i`. An entry is rejected if its
@@ -650,6 +668,37 @@ mod tests {
             assert_eq!(combine_public_keys(&chosen, 3).unwrap(), pk);
         }
         assert_ne!(combine_public_keys(&pubs[..2], 2).unwrap(), pk);
+    }
+
+    #[test]
+    fn shares_interpolate_to_their_group_key_only_when_all_lie_on_one_polynomial() {
+        let mut rng = rng();
+        let sk = random_secret(&mut rng);
+        let group = sk.sk_to_pk();
+        for (n, t) in [(4, 3), (7, 5), (3, 1), (4, 4)] {
+            let pks: Vec<PublicKey> = split(&sk, n, t, &mut rng)
+                .unwrap()
+                .iter()
+                .map(|s| s.sk_to_pk())
+                .collect();
+            assert!(shares_interpolate_to(&group, &pks, t), "{t}-of-{n}");
+            // Any one share replaced (one of the first t - 1 or a later one) breaks it.
+            for bad in 0..n {
+                let mut wrong = pks.clone();
+                wrong[bad] = random_secret(&mut rng).sk_to_pk();
+                assert!(
+                    !shares_interpolate_to(&group, &wrong, t),
+                    "{t}-of-{n}, share {bad}"
+                );
+            }
+            let other = random_secret(&mut rng).sk_to_pk();
+            assert!(
+                !shares_interpolate_to(&other, &pks, t),
+                "{t}-of-{n}, other key"
+            );
+            assert!(!shares_interpolate_to(&group, &pks[..t - 1], t), "too few");
+        }
+        assert!(!shares_interpolate_to(&group, &[group], 0));
     }
 
     #[test]
