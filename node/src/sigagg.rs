@@ -1,10 +1,19 @@
 //! Signature aggregation: threshold partials → the DV's signature → the signed object.
 //!
-//! Partials are Lagrange-combined ([`tbls::combine`]). Every partial was verified against its
-//! public share by [`ParSig`] before it got here, so for a DV whose public shares interpolate to
-//! its key (checked once at start, [`SigAgg::trusting_verified_partials`]) the combination *is*
-//! the DV signature and is not checked again (Charon and SSV re-verify it; here that second
-//! check was the node's busiest queue at 1,000 validators). For any other DV the result is
+//! Partials are Lagrange-combined ([`tbls::combine`]). For a DV whose public shares interpolate
+//! to its key (checked once at start, [`SigAgg::trusting_verified_partials`]) the combination
+//! *is* the DV signature and is not checked again, because of what [`ParSig`] guarantees about
+//! every [`Threshold`]: each partial (the VC's, this node's own in remote-signer mode, the
+//! peers') was verified against the lock's public share of its index over the signing root
+//! computed locally from the decided value, with the subgroup check; the indices are distinct
+//! (one partial per share index). A subgroup signature that verifies under `pk_i = sk_i·G` is
+//! exactly `sk_i·H(m)` (the pairing is non-degenerate), so `Σ λ_i·σ_i = (Σ λ_i·sk_i)·H(m)`, and
+//! the start-up check makes `Σ λ_i·pk_i` the DV key for every `t` distinct indices, i.e.
+//! `Σ λ_i·sk_i = sk`. The result is the same bytes the second check would have accepted; a bad
+//! partial is refused before it can be combined (parsig tests). Charon (`sigagg.NewVerifier`)
+//! and SSV (`VerifyReconstructedSignature`) verify the reconstruction as a second line of
+//! defence; here that check was the node's busiest queue at 1,000 validators
+//! (docs/PERFORMANCE.md). For any other DV the result is
 //! verified against the DV pubkey over the signing root before anything leaves the node — in
 //! random-linear-combination batches with the other DVs' combined signatures on a thread of its
 //! own ([`BatchVerifier`]), against DV public keys decompressed once and cached. The signature
@@ -172,7 +181,15 @@ impl<P: Preset> SigAgg<P> {
     /// result against the DV key (in a batch with the other DVs' combined signatures checked
     /// meanwhile).
     async fn combine_verified(&self, th: &Threshold) -> Result<BlsSignature, SigAggError> {
-        let combined = combine(&th.partials, self.threshold)?;
+        // The points parsig verified: no second decompression.
+        let points: Vec<(u64, tbls::Signature)> = th
+            .partials
+            .iter()
+            .zip(&th.points)
+            .map(|((i, _), p)| (*i, *p))
+            .collect();
+        let combined = tbls::combine(&points, self.threshold)
+            .map_err(|e| SigAggError::Combine(e.to_string()))?;
         if self.consistent.contains(&th.pubkey) {
             return Ok(BlsSignature(combined.to_bytes()));
         }
@@ -360,6 +377,14 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    /// The decompressed points of `partials` (what parsig hands over with them).
+    fn points(partials: &[(u64, BlsSignature)]) -> Vec<tbls::Signature> {
+        partials
+            .iter()
+            .map(|(_, s)| tbls::Signature::from_bytes(&s.0).unwrap())
+            .collect()
+    }
+
     #[test]
     fn combines_threshold_partials_and_rejects_wrong_ones() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -422,20 +447,22 @@ mod tests {
             };
             let shares = tbls::split(&signer, 4, 3, &mut rng).unwrap();
             let msg = if dv == 4 { [8; 32] } else { root.0 };
+            let partials: Vec<_> = [0, 1, 3]
+                .iter()
+                .map(|&i| {
+                    (
+                        i as u64 + 1,
+                        BlsSignature(tbls::sign(&shares[i], &msg).to_bytes()),
+                    )
+                })
+                .collect();
             let th = Threshold {
                 duty,
                 pubkey,
                 object: SignedObject::Randao { epoch: 0 },
                 signing_root: root,
-                partials: [0, 1, 3]
-                    .iter()
-                    .map(|&i| {
-                        (
-                            i as u64 + 1,
-                            BlsSignature(tbls::sign(&shares[i], &msg).to_bytes()),
-                        )
-                    })
-                    .collect(),
+                points: points(&partials),
+                partials,
             };
             let sigagg = sigagg.clone();
             let expected = BlsSignature(tbls::sign(&sk, &root.0).to_bytes());
@@ -485,18 +512,20 @@ mod tests {
                 split
             };
             lock_shares.push(public);
+            let partials: Vec<_> = [0, 1, 2]
+                .iter()
+                .map(|&i| {
+                    let sig = tbls::sign(&signing[i], &root.0);
+                    (i as u64 + 1, BlsSignature(sig.to_bytes()))
+                })
+                .collect();
             ths.push(Threshold {
                 duty,
                 pubkey: BlsPubkey(groups[dv].to_bytes()),
                 object: SignedObject::Randao { epoch: 0 },
                 signing_root: root,
-                partials: [0, 1, 2]
-                    .iter()
-                    .map(|&i| {
-                        let sig = tbls::sign(&signing[i], &root.0);
-                        (i as u64 + 1, BlsSignature(sig.to_bytes()))
-                    })
-                    .collect(),
+                points: points(&partials),
+                partials,
             });
         }
         let (sigagg, rechecked) = SigAgg::<Minimal>::new(3, Arc::new(DutyDb::new()), &mut registry)
