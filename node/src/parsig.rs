@@ -1373,7 +1373,11 @@ mod tests {
             let mut m = partial(dv, from, duty, entry.data);
             m.signature = signature;
             let err = n.parsig.handle_peer(from, &encode_partials(&[m])).await;
-            assert_eq!(err.unwrap_err().reason(), "invalid_signature", "peer {from}");
+            assert_eq!(
+                err.unwrap_err().reason(),
+                "invalid_signature",
+                "peer {from}"
+            );
         }
         assert!(n.ready.is_empty(), "no threshold from bad partials");
         // Valid partials of the VC and of peers 1 and 3: now the threshold.
@@ -1381,7 +1385,10 @@ mod tests {
         n.parsig.submit_local(vc, soon()).await.unwrap();
         for from in [1, 3] {
             let m = partial(dv, from, duty, entry.data);
-            n.parsig.handle_peer(from, &encode_partials(&[m])).await.unwrap();
+            n.parsig
+                .handle_peer(from, &encode_partials(&[m]))
+                .await
+                .unwrap();
         }
         let th = n.ready.try_recv().expect("threshold of valid partials");
         let valid: Vec<u64> = th.partials.iter().map(|(i, _)| *i).collect();

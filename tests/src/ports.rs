@@ -87,7 +87,10 @@ mod tests {
         let set: HashSet<u16> = ports.iter().copied().collect();
         assert_eq!(set.len(), ports.len());
         for p in ports {
-            assert!((LOWEST..ephemeral_start()).contains(&p), "{p} outside the low range");
+            assert!(
+                (LOWEST..ephemeral_start()).contains(&p),
+                "{p} outside the low range"
+            );
             TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, p)).unwrap();
         }
     }
