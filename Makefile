@@ -15,7 +15,7 @@ export LODESTAR_BIN ?= $(LODESTAR_DIR)/bin/lodestar
 # Seeds for the QBFT simulation: `make test` runs 1,000, `make soak` many more.
 SOAK_SEEDS ?= 20000
 
-.PHONY: all build test lint fmt unit soak bench bench-scale devnet check-shared lodestar e2e-local e2e-docker chaos k8s-validate fuzz fuzz-build fuzz-smoke
+.PHONY: all build test setup k8s-venv lint fmt unit soak bench bench-scale devnet check-shared lodestar e2e-local e2e-docker chaos k8s-validate fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -36,8 +36,16 @@ lodestar: check-shared
 ## aggregation, sync contributions and an exit); middleware mode is covered end to end by
 ## e2e-docker (attestations, proposals, sync messages of a Lodestar VC holding key shares).
 ## The stages run one after the other (scripts/stages.sh); a table of their wall times ends the output.
+## `setup` (the installs: network-bound) runs in the background beside lint (CPU-bound) and is
+## waited for before unit, whose real-Lodestar tests need it.
 test: check-shared
-	MAKE="$(MAKE)" ./scripts/stages.sh lodestar lint unit k8s-validate e2e-local-remote e2e-docker fuzz-smoke
+	MAKE="$(MAKE)" ./scripts/stages.sh 'setup&' lint wait unit k8s-validate e2e-local-remote e2e-docker fuzz-smoke
+
+## setup: everything `make test` installs on a fresh machine besides crates: Lodestar, the Docker
+## engine (+ debootstrap, jq), chromium and the kubernetes-validate venv. Each part is cached.
+setup: lodestar k8s-venv
+	./scripts/setup-docker.sh
+	./scripts/setup-chromium.sh
 
 lint:
 	$(CARGO) fmt --all --check
@@ -50,6 +58,11 @@ fmt:
 unit:
 	$(CARGO) test --workspace --locked
 
+## UNIT_BINS: target/debug's binaries from what the unit stage built (the dev profile is the test
+## profile, and with --tests the features are those `cargo test --workspace` unifies): after
+## `make unit` it compiles only dvlab-netem's binary (docs/PERFORMANCE.md, "CI time").
+UNIT_BINS = $(CARGO) build --locked --workspace --bins --tests
+
 ## k8s-validate: renders every devnets/*.yaml with `dvlab k8s render` and validates the manifests
 ## offline (no API server can be installed here): built-in objects with `kubernetes-validate
 ## --strict` (Kubernetes 1.30 and 1.37 schemas), Chaos Mesh objects (also those inside the fault
@@ -61,10 +74,12 @@ K8S_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/dvlab/k8s-validate-$(K8S_VALI
 ## cluster (its ceremony runs before genesis, in Docker): their render must be refused (it names
 ## the fault or cluster and its line).
 K8S_DOCKER_ONLY := bn-errors one-way-loss dkg
-k8s-validate:
+k8s-venv:
 	@[ -e $(K8S_VENV)/.installed ] || { rm -rf $(K8S_VENV) && python3 -m venv $(K8S_VENV) && \
 	  $(K8S_VENV)/bin/pip install -q kubernetes-validate==$(K8S_VALIDATE_VERSION) && touch $(K8S_VENV)/.installed; }
-	$(CARGO) build --locked -p dvlab
+
+k8s-validate: k8s-venv
+	$(UNIT_BINS)
 	rm -rf target/k8s-render
 	for f in devnets/*.yaml; do n=$$(basename $$f .yaml); \
 	  case " $(K8S_DOCKER_ONLY) " in *" $$n "*) \

@@ -59,11 +59,15 @@ fn image_inputs() -> ImageInputs {
             "DVLAB_E2E=1 needs the Lodestar install: set DVLAB_LODESTAR_DIR (or LODESTAR_BIN), \
              or run `make e2e-docker`",
         );
-    let dvnode_binary = root.join("target/release/dvnode");
+    // `make e2e-docker` points DVLAB_DVNODE_BINARY at the unit stage's target/debug/dvnode
+    // (dvlab-netem beside it); without it the release build goes into the images.
+    let dvnode_binary = std::env::var_os("DVLAB_DVNODE_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/dvnode"));
     assert!(
         dvnode_binary.exists(),
-        "DVLAB_E2E=1 needs the release dvnode binary at {} (`cargo build --release -p dvnode`, \
-         or run `make e2e-docker`)",
+        "DVLAB_E2E=1 needs the dvnode binary at {} (DVLAB_DVNODE_BINARY, default the release \
+         build: `cargo build --release -p dvnode -p dvlab-netem`, or run `make e2e-docker`)",
         dvnode_binary.display()
     );
     ImageInputs {
