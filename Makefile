@@ -200,7 +200,8 @@ chaos: lodestar
 ## targets. On the shared machine: `nice -n 19 flock /tmp/dvlab-fuzz.lock make fuzz`.
 ## fuzz-smoke (in `make test`): every target for FUZZ_SMOKE_SECONDS from its seeds only.
 ## One build serves every target; 16 codegen units (cargo-fuzz's default is 1) let both cores
-## compile the big crates.
+## compile the big crates. cargo-fuzz itself (a launcher: its speed does not matter) is installed as
+## a debug build: 0.58x the CPU of its release build (docs/PERFORMANCE.md, "CI time").
 FUZZ_SECONDS ?= 600
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_OUT ?= target/fuzz
@@ -209,12 +210,15 @@ CARGO_FUZZ_VERSION := 0.13.2
 export FUZZ_ARGS
 fuzz-build: check-shared
 	@cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)" || \
-	  $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	  $(CARGO) install --locked --debug cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 	cd fuzz && $(CARGO) fuzz build -s none --codegen-units 16
 
 fuzz: fuzz-build
 	FUZZ_OUT=$(FUZZ_OUT) ./scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+## The smoke runs one target per core at a time (FUZZ_SMOKE_JOBS): each still gets a core for
+## FUZZ_SMOKE_SECONDS, in half the wall time on CI's 2 cores.
+FUZZ_SMOKE_JOBS ?= $(shell nproc)
 fuzz-smoke: fuzz-build
 	rm -rf target/fuzz-smoke
-	FUZZ_OUT=target/fuzz-smoke ./scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+	FUZZ_OUT=target/fuzz-smoke FUZZ_JOBS=$(FUZZ_SMOKE_JOBS) ./scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)

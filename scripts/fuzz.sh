@@ -7,6 +7,9 @@
 # env:   FUZZ_OUT     corpus/<target>, artifacts/<target>, logs/<target>.log (default target/fuzz)
 #        FUZZ_BIN_DIR the fuzz binaries (default fuzz/target/x86_64-unknown-linux-gnu/release)
 #        FUZZ_ARGS    extra libFuzzer flags
+#        FUZZ_JOBS    targets run at once (default 1). libFuzzer uses one core per target, so on
+#                     an otherwise idle N-core machine N jobs give each target the same CPU time
+#                     in SECONDS as one job would, in 1/N of the wall time (`make fuzz-smoke`).
 #
 # Each target's corpus starts from the inputs it generates itself (written by the binary into
 # the corpus directory when DVFUZZ_SEED_DIR is set) and the committed seeds in fuzz/seeds/<t>/.
@@ -32,7 +35,9 @@ target_args() {
   esac
 }
 
-for t in "$@"; do
+# One target: its log, and its table row (and a `failed` marker) under $out/logs/.
+run_target() {
+  local t=$1 corpus art log dirs start rc took last execs eps cov ft corp crashes
   corpus=$out/corpus/$t
   art=$out/artifacts/$t
   log=$out/logs/$t.log
@@ -60,10 +65,27 @@ for t in "$@"; do
   corp=$(find "$corpus" -type f | wc -l)
   crashes=$(find "$art" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' -o -name 'leak-*' \) | wc -l)
   if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
-    failed+=("$t")
+    touch "$out/logs/$t.failed"
     grep -E 'panicked at|ERROR: libFuzzer|SUMMARY' "$log" | head -5
   fi
-  rows+="$t\t${execs:--}\t${eps:--}\t${cov:--}\t${ft:--}\t$corp\t$crashes\t$took\n"
+  printf '%s' "$t\t${execs:--}\t${eps:--}\t${cov:--}\t${ft:--}\t$corp\t$crashes\t$took\n" >"$out/logs/$t.row"
+}
+
+jobs=${FUZZ_JOBS:-1}
+mkdir -p "$out/logs"
+for t in "$@"; do
+  rm -f "$out/logs/$t.row" "$out/logs/$t.failed"
+  if [ "$jobs" -gt 1 ]; then
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+    run_target "$t" &
+  else
+    run_target "$t"
+  fi
+done
+wait
+for t in "$@"; do
+  rows+=$(cat "$out/logs/$t.row" 2>/dev/null || printf '%s' "$t\t-\t-\t-\t-\t-\t-\t-\n")
+  if [ -e "$out/logs/$t.failed" ] || [ ! -e "$out/logs/$t.row" ]; then failed+=("$t"); fi
 done
 
 printf "\n$rows" | column -t -s "$(printf '\t')"
