@@ -29,9 +29,10 @@
 //! `threshold` partials over the same signing root exist for a duty and DV, one [`Threshold`]
 //! is emitted for aggregation. A peer whose partial arrives after that (it was down or late:
 //! e.g. a restarted node asking for next epoch's selection proofs again) is sent this node's
-//! own partial for it, once, so it can combine too.
+//! own partial for it, so it can combine too: once, and again when the peer repeats its
+//! partial later (it restarted; [`CATCH_UP_AGAIN`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -387,9 +388,18 @@ struct Entry {
     /// Share index → the signature as sent and as the verified point.
     partials: BTreeMap<u64, (BlsSignature, tbls::Signature)>,
     done: bool,
-    /// Peers already sent this node's partial because theirs came after the threshold.
-    caught_up: BTreeSet<u64>,
+    /// Peers already sent this node's partial because theirs came after the threshold, and
+    /// when.
+    caught_up: BTreeMap<u64, Instant>,
 }
+
+/// A peer that sends a partial it sent before has lost it (it restarted) and is sent this
+/// node's partial again, but at most this often (two restarted nodes would otherwise answer
+/// each other's answers for ever). Measured in rolling-restarts --signer remote: a node
+/// restarted mid-epoch re-signs the current and next epoch's selection proofs; the peers that
+/// had caught it up before the restart never answered again, so it combined none of them and
+/// the cluster's aggregations failed while the next node was down (12 of 64 lost).
+const CATCH_UP_AGAIN: Duration = Duration::from_secs(2);
 
 /// What storing a partial did.
 #[derive(Default)]
@@ -960,7 +970,7 @@ impl<P: Preset> ParSig<P> {
                 object: msg.object,
                 partials: BTreeMap::new(),
                 done: false,
-                caught_up: BTreeSet::new(),
+                caught_up: BTreeMap::new(),
             });
         let late = entry.done;
         let mut stored = Stored::default();
@@ -980,7 +990,14 @@ impl<P: Preset> ParSig<P> {
                 stored.new = true;
             }
         }
-        if late && msg.share_index != self.own_share && entry.caught_up.insert(msg.share_index) {
+        let now = Instant::now();
+        let answer = match entry.caught_up.get(&msg.share_index) {
+            None => true,
+            // A repeat: the peer lost what it had (restarted).
+            Some(at) => !stored.new && now.duration_since(*at) >= CATCH_UP_AGAIN,
+        };
+        if late && msg.share_index != self.own_share && answer {
+            entry.caught_up.insert(msg.share_index, now);
             stored.catch_up = entry
                 .partials
                 .get(&self.own_share)
@@ -1298,6 +1315,63 @@ mod tests {
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_millis(100)
+    }
+
+    /// A peer whose partial comes after the threshold gets this node's partial; once it
+    /// restarted (it sends the same partial again) it gets it again, but not for an immediate
+    /// repeat (two restarted nodes must not answer each other for ever).
+    #[tokio::test]
+    async fn a_restarted_late_peer_is_caught_up_again() {
+        let dvs = fixtures::dvs(1);
+        let duty = Duty::new(9, DutyKind::Attester);
+        let entry = attester(dvs[0].pubkey, 9, 3, 5);
+        let db = Arc::new(DutyDb::new());
+        db.store(duty, &DutyValue::Attester(vec![entry])).unwrap();
+        let mut n = node(0, &dvs, db);
+        n.parsig
+            .submit_local(partial(&dvs[0], 0, duty, entry.data), soon())
+            .await
+            .unwrap();
+        assert!(n.outbox.try_recv().is_ok(), "own partial broadcast");
+        for peer in [1, 2] {
+            let payload = encode_partials(&[partial(&dvs[0], peer, duty, entry.data)]);
+            n.parsig.handle_peer(peer, &payload).await.unwrap();
+        }
+        assert!(n.ready.try_recv().is_ok(), "threshold reached");
+        assert!(n.outbox.try_recv().is_err(), "nobody was behind");
+        let late = encode_partials(&[partial(&dvs[0], 3, duty, entry.data)]);
+        let answers = |n: &mut Node| {
+            let mut to = Vec::new();
+            while let Ok((peer, payload)) = n.outbox.try_recv() {
+                let msgs = decode_partials(&payload).unwrap();
+                assert!(
+                    msgs.iter().all(|m| m.share_index == 1),
+                    "this node's own partial"
+                );
+                to.push(peer);
+            }
+            to
+        };
+        n.parsig.handle_peer(3, &late).await.unwrap();
+        assert_eq!(answers(&mut n), vec![3], "late peer caught up");
+        n.parsig.handle_peer(3, &late).await.unwrap();
+        assert_eq!(
+            answers(&mut n),
+            Vec::<usize>::new(),
+            "an immediate repeat is not answered"
+        );
+        tokio::time::sleep(CATCH_UP_AGAIN).await; // 2 s of this test's time
+        n.parsig.handle_peer(3, &late).await.unwrap();
+        assert_eq!(
+            answers(&mut n),
+            vec![3],
+            "the restarted peer is caught up again"
+        );
+        // A partial of a peer that was part of the threshold, repeated: that peer restarted too.
+        let early = encode_partials(&[partial(&dvs[0], 1, duty, entry.data)]);
+        n.parsig.handle_peer(1, &early).await.unwrap();
+        assert_eq!(answers(&mut n), vec![1]);
+        assert!(n.ready.try_recv().is_err(), "one threshold per duty and DV");
     }
 
     #[tokio::test]
