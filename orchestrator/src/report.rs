@@ -172,14 +172,14 @@ pub fn metric(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<f64> {
             .during_faults
             .get("baseline")
             .and_then(|w| w.inclusion_rate),
-        Metric::DvBaselineGapDuringFaults => {
-            let b = a
-                .during_faults
-                .get("baseline")
-                .and_then(|w| w.inclusion_rate)?;
-            let worst = metric(Metric::DvInclusionDuringFaults, meta, a)?;
-            Some(b - worst)
-        }
+        // The slot-matched gap against every plain validator (analyse::FaultControl); the
+        // worst cluster's, unknown when one has none.
+        Metric::DvBaselineGapDuringFaults => dv
+            .iter()
+            .map(|g| a.fault_control.clusters.get(*g).and_then(|c| c.matched_gap))
+            .try_fold(None, |worst: Option<f64>, v| {
+                v.map(|v| Some(worst.map_or(v, |w| w.max(v))))
+            })?,
         Metric::DvPartialParticipationDuringFaults => min(a
             .faults
             .iter()
@@ -978,7 +978,9 @@ fn faults_section(h: &mut String, report: &Report) {
             esc(&counts(&w.missed_by_reason)),
         ]));
     }
-    h.push_str("</table><h3>Consensus per dvnode during faults</h3>");
+    h.push_str("</table>");
+    control_section(h, &report.analysis.fault_control);
+    h.push_str("<h3>Consensus per dvnode during faults</h3>");
     h.push_str(&table_head(&[
         "fault",
         "node",
@@ -1003,6 +1005,53 @@ fn faults_section(h: &mut String, report: &Report) {
                 opt(r.recovery_slots),
             ]));
         }
+    }
+    h.push_str("</table>");
+}
+
+/// The DV clusters inside the fault windows against their controls, naming the one
+/// `dv_baseline_gap_during_faults` asserts.
+fn control_section(h: &mut String, c: &crate::analyse::FaultControl) {
+    if c.clusters.values().all(|g| g.own.duties == 0) {
+        return;
+    }
+    let rate = |t: &crate::analyse::Tally| {
+        format!(
+            "{} ({}/{})",
+            fmt_opt(t.inclusion_rate, 3),
+            t.included,
+            t.duties
+        )
+    };
+    h.push_str(&format!(
+        "<h3>DV against the plain validators during faults</h3><p>Asserted by \
+         <code>dv_baseline_gap_during_faults</code>: the <b>slot-matched gap</b> — each DV duty \
+         expects the inclusion rate the plain (non-DV) validators had in its own slot (1 in a slot \
+         without plain duties), so a slot the whole devnet lost is not counted against the DV and a \
+         miss of the DV alone is. Shown for comparison: the gap to the baseline group alone (the \
+         reference before, {}) and to all plain validators pooled ({}).</p>",
+        rate(&c.baseline),
+        rate(&c.plain)
+    ));
+    h.push_str(&table_head(&[
+        "cluster",
+        "rate during faults",
+        "gap to the baseline",
+        "gap to all plain, pooled",
+        "slot-matched expected rate",
+        "slot-matched gap (asserted)",
+        "duties without a plain duty in their slot",
+    ]));
+    for (g, x) in &c.clusters {
+        h.push_str(&table_row(&[
+            esc(g),
+            rate(&x.own),
+            fmt_opt(x.baseline_gap, 3),
+            fmt_opt(x.plain_gap, 3),
+            fmt_opt(x.matched_expected_rate, 3),
+            fmt_opt(x.matched_gap, 3),
+            x.unmatched_duties.to_string(),
+        ]));
     }
     h.push_str("</table>");
 }

@@ -251,6 +251,7 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
         dvnodes: node_stats(meta, raw)?,
         outside_faults: windows.outside,
         during_faults: windows.during,
+        fault_control: windows.control,
         steady: windows.steady,
         faults,
         slots: slot_rates(&duty_rows),
@@ -405,6 +406,7 @@ struct FaultWindows {
     outside: BTreeMap<String, WindowStats>,
     during: BTreeMap<String, WindowStats>,
     steady: BTreeMap<String, WindowStats>,
+    control: FaultControl,
 }
 
 impl FaultWindows {
@@ -434,6 +436,7 @@ impl FaultWindows {
         FaultWindows {
             outside: window_stats(meta, rows, duty_log, |s| !inside(s) && !transition(s), None),
             during: window_stats(meta, rows, duty_log, inside, None),
+            control: super::control::fault_control(meta, rows, inside),
             steady: window_stats(
                 meta,
                 rows,

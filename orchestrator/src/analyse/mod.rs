@@ -9,6 +9,8 @@
 #[cfg(feature = "lab")]
 mod aggregation;
 #[cfg(feature = "lab")]
+mod control;
+#[cfg(feature = "lab")]
 mod frames;
 #[cfg(feature = "lab")]
 mod health;
@@ -285,6 +287,10 @@ pub struct Analysis {
     /// Per group: duties inside any fault window.
     #[serde(default)]
     pub during_faults: BTreeMap<String, WindowStats>,
+    /// The control the DV clusters are compared with inside the fault windows
+    /// (`dv_baseline_gap_during_faults`).
+    #[serde(default)]
+    pub fault_control: FaultControl,
     /// Per group: duties outside every fault window and every recovery period (heal slot up
     /// to the recovery slot; to the end when a fault never recovered): the steady state.
     #[serde(default)]
@@ -302,6 +308,56 @@ pub struct Analysis {
     /// Finality delay and time to the first finalized epoch.
     #[serde(default)]
     pub finality: Finality,
+}
+
+/// What the DV clusters' attestations inside the fault windows are compared with. Every plain
+/// (non-DV) validator — the baseline and the keepers, unmodified Lodestar VCs on the same beacon
+/// nodes — is a control, and a DV duty is compared only with the plain duties of its own slot:
+/// a DV duty's *expected* inclusion is the plain validators' inclusion rate in that slot (1 in
+/// a slot without any plain duty: no excuse without evidence). A slot the whole devnet lost then
+/// costs the DV only what it cost the plain validators; a miss of the DV alone counts in full.
+/// The baseline-only and the pooled all-plain figures are kept beside it for comparison.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultControl {
+    /// Which gap `dv_baseline_gap_during_faults` asserts (`matched_gap`).
+    pub asserted: String,
+    /// The baseline group inside the fault windows (the reference before the slot match).
+    pub baseline: Tally,
+    /// Every plain validator (baseline and keepers) inside the fault windows, pooled.
+    pub plain: Tally,
+    /// Per DV cluster.
+    pub clusters: BTreeMap<String, ClusterGap>,
+}
+
+/// Attestation duties and inclusions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Duties.
+    pub duties: u64,
+    /// Included on chain.
+    pub included: u64,
+    /// `included / duties`.
+    pub inclusion_rate: Option<f64>,
+}
+
+/// One DV cluster inside the fault windows against its controls; each gap is
+/// reference − the cluster's rate (≤ 0: the cluster did as well as the reference).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterGap {
+    /// The cluster's duties inside the fault windows.
+    pub own: Tally,
+    /// Mean, over the cluster's duties, of the plain validators' inclusion rate in the duty's
+    /// slot.
+    pub matched_expected_rate: Option<f64>,
+    /// The cluster's duties in slots without any plain duty (expected to be included).
+    pub unmatched_duties: u64,
+    /// Baseline's rate − the cluster's.
+    pub baseline_gap: Option<f64>,
+    /// All plain validators' pooled rate − the cluster's.
+    pub plain_gap: Option<f64>,
+    /// `matched_expected_rate` − the cluster's rate: what `dv_baseline_gap_during_faults`
+    /// asserts (`None` without any plain duty inside the windows: nothing to compare with).
+    pub matched_gap: Option<f64>,
 }
 
 /// Attestation duties and inclusions of one group in one slot.

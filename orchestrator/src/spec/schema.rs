@@ -726,9 +726,10 @@ pub enum Metric {
     BaselineInclusionOutsideFaults,
     /// `baseline_inclusion_during_faults`: the baseline's, inside any fault window.
     BaselineInclusionDuringFaults,
-    /// `dv_baseline_gap_during_faults`: how far the lowest DV cluster's inclusion rate inside
-    /// the fault windows falls below the baseline's in the same windows (baseline − DV; ≤ 0 when
-    /// the DV does as well as the baseline).
+    /// `dv_baseline_gap_during_faults`: how far the worst DV cluster's inclusion rate inside
+    /// the fault windows falls below what every plain (non-DV) validator — baseline and keepers
+    /// — did in the same slots (slot-matched: `analyse::FaultControl`; ≤ 0 when the DV does as
+    /// well).
     DvBaselineGapDuringFaults,
     /// `dv_partial_participation_during_faults`: the lowest, over the fault windows and the
     /// DV clusters' nodes, share of the cluster's successful duty records (any node's, any
