@@ -39,19 +39,16 @@ fn workspace() -> PathBuf {
 }
 
 /// Builds `dvlab-netem` and the base and sidecar images when they are not up to date.
-/// `dvlab-netem` is built like the Makefile's UNIT_BINS (the features `cargo test --workspace`
-/// unifies): nothing to compile after `make unit`, where `-p dvlab-netem` alone recompiled tokio,
-/// hyper and axum with other features.
 async fn ensure_images(docker: &Docker) -> Result<()> {
     IMAGES
         .get_or_try_init(|| async {
             let status = tokio::process::Command::new(env!("CARGO"))
-                .args(["build", "--workspace", "--bins", "--tests"])
+                .args(["build", "-p", "dvlab-netem"])
                 .current_dir(workspace())
                 .status()
                 .await?;
             if !status.success() {
-                bail!("cargo build --workspace --bins --tests failed: {status}");
+                bail!("cargo build -p dvlab-netem failed: {status}");
             }
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
