@@ -70,10 +70,9 @@ UNIT_BINS = $(CARGO) build --locked --workspace --bins --tests
 ## The validator comes from PyPI into a venv under ~/.cache/dvlab.
 K8S_VALIDATE_VERSION := 1.37.0
 K8S_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/dvlab/k8s-validate-$(K8S_VALIDATE_VERSION)
-## Scenarios with a fault Chaos Mesh cannot express (one-way loss, bn_errors), or a `keys: dkg`
-## cluster (its ceremony runs before genesis, in Docker): their render must be refused (it names
-## the fault or cluster and its line).
-K8S_DOCKER_ONLY := bn-errors one-way-loss dkg
+## Scenarios with a fault Chaos Mesh cannot express (one-way loss, bn_errors): their render must
+## be refused (it names the fault and its line). dkg.yaml renders (ceremony and genesis Jobs).
+K8S_DOCKER_ONLY := bn-errors one-way-loss
 k8s-venv:
 	@[ -e $(K8S_VENV)/.installed ] || { rm -rf $(K8S_VENV) && python3 -m venv $(K8S_VENV) && \
 	  $(K8S_VENV)/bin/pip install -q kubernetes-validate==$(K8S_VALIDATE_VERSION) && touch $(K8S_VENV)/.installed; }

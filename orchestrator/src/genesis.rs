@@ -361,6 +361,73 @@ pub fn build_ssz(
     }
 }
 
+/// The checked outputs of a `keys: dkg` cluster's ceremony (every operator's `cluster-lock.json`
+/// in node order, one operator's `deposit-data.json`): every lock the same, one deposit per
+/// validator, each verifying and for the lock's validator `j`. Returns the deposits in
+/// validator order. Both backends check the ceremony with this.
+pub fn ceremony_deposits(
+    cluster: &str,
+    validators: u64,
+    locks: &[dvnode::cluster::lock::Cluster],
+    deposit_data_json: &str,
+) -> Result<Vec<DepositData>> {
+    let first = locks
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("cluster {cluster}: no lock after the DKG"))?;
+    for (n, lock) in locks.iter().enumerate().skip(1) {
+        ensure!(
+            lock.lock.lock_hash == first.lock.lock_hash,
+            "cluster {cluster}: node {n}'s lock differs from node 0's after the DKG"
+        );
+    }
+    let deposits: Vec<dvnode::cluster::deposit::DepositDataJson> =
+        serde_json::from_str(deposit_data_json)
+            .map_err(|e| anyhow::anyhow!("cluster {cluster}: node 0's deposit-data.json: {e}"))?;
+    let deposits = deposits
+        .iter()
+        .enumerate()
+        .map(|(j, d)| {
+            d.verify()
+                .map_err(|e| anyhow::anyhow!("cluster {cluster}: deposit of validator {j}: {e:#}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    ensure!(
+        deposits.len() as u64 == validators,
+        "cluster {cluster}: the DKG made {} deposits, expected {validators}",
+        deposits.len()
+    );
+    for (j, (d, v)) in deposits.iter().zip(&first.validators).enumerate() {
+        ensure!(
+            d.pubkey.0 == v.pubkey.to_bytes(),
+            "cluster {cluster}: deposit {j} is not for the lock's validator {j}"
+        );
+    }
+    Ok(deposits)
+}
+
+/// The genesis state (SSZ) of a devnet with `keys: dkg` clusters: `lodestar dev`'s chain
+/// under `preset` at `genesis_time`, with `genesis_validators` validators, each interop key `i`
+/// except those in a range of `dkg`, which are that cluster's ceremony deposits.
+pub fn state_with_ceremonies(
+    preset: &str,
+    genesis_time: u64,
+    genesis_validators: u64,
+    dkg: &[(std::ops::Range<u64>, Vec<DepositData>)],
+) -> Result<Vec<u8>> {
+    let params = GenesisParams::lodestar_dev(preset, genesis_time)?;
+    let deposits: Vec<DepositData> = (0..genesis_validators)
+        .map(|i| {
+            dkg.iter()
+                .find(|(range, _)| range.contains(&i))
+                .map_or_else(
+                    || interop_deposit(i, params.genesis_fork_version),
+                    |(range, d)| d[(i - range.start) as usize],
+                )
+        })
+        .collect();
+    build_ssz(preset, &params, &deposits)
+}
+
 /// The default (all-zero) Altair block body.
 fn empty_body<P: Preset>() -> BeaconBlockBodyAltair<P> {
     BeaconBlockBodyAltair {

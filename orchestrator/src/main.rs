@@ -230,6 +230,53 @@ enum K8sCmd {
         #[arg(long)]
         seconds_per_slot: u64,
     },
+    /// In-cluster step of a `keys: dkg` ceremony's Jobs: writes files as Secrets and public
+    /// ConfigMaps in the namespace (each created once; the pod's service account may create).
+    Publish {
+        /// Namespace.
+        #[arg(long)]
+        namespace: String,
+        /// Run name (`dvlab.run` label).
+        #[arg(long)]
+        run: String,
+        /// `dvlab.role` label.
+        #[arg(long)]
+        role: String,
+        /// NAME=DIR: a Secret of every file under DIR.
+        #[arg(long, value_parser = dvlab::k8s::dkg::name_value)]
+        secret: Vec<(String, String)>,
+        /// NAME=DIR: a validator client's Secret of DIR's share keystores re-encrypted under
+        /// one password (`keystores/`, `password.txt`).
+        #[arg(long, value_parser = dvlab::k8s::dkg::name_value)]
+        vc_secret: Vec<(String, String)>,
+        /// NAME=FILE,FILE: a ConfigMap of public files (keys: their file names).
+        #[arg(long, value_parser = dvlab::k8s::dkg::name_value)]
+        config_map: Vec<(String, String)>,
+    },
+    /// In-cluster genesis step of `keys: dkg` (the `dvlab-genesis` Job): waits for every
+    /// ceremony's public outputs, checks them and writes the genesis state (gzip) into the
+    /// ConfigMap `dvlab-genesis`.
+    Genesis {
+        /// Namespace.
+        #[arg(long)]
+        namespace: String,
+        /// Run name.
+        #[arg(long)]
+        run: String,
+        /// Preset (`minimal` or `mainnet`).
+        #[arg(long)]
+        preset: String,
+        /// Genesis UNIX time.
+        #[arg(long)]
+        genesis_time: u64,
+        /// Genesis validators.
+        #[arg(long)]
+        genesis_validators: u64,
+        /// CLUSTER=START..END=CONFIGMAP,…: a ceremony's genesis indices and its operators'
+        /// public ConfigMaps in node order.
+        #[arg(long, required = true)]
+        cluster: Vec<dvlab::k8s::dkg::CeremonyOutputs>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -490,6 +537,15 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             let client = dvlab::k8s::runner::connect(context.as_deref()).await?;
             let n = dvlab::k8s::runner::apply_rendered(&client, &r).await?;
             println!("applied {n} objects; waiting for the pods");
+            dvlab::k8s::dkg::wait_once_jobs(
+                &client,
+                &r.namespace,
+                &r.plan.run,
+                &r.once_jobs,
+                r.plan.genesis_time,
+                std::time::Duration::from_secs(2),
+            )
+            .await?;
             let wait = r.plan.genesis_time.saturating_sub(unix_now().as_secs()) + 300;
             dvlab::k8s::runner::wait_ready(
                 &client,
@@ -532,6 +588,63 @@ async fn main_inner(cli: Cli) -> Result<i32> {
             let clock = SlotClock::new(genesis_time, seconds_per_slot, 1);
             let mut out = std::io::stdout();
             dvlab::k8s::timer::run(client, &namespace, clock, objects, &mut out).await?;
+            Ok(0)
+        }
+        Cmd::K8s {
+            cmd:
+                K8sCmd::Publish {
+                    namespace,
+                    run,
+                    role,
+                    secret,
+                    vc_secret,
+                    config_map,
+                },
+        } => {
+            let p = dvlab::k8s::dkg::Publish {
+                namespace,
+                run,
+                role,
+                secrets: secret.into_iter().map(|(n, d)| (n, d.into())).collect(),
+                vc_secrets: vc_secret.into_iter().map(|(n, d)| (n, d.into())).collect(),
+                config_maps: config_map
+                    .into_iter()
+                    .map(|(n, f)| (n, f.split(',').map(PathBuf::from).collect()))
+                    .collect(),
+            };
+            let client = dvlab::k8s::runner::connect(None).await?;
+            for w in dvlab::k8s::dkg::publish(&client, &p).await? {
+                println!("created {w}");
+            }
+            Ok(0)
+        }
+        Cmd::K8s {
+            cmd:
+                K8sCmd::Genesis {
+                    namespace,
+                    run,
+                    preset,
+                    genesis_time,
+                    genesis_validators,
+                    cluster,
+                },
+        } => {
+            let g = dvlab::k8s::dkg::GenesisJob {
+                namespace,
+                run,
+                preset,
+                genesis_time,
+                genesis_validators,
+                clusters: cluster,
+                poll: std::time::Duration::from_secs(2),
+            };
+            let client = dvlab::k8s::runner::connect(None).await?;
+            let size = dvlab::k8s::dkg::genesis(&client, &g).await?;
+            println!(
+                "genesis state of {} validators ({size} bytes) in ConfigMap {}",
+                g.genesis_validators,
+                dvlab::k8s::dkg::GENESIS_NAME
+            );
             Ok(0)
         }
         Cmd::Analyze {

@@ -549,6 +549,22 @@ pub async fn run_kubernetes(
                 k8s::FAULTS_NAME
             );
         }
+        if !r.once_jobs.is_empty() {
+            println!(
+                "waiting for {} once-Job(s): the DKG ceremony, then the genesis state",
+                r.once_jobs.len()
+            );
+            k8s::dkg::wait_once_jobs(
+                &client,
+                &namespace,
+                &run,
+                &r.once_jobs,
+                r.plan.genesis_time,
+                Duration::from_secs(2),
+            )
+            .await?;
+            k8s::dkg::save_genesis_state(&client, &namespace, out).await?;
+        }
         let wait = r.plan.genesis_time.saturating_sub(unix_now().as_secs()) + 300;
         k8s::runner::wait_ready(&client, &namespace, &run, Duration::from_secs(wait)).await?;
         let mut forwards = Vec::new();

@@ -4,7 +4,7 @@
 
 pub mod state;
 
-use crate::genesis::{self, GenesisParams};
+use crate::genesis;
 use crate::plan::{
     ClusterPlan, ContainerPlan, DkgPlan, Plan, Role, DKG_KEYS_DIR, DVNODE_API_PORT, DVNODE_IMAGE,
     DVNODE_METRICS_PORT, DVNODE_P2P_PORT, GENESIS_RUN_DIR, GENESIS_STATE_FILE, PROMETHEUS_IMAGE,
@@ -22,7 +22,6 @@ use bollard::query_parameters::{
     LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
-use dvnode::cluster::deposit::DepositDataJson;
 use dvnode::cluster::lock::ClusterLock;
 use dvnode::eth::beacon::BeaconClient;
 use dvnode::eth::types::DepositData;
@@ -618,39 +617,10 @@ async fn run_dkg(
     let locks = (0..cluster.nodes)
         .map(|n| ClusterLock::load(&key_dir.join(format!("node{n}/cluster-lock.json"))))
         .collect::<Result<Vec<_>>>()?;
-    for (n, lock) in locks.iter().enumerate().skip(1) {
-        ensure!(
-            lock.lock.lock_hash == locks[0].lock.lock_hash,
-            "cluster {}: node {n}'s lock differs from node 0's after the DKG",
-            cluster.name
-        );
-    }
     let text = std::fs::read_to_string(key_dir.join("node0/deposit-data.json"))
         .context("reading node 0's deposit-data.json")?;
-    let deposits: Vec<DepositDataJson> = serde_json::from_str(&text)
-        .with_context(|| format!("cluster {}: node 0's deposit-data.json", cluster.name))?;
-    let deposits = deposits
-        .iter()
-        .enumerate()
-        .map(|(j, d)| {
-            d.verify()
-                .with_context(|| format!("cluster {}: deposit of validator {j}", cluster.name))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let want = cluster.indices.end - cluster.indices.start;
-    ensure!(
-        deposits.len() as u64 == want,
-        "cluster {}: the DKG made {} deposits, expected {want}",
-        cluster.name,
-        deposits.len()
-    );
-    for (j, (d, v)) in deposits.iter().zip(&locks[0].validators).enumerate() {
-        ensure!(
-            d.pubkey.0 == v.pubkey.to_bytes(),
-            "cluster {}: deposit {j} is not for the lock's validator {j}",
-            cluster.name
-        );
-    }
+    let deposits = genesis::ceremony_deposits(&cluster.name, want, &locks, &text)?;
     vc_keystores(cluster, &key_dir)?;
     eprintln!(
         "cluster {}: DKG of {want} validators among {} nodes in {:.1} s",
@@ -669,18 +639,16 @@ fn write_genesis_state(
     run_dir: &Path,
     dkg: &[(&ClusterPlan, Vec<DepositData>)],
 ) -> Result<()> {
-    let params = GenesisParams::lodestar_dev(&plan.preset, plan.genesis_time)?;
-    let deposits: Vec<DepositData> = (0..plan.genesis_validators)
-        .map(|i| {
-            dkg.iter()
-                .find(|(c, _)| c.indices.contains(&i))
-                .map_or_else(
-                    || genesis::interop_deposit(i, params.genesis_fork_version),
-                    |(c, d)| d[(i - c.indices.start) as usize],
-                )
-        })
+    let dkg: Vec<_> = dkg
+        .iter()
+        .map(|(c, d)| (c.indices.clone(), d.clone()))
         .collect();
-    let ssz = genesis::build_ssz(&plan.preset, &params, &deposits)?;
+    let ssz = genesis::state_with_ceremonies(
+        &plan.preset,
+        plan.genesis_time,
+        plan.genesis_validators,
+        &dkg,
+    )?;
     let dir = run_dir.join(GENESIS_RUN_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file = dir.join(GENESIS_STATE_FILE);
@@ -695,7 +663,7 @@ fn write_genesis_state(
 }
 
 /// Seconds the beacon nodes need at least between the genesis state and genesis.
-const MIN_START_BEFORE_GENESIS: i64 = 10;
+pub const MIN_START_BEFORE_GENESIS: i64 = 10;
 
 /// Gives a validator client the share keystores of `src` (as `dvnode create-cluster` writes
 /// them, each with its password beside it) re-encrypted under one fresh random password:

@@ -537,3 +537,205 @@ fn bn_latency_delays_what_the_dvnodes_beacon_node_sends_it() {
         dv.cmd
     );
 }
+
+/// The pod spec of a Job or StatefulSet.
+fn pod_spec(o: &Value) -> &Value {
+    &o["spec"]["template"]["spec"]
+}
+
+fn by_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// Names of the Secrets a pod spec mounts.
+fn mounted_secrets(pod: &Value) -> Vec<String> {
+    pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn dkg_manifests_match_golden() {
+    let r = render("dkg");
+    golden(
+        "k8s-dkg/15-dkg.yaml",
+        &k8s::to_yaml(file(&r, "15-dkg.yaml")).unwrap(),
+    );
+}
+
+/// devnets/dkg.yaml: the ceremony as once-Jobs running the plan's command lines, each
+/// operator's keys only in its own pods and Secrets (none rendered: the ceremony writes them),
+/// the genesis Job reading the public outputs, beacon nodes unpacking its state, least RBAC.
+#[test]
+fn a_dkg_cluster_renders_its_ceremony_as_once_jobs_from_the_plan() {
+    let r = render("dkg");
+    let names: Vec<&str> = r.files.iter().map(|(n, _)| *n).collect();
+    // No Secret at render time: no key material exists before the ceremony.
+    assert_eq!(
+        names,
+        [
+            "00-namespace.yaml",
+            "15-dkg.yaml",
+            "20-services.yaml",
+            "30-workloads.yaml"
+        ]
+    );
+    let all: Vec<Value> = r.files.iter().flat_map(|(_, o)| o.clone()).collect();
+    assert!(by_kind(&all, "Secret").is_empty() && by_kind(&all, "ConfigMap").is_empty());
+    for o in &all {
+        assert_eq!(o["metadata"]["labels"]["dvlab.run"], "dkg", "{o}");
+        assert_eq!(
+            o["metadata"]["namespace"].as_str().unwrap_or("dvlab-dkg"),
+            "dvlab-dkg"
+        );
+    }
+    let cluster = &r.plan.clusters[0];
+    let dkg = cluster.dkg.as_ref().unwrap();
+    let objects = file(&r, "15-dkg.yaml");
+    let jobs = by_kind(objects, "Job");
+    assert_eq!(jobs.len(), 6, "setup, 4 ceremonies, genesis");
+    // The setup Job runs the plan's setup script, then publishes each operator's input.
+    let setup = pod_spec(named(objects, "Job", "dvlab-dkg-dkg-setup-dv0"));
+    assert_eq!(
+        setup["initContainers"][0]["command"][2],
+        dkg.setup_script.as_str()
+    );
+    assert_eq!(setup["initContainers"][0]["image"], "dvlab/dvnode:latest");
+    let args: Vec<&str> = setup["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for n in 0..4 {
+        assert!(args.contains(&format!("dvlab-dkg-dv0-{n}-dkg-input=/keys/dv0/node{n}").as_str()));
+    }
+    for (n, cer) in dkg.ceremony.iter().enumerate() {
+        let job = named(objects, "Job", &cer.name);
+        assert_eq!(job["spec"]["backoffLimit"], 0);
+        let pod = pod_spec(job);
+        assert_eq!(pod["restartPolicy"], "Never");
+        // The plan's `dvnode dkg` command line, in the dvnode image.
+        let dkg_c = &pod["initContainers"][1];
+        assert_eq!(dkg_c["name"], "dkg");
+        assert_eq!(dkg_c["args"], serde_json::to_value(&cer.cmd).unwrap());
+        // Its own input only; its outputs into its own Secrets and ConfigMap.
+        assert_eq!(mounted_secrets(pod), [format!("{}-input", cer.name)]);
+        let publish = serde_json::to_string(&pod["containers"][0]["args"]).unwrap();
+        assert!(
+            publish.contains(&format!("dvlab-dkg-dv0-{n}-keys=/node")),
+            "{publish}"
+        );
+        assert!(publish.contains(&format!("dvlab-dkg-dv0-{n}-vc-keys=/node/validator_keys")));
+        assert!(publish.contains(&format!("{}-public=/node/cluster-lock.json,", cer.name)));
+        for other in (0..4).filter(|m| *m != n) {
+            assert!(!publish.contains(&format!("dv0-{other}")), "{publish}");
+        }
+        // The API token only in the publishing container, not in `dvnode dkg`'s.
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        let token = |c: &Value| {
+            c["volumeMounts"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["name"] == "api-token"))
+        };
+        assert!(token(&pod["containers"][0]));
+        assert!(pod["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| !token(c)));
+        // Its headless Service gives the peers' `/dns4/<ceremony>` address.
+        let svc = named(objects, "Service", &cer.name);
+        assert_eq!(svc["spec"]["clusterIP"], "None");
+        assert_eq!(svc["spec"]["ports"][0]["port"], 3610);
+        let sel = svc["spec"]["selector"].as_object().unwrap();
+        for (k, v) in sel {
+            assert_eq!(&job["spec"]["template"]["metadata"]["labels"][k], v);
+        }
+        assert!(dkg_c["args"]
+            .to_string()
+            .contains(&format!("/dns4/{}/tcp/3610", cer.name)));
+    }
+    // The dvnode and its VC mount exactly that node's Secrets, with the files dvnode dkg and
+    // the re-encryption write.
+    let workloads = file(&r, "30-workloads.yaml");
+    for n in 0..4 {
+        let dv = pod_spec(named(
+            workloads,
+            "StatefulSet",
+            &format!("dvlab-dkg-dv0-{n}"),
+        ));
+        assert_eq!(mounted_secrets(dv), [format!("dvlab-dkg-dv0-{n}-keys")]);
+        let items: Vec<&str> = dv["volumes"][1]["secret"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(items, k8s::dkg::node_files(8));
+        let vc = pod_spec(named(
+            workloads,
+            "StatefulSet",
+            &format!("dvlab-dkg-dv0-{n}-vc"),
+        ));
+        assert_eq!(mounted_secrets(vc), [format!("dvlab-dkg-dv0-{n}-vc-keys")]);
+    }
+    // Beacon nodes start from the genesis Job's state.
+    for bn in ["dvlab-dkg-bn0", "dvlab-dkg-bn1"] {
+        let pod = pod_spec(named(workloads, "StatefulSet", bn));
+        assert_eq!(pod["initContainers"][0]["name"], "unpack-genesis");
+        let vols = pod["volumes"].to_string();
+        assert!(
+            vols.contains("\"configMap\":{\"name\":\"dvlab-genesis\"}"),
+            "{vols}"
+        );
+        let args = pod["containers"][0]["args"].to_string();
+        assert!(
+            args.contains("\"--genesisStateFile\",\"/genesis/genesis.ssz\""),
+            "{args}"
+        );
+    }
+    // The genesis Job: the ceremony's public outputs of the plan's indices.
+    let genesis = pod_spec(named(objects, "Job", "dvlab-genesis"));
+    let args: Vec<String> =
+        serde_json::from_value(genesis["containers"][0]["args"].clone()).unwrap();
+    let at = args.iter().position(|a| a == "--cluster").unwrap();
+    let outputs: k8s::dkg::CeremonyOutputs = args[at + 1].parse().unwrap();
+    assert_eq!(outputs.indices, cluster.indices);
+    assert_eq!(outputs.config_maps.len(), 4);
+    assert!(args.contains(&r.plan.genesis_time.to_string()));
+    // RBAC: create Secrets/ConfigMaps for the ceremony's publishers; the genesis Job reads
+    // ConfigMaps by name only; nobody may read, list or change a Secret.
+    let roles = by_kind(objects, "Role");
+    assert_eq!(roles.len(), 2);
+    for role in &roles {
+        for rule in role["rules"].as_array().unwrap() {
+            let verbs = rule["verbs"].to_string();
+            let secrets = rule["resources"].to_string().contains("secrets");
+            assert!(!secrets || verbs == "[\"create\"]", "{rule}");
+            if verbs.contains("get") {
+                assert_eq!(rule["resourceNames"].as_array().unwrap().len(), 5, "{rule}");
+            }
+            assert!(!verbs.contains("list") && !verbs.contains("*") && !verbs.contains("delete"));
+        }
+    }
+    assert_eq!(
+        r.once_jobs
+            .iter()
+            .map(|j| j.name.as_str())
+            .collect::<Vec<_>>(),
+        jobs.iter()
+            .map(|j| j["metadata"]["name"].as_str().unwrap())
+            .collect::<Vec<_>>()
+    );
+}

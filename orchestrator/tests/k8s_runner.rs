@@ -1041,3 +1041,462 @@ async fn sigterm_while_waiting_deletes_the_run() {
     interrupted_run_deletes_the_namespace(calls, pipeline::interrupted()).await;
     kill.await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// `keys: dkg`: the in-cluster steps (`dvlab k8s publish`, `dvlab k8s genesis`) and the run's
+// wait for the once-Jobs.
+
+type Store = Arc<Mutex<std::collections::BTreeMap<String, Value>>>;
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+           "code": code, "message": format!("{reason}")})
+}
+
+/// An API storing what is POSTed (by path/name; a second POST of a name is 409) and answering
+/// GETs of stored objects (404 otherwise).
+fn store_api(calls: Arc<Mutex<Vec<Call>>>, store: Store) -> kube::Client {
+    client(
+        calls,
+        Arc::new(move |call: &Call, _| {
+            let path = call.uri.split('?').next().unwrap().to_string();
+            let mut store = store.lock().unwrap();
+            match call.method.as_str() {
+                "POST" => {
+                    let key = format!("{path}/{}", call.body["metadata"]["name"].as_str().unwrap());
+                    if store.contains_key(&key) {
+                        return (409, status(409, "AlreadyExists"));
+                    }
+                    store.insert(key, call.body.clone());
+                    (201, call.body.clone())
+                }
+                "GET" => match store.get(&path) {
+                    Some(v) => (200, v.clone()),
+                    None => (404, status(404, "NotFound")),
+                },
+                _ => (405, status(405, "MethodNotAllowed")),
+            }
+        }),
+    )
+}
+
+/// A Secret's data (base64 in JSON), by key.
+fn secret_data(v: &Value) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(v.clone()).unwrap();
+    s.data.unwrap().into_iter().map(|(k, b)| (k, b.0)).collect()
+}
+
+fn publish_node(dir: &std::path::Path, ns: &str, n: usize) -> k8s::dkg::Publish {
+    let node = dir.join(format!("node{n}"));
+    k8s::dkg::Publish {
+        namespace: ns.into(),
+        run: "dkg".into(),
+        role: "dkg".into(),
+        secrets: vec![(format!("dv0-{n}-keys"), node.clone())],
+        vc_secrets: vec![(format!("dv0-{n}-vc-keys"), node.join("validator_keys"))],
+        config_maps: vec![(
+            format!("dv0-{n}-dkg-public"),
+            k8s::dkg::PUBLIC_FILES
+                .iter()
+                .map(|f| node.join(f))
+                .collect(),
+        )],
+    }
+}
+
+fn genesis_job(ns: &str, genesis_time: u64) -> k8s::dkg::GenesisJob {
+    k8s::dkg::GenesisJob {
+        namespace: ns.into(),
+        run: "dkg".into(),
+        preset: "minimal".into(),
+        genesis_time,
+        genesis_validators: 64,
+        clusters: vec![
+            "dv0=56..64=dv0-0-dkg-public,dv0-1-dkg-public,dv0-2-dkg-public,dv0-3-dkg-public"
+                .parse()
+                .unwrap(),
+        ],
+        poll: Duration::from_millis(50),
+    }
+}
+
+/// A real 4-node ceremony (in-process `dvnode dkg` over loopback libp2p), each operator's
+/// outputs published by `dvlab k8s publish` into the API, and `dvlab k8s genesis` building the
+/// genesis state from them once the last operator's outputs exist.
+#[tokio::test]
+async fn each_operator_publishes_its_own_keys_and_genesis_is_built_from_the_ceremony() {
+    use dvnode::keys::keystore::Keystore;
+    let tmp = tempfile::tempdir().unwrap();
+    dvnode::dkg::bench::ceremony(tmp.path(), 4, 8)
+        .await
+        .unwrap();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let store: Store = Default::default();
+    let api = store_api(calls.clone(), store.clone());
+    let genesis_time = unix_now() + 60;
+    let job = genesis_job("ns", genesis_time);
+    let genesis = tokio::spawn({
+        let api = api.clone();
+        async move { k8s::dkg::genesis(&api, &job).await }
+    });
+    for n in 0..3 {
+        let written = k8s::dkg::publish(&api, &publish_node(tmp.path(), "ns", n))
+            .await
+            .unwrap();
+        assert_eq!(written.len(), 3, "{written:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!genesis.is_finished(), "genesis waits for node 3's outputs");
+    k8s::dkg::publish(&api, &publish_node(tmp.path(), "ns", 3))
+        .await
+        .unwrap();
+    let size = tokio::time::timeout(Duration::from_secs(30), genesis)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    let store = store.lock().unwrap().clone();
+    let get = |path: &str| {
+        store
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} not created"))
+    };
+    let lock = std::fs::read_to_string(tmp.path().join("node0/cluster-lock.json")).unwrap();
+    let lock = dvnode::cluster::lock::ClusterLock::parse(&lock).unwrap();
+    for n in 0..4 {
+        let node = tmp.path().join(format!("node{n}"));
+        // The dvnode's Secret: its own node directory, every file the StatefulSet mounts.
+        let s = get(&format!("/api/v1/namespaces/ns/secrets/dv0-{n}-keys"));
+        assert_eq!(s["metadata"]["labels"]["dvlab.run"], "dkg");
+        let data = secret_data(s);
+        for f in k8s::dkg::node_files(8) {
+            let key = f.replace('/', ".");
+            assert_eq!(
+                data[&key],
+                std::fs::read(node.join(&f)).unwrap(),
+                "node {n} {f}"
+            );
+        }
+        // Its validator client's Secret: exactly what it mounts, decrypting to node n's shares.
+        let vc = secret_data(get(&format!(
+            "/api/v1/namespaces/ns/secrets/dv0-{n}-vc-keys"
+        )));
+        let mut keys: Vec<String> = vc.keys().cloned().collect();
+        let mut want: Vec<String> = k8s::dkg::vc_files(8)
+            .iter()
+            .map(|f| f.replace('/', "."))
+            .collect();
+        keys.sort();
+        want.sort();
+        assert_eq!(keys, want);
+        let password = String::from_utf8(vc["password.txt"].clone()).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("k.json"), &vc["keystores.keystore-3.json"]).unwrap();
+        let share = Keystore::from_file(&d.path().join("k.json"))
+            .unwrap()
+            .decrypt(&password)
+            .unwrap();
+        let own_password =
+            std::fs::read_to_string(node.join("validator_keys/keystore-3.txt")).unwrap();
+        let own = Keystore::from_file(&node.join("validator_keys/keystore-3.json"))
+            .unwrap()
+            .decrypt(own_password.trim())
+            .unwrap();
+        assert_eq!(share.to_bytes(), own.to_bytes(), "node {n}'s share of DV 3");
+        // The public outputs.
+        let cm = get(&format!(
+            "/api/v1/namespaces/ns/configmaps/dv0-{n}-dkg-public"
+        ));
+        let mut keys: Vec<&String> = cm["data"].as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["cluster-lock.json", "deposit-data.json"]);
+    }
+    // Nothing read a Secret.
+    let calls = calls.lock().unwrap().clone();
+    assert!(!calls
+        .iter()
+        .any(|c| c.method == "GET" && c.uri.contains("/secrets")));
+    // The genesis state: interop keys but validators 56..63, the ceremony's keys.
+    let cm = serde_json::from_value(get("/api/v1/namespaces/ns/configmaps/dvlab-genesis").clone())
+        .unwrap();
+    let ssz = k8s::dkg::genesis_state(&cm).unwrap();
+    assert_eq!(ssz.len(), size);
+    let state = dvlab::genesis::decode::<dvnode::eth::types::Minimal>(&ssz).unwrap();
+    assert_eq!(state.genesis_time, genesis_time);
+    assert_eq!(state.validators.len(), 64);
+    let fork = dvlab::genesis::genesis_fork_version(dvlab::spec::Preset::Minimal);
+    for i in 0..64u64 {
+        let want = if i >= 56 {
+            lock.validators[(i - 56) as usize].pubkey.to_bytes()
+        } else {
+            dvlab::genesis::interop_deposit(i, fork).pubkey.0
+        };
+        assert_eq!(state.validators[i as usize].pubkey.0, want, "validator {i}");
+    }
+    // Written once: a second genesis finds its ConfigMap taken.
+    let again = k8s::dkg::genesis(&api, &genesis_job("ns", genesis_time))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{again:#}").contains("creating ConfigMap dvlab-genesis"),
+        "{again:#}"
+    );
+
+    // A tampered lock is refused naming the node; missing outputs name the operators.
+    let tampered = tempfile::tempdir().unwrap();
+    for n in 0..4 {
+        let from = tmp.path().join(format!("node{n}"));
+        let to = tampered.path().join(format!("node{n}"));
+        std::fs::create_dir_all(&to).unwrap();
+        for f in k8s::dkg::PUBLIC_FILES {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+    let l = tampered.path().join("node2/cluster-lock.json");
+    let text = std::fs::read_to_string(&l).unwrap();
+    std::fs::write(&l, text.replacen("\"threshold\": 3", "\"threshold\": 2", 1)).unwrap();
+    for n in 0..4 {
+        let mut p = publish_node(tampered.path(), "ns2", n);
+        p.secrets.clear();
+        p.vc_secrets.clear();
+        k8s::dkg::publish(&api, &p).await.unwrap();
+    }
+    let err = k8s::dkg::genesis(&api, &genesis_job("ns2", genesis_time))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("cluster dv0 node 2's cluster-lock.json"),
+        "{err:#}"
+    );
+    let mut p = publish_node(tmp.path(), "ns3", 0);
+    p.secrets.clear();
+    p.vc_secrets.clear();
+    k8s::dkg::publish(&api, &p).await.unwrap();
+    let err = k8s::dkg::genesis(&api, &genesis_job("ns3", unix_now() + 11))
+        .await
+        .unwrap_err();
+    let err = format!("{err:#}");
+    for n in 1..4 {
+        assert!(
+            err.contains(&format!(
+                "cluster dv0 node {n} (ConfigMap dv0-{n}-dkg-public)"
+            )),
+            "{err}"
+        );
+    }
+    assert!(!err.contains("node 0"), "{err}");
+}
+
+fn unix_now() -> u64 {
+    dvnode::clock::unix_now().as_secs()
+}
+
+fn job(name: &str, state: &str) -> Value {
+    let status = match state {
+        "succeeded" => json!({"succeeded": 1}),
+        "failed" => json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}),
+        _ => json!({"active": 1}),
+    };
+    json!({"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": name, "namespace": "dvlab-dkg"}, "status": status})
+}
+
+/// The pod of a once-Job whose `container` ended with `code`.
+fn job_pod(target: &str, container: &str, code: i32) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": format!("{target}-x7k2p"), "namespace": "dvlab-dkg"},
+           "status": {"phase": "Failed",
+               "initContainerStatuses": [
+                   {"name": "copy-input", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                    "state": {"terminated": {"exitCode": 0}}},
+                   {"name": container, "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                    "state": {"terminated": {"exitCode": code, "reason": "Error"}}}]}})
+}
+
+#[tokio::test]
+async fn the_run_waits_for_the_once_jobs_in_order() {
+    let r = render("dkg");
+    let names: Vec<&str> = r.once_jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "dvlab-dkg-dkg-setup-dv0",
+            "dvlab-dkg-dv0-0-dkg",
+            "dvlab-dkg-dv0-1-dkg",
+            "dvlab-dkg-dv0-2-dkg",
+            "dvlab-dkg-dv0-3-dkg",
+            "dvlab-genesis"
+        ]
+    );
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    // Every Job succeeds on the third round of polls.
+    let c = client(
+        calls.clone(),
+        Arc::new(|call: &Call, n| {
+            let name = call
+                .uri
+                .split('?')
+                .next()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap();
+            (
+                200,
+                job(name, if n >= 12 { "succeeded" } else { "running" }),
+            )
+        }),
+    );
+    k8s::dkg::wait_once_jobs(
+        &c,
+        "dvlab-dkg",
+        "dkg",
+        &r.once_jobs,
+        unix_now() + 60,
+        Duration::from_millis(10),
+    )
+    .await
+    .unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 18);
+    assert!(calls[..6].iter().zip(&names).all(|(c, n)| c
+        .uri
+        .starts_with(&format!("/apis/batch/v1/namespaces/dvlab-dkg/jobs/{n}"))));
+}
+
+/// `dvlab run --backend kubernetes` of devnets/dkg.yaml whose ceremony fails on every node
+/// (node 1 dealt an inconsistent share): the run fails naming each operator with its exit code
+/// and last log lines, and deletes the namespace.
+#[tokio::test]
+async fn a_failed_ceremony_fails_the_run_naming_each_operator_and_deletes_it() {
+    let path = format!("{}/../devnets/dkg.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let spec = DevnetSpec::parse(&text, "dkg").unwrap();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let c = client(
+        calls.clone(),
+        Arc::new(|call: &Call, _| {
+            let path = call.uri.split('?').next().unwrap();
+            let last = path.rsplit('/').next().unwrap();
+            match call.method.as_str() {
+                "PATCH" => (200, call.body.clone()),
+                "GET" if path.contains("/jobs/") => (
+                    200,
+                    job(
+                        last,
+                        match last {
+                            "dvlab-dkg-dkg-setup-dv0" => "succeeded",
+                            "dvlab-genesis" => "running",
+                            _ => "failed",
+                        },
+                    ),
+                ),
+                "GET" if last == "pods" => {
+                    let query = call.uri.split_once('?').unwrap().1;
+                    let selector = form_urlencoded::parse(query.as_bytes())
+                        .find(|(k, _)| k == "labelSelector")
+                        .unwrap()
+                        .1
+                        .into_owned();
+                    assert!(selector.starts_with("dvlab.run=dkg,"), "{selector}");
+                    let target = selector.split("dvlab.target=").nth(1).unwrap().to_string();
+                    let target = target.as_str();
+                    (
+                        200,
+                        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+                        "items": [if target == "dvlab-genesis" {
+                            json!({"apiVersion": "v1", "kind": "Pod",
+                                   "metadata": {"name": "dvlab-genesis-q8z4m"},
+                                   "status": {"phase": "Running"}})
+                        } else {
+                            job_pod(&format!("dvlab-dkg-{target}"), "dkg", 1)
+                        }]}),
+                    )
+                }
+                "GET" if last == "log" => {
+                    let Some(node) = path.split("dv0-").nth(1).and_then(|p| p.chars().next())
+                    else {
+                        return (200, Value::String("waiting for the ceremony\n".into()));
+                    };
+                    (
+                        200,
+                        Value::String(format!(
+                            "INFO dkg: connected to 3 peers\nERROR node {node}: ceremony aborted: \
+                             operator 1 (16Uiu2HAm) dealt a share inconsistent with its \
+                             commitments\n"
+                        )),
+                    )
+                }
+                _ => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Namespace",
+                           "metadata": {"name": "dvlab-dkg", "labels": {"dvlab.run": "dkg"}}}),
+                ),
+            }
+        }),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        pipeline::run_kubernetes(
+            c,
+            pipeline::KubernetesRun {
+                spec: &spec,
+                path: "devnets/dkg.yaml",
+                text: &text,
+                options: RenderOptions::default(),
+                keep: false,
+            },
+            out.path(),
+            std::future::pending(),
+        ),
+    )
+    .await
+    .expect("a failed ceremony ends the run at once")
+    .err()
+    .expect("the run fails");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("cluster dv0 setup (Job dvlab-dkg-dkg-setup-dv0): succeeded"),
+        "{err}"
+    );
+    for n in 0..4 {
+        assert!(
+            err.contains(&format!(
+                "cluster dv0 node {n} (Job dvlab-dkg-dv0-{n}-dkg, pod dvlab-dkg-dv0-{n}-dkg-x7k2p): \
+                 failed, container dkg exit code 1; last lines of dkg:"
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "ERROR node {n}: ceremony aborted: operator 1 (16Uiu2HAm)"
+            )),
+            "{err}"
+        );
+    }
+    assert!(
+        err.contains(
+            "genesis (Job dvlab-genesis, pod dvlab-genesis-q8z4m): not done; last lines \
+             of genesis:\n    waiting for the ceremony"
+        ),
+        "{err}"
+    );
+    let calls = calls.lock().unwrap().clone();
+    // The log of each failed container, by name; then the namespace deleted, last.
+    assert!(calls
+        .iter()
+        .any(|c| c.uri.contains("/pods/dvlab-dkg-dv0-2-dkg-x7k2p/log?")
+            && c.uri.contains("container=dkg")));
+    assert!(
+        !calls.iter().any(|c| c.uri.contains("/statefulsets?")),
+        "never waited for them"
+    );
+    let last = calls.last().unwrap();
+    assert_eq!(last.method, "DELETE");
+    assert_eq!(
+        last.uri.split('?').next(),
+        Some("/api/v1/namespaces/dvlab-dkg")
+    );
+}

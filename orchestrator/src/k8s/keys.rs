@@ -30,7 +30,8 @@ pub fn dns_address(service: &str) -> String {
     format!("/dns4/{service}/tcp/{DVNODE_P2P_PORT}")
 }
 
-fn read_tree(root: &Path) -> Result<Files> {
+/// Every file under `root`, by path relative to it.
+pub fn read_tree(root: &Path) -> Result<Files> {
     fn walk(root: &Path, dir: &Path, out: &mut Files) -> Result<()> {
         for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let path = e?.path();
@@ -54,10 +55,14 @@ fn read_tree(root: &Path) -> Result<Files> {
 
 /// Creates `cluster`'s key material for a chain of `genesis_validators` interop validators
 /// under `preset`; node `i` is reached at the Service named `cluster.node_containers[i]`.
+/// `dvlab_genesis`: the devnet's genesis state is built from a DKG ceremony's deposits in the
+/// cluster, so its validators root is unknown at render time: the lock records none and
+/// dvnode takes the beacon node's.
 pub fn cluster_keys(
     cluster: &ClusterPlan,
     preset: Preset,
     genesis_validators: u64,
+    dvlab_genesis: bool,
 ) -> Result<Vec<NodeKeys>> {
     let tmp = tempfile::tempdir().context("creating a temporary directory for key material")?;
     let out = tmp.path().join(&cluster.name);
@@ -67,7 +72,11 @@ pub fn cluster_keys(
         threshold: cluster.threshold as usize,
         keys: KeySource::Interop(cluster.indices.clone()),
         fork_version: genesis::genesis_fork_version(preset).0,
-        genesis_validators_root: genesis::interop_genesis_validators_root(genesis_validators).0,
+        genesis_validators_root: if dvlab_genesis {
+            [0; 32]
+        } else {
+            genesis::interop_genesis_validators_root(genesis_validators).0
+        },
         addresses: cluster
             .node_containers
             .iter()

@@ -6,7 +6,8 @@
 //! | file | objects |
 //! | --- | --- |
 //! | `00-namespace.yaml` | the run's Namespace |
-//! | `10-secrets.yaml` | per dvnode its node directory, per DV validator client its share keystores (Secrets, mode 0600 on disk) |
+//! | `10-secrets.yaml` | per dvnode its node directory, per DV validator client its share keystores (Secrets, mode 0600 on disk), made at render time by `create-cluster` (not for `keys: dkg` clusters) |
+//! | `15-dkg.yaml` | only with `keys: dkg` clusters ([`dkg`]): RBAC, per cluster a setup Job and per operator a ceremony Job with its headless Service, writing that operator's key Secrets; the genesis Job building the genesis state ConfigMap the beacon nodes unpack |
 //! | `20-services.yaml` | one headless Service per container serving a port, named like the Docker container |
 //! | `30-workloads.yaml` | one StatefulSet per beacon node, validator client and dvnode, with the Docker backend's image, arguments and environment |
 //! | `40-faults.yaml` | the fault timer: ServiceAccount, Role, RoleBinding, the ConfigMap `dvlab-faults` holding one Chaos Mesh object per fault, and the Job `dvlab-faults` creating each at its start |
@@ -27,6 +28,7 @@
 
 pub mod chaos;
 pub mod collect;
+pub mod dkg;
 pub mod keys;
 pub mod objects;
 pub mod runner;
@@ -35,14 +37,13 @@ pub mod timer;
 use crate::faults::{self, Timeline};
 use crate::plan::{Plan, Role, RUN_LABEL};
 use crate::spec::DevnetSpec;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use chaos::{ChaosObject, ChaosRender, FaultSource, Target};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, ServiceAccount, Volume,
-    VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role as RbacRole, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::Value;
@@ -80,6 +81,8 @@ pub struct Rendered {
     pub files: Vec<(&'static str, Vec<Value>)>,
     /// The Chaos Mesh objects (also inside the `dvlab-faults` ConfigMap).
     pub chaos: Vec<ChaosObject>,
+    /// The Jobs that run once before genesis (`keys: dkg`: ceremonies and genesis), in order.
+    pub once_jobs: Vec<dkg::OnceJob>,
 }
 
 /// Locates faults in a devnet file's text.
@@ -111,24 +114,6 @@ pub fn render(
     now: u64,
     opts: &RenderOptions,
 ) -> Result<Rendered> {
-    if let Some((i, c)) = spec
-        .clusters
-        .iter()
-        .enumerate()
-        .find(|(_, c)| c.keys == crate::spec::KeySource::Dkg)
-    {
-        let field = format!("clusters[{i}].keys");
-        let at = match crate::spec::locate(text, &field) {
-            Some(line) => format!("{path}:{line}: {field}"),
-            None => format!("{path}: {field}"),
-        };
-        bail!(
-            "{at}: cluster {} has `keys: dkg`, which only the Docker backend runs (its ceremony \
-             runs before genesis and its genesis state is built from the ceremony's deposits; \
-             manifests hold key material made at render time)",
-            c.name
-        );
-    }
     let delay = opts.genesis_delay.unwrap_or(spec.network.genesis_delay);
     let plan = Plan::new(
         spec,
@@ -174,8 +159,15 @@ pub fn render(
     // Key material: Secrets, and the volumes mounting them.
     let mut secrets = Vec::new();
     let mut volumes: BTreeMap<String, k8s_openapi::api::core::v1::Volume> = BTreeMap::new();
-    for cluster in &plan.clusters {
-        let nodes = keys::cluster_keys(cluster, spec.network.preset, plan.genesis_validators)?;
+    let dkg = dkg::render(&scope)?;
+    volumes.extend(dkg.volumes);
+    for cluster in plan.clusters.iter().filter(|c| c.dkg.is_none()) {
+        let nodes = keys::cluster_keys(
+            cluster,
+            spec.network.preset,
+            plan.genesis_validators,
+            plan.genesis_state,
+        )?;
         for (n, node_keys) in nodes.iter().enumerate() {
             let find = |pred: &dyn Fn(&Role) -> bool| {
                 plan.containers
@@ -220,13 +212,22 @@ pub fn render(
             vec![json(&objects::namespace(&scope))?],
         ),
         ("10-secrets.yaml", secrets),
+    ];
+    if !dkg.objects.is_empty() {
+        files.push(("15-dkg.yaml", dkg.objects));
+    }
+    files.extend([
         ("20-services.yaml", services),
         ("30-workloads.yaml", workloads),
-    ];
+    ]);
     if !chaos.is_empty() {
         files.push(("40-faults.yaml", fault_timer(&scope, &chaos)?));
     }
+    // No empty files (a devnet whose only cluster makes its keys by DKG has no Secrets).
+    files.retain(|(_, objects)| !objects.is_empty());
+    let once_jobs = dkg::once_jobs(&scope);
     Ok(Rendered {
+        once_jobs,
         plan,
         timeline,
         namespace,
@@ -248,13 +249,11 @@ fn fault_timer(s: &objects::Scope, chaos: &[ChaosObject]) -> Result<Vec<Value>> 
     for o in chaos {
         data.insert(chaos_file(o), serde_yaml::to_string(o)?);
     }
-    let sa = ServiceAccount {
-        metadata: meta(),
-        ..Default::default()
-    };
-    let role = RbacRole {
-        metadata: meta(),
-        rules: Some(vec![PolicyRule {
+    let mut objects = objects::service_account(
+        s,
+        FAULTS_NAME,
+        "fault-timer",
+        vec![PolicyRule {
             api_groups: Some(vec!["chaos-mesh.org".into()]),
             resources: Some(
                 ["networkchaos", "podchaos", "timechaos"]
@@ -265,22 +264,8 @@ fn fault_timer(s: &objects::Scope, chaos: &[ChaosObject]) -> Result<Vec<Value>> 
                 .map(String::from)
                 .to_vec(),
             ..Default::default()
-        }]),
-    };
-    let binding = RoleBinding {
-        metadata: meta(),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: FAULTS_NAME.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: FAULTS_NAME.into(),
-            namespace: Some(s.namespace.to_string()),
-            ..Default::default()
-        }]),
-    };
+        }],
+    )?;
     let config = ConfigMap {
         metadata: meta(),
         data: Some(data),
@@ -354,13 +339,8 @@ fn fault_timer(s: &objects::Scope, chaos: &[ChaosObject]) -> Result<Vec<Value>> 
         }),
         ..Default::default()
     };
-    Ok(vec![
-        json(&sa)?,
-        json(&role)?,
-        json(&binding)?,
-        json(&config)?,
-        json(&job)?,
-    ])
+    objects.extend([json(&config)?, json(&job)?]);
+    Ok(objects)
 }
 
 /// YAML of several objects (`---` separated).

@@ -3,18 +3,21 @@
 //! commands, which address `http://dvlab-<run>-bn0:9596`, work unchanged), and Secrets holding
 //! the DV clusters' key material.
 
+use super::dkg::{GENESIS_GZ_DIR, GENESIS_KEY, GENESIS_NAME};
 use super::keys::{Files, NodeKeys};
 use crate::plan::{
-    ContainerPlan, Plan, Role, BN_REST_PORT, DVNODE_API_PORT, DVNODE_METRICS_PORT, DVNODE_NODE_DIR,
-    DVNODE_OUT_DIR, DVNODE_P2P_PORT, ROLE_LABEL, RUN_LABEL, VC_KEYS_DIR,
+    ContainerPlan, Plan, Role, BN_GENESIS_DIR, BN_REST_PORT, DVNODE_API_PORT, DVNODE_METRICS_PORT,
+    DVNODE_NODE_DIR, DVNODE_OUT_DIR, DVNODE_P2P_PORT, GENESIS_STATE_FILE, ROLE_LABEL, RUN_LABEL,
+    VC_KEYS_DIR,
 };
 use anyhow::{bail, Result};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, Namespace,
-    PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    KeyToPath, Namespace, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role as RbacRole, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
@@ -133,7 +136,8 @@ pub fn secret(s: &Scope, name: &str, role: &str, files: &Files) -> Result<(Secre
     Ok((secret, volume))
 }
 
-fn empty_dir(name: &str) -> Volume {
+/// An `emptyDir` volume.
+pub fn empty_dir(name: &str) -> Volume {
     Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -141,7 +145,8 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+/// A volume mount.
+pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
@@ -173,7 +178,7 @@ pub fn ports(c: &ContainerPlan) -> Vec<(String, u16)> {
         _ => "port",
     };
     let mut v: Vec<u16> = c.publish.clone();
-    if matches!(c.role, Role::DvNode { .. }) {
+    if matches!(c.role, Role::DvNode { .. } | Role::Dkg { .. }) {
         v.push(DVNODE_P2P_PORT);
     }
     v.sort_unstable();
@@ -233,18 +238,6 @@ pub fn stateful_set(s: &Scope, c: &ContainerPlan, keys: Option<Volume>) -> Resul
     let short = s.short(c).to_string();
     let mut pod_labels = s.labels(Some(c.role.label()));
     pod_labels.insert(TARGET_LABEL.into(), short.clone());
-    let env: Vec<EnvVar> = c
-        .env
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            EnvVar {
-                name: k.into(),
-                value: Some(v.into()),
-                ..Default::default()
-            }
-        })
-        .collect();
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     let mut init = Vec::new();
@@ -255,6 +248,37 @@ pub fn stateful_set(s: &Scope, c: &ContainerPlan, keys: Option<Volume>) -> Resul
             mounts.push(mount("data", DATA_DIR, false));
             if matches!(c.role, Role::BeaconNode { .. }) {
                 probe = Some(http_probe("/eth/v1/node/version", BN_REST_PORT));
+            }
+            if c.mounts.iter().any(|m| m.container == BN_GENESIS_DIR) {
+                // `keys: dkg`: the genesis Job's state, unpacked for `--genesisStateFile`
+                // (the pod waits until the ConfigMap exists).
+                volumes.push(Volume {
+                    name: "genesis-gz".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: GENESIS_NAME.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                volumes.push(empty_dir("genesis"));
+                mounts.push(mount("genesis", BN_GENESIS_DIR, true));
+                init.push(Container {
+                    name: "unpack-genesis".into(),
+                    image: Some(s.image(&c.image)),
+                    image_pull_policy: Some("IfNotPresent".into()),
+                    command: Some(vec![
+                        "sh".into(),
+                        "-c".into(),
+                        format!(
+                            "gzip -dc {GENESIS_GZ_DIR}/{GENESIS_KEY} > {BN_GENESIS_DIR}/{GENESIS_STATE_FILE}"
+                        ),
+                    ]),
+                    volume_mounts: Some(vec![
+                        mount("genesis-gz", GENESIS_GZ_DIR, true),
+                        mount("genesis", BN_GENESIS_DIR, false),
+                    ]),
+                    ..Default::default()
+                });
             }
         }
         Role::Prometheus | Role::Dkg { .. } => bail!("{} is not rendered for Kubernetes", c.name),
@@ -328,7 +352,7 @@ pub fn stateful_set(s: &Scope, c: &ContainerPlan, keys: Option<Volume>) -> Resul
         image: Some(s.image(&c.image)),
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(c.cmd.clone()),
-        env: (!env.is_empty()).then_some(env),
+        env: env_vars(c),
         ports: Some(
             ports(c)
                 .into_iter()
@@ -380,9 +404,61 @@ pub fn stateful_set(s: &Scope, c: &ContainerPlan, keys: Option<Volume>) -> Resul
     })
 }
 
+/// The plan's `KEY=VALUE` environment of `c` (`None` if empty).
+pub fn env_vars(c: &ContainerPlan) -> Option<Vec<EnvVar>> {
+    let v: Vec<EnvVar> = c
+        .env
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            EnvVar {
+                name: k.into(),
+                value: Some(v.into()),
+                ..Default::default()
+            }
+        })
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
+/// A ServiceAccount `name`, a Role `name` with `rules` and the RoleBinding between them
+/// (labelled `role`), in the namespace.
+pub fn service_account(
+    s: &Scope,
+    name: &str,
+    role: &str,
+    rules: Vec<PolicyRule>,
+) -> Result<Vec<serde_json::Value>> {
+    let meta = || s.meta(name, Some(role));
+    Ok(vec![
+        serde_json::to_value(k8s_openapi::api::core::v1::ServiceAccount {
+            metadata: meta(),
+            ..Default::default()
+        })?,
+        serde_json::to_value(RbacRole {
+            metadata: meta(),
+            rules: Some(rules),
+        })?,
+        serde_json::to_value(RoleBinding {
+            metadata: meta(),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: name.into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: name.into(),
+                namespace: Some(s.namespace.to_string()),
+                ..Default::default()
+            }]),
+        })?,
+    ])
+}
+
 /// Whether validator client `c` imports share keystores (the plan mounts them): not in a
 /// remote-signer cluster, whose VCs fetch the keys from their dvnode's Web3Signer API.
-fn needs_vc_keys(c: &ContainerPlan) -> bool {
+pub fn needs_vc_keys(c: &ContainerPlan) -> bool {
     c.mounts.iter().any(|m| m.container == VC_KEYS_DIR)
 }
 
