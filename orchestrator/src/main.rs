@@ -190,8 +190,9 @@ impl RenderArgs {
 #[derive(Subcommand, Debug)]
 enum K8sCmd {
     /// Write the devnet as manifests for `kubectl apply -f DIR` (before the genesis time it
-    /// prints): Namespace, key Secrets, headless Services, StatefulSets, and the fault timer
-    /// Job creating one Chaos Mesh object per fault at its start.
+    /// prints): Namespace, key Secrets, headless Services, StatefulSets, the fault timer
+    /// Job creating one Chaos Mesh object per fault at its start, and for `keys: dkg` the
+    /// ceremony and genesis once-Jobs.
     Render(RenderArgs),
     /// Render, apply with the Kubernetes API (server-side apply) and wait until every beacon
     /// node and dvnode is ready.

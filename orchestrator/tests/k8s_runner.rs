@@ -1235,13 +1235,8 @@ async fn each_operator_publishes_its_own_keys_and_genesis_is_built_from_the_cere
         assert_eq!(state.validators[i as usize].pubkey.0, want, "validator {i}");
     }
     // Written once: a second genesis finds its ConfigMap taken.
-    let again = k8s::dkg::genesis(&api, &genesis_job("ns", genesis_time))
-        .await
-        .unwrap_err();
-    assert!(
-        format!("{again:#}").contains("creating ConfigMap dvlab-genesis"),
-        "{again:#}"
-    );
+    let again = k8s::dkg::genesis(&api, &genesis_job("ns", genesis_time)).await;
+    fails_with(again, "creating ConfigMap dvlab-genesis");
 
     // A tampered lock is refused naming the node; missing outputs name the operators.
     let tampered = tempfile::tempdir().unwrap();
@@ -1262,13 +1257,8 @@ async fn each_operator_publishes_its_own_keys_and_genesis_is_built_from_the_cere
         p.vc_secrets.clear();
         k8s::dkg::publish(&api, &p).await.unwrap();
     }
-    let err = k8s::dkg::genesis(&api, &genesis_job("ns2", genesis_time))
-        .await
-        .unwrap_err();
-    assert!(
-        format!("{err:#}").contains("cluster dv0 node 2's cluster-lock.json"),
-        "{err:#}"
-    );
+    let err = k8s::dkg::genesis(&api, &genesis_job("ns2", genesis_time)).await;
+    fails_with(err, "cluster dv0 node 2's cluster-lock.json");
     let mut p = publish_node(tmp.path(), "ns3", 0);
     p.secrets.clear();
     p.vc_secrets.clear();
@@ -1286,6 +1276,12 @@ async fn each_operator_publishes_its_own_keys_and_genesis_is_built_from_the_cere
         );
     }
     assert!(!err.contains("node 0"), "{err}");
+}
+
+/// Asserts that `r` failed with a message containing `needle`.
+fn fails_with<T: std::fmt::Debug>(r: anyhow::Result<T>, needle: &str) {
+    let err = format!("{:#}", r.unwrap_err());
+    assert!(err.contains(needle), "{err}");
 }
 
 fn unix_now() -> u64 {

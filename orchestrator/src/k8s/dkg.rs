@@ -468,31 +468,25 @@ fn ceremony(s: &Scope, cer: &ContainerPlan, node_secret: &str, vc_secret: Option
                 .join(",")
         ),
     ]);
-    let image = Some(s.image(&cer.image));
     let pod = PodSpec {
         automount_service_account_token: Some(false),
         init_containers: Some(vec![
-            Container {
-                name: "copy-input".into(),
-                image: image.clone(),
-                image_pull_policy: Some("IfNotPresent".into()),
-                command: Some(vec![
-                    "/bin/sh".into(),
-                    "-c".into(),
-                    format!(
-                        "cp {} {DVNODE_NODE_DIR}/",
-                        INPUT_FILES.map(|f| format!("{INPUT_DIR}/{f}")).join(" ")
-                    ),
-                ]),
-                volume_mounts: Some(vec![
+            objects::shell_init(
+                s,
+                "copy-input",
+                &cer.image,
+                format!(
+                    "cp {} {DVNODE_NODE_DIR}/",
+                    INPUT_FILES.map(|f| format!("{INPUT_DIR}/{f}")).join(" ")
+                ),
+                vec![
                     mount("input", INPUT_DIR, true),
                     mount("node", DVNODE_NODE_DIR, false),
-                ]),
-                ..Default::default()
-            },
+                ],
+            ),
             Container {
                 name: "dkg".into(),
-                image,
+                image: Some(s.image(&cer.image)),
                 image_pull_policy: Some("IfNotPresent".into()),
                 args: Some(cer.cmd.clone()),
                 env: objects::env_vars(cer),

@@ -262,23 +262,18 @@ pub fn stateful_set(s: &Scope, c: &ContainerPlan, keys: Option<Volume>) -> Resul
                 });
                 volumes.push(empty_dir("genesis"));
                 mounts.push(mount("genesis", BN_GENESIS_DIR, true));
-                init.push(Container {
-                    name: "unpack-genesis".into(),
-                    image: Some(s.image(&c.image)),
-                    image_pull_policy: Some("IfNotPresent".into()),
-                    command: Some(vec![
-                        "sh".into(),
-                        "-c".into(),
-                        format!(
-                            "gzip -dc {GENESIS_GZ_DIR}/{GENESIS_KEY} > {BN_GENESIS_DIR}/{GENESIS_STATE_FILE}"
-                        ),
-                    ]),
-                    volume_mounts: Some(vec![
+                init.push(shell_init(
+                    s,
+                    "unpack-genesis",
+                    &c.image,
+                    format!(
+                        "gzip -dc {GENESIS_GZ_DIR}/{GENESIS_KEY} > {BN_GENESIS_DIR}/{GENESIS_STATE_FILE}"
+                    ),
+                    vec![
                         mount("genesis-gz", GENESIS_GZ_DIR, true),
                         mount("genesis", BN_GENESIS_DIR, false),
-                    ]),
-                    ..Default::default()
-                });
+                    ],
+                ));
             }
         }
         Role::Prometheus | Role::Dkg { .. } => bail!("{} is not rendered for Kubernetes", c.name),
@@ -305,21 +300,16 @@ pub fn stateful_set(s: &Scope, c: &ContainerPlan, keys: Option<Volume>) -> Resul
                 }
                 volumes.push(empty_dir("vc-keys"));
                 mounts.push(mount("vc-keys", VC_KEYS_DIR, false));
-                init.push(Container {
-                    name: "copy-keys".into(),
-                    image: Some(s.image(&c.image)),
-                    image_pull_policy: Some("IfNotPresent".into()),
-                    command: Some(vec![
-                        "sh".into(),
-                        "-c".into(),
-                        format!("cp -RL {VC_SECRET_DIR}/. {VC_KEYS_DIR}/"),
-                    ]),
-                    volume_mounts: Some(vec![
+                init.push(shell_init(
+                    s,
+                    "copy-keys",
+                    &c.image,
+                    format!("cp -RL {VC_SECRET_DIR}/. {VC_KEYS_DIR}/"),
+                    vec![
                         mount("keys", VC_SECRET_DIR, true),
                         mount("vc-keys", VC_KEYS_DIR, false),
-                    ]),
-                    ..Default::default()
-                });
+                    ],
+                ));
             }
             // As in Docker, the validator client starts once its dvnode serves the API.
             init.push(Container {
@@ -402,6 +392,24 @@ pub fn stateful_set(s: &Scope, c: &ContainerPlan, keys: Option<Volume>) -> Resul
         }),
         ..Default::default()
     })
+}
+
+/// An init container running `script` with `sh -c` in `image` (registry-prefixed).
+pub fn shell_init(
+    s: &Scope,
+    name: &str,
+    image: &str,
+    script: String,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(s.image(image)),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["sh".into(), "-c".into(), script]),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }
 }
 
 /// The plan's `KEY=VALUE` environment of `c` (`None` if empty).
