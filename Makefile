@@ -140,22 +140,25 @@ e2e-local: lodestar
 ## its dvnode's Web3Signer API with the DV keys): also checks that every aggregation and sync
 ## contribution duty implied by the DVs' selection proofs is performed and that a voluntary exit asked
 ## for by every operator (`dvnode exit`) is accepted. Writes target/e2e-local-remote/summary.json.
+## Like e2e-docker it runs the debug binaries (see UNIT_BINS), e2e-local the release ones.
 e2e-local-remote: lodestar
-	$(CARGO) build --release --locked -p dvnode -p dvlab-tests
-	$(CARGO) build --locked -p dvlab
-	./target/release/e2e-local --signer remote --out target/e2e-local-remote $(E2E_ARGS)
+	$(UNIT_BINS)
+	./target/debug/e2e-local --signer remote --out target/e2e-local-remote $(E2E_ARGS)
 
 ## e2e-docker: the Docker end-to-end test (tests/tests/docker_devnet.rs): builds the images
 ## (cached), runs a short devnet with a 4-node dvnode cluster through the dvlab library and
 ## checks its report, the kept devnet's Prometheus (every target up, every query of
 ## dashboards/dvnode.json answered), report.html in headless chromium, and that nothing of the
 ## run is left in Docker.
+## Its images take target/debug's dvnode and dvlab-netem (DVLAB_DVNODE_BINARY; `make devnet`,
+## `make chaos` and `dvlab images build` keep the release ones).
 e2e-docker: lodestar
 	./scripts/setup-docker.sh
 	./scripts/setup-chromium.sh
-	$(CARGO) build --release --locked -p dvnode -p dvlab-netem
-	DVLAB_E2E=1 $(CARGO) test -p dvlab --test faults_lab --locked -- --nocapture
-	DVLAB_E2E=1 $(CARGO) test -p dvlab-tests --test docker_devnet --locked -- --nocapture
+	$(UNIT_BINS)
+	DVLAB_E2E=1 $(CARGO) test --workspace --locked --test faults_lab -- --nocapture
+	DVLAB_E2E=1 DVLAB_DVNODE_BINARY=$(CURDIR)/target/debug/dvnode \
+	  $(CARGO) test --workspace --locked --test docker_devnet -- --nocapture
 
 ## chaos: the whole scenario library (devnets/*.yaml except baseline-only) one after the other
 ## with the debug dvlab binary, then a summary table; the exit code is the worst scenario's
