@@ -290,14 +290,15 @@ pub fn check_threshold(t: &Threshold) {
         .expect("threshold for a DV of the cluster");
     assert_eq!(t.partials.len(), THRESHOLD, "{t:?}");
     let mut partials = Vec::new();
-    for (share, sig) in &t.partials {
-        let pk = &dv.public_shares[*share as usize - 1];
-        let sig = tbls::Signature::from_bytes(&sig.0).expect("stored partial decodes");
+    for p in &t.partials {
+        let pk = &dv.public_shares[p.share_index as usize - 1];
+        let sig = tbls::Signature::from_bytes(&p.signature.0).expect("stored partial decodes");
+        assert_eq!(sig, p.point, "a point that is not its signature in {t:?}");
         assert!(
             tbls::verify(pk, &t.signing_root.0, &sig),
             "invalid partial in {t:?}"
         );
-        partials.push((*share, sig));
+        partials.push((p.share_index, sig));
     }
     let combined = tbls::combine(&partials, THRESHOLD).expect("combine");
     let group = tbls::PublicKey::from_bytes(&dv.pubkey.0).expect("DV pubkey");

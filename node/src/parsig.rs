@@ -306,12 +306,22 @@ pub struct Threshold {
     pub object: SignedObject,
     /// The signing root every partial verified against.
     pub signing_root: Root,
-    /// `(share index, signature)`, exactly threshold many.
-    pub partials: Vec<(u64, BlsSignature)>,
-    /// The signatures of `partials` as the verified points (same order): combining them needs
-    /// no second decompression (a G2 square root each, the node's costliest step after the
-    /// pairings at 1,000 validators).
-    pub points: Vec<tbls::Signature>,
+    /// Exactly threshold many, by ascending (distinct) share index.
+    pub partials: Vec<VerifiedPartial>,
+}
+
+/// One partial signature of a [`Threshold`]: as it was sent and as the point that was verified
+/// against its share's public key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifiedPartial {
+    /// The signer's share index (1-based).
+    pub share_index: u64,
+    /// The signature as sent.
+    pub signature: BlsSignature,
+    /// `signature` decompressed (the point that was verified): combining needs no second
+    /// decompression (a G2 square root each, the node's costliest step after the pairings at
+    /// 1,000 validators).
+    pub point: tbls::Signature,
 }
 
 /// Where accepted local partials go (implemented by [`NetworkHandle`]).
@@ -1013,14 +1023,21 @@ impl<P: Preset> ParSig<P> {
             return Ok(stored);
         }
         entry.done = true;
-        let first = entry.partials.iter().take(self.threshold);
         stored.threshold = Some(Threshold {
             duty: msg.duty,
             pubkey: msg.pubkey,
             object: entry.object,
             signing_root: root,
-            partials: first.clone().map(|(i, (s, _))| (*i, *s)).collect(),
-            points: first.map(|(_, (_, p))| *p).collect(),
+            partials: entry
+                .partials
+                .iter()
+                .take(self.threshold)
+                .map(|(&share_index, &(signature, point))| VerifiedPartial {
+                    share_index,
+                    signature,
+                    point,
+                })
+                .collect(),
         });
         Ok(stored)
     }
@@ -1404,7 +1421,16 @@ mod tests {
             let th = n.ready.try_recv().expect("threshold reached");
             assert_eq!(th.partials.len(), fixtures::T);
             assert_eq!(th.signing_root, root);
-            let sig = sigagg::aggregate(&th.partials, fixtures::T, &dvs[0].pubkey, &root).unwrap();
+            // Each point is its signature's decoding, under the same share index.
+            for p in &th.partials {
+                assert_eq!(p.point.to_bytes(), p.signature.0, "share {}", p.share_index);
+            }
+            let sent: Vec<(u64, BlsSignature)> = th
+                .partials
+                .iter()
+                .map(|p| (p.share_index, p.signature))
+                .collect();
+            let sig = sigagg::aggregate(&sent, fixtures::T, &dvs[0].pubkey, &root).unwrap();
             assert_eq!(sig.0, tbls::sign(&dvs[0].secret, &root.0).to_bytes());
             assert!(n.ready.try_recv().is_err(), "one threshold per duty and DV");
         }
@@ -1465,7 +1491,7 @@ mod tests {
                 .unwrap();
         }
         let th = n.ready.try_recv().expect("threshold of valid partials");
-        let valid: Vec<u64> = th.partials.iter().map(|(i, _)| *i).collect();
+        let valid: Vec<u64> = th.partials.iter().map(|p| p.share_index).collect();
         assert_eq!(valid, [1, 2, 4]);
         let public: Vec<tbls::PublicKey> = dv.shares.iter().map(|s| s.sk_to_pk()).collect();
         let group = dv.secret.sk_to_pk();

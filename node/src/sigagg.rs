@@ -185,8 +185,7 @@ impl<P: Preset> SigAgg<P> {
         let points: Vec<(u64, tbls::Signature)> = th
             .partials
             .iter()
-            .zip(&th.points)
-            .map(|((i, _), p)| (*i, *p))
+            .map(|p| (p.share_index, p.point))
             .collect();
         let combined = tbls::combine(&points, self.threshold)
             .map_err(|e| SigAggError::Combine(e.to_string()))?;
@@ -375,13 +374,18 @@ impl<P: Preset> SigAgg<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parsig::VerifiedPartial;
     use rand::SeedableRng;
 
-    /// The decompressed points of `partials` (what parsig hands over with them).
-    fn points(partials: &[(u64, BlsSignature)]) -> Vec<tbls::Signature> {
+    /// `partials` with their decompressed points (what parsig hands over).
+    fn with_points(partials: &[(u64, BlsSignature)]) -> Vec<VerifiedPartial> {
         partials
             .iter()
-            .map(|(_, s)| tbls::Signature::from_bytes(&s.0).unwrap())
+            .map(|&(share_index, signature)| VerifiedPartial {
+                share_index,
+                signature,
+                point: tbls::Signature::from_bytes(&signature.0).unwrap(),
+            })
             .collect()
     }
 
@@ -461,8 +465,7 @@ mod tests {
                 pubkey,
                 object: SignedObject::Randao { epoch: 0 },
                 signing_root: root,
-                points: points(&partials),
-                partials,
+                partials: with_points(&partials),
             };
             let sigagg = sigagg.clone();
             let expected = BlsSignature(tbls::sign(&sk, &root.0).to_bytes());
@@ -524,8 +527,7 @@ mod tests {
                 pubkey: BlsPubkey(groups[dv].to_bytes()),
                 object: SignedObject::Randao { epoch: 0 },
                 signing_root: root,
-                points: points(&partials),
-                partials,
+                partials: with_points(&partials),
             });
         }
         let (sigagg, rechecked) = SigAgg::<Minimal>::new(3, Arc::new(DutyDb::new()), &mut registry)
