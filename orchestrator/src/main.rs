@@ -333,9 +333,9 @@ fn print_report(r: &Report, out: &std::path::Path) {
         if !r.analysis.faults.is_empty() {
             println!(
                 "{name:>10}: outside faults {}/{} included ({})",
-                w.included,
-                w.duties,
-                w.inclusion_rate.map_or("–".into(), |v| format!("{v:.3}"))
+                w.tally.included,
+                w.tally.duties,
+                w.tally.inclusion_rate.map_or("–".into(), |v| format!("{v:.3}"))
             );
         }
     }

@@ -79,10 +79,10 @@ pub fn fault_summary(f: &FaultStats, meta: &RunMeta) -> String {
         line.push_str(&format!(
             " {} inclusion {} ({} duties, {} missed{})",
             g.name,
-            w.inclusion_rate
+            w.tally.inclusion_rate
                 .map_or("–".into(), |r| format!("{:.0}%", r * 100.0)),
-            w.duties,
-            w.duties - w.included,
+            w.tally.duties,
+            w.tally.duties - w.tally.included,
             if reasons.is_empty() {
                 String::new()
             } else {
@@ -154,24 +154,24 @@ pub fn metric(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<f64> {
             .and_then(|s| s.inclusion_distance.p99),
         Metric::DvInclusionOutsideFaults => min(dv
             .iter()
-            .map(|g| a.outside_faults.get(*g).and_then(|w| w.inclusion_rate))
+            .map(|g| a.outside_faults.get(*g).and_then(|w| w.tally.inclusion_rate))
             .collect()),
         Metric::DvInclusionDuringFaults => min(dv
             .iter()
-            .map(|g| a.during_faults.get(*g).and_then(|w| w.inclusion_rate))
+            .map(|g| a.during_faults.get(*g).and_then(|w| w.tally.inclusion_rate))
             .collect()),
         Metric::DvInclusionSteady => min(dv
             .iter()
-            .map(|g| a.steady.get(*g).and_then(|w| w.inclusion_rate))
+            .map(|g| a.steady.get(*g).and_then(|w| w.tally.inclusion_rate))
             .collect()),
         Metric::BaselineInclusionOutsideFaults => a
             .outside_faults
             .get("baseline")
-            .and_then(|w| w.inclusion_rate),
+            .and_then(|w| w.tally.inclusion_rate),
         Metric::BaselineInclusionDuringFaults => a
             .during_faults
             .get("baseline")
-            .and_then(|w| w.inclusion_rate),
+            .and_then(|w| w.tally.inclusion_rate),
         // The slot-matched gap against every plain validator (analyse::FaultControl); the
         // worst cluster's, unknown when one has none.
         Metric::DvBaselineGapDuringFaults => dv
@@ -930,9 +930,9 @@ fn faults_section(h: &mut String, report: &Report) {
                 esc(&what),
                 slots.clone(),
                 esc(g),
-                w.duties.to_string(),
-                w.included.to_string(),
-                fmt_opt(w.inclusion_rate, 3),
+                w.tally.duties.to_string(),
+                w.tally.included.to_string(),
+                fmt_opt(w.tally.inclusion_rate, 3),
                 esc(&counts(&w.missed_by_reason)),
                 w.recovery_slot.map_or("–".into(), |r| r.to_string()),
             ]));
@@ -972,9 +972,9 @@ fn faults_section(h: &mut String, report: &Report) {
     for (g, w) in rows {
         h.push_str(&table_row(&[
             esc(&g),
-            w.duties.to_string(),
-            w.included.to_string(),
-            fmt_opt(w.inclusion_rate, 3),
+            w.tally.duties.to_string(),
+            w.tally.included.to_string(),
+            fmt_opt(w.tally.inclusion_rate, 3),
             esc(&counts(&w.missed_by_reason)),
         ]));
     }

@@ -6,18 +6,6 @@ use super::{ClusterGap, FaultControl, Tally};
 use crate::data::RunMeta;
 use std::collections::BTreeMap;
 
-impl Tally {
-    fn add(&mut self, included: bool) {
-        self.duties += 1;
-        self.included += u64::from(included);
-    }
-
-    fn close(mut self) -> Tally {
-        self.inclusion_rate = (self.duties > 0).then(|| self.included as f64 / self.duties as f64);
-        self
-    }
-}
-
 /// The DV clusters' attestation duties in the slots `inside` keeps, each against the plain
 /// validators' duties of its own slot, the baseline's and all plain validators' pooled.
 pub(super) fn fault_control(

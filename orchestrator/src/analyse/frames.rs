@@ -538,10 +538,9 @@ fn window_stats(
         let Some(s) = out.get_mut(&r.group) else {
             continue;
         };
-        s.duties += 1;
+        s.tally.add(r.inclusion_slot.is_some());
         match r.inclusion_slot {
             Some(at) => {
-                s.included += 1;
                 if let Some((lo, hi)) = during {
                     if at >= lo && at < hi {
                         s.included_during += 1;
@@ -557,7 +556,7 @@ fn window_stats(
         }
     }
     for s in out.values_mut() {
-        s.inclusion_rate = (s.duties > 0).then(|| s.included as f64 / s.duties as f64);
+        s.tally = s.tally.close();
     }
     out
 }
@@ -1099,29 +1098,32 @@ mod tests {
         let f = &a.faults[0];
         assert_eq!((f.first_duty_slot, f.heal_slot), (17, Some(25)));
         let dv = &f.groups["dv0"];
-        assert_eq!((dv.duties, dv.included, dv.included_during), (8, 0, 0));
+        assert_eq!(
+            (dv.tally.duties, dv.tally.included, dv.included_during),
+            (8, 0, 0)
+        );
         assert_eq!(
             dv.missed_by_reason,
             BTreeMap::from([("no_consensus".into(), 8)])
         );
         assert_eq!(f.recovery_slot, Some(27));
-        assert_eq!(f.groups["baseline"].inclusion_rate, Some(1.0));
+        assert_eq!(f.groups["baseline"].tally.inclusion_rate, Some(1.0));
         assert_eq!(f.nodes["n0"].duties_logged, 8);
         assert_eq!(f.nodes["n0"].decided, 0);
         // Outside: 8..16 and 25..40 = 23 duties (not the transition slot 16), 2 missed (25,
         // 26) during the recovery.
         let out = &a.outside_faults["dv0"];
-        assert_eq!((out.duties, out.included), (23, 21));
-        assert_eq!(a.steady["dv0"].inclusion_rate, Some(1.0));
-        assert_eq!(a.steady["dv0"].duties, 21);
-        assert_eq!(a.during_faults["dv0"].duties, 8);
+        assert_eq!((out.tally.duties, out.tally.included), (23, 21));
+        assert_eq!(a.steady["dv0"].tally.inclusion_rate, Some(1.0));
+        assert_eq!(a.steady["dv0"].tally.duties, 21);
+        assert_eq!(a.during_faults["dv0"].tally.duties, 8);
         let r = crate::report::build(&m, &a);
         let metric = |n: Metric| crate::report::metric(n, &m, &a);
         assert_eq!(metric(Metric::MaxRecoverySlots), Some(2.0));
         assert_eq!(metric(Metric::DvAttestationsDuringPartition), Some(0.0));
         assert_eq!(metric(Metric::DvInclusionDuringFaults), Some(0.0));
         // The baseline kept every duty inside the partition, the DV none: a gap of 1.
-        assert_eq!(a.during_faults["baseline"].inclusion_rate, Some(1.0));
+        assert_eq!(a.during_faults["baseline"].tally.inclusion_rate, Some(1.0));
         assert_eq!(metric(Metric::DvBaselineGapDuringFaults), Some(1.0));
         assert!(
             r.fault_lines[0].contains("recovered at slot 27"),

@@ -172,12 +172,10 @@ pub struct NodeStats {
 /// Attestation figures of one group over a set of slots (a fault window, or outside all).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowStats {
-    /// Attestation duties.
-    pub duties: u64,
-    /// Duties whose attestation was included on chain.
-    pub included: u64,
-    /// `included / duties`.
-    pub inclusion_rate: Option<f64>,
+    /// Attestation duties, those whose attestation was included on chain, and the rate
+    /// (flattened: `duties`, `included`, `inclusion_rate` are keys of the window's object).
+    #[serde(flatten)]
+    pub tally: Tally,
     /// Missed attestation duties of a DV cluster by the dvnode tracker's reason.
     pub missed_by_reason: BTreeMap<String, u64>,
     /// DV clusters: attestations of duties inside the window that were included in a block
@@ -340,6 +338,20 @@ pub struct Tally {
     pub inclusion_rate: Option<f64>,
 }
 
+impl Tally {
+    /// Counts one duty.
+    pub(crate) fn add(&mut self, included: bool) {
+        self.duties += 1;
+        self.included += u64::from(included);
+    }
+
+    /// With the inclusion rate of the duties counted (`None` without any).
+    pub(crate) fn close(mut self) -> Tally {
+        self.inclusion_rate = (self.duties > 0).then(|| self.included as f64 / self.duties as f64);
+        self
+    }
+}
+
 /// One DV cluster inside the fault windows against its controls; each gap is
 /// reference − the cluster's rate (≤ 0: the cluster did as well as the reference).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -409,4 +421,42 @@ pub struct Finality {
     pub max_delay_epochs: Option<u64>,
     /// (current epoch − finalized epoch) at the last sample in the analysed window.
     pub end_delay_epochs: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A window's object in report.json keeps the keys and order it had before [`Tally`] was
+    /// embedded: `duties`, `included`, `inclusion_rate` first, then the window's own fields.
+    #[test]
+    fn window_stats_serialise_as_before_the_tally_was_embedded() {
+        let mut w = WindowStats {
+            missed_by_reason: BTreeMap::from([("no_consensus".into(), 1)]),
+            included_during: 1,
+            recovery_slot: Some(27),
+            ..WindowStats::default()
+        };
+        for included in [true, true, false] {
+            w.tally.add(included);
+        }
+        w.tally = w.tally.close();
+        let json = serde_json::to_string(&w).unwrap();
+        assert_eq!(
+            json,
+            r#"{"duties":3,"included":2,"inclusion_rate":0.6666666666666666,"missed_by_reason":{"no_consensus":1},"included_during":1,"recovery_slot":27}"#
+        );
+        assert_eq!(serde_json::from_str::<WindowStats>(&json).unwrap(), w);
+        // Pretty (as report.json is written) and without duties: a null rate.
+        let empty = serde_json::to_string_pretty(&WindowStats::default()).unwrap();
+        assert_eq!(
+            empty,
+            "{\n  \"duties\": 0,\n  \"included\": 0,\n  \"inclusion_rate\": null,\n  \
+             \"missed_by_reason\": {},\n  \"included_during\": 0,\n  \"recovery_slot\": null\n}"
+        );
+        assert_eq!(
+            serde_json::from_str::<WindowStats>(&empty).unwrap(),
+            WindowStats::default()
+        );
+    }
 }

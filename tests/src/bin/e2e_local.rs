@@ -1008,12 +1008,12 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo, dvlab_bin: &Path)
                 &format!("DV attests while dvnode{node} is down (epochs {from}..{to})"),
                 format!(
                     "{} ({}/{})",
-                    pct_or_dash(w.inclusion_rate),
-                    w.included,
-                    w.duties
+                    pct_or_dash(w.tally.inclusion_rate),
+                    w.tally.included,
+                    w.tally.duties
                 ),
                 ">= 90%",
-                w.inclusion_rate.is_some_and(|r| r >= 0.9),
+                w.tally.inclusion_rate.is_some_and(|r| r >= 0.9),
             ));
         }
     }
