@@ -584,18 +584,7 @@ impl Consensus {
         }
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue.max(1));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let driver = Driver {
-            own,
-            transport,
-            metrics,
-            cfg: config,
-            instances: HashMap::new(),
-            pending: HashMap::new(),
-            pending_total: 0,
-            finished: HashMap::new(),
-            timers: BTreeMap::new(),
-            seq: 0,
-        };
+        let driver = Driver::new(own, transport, metrics, config);
         let task = tokio::spawn(driver.run(cmd_rx, inbound, stop_rx));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -710,6 +699,27 @@ struct Driver {
 }
 
 impl Driver {
+    /// A driver of node `own` without any instance yet.
+    fn new(
+        own: usize,
+        transport: Arc<dyn Transport>,
+        metrics: ConsensusMetrics,
+        cfg: DriverConfig,
+    ) -> Driver {
+        Driver {
+            own,
+            transport,
+            metrics,
+            cfg,
+            instances: HashMap::new(),
+            pending: HashMap::new(),
+            pending_total: 0,
+            finished: HashMap::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+
     async fn run(
         mut self,
         mut cmd_rx: mpsc::Receiver<Command>,
@@ -1060,18 +1070,7 @@ mod tests {
     }
 
     fn driver(cfg: DriverConfig) -> Driver {
-        Driver {
-            own: 0,
-            transport: Arc::new(Silent),
-            metrics: ConsensusMetrics::default(),
-            cfg,
-            instances: HashMap::new(),
-            pending: HashMap::new(),
-            pending_total: 0,
-            finished: HashMap::new(),
-            timers: BTreeMap::new(),
-            seq: 0,
-        }
+        Driver::new(0, Arc::new(Silent), ConsensusMetrics::default(), cfg)
     }
 
     fn inbound(from: usize, slot: u64) -> Inbound {
