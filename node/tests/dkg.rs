@@ -109,9 +109,14 @@ fn free_addrs(n: usize) -> Vec<String> {
 
 /// Starts `dvnode dkg` for every node; `extra[i]` are additional flags for node `i`.
 fn start_all(setup: &Setup, extra: &[Vec<&str>]) -> Vec<Child> {
+    start_some(setup, extra, N)
+}
+
+/// Starts `dvnode dkg` for nodes `0..count` of the `N` operators.
+fn start_some(setup: &Setup, extra: &[Vec<&str>], count: usize) -> Vec<Child> {
     let addrs = free_addrs(N);
     let peers = addrs.join(",");
-    (0..N)
+    (0..count)
         .map(|i| {
             let mut args = vec![
                 "--log",
@@ -329,19 +334,77 @@ fn a_node_killed_mid_ceremony_is_named_by_every_other_node() {
     assert_no_outputs(&setup);
 }
 
+/// A node that dies while the ceremony still waits for an operator that never started (the
+/// hello round, whose `--connect-timeout` is long): the others do not wait it out, they name
+/// the dead node at once (its port refuses their redials) and abort.
+#[test]
+fn a_node_that_dies_while_waiting_for_operators_is_named_at_once() {
+    let setup = setup(1);
+    let victim = 2;
+    let extra = vec![vec!["--connect-timeout", "300"]; N];
+    // Operator 3 never starts: the ceremony cannot pass the hello round.
+    let mut children = start_some(&setup, &extra, N - 1);
+    // The victim reached both others (its p2p layer logs each connection) …
+    let log = wait_for_lines(
+        &mut children[victim],
+        "peer connected",
+        2,
+        Duration::from_secs(30),
+    );
+    assert!(log.is_some(), "node {victim} never connected to both others");
+    // … then dies.
+    let killed = Instant::now();
+    children[victim].kill().unwrap();
+    let outputs = wait_all(children);
+    let waited = killed.elapsed();
+    let culprit = format!("operator {victim} ({})", setup.peer_ids[victim]);
+    let absent = format!("operator 3 ({}) [not connected]", setup.peer_ids[3]);
+    for (i, o) in outputs.iter().enumerate().filter(|(i, _)| *i != victim) {
+        let err = stderr(o);
+        assert!(!o.status.success(), "node {i} succeeded");
+        assert!(
+            err.contains(&format!("{culprit} left the ceremony"))
+                && err.contains("redialing it was refused"),
+            "node {i} does not name {culprit} as gone: {err}"
+        );
+        assert!(err.contains(&absent), "node {i}: {err}");
+        assert!(err.contains("DKG aborted, nothing was written"), "node {i}: {err}");
+    }
+    // Detection ≤ 1 s after the refused redial, plus ≤ 2.5 s flushing the abort: far from the
+    // 300 s connect timeout (the bound leaves room for a loaded machine).
+    assert!(
+        waited < Duration::from_secs(30),
+        "the others took {waited:?} to abort"
+    );
+    assert_no_outputs(&setup);
+}
+
 /// Reads the child's stderr until a line contains `needle`; the rest of stderr is drained in a
 /// thread so the child never blocks.
 fn wait_for_line(child: &mut Child, needle: &str, timeout: Duration) -> Option<String> {
+    wait_for_lines(child, needle, 1, timeout)
+}
+
+/// Reads the child's stderr until `count` lines contain `needle` (returns the last); the rest of
+/// stderr is drained in a thread so the child never blocks.
+fn wait_for_lines(
+    child: &mut Child,
+    needle: &str,
+    count: usize,
+    timeout: Duration,
+) -> Option<String> {
     use std::io::{BufRead, BufReader};
     let stderr = child.stderr.take()?;
     let (tx, rx) = std::sync::mpsc::channel();
     let needle = needle.to_string();
     std::thread::spawn(move || {
-        let mut found = false;
+        let mut found = 0;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !found && strip_ansi(&line).contains(&needle) {
-                found = true;
-                let _ = tx.send(line);
+            if found < count && strip_ansi(&line).contains(&needle) {
+                found += 1;
+                if found == count {
+                    let _ = tx.send(line);
+                }
             }
         }
     });

@@ -341,6 +341,17 @@ async fn restarted_node_is_reconnected_with_backoff() {
         nodes[1..].iter().all(|n| n.metric(&series) >= 2.0)
     })
     .await;
+    // The others know node 0 as lost, and that its port refuses connections; nobody else is.
+    for node in &nodes[1..] {
+        wait_for("node 0 refused", || {
+            node.handle.lost_peers().get(&0).is_some_and(|l| l.refused)
+        })
+        .await;
+        assert_eq!(
+            node.handle.lost_peers().keys().copied().collect::<Vec<_>>(),
+            [0]
+        );
+    }
     // Messages queued meanwhile are delivered after the reconnection.
     nodes[1]
         .handle
@@ -360,6 +371,7 @@ async fn restarted_node_is_reconnected_with_backoff() {
             node.handle.connected_peers().contains(&0)
         })
         .await;
+        assert!(node.handle.lost_peers().is_empty(), "node 0 is back");
     }
 
     let m = nodes[0].recv_n(1).await.remove(0);

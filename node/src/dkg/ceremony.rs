@@ -273,6 +273,50 @@ impl Ceremony {
         }
     }
 
+    /// The error for a round given up before its timeout (`timeout`, `waited` so far) because
+    /// operators it waits for left the ceremony (`gone`: node index and how it is known). They are
+    /// the culprits; `connected` lists the nodes with an open connection (for the others still
+    /// missing).
+    pub fn gone_error(
+        &self,
+        gone: &[(usize, String)],
+        waited: std::time::Duration,
+        timeout: std::time::Duration,
+        connected: &[usize],
+    ) -> DkgError {
+        let left: Vec<String> = gone
+            .iter()
+            .map(|(i, why)| format!("{} left the ceremony ({why})", self.name(*i)))
+            .collect();
+        let others: Vec<String> = self
+            .missing()
+            .into_iter()
+            .filter(|i| *i != self.own && !gone.iter().any(|(g, _)| g == i))
+            .map(|i| {
+                let state = if connected.contains(&i) {
+                    "connected"
+                } else {
+                    "not connected"
+                };
+                format!("{} [{state}]", self.name(i))
+            })
+            .collect();
+        let mut message = format!(
+            "timed out early in round `{}`, after {:.1} s of {} s: {}",
+            self.round,
+            waited.as_secs_f64(),
+            timeout.as_secs(),
+            left.join("; ")
+        );
+        if !others.is_empty() {
+            message.push_str(&format!("; also waiting for {}", others.join(", ")));
+        }
+        DkgError {
+            culprits: gone.iter().map(|(i, _)| *i).collect(),
+            message,
+        }
+    }
+
     /// This node's messages that the other nodes may still miss: for every node, those of the
     /// rounds it has not shown to have passed (a node's round-`r` message proves it received
     /// everybody's round `r − 1`).

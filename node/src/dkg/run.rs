@@ -1,6 +1,7 @@
 //! Runs one node's [`Ceremony`] over libp2p and writes its outputs.
 
 use std::{
+    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -16,7 +17,7 @@ use super::message::Round;
 use crate::{
     cluster::{create::write_share_keystores, definition::Definition, ClusterLock},
     keys::keystore::KdfChoice,
-    p2p::{self, NetworkHandle, Protocol},
+    p2p::{self, LostPeer, NetworkHandle, Protocol},
 };
 
 /// File names of the outputs inside the node directory.
@@ -32,6 +33,12 @@ const RESEND_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a node leaving the ceremony (done or aborted) waits for its last messages to be
 /// acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an operator whose connection closed has to reconnect before the ceremony gives up on
+/// it without waiting out the round (a transient close survives: the p2p layer redials at once
+/// and then at least every 2 s, each dial bounded by its 3 s timeout). A redial that is refused
+/// — nothing listens at its address any more: its process exited — ends the wait at once.
+const LOST_GRACE: Duration = Duration::from_secs(10);
 
 /// p2p limits for a ceremony: messages are large (a deal for 100 validators at threshold 7 is
 /// ~45 kB) and a round may keep a node's CPU busy for seconds, so requests get longer to be
@@ -259,7 +266,27 @@ async fn drive(
                     return Ok(summary);
                 }
             }
-            _ = resend.tick() => send(network, ceremony.resend()),
+            _ = resend.tick() => {
+                send(network, ceremony.resend());
+                // An operator that left: give up now rather than at the round's timeout. Only
+                // once every message already received is handled (its abort, or the message the
+                // round was waiting for, may be among them).
+                if !inbound.is_empty() {
+                    continue;
+                }
+                let gone = gone(&ceremony.missing(), &network.lost_peers(), Instant::now());
+                if gone.is_empty() {
+                    continue;
+                }
+                if let Some((summary, _)) = written {
+                    let names: Vec<String> = gone.iter().map(|(i, _)| ceremony.name(*i)).collect();
+                    warn!(left = ?names, "DKG complete here, but an operator left before confirming it wrote its outputs");
+                    return Ok(summary);
+                }
+                let err = ceremony.gone_error(&gone, round_start.elapsed(), timeout, &network.connected_peers());
+                let notify = ceremony.abort_messages(&err);
+                return Err(abort(network, err, notify).await);
+            }
             () = tokio::time::sleep_until(deadline) => {
                 if let Some((summary, _)) = written {
                     let names: Vec<String> = ceremony.missing().iter().map(|&i| ceremony.name(i)).collect();
@@ -272,6 +299,37 @@ async fn drive(
             }
         }
     }
+}
+
+/// The operators of `waiting_for` that left the ceremony, with why they are taken for gone:
+/// their connection closed and a redial was refused, or they stayed away for [`LOST_GRACE`].
+fn gone(
+    waiting_for: &[usize],
+    lost: &BTreeMap<usize, LostPeer>,
+    now: Instant,
+) -> Vec<(usize, String)> {
+    waiting_for
+        .iter()
+        .filter_map(|i| {
+            let l = lost.get(i)?;
+            let away = now.saturating_duration_since(l.since.into_std());
+            let why = if l.refused {
+                format!(
+                    "its connection closed {:.1} s ago and redialing it was refused: nothing \
+                     listens at its address any more",
+                    away.as_secs_f64()
+                )
+            } else if away >= LOST_GRACE {
+                format!(
+                    "its connection closed {} s ago and it did not reconnect",
+                    away.as_secs()
+                )
+            } else {
+                return None;
+            };
+            Some((*i, why))
+        })
+        .collect()
 }
 
 fn send(network: &NetworkHandle, out: Vec<Outgoing>) {
@@ -336,4 +394,33 @@ pub fn write_outputs(node_dir: &Path, outcome: &Outcome, insecure_keys: bool) ->
     outcome.lock.save(&lock_path)?;
     ClusterLock::load(&lock_path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operator_is_gone_once_refused_or_away_for_the_grace() {
+        let now = Instant::now();
+        let lost = |ago: Duration, refused: bool| LostPeer {
+            since: tokio::time::Instant::from_std(now - ago),
+            refused,
+        };
+        let lost = BTreeMap::from([
+            // Refused: gone at once.
+            (1, lost(Duration::from_millis(300), true)),
+            // Closed, not refused (e.g. the dial timed out): gone only after the grace.
+            (2, lost(Duration::from_secs(3), false)),
+            (3, lost(LOST_GRACE, false)),
+            // Gone, but the round has its message: not waited for.
+            (4, lost(LOST_GRACE * 2, true)),
+        ]);
+        let gone = gone(&[0, 1, 2, 3], &lost, now);
+        let ids: Vec<usize> = gone.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ids, [1, 3]);
+        assert!(gone[0].1.contains("redialing it was refused"), "{gone:?}");
+        assert!(gone[1].1.contains("did not reconnect"), "{gone:?}");
+        assert!(super::gone(&[0, 2], &lost, now).is_empty());
+    }
 }

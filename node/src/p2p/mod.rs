@@ -88,5 +88,7 @@ pub use envelope::{
     ENVELOPE_DOMAIN, ENVELOPE_VERSION,
 };
 pub use metrics::{Metrics, PeerLabel, ProtocolLabel, ReasonLabel};
-pub use network::{Config, Inbound, Limits, Network, NetworkHandle, SendError, ENVELOPE_OVERHEAD};
+pub use network::{
+    Config, Inbound, Limits, LostPeer, Network, NetworkHandle, SendError, ENVELOPE_OVERHEAD,
+};
 pub use router::Router;

@@ -1,7 +1,8 @@
 //! The swarm task and its handle. See the [module documentation](super) for the behaviour.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    io,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -11,7 +12,10 @@ use futures::StreamExt;
 use libp2p::{
     allow_block_list::{self, AllowedPeers, NotAllowed},
     connection_limits::{self, ConnectionLimits},
-    core::{transport::Transport as _, upgrade::Version},
+    core::{
+        transport::{Transport as _, TransportError},
+        upgrade::Version,
+    },
     dns,
     identity::{Keypair, PeerId, PublicKey},
     noise, ping,
@@ -244,7 +248,19 @@ enum Command {
 #[derive(Default)]
 struct Shared {
     connected: BTreeSet<usize>,
+    lost: BTreeMap<usize, LostPeer>,
     listen_addrs: Vec<Multiaddr>,
+}
+
+/// A cluster peer that was connected and has no connection any more
+/// ([`NetworkHandle::lost_peers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LostPeer {
+    /// When its last connection closed.
+    pub since: Instant,
+    /// A redial since then was refused: nothing listens at its address any more (its process
+    /// exited, or was restarted and does not listen yet).
+    pub refused: bool,
 }
 
 struct Inner {
@@ -329,6 +345,12 @@ impl NetworkHandle {
     /// Indices of the cluster nodes with an open connection, ascending.
     pub fn connected_peers(&self) -> Vec<usize> {
         lock(&self.inner.shared).connected.iter().copied().collect()
+    }
+
+    /// The cluster nodes that were connected and are not any more (a peer that never
+    /// connected is not listed; one that reconnects leaves the list).
+    pub fn lost_peers(&self) -> BTreeMap<usize, LostPeer> {
+        lock(&self.inner.shared).lost.clone()
     }
 
     /// The addresses the node actually listens on (with the real port when listening on 0).
@@ -646,6 +668,7 @@ impl Network {
         }
         let mut shared = lock(&self.shared);
         shared.connected.clear();
+        shared.lost.clear();
         shared.listen_addrs.clear();
         // Dropping `self` drops the swarm: listeners close now, connections right after.
     }
@@ -926,7 +949,10 @@ impl Network {
                         .peer_connected
                         .get_or_create(&slot.label)
                         .set(1);
-                    lock(&self.shared).connected.insert(i);
+                    let mut shared = lock(&self.shared);
+                    shared.connected.insert(i);
+                    shared.lost.remove(&i);
+                    drop(shared);
                     info!(peer = i, id = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
                     self.flush_pending(i);
                 }
@@ -952,7 +978,16 @@ impl Network {
                         .peer_connected
                         .get_or_create(&slot.label)
                         .set(0);
-                    lock(&self.shared).connected.remove(&i);
+                    let mut shared = lock(&self.shared);
+                    shared.connected.remove(&i);
+                    shared.lost.insert(
+                        i,
+                        LostPeer {
+                            since: Instant::now(),
+                            refused: false,
+                        },
+                    );
+                    drop(shared);
                     info!(peer = i, id = %peer_id, cause = ?cause, "peer disconnected");
                     self.schedule_redial(i);
                 }
@@ -964,6 +999,11 @@ impl Network {
             } => {
                 if let Some(&i) = self.by_id.get(&peer_id) {
                     debug!(peer = i, %error, "dial failed");
+                    if dial_refused(&error) {
+                        if let Some(lost) = lock(&self.shared).lost.get_mut(&i) {
+                            lost.refused = true;
+                        }
+                    }
                     self.schedule_redial(i);
                 }
             }
@@ -1131,6 +1171,41 @@ fn build_swarm(key: &Keypair, peers: &[PeerId], limits: &Limits) -> Result<Swarm
     Ok(swarm)
 }
 
+/// Whether every address of a failed dial refused the connection (TCP RST to the SYN: the host
+/// is up, nothing listens on the port).
+fn dial_refused(error: &DialError) -> bool {
+    match error {
+        DialError::Transport(errors) => {
+            !errors.is_empty()
+                && errors.iter().all(|(_, e)| match e {
+                    TransportError::Other(e) => refused(e),
+                    TransportError::MultiaddrNotSupported(_) => false,
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Whether `error` or an error it wraps is an [`io::ErrorKind::ConnectionRefused`] (the transport
+/// stack — timeout, upgrade, DNS, TCP — wraps the TCP connect error).
+fn refused(error: &io::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+            // An `io::Error` wrapping another error reports that error's source, not the error.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+                continue;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1235,6 +1310,18 @@ mod tests {
         assert!(!ha.flush(Duration::from_millis(300)).await);
         ha.shutdown().await;
         assert!(!ha.flush(Duration::from_millis(100)).await);
+    }
+
+    #[test]
+    fn a_refused_connect_is_found_inside_the_transport_errors() {
+        use libp2p::core::transport::timeout::TransportTimeoutError;
+        // How the boxed TCP/DNS/noise/yamux stack wraps the TCP connect error.
+        let tcp = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let dial = io::Error::other(TransportTimeoutError::Other(io::Error::other(tcp)));
+        assert!(refused(&dial));
+        let timeout = io::Error::other(TransportTimeoutError::<io::Error>::Timeout);
+        assert!(!refused(&timeout));
+        assert!(!refused(&io::Error::from(io::ErrorKind::ConnectionReset)));
     }
 
     #[tokio::test]
