@@ -22,7 +22,7 @@ use super::frames::{miss_reason, str_at, u64_col};
 use super::{GroupStats, MissedDuties};
 use crate::data::{RawData, RunMeta};
 use polars::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The duty-log kinds this module reads: the two duties and the selection proofs they come from.
 const AGGREGATION: &str = "aggregation";
@@ -41,11 +41,7 @@ pub(super) fn fill(
     groups: &mut BTreeMap<String, GroupStats>,
     missed: &mut MissedDuties,
 ) -> PolarsResult<()> {
-    let cluster_of: HashMap<&str, &str> = meta
-        .dvnodes
-        .iter()
-        .map(|n| (n.name.as_str(), n.cluster.as_str()))
-        .collect();
+    let cluster_of = meta.cluster_of_dvnode();
     let d = &raw.duty_log;
     let mut remote: BTreeSet<String> = BTreeSet::new();
     // (cluster, kind, slot, validator) → the outcome each node logged.

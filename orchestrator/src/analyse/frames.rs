@@ -644,11 +644,7 @@ fn fault_stats(
     let mut nodes: BTreeMap<String, NodeRounds> = BTreeMap::new();
     let d = &raw.duty_log;
     let mut rounds: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let cluster_of: HashMap<&str, &str> = meta
-        .dvnodes
-        .iter()
-        .map(|n| (n.name.as_str(), n.cluster.as_str()))
-        .collect();
+    let cluster_of = meta.cluster_of_dvnode();
     // cluster → (successful records in the window, per share index: records holding it)
     let mut shares: HashMap<&str, (u64, HashMap<u64, u64>)> = HashMap::new();
     for i in 0..d.height() {
@@ -730,11 +726,7 @@ struct DutyLogIndex {
 
 impl DutyLogIndex {
     fn new(meta: &RunMeta, raw: &RawData) -> PolarsResult<Self> {
-        let cluster_of: HashMap<&str, &str> = meta
-            .dvnodes
-            .iter()
-            .map(|n| (n.name.as_str(), n.cluster.as_str()))
-            .collect();
+        let cluster_of = meta.cluster_of_dvnode();
         let d = &raw.duty_log;
         let mut outcomes: HashMap<(String, u64, String), Vec<String>> = HashMap::new();
         for i in 0..d.height() {

@@ -203,11 +203,7 @@ pub(super) fn node_recovery(
     raw: &RawData,
     heal: u64,
 ) -> PolarsResult<BTreeMap<String, NodeRecovery>> {
-    let cluster_of: HashMap<&str, &str> = meta
-        .dvnodes
-        .iter()
-        .map(|n| (n.name.as_str(), n.cluster.as_str()))
-        .collect();
+    let cluster_of = meta.cluster_of_dvnode();
     // cluster → slot → share indices in successful records of that slot.
     let mut used: HashMap<&str, BTreeMap<u64, HashSet<u64>>> = HashMap::new();
     let d = &raw.duty_log;

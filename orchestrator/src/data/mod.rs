@@ -12,7 +12,7 @@ pub use fault_log::{
 #[cfg(feature = "lab")]
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 #[cfg(feature = "lab")]
 use std::path::Path;
 
@@ -130,6 +130,16 @@ pub struct RunMeta {
     /// dvnodes of the DV clusters.
     #[serde(default)]
     pub dvnodes: Vec<DvNodeMeta>,
+}
+
+impl RunMeta {
+    /// dvnode container name → its cluster's name (what the duty logs are grouped by).
+    pub fn cluster_of_dvnode(&self) -> HashMap<&str, &str> {
+        self.dvnodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.cluster.as_str()))
+            .collect()
+    }
 }
 
 /// One closed duty of a dvnode's duty log.
