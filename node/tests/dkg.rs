@@ -341,9 +341,8 @@ fn a_node_killed_mid_ceremony_is_named_by_every_other_node() {
 fn a_node_that_dies_while_waiting_for_operators_is_named_at_once() {
     let setup = setup(1);
     let victim = 2;
-    let extra = vec![vec!["--connect-timeout", "300"]; N];
-    // Operator 3 never starts: the ceremony cannot pass the hello round.
-    let mut children = start_some(&setup, &extra, N - 1);
+    // Operator 3 never starts: the ceremony cannot pass the hello round (30 s connect timeout).
+    let mut children = start_some(&setup, &[], N - 1);
     // The victim reached both others (its p2p layer logs each connection) …
     let log = wait_for_lines(
         &mut children[victim],
@@ -351,7 +350,10 @@ fn a_node_that_dies_while_waiting_for_operators_is_named_at_once() {
         2,
         Duration::from_secs(30),
     );
-    assert!(log.is_some(), "node {victim} never connected to both others");
+    assert!(
+        log.is_some(),
+        "node {victim} never connected to both others"
+    );
     // … then dies.
     let killed = Instant::now();
     children[victim].kill().unwrap();
@@ -368,12 +370,15 @@ fn a_node_that_dies_while_waiting_for_operators_is_named_at_once() {
             "node {i} does not name {culprit} as gone: {err}"
         );
         assert!(err.contains(&absent), "node {i}: {err}");
-        assert!(err.contains("DKG aborted, nothing was written"), "node {i}: {err}");
+        assert!(
+            err.contains("DKG aborted, nothing was written"),
+            "node {i}: {err}"
+        );
     }
-    // Detection ≤ 1 s after the refused redial, plus ≤ 2.5 s flushing the abort: far from the
-    // 300 s connect timeout (the bound leaves room for a loaded machine).
+    // Detection ≤ 1 s after the refused redial, plus ≤ 2.5 s flushing the abort, not the 30 s
+    // connect timeout (the messages above already show which path ended the wait).
     assert!(
-        waited < Duration::from_secs(30),
+        waited < Duration::from_secs(25),
         "the others took {waited:?} to abort"
     );
     assert_no_outputs(&setup);

@@ -274,7 +274,15 @@ async fn drive(
                 if !inbound.is_empty() {
                     continue;
                 }
-                let gone = gone(&ceremony.missing(), &network.lost_peers(), Instant::now());
+                // Every round before the outputs are written needs a message from every
+                // operator (one that already sent this round's still owes the next ones); after
+                // that, only the confirmations still missing matter.
+                let needed: Vec<usize> = if written.is_some() {
+                    ceremony.missing()
+                } else {
+                    (0..ceremony.nodes()).filter(|&i| i != own).collect()
+                };
+                let gone = gone(&needed, &network.lost_peers(), Instant::now());
                 if gone.is_empty() {
                     continue;
                 }
