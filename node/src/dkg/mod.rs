@@ -43,10 +43,10 @@
 //! nodes' secret constant terms. Messages that may have been lost are re-sent every second to
 //! the nodes that have not proven (by a later round's message) to have received them; a round
 //! that does not complete within the round timeout aborts naming the silent operators. An
-//! operator the ceremony still needs (any, until the outputs are written) that was connected and left — its connection closed and a redial
-//! was refused (its process exited), or it stayed away 10 s — is named at once instead (the
-//! hello round's connect timeout is long: operators start at different times). Any abort is
-//! broadcast to the others, who abort too. Outputs are written only at the end, the lock last.
+//! operator the ceremony still needs (any, until the outputs are written) that was connected
+//! and left — its connection closed and a redial was refused (its process exited), or it stayed
+//! away 10 s — is named at once instead (the hello round's connect timeout is long: operators
+//! start at different times). Any abort is broadcast to the others, who abort too. Outputs are written only at the end, the lock last.
 //!
 //! # Outputs (in the node directory)
 //! `cluster-lock.json` (the create-cluster format plus `definition_hash`; identical on every
