@@ -335,7 +335,9 @@ fn print_report(r: &Report, out: &std::path::Path) {
                 "{name:>10}: outside faults {}/{} included ({})",
                 w.tally.included,
                 w.tally.duties,
-                w.tally.inclusion_rate.map_or("–".into(), |v| format!("{v:.3}"))
+                w.tally
+                    .inclusion_rate
+                    .map_or("–".into(), |v| format!("{v:.3}"))
             );
         }
     }

@@ -79,7 +79,8 @@ pub fn fault_summary(f: &FaultStats, meta: &RunMeta) -> String {
         line.push_str(&format!(
             " {} inclusion {} ({} duties, {} missed{})",
             g.name,
-            w.tally.inclusion_rate
+            w.tally
+                .inclusion_rate
                 .map_or("–".into(), |r| format!("{:.0}%", r * 100.0)),
             w.tally.duties,
             w.tally.duties - w.tally.included,
@@ -154,7 +155,11 @@ pub fn metric(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<f64> {
             .and_then(|s| s.inclusion_distance.p99),
         Metric::DvInclusionOutsideFaults => min(dv
             .iter()
-            .map(|g| a.outside_faults.get(*g).and_then(|w| w.tally.inclusion_rate))
+            .map(|g| {
+                a.outside_faults
+                    .get(*g)
+                    .and_then(|w| w.tally.inclusion_rate)
+            })
             .collect()),
         Metric::DvInclusionDuringFaults => min(dv
             .iter()
