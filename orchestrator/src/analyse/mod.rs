@@ -338,6 +338,8 @@ pub struct Tally {
     pub inclusion_rate: Option<f64>,
 }
 
+// Counting is the lab's fault-control analysis (control.rs); without `lab` only the type is used.
+#[cfg(feature = "lab")]
 impl Tally {
     /// Counts one duty.
     pub(crate) fn add(&mut self, included: bool) {
