@@ -248,20 +248,24 @@ impl Ceremony {
         format!("operator {i} ({})", self.def.peers[i])
     }
 
+    /// `operator i (peer id) [connected]` or `[not connected]`, after `connected` (the nodes with
+    /// an open connection).
+    fn name_with_link(&self, i: usize, connected: &[usize]) -> String {
+        let state = if connected.contains(&i) {
+            "connected"
+        } else {
+            "not connected"
+        };
+        format!("{} [{state}]", self.name(i))
+    }
+
     /// The error for a round that timed out after `secs` seconds, naming the silent operators;
     /// `connected` lists the nodes with an open connection.
     pub fn timeout_error(&self, secs: u64, connected: &[usize]) -> DkgError {
         let missing = self.missing();
         let names: Vec<String> = missing
             .iter()
-            .map(|&i| {
-                let state = if connected.contains(&i) {
-                    "connected"
-                } else {
-                    "not connected"
-                };
-                format!("{} [{state}]", self.name(i))
-            })
+            .map(|&i| self.name_with_link(i, connected))
             .collect();
         DkgError {
             culprits: missing,
@@ -292,14 +296,7 @@ impl Ceremony {
             .missing()
             .into_iter()
             .filter(|i| *i != self.own && !gone.iter().any(|(g, _)| g == i))
-            .map(|i| {
-                let state = if connected.contains(&i) {
-                    "connected"
-                } else {
-                    "not connected"
-                };
-                format!("{} [{state}]", self.name(i))
-            })
+            .map(|i| self.name_with_link(i, connected))
             .collect();
         let mut message = format!(
             "timed out early in round `{}`, after {:.1} s of {} s: {}",
