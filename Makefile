@@ -165,7 +165,8 @@ e2e-docker: lodestar
 ## (0 pass, 1 assertion failed, 2 run failed). CHAOS picks scenarios, e.g.
 ## `make chaos CHAOS="partition-2-2 leader-crash"`; reports go to CHAOS_OUT/<scenario>/.
 ## CHAOS_SIGNER=remote runs every cluster in remote-signer mode (`dvlab run --signer remote`); the
-## table's aggr/contrib columns are dv0's submitted/duties (– in middleware mode).
+## table's aggr/contrib columns are dv0's submitted/duties (– in middleware mode); the failed column
+## marks an assertion that was not evaluated (it does not fail the run) "(not evaluated)".
 CHAOS ?= basic partition-2-2 partition-minority leader-crash node-down-1-of-4 bn-down \
 	latency-200ms loss-10pct clock-skew clock-skew-behind clock-skew-two rolling-restarts chaos-mix \
 	bn-errors bn-latency one-way-loss bn-fallback
@@ -187,7 +188,7 @@ chaos: lodestar
 	    (.slashing_audit.violations | length), \
 	    (if .groups.dv0.aggregation_duties == null then "-" else "\(.groups.dv0.aggregations_submitted)/\(.groups.dv0.aggregation_duties)" end), \
 	    (if .groups.dv0.sync_contribution_duties == null then "-" else "\(.groups.dv0.sync_contributions_submitted)/\(.groups.dv0.sync_contribution_duties)" end), \
-	    ([.assertions[] | select(.passed | not) | .name] | join(","))] \
+	    ([.assertions[] | select(.passed | not) | .name + (if .not_evaluated then "(not evaluated)" else "" end)] | join(","))] \
 	    | map(if type=="number" then (.*1000|round/1000|tostring) else tostring end) | join("\t")' $$r 2>/dev/null || echo "no report"); \
 	  rows="$$rows$$s\t$$rc\t$$fig\n"; \
 	done; \

@@ -60,6 +60,7 @@ fn dataset() -> (RunMeta, dvlab::data::RawData) {
         beacon_nodes: vec![],
         assertions: BTreeMap::from([("dv_inclusion_rate".to_string(), ">= 0.95".to_string())]),
         dvnodes: vec![],
+        remote_signer: vec![],
     };
     (meta, b.build().expect("frames"))
 }

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use dvlab::analyse::AggregationKind;
 use dvlab::images::ImageInputs;
 use dvlab::pipeline::{self, Outcome};
 use dvlab::report::Report;
@@ -331,8 +332,17 @@ fn print_report(r: &Report, out: &std::path::Path) {
     }
     for (name, w) in &r.analysis.outside_faults {
         if !r.analysis.faults.is_empty() {
+            let aggregation = match (
+                w.aggregation.of(AggregationKind::Aggregation),
+                w.aggregation.of(AggregationKind::SyncContribution),
+            ) {
+                (Some((ad, asub)), Some((cd, csub))) => {
+                    format!(", aggregations {asub}/{ad}, sync contributions {csub}/{cd}")
+                }
+                _ => String::new(),
+            };
             println!(
-                "{name:>10}: outside faults {}/{} included ({})",
+                "{name:>10}: outside faults {}/{} included ({}){aggregation}",
                 w.tally.included,
                 w.tally.duties,
                 w.tally
@@ -342,9 +352,20 @@ fn print_report(r: &Report, out: &std::path::Path) {
         }
     }
     for a in &r.assertions {
+        let verdict = match (&a.not_evaluated, a.passed) {
+            (Some(_), _) => "NOT EVALUATED",
+            (None, true) => "PASS",
+            (None, false) => "FAIL",
+        };
+        let mut why = String::new();
+        if let Some(n) = &a.not_evaluated {
+            why.push_str(&format!("; {n}"));
+        }
+        if let Some(from) = &a.implied_from {
+            why.push_str(&format!("; implied, threshold of {from}"));
+        }
         println!(
-            "{} {} {} (value {})",
-            if a.passed { "PASS" } else { "FAIL" },
+            "{verdict} {} {} (value {}{why})",
             a.name,
             a.expr,
             a.value.map_or("none".into(), |v| format!("{v}"))

@@ -143,6 +143,12 @@ pub fn run_meta(plan: &Plan, bns: Vec<BeaconNodeMeta>, dvnodes: Vec<DvNodeMeta>)
         beacon_nodes: bns,
         assertions: plan.assertions.clone(),
         dvnodes,
+        remote_signer: plan
+            .clusters
+            .iter()
+            .filter(|c| c.remote_signer)
+            .map(|c| c.name.clone())
+            .collect(),
     }
 }
 
@@ -758,6 +764,7 @@ pub async fn analyze(req: &AnalyzeRequest, out: &Path) -> Result<Outcome> {
         beacon_nodes: vec![h.meta()],
         assertions: req.assertions.clone(),
         dvnodes,
+        remote_signer: Vec::new(),
     };
     std::fs::create_dir_all(out)?;
     if !req.follow {

@@ -214,6 +214,9 @@ pub struct ClusterPlan {
     /// The key-generation ceremony of a `keys: dkg` cluster (`create_cluster_args` is then
     /// unused).
     pub dkg: Option<DkgPlan>,
+    /// Whether its dvnodes sign for the DVs (`signer: remote`): they then perform the
+    /// aggregation and sync-contribution duties.
+    pub remote_signer: bool,
 }
 
 /// The distributed key generation of a `keys: dkg` cluster, run before any beacon node starts.
@@ -455,6 +458,7 @@ impl Plan {
                         labels(role)
                     })
                 }),
+                remote_signer: c.signer == Signer::Remote,
             });
             // A DKG lock records no addresses: the dvnodes dial each other by name.
             let dkg_peers = (c.keys == KeySource::Dkg).then(|| p2p_peers(&node_containers));

@@ -1,9 +1,9 @@
 //! Report: assertions → verdict, `report.json`, PNG + SVG plots (plotters) and a
 //! self-contained `report.html` with the SVG plots inline.
 
-use crate::analyse::{Analysis, FaultStats, GroupStats};
+use crate::analyse::{AggregationKind, Aggregations, Analysis, FaultStats, GroupStats};
 use crate::data::{BeaconNodeMeta, RawData, RunMeta};
-use crate::spec::{Comparison, Metric};
+use crate::spec::{CmpOp, Comparison, Metric};
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 use polars::prelude::DataType;
@@ -28,10 +28,22 @@ pub struct AssertionResult {
     pub name: String,
     /// Expression, e.g. `>= 0.95`.
     pub expr: String,
-    /// Measured value (null when there was no data).
+    /// Measured value (null when there was no data, or the metric was not evaluated).
     pub value: Option<f64>,
-    /// Whether it holds (false without data).
+    /// Whether it holds (false without data, and when not evaluated).
     pub passed: bool,
+    /// Why the metric was not evaluated in this run: it does not apply to it (e.g. no DV
+    /// cluster in remote-signer mode). Such an assertion neither holds nor fails the run
+    /// ([`Report::passed`]); the report lists it as not evaluated.
+    #[serde(default)]
+    pub not_evaluated: Option<String>,
+    /// Added by dvlab, not written in the devnet file ([`implied_assertions`]).
+    #[serde(default)]
+    pub implied: bool,
+    /// An implied assertion's threshold and where it was taken from, e.g.
+    /// `dv_inclusion_outside_faults >= 0.95` (`null` for the others).
+    #[serde(default)]
+    pub implied_from: Option<String>,
 }
 
 /// `report.json`.
@@ -56,6 +68,81 @@ pub struct Report {
 /// The slashing-freedom verdict, enforced in every run whether or not the devnet file
 /// asserts it.
 pub const MANDATORY_ASSERTIONS: &[(Metric, &str)] = &[(Metric::SlashableMessages, "== 0")];
+
+/// What every run with a DV cluster in remote-signer mode is held to when its devnet file does
+/// not name the metric itself: that the aggregations and sync contributions outside the fault
+/// windows were done ([`implied_assertions`]).
+pub const IMPLIED_FOR_REMOTE_SIGNER: [Metric; 2] = [
+    Metric::DvAggregationOutsideFaults,
+    Metric::DvSyncContributionOutsideFaults,
+];
+
+/// The bar of an implied assertion when the devnet file sets no minimum DV inclusion rate to take
+/// it from: the bar the library's remote-signer scenario sets for aggregation itself
+/// (`devnets/remote-signer.yaml`: `dv_aggregation_rate >= 0.95`) and its most common
+/// attestation bar (`dv_inclusion_rate >= 0.95`, e.g. `devnets/basic.yaml`).
+pub const DEFAULT_IMPLIED_BAR: &str = ">= 0.95";
+
+/// An assertion dvlab adds to a run (see [`implied_assertions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Implied {
+    /// The metric.
+    pub metric: Metric,
+    /// Its expression, e.g. `>= 0.95`.
+    pub expr: String,
+    /// Where the threshold comes from, e.g. `dv_inclusion_outside_faults >= 0.95`.
+    pub from: String,
+}
+
+/// The assertions dvlab adds to a run that has a DV cluster in remote-signer mode
+/// ([`remote_clusters`]): each metric of [`IMPLIED_FOR_REMOTE_SIGNER`] the devnet file does not
+/// name, with the bar the file sets for the DV attestations outside the faults — its
+/// `dv_inclusion_outside_faults` minimum (`>=` or `>`), else its `dv_inclusion_rate` minimum,
+/// else [`DEFAULT_IMPLIED_BAR`]. Aggregating is part of the duty a DV cluster in remote-signer
+/// mode has, so a scenario's promise about its attestations is held for its aggregations too.
+pub fn implied_assertions(meta: &RunMeta, a: &Analysis) -> Vec<Implied> {
+    if remote_clusters(meta, a).is_empty() {
+        return Vec::new();
+    }
+    let minimum = [Metric::DvInclusionOutsideFaults, Metric::DvInclusionRate]
+        .into_iter()
+        .find_map(|m| {
+            let expr = meta.assertions.get(m.as_str())?.trim();
+            Comparison::parse(expr)
+                .is_ok_and(|c| matches!(c.op, CmpOp::Ge | CmpOp::Gt))
+                .then(|| (expr.to_string(), format!("{m} {expr}")))
+        });
+    let (expr, from) = minimum.unwrap_or_else(|| {
+        (
+            DEFAULT_IMPLIED_BAR.to_string(),
+            format!("no DV inclusion minimum in the devnet file: default {DEFAULT_IMPLIED_BAR}"),
+        )
+    });
+    IMPLIED_FOR_REMOTE_SIGNER
+        .into_iter()
+        .filter(|m| !meta.assertions.contains_key(m.as_str()))
+        .map(|metric| Implied {
+            metric,
+            expr: expr.clone(),
+            from: from.clone(),
+        })
+        .collect()
+}
+
+/// The DV clusters in remote-signer mode: those the devnet runs so ([`RunMeta::remote_signer`]),
+/// and those whose dvnodes combined selection proofs in the window (figures in the analysis:
+/// the only sign of it in a run directory whose `meta.json` predates the field).
+pub fn remote_clusters<'m>(meta: &'m RunMeta, a: &Analysis) -> Vec<&'m str> {
+    meta.groups
+        .iter()
+        .filter(|g| g.distributed)
+        .map(|g| g.name.as_str())
+        .filter(|g| {
+            meta.remote_signer.iter().any(|r| r == g)
+                || a.groups.get(*g).is_some_and(|s| s.aggregation.is_remote())
+        })
+        .collect()
+}
 
 /// One line per fault: what it cost, e.g. `partition dv0-0,dv0-1 | dv0-2,dv0-3 from slot 24
 /// to 40: dv0 inclusion 0% (16 duties, 16 missed: no_consensus 16) → recovered at slot 41`.
@@ -90,6 +177,13 @@ pub fn fault_summary(f: &FaultStats, meta: &RunMeta) -> String {
                 format!(": {reasons}")
             }
         ));
+        if w.aggregation.is_remote() {
+            line.push_str(&format!(
+                ", aggregations {}, sync contributions {}",
+                submitted_of(&w.aggregation, AggregationKind::Aggregation),
+                submitted_of(&w.aggregation, AggregationKind::SyncContribution)
+            ));
+        }
     }
     match (f.heal_slot, f.recovery_slot) {
         (Some(_), Some(r)) => line.push_str(&format!(" → recovered at slot {r}")),
@@ -100,27 +194,82 @@ pub fn fault_summary(f: &FaultStats, meta: &RunMeta) -> String {
 }
 
 impl Report {
-    /// Whether every assertion holds.
+    /// Whether every assertion holds, leaving out those not evaluated (which the report lists
+    /// as such: [`Report::not_evaluated`]).
     pub fn passed(&self) -> bool {
-        self.assertions.iter().all(|a| a.passed)
+        self.assertions
+            .iter()
+            .all(|a| a.passed || a.not_evaluated.is_some())
+    }
+
+    /// The assertions not evaluated in this run.
+    pub fn not_evaluated(&self) -> impl Iterator<Item = &AssertionResult> {
+        self.assertions.iter().filter(|a| a.not_evaluated.is_some())
     }
 }
 
-/// `submitted / duties` of each DV group in `dv` that reports the figures (remote-signer
-/// mode); a group with figures but no duty counts as unknown (the assertion then fails:
-/// nothing was shown).
-fn remote_rates(
-    a: &Analysis,
-    dv: &[&str],
-    figures: impl Fn(&GroupStats) -> (Option<u64>, Option<u64>),
-) -> Vec<Option<f64>> {
-    dv.iter()
-        .filter_map(|g| a.groups.get(*g))
-        .filter_map(|s| match figures(s) {
-            (Some(duties), Some(done)) => Some((duties > 0).then(|| done as f64 / duties as f64)),
-            _ => None,
+/// The whole-window `submitted / duties` of `kind` of each remote-signer DV cluster
+/// ([`remote_clusters`]); one without figures or without a duty counts as unknown (the
+/// assertion then fails: nothing was shown).
+fn remote_rates(meta: &RunMeta, a: &Analysis, kind: AggregationKind) -> Vec<Option<f64>> {
+    remote_clusters(meta, a)
+        .into_iter()
+        .map(|g| {
+            let (duties, done) = a.groups.get(g)?.aggregation.of(kind)?;
+            (duties > 0).then(|| done as f64 / duties as f64)
         })
         .collect()
+}
+
+/// `dv_aggregation_outside_faults` / `dv_sync_contribution_outside_faults`: the lowest
+/// `submitted / duties` of `kind` outside every fault window over the remote-signer DV
+/// clusters that had such a duty there; `Ok(None)` (unknown, fails) when a remote-signer cluster
+/// has no figures there; `Err(why)` — not evaluated — without a remote-signer cluster, or when
+/// none had such a duty outside the fault windows.
+fn outside_faults_rate(
+    meta: &RunMeta,
+    a: &Analysis,
+    kind: AggregationKind,
+) -> Result<Option<f64>, String> {
+    let remote = remote_clusters(meta, a);
+    if remote.is_empty() {
+        return Err("no DV cluster in remote-signer mode".into());
+    }
+    let mut rates = Vec::new();
+    for g in &remote {
+        match a
+            .outside_faults
+            .get(*g)
+            .and_then(|w| w.aggregation.of(kind))
+        {
+            Some((0, _)) => {}
+            Some((duties, done)) => rates.push(Some(done as f64 / duties as f64)),
+            None => rates.push(None),
+        }
+    }
+    if rates.is_empty() {
+        return Err(format!(
+            "no {} duty outside the fault windows ({}: 0)",
+            kind.as_str(),
+            remote.join(", ")
+        ));
+    }
+    Ok(rates
+        .into_iter()
+        .try_fold(f64::INFINITY, |m, v| v.map(|v| m.min(v))))
+}
+
+/// Why metric `m` is not evaluated in this run (it does not apply to it); `None` when it is.
+pub fn not_evaluated(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<String> {
+    match m {
+        Metric::DvAggregationOutsideFaults => {
+            outside_faults_rate(meta, a, AggregationKind::Aggregation).err()
+        }
+        Metric::DvSyncContributionOutsideFaults => {
+            outside_faults_rate(meta, a, AggregationKind::SyncContribution).err()
+        }
+        _ => None,
+    }
 }
 
 /// Value of an assertion metric.
@@ -227,12 +376,20 @@ pub fn metric(m: Metric, meta: &RunMeta, a: &Analysis) -> Option<f64> {
             .iter()
             .map(|g| a.groups.get(*g).and_then(|s| s.effectiveness))
             .collect()),
-        Metric::DvAggregationRate => min(remote_rates(a, &dv, |s| {
-            (s.aggregation_duties, s.aggregations_submitted)
-        })),
-        Metric::DvSyncContributionRate => min(remote_rates(a, &dv, |s| {
-            (s.sync_contribution_duties, s.sync_contributions_submitted)
-        })),
+        Metric::DvAggregationRate => min(remote_rates(meta, a, AggregationKind::Aggregation)),
+        Metric::DvSyncContributionRate => {
+            min(remote_rates(meta, a, AggregationKind::SyncContribution))
+        }
+        Metric::DvAggregationOutsideFaults => {
+            outside_faults_rate(meta, a, AggregationKind::Aggregation)
+                .ok()
+                .flatten()
+        }
+        Metric::DvSyncContributionOutsideFaults => {
+            outside_faults_rate(meta, a, AggregationKind::SyncContribution)
+                .ok()
+                .flatten()
+        }
     }
 }
 
@@ -248,26 +405,43 @@ fn worst_participation(
         .collect()
 }
 
-/// Builds the report (evaluating assertions).
+/// Builds the report (evaluating assertions: the devnet file's, the mandatory ones, the
+/// implied ones).
 pub fn build(meta: &RunMeta, a: &Analysis) -> Report {
-    let mut all = meta.assertions.clone();
+    // name → (expression, where an implied one's threshold comes from)
+    let mut all: BTreeMap<String, (String, Option<String>)> = meta
+        .assertions
+        .iter()
+        .map(|(name, expr)| (name.clone(), (expr.clone(), None)))
+        .collect();
     for (m, expr) in MANDATORY_ASSERTIONS {
         // Zero tolerance: a devnet file cannot relax it.
-        all.insert(m.as_str().to_string(), expr.to_string());
+        all.insert(m.as_str().to_string(), (expr.to_string(), None));
+    }
+    for i in implied_assertions(meta, a) {
+        all.entry(i.metric.as_str().to_string())
+            .or_insert((i.expr, Some(i.from)));
     }
     let assertions = all
-        .iter()
-        .map(|(name, expr)| {
-            let value = Metric::parse(name).and_then(|m| metric(m, meta, a));
-            let passed = match (Comparison::parse(expr), value) {
+        .into_iter()
+        .map(|(name, (expr, implied_from))| {
+            let m = Metric::parse(&name);
+            let not_evaluated = m.and_then(|m| not_evaluated(m, meta, a));
+            let value = m
+                .filter(|_| not_evaluated.is_none())
+                .and_then(|m| metric(m, meta, a));
+            let passed = match (Comparison::parse(&expr), value) {
                 (Ok(c), Some(v)) => c.holds(v),
                 _ => false,
             };
             AssertionResult {
-                name: name.clone(),
-                expr: expr.clone(),
+                name,
+                expr,
                 value,
                 passed,
+                not_evaluated,
+                implied: implied_from.is_some(),
+                implied_from,
             }
         })
         .collect();
@@ -868,14 +1042,20 @@ fn html_head(h: &mut String, report: &Report) {
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}\
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
 th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{color:#1a7f37;font-weight:bold}}\
-.fail{{color:#c62828;font-weight:bold}}figure{{margin:1em 0}}</style></head><body>",
+.fail{{color:#c62828;font-weight:bold}}.ne{{color:#8a6d00;font-weight:bold}}figure{{margin:1em 0}}</style></head><body>",
         esc(&report.run)
     ));
-    let verdict = if report.passed() {
-        "<span class=pass>PASS</span>"
+    let mut verdict = if report.passed() {
+        "<span class=pass>PASS</span>".to_string()
     } else {
-        "<span class=fail>FAIL</span>"
+        "<span class=fail>FAIL</span>".to_string()
     };
+    let unevaluated = report.not_evaluated().count();
+    if unevaluated > 0 {
+        verdict.push_str(&format!(
+            " <span class=ne>({unevaluated} assertion(s) not evaluated)</span>"
+        ));
+    }
     h.push_str(&format!(
         "<h1>dvlab report: {} — {verdict}</h1><p>Window: slots {}–{}; highest finalized epoch: {}.</p>",
         esc(&report.run),
@@ -885,20 +1065,46 @@ th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.pass{{c
     ));
 }
 
+/// The assertions with their values and results; an implied one says where its threshold
+/// comes from, one not evaluated says why.
 fn assertions_section(h: &mut String, report: &Report) {
     h.push_str("<h2>Assertions</h2>");
-    h.push_str(&table_head(&["assertion", "expression", "value", "result"]));
+    h.push_str(&table_head(&[
+        "assertion",
+        "expression",
+        "value",
+        "result",
+        "implied",
+    ]));
     for a in &report.assertions {
+        let (class, result) = match &a.not_evaluated {
+            Some(why) => ("ne", format!("not evaluated: {}", esc(why))),
+            None if a.passed => ("pass", "pass".into()),
+            None => ("fail", "FAIL".into()),
+        };
+        let source = a.implied_from.as_ref().map_or(String::new(), |from| {
+            format!("yes: threshold of {}", esc(from))
+        });
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class={}>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class={class}>{result}</td><td>{source}</td></tr>",
             esc(&a.name),
             esc(&a.expr),
             fmt_opt(a.value, 4),
-            if a.passed { "pass" } else { "fail" },
-            if a.passed { "pass" } else { "FAIL" }
         ));
     }
     h.push_str("</table>");
+    if report.assertions.iter().any(|a| a.implied) {
+        h.push_str(&format!(
+            "<p>Implied assertions are added by dvlab, not written in the devnet file: every run \
+             with a DV cluster in remote-signer mode is held to its aggregations and sync \
+             contributions outside the fault windows (<code>dv_aggregation_outside_faults</code>, \
+             <code>dv_sync_contribution_outside_faults</code>) when the file does not name them, \
+             with the bar the file sets for the DV attestations: its \
+             <code>dv_inclusion_outside_faults</code> minimum, else its \
+             <code>dv_inclusion_rate</code> minimum, else <code>{}</code>.</p>",
+            esc(DEFAULT_IMPLIED_BAR)
+        ));
+    }
 }
 
 /// What each fault cost per group, the fault lines, the figures outside faults and in the
@@ -916,6 +1122,8 @@ fn faults_section(h: &mut String, report: &Report) {
         "rate",
         "missed by reason",
         "recovery slot",
+        "aggregations",
+        "sync contributions",
     ]));
     for f in &report.analysis.faults {
         let what = if f.detail.is_empty() {
@@ -940,11 +1148,13 @@ fn faults_section(h: &mut String, report: &Report) {
                 fmt_opt(w.tally.inclusion_rate, 3),
                 esc(&counts(&w.missed_by_reason)),
                 w.recovery_slot.map_or("–".into(), |r| r.to_string()),
+                submitted_of(&w.aggregation, AggregationKind::Aggregation),
+                submitted_of(&w.aggregation, AggregationKind::SyncContribution),
             ]));
         }
         if let Some(e) = &f.error {
             h.push_str(&format!(
-                "<tr><td colspan=10 class=fail>fault {}: executor error: {}</td></tr>",
+                "<tr><td colspan=12 class=fail>fault {}: executor error: {}</td></tr>",
                 f.fault,
                 esc(e)
             ));
@@ -961,16 +1171,21 @@ fn faults_section(h: &mut String, report: &Report) {
         "included",
         "rate",
         "missed by reason",
+        "aggregations",
+        "sync contributions",
     ]));
-    let rows = report
-        .analysis
+    let a = &report.analysis;
+    let rows = a
         .outside_faults
         .iter()
         .map(|(g, w)| (format!("{g} outside faults"), w))
         .chain(
-            report
-                .analysis
-                .steady
+            a.during_faults
+                .iter()
+                .map(|(g, w)| (format!("{g} during faults"), w)),
+        )
+        .chain(
+            a.steady
                 .iter()
                 .map(|(g, w)| (format!("{g} steady (outside faults and recoveries)"), w)),
         );
@@ -981,6 +1196,8 @@ fn faults_section(h: &mut String, report: &Report) {
             w.tally.included.to_string(),
             fmt_opt(w.tally.inclusion_rate, 3),
             esc(&counts(&w.missed_by_reason)),
+            submitted_of(&w.aggregation, AggregationKind::Aggregation),
+            submitted_of(&w.aggregation, AggregationKind::SyncContribution),
         ]));
     }
     h.push_str("</table>");
@@ -1095,19 +1312,18 @@ fn groups_section(h: &mut String, report: &Report) {
             fmt_opt(g.correct_source_rate, 3),
             format!("{}/{}", g.proposals_included, g.proposals_expected),
             fmt_opt(g.sync_participation, 3),
-            submitted_of(g.aggregations_submitted, g.aggregation_duties),
-            submitted_of(g.sync_contributions_submitted, g.sync_contribution_duties),
+            submitted_of(&g.aggregation, AggregationKind::Aggregation),
+            submitted_of(&g.aggregation, AggregationKind::SyncContribution),
         ]));
     }
     h.push_str("</table>");
 }
 
-/// `submitted/duties`, or `–` for a group without aggregation figures.
-fn submitted_of(submitted: Option<u64>, duties: Option<u64>) -> String {
-    match (submitted, duties) {
-        (Some(s), Some(d)) => format!("{s}/{d}"),
-        _ => "–".into(),
-    }
+/// `submitted/duties` of `kind`, or `–` for a group without aggregation figures.
+fn submitted_of(a: &Aggregations, kind: AggregationKind) -> String {
+    a.of(kind).map_or("–".into(), |(duties, submitted)| {
+        format!("{submitted}/{duties}")
+    })
 }
 
 /// Head agreement, reorgs, finality; effectiveness and timely participation per group and
@@ -1361,20 +1577,224 @@ mod tests {
         let mut a = analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.45)], 0);
         assert_eq!(metric(Metric::DvAggregationRate, &m, &a), None);
         let dv0 = a.groups.get_mut("dv0").unwrap();
-        dv0.aggregation_duties = Some(8);
-        dv0.aggregations_submitted = Some(6);
-        dv0.sync_contribution_duties = Some(0);
-        dv0.sync_contributions_submitted = Some(0);
+        dv0.aggregation.aggregation_duties = Some(8);
+        dv0.aggregation.aggregations_submitted = Some(6);
+        dv0.aggregation.sync_contribution_duties = Some(0);
+        dv0.aggregation.sync_contributions_submitted = Some(0);
         assert_eq!(metric(Metric::DvAggregationRate, &m, &a), Some(0.75));
         assert_eq!(metric(Metric::DvSyncContributionRate, &m, &a), None);
         let dv1 = a.groups.get_mut("dv1").unwrap();
-        dv1.aggregation_duties = Some(4);
-        dv1.aggregations_submitted = Some(4);
+        dv1.aggregation.aggregation_duties = Some(4);
+        dv1.aggregation.aggregations_submitted = Some(4);
         assert_eq!(metric(Metric::DvAggregationRate, &m, &a), Some(0.75));
         assert_eq!(
             Metric::parse("dv_sync_contribution_rate"),
             Some(Metric::DvSyncContributionRate)
         );
+    }
+
+    /// Sets the figures of `kind` of group `g` outside the faults.
+    fn outside(a: &mut Analysis, g: &str, kind: AggregationKind, duties: u64, submitted: u64) {
+        a.outside_faults
+            .entry(g.to_string())
+            .or_default()
+            .aggregation
+            .set(kind, duties, submitted);
+    }
+
+    /// The outside-faults aggregation metrics: the worst remote-signer cluster with duties
+    /// there; not evaluated without a remote-signer cluster or without any duty; unknown for a
+    /// cluster the devnet runs in remote-signer mode that has no figures.
+    #[test]
+    fn outside_faults_aggregation_metrics() {
+        use AggregationKind::{Aggregation, SyncContribution};
+        let mut m = meta(&[]);
+        let mut a = analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.45)], 0);
+        for metric_ in [
+            Metric::DvAggregationOutsideFaults,
+            Metric::DvSyncContributionOutsideFaults,
+        ] {
+            assert_eq!(metric(metric_, &m, &a), None);
+            assert_eq!(
+                not_evaluated(metric_, &m, &a).as_deref(),
+                Some("no DV cluster in remote-signer mode")
+            );
+        }
+        // dv0 shows remote-signer figures (whole window) and has 4 aggregation duties, 0 sync
+        // contribution duties outside the faults.
+        a.groups
+            .get_mut("dv0")
+            .unwrap()
+            .aggregation
+            .set(Aggregation, 10, 9);
+        outside(&mut a, "dv0", Aggregation, 4, 3);
+        outside(&mut a, "dv0", SyncContribution, 0, 0);
+        assert_eq!(
+            metric(Metric::DvAggregationOutsideFaults, &m, &a),
+            Some(0.75)
+        );
+        assert_eq!(
+            not_evaluated(Metric::DvAggregationOutsideFaults, &m, &a),
+            None
+        );
+        assert_eq!(
+            metric(Metric::DvSyncContributionOutsideFaults, &m, &a),
+            None
+        );
+        assert_eq!(
+            not_evaluated(Metric::DvSyncContributionOutsideFaults, &m, &a).as_deref(),
+            Some("no sync_contribution duty outside the fault windows (dv0: 0)")
+        );
+        // dv1 in remote-signer mode too, worse: the minimum.
+        outside(&mut a, "dv1", Aggregation, 8, 2);
+        outside(&mut a, "dv1", SyncContribution, 4, 4);
+        a.groups.get_mut("dv1").unwrap().aggregation = a.outside_faults["dv1"].aggregation;
+        assert_eq!(
+            metric(Metric::DvAggregationOutsideFaults, &m, &a),
+            Some(0.25)
+        );
+        // A cluster with 0 duties is left out; the other one is measured.
+        assert_eq!(
+            metric(Metric::DvSyncContributionOutsideFaults, &m, &a),
+            Some(1.0)
+        );
+        // A cluster the devnet runs in remote-signer mode without any figure: unknown (fails),
+        // not "not evaluated".
+        let mut b = analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.45)], 0);
+        m.remote_signer = vec!["dv1".into()];
+        assert_eq!(remote_clusters(&m, &b), vec!["dv1"]);
+        assert_eq!(metric(Metric::DvAggregationOutsideFaults, &m, &b), None);
+        assert_eq!(
+            not_evaluated(Metric::DvAggregationOutsideFaults, &m, &b),
+            None
+        );
+        assert_eq!(metric(Metric::DvAggregationRate, &m, &b), None);
+        outside(&mut b, "dv1", Aggregation, 2, 2);
+        assert_eq!(
+            metric(Metric::DvAggregationOutsideFaults, &m, &b),
+            Some(1.0)
+        );
+        assert_eq!(
+            Metric::parse("dv_sync_contribution_outside_faults"),
+            Some(Metric::DvSyncContributionOutsideFaults)
+        );
+    }
+
+    /// The implied assertions: only with a remote-signer cluster; the bar of the file's
+    /// `dv_inclusion_outside_faults` minimum, else its `dv_inclusion_rate` minimum, else the
+    /// default; never over a metric the file names.
+    #[test]
+    fn implied_assertions_take_the_devnets_attestation_bar() {
+        let a = analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.45)], 0);
+        let with = |assertions: &[(&str, &str)], remote: &[&str]| {
+            let mut m = meta(assertions);
+            m.remote_signer = remote.iter().map(|r| r.to_string()).collect();
+            implied_assertions(&m, &a)
+                .into_iter()
+                .map(|i| (i.metric.as_str(), i.expr, i.from))
+                .collect::<Vec<_>>()
+        };
+        let both = [
+            ("dv_inclusion_outside_faults", ">= 0.9"),
+            ("dv_inclusion_rate", ">= 0.8"),
+        ];
+        assert_eq!(with(&both, &[]), vec![]);
+        let from = "dv_inclusion_outside_faults >= 0.9".to_string();
+        assert_eq!(
+            with(&both, &["dv0"]),
+            vec![
+                (
+                    "dv_aggregation_outside_faults",
+                    ">= 0.9".into(),
+                    from.clone()
+                ),
+                ("dv_sync_contribution_outside_faults", ">= 0.9".into(), from),
+            ]
+        );
+        let rate = with(&[("dv_inclusion_rate", "> 0.8 ")], &["dv0"]);
+        assert_eq!(rate[0].1, "> 0.8");
+        assert_eq!(rate[0].2, "dv_inclusion_rate > 0.8");
+        // Not a minimum (partition-2-2's `dv_inclusion_during_faults <= 0.1` kind): skipped.
+        let upper = with(
+            &[
+                ("dv_inclusion_outside_faults", "<= 0.5"),
+                ("dv_inclusion_during_faults", ">= 0.99"),
+            ],
+            &["dv0"],
+        );
+        assert_eq!(upper[0].1, DEFAULT_IMPLIED_BAR);
+        assert!(upper[0].2.contains("default"), "{upper:?}");
+        let named = with(
+            &[
+                ("dv_inclusion_rate", ">= 0.8"),
+                ("dv_aggregation_outside_faults", ">= 0.5"),
+            ],
+            &["dv0"],
+        );
+        assert_eq!(
+            named.iter().map(|i| i.0).collect::<Vec<_>>(),
+            vec!["dv_sync_contribution_outside_faults"]
+        );
+    }
+
+    /// In the report an implied assertion is marked and says where its threshold comes from;
+    /// one not evaluated neither holds nor fails the run and says why, in report.json and
+    /// report.html; an evaluated one below the bar fails the run.
+    #[test]
+    fn implied_and_not_evaluated_assertions_in_the_report() {
+        let mut m = meta(&[("dv_inclusion_rate", ">= 0.95")]);
+        m.remote_signer = vec!["dv0".into()];
+        let mut a = analysis(&[("baseline", 0.9), ("dv0", 0.99), ("dv1", 0.96)], 0);
+        outside(&mut a, "dv0", AggregationKind::Aggregation, 20, 19);
+        outside(&mut a, "dv0", AggregationKind::SyncContribution, 0, 0);
+        let r = build(&m, &a);
+        assert!(r.passed(), "{:?}", r.assertions);
+        let json = serde_json::to_value(&r).unwrap();
+        let find = |name: &str| {
+            json["assertions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["name"] == name)
+                .unwrap_or_else(|| panic!("no {name} in {json}"))
+                .clone()
+        };
+        let agg = find("dv_aggregation_outside_faults");
+        assert_eq!(agg["implied"], true);
+        assert_eq!(agg["implied_from"], "dv_inclusion_rate >= 0.95");
+        assert_eq!(agg["expr"], ">= 0.95");
+        assert_eq!(agg["value"], 0.95);
+        assert_eq!(agg["passed"], true);
+        assert_eq!(agg["not_evaluated"], serde_json::Value::Null);
+        let sync = find("dv_sync_contribution_outside_faults");
+        assert_eq!(sync["implied"], true);
+        assert_eq!(sync["passed"], false);
+        assert_eq!(sync["value"], serde_json::Value::Null);
+        assert_eq!(
+            sync["not_evaluated"],
+            "no sync_contribution duty outside the fault windows (dv0: 0)"
+        );
+        assert_eq!(find("dv_inclusion_rate")["implied"], false);
+        let page = html(&r, &[], "");
+        assert!(page.contains("(1 assertion(s) not evaluated)"), "{page}");
+        assert!(page.contains(
+            "<td class=ne>not evaluated: no sync_contribution duty outside the fault windows \
+             (dv0: 0)</td><td>yes: threshold of dv_inclusion_rate &gt;= 0.95</td>"
+        ));
+        assert!(page.contains("Implied assertions are added by dvlab"));
+        // One aggregation fewer: 18/20 < 0.95 fails the run.
+        outside(&mut a, "dv0", AggregationKind::Aggregation, 20, 18);
+        let r = build(&m, &a);
+        assert!(!r.passed());
+        assert_eq!(r.not_evaluated().count(), 1);
+        // Named in the file, it is the file's and not implied; middleware runs imply nothing.
+        let m = meta(&[("dv_aggregation_outside_faults", ">= 0.5")]);
+        let r = build(&m, &analysis(&[("dv0", 0.99), ("dv1", 0.96)], 0));
+        let named = &r.assertions[0];
+        assert_eq!(named.name, "dv_aggregation_outside_faults");
+        assert!(!named.implied && !named.passed && named.not_evaluated.is_some());
+        assert!(r.passed());
+        assert_eq!(r.assertions.len(), 2, "{:?}", r.assertions);
     }
 
     #[test]

@@ -944,6 +944,7 @@ async fn collection_moves_bytes_through_port_forwards_and_exec() {
         beacon_nodes: bns,
         assertions: Default::default(),
         dvnodes: metas,
+        remote_signer: vec![],
     };
     raw.save(&meta, out.path()).unwrap();
     let csv = |name: &str| {

@@ -143,6 +143,7 @@ pub fn write<P: Preset>(dir: &Path, chain: &ChainRecord<P>, facts: &RunFacts<'_>
         beacon_nodes: vec![facts.beacon_node.clone()],
         assertions: BTreeMap::new(),
         dvnodes: facts.dvnodes.iter().map(|(m, _)| m.clone()).collect(),
+        remote_signer: vec![],
     };
     rows(chain, facts)
         .save(&meta, dir)

@@ -1,5 +1,6 @@
 //! The polars computation of [`Analysis`] from a run's raw frames.
 
+use super::aggregation::RemoteDuties;
 use super::health;
 use super::*;
 use crate::data::{fault_windows, FaultWindow, RawData, RunMeta};
@@ -210,12 +211,17 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
     )?;
 
     let duty_log = DutyLogIndex::new(meta, raw)?;
+    let remote = RemoteDuties::new(meta, raw)?;
     let duty_rows = duty_rows(&attestations.rows)?;
+    let logs = Logs {
+        duty_log: &duty_log,
+        remote: &remote,
+    };
     let faults = fault_windows(&raw.faults)?
         .iter()
-        .map(|w| fault_stats(meta, raw, w, &duty_rows, &duty_log))
+        .map(|w| fault_stats(meta, raw, w, &duty_rows, logs))
         .collect::<PolarsResult<Vec<_>>>()?;
-    let windows = FaultWindows::new(meta, &duty_rows, &duty_log, &faults);
+    let windows = FaultWindows::new(meta, &duty_rows, logs, &faults);
     let mut groups = group_stats(meta, &attestations, &proposals, &sync)?;
     let effectiveness = health::effectiveness(&duty_rows, raw)?;
     let participation =
@@ -223,6 +229,7 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
     for (name, g) in groups.iter_mut() {
         g.effectiveness = effectiveness.get(name).copied();
         g.participation = participation.get(name).copied();
+        g.aggregation = remote.figures(name, |_| true);
     }
     let mut epochs = epoch_rates(&attestations.rows)?;
     let spe = meta.slots_per_epoch.max(1);
@@ -241,7 +248,7 @@ pub fn analyse(meta: &RunMeta, raw: &RawData) -> PolarsResult<Analysis> {
             ("sync_message", &sync.missed),
         ],
     )?;
-    super::aggregation::fill(meta, raw, &mut groups, &mut missed_duties)?;
+    remote.add_misses(&mut missed_duties);
     Ok(Analysis {
         groups,
         epochs,
@@ -413,7 +420,7 @@ impl FaultWindows {
     fn new(
         meta: &RunMeta,
         rows: &[DutyRowView],
-        duty_log: &DutyLogIndex,
+        logs: Logs,
         faults: &[FaultStats],
     ) -> FaultWindows {
         let inside = |slot: u64| {
@@ -434,13 +441,13 @@ impl FaultWindows {
             })
         };
         FaultWindows {
-            outside: window_stats(meta, rows, duty_log, |s| !inside(s) && !transition(s), None),
-            during: window_stats(meta, rows, duty_log, inside, None),
+            outside: window_stats(meta, rows, logs, |s| !inside(s) && !transition(s), None),
+            during: window_stats(meta, rows, logs, inside, None),
             control: super::control::fault_control(meta, rows, inside),
             steady: window_stats(
                 meta,
                 rows,
-                duty_log,
+                logs,
                 |s| !inside(s) && !transition(s) && !recovering(s),
                 None,
             ),
@@ -518,13 +525,23 @@ fn duty_rows(duties: &DataFrame) -> PolarsResult<Vec<DutyRowView>> {
         .collect())
 }
 
-/// Attestation figures per group over the duties whose slot satisfies `keep`. With
+/// What the dvnodes' duty logs say, as the window figures read it.
+#[derive(Clone, Copy)]
+struct Logs<'a> {
+    /// Each node's outcome per (cluster, slot, kind): why a DV missed an attestation.
+    duty_log: &'a DutyLogIndex,
+    /// Aggregation and sync-contribution duties of the remote-signer clusters.
+    remote: &'a RemoteDuties,
+}
+
+/// Attestation figures per group over the duties whose slot satisfies `keep`, and the
+/// aggregation figures of the remote-signer DV clusters over the same slots. With
 /// `during = Some((lo, hi))`, DV inclusions in blocks of slots `lo..hi` are counted as
 /// `included_during`.
 fn window_stats(
     meta: &RunMeta,
     rows: &[DutyRowView],
-    duty_log: &DutyLogIndex,
+    logs: Logs,
     keep: impl Fn(u64) -> bool,
     during: Option<(u64, u64)>,
 ) -> BTreeMap<String, WindowStats> {
@@ -549,14 +566,15 @@ fn window_stats(
             }
             None if distributed(&r.group) => {
                 *s.missed_by_reason
-                    .entry(duty_log.reason(&r.group, r.slot, "attester"))
+                    .entry(logs.duty_log.reason(&r.group, r.slot, "attester"))
                     .or_default() += 1;
             }
             None => {}
         }
     }
-    for s in out.values_mut() {
+    for (name, s) in out.iter_mut() {
         s.tally = s.tally.close();
+        s.aggregation = logs.remote.figures(name, &keep);
     }
     out
 }
@@ -594,7 +612,7 @@ fn fault_stats(
     raw: &RawData,
     w: &FaultWindow,
     rows: &[DutyRowView],
-    duty_log: &DutyLogIndex,
+    logs: Logs,
 ) -> PolarsResult<FaultStats> {
     let lo = start_boundary(meta, w.start_slot, w.start_time);
     let hi = match (w.end_slot, w.end_time) {
@@ -605,7 +623,7 @@ fn fault_stats(
     let mut groups = window_stats(
         meta,
         rows,
-        duty_log,
+        logs,
         in_window,
         Some((lo, hi.unwrap_or(u64::MAX))),
     );
@@ -1215,6 +1233,115 @@ mod tests {
         };
         assert_eq!(took(28), (Some(0), Some(0.0)));
         assert_eq!(took(30), (Some(2), Some(2.0)));
+    }
+
+    /// A remote-signer DV (validator 6, nodes n0 and n1) with an aggregation duty every slot
+    /// 8..40 and sync contributions at slots 12 (outside) and 20 (inside); a partition from
+    /// slot 16 (0.5 s in: 16 is a transition slot) healed at slot 24 2 s in (duties 17..=24
+    /// inside). n0 submits every aggregation except inside the partition, in the transition
+    /// slot and at slot 25 (after the heal: a recovery miss, outside); n1 fails every one. The
+    /// figures of each window count the duties of its slots: outside 8..16 and 25..40 (23, 22
+    /// submitted), inside 17..=24 (8, 0); the transition slot in neither; the whole window
+    /// 32 (22). The baseline has none.
+    #[test]
+    fn aggregation_figures_per_fault_window() {
+        let mut m = meta_with_dv6();
+        m.dvnodes = (0..2)
+            .map(|i| crate::data::DvNodeMeta {
+                name: format!("n{i}"),
+                cluster: "dv0".into(),
+                index: i,
+                metrics_url: None,
+            })
+            .collect();
+        let mut b = synthetic::Builder::default();
+        let line = |node: &str, slot, kind: &str, outcome: &str| DutyRow {
+            node: node.into(),
+            slot,
+            kind: kind.into(),
+            validator: Some(6),
+            outcome: outcome.into(),
+            detail: None,
+            consensus_round: None,
+            consensus_seconds: None,
+            shares: String::new(),
+        };
+        for slot in 8..40u64 {
+            b.duty(slot, 6);
+            b.inclusion(6, slot, slot + 1, true, true);
+            let ok = !(16..=25).contains(&slot);
+            b.duty_record(line("n0", slot, "selection_proof", "success"));
+            let outcome = if ok { "success" } else { "no_consensus" };
+            b.duty_record(line("n0", slot, "aggregation", outcome));
+            b.duty_record(line("n1", slot, "aggregation", "broadcast_bn_error"));
+        }
+        b.duty_record(line("n0", 12, "sync_contribution", "success"));
+        b.duty_record(line("n1", 20, "sync_contribution", "no_consensus"));
+        b.fault(FaultWindow {
+            fault: 1,
+            kind: "partition".into(),
+            targets: "dv0-0".into(),
+            detail: "dv0-0 | dv0-1".into(),
+            start_time: 16.0 * 4.0 + 0.5,
+            start_slot: 16,
+            end_time: Some(24.0 * 4.0 + 2.0),
+            end_slot: Some(24),
+            error: None,
+        });
+        let a = analyse(&m, &b.build().unwrap()).unwrap();
+        assert_eq!(
+            (a.faults[0].first_duty_slot, a.faults[0].heal_slot),
+            (17, Some(25))
+        );
+        let figures = |w: &WindowStats| AggregationKind::ALL.map(|k| w.aggregation.of(k));
+        assert_eq!(
+            figures(&a.outside_faults["dv0"]),
+            [Some((23, 22)), Some((1, 1))]
+        );
+        assert_eq!(
+            figures(&a.during_faults["dv0"]),
+            [Some((8, 0)), Some((1, 0))]
+        );
+        assert_eq!(
+            figures(&a.faults[0].groups["dv0"]),
+            [Some((8, 0)), Some((1, 0))]
+        );
+        assert_eq!(figures(&a.steady["dv0"]), [Some((23, 22)), Some((1, 1))]);
+        assert_eq!(
+            AggregationKind::ALL.map(|k| a.groups["dv0"].aggregation.of(k)),
+            [Some((32, 22)), Some((2, 1))]
+        );
+        for w in [&a.outside_faults, &a.during_faults, &a.faults[0].groups] {
+            assert_eq!(w["baseline"].aggregation, Aggregations::default());
+        }
+        // The metrics over them: 22/23 outside; the whole-window rate counts the fault.
+        let metric = |n: Metric| crate::report::metric(n, &m, &a);
+        assert_eq!(
+            metric(Metric::DvAggregationOutsideFaults),
+            Some(22.0 / 23.0)
+        );
+        assert_eq!(metric(Metric::DvSyncContributionOutsideFaults), Some(1.0));
+        assert_eq!(metric(Metric::DvAggregationRate), Some(22.0 / 32.0));
+        assert_eq!(metric(Metric::DvSyncContributionRate), Some(0.5));
+        // The recovery miss (slot 25) is in the outside figure, the transition slot's is not:
+        // a devnet whose DV inclusion bar outside the faults is 0.96 fails on aggregation
+        // (22/23 = 0.957) through the implied assertion, and holds its sync contributions.
+        m.assertions = BTreeMap::from([(
+            "dv_inclusion_outside_faults".to_string(),
+            ">= 0.96".to_string(),
+        )]);
+        let r = crate::report::build(&m, &a);
+        let implied: Vec<_> = r.assertions.iter().filter(|x| x.implied).collect();
+        assert_eq!(implied.len(), 2, "{:?}", r.assertions);
+        assert_eq!(
+            (implied[0].name.as_str(), implied[0].passed),
+            ("dv_aggregation_outside_faults", false)
+        );
+        assert_eq!(
+            (implied[1].name.as_str(), implied[1].passed),
+            ("dv_sync_contribution_outside_faults", true)
+        );
+        assert!(!r.passed());
     }
 
     /// [`meta`] up to slot 39 with a one-validator DV cluster `dv0` (validator 6).

@@ -70,23 +70,90 @@ pub struct GroupStats {
     /// Timely participation by flag over the window's attestation duties.
     #[serde(default)]
     pub participation: Option<Participation>,
-    /// DV clusters in remote-signer mode: aggregation duties (validator × slot) in the window,
-    /// i.e. those for which the cluster's combined selection proof makes the DV an aggregator
-    /// (the dvnodes' duty logs: one `aggregation` line per elected DV). `None` for a group whose
-    /// dvnodes combined no selection proof (plain validators; middleware mode, in which a DV
-    /// never aggregates).
-    #[serde(default)]
+    /// DV clusters in remote-signer mode: aggregation and sync-contribution duties and
+    /// submissions over the window (flattened: keys of the group's object).
+    #[serde(flatten)]
+    pub aggregation: Aggregations,
+}
+
+/// Aggregation duties of a DV cluster in remote-signer mode over a set of slots, from the
+/// dvnodes' duty logs (`analyse::aggregation`). Every field is `None` for a group whose dvnodes
+/// combined no selection proof in the analysed window: plain validators, and DV clusters in
+/// middleware mode, in which a DV never aggregates. In `report.json` these are keys of the
+/// group's object (`groups.<g>`) and of each window's (`outside_faults.<g>`,
+/// `during_faults.<g>`, `steady.<g>`, `faults[i].groups.<g>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Aggregations {
+    /// Aggregation duties (validator × slot) for slots of the set: those for which the
+    /// cluster's combined selection proof makes the DV an aggregator (one `aggregation` line
+    /// per elected DV in the duty logs).
     pub aggregation_duties: Option<u64>,
     /// Of those, aggregates some dvnode submitted and its beacon node accepted.
-    #[serde(default)]
     pub aggregations_submitted: Option<u64>,
     /// Sync-committee contribution duties (validator × slot, with at least one subcommittee
     /// whose combined selection proof elects the DV), as `aggregation_duties`.
-    #[serde(default)]
     pub sync_contribution_duties: Option<u64>,
     /// Of those, contributions some dvnode submitted and its beacon node accepted.
-    #[serde(default)]
     pub sync_contributions_submitted: Option<u64>,
+}
+
+/// The two duties [`Aggregations`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AggregationKind {
+    /// Aggregate attestations (`aggregation` in the duty logs).
+    Aggregation,
+    /// Sync-committee contributions (`sync_contribution` in the duty logs).
+    SyncContribution,
+}
+
+impl AggregationKind {
+    /// Both, in report order.
+    pub const ALL: [AggregationKind; 2] = [
+        AggregationKind::Aggregation,
+        AggregationKind::SyncContribution,
+    ];
+
+    /// The duty kind as the dvnodes' duty logs and `missed_duties` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregationKind::Aggregation => "aggregation",
+            AggregationKind::SyncContribution => "sync_contribution",
+        }
+    }
+}
+
+impl Aggregations {
+    /// `(duties, submitted)` of `kind`; `None` for a group without figures.
+    pub fn of(&self, kind: AggregationKind) -> Option<(u64, u64)> {
+        match kind {
+            AggregationKind::Aggregation => {
+                self.aggregation_duties.zip(self.aggregations_submitted)
+            }
+            AggregationKind::SyncContribution => self
+                .sync_contribution_duties
+                .zip(self.sync_contributions_submitted),
+        }
+    }
+
+    /// Sets the figures of `kind`.
+    pub fn set(&mut self, kind: AggregationKind, duties: u64, submitted: u64) {
+        match kind {
+            AggregationKind::Aggregation => {
+                self.aggregation_duties = Some(duties);
+                self.aggregations_submitted = Some(submitted);
+            }
+            AggregationKind::SyncContribution => {
+                self.sync_contribution_duties = Some(duties);
+                self.sync_contributions_submitted = Some(submitted);
+            }
+        }
+    }
+
+    /// Whether the group has figures (its dvnodes are in remote-signer mode).
+    pub fn is_remote(&self) -> bool {
+        AggregationKind::ALL.iter().any(|k| self.of(*k).is_some())
+    }
 }
 
 /// Inclusion rate of one group in one epoch.
@@ -184,6 +251,11 @@ pub struct WindowStats {
     /// First slot at or after the heal whose attestation duties of the group were all
     /// included (`None`: not within the analysed window, or the fault never healed).
     pub recovery_slot: Option<u64>,
+    /// DV clusters in remote-signer mode: aggregation and sync-contribution duties for slots
+    /// of the window and those submitted (flattened, after the fields above; `null` for the
+    /// other groups, as at group level).
+    #[serde(flatten)]
+    pub aggregation: Aggregations,
 }
 
 /// Consensus of one dvnode during a fault window, from its duty log.
@@ -430,7 +502,9 @@ mod tests {
     use super::*;
 
     /// A window's object in report.json keeps the keys and order it had before [`Tally`] was
-    /// embedded: `duties`, `included`, `inclusion_rate` first, then the window's own fields.
+    /// embedded — `duties`, `included`, `inclusion_rate` first, then the window's own fields —
+    /// and ends with the aggregation figures under the names they have at group level
+    /// (`null` for a group without them).
     #[test]
     fn window_stats_serialise_as_before_the_tally_was_embedded() {
         let mut w = WindowStats {
@@ -446,7 +520,18 @@ mod tests {
         let json = serde_json::to_string(&w).unwrap();
         assert_eq!(
             json,
-            r#"{"duties":3,"included":2,"inclusion_rate":0.6666666666666666,"missed_by_reason":{"no_consensus":1},"included_during":1,"recovery_slot":27}"#
+            r#"{"duties":3,"included":2,"inclusion_rate":0.6666666666666666,"missed_by_reason":{"no_consensus":1},"included_during":1,"recovery_slot":27,"aggregation_duties":null,"aggregations_submitted":null,"sync_contribution_duties":null,"sync_contributions_submitted":null}"#
+        );
+        assert_eq!(serde_json::from_str::<WindowStats>(&json).unwrap(), w);
+        // A remote-signer cluster's window.
+        w.aggregation.set(AggregationKind::Aggregation, 4, 3);
+        w.aggregation.set(AggregationKind::SyncContribution, 0, 0);
+        let json = serde_json::to_string(&w).unwrap();
+        assert!(
+            json.ends_with(
+                r#""recovery_slot":27,"aggregation_duties":4,"aggregations_submitted":3,"sync_contribution_duties":0,"sync_contributions_submitted":0}"#
+            ),
+            "{json}"
         );
         assert_eq!(serde_json::from_str::<WindowStats>(&json).unwrap(), w);
         // Pretty (as report.json is written) and without duties: a null rate.
@@ -454,11 +539,36 @@ mod tests {
         assert_eq!(
             empty,
             "{\n  \"duties\": 0,\n  \"included\": 0,\n  \"inclusion_rate\": null,\n  \
-             \"missed_by_reason\": {},\n  \"included_during\": 0,\n  \"recovery_slot\": null\n}"
+             \"missed_by_reason\": {},\n  \"included_during\": 0,\n  \"recovery_slot\": null,\n  \
+             \"aggregation_duties\": null,\n  \"aggregations_submitted\": null,\n  \
+             \"sync_contribution_duties\": null,\n  \"sync_contributions_submitted\": null\n}"
         );
         assert_eq!(
             serde_json::from_str::<WindowStats>(&empty).unwrap(),
             WindowStats::default()
         );
+        // A window of a report.json written before the figures existed reads as without them.
+        let old = r#"{"duties":3,"included":2,"inclusion_rate":0.6666666666666666,"missed_by_reason":{"no_consensus":1},"included_during":1,"recovery_slot":27}"#;
+        let read = serde_json::from_str::<WindowStats>(old).unwrap();
+        assert_eq!(read.aggregation, Aggregations::default());
+        assert_eq!(read.tally, w.tally);
+    }
+
+    /// A group's object keeps its keys and their order: the aggregation figures, now one
+    /// embedded [`Aggregations`], are still its last four keys.
+    #[test]
+    fn group_stats_keep_the_aggregation_keys_last() {
+        let mut g = GroupStats::default();
+        g.aggregation.set(AggregationKind::Aggregation, 8, 6);
+        let v = serde_json::to_value(&g).unwrap();
+        let json = serde_json::to_string(&g).unwrap();
+        assert!(
+            json.ends_with(
+                r#""participation":null,"aggregation_duties":8,"aggregations_submitted":6,"sync_contribution_duties":null,"sync_contributions_submitted":null}"#
+            ),
+            "{json}"
+        );
+        assert_eq!(v["aggregation_duties"], 8);
+        assert_eq!(serde_json::from_value::<GroupStats>(v).unwrap(), g);
     }
 }

@@ -130,6 +130,12 @@ pub struct RunMeta {
     /// dvnodes of the DV clusters.
     #[serde(default)]
     pub dvnodes: Vec<DvNodeMeta>,
+    /// DV clusters whose devnet runs them in remote-signer mode (`signer: remote`, or `dvlab
+    /// run --signer remote`). Empty in a `meta.json` written before dvlab recorded it and in
+    /// `dvlab analyze`: the report then knows such a cluster by its duty logs alone
+    /// (`dvlab::report::remote_clusters`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_signer: Vec<String>,
 }
 
 impl RunMeta {
@@ -494,6 +500,7 @@ pub mod synthetic {
             beacon_nodes: vec![],
             assertions: BTreeMap::new(),
             dvnodes: vec![],
+            remote_signer: vec![],
         }
     }
 
@@ -925,6 +932,7 @@ mod tests {
             }],
             assertions: BTreeMap::new(),
             dvnodes: vec![],
+            remote_signer: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         raw.save(&meta, dir.path()).unwrap();
@@ -1032,6 +1040,7 @@ mod tests {
             beacon_nodes: vec![],
             assertions: BTreeMap::new(),
             dvnodes: vec![],
+            remote_signer: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         b.clone().save(&meta, dir.path()).unwrap();

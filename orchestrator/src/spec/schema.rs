@@ -762,11 +762,19 @@ pub enum Metric {
     DvAggregationRate,
     /// `dv_sync_contribution_rate`: the same for sync-committee contribution duties.
     DvSyncContributionRate,
+    /// `dv_aggregation_outside_faults`: the lowest, over the DV clusters in remote-signer mode
+    /// with an aggregation duty outside every fault window, share of those duties whose
+    /// aggregate a beacon node accepted. Not evaluated (neither holds nor fails the run) without
+    /// a remote-signer cluster or without any such duty; implied in every run with a
+    /// remote-signer cluster whose file does not name it (`dvlab::report::implied_assertions`).
+    DvAggregationOutsideFaults,
+    /// `dv_sync_contribution_outside_faults`: the same for sync-committee contribution duties.
+    DvSyncContributionOutsideFaults,
 }
 
 impl Metric {
     /// Every metric, in the order error messages list them.
-    pub const ALL: [Metric; 26] = [
+    pub const ALL: [Metric; 28] = [
         Metric::BaselineInclusionRate,
         Metric::KeepersInclusionRate,
         Metric::DvInclusionRate,
@@ -793,6 +801,8 @@ impl Metric {
         Metric::DvEffectiveness,
         Metric::DvAggregationRate,
         Metric::DvSyncContributionRate,
+        Metric::DvAggregationOutsideFaults,
+        Metric::DvSyncContributionOutsideFaults,
     ];
 
     /// Name as written in a devnet file and in `report.json`.
@@ -824,6 +834,8 @@ impl Metric {
             Metric::DvEffectiveness => "dv_effectiveness",
             Metric::DvAggregationRate => "dv_aggregation_rate",
             Metric::DvSyncContributionRate => "dv_sync_contribution_rate",
+            Metric::DvAggregationOutsideFaults => "dv_aggregation_outside_faults",
+            Metric::DvSyncContributionOutsideFaults => "dv_sync_contribution_outside_faults",
         }
     }
 
@@ -847,6 +859,8 @@ impl Metric {
                 | Metric::DvEffectiveness
                 | Metric::DvAggregationRate
                 | Metric::DvSyncContributionRate
+                | Metric::DvAggregationOutsideFaults
+                | Metric::DvSyncContributionOutsideFaults
         )
     }
 

@@ -1030,7 +1030,10 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo, dvlab_bin: &Path)
         // dvlab's report carries the same figures (from the duty logs): they must equal the
         // recomputation from the interop keys.
         let dv = a.groups.get("dv").cloned().unwrap_or_default();
-        let report_aggs = (dv.aggregations_submitted, dv.aggregation_duties);
+        let report_aggs = (
+            dv.aggregation.aggregations_submitted,
+            dv.aggregation.aggregation_duties,
+        );
         checks.push(check(
             &format!("DV aggregation duties performed (epochs {}..={})", epochs.start(), epochs.end()),
             format!(
@@ -1051,7 +1054,10 @@ fn analyse(out: &Path, chain: &ChainRecord<P>, info: &RunInfo, dvlab_bin: &Path)
             DutyKind::SyncContribution,
             slots.clone(),
         );
-        let report_contribs = (dv.sync_contributions_submitted, dv.sync_contribution_duties);
+        let report_contribs = (
+            dv.aggregation.sync_contributions_submitted,
+            dv.aggregation.sync_contribution_duties,
+        );
         checks.push(check(
             &format!(
                 "DV sync contributions submitted (epochs {}..={})",
