@@ -5,7 +5,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use dvnode::keys::batch::{verify_batch, BatchItem};
 use dvnode::keys::keystore::{KdfChoice, Keystore};
 use dvnode::keys::tbls::{
-    combine, random_secret, sign, split, verify, verify_and_combine, PublicKey, Signature,
+    combine, combine_full_width, combine_public_keys, combine_public_keys_full_width,
+    random_secret, sign, split, verify, verify_and_combine, PublicKey, Signature,
 };
 use rand::{rngs::StdRng, SeedableRng};
 
@@ -36,9 +37,6 @@ fn bench_tbls(c: &mut Criterion) {
     });
     for (n, t) in [(4, 3), (10, 7)] {
         let (parts, pubs) = partials(n, t);
-        g.bench_function(format!("combine_t{t}_n{n}"), |b| {
-            b.iter(|| combine(black_box(&parts[n - t..]), t).unwrap())
-        });
         g.bench_function(format!("verify_and_combine_t{t}_n{n}"), |b| {
             b.iter(|| verify_and_combine(black_box(&parts[..t]), &pubs, MSG, t).unwrap())
         });
@@ -46,6 +44,62 @@ fn bench_tbls(c: &mut Criterion) {
         let sk = random_secret(&mut rng);
         g.bench_function(format!("split_t{t}_n{n}"), |b| {
             b.iter(|| split(&sk, n, t, &mut rng).unwrap())
+        });
+    }
+    g.finish();
+}
+
+/// Share-index subsets of each kind for the combination benchmarks: `(name, n, indices)`.
+/// Consecutive indices give integer Lagrange coefficients (common denominator D = 1), others a
+/// denominator (one extra scalar multiplication by D⁻¹), spread indices of a large cluster
+/// coefficients of 128 bits (the limit of the small-integer path) or more (the full-width path).
+const COMBINE_SUBSETS: &[(&str, usize, &[u64])] = &[
+    ("t3_n4", 4, &[2, 3, 4]),
+    ("t3_n4_d3", 4, &[1, 2, 4]),
+    ("t7_n10", 10, &[4, 5, 6, 7, 8, 9, 10]),
+    ("t7_n10_d108", 10, &[1, 2, 4, 5, 6, 7, 10]),
+    (
+        "t7_n1000_128bit",
+        1000,
+        &[188, 286, 589, 827, 857, 859, 885],
+    ),
+    (
+        "t7_n1000_fallback",
+        1000,
+        &[183, 301, 349, 666, 734, 969, 980],
+    ),
+];
+
+/// Combination of partial signatures and of public key shares, each beside the full-width
+/// implementation it replaced (`…_full_width_…`), for every kind of index subset.
+fn bench_combine(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tbls");
+    g.throughput(Throughput::Elements(1));
+    for &(name, n, indices) in COMBINE_SUBSETS {
+        let t = indices.len();
+        let mut rng = StdRng::seed_from_u64(6);
+        let sk = random_secret(&mut rng);
+        let shares = split(&sk, n, t, &mut rng).unwrap();
+        let share = |i: u64| &shares[i as usize - 1];
+        let parts: Vec<(u64, Signature)> =
+            indices.iter().map(|&i| (i, sign(share(i), MSG))).collect();
+        let pubs: Vec<(u64, PublicKey)> =
+            indices.iter().map(|&i| (i, share(i).sk_to_pk())).collect();
+        assert_eq!(
+            combine(&parts, t).unwrap(),
+            combine_full_width(&parts, t).unwrap()
+        );
+        g.bench_function(format!("combine_{name}"), |b| {
+            b.iter(|| combine(black_box(&parts), t).unwrap())
+        });
+        g.bench_function(format!("combine_full_width_{name}"), |b| {
+            b.iter(|| combine_full_width(black_box(&parts), t).unwrap())
+        });
+        g.bench_function(format!("combine_public_keys_{name}"), |b| {
+            b.iter(|| combine_public_keys(black_box(&pubs), t).unwrap())
+        });
+        g.bench_function(format!("combine_public_keys_full_width_{name}"), |b| {
+            b.iter(|| combine_public_keys_full_width(black_box(&pubs), t).unwrap())
         });
     }
     g.finish();
@@ -104,7 +158,13 @@ fn bench_keystore(c: &mut Criterion) {
 // Private: `criterion_group!` generates a public function without documentation.
 mod harness {
     use super::*;
-    criterion_group!(benches, bench_tbls, bench_batch, bench_keystore);
+    criterion_group!(
+        benches,
+        bench_tbls,
+        bench_combine,
+        bench_batch,
+        bench_keystore
+    );
 }
 
 criterion_main!(harness::benches);

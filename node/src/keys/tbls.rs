@@ -8,8 +8,11 @@
 //! signature of the group key.
 //!
 //! All field arithmetic uses blst's own Fr routines and all group arithmetic blst's point
-//! operations (a single multi-scalar multiplication per combine); nothing here re-implements
-//! field or curve arithmetic.
+//! operations; nothing here re-implements field or curve arithmetic. A combination is one
+//! multi-scalar multiplication with small integer scalars and, for some index sets, one scalar
+//! multiplication by a field element (see [`SmallLagrange`]); index sets whose integers do not fit
+//! take the full-width path (one multi-scalar multiplication with 255-bit Lagrange coefficients).
+//! Both give the same point for points of the prime-order subgroups.
 
 use std::collections::HashSet;
 use std::ptr;
@@ -101,6 +104,15 @@ impl Fr {
         let limbs = [x, 0, 0, 0];
         let mut out = blst_fr::default();
         // SAFETY: blst_fr_from_uint64 reads four 64-bit limbs from `limbs` and writes `out`.
+        unsafe { blst::blst_fr_from_uint64(&mut out, limbs.as_ptr()) };
+        Fr(out)
+    }
+
+    pub(crate) fn from_u128(x: u128) -> Self {
+        let limbs = [x as u64, (x >> 64) as u64, 0, 0];
+        let mut out = blst_fr::default();
+        // SAFETY: blst_fr_from_uint64 reads four 64-bit limbs from `limbs` and writes `out`; the
+        // value is below 2^128 < r.
         unsafe { blst::blst_fr_from_uint64(&mut out, limbs.as_ptr()) };
         Fr(out)
     }
@@ -418,6 +430,36 @@ pub fn combine(partials: &[(u64, Signature)], t: usize) -> Result<Signature, Tbl
     Ok(combine_unchecked(&indices, &partials[..t]))
 }
 
+/// [`combine`] computed the way it was before the small-integer path: one multi-scalar
+/// multiplication with the full 255-bit Lagrange coefficients. Same result as [`combine`]; public
+/// only so that the benchmarks can compare both in one run.
+#[doc(hidden)]
+pub fn combine_full_width(partials: &[(u64, Signature)], t: usize) -> Result<Signature, TblsError> {
+    let indices = select_indices(partials.iter().map(|(i, _)| *i), t)?;
+    let points: Vec<blst_p2_affine> = partials[..t].iter().map(|(_, s)| (*s).into()).collect();
+    let sum = full_lagrange_sum_g2(&indices, &points);
+    let mut affine = blst_p2_affine::default();
+    // SAFETY: valid pointers to blst point values.
+    unsafe { blst::blst_p2_to_affine(&mut affine, &sum) };
+    Ok(Signature::from(affine))
+}
+
+/// [`combine_public_keys`] the way it was before the small-integer path (see
+/// [`combine_full_width`]); public only for the benchmarks.
+#[doc(hidden)]
+pub fn combine_public_keys_full_width(
+    shares: &[(u64, PublicKey)],
+    t: usize,
+) -> Result<PublicKey, TblsError> {
+    let indices = select_indices(shares.iter().map(|(i, _)| *i), t)?;
+    let points: Vec<blst_p1_affine> = shares[..t].iter().map(|(_, pk)| (*pk).into()).collect();
+    let sum = full_lagrange_sum_g1(&indices, &points);
+    let mut affine = blst_p1_affine::default();
+    // SAFETY: valid pointers to blst point values.
+    unsafe { blst::blst_p1_to_affine(&mut affine, &sum) };
+    Ok(PublicKey::from(affine))
+}
+
 /// Combination for already validated input: `indices` are the distinct non-zero share indices of
 /// `partials` (same order).
 fn combine_unchecked(indices: &[u64], partials: &[(u64, Signature)]) -> Signature {
@@ -426,11 +468,25 @@ fn combine_unchecked(indices: &[u64], partials: &[(u64, Signature)]) -> Signatur
         return *only;
     }
     let points: Vec<blst_p2_affine> = partials.iter().map(|(_, s)| (*s).into()).collect();
-    let sum = g2_msm(&points, &lagrange_scalar_bytes(indices), SCALAR_BITS);
+    let sum = match SmallLagrange::new(indices) {
+        Some(small) => small.sum_g2(points),
+        None => full_lagrange_sum_g2(indices, &points),
+    };
     let mut affine = blst_p2_affine::default();
     // SAFETY: valid pointers to blst point values.
     unsafe { blst::blst_p2_to_affine(&mut affine, &sum) };
     Signature::from(affine)
+}
+
+/// `Σ λ_i · points[i]` with the full 255-bit Lagrange coefficients of `indices`: the fallback of
+/// [`SmallLagrange`] (and the reference it is tested against).
+fn full_lagrange_sum_g2(indices: &[u64], points: &[blst_p2_affine]) -> blst_p2 {
+    g2_msm(points, &lagrange_scalar_bytes(indices), SCALAR_BITS)
+}
+
+/// The G1 twin of [`full_lagrange_sum_g2`].
+fn full_lagrange_sum_g1(indices: &[u64], points: &[blst_p1_affine]) -> blst_p1 {
+    g1_msm(points, &lagrange_scalar_bytes(indices), SCALAR_BITS)
 }
 
 /// The Lagrange coefficients at 0 of `indices` as concatenated 32-byte little-endian scalars (the
@@ -444,6 +500,165 @@ fn lagrange_scalar_bytes(indices: &[u64]) -> Vec<u8> {
     scalar_bytes
 }
 
+/// Largest bit length of the integer coefficients [`SmallLagrange`] accepts. Everything that fits
+/// a `u128` is faster than the full-width path (see docs/PERFORMANCE.md); beyond it the
+/// arithmetic would overflow anyway.
+const SMALL_LAGRANGE_MAX_BITS: usize = 128;
+
+/// Lagrange interpolation at 0 with small integers. For share indices `x_1 … x_t` the
+/// coefficient `λ_i = Π_{j≠i} x_j / (x_j − x_i)` is a ratio of integers; with `D` the least
+/// common multiple of the reduced denominators, `c_i = λ_i · D` are integers (no common factor
+/// with `D` is left) and `Σ λ_i P_i = D⁻¹ · Σ c_i P_i` in a group of prime order r. So a
+/// combination is a multi-scalar multiplication with scalars `|c_i|` of a few bits (the point
+/// negated where `c_i < 0`) and, only when `D ≠ 1`, one multiplication by `D⁻¹ mod r`.
+/// Consecutive indices give `D = 1` (e.g. {1, 2, 3}: c = (3, −3, 1)).
+///
+/// Outside the prime-order subgroup (torsion points, which no verification accepts) the result
+/// differs from the full-width path: there `D⁻¹ · D ≠ 1` and `c_i ≢ λ_i · D` modulo the group
+/// order.
+struct SmallLagrange {
+    /// `|c_i|` as concatenated `nbits.div_ceil(8)`-byte little-endian integers.
+    scalar_bytes: Vec<u8>,
+    /// Bit length of the largest `|c_i|` (at least 1).
+    nbits: usize,
+    /// Whether `c_i < 0`.
+    negative: Vec<bool>,
+    /// `D⁻¹ mod r` as a scalar, `None` when `D = 1`.
+    d_inverse: Option<blst_scalar>,
+}
+
+impl SmallLagrange {
+    /// The small-integer form of the Lagrange coefficients at 0 of `indices` (distinct, non-zero),
+    /// or `None` when an intermediate value overflows a `u128` or a `c_i` has more than
+    /// [`SMALL_LAGRANGE_MAX_BITS`] bits (then the full-width path is used).
+    fn new(indices: &[u64]) -> Option<SmallLagrange> {
+        let (coeffs, d) = small_lagrange_integers(indices)?;
+        let nbits = coeffs
+            .iter()
+            .map(|(c, _)| (u128::BITS - c.leading_zeros()) as usize)
+            .max()?
+            .max(1);
+        if nbits > SMALL_LAGRANGE_MAX_BITS {
+            return None;
+        }
+        let nbytes = nbits.div_ceil(8);
+        let mut scalar_bytes = Vec::with_capacity(nbytes * coeffs.len());
+        for (c, _) in &coeffs {
+            scalar_bytes.extend_from_slice(&c.to_le_bytes()[..nbytes]);
+        }
+        let d_inverse = (d != 1).then(|| Fr::from_u128(d).inverse_vartime().to_scalar());
+        Some(SmallLagrange {
+            scalar_bytes,
+            nbits,
+            negative: coeffs.iter().map(|(_, neg)| *neg).collect(),
+            d_inverse,
+        })
+    }
+
+    /// `Σ λ_i · points[i]` in G2.
+    fn sum_g2(&self, mut points: Vec<blst_p2_affine>) -> blst_p2 {
+        for (point, _) in points
+            .iter_mut()
+            .zip(&self.negative)
+            .filter(|(_, &neg)| neg)
+        {
+            let y = point.y;
+            // SAFETY: valid pointers to blst field elements (negation of the y coordinate, which
+            // negates the point; the point at infinity (0, 0) stays itself).
+            unsafe { blst::blst_fp2_cneg(&mut point.y, &y, true) };
+        }
+        let sum = g2_msm(&points, &self.scalar_bytes, self.nbits);
+        match &self.d_inverse {
+            None => sum,
+            Some(d_inverse) => {
+                let mut out = blst_p2::default();
+                // SAFETY: valid pointers to a blst point and a 32-byte scalar of `SCALAR_BITS`
+                // bits.
+                unsafe { blst::blst_p2_mult(&mut out, &sum, d_inverse.b.as_ptr(), SCALAR_BITS) };
+                out
+            }
+        }
+    }
+
+    /// `Σ λ_i · points[i]` in G1.
+    fn sum_g1(&self, mut points: Vec<blst_p1_affine>) -> blst_p1 {
+        for (point, _) in points
+            .iter_mut()
+            .zip(&self.negative)
+            .filter(|(_, &neg)| neg)
+        {
+            let y = point.y;
+            // SAFETY: valid pointers to blst field elements (negation of the y coordinate, which
+            // negates the point; the point at infinity (0, 0) stays itself).
+            unsafe { blst::blst_fp_cneg(&mut point.y, &y, true) };
+        }
+        let sum = g1_msm(&points, &self.scalar_bytes, self.nbits);
+        match &self.d_inverse {
+            None => sum,
+            Some(d_inverse) => {
+                let mut out = blst_p1::default();
+                // SAFETY: valid pointers to a blst point and a 32-byte scalar of `SCALAR_BITS`
+                // bits.
+                unsafe { blst::blst_p1_mult(&mut out, &sum, d_inverse.b.as_ptr(), SCALAR_BITS) };
+                out
+            }
+        }
+    }
+}
+
+/// The integers of [`SmallLagrange`]: `(|c_i|, c_i < 0)` for every index and `D`, computed
+/// exactly; `None` on overflow of a `u128`.
+fn small_lagrange_integers(xs: &[u64]) -> Option<(Vec<(u128, bool)>, u128)> {
+    // λ_i = num_i / den_i in lowest terms, sign apart.
+    let mut fractions = Vec::with_capacity(xs.len());
+    for (i, &xi) in xs.iter().enumerate() {
+        let (mut num, mut den, mut negative) = (1u128, 1u128, false);
+        for (j, &xj) in xs.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            // Multiply by xj / (xj − xi), each factor and the product kept in lowest terms
+            // (cross-cancelling two reduced fractions leaves a reduced fraction).
+            negative ^= xj < xi;
+            let (a, b) = (u128::from(xj), u128::from(xj.abs_diff(xi)));
+            let g = gcd(a, b);
+            let (a, b) = (a / g, b / g);
+            let (g1, g2) = (gcd(num, b), gcd(a, den));
+            num = (num / g1).checked_mul(a / g2)?;
+            den = (den / g2).checked_mul(b / g1)?;
+        }
+        fractions.push((num, den, negative));
+    }
+    let mut d = 1u128;
+    for &(_, den, _) in &fractions {
+        d = (d / gcd(d, den)).checked_mul(den)?;
+    }
+    let coeffs = fractions
+        .into_iter()
+        .map(|(num, den, negative)| Some((num.checked_mul(d / den)?, negative)))
+        .collect::<Option<Vec<_>>>()?;
+    Some((coeffs, d))
+}
+
+/// Greatest common divisor (binary algorithm: no 128-bit divisions); `gcd(0, b) = b`.
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    if a == 0 || b == 0 {
+        return a | b;
+    }
+    let shift = (a | b).trailing_zeros();
+    a >>= a.trailing_zeros();
+    loop {
+        b >>= b.trailing_zeros();
+        if a > b {
+            std::mem::swap(&mut a, &mut b);
+        }
+        b -= a;
+        if b == 0 {
+            return a << shift;
+        }
+    }
+}
+
 /// Combines public key shares `(share index, pk_i)` into the group public key by Lagrange
 /// interpolation at 0 in G1: the public-key counterpart of [`combine`], with the same input rules
 /// (the first `t` entries are used). Lets anyone check that a set of public shares belongs to a
@@ -451,7 +666,10 @@ fn lagrange_scalar_bytes(indices: &[u64]) -> Vec<u8> {
 pub fn combine_public_keys(shares: &[(u64, PublicKey)], t: usize) -> Result<PublicKey, TblsError> {
     let indices = select_indices(shares.iter().map(|(i, _)| *i), t)?;
     let points: Vec<blst_p1_affine> = shares[..t].iter().map(|(_, pk)| (*pk).into()).collect();
-    let sum = g1_msm(&points, &lagrange_scalar_bytes(&indices), SCALAR_BITS);
+    let sum = match SmallLagrange::new(&indices) {
+        Some(small) => small.sum_g1(points),
+        None => full_lagrange_sum_g1(&indices, &points),
+    };
     let mut affine = blst_p1_affine::default();
     // SAFETY: valid pointers to blst point values.
     unsafe { blst::blst_p1_to_affine(&mut affine, &sum) };
@@ -840,5 +1058,210 @@ mod tests {
         let (sig, rejected) = verify_and_combine(&input, &pubs, b"m", 2).unwrap();
         assert_eq!(rejected, vec![1]);
         assert_eq!(sig, sign(&sk, b"m"));
+    }
+
+    /// Every `t`-subset of `indices`, in lexicographic order of positions.
+    fn subsets(indices: &[u64], t: usize) -> Vec<Vec<u64>> {
+        if t == 0 {
+            return vec![vec![]];
+        }
+        (0..indices.len())
+            .flat_map(|first| {
+                subsets(&indices[first + 1..], t - 1)
+                    .into_iter()
+                    .map(move |mut rest| {
+                        rest.insert(0, indices[first]);
+                        rest
+                    })
+            })
+            .collect()
+    }
+
+    /// A secret split `t`-of-`n`, with the group key, the group signature over `msg` and the
+    /// partial signatures and public shares of some share indices.
+    struct Signed {
+        group: PublicKey,
+        signature: Signature,
+        msg: &'static [u8],
+        partials: std::collections::HashMap<u64, (Signature, PublicKey)>,
+    }
+
+    impl Signed {
+        fn new(seed: u64, n: usize, t: usize, indices: &[u64], msg: &'static [u8]) -> Signed {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let sk = random_secret(&mut rng);
+            let shares = split(&sk, n, t, &mut rng).unwrap();
+            let partials = indices
+                .iter()
+                .map(|&i| {
+                    let share = &shares[i as usize - 1];
+                    (i, (sign(share, msg), share.sk_to_pk()))
+                })
+                .collect();
+            Signed {
+                group: sk.sk_to_pk(),
+                signature: sign(&sk, msg),
+                msg,
+                partials,
+            }
+        }
+
+        /// Combines the partial signatures and public shares of `indices` (rotated by `rotate`,
+        /// so that indices also come unsorted) with the current and the full-width
+        /// implementation and checks that both agree bit for bit and give the group signature
+        /// (verified with blst) and key. Returns the small-integer form the current one used,
+        /// if any.
+        fn check_both_paths(&self, indices: &[u64], rotate: usize) -> Option<SmallLagrange> {
+            let t = indices.len();
+            let mut indices = indices.to_vec();
+            indices.rotate_left(rotate % t);
+            let parts: Vec<(u64, Signature)> =
+                indices.iter().map(|&i| (i, self.partials[&i].0)).collect();
+            let pubs: Vec<(u64, PublicKey)> =
+                indices.iter().map(|&i| (i, self.partials[&i].1)).collect();
+
+            let sig = combine(&parts, t).unwrap();
+            let reference = combine_full_width(&parts, t).unwrap();
+            assert_eq!(sig.serialize(), reference.serialize(), "{indices:?}");
+            assert_eq!(sig.to_bytes(), reference.to_bytes(), "{indices:?}");
+            assert!(verify(&self.group, self.msg, &sig), "{indices:?}");
+            assert_eq!(sig, self.signature, "{indices:?}");
+
+            let pk = combine_public_keys(&pubs, t).unwrap();
+            let reference = combine_public_keys_full_width(&pubs, t).unwrap();
+            assert_eq!(pk.serialize(), reference.serialize(), "{indices:?}");
+            assert_eq!(pk, self.group, "{indices:?}");
+            SmallLagrange::new(&indices)
+        }
+    }
+
+    #[test]
+    fn small_lagrange_integers_known_values() {
+        let coeffs = |xs: &[u64]| {
+            let (c, d) = small_lagrange_integers(xs).unwrap();
+            let signed: Vec<i128> = c
+                .iter()
+                .map(|&(c, neg)| if neg { -(c as i128) } else { c as i128 })
+                .collect();
+            (signed, d)
+        };
+        assert_eq!(coeffs(&[1, 2, 3]), (vec![3, -3, 1], 1));
+        assert_eq!(coeffs(&[1, 2, 4]), (vec![8, -6, 1], 3));
+        assert_eq!(coeffs(&[1, 3, 4]), (vec![2, -2, 1], 1));
+        assert_eq!(coeffs(&[2, 3, 4]), (vec![6, -8, 3], 1));
+        assert_eq!(coeffs(&[4, 2, 3]), (vec![3, 6, -8], 1));
+        assert_eq!(coeffs(&[7]), (vec![1], 1));
+        assert_eq!(
+            coeffs(&[1, 2, 4, 5, 6, 7, 10]),
+            (vec![560, -945, 2100, -3024, 1890, -480, 7], 108)
+        );
+        // λ = (1 / (1 − m), m / (m − 1)) for m = 2^64 − 1.
+        assert_eq!(
+            coeffs(&[u64::MAX, 1]),
+            (vec![-1, u64::MAX.into()], (u64::MAX - 1).into())
+        );
+        // Spread indices of a large cluster overflow 128 bits: the full-width path is taken.
+        assert!(small_lagrange_integers(&[183, 301, 349, 666, 734, 969, 980]).is_none());
+        assert!(SmallLagrange::new(&[183, 301, 349, 666, 734, 969, 980]).is_none());
+        assert_eq!(
+            SmallLagrange::new(&[188, 286, 589, 827, 857, 859, 885])
+                .unwrap()
+                .nbits,
+            128
+        );
+        assert_eq!(gcd(0, 0), 0);
+        assert_eq!(gcd(0, 12), 12);
+        assert_eq!(gcd(12, 18), 6);
+        assert_eq!(gcd(1 << 100, 3 << 90), 1 << 90);
+        assert_eq!(gcd(u128::MAX, u128::MAX - 1), 1);
+    }
+
+    #[test]
+    fn small_lagrange_integers_are_the_lagrange_coefficients_times_d() {
+        let all: Vec<u64> = (1..=13).collect();
+        for t in 1..=all.len() {
+            for indices in subsets(&all, t) {
+                let (coeffs, d) = small_lagrange_integers(&indices).unwrap();
+                let d_inverse = Fr::from_u128(d).inverse_vartime();
+                // No factor common to D and every c_i is left.
+                assert_eq!(
+                    coeffs.iter().fold(d, |g, (c, _)| gcd(g, *c)),
+                    1,
+                    "{indices:?}"
+                );
+                for ((c, negative), lambda) in coeffs.iter().zip(lagrange_at_zero(&indices)) {
+                    let c = Fr::from_u128(*c);
+                    let c = if *negative { Fr::zero().sub(&c) } else { c };
+                    assert_eq!(
+                        c.mul(&d_inverse).to_scalar().b,
+                        lambda.to_scalar().b,
+                        "{indices:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn combine_matches_full_width_on_every_subset() {
+        for (t, n, secrets) in [
+            (1, 1, 3),
+            (2, 3, 3),
+            (3, 4, 3),
+            (5, 7, 2),
+            (7, 10, 2),
+            (10, 13, 1),
+            (13, 16, 1),
+            (20, 22, 1),
+        ] {
+            let (mut with_d, mut without_d) = (0, 0);
+            let all: Vec<u64> = (1..=n as u64).collect();
+            for seed in 0..secrets {
+                let signed = Signed::new(100 + seed, n, t, &all, b"combine every subset");
+                for (k, indices) in subsets(&all, t).iter().enumerate() {
+                    let small = signed
+                        .check_both_paths(indices, k)
+                        .unwrap_or_else(|| panic!("{t}-of-{n} {indices:?}: full-width path"));
+                    if small.d_inverse.is_some() {
+                        with_d += 1;
+                    } else {
+                        without_d += 1;
+                    }
+                }
+            }
+            assert!(without_d > 0, "{t}-of-{n}: no subset with D = 1");
+            assert!(with_d > 0 || t == 1, "{t}-of-{n}: no subset with D != 1");
+        }
+    }
+
+    #[test]
+    fn combine_matches_full_width_where_integers_overflow() {
+        // Every 14-subset of these 15 indices of a 1000-share split: two fit 128 bits (95 and 108
+        // bits), the other 13 overflow and take the full-width path.
+        let spread: Vec<u64> = (1..=13).chain([500, 1000]).collect();
+        let signed = Signed::new(200, MAX_SHARES, 14, &spread, b"overflow");
+        let (mut small, mut full) = (0, 0);
+        for (k, indices) in subsets(&spread, 14).iter().enumerate() {
+            match signed.check_both_paths(indices, k) {
+                Some(_) => small += 1,
+                None => full += 1,
+            }
+        }
+        assert_eq!((small, full), (2, 13));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Random index sets of a 1000-share split (any order): both paths agree.
+        #[test]
+        fn combine_matches_full_width_on_random_indices(
+            indices in proptest::collection::hash_set(1u64..=MAX_SHARES as u64, 1..=10),
+            seed: u64,
+        ) {
+            let indices: Vec<u64> = indices.into_iter().collect();
+            let signed = Signed::new(seed, MAX_SHARES, indices.len(), &indices, b"random indices");
+            signed.check_both_paths(&indices, 0);
+        }
     }
 }
