@@ -70,7 +70,7 @@ const COMBINE_SUBSETS: &[(&str, usize, &[u64])] = &[
     ),
 ];
 
-/// Combination of partial signatures and of public key shares, each beside the full-width
+/// Combination of partial signatures and of public key shares, each right after the full-width
 /// implementation it replaced (`…_full_width_…`), for every kind of index subset.
 fn bench_combine(c: &mut Criterion) {
     let mut g = c.benchmark_group("tbls");
@@ -89,17 +89,17 @@ fn bench_combine(c: &mut Criterion) {
             combine(&parts, t).unwrap(),
             combine_full_width(&parts, t).unwrap()
         );
-        g.bench_function(format!("combine_{name}"), |b| {
-            b.iter(|| combine(black_box(&parts), t).unwrap())
-        });
         g.bench_function(format!("combine_full_width_{name}"), |b| {
             b.iter(|| combine_full_width(black_box(&parts), t).unwrap())
         });
-        g.bench_function(format!("combine_public_keys_{name}"), |b| {
-            b.iter(|| combine_public_keys(black_box(&pubs), t).unwrap())
+        g.bench_function(format!("combine_{name}"), |b| {
+            b.iter(|| combine(black_box(&parts), t).unwrap())
         });
         g.bench_function(format!("combine_public_keys_full_width_{name}"), |b| {
             b.iter(|| combine_public_keys_full_width(black_box(&pubs), t).unwrap())
+        });
+        g.bench_function(format!("combine_public_keys_{name}"), |b| {
+            b.iter(|| combine_public_keys(black_box(&pubs), t).unwrap())
         });
     }
     g.finish();

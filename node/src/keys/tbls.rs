@@ -500,9 +500,10 @@ fn lagrange_scalar_bytes(indices: &[u64]) -> Vec<u8> {
     scalar_bytes
 }
 
-/// Largest bit length of the integer coefficients [`SmallLagrange`] accepts. Everything that fits
-/// a `u128` is faster than the full-width path (see docs/PERFORMANCE.md); beyond it the
-/// arithmetic would overflow anyway.
+/// Largest bit length of the integer coefficients [`SmallLagrange`] accepts: all that fit a
+/// `u128`. Measured old vs new (docs/PERFORMANCE.md): 2–10× faster for the subsets of clusters up
+/// to 22 nodes (≤ 26 bits), and still not slower at 128 bits (spread indices of a large cluster),
+/// where an operation count of blst's multi-scalar multiplication gives ~1.35× for G2.
 const SMALL_LAGRANGE_MAX_BITS: usize = 128;
 
 /// Lagrange interpolation at 0 with small integers. For share indices `x_1 … x_t` the
