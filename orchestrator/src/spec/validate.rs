@@ -1005,6 +1005,24 @@ keepers: {count: 48, beacon_node: bn0}\nduration: {epochs: 2}\n";
                 .any(|e| e.message.contains("needs at least one cluster")),
             "{errs:?}"
         );
+        // The aggregation metrics outside the faults: known names, DV metrics.
+        let agg = "dv_aggregation_outside_faults: \">= 0.9\", \
+                   dv_sync_contribution_outside_faults: \">= 0.9\", ";
+        let with_cluster = BASIC.replace("assertions: {", &format!("assertions: {{{agg}"));
+        let spec = DevnetSpec::parse(&with_cluster, "t.yaml").unwrap();
+        assert_eq!(spec.assertions["dv_aggregation_outside_faults"], ">= 0.9");
+        let without = BASELINE_ONLY.replace("assertions: {", &format!("assertions: {{{agg}"));
+        let errs = errors(&without);
+        for m in [
+            "dv_aggregation_outside_faults",
+            "dv_sync_contribution_outside_faults",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.field == format!("assertions.{m}")
+                    && e.message.contains("needs at least one cluster")),
+                "{errs:?}"
+            );
+        }
     }
 
     #[test]
