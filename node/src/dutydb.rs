@@ -60,6 +60,9 @@ struct State<P: Preset> {
     sync_roots: HashMap<Slot, Root>,
     randao: HashMap<Slot, BlsSignature>,
     defs: HashMap<Duty, DutyDefs>,
+    /// The sync committee members of `defs` by (slot, DV): a lookup per partial, not a copy of
+    /// the slot's (up to 512) members.
+    sync_members: HashMap<(Slot, BlsPubkey), SyncDef>,
     aggregates: HashMap<(Slot, CommitteeIndex), Attestation<P>>,
     contributions: HashMap<(Slot, u64), SyncCommitteeContribution<P>>,
     /// Combined signatures by (DV, signing root), with the slot they are kept for.
@@ -77,6 +80,7 @@ impl<P: Preset> Default for State<P> {
             sync_roots: HashMap::new(),
             randao: HashMap::new(),
             defs: HashMap::new(),
+            sync_members: HashMap::new(),
             aggregates: HashMap::new(),
             contributions: HashMap::new(),
             combined: HashMap::new(),
@@ -230,7 +234,18 @@ impl<P: Preset> DutyDb<P> {
     /// Records the definitions of a scheduled duty (replacing earlier ones, e.g. after a
     /// reorg changed the duties).
     pub fn store_defs(&self, duty: Duty, defs: DutyDefs) {
-        self.lock().defs.insert(duty, defs);
+        {
+            let mut s = self.lock();
+            if duty.kind == DutyKind::SyncMessage {
+                s.sync_members.retain(|(slot, _), _| *slot != duty.slot);
+                if let DutyDefs::SyncMessage(members) = &defs {
+                    for m in members {
+                        s.sync_members.insert((duty.slot, m.pubkey), *m);
+                    }
+                }
+            }
+            s.defs.insert(duty, defs);
+        }
         self.changed.notify_waiters();
     }
 
@@ -279,6 +294,11 @@ impl<P: Preset> DutyDb<P> {
                 .copied(),
             _ => None,
         }
+    }
+
+    /// The DV `pubkey`'s sync committee duty at `slot`, if scheduled.
+    pub fn sync_member_by_key(&self, slot: Slot, pubkey: BlsPubkey) -> Option<SyncDef> {
+        self.lock().sync_members.get(&(slot, pubkey)).copied()
     }
 
     /// Waits until `f` finds something in the state, or `deadline`.
@@ -577,6 +597,7 @@ impl<P: Preset> DutyDb<P> {
         s.sync_roots.retain(|sl, _| *sl >= slot);
         s.randao.retain(|sl, _| *sl >= slot);
         s.defs.retain(|d, _| d.slot >= slot);
+        s.sync_members.retain(|(sl, _), _| *sl >= slot);
     }
 }
 
@@ -667,5 +688,52 @@ mod tests {
         assert!(db.store(sduty, &DutyValue::Attester(vec![a])).is_err());
         db.prune(6);
         assert_eq!(db.attester_by_bit(5, 1, 3), None);
+    }
+
+    #[test]
+    fn sync_members_are_looked_up_by_key() {
+        let db = DutyDb::<Minimal>::new();
+        let member = |pk: u8| SyncDef {
+            pubkey: BlsPubkey([pk; 48]),
+            validator_index: u64::from(pk) + 100,
+        };
+        let members: Vec<SyncDef> = (0..=255).map(member).collect();
+        db.store_defs(
+            Duty::new(5, DutyKind::SyncMessage),
+            DutyDefs::SyncMessage(members.clone()),
+        );
+        db.store_defs(
+            Duty::new(6, DutyKind::SyncMessage),
+            DutyDefs::SyncMessage(vec![member(1)]),
+        );
+        assert_eq!(
+            db.sync_member_by_key(5, BlsPubkey([7; 48])),
+            Some(member(7))
+        );
+        assert_eq!(db.sync_member_by_key(6, BlsPubkey([7; 48])), None);
+        assert_eq!(db.sync_member_by_key(4, BlsPubkey([7; 48])), None);
+        // Other kinds of the slot are not members.
+        db.store_defs(
+            Duty::new(7, DutyKind::SyncContribution),
+            DutyDefs::SyncContribution(Vec::new()),
+        );
+        assert_eq!(db.sync_member_by_key(7, BlsPubkey([1; 48])), None);
+        // Replaced definitions (a reorg) replace the members.
+        db.store_defs(
+            Duty::new(5, DutyKind::SyncMessage),
+            DutyDefs::SyncMessage(vec![member(9)]),
+        );
+        assert_eq!(db.sync_member_by_key(5, BlsPubkey([7; 48])), None);
+        assert_eq!(
+            db.sync_member_by_key(5, BlsPubkey([9; 48])),
+            Some(member(9))
+        );
+        assert_eq!(db.sync_member(5, 109), Some(member(9)));
+        db.prune(6);
+        assert_eq!(db.sync_member_by_key(5, BlsPubkey([9; 48])), None);
+        assert_eq!(
+            db.sync_member_by_key(6, BlsPubkey([1; 48])),
+            Some(member(1))
+        );
     }
 }

@@ -377,6 +377,7 @@ async fn run_preset<P: Preset>(
         schedule.clone(),
         dutydb.clone(),
         tracker.clone(),
+        &mut registry,
     ));
     tokio::spawn(sigagg.run(ready_rx, broadcaster, tracker.clone()));
 

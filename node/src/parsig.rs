@@ -47,7 +47,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::cluster::shares::ShareKeys;
-use crate::duty::{Duty, DutyDefs, DutyKind};
+use crate::duty::{Duty, DutyKind};
 use crate::dutydb::DutyDb;
 use crate::eth::aggregate::{
     AggregateAndProof, ContributionAndProof, SyncAggregatorSelectionData,
@@ -656,11 +656,7 @@ impl<P: Preset> ParSig<P> {
                 ))),
             },
             DutyKind::SyncMessage => {
-                let member = matches!(
-                    self.dutydb.defs(Duty::new(slot, DutyKind::SyncMessage)),
-                    Some(DutyDefs::SyncMessage(m)) if m.iter().any(|d| d.pubkey == pubkey)
-                );
-                if !member {
+                if self.dutydb.sync_member_by_key(slot, pubkey).is_none() {
                     return Err(unknown("not a scheduled sync committee member".into()));
                 }
                 let root = self
@@ -1262,7 +1258,7 @@ impl<P: Preset> ParSig<P> {
 mod tests {
     use super::*;
     use crate::duty::fixtures::{self, attester, Dv};
-    use crate::duty::ProposerDef;
+    use crate::duty::{DutyDefs, ProposerDef};
     use crate::eth::types::Minimal;
     use crate::sigagg;
     use crate::value::DutyValue;

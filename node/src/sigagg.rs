@@ -226,15 +226,14 @@ impl<P: Preset> SigAgg<P> {
                     Ok(signed) => {
                         tracker.validator_stage(th.duty, th.pubkey, Stage::Aggregated);
                         let expect = Inclusion::of(&signed);
-                        if broadcaster.broadcast(th.duty, signed).await {
-                            tracker.broadcast_validator(th.duty, th.pubkey, expect);
-                        } else {
-                            tracker.fail_validator(
+                        match broadcaster.broadcast(th.duty, signed).await {
+                            Ok(()) => tracker.broadcast_validator(th.duty, th.pubkey, expect),
+                            Err(why) => tracker.fail_validator(
                                 th.duty,
                                 th.pubkey,
                                 Reason::BroadcastBnError,
-                                "the beacon node did not take the signed object",
-                            );
+                                &format!("the beacon node did not take the signed object: {why}"),
+                            ),
                         }
                     }
                     Err(e) => {
@@ -300,13 +299,10 @@ impl<P: Preset> SigAgg<P> {
             }
             (DutyKind::Randao, SignedObject::Randao { .. }) => Ok(Signed::Randao(sig)),
             (DutyKind::SyncMessage, SignedObject::SyncMessage { block_root }) => {
-                let def = match self.dutydb.defs(th.duty) {
-                    Some(crate::duty::DutyDefs::SyncMessage(m)) => {
-                        m.into_iter().find(|d| d.pubkey == th.pubkey)
-                    }
-                    _ => None,
-                }
-                .ok_or_else(|| SigAggError::Build("sync committee duty is gone".into()))?;
+                let def = self
+                    .dutydb
+                    .sync_member_by_key(slot, th.pubkey)
+                    .ok_or_else(|| SigAggError::Build("sync committee duty is gone".into()))?;
                 Ok(Signed::SyncMessage(SyncCommitteeMessage {
                     slot,
                     beacon_block_root: block_root,

@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::clock::{unix_now, SlotClock};
-use crate::duty::{Duty, DutyDefs, DutyKind};
+use crate::duty::{Duty, DutyKind};
 use crate::dutydb::DutyDb;
 use crate::eth::aggregate::{is_aggregator, is_sync_committee_aggregator};
 use crate::eth::signing::ForkSchedule;
@@ -450,11 +450,7 @@ impl<P: Preset> Signer<P> for DvSigner<P> {
             } => {
                 let f = "sync_committee_message";
                 let duty = Duty::new(slot, DutyKind::SyncMessage);
-                let member = matches!(
-                    self.dutydb.defs(duty),
-                    Some(DutyDefs::SyncMessage(m)) if m.iter().any(|d| d.pubkey == pubkey)
-                );
-                if !member {
+                if self.dutydb.sync_member_by_key(slot, pubkey).is_none() {
                     return Err(self.refuse(
                         f,
                         format!("{pubkey} is not a sync committee member at slot {slot}"),

@@ -92,6 +92,9 @@ pub enum BeaconError {
         status: StatusCode,
         /// Start of the response body.
         body: String,
+        /// What the answer says about the items of an array submission, when it says
+        /// anything ([`parse_item_errors`], read from the whole body).
+        items: Option<Box<ItemErrors>>,
     },
     /// The response body is not what the API specifies.
     #[error("{method} {endpoint}: invalid response at `{path}`: {message} (body starts: {body})")]
@@ -140,6 +143,83 @@ impl BeaconError {
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(StatusCode::NOT_FOUND)
     }
+
+    /// What an error answer says about the items of an array submission, if anything.
+    pub fn item_errors(&self) -> Option<&ItemErrors> {
+        match self {
+            BeaconError::Status { items, .. } => items.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What a beacon node's error answer to an array submission (`POST …/pool/attestations`,
+/// `…/pool/sync_committees`, `…/aggregate_and_proofs`, `…/contribution_and_proofs`) says about
+/// its items.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemErrors {
+    /// The beacon API's answer: `{"code":400,"message":…,"failures":[{"index":i,"message":…}]}`,
+    /// the failed items by position in the request (every other item was accepted).
+    Indexed(Vec<(usize, String)>),
+    /// Messages without positions. Lodestar 1.5.1 validates the items of an array concurrently
+    /// and answers HTTP 500 with `{"statusCode":500,"error":…,"message":…}` whose message is
+    /// one failed item's error (`ATTESTATION_ERROR_…`) when exactly one failed, or
+    /// `Multiple errors on <operation>\n<error>\n<error>…` (one line per failed item, in the
+    /// order they failed, not in request order; the sync-committee endpoint says
+    /// `publishAggregateAndProofs` there) when several did. Also any other error answer's
+    /// `message`.
+    Unindexed(Vec<String>),
+}
+
+/// Reads the item failures of an error answer's body (see [`ItemErrors`]); `None` when the
+/// body is not a JSON object with `failures` or a `message`.
+pub fn parse_item_errors(body: &[u8]) -> Option<ItemErrors> {
+    #[derive(Deserialize)]
+    struct Failure {
+        index: serde_json::Value,
+        #[serde(default)]
+        message: String,
+    }
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        failures: Option<Vec<Failure>>,
+    }
+    let b: ErrorBody = serde_json::from_slice(body).ok()?;
+    if let Some(failures) = b.failures.filter(|f| !f.is_empty()) {
+        let index = |v: &serde_json::Value| match v {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        };
+        let indexed: Option<Vec<(usize, String)>> = failures
+            .iter()
+            .map(|f| Some((usize::try_from(index(&f.index)?).ok()?, f.message.clone())))
+            .collect();
+        return Some(match indexed {
+            Some(v) => ItemErrors::Indexed(v),
+            // A position that is not a number: the messages are all that can be used.
+            None => ItemErrors::Unindexed(failures.into_iter().map(|f| f.message).collect()),
+        });
+    }
+    let message = b.message?;
+    if let Some(rest) = message.strip_prefix("Multiple errors on ") {
+        let lines = rest
+            .split_once('\n')
+            .map(|(_, l)| l)
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        if !lines.is_empty() {
+            return Some(ItemErrors::Unindexed(lines));
+        }
+    }
+    Some(ItemErrors::Unindexed(vec![message]))
 }
 
 type Result<T, E = BeaconError> = std::result::Result<T, E>;
@@ -384,6 +464,7 @@ impl BeaconClient {
                 endpoint: endpoint.to_string(),
                 status,
                 body: snippet(&bytes),
+                items: parse_item_errors(&bytes).map(Box::new),
             });
         }
         Ok(bytes)
@@ -622,6 +703,13 @@ impl BeaconClient {
         })
     }
 
+    /// `POST path` with a JSON array of `items` (a pool or aggregate submission, e.g.
+    /// `/eth/v1/beacon/pool/attestations`): what the beacon node says of the items of a refused
+    /// array is in the error's [`BeaconError::item_errors`].
+    pub async fn submit_array<T: Serialize>(&self, path: &str, items: &[&T]) -> Result<()> {
+        self.post_no_content(path, items).await
+    }
+
     /// `POST /eth/v1/beacon/pool/attestations`.
     pub async fn submit_attestations<P: Preset>(
         &self,
@@ -851,6 +939,7 @@ impl BeaconClient {
                         endpoint: endpoint.clone(),
                         status,
                         body: snippet(&body),
+                        items: None,
                     }
                 }
                 Err(e) => e,

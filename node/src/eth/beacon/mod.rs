@@ -6,7 +6,9 @@
 //!   [`normalize_proposer_duties`]);
 //! - `events`: the server-sent events ([`BeaconEvent`]);
 //! - `client`: [`BeaconClient`] and its [`BeaconError`];
-//! - [`fallback`]: several beacon nodes, failing over per request class ([`Endpoints`]).
+//! - [`fallback`]: several beacon nodes, failing over per request class ([`Endpoints`]);
+//! - [`pool`]: signed objects to the array endpoints, coalesced per endpoint under load, with an
+//!   outcome per object ([`PoolLane`]).
 //!
 //! [`Genesis`] and [`SpecConfig`] are defined beneath the signing rules, in
 //! [`eth::config`](crate::eth::config), and re-exported here with the other response types.
@@ -15,9 +17,11 @@ mod api;
 mod client;
 mod events;
 pub mod fallback;
+pub mod pool;
 
 pub use self::api::*;
 pub use self::client::*;
 pub use self::events::*;
 pub use self::fallback::{Endpoints, RequestClass};
+pub use self::pool::{ItemOutcome, PoolKind, PoolLane, PoolMetrics};
 pub use crate::eth::config::{Genesis, SpecConfig};
