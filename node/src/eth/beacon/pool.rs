@@ -897,13 +897,13 @@ mod tests {
         assert!(!metrics_text(&registry).contains("broadcast_pool_resubmitted_total{"));
     }
 
-    /// Lodestar 1.5.1's pool: multiples of 7 fail gossip validation (500, every time), items it
+    /// Lodestar 1.5.1's pool: multiples of 37 fail gossip validation (500, every time), items it
     /// took before are "already known"; one failure answers its message, several
     /// `Multiple errors on …` without positions.
     fn lodestar(items: &[u64], r: &mut Record) -> (u16, String) {
         let mut errors = Vec::new();
         for v in items {
-            if v % 7 == 0 {
+            if v % 37 == 0 {
                 errors.push("ATTESTATION_ERROR_INVALID_SIGNATURE".to_string());
             } else if !r.taken.insert(*v) {
                 errors.push("ATTESTATION_ERROR_ATTESTATION_ALREADY_KNOWN".to_string());
@@ -930,23 +930,23 @@ mod tests {
         let lane = lane(&url, &mut registry);
         // Some items the node has already (another node of the cluster was first).
         record.lock().unwrap().taken.extend([2, 3, 5]);
-        let outcomes = submit_all(&lane, 1..=200, soon(3)).await;
+        let outcomes = submit_all(&lane, 1..=200, soon(8)).await;
         for (v, o) in &outcomes {
             match o {
                 // Refused with a 500 every time: tried again until the deadline.
-                ItemOutcome::Failed(why) if v % 7 == 0 => {
+                ItemOutcome::Failed(why) if v % 37 == 0 => {
                     assert!(
                         why.contains("ATTESTATION_ERROR_INVALID_SIGNATURE"),
                         "{v}: {why}"
                     );
                     assert!(why.contains("deadline"), "{why}");
                 }
-                ItemOutcome::Accepted | ItemOutcome::Known if v % 7 != 0 => {}
+                ItemOutcome::Accepted | ItemOutcome::Known if v % 37 != 0 => {}
                 other => panic!("{v}: {other:?}"),
             }
         }
         let r = record.lock().unwrap();
-        assert_eq!(r.taken.len(), 200 - 200 / 7);
+        assert_eq!(r.taken.len(), 200 - 200 / 37);
         // Each item of an array refused without positions went again alone; good items at
         // most twice (once in the array, once alone), and never again once answered alone.
         let mut alone: HashSet<u64> = HashSet::new();
@@ -963,7 +963,7 @@ mod tests {
             .requests
             .iter()
             .map(|(_, i)| i)
-            .filter(|i| i.len() > 1 && i.iter().any(|v| v % 7 == 0))
+            .filter(|i| i.len() > 1 && i.iter().any(|v| v % 37 == 0))
             .collect();
         assert!(!split_arrays.is_empty(), "some array held a refused item");
         for a in &split_arrays {
@@ -973,7 +973,7 @@ mod tests {
             );
         }
         for (v, n) in &times {
-            if v % 7 != 0 {
+            if v % 37 != 0 {
                 assert!(*n <= 2, "{v} sent {n} times");
             }
         }
@@ -997,7 +997,7 @@ mod tests {
             .unwrap()
             .taken
             .extend((1..=300).filter(|v| v % 5 != 0));
-        let outcomes = submit_all(&lane, (1..=300).filter(|v| v % 7 != 0), soon(60)).await;
+        let outcomes = submit_all(&lane, (1..=300).filter(|v| v % 37 != 0), soon(60)).await;
         assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
         let r = record.lock().unwrap();
         let sent: usize = r.requests.iter().map(|(_, i)| i.len()).sum();
