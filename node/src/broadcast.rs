@@ -82,7 +82,7 @@ impl<P: Preset> Broadcaster<P> {
     /// Submits `signed` for `duty`; returns whether the beacon node took it, and if not why
     /// (also recorded in the tracker).
     pub async fn broadcast(&self, duty: Duty, signed: Signed<P>) -> Result<(), String> {
-        let deadline = self.deadline(duty);
+        let deadline = tokio::time::Instant::now() + self.deadline(duty).saturating_sub(unix_now());
         let outcome = match signed {
             Signed::Randao(reveal) => return self.store_randao(duty, reveal),
             Signed::SelectionProof(_) | Signed::SyncSelectionProof(_) => {

@@ -48,10 +48,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::client::{already_known, BeaconClient, BeaconError, ItemErrors};
-use crate::clock::unix_now;
 
 /// Requests of one lane in flight at once; more items wait and go out together.
 pub const MAX_IN_FLIGHT: usize = 4;
@@ -328,8 +328,8 @@ impl PoolMetrics {
 
 struct Pending<T> {
     item: T,
-    /// Unix time after which sending it is pointless.
-    deadline: Duration,
+    /// When sending it becomes pointless.
+    deadline: Instant,
     reply: oneshot::Sender<ItemOutcome>,
 }
 
@@ -379,8 +379,8 @@ impl<T: Serialize + Send + Sync + 'static> PoolLane<T> {
         (s.in_flight, s.held)
     }
 
-    /// Submits `item`, giving up at `deadline` (Unix time); returns what became of it.
-    pub async fn submit(self: &Arc<Self>, item: T, deadline: Duration) -> ItemOutcome {
+    /// Submits `item`, giving up at `deadline`; returns what became of it.
+    pub async fn submit(self: &Arc<Self>, item: T, deadline: Instant) -> ItemOutcome {
         let (reply, answer) = oneshot::channel();
         {
             let mut s = self.lock();
@@ -432,7 +432,7 @@ impl<T: Serialize + Send + Sync + 'static> PoolLane<T> {
 
     /// Sends what is queued while fewer than [`MAX_IN_FLIGHT`] requests are in flight.
     fn pump(self: &Arc<Self>) {
-        let now = unix_now();
+        let now = Instant::now();
         let mut expired = Vec::new();
         {
             let mut s = self.lock();
@@ -485,7 +485,7 @@ impl<T: Serialize + Send + Sync + 'static> PoolLane<T> {
         if let Err(e) = &answer {
             debug!(kind = %self.kind, items = items.len(), error = %e, "beacon node answered an array submission with an error");
         }
-        let now = unix_now();
+        let now = Instant::now();
         let (mut split, mut later_alone, mut later_batch) = (Vec::new(), Vec::new(), Vec::new());
         let mut finished = Vec::new();
         for (p, verdict) in items.into_iter().zip(verdicts) {
@@ -760,14 +760,14 @@ mod tests {
         )
     }
 
-    fn soon(secs: u64) -> Duration {
-        unix_now() + Duration::from_secs(secs)
+    fn soon(secs: u64) -> Instant {
+        Instant::now() + Duration::from_secs(secs)
     }
 
     async fn submit_all(
         lane: &Arc<PoolLane<u64>>,
         items: impl Iterator<Item = u64>,
-        deadline: Duration,
+        deadline: Instant,
     ) -> Vec<(u64, ItemOutcome)> {
         futures::future::join_all(items.map(|i| {
             let lane = lane.clone();
@@ -1085,7 +1085,8 @@ mod tests {
             PoolMetrics::default(),
         );
         let t = Instant::now();
-        let outcomes = submit_all(&lane, 0..20, unix_now() + Duration::from_millis(1_200)).await;
+        let outcomes =
+            submit_all(&lane, 0..20, Instant::now() + Duration::from_millis(1_200)).await;
         assert!(
             t.elapsed() >= Duration::from_millis(700),
             "{:?}",
