@@ -1148,15 +1148,7 @@ mod tests {
     /// records in the window holding its partial (dv_partial_participation_during_faults).
     #[test]
     fn partial_participation_during_a_fault_is_per_node() {
-        let mut m = meta_with_dv6();
-        m.dvnodes = (0..2)
-            .map(|i| crate::data::DvNodeMeta {
-                name: format!("n{i}"),
-                cluster: "dv0".into(),
-                index: i,
-                metrics_url: None,
-            })
-            .collect();
+        let m = meta_with_dv6_on_two_nodes();
         let mut b = synthetic::Builder::default();
         for slot in 8..40u64 {
             b.duty(slot, 6);
@@ -1245,15 +1237,7 @@ mod tests {
     /// 32 (22). The baseline has none.
     #[test]
     fn aggregation_figures_per_fault_window() {
-        let mut m = meta_with_dv6();
-        m.dvnodes = (0..2)
-            .map(|i| crate::data::DvNodeMeta {
-                name: format!("n{i}"),
-                cluster: "dv0".into(),
-                index: i,
-                metrics_url: None,
-            })
-            .collect();
+        let mut m = meta_with_dv6_on_two_nodes();
         let mut b = synthetic::Builder::default();
         let line = |node: &str, slot, kind: &str, outcome: &str| DutyRow {
             node: node.into(),
@@ -1349,6 +1333,20 @@ mod tests {
         let mut m = meta();
         m.last_slot = 39;
         m.groups.push(GroupMeta::range("dv0", 6, 1, true));
+        m
+    }
+
+    /// [`meta_with_dv6`] with dv0 run by two dvnodes, `n0` and `n1`.
+    fn meta_with_dv6_on_two_nodes() -> RunMeta {
+        let mut m = meta_with_dv6();
+        m.dvnodes = (0..2)
+            .map(|i| crate::data::DvNodeMeta {
+                name: format!("n{i}"),
+                cluster: "dv0".into(),
+                index: i,
+                metrics_url: None,
+            })
+            .collect();
         m
     }
 
