@@ -22,9 +22,7 @@ use super::api::{
 };
 use super::events::{BeaconEvent, EventTopic};
 use super::fallback::{Endpoints, RequestClass};
-use crate::eth::aggregate::{
-    SignedAggregateAndProof, SignedContributionAndProof, SyncCommitteeContribution,
-};
+use crate::eth::aggregate::SyncCommitteeContribution;
 use crate::eth::config::{Genesis, SpecConfig};
 use crate::eth::signing::{ForkName, ForkSchedule};
 use crate::eth::types::{
@@ -775,24 +773,6 @@ impl BeaconClient {
             )
             .await?
             .data)
-    }
-
-    /// `POST /eth/v1/validator/aggregate_and_proofs`.
-    pub async fn submit_aggregate_and_proofs<P: Preset>(
-        &self,
-        aggregates: &[SignedAggregateAndProof<P>],
-    ) -> Result<()> {
-        self.post_no_content("/eth/v1/validator/aggregate_and_proofs", aggregates)
-            .await
-    }
-
-    /// `POST /eth/v1/validator/contribution_and_proofs`.
-    pub async fn submit_contribution_and_proofs<P: Preset>(
-        &self,
-        contributions: &[SignedContributionAndProof<P>],
-    ) -> Result<()> {
-        self.post_no_content("/eth/v1/validator/contribution_and_proofs", contributions)
-            .await
     }
 
     /// `POST /eth/v1/beacon/pool/voluntary_exits`.
