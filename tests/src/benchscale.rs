@@ -6,10 +6,11 @@
 //! Definitions (`target/bench-scale/summary.json`, one object per row):
 //! - `duties`: DV duties in the measured slots — one attestation per attesting DV and slot,
 //!   one block per slot whose proposer is a DV, one sync committee message per DV member and
-//!   slot;
+//!   slot; in remote-signer mode also one aggregate per DV aggregator and slot and one sync
+//!   contribution per DV sync aggregator and slot (any of its subcommittees);
 //! - `missed`: duties whose signed object never reached the beacon node valid; `late`: reached
-//!   it after 2/3 of its slot (attestation, sync message: when aggregators aggregate) or after
-//!   1/3 of its slot (block: 4 s of a 12 s slot);
+//!   it after 2/3 of its slot (attestation, sync message: when aggregators aggregate), after
+//!   1/3 of its slot (block: 4 s of a 12 s slot) or after its slot (aggregate, contribution);
 //! - `vc_request_to_decided_ms`: how long a VC's request for data to sign (attestation data,
 //!   block) took to be answered with the decided value;
 //! - `last_partial_to_broadcast_ms`: from the threshold-th partial signature at a node (its duty
@@ -70,6 +71,8 @@ pub fn duty_kind(kind: ObjectKind) -> &'static str {
         ObjectKind::Attestation => "attester",
         ObjectKind::Block => "proposer",
         ObjectKind::SyncMessage => "sync_message",
+        ObjectKind::Aggregate => "aggregation",
+        ObjectKind::Contribution => "sync_contribution",
     }
 }
 
@@ -78,6 +81,9 @@ pub fn late_after_ms(kind: ObjectKind, slot_ms: u64) -> u64 {
     match kind {
         ObjectKind::Attestation | ObjectKind::SyncMessage => slot_ms * 2 / 3,
         ObjectKind::Block => slot_ms / 3,
+        // Aggregates and contributions are late after their slot ends (the next slot's
+        // proposer packs them).
+        ObjectKind::Aggregate | ObjectKind::Contribution => slot_ms,
     }
 }
 
@@ -283,6 +289,8 @@ pub fn compute_row(input: RowInput<'_>) -> Row {
         DutyKind::Attester => Some(ObjectKind::Attestation),
         DutyKind::Proposer => Some(ObjectKind::Block),
         DutyKind::SyncMessage => Some(ObjectKind::SyncMessage),
+        DutyKind::Aggregation => Some(ObjectKind::Aggregate),
+        DutyKind::SyncContribution => Some(ObjectKind::Contribution),
         _ => None,
     };
     let mut broadcast = Vec::new();

@@ -94,6 +94,11 @@ pub enum ObjectKind {
     Block,
     /// Sync committee message.
     SyncMessage,
+    /// Signed aggregate and proof, keyed by its aggregator (remote-signer mode).
+    Aggregate,
+    /// Signed contribution and proof, keyed by its aggregator: the first valid one of the slot,
+    /// any subcommittee (remote-signer mode).
+    Contribution,
 }
 
 /// When one validator's object of one slot arrived, first and from each node (Unix ms).
