@@ -10,6 +10,9 @@
 //!   (batched: one random-linear-combination check per request, singles only on failure),
 //!   refuses what does not verify or does not fit its duty, and imports a valid block as the new
 //!   head (announced on the event stream);
+//! - serves the aggregate of the received attestations of one data and the contribution of the
+//!   received sync committee messages of one subcommittee, and verifies submitted signed
+//!   aggregates and contributions like gossip validation ([`aggregation`]);
 //! - refuses requests whose URI exceeds 16 KiB (431) and bodies over 10 MiB, as Lodestar's API
 //!   (Node.js' default header limit, its 10 MB body limit) does;
 //! - records when each object first arrived from each node ([`Record`]), which the benchmark
@@ -17,6 +20,7 @@
 //!
 //! One server listens on one port per dvnode, so arrivals are attributed to the node.
 
+pub mod aggregation;
 pub mod chain;
 pub mod server;
 pub mod verify;
@@ -214,6 +218,10 @@ struct State {
     seen_att: HashMap<(Slot, ValidatorIndex), BlsSignature>,
     /// Verified sync committee messages per slot and validator.
     sync_pool: BTreeMap<Slot, HashMap<ValidatorIndex, (Root, BlsSignature)>>,
+    /// Roots of the accepted signed aggregates, with their slot.
+    seen_aggregates: HashMap<Root, Slot>,
+    /// Roots of the accepted signed contributions, with their slot.
+    seen_contributions: HashMap<Root, Slot>,
 }
 
 /// See the [module docs](self).
@@ -282,6 +290,8 @@ impl SimBn {
                 att_pool: HashMap::new(),
                 seen_att: HashMap::new(),
                 sync_pool: BTreeMap::new(),
+                seen_aggregates: HashMap::new(),
+                seen_contributions: HashMap::new(),
             }),
             config,
             schedule,

@@ -12,8 +12,9 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use dvnode::eth::aggregate::{SignedAggregateAndProof, SignedContributionAndProof};
 use dvnode::eth::types::{
-    from_json_slice, Attestation, BlsSignature, Graffiti, SignedBeaconBlockAltair,
+    from_json_slice, Attestation, BlsSignature, Graffiti, Root, SignedBeaconBlockAltair,
     SyncCommitteeMessage,
 };
 use futures::Stream;
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use super::aggregation::MAX_AGGREGATION_ITEMS;
 use super::{now_ms, ApiFailure, ItemFailures, SimBn, MAX_URI_BYTES, P};
 
 #[derive(Clone)]
@@ -333,6 +335,78 @@ async fn submit_sync_messages(State(c): State<Ctx>, body: Bytes) -> Response {
     .await
 }
 
+fn too_many(n: usize) -> Option<Response> {
+    (n > MAX_AGGREGATION_ITEMS).then(|| {
+        error(
+            400,
+            format!("{n} items in one request: at most {MAX_AGGREGATION_ITEMS}"),
+        )
+    })
+}
+
+async fn submit_aggregates(State(c): State<Ctx>, body: Bytes) -> Response {
+    submit(
+        c,
+        body,
+        |bn, node, t, items: Vec<SignedAggregateAndProof<P>>| {
+            too_many(items.len())
+                .unwrap_or_else(|| pool_answer(bn.submit_aggregates(node, t, &items)))
+        },
+    )
+    .await
+}
+
+async fn submit_contributions(State(c): State<Ctx>, body: Bytes) -> Response {
+    submit(
+        c,
+        body,
+        |bn, node, t, items: Vec<SignedContributionAndProof<P>>| {
+            too_many(items.len())
+                .unwrap_or_else(|| pool_answer(bn.submit_contributions(node, t, &items)))
+        },
+    )
+    .await
+}
+
+fn parse_root(s: Option<&str>, what: &str) -> Result<Root, ApiFailure> {
+    s.ok_or_else(|| ApiFailure::bad(format!("{what} is required")))?
+        .parse()
+        .map_err(|e| ApiFailure::bad(format!("{what}: {e}")))
+}
+
+async fn aggregate_attestation(State(c): State<Ctx>, Query(q): Params) -> Response {
+    let r = parse_u64(param(&q, "slot"), "slot").and_then(|slot| {
+        let root = parse_root(param(&q, "attestation_data_root"), "attestation_data_root")?;
+        Ok((slot, root))
+    });
+    let (slot, root) = match r {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let bn = c.bn.clone();
+    match blocking(move || bn.aggregate_attestation(slot, root)).await {
+        Ok(a) => data(a),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn sync_committee_contribution(State(c): State<Ctx>, Query(q): Params) -> Response {
+    let r = parse_u64(param(&q, "slot"), "slot").and_then(|slot| {
+        let sub = parse_u64(param(&q, "subcommittee_index"), "subcommittee_index")?;
+        let root = parse_root(param(&q, "beacon_block_root"), "beacon_block_root")?;
+        Ok((slot, sub, root))
+    });
+    let (slot, sub, root) = match r {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let bn = c.bn.clone();
+    match blocking(move || bn.sync_committee_contribution(slot, sub, root)).await {
+        Ok(a) => data(a),
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn submit_block(State(c): State<Ctx>, body: Bytes) -> Response {
     submit(
         c,
@@ -415,6 +489,22 @@ fn router(ctx: Ctx) -> Router {
             post(submit_sync_messages),
         )
         .route("/eth/v1/beacon/blocks", post(submit_block))
+        .route(
+            "/eth/v1/validator/aggregate_attestation",
+            get(aggregate_attestation),
+        )
+        .route(
+            "/eth/v1/validator/sync_committee_contribution",
+            get(sync_committee_contribution),
+        )
+        .route(
+            "/eth/v1/validator/aggregate_and_proofs",
+            post(submit_aggregates),
+        )
+        .route(
+            "/eth/v1/validator/contribution_and_proofs",
+            post(submit_contributions),
+        )
         .route("/eth/v1/validator/beacon_committee_subscriptions", post(ok))
         .route("/eth/v1/validator/sync_committee_subscriptions", post(ok))
         .route("/eth/v1/validator/prepare_beacon_proposer", post(ok))
