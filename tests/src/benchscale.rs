@@ -3,16 +3,26 @@
 //! for ([`crate::simvc::DataRequest`]), the dvnodes' duty logs and `/metrics`, and the
 //! processes' CPU time and peak RSS.
 //!
+//! A row's `mode` is `middleware` (the VCs hold the key shares) or `remote` (dvnode is the VCs'
+//! beacon node and Web3Signer, `dvnode run --signer remote`), the names of `--modes`.
+//!
 //! Definitions (`target/bench-scale/summary.json`, one object per row):
 //! - `duties`: DV duties in the measured slots — one attestation per attesting DV and slot,
 //!   one block per slot whose proposer is a DV, one sync committee message per DV member and
-//!   slot; in remote-signer mode also one aggregate per DV aggregator and slot and one sync
-//!   contribution per DV sync aggregator and slot (any of its subcommittees);
+//!   slot; in remote mode also one aggregate per DV aggregator and slot and one sync
+//!   contribution per DV sync aggregator and slot (any of its subcommittees), by kind
+//!   `aggregation` and `sync_contribution`;
 //! - `missed`: duties whose signed object never reached the beacon node valid; `late`: reached
 //!   it after 2/3 of its slot (attestation, sync message: when aggregators aggregate), after
 //!   1/3 of its slot (block: 4 s of a 12 s slot) or after its slot (aggregate, contribution);
 //! - `vc_request_to_decided_ms`: how long a VC's request for data to sign (attestation data,
-//!   block) took to be answered with the decided value;
+//!   block) took to be answered with the decided value (the goal figure, the same requests in
+//!   both modes); `vc_request_by_kind` also shows, in remote mode, the aggregation requests
+//!   (`aggregate_attestation`, `sync_committee_contribution`: sent at 2/3 of the slot, answered
+//!   with the cluster's decided aggregate / contribution), which the goal figure leaves out;
+//! - `sign_request_ms`, `sign_requests_by_type` (remote mode): the VCs' Web3Signer requests to
+//!   their dvnode, request → combined signature answered (p50/p99 of those answered; count and
+//!   failures per Web3Signer `type`);
 //! - `last_partial_to_broadcast_ms`: from the threshold-th partial signature at a node (its duty
 //!   log's `last_partial`) to that node's signed object arriving at the beacon node, per node
 //!   and DV duty;
@@ -28,7 +38,7 @@ use serde::Serialize;
 
 use crate::dutylog::DutyLog;
 use crate::simbn::{ObjectKind, Record};
-use crate::simvc::DataRequest;
+use crate::simvc::{DataRequest, SignRecord};
 use dvnode::duty::DutyKind;
 use dvnode::tracker::Stage;
 
@@ -137,7 +147,7 @@ pub struct RowInput<'a> {
     pub validators: u64,
     /// Validators of the simulated network.
     pub network_validators: u64,
-    /// `middleware` or `remote-signer`.
+    /// `middleware` or `remote`.
     pub mode: String,
     /// Measured slots `[first_slot, end_slot)`.
     pub first_slot: u64,
@@ -153,6 +163,8 @@ pub struct RowInput<'a> {
     pub record: &'a Record,
     /// The VCs' requests for data to sign.
     pub vc_requests: Vec<DataRequest>,
+    /// The VCs' Web3Signer sign requests (remote mode; empty in middleware mode).
+    pub sign_requests: Vec<SignRecord>,
     /// Per node.
     pub nodes: Vec<NodeFigures>,
     /// CPU seconds of the harness itself (simulated BN and VCs) over the window.
@@ -164,7 +176,7 @@ pub struct RowInput<'a> {
 pub struct Row {
     /// DVs in the cluster.
     pub validators: u64,
-    /// `middleware` or `remote-signer`.
+    /// `middleware` or `remote`.
     pub mode: String,
     /// DV duties in the measured slots.
     pub duties: u64,
@@ -194,12 +206,17 @@ pub struct Row {
     pub slots: u64,
     /// Slot duration (seconds).
     pub seconds_per_slot: f64,
-    /// Duties, missed and late by kind (`attester`, `proposer`, `sync_message`).
+    /// Duties, missed and late by kind (`attester`, `proposer`, `sync_message`; remote mode also
+    /// `aggregation`, `sync_contribution`).
     pub by_kind: BTreeMap<String, KindFigures>,
     /// VC request → decided by request kind.
     pub vc_request_by_kind: BTreeMap<String, Percentiles>,
     /// VC requests for data that failed.
     pub vc_request_errors: u64,
+    /// Web3Signer request → signature (remote mode; `None` without a sign request).
+    pub sign_request_ms: Option<Percentiles>,
+    /// Web3Signer requests by `type` (remote mode).
+    pub sign_requests_by_type: BTreeMap<String, SignFigures>,
     /// dvnode CPU per slot per 1,000 validators (seconds).
     pub cpu_seconds_per_slot_per_1000_validators: f64,
     /// CPU per slot of the harness (simulated BN and VCs, seconds).
@@ -223,6 +240,17 @@ pub struct KindFigures {
     pub late: u64,
     /// Arrival after the slot start, p50/p99 (ms).
     pub arrival_ms: Option<Percentiles>,
+}
+
+/// Sign requests of one Web3Signer `type`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SignFigures {
+    /// Requests sent (in the measured slots).
+    pub requests: u64,
+    /// Of those, failed (no signature).
+    pub errors: u64,
+    /// Request → signature of those answered, p50/p99 (ms).
+    pub latency_ms: Option<Percentiles>,
 }
 
 fn per_node_mean(nodes: &[NodeFigures], f: impl Fn(&NodeFigures) -> Option<f64>) -> Option<f64> {
@@ -272,9 +300,17 @@ pub fn compute_row(input: RowInput<'_>) -> Row {
         .iter()
         .filter(|r| in_window(r.slot) && r.error.is_some())
         .count() as u64;
-    let all: Vec<f64> = ok_requests.iter().map(|r| r.latency_ms).collect();
+    const GOAL_KINDS: [&str; 2] = ["attestation_data", "block"];
+    let all: Vec<f64> = ok_requests
+        .iter()
+        .filter(|r| GOAL_KINDS.contains(&r.kind))
+        .map(|r| r.latency_ms)
+        .collect();
     let mut vc_request_by_kind = BTreeMap::new();
-    for kind in ["attestation_data", "block"] {
+    for kind in GOAL_KINDS
+        .into_iter()
+        .chain(["aggregate_attestation", "sync_committee_contribution"])
+    {
         let s: Vec<f64> = ok_requests
             .iter()
             .filter(|r| r.kind == kind)
@@ -282,6 +318,35 @@ pub fn compute_row(input: RowInput<'_>) -> Row {
             .collect();
         if let Some(p) = percentiles(&s) {
             vc_request_by_kind.insert(kind.to_string(), p);
+        }
+    }
+
+    let signs: Vec<&SignRecord> = input
+        .sign_requests
+        .iter()
+        .filter(|r| in_window(r.slot))
+        .collect();
+    let sign_request_ms = percentiles(
+        &signs
+            .iter()
+            .filter(|r| r.error.is_none())
+            .map(|r| r.latency_ms)
+            .collect::<Vec<_>>(),
+    );
+    let mut sign_requests_by_type: BTreeMap<String, SignFigures> = BTreeMap::new();
+    let mut sign_samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for r in &signs {
+        let f = sign_requests_by_type.entry(r.kind.to_string()).or_default();
+        f.requests += 1;
+        if r.error.is_some() {
+            f.errors += 1;
+        } else {
+            sign_samples.entry(r.kind).or_default().push(r.latency_ms);
+        }
+    }
+    for (kind, samples) in sign_samples {
+        if let Some(f) = sign_requests_by_type.get_mut(kind) {
+            f.latency_ms = percentiles(&samples);
         }
     }
 
@@ -393,6 +458,8 @@ pub fn compute_row(input: RowInput<'_>) -> Row {
         by_kind,
         vc_request_by_kind,
         vc_request_errors,
+        sign_request_ms,
+        sign_requests_by_type,
         cpu_seconds_per_slot_per_1000_validators: cpu_seconds_per_slot * 1000.0
             / input.validators.max(1) as f64,
         harness_cpu_seconds_per_slot: input.harness_cpu_seconds / slots as f64,
@@ -574,6 +641,7 @@ mod tests {
                 latency_ms: 120.0,
                 error: None,
             }],
+            sign_requests: Vec::new(),
             nodes,
             harness_cpu_seconds: 1.0,
         });
@@ -589,5 +657,106 @@ mod tests {
         assert!(!row.meets_goal);
         assert!(row.misses_goal.iter().any(|m| m.contains("RSS")));
         assert!(table(&[row]).contains("MISSED"));
+    }
+
+    #[test]
+    fn remote_rows_count_aggregations_late_after_their_slot_and_sign_requests() {
+        let mut record = Record::default();
+        let slot_ms = 12_000;
+        let genesis = 1_000_000;
+        let start = genesis + 2 * slot_ms;
+        let arrive = |ms: u64| Arrival {
+            first_ms: ms,
+            nodes: vec![Some(ms)],
+        };
+        // Slot 2: aggregate of v3 at 8.5 s (in time: 2/3 is 8 s but aggregates are late only
+        // after the slot), of v4 at 12.1 s (late, in the next slot), v5 never; contribution of
+        // v6 at 11 s (in time), of v7 at 13 s (late). The attestation of v3 at 8.5 s is late.
+        record
+            .arrivals
+            .insert((ObjectKind::Aggregate, 2, 3), arrive(start + 8_500));
+        record
+            .arrivals
+            .insert((ObjectKind::Aggregate, 2, 4), arrive(start + 12_100));
+        record
+            .arrivals
+            .insert((ObjectKind::Contribution, 2, 6), arrive(start + 11_000));
+        record
+            .arrivals
+            .insert((ObjectKind::Contribution, 2, 7), arrive(start + 13_000));
+        record
+            .arrivals
+            .insert((ObjectKind::Attestation, 2, 3), arrive(start + 8_500));
+        let req = |kind, latency_ms, error: Option<&str>| DataRequest {
+            slot: 2,
+            kind,
+            sent_ms: start,
+            latency_ms,
+            error: error.map(str::to_string),
+        };
+        let sign = |kind, latency_ms, error: Option<&str>| SignRecord {
+            slot: 2,
+            kind,
+            sent_ms: start,
+            latency_ms,
+            error: error.map(str::to_string),
+        };
+        let row = compute_row(RowInput {
+            validators: 8,
+            network_validators: 8,
+            mode: "remote".into(),
+            first_slot: 2,
+            end_slot: 3,
+            slot_ms,
+            genesis_ms: genesis,
+            expected: vec![
+                (ObjectKind::Attestation, 2, 3),
+                (ObjectKind::Aggregate, 2, 3),
+                (ObjectKind::Aggregate, 2, 4),
+                (ObjectKind::Aggregate, 2, 5),
+                (ObjectKind::Contribution, 2, 6),
+                (ObjectKind::Contribution, 2, 7),
+            ],
+            record: &record,
+            vc_requests: vec![
+                req("attestation_data", 100.0, None),
+                // Slow aggregation requests do not enter the goal figure.
+                req("aggregate_attestation", 3_000.0, None),
+                req("sync_committee_contribution", 2_000.0, Some("503")),
+            ],
+            sign_requests: vec![
+                sign("ATTESTATION", 40.0, None),
+                sign("ATTESTATION", 60.0, None),
+                sign("AGGREGATE_AND_PROOF", 900.0, None),
+                sign("AGGREGATION_SLOT", 5.0, Some("HTTP 503")),
+            ],
+            nodes: vec![NodeFigures::default()],
+            harness_cpu_seconds: 0.0,
+        });
+        let agg = &row.by_kind["aggregation"];
+        assert_eq!((agg.duties, agg.missed, agg.late), (3, 1, 1));
+        let sc = &row.by_kind["sync_contribution"];
+        assert_eq!((sc.duties, sc.missed, sc.late), (2, 0, 1));
+        assert_eq!(row.by_kind["attester"].late, 1);
+        assert_eq!((row.duties, row.missed, row.late), (6, 1, 3));
+        assert_eq!(row.vc_request_to_decided_ms.unwrap().p99, 100.0);
+        assert_eq!(row.vc_request_by_kind["aggregate_attestation"].p99, 3_000.0);
+        assert!(!row
+            .vc_request_by_kind
+            .contains_key("sync_committee_contribution"));
+        assert_eq!(row.vc_request_errors, 1);
+        assert_eq!(row.sign_request_ms.unwrap().p99, 900.0);
+        assert_eq!(row.sign_requests_by_type["ATTESTATION"].requests, 2);
+        assert_eq!(
+            row.sign_requests_by_type["ATTESTATION"]
+                .latency_ms
+                .unwrap()
+                .p50,
+            40.0
+        );
+        let slot_proofs = &row.sign_requests_by_type["AGGREGATION_SLOT"];
+        assert_eq!((slot_proofs.requests, slot_proofs.errors), (1, 1));
+        assert_eq!(slot_proofs.latency_ms, None);
+        assert!(row.misses_goal.iter().any(|m| m.contains("3 duties late")));
     }
 }

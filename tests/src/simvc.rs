@@ -1,8 +1,17 @@
 //! A simulated validator client that behaves like Lodestar 1.5.1's (read from its sources under
-//! `node_modules/@lodestar/validator/lib/services`) against one dvnode's validator API, signing
-//! with that node's real key shares (blst).
+//! `node_modules/@lodestar/validator/lib/services`) against one dvnode's validator API, in one of
+//! two modes:
 //!
-//! - start: the validator indices of its share pubkeys, 10 pubkeys per request one after the
+//! - **middleware** ([`SimVc::new`]): it holds that node's real key shares (blst) and signs
+//!   with them; dvnode is its beacon node and combines the partial signatures;
+//! - **remote** ([`SimVc::new_remote`]): it holds no key at all and knows the DV public keys;
+//!   dvnode is its beacon node **and** its Web3Signer (`--externalSigner.url`): every signature
+//!   is a `POST /api/v1/eth2/sign/{pubkey}` with `type`, `fork_info`, `signingRoot` and the
+//!   object, as Lodestar's `util/externalSignerClient.js` sends it (`fork_info.fork.epoch` is
+//!   the signed epoch, `previous_version` the genesis version, as its `getForkInfo` gives).
+//!
+//! Both modes:
+//! - start: the validator indices of its pubkeys, 10 pubkeys per request one after the
 //!   other (`indices.js`, `PUBKEYS_PER_REQUEST`); the `head` event stream (`chainHeaderTracker`);
 //! - every epoch: attester duties of this and the next epoch and their committee subscriptions
 //!   (at most 8,738 per request), sync committee duties of this epoch and the next period and
@@ -14,10 +23,33 @@
 //!   with the duty's committee index) and publish them all in one request; the sync committee
 //!   members sign the head root from the event stream and publish in one request.
 //!
-//! Not modelled: aggregation. In middleware mode dvnode refuses every aggregation request of a VC
-//! without DV selections (Lodestar 1.5.1 has none), so a Lodestar VC's selection proofs and
-//! aggregation requests do no work a distributed validator could use; the simulated VC skips
-//! them.
+//! Remote mode adds what Lodestar does with an external signer (`attestationDuties.js`,
+//! `syncCommitteeDuties.js`, `attestation.js`, `syncCommittee.js`):
+//! - attestation selection proofs (`AGGREGATION_SLOT`) when an epoch's attester duties are first
+//!   downloaded, `is_aggregator` from the returned signature, and `is_aggregator` in the
+//!   committee subscriptions;
+//! - sync selection proofs (`SYNC_COMMITTEE_SELECTION_PROOF`, one per duty and subcommittee) at
+//!   the start of every slot with sync duties (Lodestar's `getDutiesAtSlot`);
+//! - at 2/3 of the slot, per committee with an aggregator: `GET aggregate_attestation`, sign
+//!   `AGGREGATE_AND_PROOF` per aggregator, `POST aggregate_and_proofs`; per sync subcommittee
+//!   with an aggregator: `GET sync_committee_contribution` (over the root its members signed),
+//!   sign `SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF`, `POST contribution_and_proofs`.
+//!   The attestation and the sync committee services run side by side, as in Lodestar.
+//!
+//! Concurrency of the sign requests, as in Lodestar 1.5.1: the signatures of one step (the
+//! slot's attestations, sync messages, aggregates of a committee, contributions of a
+//! subcommittee) are requested **all at once** (Lodestar's `Promise.all` over the duties; its
+//! `cross-fetch` agent does not cap sockets, so nothing bounds them: here a `join_all` over one
+//! `reqwest` client without a pool limit), while selection proofs are requested **one after the
+//! other** (Lodestar awaits each in a `for` loop: `pollBeaconAttestersForEpoch`,
+//! `getSelectionProofs`). The committees of a slot aggregate concurrently (`Promise.all` over
+//! committees / subcommittees). Every sign request is recorded ([`SignRecord`]: type,
+//! latency, error) beside the data requests.
+//!
+//! Not modelled in middleware mode: aggregation. There dvnode refuses every aggregation request
+//! of a VC without DV selections (Lodestar 1.5.1 has none), so a Lodestar VC's selection proofs
+//! and aggregation requests do no work a distributed validator could use; the simulated VC
+//! skips them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -25,17 +57,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use dvnode::eth::aggregate::{
+    is_aggregator, is_sync_committee_aggregator, sync_subcommittees, AggregateAndProof,
+    ContributionAndProof, SignedAggregateAndProof, SignedContributionAndProof,
+    SyncAggregatorSelectionData,
+};
 use dvnode::eth::beacon::{
     AttesterDuty, BeaconClient, BeaconEvent, BlockId, EventTopic, ProposerDuty, StateId, SyncDuty,
     ValidatorId,
 };
 use dvnode::eth::signing::ForkSchedule;
 use dvnode::eth::types::{
-    Attestation, BlsPubkey, BlsSignature, Epoch, Root, SignedBeaconBlockAltair, Slot,
-    SyncCommitteeMessage, ValidatorIndex,
+    Attestation, AttestationData, BlsPubkey, BlsSignature, Epoch, Root, SignedBeaconBlockAltair,
+    Slot, SyncCommitteeMessage, ValidatorIndex,
 };
 use dvnode::keys::keystore::Keystore;
 use dvnode::keys::tbls::{self, SecretKey};
+use futures::future::join_all;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
@@ -43,7 +81,7 @@ use ssz_types::BitList;
 use tokio::sync::watch;
 
 use crate::simbn::chain::{epoch_of, EPOCHS_PER_SYNC_COMMITTEE_PERIOD};
-use crate::simbn::{now_ms, P};
+use crate::simbn::{now_ms, GENESIS_FORK_VERSION, P};
 
 /// Pubkeys per validator lookup (Lodestar's `PUBKEYS_PER_REQUEST`).
 const PUBKEYS_PER_REQUEST: usize = 10;
@@ -74,7 +112,23 @@ pub fn load_share_keys(node_dir: &Path, count: usize) -> Result<Vec<SecretKey>> 
 pub struct DataRequest {
     /// Slot.
     pub slot: Slot,
-    /// `attestation_data` or `block`.
+    /// `attestation_data` or `block`; in remote mode also `aggregate_attestation` and
+    /// `sync_committee_contribution`.
+    pub kind: &'static str,
+    /// Sent (Unix ms).
+    pub sent_ms: u64,
+    /// Answer after (ms).
+    pub latency_ms: f64,
+    /// Error, if the request failed.
+    pub error: Option<String>,
+}
+
+/// One Web3Signer sign request of a remote-mode VC.
+#[derive(Clone, Debug, Serialize)]
+pub struct SignRecord {
+    /// Slot of the signed object (the epoch's first slot for a RANDAO reveal).
+    pub slot: Slot,
+    /// Web3Signer `type` (`ATTESTATION`, `AGGREGATION_SLOT`, …).
     pub kind: &'static str,
     /// Sent (Unix ms).
     pub sent_ms: u64,
@@ -89,6 +143,13 @@ pub struct DataRequest {
 pub struct VcStats {
     /// Requests for data to sign.
     pub data_requests: Vec<DataRequest>,
+    /// Sign requests (remote mode only).
+    pub sign_requests: Vec<SignRecord>,
+    /// Aggregation duties it took (remote mode): `(slot, validator)` elected by their
+    /// attestation selection proof.
+    pub aggregators: Vec<(Slot, ValidatorIndex)>,
+    /// Sync contribution duties it took (remote mode): `(slot, validator, subcommittee)`.
+    pub sync_aggregators: Vec<(Slot, ValidatorIndex, u64)>,
     /// Objects published, by kind.
     pub published: BTreeMap<String, u64>,
     /// Failed calls by endpoint.
@@ -101,6 +162,23 @@ pub struct VcStats {
     pub ready_ms: Option<u64>,
 }
 
+/// Who signs.
+enum Signer {
+    /// The node's key shares, in DV order (middleware mode).
+    Local(Arc<Vec<SecretKey>>),
+    /// dvnode's Web3Signer API at the validator API URL (remote mode).
+    Remote,
+}
+
+/// One signature to make: key position, signing root and, in remote mode, the Web3Signer
+/// request's `type`, object key and object.
+struct SignJob {
+    position: usize,
+    slot: Slot,
+    root: Root,
+    remote: Option<(&'static str, &'static str, serde_json::Value)>,
+}
+
 /// A simulated validator client for one dvnode.
 pub struct SimVc {
     node: usize,
@@ -108,10 +186,11 @@ pub struct SimVc {
     http: reqwest::Client,
     api_url: String,
     schedule: Arc<ForkSchedule>,
-    /// Share secret keys in DV order.
-    keys: Arc<Vec<SecretKey>>,
-    /// Share pubkeys in DV order.
+    signer: Signer,
+    /// Its pubkeys in DV order: share pubkeys (middleware), DV pubkeys (remote).
     share_pubkeys: Vec<BlsPubkey>,
+    /// Selection proofs of its aggregators, by `(slot, validator)` (remote mode).
+    agg_proofs: Mutex<HashMap<(Slot, ValidatorIndex), BlsSignature>>,
     /// Validator index → DV position.
     positions: Mutex<HashMap<ValidatorIndex, usize>>,
     attesters: Mutex<BTreeMap<Epoch, Vec<AttesterDuty>>>,
@@ -161,6 +240,33 @@ impl SimVc {
             .iter()
             .map(|k| BlsPubkey(k.sk_to_pk().to_bytes()))
             .collect();
+        SimVc::build(
+            node,
+            api_url,
+            schedule,
+            Signer::Local(Arc::new(keys)),
+            share_pubkeys,
+        )
+    }
+
+    /// A VC of node `node` in remote-signer mode: no keys, the DV public keys `dv_pubkeys`
+    /// (DV order), dvnode at `api_url` as beacon node and Web3Signer.
+    pub fn new_remote(
+        node: usize,
+        api_url: &str,
+        schedule: Arc<ForkSchedule>,
+        dv_pubkeys: Vec<BlsPubkey>,
+    ) -> Result<Arc<SimVc>> {
+        SimVc::build(node, api_url, schedule, Signer::Remote, dv_pubkeys)
+    }
+
+    fn build(
+        node: usize,
+        api_url: &str,
+        schedule: Arc<ForkSchedule>,
+        signer: Signer,
+        share_pubkeys: Vec<BlsPubkey>,
+    ) -> Result<Arc<SimVc>> {
         Ok(Arc::new(SimVc {
             node,
             api: BeaconClient::with_timeouts(
@@ -173,8 +279,9 @@ impl SimVc {
                 .build()?,
             api_url: api_url.trim_end_matches('/').to_string(),
             schedule,
-            keys: Arc::new(keys),
+            signer,
             share_pubkeys,
+            agg_proofs: Mutex::new(HashMap::new()),
             positions: Mutex::new(HashMap::new()),
             attesters: Mutex::new(BTreeMap::new()),
             sync: Mutex::new(BTreeMap::new()),
@@ -212,6 +319,115 @@ impl SimVc {
             });
     }
 
+    fn is_remote(&self) -> bool {
+        matches!(self.signer, Signer::Remote)
+    }
+
+    /// `Some(object())` in remote mode (the Web3Signer request needs the object), else `None`.
+    fn remote_object(
+        &self,
+        sign_type: &'static str,
+        key: &'static str,
+        object: impl FnOnce() -> serde_json::Value,
+    ) -> Option<(&'static str, &'static str, serde_json::Value)> {
+        self.is_remote().then(|| (sign_type, key, object()))
+    }
+
+    /// One Web3Signer request (Lodestar's `externalSignerPostSignature`), recorded.
+    async fn remote_sign(
+        &self,
+        position: usize,
+        slot: Slot,
+        root: Root,
+        (sign_type, key, object): (&'static str, &'static str, serde_json::Value),
+    ) -> Option<BlsSignature> {
+        let epoch = epoch_of(slot);
+        let pubkey = self.share_pubkeys[position];
+        let body = json!({
+            "type": sign_type,
+            "signingRoot": root,
+            "fork_info": {
+                "fork": {
+                    "previous_version": GENESIS_FORK_VERSION,
+                    "current_version": self.schedule.version_at_epoch(epoch),
+                    "epoch": epoch.to_string(),
+                },
+                "genesis_validators_root": self.schedule.genesis_validators_root(),
+            },
+            key: object,
+        });
+        let url = format!("{}/api/v1/eth2/sign/{pubkey}", self.api_url);
+        let sent_ms = now_ms();
+        let result: Result<BlsSignature, String> = async {
+            let r = self
+                .http
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status();
+            let text = r.text().await.map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                return Err(format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                ));
+            }
+            #[derive(serde::Deserialize)]
+            struct Answer {
+                signature: BlsSignature,
+            }
+            serde_json::from_str::<Answer>(&text)
+                .map(|a| a.signature)
+                .map_err(|e| format!("answer {text:?}: {e}"))
+        }
+        .await;
+        let latency_ms = now_ms().saturating_sub(sent_ms) as f64;
+        let error = result.as_ref().err().cloned();
+        if let Some(e) = &error {
+            self.error(&format!("sign/{sign_type}"), e);
+        }
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sign_requests
+            .push(SignRecord {
+                slot,
+                kind: sign_type,
+                sent_ms,
+                latency_ms,
+                error,
+            });
+        result.ok()
+    }
+
+    /// Signs every job: with the key shares on the blocking pool (middleware), or with one
+    /// Web3Signer request per job, all at once (remote; Lodestar's `Promise.all`). `None` where
+    /// a sign request failed.
+    async fn sign_each(&self, jobs: Vec<SignJob>) -> Vec<Option<BlsSignature>> {
+        match &self.signer {
+            Signer::Local(keys) => {
+                sign_all(keys, jobs.iter().map(|j| (j.position, j.root)).collect())
+                    .await
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            Signer::Remote => {
+                join_all(jobs.into_iter().map(|j| async move {
+                    let req = j.remote?;
+                    self.remote_sign(j.position, j.slot, j.root, req).await
+                }))
+                .await
+            }
+        }
+    }
+
+    async fn sign_one(&self, job: SignJob) -> Option<BlsSignature> {
+        self.sign_each(vec![job]).await.pop().flatten()
+    }
+
     fn indices(&self) -> Vec<ValidatorIndex> {
         let mut v: Vec<_> = self
             .positions
@@ -230,6 +446,10 @@ impl SimVc {
             .unwrap_or_else(|p| p.into_inner())
             .get(&index)
             .copied()
+    }
+
+    fn two_thirds_ms(&self) -> u64 {
+        self.schedule.seconds_per_slot() * 1000 * 2 / 3
     }
 
     fn slot_start_ms(&self, slot: Slot) -> u64 {
@@ -348,15 +568,20 @@ impl SimVc {
                 .contains_key(&e);
             match self.api.attester_duties(e, &indices).await {
                 Ok(d) => {
+                    if !known && self.is_remote() {
+                        self.attestation_selection_proofs(&d.data).await;
+                    }
+                    let proofs = self.agg_proofs.lock().unwrap_or_else(|p| p.into_inner());
                     for duty in &d.data {
                         subscriptions.push(json!({
                             "validator_index": duty.validator_index.to_string(),
                             "committee_index": duty.committee_index.to_string(),
                             "committees_at_slot": duty.committees_at_slot.to_string(),
                             "slot": duty.slot.to_string(),
-                            "is_aggregator": false,
+                            "is_aggregator": proofs.contains_key(&(duty.slot, duty.validator_index)),
                         }));
                     }
+                    drop(proofs);
                     if !known {
                         self.attesters
                             .lock()
@@ -417,6 +642,41 @@ impl SimVc {
             .retain(|e, _| *e + 2 >= epoch);
     }
 
+    /// The attestation selection proofs of newly downloaded duties, one request after the other
+    /// (Lodestar's `pollBeaconAttestersForEpoch` → `getDutyAndProof`); keeps those that elect
+    /// their validator.
+    async fn attestation_selection_proofs(&self, duties: &[AttesterDuty]) {
+        for d in duties {
+            let Some(j) = self.position(d.validator_index) else {
+                continue;
+            };
+            let slot = d.slot;
+            let job = SignJob {
+                position: j,
+                slot,
+                root: self.schedule.selection_proof_signing_root(slot),
+                remote: self.remote_object(
+                    "AGGREGATION_SLOT",
+                    "aggregation_slot",
+                    || json!({"slot": slot.to_string()}),
+                ),
+            };
+            if let Some(proof) = self.sign_one(job).await {
+                if is_aggregator(d.committee_length, &proof) {
+                    self.agg_proofs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((slot, d.validator_index), proof);
+                    self.stats
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .aggregators
+                        .push((slot, d.validator_index));
+                }
+            }
+        }
+    }
+
     /// Waits for the slot's block (head event) or 1/3 of the slot, whichever comes first.
     async fn wait_attestation_time(&self, slot: Slot) {
         let third = self.slot_start_ms(slot) + self.schedule.seconds_per_slot() * 1000 / 3;
@@ -435,11 +695,21 @@ impl SimVc {
             return;
         };
         let epoch = epoch_of(slot);
-        let reveal = sign_all(
-            &self.keys,
-            vec![(j, self.schedule.randao_signing_root(epoch))],
-        )
-        .await[0];
+        let Some(reveal) = self
+            .sign_one(SignJob {
+                position: j,
+                slot,
+                root: self.schedule.randao_signing_root(epoch),
+                remote: self.remote_object(
+                    "RANDAO_REVEAL",
+                    "randao_reveal",
+                    || json!({"epoch": epoch.to_string()}),
+                ),
+            })
+            .await
+        else {
+            return;
+        };
         let sent = now_ms();
         let block = match self.api.produce_block::<P>(slot, &reveal, None).await {
             Ok(b) => {
@@ -453,7 +723,21 @@ impl SimVc {
             }
         };
         let root = self.schedule.block_signing_root(&block);
-        let signature = sign_all(&self.keys, vec![(j, root)]).await[0];
+        let Some(signature) = self
+            .sign_one(SignJob {
+                position: j,
+                slot,
+                root,
+                remote: self.remote_object(
+                    "BLOCK_V2",
+                    "beacon_block",
+                    || json!({"version": "ALTAIR", "block": block}),
+                ),
+            })
+            .await
+        else {
+            return;
+        };
         let signed = SignedBeaconBlockAltair {
             message: block,
             signature,
@@ -465,10 +749,10 @@ impl SimVc {
         }
     }
 
-    async fn attest(&self, slot: Slot, duties: Vec<AttesterDuty>) {
-        let Some(first) = duties.first() else {
-            return;
-        };
+    /// Asks for the attestation data, signs and publishes the duties' attestations; returns the
+    /// data (committee index of the first duty) for the aggregation step.
+    async fn attest(&self, slot: Slot, duties: Vec<AttesterDuty>) -> Option<AttestationData> {
+        let first = duties.first()?;
         let sent = now_ms();
         let data = match self.api.attestation_data(slot, first.committee_index).await {
             Ok(d) => {
@@ -478,7 +762,7 @@ impl SimVc {
             Err(e) => {
                 self.data_request(slot, "attestation_data", sent, Some(e.to_string()));
                 self.error("attestation_data", e);
-                return;
+                return None;
             }
         };
         let mut roots: HashMap<u64, Root> = HashMap::new();
@@ -493,12 +777,24 @@ impl SimVc {
                 x.index = d.committee_index;
                 self.schedule.attestation_signing_root(&x)
             });
-            jobs.push((j, root));
+            jobs.push(SignJob {
+                position: j,
+                slot,
+                root,
+                remote: self.remote_object("ATTESTATION", "attestation", || {
+                    let mut x = data;
+                    x.index = d.committee_index;
+                    json!(x)
+                }),
+            });
             kept.push(d);
         }
-        let sigs = sign_all(&self.keys, jobs).await;
+        let sigs = self.sign_each(jobs).await;
         let mut atts = Vec::with_capacity(kept.len());
         for (d, signature) in kept.iter().zip(sigs) {
+            let Some(signature) = signature else {
+                continue;
+            };
             let Ok(mut bits) = BitList::with_capacity(d.committee_length as usize) else {
                 continue;
             };
@@ -520,9 +816,103 @@ impl SimVc {
             Ok(()) => self.published("attestation", atts.len()),
             Err(e) => self.error("publish_attestations", e),
         }
+        Some(data)
     }
 
-    async fn sync_messages(&self, slot: Slot, duties: Vec<SyncDuty>) {
+    /// Lodestar's `produceAndPublishAggregates` for every committee of the slot with one of its
+    /// aggregators (remote mode), the committees concurrently.
+    async fn aggregate(&self, slot: Slot, data: AttestationData, duties: &[AttesterDuty]) {
+        let mut by_committee: BTreeMap<u64, Vec<(AttesterDuty, BlsSignature)>> = BTreeMap::new();
+        {
+            let proofs = self.agg_proofs.lock().unwrap_or_else(|p| p.into_inner());
+            for d in duties {
+                if let Some(proof) = proofs.get(&(slot, d.validator_index)) {
+                    by_committee
+                        .entry(d.committee_index)
+                        .or_default()
+                        .push((*d, *proof));
+                }
+            }
+        }
+        join_all(
+            by_committee
+                .into_iter()
+                .map(|(index, aggregators)| async move {
+                    let mut x = data;
+                    x.index = index;
+                    let sent = now_ms();
+                    let aggregate = match self
+                        .api
+                        .aggregate_attestation::<P>(slot, Root::of(&x))
+                        .await
+                    {
+                        Ok(a) => {
+                            self.data_request(slot, "aggregate_attestation", sent, None);
+                            a
+                        }
+                        Err(e) => {
+                            self.data_request(
+                                slot,
+                                "aggregate_attestation",
+                                sent,
+                                Some(e.to_string()),
+                            );
+                            self.error("aggregate_attestation", e);
+                            return;
+                        }
+                    };
+                    let mut messages = Vec::new();
+                    let mut jobs = Vec::new();
+                    for (d, proof) in aggregators {
+                        let Some(j) = self.position(d.validator_index) else {
+                            continue;
+                        };
+                        let message = AggregateAndProof::<P> {
+                            aggregator_index: d.validator_index,
+                            aggregate: aggregate.clone(),
+                            selection_proof: proof,
+                        };
+                        jobs.push(SignJob {
+                            position: j,
+                            slot,
+                            root: self.schedule.aggregate_and_proof_signing_root(&message),
+                            remote: self.remote_object(
+                                "AGGREGATE_AND_PROOF",
+                                "aggregate_and_proof",
+                                || json!(message),
+                            ),
+                        });
+                        messages.push(message);
+                    }
+                    let signed: Vec<SignedAggregateAndProof<P>> = messages
+                        .into_iter()
+                        .zip(self.sign_each(jobs).await)
+                        .filter_map(|(message, sig)| {
+                            Some(SignedAggregateAndProof {
+                                message,
+                                signature: sig?,
+                            })
+                        })
+                        .collect();
+                    if signed.is_empty() {
+                        return;
+                    }
+                    let refs: Vec<&SignedAggregateAndProof<P>> = signed.iter().collect();
+                    match self
+                        .api
+                        .submit_array("/eth/v1/validator/aggregate_and_proofs", &refs)
+                        .await
+                    {
+                        Ok(()) => self.published("aggregate", signed.len()),
+                        Err(e) => self.error("publish_aggregate_and_proofs", e),
+                    }
+                }),
+        )
+        .await;
+    }
+
+    /// Signs and publishes the slot's sync committee messages; returns the root they sign.
+    async fn sync_messages(&self, slot: Slot, duties: Vec<SyncDuty>) -> Option<Root> {
         let head = *self.head.borrow();
         let root = if let Some((_, root)) = head.filter(|(s, _)| slot >= *s) {
             root
@@ -531,7 +921,7 @@ impl SimVc {
                 Ok(h) => h.root,
                 Err(e) => {
                     self.error("block_root", e);
-                    return;
+                    return None;
                 }
             }
         };
@@ -540,25 +930,161 @@ impl SimVc {
             .iter()
             .filter_map(|d| Some((self.position(d.validator_index)?, d.validator_index)))
             .collect();
-        let sigs = sign_all(
-            &self.keys,
-            kept.iter().map(|(j, _)| (*j, signing_root)).collect(),
-        )
-        .await;
+        let jobs = kept
+            .iter()
+            .map(|(j, _)| SignJob {
+                position: *j,
+                slot,
+                root: signing_root,
+                remote: self.remote_object(
+                    "SYNC_COMMITTEE_MESSAGE",
+                    "sync_committee_message",
+                    || json!({"beacon_block_root": root, "slot": slot.to_string()}),
+                ),
+            })
+            .collect();
+        let sigs = self.sign_each(jobs).await;
         let msgs: Vec<SyncCommitteeMessage> = kept
             .iter()
             .zip(sigs)
-            .map(|((_, v), signature)| SyncCommitteeMessage {
-                slot,
-                beacon_block_root: root,
-                validator_index: *v,
-                signature,
+            .filter_map(|((_, v), signature)| {
+                Some(SyncCommitteeMessage {
+                    slot,
+                    beacon_block_root: root,
+                    validator_index: *v,
+                    signature: signature?,
+                })
             })
             .collect();
         match self.api.submit_sync_committee_messages(&msgs).await {
             Ok(()) => self.published("sync_message", msgs.len()),
             Err(e) => self.error("publish_sync_messages", e),
         }
+        Some(root)
+    }
+
+    /// The sync selection proofs of the slot's duties, one request after the other (Lodestar's
+    /// `getSelectionProofs` in `getDutiesAtSlot`): `(validator, subcommittee, proof)` of those
+    /// that elect their validator.
+    async fn sync_selection_proofs(
+        &self,
+        slot: Slot,
+        duties: &[SyncDuty],
+    ) -> Vec<(ValidatorIndex, u64, BlsSignature)> {
+        let mut out = Vec::new();
+        for d in duties {
+            let Some(j) = self.position(d.validator_index) else {
+                continue;
+            };
+            for sub in sync_subcommittees::<P>(&d.validator_sync_committee_indices) {
+                let data = SyncAggregatorSelectionData {
+                    slot,
+                    subcommittee_index: sub,
+                };
+                let job = SignJob {
+                    position: j,
+                    slot,
+                    root: self.schedule.sync_selection_proof_signing_root(&data),
+                    remote: self.remote_object(
+                        "SYNC_COMMITTEE_SELECTION_PROOF",
+                        "sync_aggregator_selection_data",
+                        || json!(data),
+                    ),
+                };
+                if let Some(proof) = self.sign_one(job).await {
+                    if is_sync_committee_aggregator::<P>(&proof) {
+                        out.push((d.validator_index, sub, proof));
+                    }
+                }
+            }
+        }
+        let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        s.sync_aggregators
+            .extend(out.iter().map(|(v, sub, _)| (slot, *v, *sub)));
+        out
+    }
+
+    /// Lodestar's sync `produceAndPublishAggregates` for every subcommittee with one of its
+    /// aggregators (remote mode), the subcommittees concurrently.
+    async fn contribute(
+        &self,
+        slot: Slot,
+        root: Root,
+        aggregators: Vec<(ValidatorIndex, u64, BlsSignature)>,
+    ) {
+        let mut by_sub: BTreeMap<u64, Vec<(ValidatorIndex, BlsSignature)>> = BTreeMap::new();
+        for (v, sub, proof) in aggregators {
+            by_sub.entry(sub).or_default().push((v, proof));
+        }
+        join_all(by_sub.into_iter().map(|(sub, members)| async move {
+            let sent = now_ms();
+            let contribution = match self
+                .api
+                .sync_committee_contribution::<P>(slot, sub, root)
+                .await
+            {
+                Ok(c) => {
+                    self.data_request(slot, "sync_committee_contribution", sent, None);
+                    c
+                }
+                Err(e) => {
+                    self.data_request(
+                        slot,
+                        "sync_committee_contribution",
+                        sent,
+                        Some(e.to_string()),
+                    );
+                    self.error("sync_committee_contribution", e);
+                    return;
+                }
+            };
+            let mut messages = Vec::new();
+            let mut jobs = Vec::new();
+            for (v, proof) in members {
+                let Some(j) = self.position(v) else {
+                    continue;
+                };
+                let message = ContributionAndProof::<P> {
+                    aggregator_index: v,
+                    contribution: contribution.clone(),
+                    selection_proof: proof,
+                };
+                jobs.push(SignJob {
+                    position: j,
+                    slot,
+                    root: self.schedule.contribution_and_proof_signing_root(&message),
+                    remote: self.remote_object(
+                        "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
+                        "contribution_and_proof",
+                        || json!(message),
+                    ),
+                });
+                messages.push(message);
+            }
+            let signed: Vec<SignedContributionAndProof<P>> = messages
+                .into_iter()
+                .zip(self.sign_each(jobs).await)
+                .filter_map(|(message, sig)| {
+                    Some(SignedContributionAndProof {
+                        message,
+                        signature: sig?,
+                    })
+                })
+                .collect();
+            if signed.is_empty() {
+                return;
+            }
+            let refs: Vec<&SignedContributionAndProof<P>> = signed.iter().collect();
+            match self
+                .api
+                .submit_array("/eth/v1/validator/contribution_and_proofs", &refs)
+                .await
+            {
+                Ok(()) => self.published("contribution", signed.len()),
+                Err(e) => self.error("publish_contribution_and_proofs", e),
+            }
+        }))
+        .await;
     }
 
     /// The slot's duties (Lodestar's `runEverySlot` services).
@@ -591,6 +1117,38 @@ impl SimVc {
             .get(&(epoch_of(slot + 1) / EPOCHS_PER_SYNC_COMMITTEE_PERIOD))
             .cloned()
             .unwrap_or_default();
+        if self.is_remote() {
+            // Lodestar's attestation and sync committee services, side by side.
+            let attestation = async {
+                if attesters.is_empty() {
+                    return;
+                }
+                self.wait_attestation_time(slot).await;
+                let Some(data) = self.attest(slot, attesters.clone()).await else {
+                    return;
+                };
+                self.sleep_until_ms(self.slot_start_ms(slot) + self.two_thirds_ms())
+                    .await;
+                self.aggregate(slot, data, &attesters).await;
+            };
+            let sync_committee = async {
+                if sync.is_empty() {
+                    return;
+                }
+                let aggregators = self.sync_selection_proofs(slot, &sync).await;
+                self.wait_attestation_time(slot).await;
+                let Some(root) = self.sync_messages(slot, sync).await else {
+                    return;
+                };
+                self.sleep_until_ms(self.slot_start_ms(slot) + self.two_thirds_ms())
+                    .await;
+                if !aggregators.is_empty() {
+                    self.contribute(slot, root, aggregators).await;
+                }
+            };
+            tokio::join!(proposal, attestation, sync_committee);
+            return;
+        }
         let others = async {
             if attesters.is_empty() && sync.is_empty() {
                 return;
@@ -599,12 +1157,12 @@ impl SimVc {
             tokio::join!(
                 async {
                     if !attesters.is_empty() {
-                        self.attest(slot, attesters).await
+                        self.attest(slot, attesters).await;
                     }
                 },
                 async {
                     if !sync.is_empty() {
-                        self.sync_messages(slot, sync).await
+                        self.sync_messages(slot, sync).await;
                     }
                 }
             );

@@ -4,10 +4,19 @@
 //! keys), a simulated beacon node ([`dvlab_tests::simbn`], one port per node), four real
 //! release dvnode processes over loopback libp2p with their slashing DBs on disk, and one
 //! simulated Lodestar-like validator client per node ([`dvlab_tests::simvc`]) signing with the
-//! node's key shares. The chain starts at genesis a little after everything started; the
+//! node's key shares (`--modes middleware`), or holding no key and asking its dvnode's
+//! Web3Signer API for every signature (`--modes remote`: dvnodes run with `--signer remote`,
+//! as `e2e-local --signer remote` starts them, and also perform the DVs' aggregation and sync
+//! contribution duties). The chain starts at genesis a little after everything started; the
 //! measured slots are the `--epochs` epochs from genesis. Prints a table and writes
 //! `<out>/summary.json` (`{"rows": [...]}`, see [`dvlab_tests::benchscale`]) and, per row,
 //! `<out>/v<N>-<mode>/` with the processes' logs, duty logs, metrics and details.
+//!
+//! In remote mode the expected aggregation and sync contribution duties are computed by the
+//! harness, independently of dvnode: it recovers each DV's whole secret key from three nodes'
+//! key shares (checked against the DV public key of the lock), signs the selection proofs
+//! itself and applies `is_aggregator` / `is_sync_committee_aggregator` to the simulated chain's
+//! committees (as `tests/src/remote.rs` does with interop keys).
 //!
 //! Exit code: 0 when every row ran (whether or not it meets the goal), 2 when a run failed.
 
@@ -22,19 +31,25 @@ use clap::Parser;
 use dvlab_tests::benchscale::{self, NodeFigures, Row, RowInput};
 use dvlab_tests::dutylog::DutyLog;
 use dvlab_tests::ports::PortAllocator;
-use dvlab_tests::simbn::chain::SLOTS_PER_EPOCH;
-use dvlab_tests::simbn::{self, now_ms, ObjectKind, SimBn, SimBnConfig};
+use dvlab_tests::simbn::chain::{epoch_of, SLOTS_PER_EPOCH};
+use dvlab_tests::simbn::{self, now_ms, ObjectKind, SimBn, SimBnConfig, P};
 use dvlab_tests::simvc::{self, SimVc};
 use dvlab_tests::supervisor::{self, Supervisor};
 use dvnode::clock::unix_now;
 use dvnode::cluster::lock::ClusterLock;
-use dvnode::eth::types::Root;
+use dvnode::eth::aggregate::{
+    is_aggregator, is_sync_committee_aggregator, sync_subcommittees, SyncAggregatorSelectionData,
+};
+use dvnode::eth::types::{BlsPubkey, BlsSignature, Root, ValidatorIndex};
+use dvnode::keys::tbls::{self, SecretKey};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 const NODES: usize = 4;
 const THRESHOLD: usize = 3;
+/// The modes a row runs in (the `mode` of its summary row).
+const MODES: [&str; 2] = ["middleware", "remote"];
 
 /// Scale benchmark of a 4-node dvnode cluster (simulated beacon node and validator clients).
 #[derive(Parser, Debug, Clone)]
@@ -54,7 +69,8 @@ struct Args {
     /// Seconds per slot (12 on mainnet; shorter slots are a quick check, not the benchmark).
     #[arg(long, env = "BENCH_SCALE_SECONDS_PER_SLOT", default_value_t = 12)]
     seconds_per_slot: u64,
-    /// Modes (comma-separated): `middleware` (the VC talks beacon API to dvnode).
+    /// Modes (comma-separated): `middleware` (the VC holds the node's key shares and talks
+    /// beacon API to dvnode), `remote` (dvnode is the VC's beacon node and Web3Signer).
     #[arg(
         long,
         env = "BENCH_SCALE_MODES",
@@ -204,10 +220,11 @@ fn cluster(
 /// Runs one row: `validators` DVs in `mode`.
 async fn run_row(args: &Args, bin: &Path, validators: u64, mode: &str) -> Result<Row> {
     ensure!(
-        mode == "middleware",
-        "mode {mode:?} is not available: dvnode serves validator clients as beacon-API \
-         middleware only (the remote-signer mode is issue 19)"
+        MODES.contains(&mode),
+        "unknown mode {mode:?}: the modes are {}",
+        MODES.join(", ")
     );
+    let remote = mode == "remote";
     let dir = args.out.join(format!("v{validators}-{mode}"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -298,6 +315,9 @@ async fn run_row(args: &Args, bin: &Path, validators: u64, mode: &str) -> Result
             .arg("--duty-log")
             .arg(dir.join(format!("duty-log-{i}.jsonl")))
             .env("DVNODE_LOG", "info");
+        if remote {
+            cmd.args(["--signer", "remote"]);
+        }
         sup.spawn(&format!("dvnode{i}"), cmd)?;
     }
     let pids: Vec<u32> = (0..NODES)
@@ -308,14 +328,25 @@ async fn run_row(args: &Args, bin: &Path, validators: u64, mode: &str) -> Result
         .collect::<Result<_>>()?;
     let schedule = Arc::new(bn.schedule().clone());
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Remote mode: the harness keeps the shares (for the expected aggregation duties); the
+    // VCs get only the DV public keys.
+    let dv_pubkeys: Vec<BlsPubkey> = cluster
+        .validators
+        .iter()
+        .map(|v| BlsPubkey(v.pubkey.to_bytes()))
+        .collect();
+    let (vc_keys, shares) = if remote {
+        (vec![None; NODES], Some(keys))
+    } else {
+        (keys.into_iter().map(Some).collect(), None)
+    };
     let mut vcs = Vec::new();
-    for (i, k) in keys.into_iter().enumerate() {
-        let vc = SimVc::new(
-            i,
-            &format!("http://127.0.0.1:{}", ports[i].api),
-            schedule.clone(),
-            k,
-        )?;
+    for (i, k) in vc_keys.into_iter().enumerate() {
+        let url = format!("http://127.0.0.1:{}", ports[i].api);
+        let vc = match k {
+            Some(k) => SimVc::new(i, &url, schedule.clone(), k)?,
+            None => SimVc::new_remote(i, &url, schedule.clone(), dv_pubkeys.clone())?,
+        };
         tokio::spawn(vc.clone().run(stop_rx.clone()));
         vcs.push(vc);
     }
@@ -358,13 +389,24 @@ async fn run_row(args: &Args, bin: &Path, validators: u64, mode: &str) -> Result
                 sup.check_alive()?;
             }
             let rec = bn.record();
-            let att = rec
-                .arrivals
-                .keys()
-                .filter(|(k, s, _)| *k == ObjectKind::Attestation && s / SLOTS_PER_EPOCH == epoch)
-                .count();
+            let count = |kind: ObjectKind| {
+                rec.arrivals
+                    .keys()
+                    .filter(|(k, s, _)| *k == kind && s / SLOTS_PER_EPOCH == epoch)
+                    .count()
+            };
+            let att = count(ObjectKind::Attestation);
+            let aggregation = if remote {
+                format!(
+                    ", {} aggregates, {} contributions",
+                    count(ObjectKind::Aggregate),
+                    count(ObjectKind::Contribution)
+                )
+            } else {
+                String::new()
+            };
             eprintln!(
-                "  epoch {epoch} done: {att} DV attestations of the epoch at the beacon node, {} refused objects",
+                "  epoch {epoch} done: {att} DV attestations of the epoch at the beacon node{aggregation}, {} refused objects",
                 rec.invalid.values().sum::<u64>()
             );
         }
@@ -404,6 +446,20 @@ async fn run_row(args: &Args, bin: &Path, validators: u64, mode: &str) -> Result
         expected.extend(proposer.map(|v| (ObjectKind::Block, slot, v)));
         expected.extend(sync.into_iter().map(|v| (ObjectKind::SyncMessage, slot, v)));
     }
+    let mut aggregation_check = serde_json::Value::Null;
+    if let Some(shares) = shares {
+        let started = std::time::Instant::now();
+        let secrets = Arc::new(recover_secrets(&shares, &dv_pubkeys)?);
+        let duties = expected_aggregation_duties(&bn, secrets, end_slot).await?;
+        eprintln!(
+            "  expected aggregation duties: {} aggregations, {} sync contributions (computed in {:.1} s)",
+            duties.iter().filter(|d| d.0 == ObjectKind::Aggregate).count(),
+            duties.iter().filter(|d| d.0 == ObjectKind::Contribution).count(),
+            started.elapsed().as_secs_f64()
+        );
+        aggregation_check = vc_aggregation_check(&vcs, &duties, end_slot);
+        expected.extend(duties);
+    }
     let record = bn.record();
     let mut nodes = Vec::new();
     for i in 0..NODES {
@@ -431,6 +487,10 @@ async fn run_row(args: &Args, bin: &Path, validators: u64, mode: &str) -> Result
             .iter()
             .flat_map(|s| s.data_requests.clone())
             .collect(),
+        sign_requests: vc_stats
+            .iter()
+            .flat_map(|s| s.sign_requests.clone())
+            .collect(),
         nodes,
         harness_cpu_seconds: harness_cpu,
     });
@@ -449,7 +509,11 @@ async fn run_row(args: &Args, bin: &Path, validators: u64, mode: &str) -> Result
             "published": s.published,
             "errors": s.errors,
             "error_samples": s.error_samples,
+            "sign_requests": s.sign_requests.len(),
+            "aggregators_taken": s.aggregators.len(),
+            "sync_aggregators_taken": s.sync_aggregators.len(),
         })).collect::<Vec<_>>(),
+        "aggregation_check": aggregation_check,
     });
     std::fs::write(
         dir.join("details.json"),
@@ -461,6 +525,136 @@ async fn run_row(args: &Args, bin: &Path, validators: u64, mode: &str) -> Result
         }
     }
     Ok(row)
+}
+
+/// Each DV's whole secret key, recovered from the key shares of nodes `0..THRESHOLD` (share
+/// indices `1..=THRESHOLD`) and checked against its public key in the lock.
+fn recover_secrets(shares: &[Vec<SecretKey>], dv_pubkeys: &[BlsPubkey]) -> Result<Vec<SecretKey>> {
+    dv_pubkeys
+        .iter()
+        .enumerate()
+        .map(|(j, pk)| {
+            let parts: Vec<(u64, SecretKey)> = (0..THRESHOLD)
+                .map(|i| (i as u64 + 1, shares[i][j].clone()))
+                .collect();
+            let sk = tbls::recover_secret(&parts, THRESHOLD)
+                .with_context(|| format!("recovering the secret key of DV {j}"))?;
+            ensure!(
+                sk.sk_to_pk().to_bytes() == pk.0,
+                "the secret recovered from the shares of DV {j} does not match its public key {pk}"
+            );
+            Ok(sk)
+        })
+        .collect()
+}
+
+/// The DVs' aggregation duties (committee members whose selection proof elects them) and sync
+/// contribution duties (sync committee members with a subcommittee whose proof elects them;
+/// the members signing at slot `s` are those of the committee of `s + 1`) in `0..end_slot`,
+/// from the simulated chain's committees and selection proofs signed with the whole keys.
+async fn expected_aggregation_duties(
+    bn: &Arc<SimBn>,
+    secrets: Arc<Vec<SecretKey>>,
+    end_slot: u64,
+) -> Result<Vec<(ObjectKind, u64, ValidatorIndex)>> {
+    let ids: Vec<String> = (0..secrets.len()).map(|v| v.to_string()).collect();
+    let schedule = Arc::new(bn.schedule().clone());
+    let sign = |sk: &SecretKey, root: Root| BlsSignature(tbls::sign(sk, &root.0).to_bytes());
+    let mut out = Vec::new();
+    for epoch in 0..=epoch_of(end_slot.saturating_sub(1)) {
+        let duties = bn
+            .attester_duties(epoch, &ids)
+            .map_err(|e| anyhow::anyhow!("attester duties of epoch {epoch}: {e:?}"))?;
+        for d in duties.data.iter().filter(|d| d.slot < end_slot) {
+            let proof = sign(
+                &secrets[d.validator_index as usize],
+                schedule.selection_proof_signing_root(d.slot),
+            );
+            if is_aggregator(d.committee_length, &proof) {
+                out.push((ObjectKind::Aggregate, d.slot, d.validator_index));
+            }
+        }
+    }
+    // Sync: one blocking task per slot (up to 512 positions × 4 subcommittees of proofs).
+    let mut tasks = Vec::new();
+    for slot in 0..end_slot {
+        let duties = bn
+            .sync_duties(epoch_of(slot + 1), &ids)
+            .map_err(|e| anyhow::anyhow!("sync duties for slot {slot}: {e:?}"))?;
+        let secrets = secrets.clone();
+        let schedule = schedule.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            duties
+                .data
+                .iter()
+                .filter(|d| {
+                    sync_subcommittees::<P>(&d.validator_sync_committee_indices)
+                        .into_iter()
+                        .any(|sub| {
+                            let data = SyncAggregatorSelectionData {
+                                slot,
+                                subcommittee_index: sub,
+                            };
+                            let proof = sign(
+                                &secrets[d.validator_index as usize],
+                                schedule.sync_selection_proof_signing_root(&data),
+                            );
+                            is_sync_committee_aggregator::<P>(&proof)
+                        })
+                })
+                .map(|d| (ObjectKind::Contribution, slot, d.validator_index))
+                .collect::<Vec<_>>()
+        }));
+    }
+    for t in tasks {
+        out.extend(t.await?);
+    }
+    Ok(out)
+}
+
+/// The aggregation duties the VCs took (from dvnode's selection proofs) against the expected
+/// ones, in the measured slots: every VC should have taken exactly the expected duties.
+fn vc_aggregation_check(
+    vcs: &[Arc<SimVc>],
+    expected: &[(ObjectKind, u64, ValidatorIndex)],
+    end_slot: u64,
+) -> serde_json::Value {
+    use std::collections::BTreeSet;
+    let want = |kind| -> BTreeSet<(u64, u64)> {
+        expected
+            .iter()
+            .filter(|d| d.0 == kind)
+            .map(|d| (d.1, d.2))
+            .collect()
+    };
+    let (agg, sync) = (want(ObjectKind::Aggregate), want(ObjectKind::Contribution));
+    let per_vc: Vec<serde_json::Value> = vcs
+        .iter()
+        .map(|vc| {
+            let s = vc.stats();
+            let took: BTreeSet<(u64, u64)> = s
+                .aggregators
+                .iter()
+                .copied()
+                .filter(|(slot, _)| *slot < end_slot)
+                .collect();
+            let took_sync: BTreeSet<(u64, u64)> = s
+                .sync_aggregators
+                .iter()
+                .filter(|(slot, _, _)| *slot < end_slot)
+                .map(|(slot, v, _)| (*slot, *v))
+                .collect();
+            json!({
+                "aggregations_taken": took.len(),
+                "aggregations_not_taken": agg.difference(&took).count(),
+                "aggregations_unexpected": took.difference(&agg).count(),
+                "contributions_taken": took_sync.len(),
+                "contributions_not_taken": sync.difference(&took_sync).count(),
+                "contributions_unexpected": took_sync.difference(&sync).count(),
+            })
+        })
+        .collect();
+    json!({"expected_aggregations": agg.len(), "expected_contributions": sync.len(), "vcs": per_vc})
 }
 
 fn load_rows(path: &Path) -> Vec<serde_json::Value> {
