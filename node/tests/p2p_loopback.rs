@@ -322,6 +322,113 @@ async fn outsider_is_disconnected_and_never_delivered() {
     }
 }
 
+/// Bytes of the request frame (length prefix + SSZ envelope) that `key`, node `sender`, puts on
+/// the wire for `payload` (secp256k1 signatures are deterministic, RFC 6979).
+fn wire_len(key: &Keypair, protocol: Protocol, sender: u64, payload: &[u8]) -> f64 {
+    (4 + Envelope::signed(key, protocol, sender, payload.to_vec())
+        .encode()
+        .len()) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_on_the_wire_are_counted_per_protocol() {
+    let (keys, ids) = keys(2);
+    let mut nodes = start_cluster(&keys, &ids).await;
+    let sent = |n: &Node, p: Protocol| {
+        n.metric(&format!(
+            "p2p_message_bytes_sent_total{{protocol=\"{}\"}}",
+            p.label()
+        ))
+    };
+    let received = |n: &Node, p: Protocol| {
+        n.metric(&format!(
+            "p2p_message_bytes_received_total{{protocol=\"{}\"}}",
+            p.label()
+        ))
+    };
+    // Every series exists from the start, at 0 (pings and connection setup are not counted).
+    for n in &nodes {
+        for p in Protocol::ALL {
+            for series in ["sent", "received"] {
+                let name = format!(
+                    "p2p_message_bytes_{series}_total{{protocol=\"{}\"}} 0",
+                    p.label()
+                );
+                assert!(n.dump().lines().any(|l| l == name), "{name}\n{}", n.dump());
+            }
+        }
+    }
+
+    // Node 0 → node 1 on every protocol, node 1 → node 0 on qbft only; one loopback message.
+    let traffic: Vec<(usize, Protocol, Vec<u8>)> = vec![
+        (0, Protocol::Qbft, vec![1; 1]),
+        (0, Protocol::Qbft, vec![2; 700]),
+        (0, Protocol::Qbft, vec![3; 40_000]),
+        (0, Protocol::Parsig, vec![4; 96]),
+        (0, Protocol::Parsig, vec![5; 200_000]),
+        (0, Protocol::Dkg, vec![6; 5_000]),
+        (1, Protocol::Qbft, vec![7; 123]),
+    ];
+    let mut want = [[0.0f64; 3]; 2];
+    for (from, protocol, payload) in &traffic {
+        nodes[*from]
+            .handle
+            .send(1 - from, *protocol, payload.clone())
+            .unwrap();
+        want[*from][usize::from(protocol.id() - 1)] +=
+            wire_len(&keys[*from], *protocol, *from as u64, payload);
+    }
+    nodes[0]
+        .handle
+        .send(0, Protocol::Parsig, b"loopback, not on the wire".to_vec())
+        .unwrap();
+    assert_eq!(nodes[1].recv_n(6).await.len(), 6);
+    assert_eq!(nodes[0].recv_n(2).await.len(), 2);
+    // Acknowledged: the sender's write completed and the receiver read the whole frame.
+    for n in &nodes {
+        assert!(
+            n.handle.flush(TIMEOUT).await,
+            "node {} flushed",
+            n.handle.index()
+        );
+    }
+
+    for (from, to) in [(0, 1), (1, 0)] {
+        for p in Protocol::ALL {
+            let expect = want[from][usize::from(p.id() - 1)];
+            let (s, r) = (sent(&nodes[from], p), received(&nodes[to], p));
+            assert_eq!(
+                (s, r),
+                (expect, expect),
+                "{p}: node {from} sent {s} bytes, node {to} received {r}, expected {expect}\n{}\n{}",
+                nodes[from].dump(),
+                nodes[to].dump()
+            );
+        }
+    }
+    // The frames of node 0 are the payloads plus 22 bytes (prefix + fixed part), plus the
+    // signature on the signed protocols.
+    assert_eq!(
+        sent(&nodes[0], Protocol::Qbft),
+        (1 + 700 + 40_000 + 3 * 22) as f64
+    );
+    let parsig = sent(&nodes[0], Protocol::Parsig) - (96 + 200_000 + 2 * 22) as f64;
+    assert!(
+        (2.0 * 64.0..=2.0 * 72.0).contains(&parsig),
+        "parsig signatures: {parsig} bytes"
+    );
+    assert!(received(&nodes[0], Protocol::Qbft) > 0.0);
+    assert_eq!(
+        received(&nodes[0], Protocol::Parsig),
+        0.0,
+        "loopback is not counted"
+    );
+
+    for node in &nodes {
+        node.handle.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_node_is_reconnected_with_backoff() {
     let (keys, ids) = keys(3);

@@ -29,6 +29,9 @@
 //! - `consensus_ms`: consensus duration per node and duty (duty log);
 //! - `slashing_db_ms_per_duty`, `partial_verify_ms_per_slot`, `p2p_bytes_per_slot`: from each
 //!   node's `/metrics` (mean per node; `null` when the node does not export them);
+//!   `p2p_bytes_per_slot` is the increase of `p2p_message_bytes_sent_total` summed over its
+//!   `protocol` series (request frames written to peer streams: length prefix + envelope) per
+//!   slot, `p2p_bytes_received_per_slot` the same of `p2p_message_bytes_received_total`;
 //! - `cpu_seconds_per_slot`: user + system CPU of a dvnode process over the measured slots, per
 //!   slot, mean over the nodes; `rss_mib_max`: the largest peak RSS (`VmHWM`) of a node.
 
@@ -221,6 +224,8 @@ pub struct Row {
     pub cpu_seconds_per_slot_per_1000_validators: f64,
     /// CPU per slot of the harness (simulated BN and VCs, seconds).
     pub harness_cpu_seconds_per_slot: f64,
+    /// p2p bytes received per slot (mean per node).
+    pub p2p_bytes_received_per_slot: Option<f64>,
     /// Objects the beacon node refused, by kind.
     pub refused: BTreeMap<String, u64>,
     /// Whether the row meets every goal figure of the issue.
@@ -400,6 +405,10 @@ pub fn compute_row(input: RowInput<'_>) -> Row {
         n.delta("p2p_message_bytes_sent_total")
             .map(|b| b / slots as f64)
     });
+    let p2p_bytes_received_per_slot = per_node_mean(&input.nodes, |n| {
+        n.delta("p2p_message_bytes_received_total")
+            .map(|b| b / slots as f64)
+    });
     let cpu_seconds_per_slot =
         per_node_mean(&input.nodes, |n| Some(n.cpu_seconds / slots as f64)).unwrap_or_default();
     let rss_mib_max = input
@@ -463,6 +472,7 @@ pub fn compute_row(input: RowInput<'_>) -> Row {
         cpu_seconds_per_slot_per_1000_validators: cpu_seconds_per_slot * 1000.0
             / input.validators.max(1) as f64,
         harness_cpu_seconds_per_slot: input.harness_cpu_seconds / slots as f64,
+        p2p_bytes_received_per_slot,
         refused: input.record.invalid.clone(),
         meets_goal: misses_goal.is_empty(),
         misses_goal,
@@ -573,6 +583,68 @@ mod tests {
         assert_eq!(metric_sum(text, "parsig_verify_seconds_sum"), Some(3.5));
         assert_eq!(metric_sum(text, "parsig_verify_seconds_count"), Some(4.0));
         assert_eq!(metric_sum(text, "absent"), None);
+    }
+
+    #[test]
+    fn p2p_bytes_per_slot_sums_the_protocol_series_of_each_node() {
+        // As dvnode exports them (prometheus-client, OpenMetrics text).
+        let exposition = |qbft: u64, parsig: u64, dkg: u64, received: u64| {
+            format!(
+                "# HELP p2p_message_bytes_sent Bytes of request frames written to peer streams.\n\
+                 # TYPE p2p_message_bytes_sent counter\n\
+                 p2p_message_bytes_sent_total{{protocol=\"qbft\"}} {qbft}\n\
+                 p2p_message_bytes_sent_total{{protocol=\"parsig\"}} {parsig}\n\
+                 p2p_message_bytes_sent_total{{protocol=\"dkg\"}} {dkg}\n\
+                 # TYPE p2p_message_bytes_received counter\n\
+                 p2p_message_bytes_received_total{{protocol=\"qbft\"}} {received}\n\
+                 p2p_messages_sent_total{{protocol=\"qbft\"}} 99999\n\
+                 # EOF\n"
+            )
+        };
+        let node = |start: String, end: String| NodeFigures {
+            metrics_at_start: start,
+            metrics: end,
+            ..Default::default()
+        };
+        let row = |nodes: Vec<NodeFigures>| {
+            compute_row(RowInput {
+                validators: 1,
+                network_validators: 1,
+                mode: "middleware".into(),
+                first_slot: 10,
+                end_slot: 14,
+                slot_ms: 12_000,
+                genesis_ms: 0,
+                expected: Vec::new(),
+                record: &Record::default(),
+                vc_requests: Vec::new(),
+                sign_requests: Vec::new(),
+                nodes,
+                harness_cpu_seconds: 0.0,
+            })
+        };
+        let r = row(vec![
+            // (100 + 300 + 0) sent, 200 received over 4 slots.
+            node(
+                exposition(1_000, 500, 0, 700),
+                exposition(1_100, 800, 0, 900),
+            ),
+            // A series that appeared during the window counts from 0.
+            node("# EOF\n".into(), exposition(2_000, 2_000, 400, 1_600)),
+        ]);
+        assert_eq!(r.p2p_bytes_per_slot, Some((100.0 + 1_100.0) / 2.0));
+        assert_eq!(r.p2p_bytes_received_per_slot, Some((50.0 + 400.0) / 2.0));
+        // A node that does not export the counters is left out of the mean; none: null.
+        let r = row(vec![
+            node(String::new(), "# EOF\n".into()),
+            node(exposition(0, 0, 0, 0), exposition(40, 0, 0, 0)),
+        ]);
+        assert_eq!(r.p2p_bytes_per_slot, Some(10.0));
+        let r = row(vec![node(String::new(), "up 1\n".into())]);
+        assert_eq!(
+            (r.p2p_bytes_per_slot, r.p2p_bytes_received_per_slot),
+            (None, None)
+        );
     }
 
     #[test]

@@ -4,12 +4,21 @@
 //! envelope). A frame longer than the codec's limit is refused as soon as its length prefix is
 //! read, so the stream is dropped without buffering the body. A response is a single [`Ack`]
 //! byte.
+//!
+//! A codec made with [`FrameCodec::counted`] counts the request bytes it writes (a whole frame,
+//! once written and flushed) and reads (every byte read, frames later rejected included) into
+//! the protocol's `p2p_message_bytes_sent_total` / `p2p_message_bytes_received_total`. Acks,
+//! multistream-select, noise and yamux framing are not counted.
 
 use std::io;
 
 use async_trait::async_trait;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{request_response, StreamProtocol};
+use prometheus_client::metrics::counter::Counter;
+
+/// Bytes of a request frame's big-endian length prefix.
+const LEN_PREFIX: usize = 4;
 
 /// Response to a request: whether the receiver accepted (verified and delivered) the envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,15 +85,30 @@ pub enum Frame {
 }
 
 /// Request-response codec for one protocol: requests are frames of at most `max_frame` bytes.
+/// Clones (libp2p clones the codec for every stream) share the byte counters.
 #[derive(Clone, Debug)]
 pub struct FrameCodec {
     max_frame: usize,
+    bytes_sent: Counter,
+    bytes_received: Counter,
 }
 
 impl FrameCodec {
-    /// A codec accepting request frames of at most `max_frame` bytes.
+    /// A codec accepting request frames of at most `max_frame` bytes, counting into counters
+    /// of its own (see [`counted`](Self::counted)).
     pub fn new(max_frame: usize) -> Self {
-        FrameCodec { max_frame }
+        FrameCodec::counted(max_frame, Counter::default(), Counter::default())
+    }
+
+    /// A codec accepting request frames of at most `max_frame` bytes that adds the bytes of
+    /// every request frame it writes to `bytes_sent` and every request byte it reads to
+    /// `bytes_received`.
+    pub fn counted(max_frame: usize, bytes_sent: Counter, bytes_received: Counter) -> Self {
+        FrameCodec {
+            max_frame,
+            bytes_sent,
+            bytes_received,
+        }
     }
 }
 
@@ -98,10 +122,11 @@ impl request_response::Codec for FrameCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let mut len = [0u8; 4];
+        let mut len = [0u8; LEN_PREFIX];
         if let Err(e) = io.read_exact(&mut len).await {
             return Ok(Frame::Invalid(FrameError::Truncated(e)));
         }
+        self.bytes_received.inc_by(LEN_PREFIX as u64);
         let len = u64::from(u32::from_be_bytes(len));
         if len > self.max_frame as u64 {
             return Ok(Frame::Invalid(FrameError::Oversized {
@@ -111,7 +136,10 @@ impl request_response::Codec for FrameCodec {
         }
         // Read through `take` so memory grows with bytes actually received, not with the claim.
         let mut body = Vec::new();
-        if let Err(e) = io.take(len).read_to_end(&mut body).await {
+        let read = io.take(len).read_to_end(&mut body).await;
+        // What was read before an error is in `body` too.
+        self.bytes_received.inc_by(body.len() as u64);
+        if let Err(e) = read {
             return Ok(Frame::Invalid(FrameError::Truncated(e)));
         }
         if body.len() as u64 != len {
@@ -167,7 +195,9 @@ impl request_response::Codec for FrameCodec {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
         io.write_all(&len.to_be_bytes()).await?;
         io.write_all(&req).await?;
-        io.flush().await
+        io.flush().await?;
+        self.bytes_sent.inc_by((LEN_PREFIX + req.len()) as u64);
+        Ok(())
     }
 
     async fn write_response<T>(
@@ -243,6 +273,53 @@ mod tests {
             Frame::Body(vec![0; 17])
         ))
         .is_err());
+    }
+
+    #[test]
+    fn frames_written_and_read_are_counted_on_the_wire() {
+        let (sent, received) = (Counter::default(), Counter::default());
+        let mut codec = FrameCodec::counted(16, sent.clone(), received.clone());
+        let mut out = Cursor::new(Vec::new());
+        for body in [&b"abc"[..], &[9u8; 16][..]] {
+            futures::executor::block_on(codec.write_request(
+                &proto(),
+                &mut out,
+                Frame::Body(body.to_vec()),
+            ))
+            .unwrap();
+        }
+        let wire = out.into_inner();
+        assert_eq!((wire.len(), sent.get()), (27, 27));
+        // A failed write (oversized) is not counted.
+        assert!(futures::executor::block_on(codec.write_request(
+            &proto(),
+            &mut Cursor::new(Vec::new()),
+            Frame::Body(vec![0; 17])
+        ))
+        .is_err());
+        assert_eq!(sent.get(), 27);
+
+        // The clone libp2p makes per stream shares the counters.
+        let mut reader = codec.clone();
+        let mut input = Cursor::new(wire);
+        for _ in 0..2 {
+            let frame =
+                futures::executor::block_on(reader.read_request(&proto(), &mut input)).unwrap();
+            assert!(matches!(frame, Frame::Body(_)));
+        }
+        assert_eq!(received.get(), 27);
+        // Oversized: only the prefix is read. Truncated: what arrived.
+        assert_eq!(
+            read(&mut reader, [0, 0, 0, 17, 1, 2].to_vec()),
+            Err("oversized")
+        );
+        assert_eq!(received.get(), 31);
+        assert_eq!(
+            read(&mut reader, [0, 0, 0, 5, 1, 2].to_vec()),
+            Err("truncated")
+        );
+        assert_eq!(received.get(), 37);
+        assert_eq!(sent.get(), 27);
     }
 
     #[test]

@@ -56,6 +56,13 @@ pub struct Metrics {
     pub messages_resent: Family<ProtocolLabel, Counter>,
     /// `p2p_dead_connections_total{peer}`: connections closed because a ping went unanswered.
     pub dead_connections: Family<PeerLabel, Counter>,
+    /// `p2p_message_bytes_sent_total{protocol}`: bytes of request frames (4-byte length prefix
+    /// plus SSZ envelope) written to peer streams; a frame counts once its write and flush
+    /// succeeded, once per send (a re-sent request counts again).
+    pub message_bytes_sent: Family<ProtocolLabel, Counter>,
+    /// `p2p_message_bytes_received_total{protocol}`: bytes of request frames read from peer
+    /// streams (length prefix plus the body bytes read, also of frames then rejected).
+    pub message_bytes_received: Family<ProtocolLabel, Counter>,
 }
 
 impl Metrics {
@@ -112,7 +119,28 @@ impl Metrics {
             "Connections to the cluster peer closed because a ping went unanswered",
             m.dead_connections.clone(),
         );
+        registry.register(
+            "p2p_message_bytes_sent",
+            "Bytes of request frames (length prefix and envelope) written to peer streams",
+            m.message_bytes_sent.clone(),
+        );
+        registry.register(
+            "p2p_message_bytes_received",
+            "Bytes of request frames (length prefix and envelope) read from peer streams",
+            m.message_bytes_received.clone(),
+        );
         m
+    }
+
+    /// The byte counters of `protocol` (sent, received), created at zero if new: handed to the
+    /// protocol's [`FrameCodec`](super::FrameCodec), which counts what it writes and reads.
+    pub(crate) fn byte_counters(&self, protocol: &str) -> (Counter, Counter) {
+        let label = ProtocolLabel {
+            protocol: protocol.to_owned(),
+        };
+        let sent = self.message_bytes_sent.get_or_create(&label).clone();
+        let received = self.message_bytes_received.get_or_create(&label).clone();
+        (sent, received)
     }
 
     pub(crate) fn dropped(&self, protocol: &str, reason: &str) {

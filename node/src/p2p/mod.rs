@@ -69,6 +69,18 @@
 //! without signing or touching the network, so higher layers can treat every node alike;
 //! `broadcast` goes to the *other* nodes only.
 //!
+//! # Traffic
+//! `p2p_message_bytes_sent_total{protocol}` and `p2p_message_bytes_received_total{protocol}`
+//! (`qbft`, `parsig`, `dkg`; every series exists from start at 0) count the request frames on
+//! the wire — 4-byte length prefix plus SSZ envelope — as the frame codec writes and reads them:
+//! a sent frame counts once written and flushed to its stream (not when queued; a re-sent
+//! request counts again), a received one with every byte read (frames rejected afterwards
+//! included, so `oversized` counts its 4-byte prefix). Between two nodes the sender's sent bytes
+//! equal the receiver's received bytes. Loopback messages, acks, multistream-select, noise and
+//! yamux overhead are not counted. Message counts are `p2p_messages_sent_total{protocol}`
+//! (requests handed to a connection, re-sends included) and
+//! `p2p_messages_received_total{protocol}` (verified messages delivered, loopback included).
+//!
 //! Consensus drivers multiplex duty instances inside the payload: the handle is cheap to clone
 //! and can be shared by every instance, with one task demultiplexing the [`Inbound`] stream.
 //!

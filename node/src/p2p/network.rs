@@ -553,7 +553,7 @@ impl Network {
             }
         }
 
-        let swarm = build_swarm(&key, &peers, &limits)?;
+        let swarm = build_swarm(&key, &peers, &limits, &metrics)?;
         let (inbound_tx, inbound_rx) = mpsc::channel(limits.inbound_queue);
         let (cmd_tx, cmd_rx) = mpsc::channel(limits.outbound_queue);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -1101,7 +1101,12 @@ impl Network {
     }
 }
 
-fn build_swarm(key: &Keypair, peers: &[PeerId], limits: &Limits) -> Result<Swarm<Behaviour>> {
+fn build_swarm(
+    key: &Keypair,
+    peers: &[PeerId],
+    limits: &Limits,
+    metrics: &Metrics,
+) -> Result<Swarm<Behaviour>> {
     let dial_timeout = limits.dial_timeout;
     let noise = noise::Config::new(key).context("p2p: noise configuration")?;
     let mut allow = allow_block_list::Behaviour::<AllowedPeers>::default();
@@ -1117,8 +1122,9 @@ fn build_swarm(key: &Keypair, peers: &[PeerId], limits: &Limits) -> Result<Swarm
         .with_request_timeout(limits.request_timeout)
         .with_max_concurrent_streams(limits.max_concurrent_streams);
     let rr = |protocol: Protocol| {
+        let (sent, received) = metrics.byte_counters(protocol.label());
         request_response::Behaviour::with_codec(
-            FrameCodec::new(limits.max_frame(protocol)),
+            FrameCodec::counted(limits.max_frame(protocol), sent, received),
             [(
                 StreamProtocol::new(protocol.stream_protocol()),
                 ProtocolSupport::Full,
