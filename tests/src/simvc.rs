@@ -53,6 +53,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -189,6 +190,9 @@ pub struct SimVc {
     signer: Signer,
     /// Its pubkeys in DV order: share pubkeys (middleware), DV pubkeys (remote).
     share_pubkeys: Vec<BlsPubkey>,
+    /// Set when `run` is told to stop: tasks still running send no more sign requests (their
+    /// failures against stopped dvnodes would be the harness's, not dvnode's).
+    stopped: AtomicBool,
     /// Selection proofs of its aggregators, by `(slot, validator)` (remote mode).
     agg_proofs: Mutex<HashMap<(Slot, ValidatorIndex), BlsSignature>>,
     /// Validator index → DV position.
@@ -281,6 +285,7 @@ impl SimVc {
             schedule,
             signer,
             share_pubkeys,
+            stopped: AtomicBool::new(false),
             agg_proofs: Mutex::new(HashMap::new()),
             positions: Mutex::new(HashMap::new()),
             attesters: Mutex::new(BTreeMap::new()),
@@ -356,6 +361,9 @@ impl SimVc {
             },
             key: object,
         });
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
         let url = format!("{}/api/v1/eth2/sign/{pubkey}", self.api_url);
         let sent_ms = now_ms();
         let result: Result<BlsSignature, String> = async {
@@ -385,6 +393,9 @@ impl SimVc {
         .await;
         let latency_ms = now_ms().saturating_sub(sent_ms) as f64;
         let error = result.as_ref().err().cloned();
+        if error.is_some() && self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
         if let Some(e) = &error {
             self.error(&format!("sign/{sign_type}"), e);
         }
@@ -976,6 +987,9 @@ impl SimVc {
             let Some(j) = self.position(d.validator_index) else {
                 continue;
             };
+            if self.stopped.load(Ordering::Relaxed) {
+                break;
+            }
             for sub in sync_subcommittees::<P>(&d.validator_sync_committee_indices) {
                 let data = SyncAggregatorSelectionData {
                     slot,
@@ -1202,7 +1216,10 @@ impl SimVc {
         loop {
             tokio::select! {
                 _ = self.sleep_until_ms(self.slot_start_ms(slot)) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    self.stopped.store(true, Ordering::Relaxed);
+                    return;
+                }
             }
             if epoch_of(slot) > polled {
                 polled = epoch_of(slot);
