@@ -64,8 +64,8 @@ use dvnode::eth::aggregate::{
     SyncAggregatorSelectionData,
 };
 use dvnode::eth::beacon::{
-    AttesterDuty, BeaconClient, BeaconEvent, BlockId, EventTopic, ProposerDuty, StateId, SyncDuty,
-    ValidatorId,
+    AttesterDuty, BeaconClient, BeaconEvent, BlockId, EventTopic, PoolKind, ProposerDuty, StateId,
+    SyncDuty, ValidatorId,
 };
 use dvnode::eth::signing::ForkSchedule;
 use dvnode::eth::types::{
@@ -416,6 +416,33 @@ impl SimVc {
     /// Signs every job: with the key shares on the blocking pool (middleware), or with one
     /// Web3Signer request per job, all at once (remote; Lodestar's `Promise.all`). `None` where
     /// a sign request failed.
+    /// Signs `messages` (one job each, in order), wraps each signed one with `wrap` and posts
+    /// them in one array to `pool`'s endpoint; counts them as `published` or the failure under
+    /// `endpoint`. Messages whose signature failed are dropped; nothing is posted if none is left.
+    async fn sign_and_publish<M, S: Serialize>(
+        &self,
+        messages: Vec<M>,
+        jobs: Vec<SignJob>,
+        wrap: impl Fn(M, BlsSignature) -> S,
+        pool: PoolKind,
+        published: &str,
+        endpoint: &str,
+    ) {
+        let signed: Vec<S> = messages
+            .into_iter()
+            .zip(self.sign_each(jobs).await)
+            .filter_map(|(message, sig)| Some(wrap(message, sig?)))
+            .collect();
+        if signed.is_empty() {
+            return;
+        }
+        let refs: Vec<&S> = signed.iter().collect();
+        match self.api.submit_array(pool.path(), &refs).await {
+            Ok(()) => self.published(published, signed.len()),
+            Err(e) => self.error(endpoint, e),
+        }
+    }
+
     async fn sign_each(&self, jobs: Vec<SignJob>) -> Vec<Option<BlsSignature>> {
         match &self.signer {
             Signer::Local(keys) => {
@@ -895,28 +922,15 @@ impl SimVc {
                         });
                         messages.push(message);
                     }
-                    let signed: Vec<SignedAggregateAndProof<P>> = messages
-                        .into_iter()
-                        .zip(self.sign_each(jobs).await)
-                        .filter_map(|(message, sig)| {
-                            Some(SignedAggregateAndProof {
-                                message,
-                                signature: sig?,
-                            })
-                        })
-                        .collect();
-                    if signed.is_empty() {
-                        return;
-                    }
-                    let refs: Vec<&SignedAggregateAndProof<P>> = signed.iter().collect();
-                    match self
-                        .api
-                        .submit_array("/eth/v1/validator/aggregate_and_proofs", &refs)
-                        .await
-                    {
-                        Ok(()) => self.published("aggregate", signed.len()),
-                        Err(e) => self.error("publish_aggregate_and_proofs", e),
-                    }
+                    self.sign_and_publish(
+                        messages,
+                        jobs,
+                        |message, signature| SignedAggregateAndProof { message, signature },
+                        PoolKind::Aggregates,
+                        "aggregate",
+                        "publish_aggregate_and_proofs",
+                    )
+                    .await;
                 }),
         )
         .await;
@@ -1075,28 +1089,15 @@ impl SimVc {
                 });
                 messages.push(message);
             }
-            let signed: Vec<SignedContributionAndProof<P>> = messages
-                .into_iter()
-                .zip(self.sign_each(jobs).await)
-                .filter_map(|(message, sig)| {
-                    Some(SignedContributionAndProof {
-                        message,
-                        signature: sig?,
-                    })
-                })
-                .collect();
-            if signed.is_empty() {
-                return;
-            }
-            let refs: Vec<&SignedContributionAndProof<P>> = signed.iter().collect();
-            match self
-                .api
-                .submit_array("/eth/v1/validator/contribution_and_proofs", &refs)
-                .await
-            {
-                Ok(()) => self.published("contribution", signed.len()),
-                Err(e) => self.error("publish_contribution_and_proofs", e),
-            }
+            self.sign_and_publish(
+                messages,
+                jobs,
+                |message, signature| SignedContributionAndProof { message, signature },
+                PoolKind::Contributions,
+                "contribution",
+                "publish_contribution_and_proofs",
+            )
+            .await;
         }))
         .await;
     }
